@@ -1,0 +1,348 @@
+//! Capture: deciding, for one record change, which capture definitions fire
+//! and what each outbound queue item carries. Pure; the store calls it inside
+//! the write transaction of the change so the change and its queue items
+//! commit together.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::condition::{Fields, Query};
+use crate::config::sync::SyncConfig;
+use crate::domain::Domain;
+use crate::ids::{Millis, format_time};
+use crate::queue::{CaptureMetadata, ChangedField, Payload, PayloadJournalEntry};
+use crate::record::{JournalEntry, Operation, Record, RecordView};
+
+/// The active capture definitions of an instance, compiled and grouped by
+/// source table, each list in `order`.
+#[derive(Debug, Default)]
+pub struct CaptureIndex {
+    by_table: HashMap<String, Vec<CompiledCapture>>,
+}
+
+#[derive(Debug)]
+struct CompiledCapture {
+    name: String,
+    order: i64,
+    process_event: String,
+    domain: Domain,
+    operations: Vec<Operation>,
+    query: Query,
+    /// `None` means every non-`sys_` field.
+    fields: Option<Vec<String>>,
+    journal_fields: Vec<String>,
+    /// (outbound flow, remote system) pairs of the process event.
+    targets: Vec<(String, String)>,
+}
+
+/// One record change, as the store saw it.
+pub struct Change<'a> {
+    pub operation: Operation,
+    /// The record before the change (`None` on create).
+    pub old: Option<&'a Record>,
+    /// The record after the change (on delete: the record as it was).
+    pub new: &'a Record,
+    /// Journal entries this change appended.
+    pub new_journal: &'a [JournalEntry],
+    pub changed_by: &'a str,
+    pub time: Millis,
+    /// The remote system whose inbound flow made this change: never
+    /// captured back to it (echo suppression).
+    pub origin_remote: Option<&'a str>,
+}
+
+/// One outbound queue item to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Captured {
+    pub capture_definition: String,
+    pub process_event: String,
+    pub outbound_flow: String,
+    pub remote_system: String,
+    pub payload: Payload,
+}
+
+impl CaptureIndex {
+    /// Compiles the active capture definitions of a validated config.
+    pub fn build(config: &SyncConfig) -> CaptureIndex {
+        let mut by_table: HashMap<String, Vec<CompiledCapture>> = HashMap::new();
+        for capture in config.captures.iter().filter(|c| c.active) {
+            let Some(definition) = config.definition_of_event(&capture.process_event) else {
+                continue;
+            };
+            // Validated on apply; an unparsable filter cannot reach here, but
+            // if it did, capturing nothing is safer than capturing everything.
+            let Ok(query) = Query::parse(&capture.filter) else {
+                continue;
+            };
+            let targets = config
+                .outbound_flows
+                .iter()
+                .filter(|flow| flow.process_event == capture.process_event)
+                .map(|flow| (flow.name.clone(), flow.remote_system.clone()))
+                .collect();
+            let fields = if capture.fields.iter().any(|f| f == "*") {
+                None
+            } else {
+                Some(capture.fields.clone())
+            };
+            by_table
+                .entry(capture.table.clone())
+                .or_default()
+                .push(CompiledCapture {
+                    name: capture.name.clone(),
+                    order: capture.order,
+                    process_event: capture.process_event.clone(),
+                    domain: definition.domain.clone(),
+                    operations: capture.operations.clone(),
+                    query,
+                    fields,
+                    journal_fields: capture.journal_fields.clone(),
+                    targets,
+                });
+        }
+        for captures in by_table.values_mut() {
+            captures.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.name.cmp(&b.name)));
+        }
+        CaptureIndex { by_table }
+    }
+
+    /// The queue items one change creates, in capture-definition order.
+    pub fn capture(&self, change: &Change<'_>) -> Vec<Captured> {
+        let Some(captures) = self.by_table.get(&change.new.table) else {
+            return Vec::new();
+        };
+        let new_view = RecordView::new(change.new);
+        let old_view = change.old.map(RecordView::new);
+        let mut out = Vec::new();
+        for capture in captures {
+            if !capture.operations.contains(&change.operation)
+                || !change.new.domain.is_within(&capture.domain)
+                || capture.targets.is_empty()
+            {
+                continue;
+            }
+            let matches = match change.operation {
+                Operation::Create => capture.query.matches(&new_view, None),
+                Operation::Update => capture
+                    .query
+                    .matches(&new_view, old_view.as_ref().map(|v| v as &dyn Fields)),
+                // A deleted record is judged as it was; nothing "changes".
+                Operation::Delete => capture.query.matches(&new_view, Some(&new_view)),
+            };
+            if !matches {
+                continue;
+            }
+            let field_names = capture.field_names(change);
+            let journal: Vec<&JournalEntry> = change
+                .new_journal
+                .iter()
+                .filter(|entry| capture.journal_fields.contains(&entry.field))
+                .collect();
+            let changed_fields: Vec<ChangedField> = field_names
+                .iter()
+                .map(|name| {
+                    let value = change.new.fields.get(name).cloned().unwrap_or_default();
+                    let changed = match (change.operation, change.old) {
+                        (Operation::Delete, _) => false,
+                        (_, Some(old)) => old.fields.get(name) != change.new.fields.get(name),
+                        (_, None) => !value.is_empty(),
+                    };
+                    ChangedField {
+                        key: name.clone(),
+                        display_value: value.clone(),
+                        value,
+                        changed,
+                    }
+                })
+                .collect();
+            if change.operation == Operation::Update
+                && journal.is_empty()
+                && !changed_fields.iter().any(|f| f.changed)
+            {
+                continue;
+            }
+            let payload = Payload {
+                capture_metadata: CaptureMetadata {
+                    changed_by: change.changed_by.to_string(),
+                    timestamp: format_time(change.time),
+                    operation: change.operation,
+                    table: change.new.table.clone(),
+                    sys_id: change.new.sys_id.clone(),
+                    process_event: capture.process_event.clone(),
+                },
+                changed_fields,
+                journal_entries: journal
+                    .iter()
+                    .map(|entry| PayloadJournalEntry {
+                        field: entry.field.clone(),
+                        id: entry.id.clone(),
+                        author: entry.author.clone(),
+                        time: format_time(entry.created_on),
+                        text: entry.text.clone(),
+                    })
+                    .collect(),
+            };
+            for (flow, remote) in &capture.targets {
+                if change.origin_remote == Some(remote.as_str()) {
+                    continue;
+                }
+                out.push(Captured {
+                    capture_definition: capture.name.clone(),
+                    process_event: capture.process_event.clone(),
+                    outbound_flow: flow.clone(),
+                    remote_system: remote.clone(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl CompiledCapture {
+    fn field_names(&self, change: &Change<'_>) -> Vec<String> {
+        match &self.fields {
+            Some(fields) => fields.clone(),
+            None => {
+                let mut names: BTreeSet<String> = change.new.fields.keys().cloned().collect();
+                if let Some(old) = change.old {
+                    names.extend(old.fields.keys().cloned());
+                }
+                names.into_iter().collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config() -> SyncConfig {
+        SyncConfig::parse(
+            "t",
+            r#"
+[[definition]]
+name = "d"
+domain = "global/acme"
+[[process_event]]
+name = "ev"
+definition = "d"
+[[capture]]
+name = "second"
+order = 200
+process_event = "ev"
+table = "incident"
+fields = ["state"]
+[[capture]]
+name = "first"
+order = 100
+process_event = "ev"
+table = "incident"
+filter = "priority<=2"
+fields = ["state", "short_description"]
+journal_fields = ["comments"]
+[[remote_system]]
+name = "hub"
+endpoint = "https://hub:7481"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api"
+run_as = "runas"
+[[remote_system]]
+name = "other"
+endpoint = "https://other:7481"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api"
+run_as = "runas"
+[[outbound_flow]]
+name = "to hub"
+process_event = "ev"
+remote_system = "hub"
+[[outbound_flow]]
+name = "to other"
+process_event = "ev"
+remote_system = "other"
+"#,
+        )
+        .unwrap()
+    }
+
+    fn record(domain: &str, fields: &[(&str, &str)]) -> Record {
+        Record {
+            table: "incident".into(),
+            sys_id: "0".repeat(32),
+            created_on: 0,
+            created_by: "u".into(),
+            updated_on: 0,
+            updated_by: "u".into(),
+            mod_count: 0,
+            domain: Domain::parse(domain).unwrap(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            journal_len: 0,
+        }
+    }
+
+    fn change<'a>(op: Operation, old: Option<&'a Record>, new: &'a Record) -> Change<'a> {
+        Change {
+            operation: op,
+            old,
+            new,
+            new_journal: &[],
+            changed_by: "alice",
+            time: 0,
+            origin_remote: None,
+        }
+    }
+
+    #[test]
+    fn definitions_run_in_order_once_per_flow() {
+        let index = CaptureIndex::build(&config());
+        let new = record("global/acme/emea", &[("state", "1"), ("priority", "1")]);
+        let items = index.capture(&change(Operation::Create, None, &new));
+        let names: Vec<_> = items
+            .iter()
+            .map(|c| (c.capture_definition.as_str(), c.remote_system.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("first", "hub"), ("first", "other"), ("second", "hub"), ("second", "other")]
+        );
+        let fields = &items[0].payload.changed_fields;
+        assert_eq!(fields[0].key, "state");
+        assert!(fields[0].changed);
+        assert_eq!(fields[1].key, "short_description");
+        assert!(!fields[1].changed, "an unset field did not change");
+    }
+
+    #[test]
+    fn updates_fire_only_on_included_changes() {
+        let index = CaptureIndex::build(&config());
+        let old = record("global/acme", &[("state", "1"), ("priority", "1"), ("x", "a")]);
+        let same = record("global/acme", &[("state", "1"), ("priority", "1"), ("x", "b")]);
+        assert!(index.capture(&change(Operation::Update, Some(&old), &same)).is_empty());
+        let desc = record("global/acme", &[("state", "1"), ("priority", "1"), ("short_description", "hi")]);
+        let items = index.capture(&change(Operation::Update, Some(&old), &desc));
+        assert_eq!(items.len(), 2, "only `first` includes short_description");
+    }
+
+    #[test]
+    fn domains_outside_the_definition_are_not_captured() {
+        let index = CaptureIndex::build(&config());
+        let new = record("global/other", &[("state", "1"), ("priority", "1")]);
+        assert!(index.capture(&change(Operation::Create, None, &new)).is_empty());
+    }
+
+    #[test]
+    fn changes_from_a_remote_are_not_sent_back_to_it() {
+        let index = CaptureIndex::build(&config());
+        let new = record("global/acme", &[("state", "1")]);
+        let mut c = change(Operation::Create, None, &new);
+        c.origin_remote = Some("hub");
+        let items = index.capture(&c);
+        assert!(items.iter().all(|i| i.remote_system == "other"));
+        assert_eq!(items.len(), 1);
+    }
+}

@@ -1,0 +1,709 @@
+//! The command line: parses arguments, reads files, talks to the running
+//! daemon through the admin client and prints tables (or JSON with
+//! `--json`). No business rules live here.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ConfigError;
+use crate::config::server::{LogFormat, ServerConfig};
+use crate::config::sync::SyncConfig;
+use crate::instance::{ADMIN_ADDR_FILE, ADMIN_TOKEN_FILE, CERT_FILE};
+use crate::record::{JournalText, Operation, RecordWrite};
+use crate::transport::client::{AdminClient, RecordData, Target};
+
+/// Default data directory of a packaged install.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/procsync";
+
+#[derive(Parser, Debug)]
+#[command(name = "procsync", version, about = "Remote Process Sync as one self-contained binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the running instance.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The instance's data directory: the admin address and token are read
+    /// from it unless given otherwise.
+    #[arg(long, env = "PROCSYNC_DATA", global = true)]
+    pub data: Option<PathBuf>,
+    /// Admin API address, HOST:PORT.
+    #[arg(long, env = "PROCSYNC_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// API token.
+    #[arg(long, env = "PROCSYNC_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The instance certificate (PEM) when the admin API uses TLS.
+    #[arg(long, global = true)]
+    pub tls_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new instance in a data directory.
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Run the instance.
+    Serve(ServeArgs),
+    /// Check configuration files offline.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Apply a process sync definitions file (idempotent by name).
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print the instance's process sync definitions as TOML.
+    Export {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create, change and read records.
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Append to journal fields (comments, work notes).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Manage users, roles and tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Inspect the queues.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Measure the instance.
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The data directory (overrides `data_dir` of the config file).
+    #[arg(long, env = "PROCSYNC_DATA")]
+    pub data: Option<PathBuf>,
+    /// The server config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Admin API address (overrides `admin.listen`).
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Log format (overrides `log.format`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a server config or process sync definitions file.
+    Validate {
+        file: PathBuf,
+        /// Which kind of file; guessed from its contents when absent.
+        #[arg(long, value_enum)]
+        kind: Option<FileKind>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileKind {
+    Server,
+    Sync,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordCommand {
+    /// Create a record; prints its sys_id.
+    Create {
+        table: String,
+        /// Fields as key=value.
+        fields: Vec<String>,
+        /// Fields as a JSON object (`-` reads stdin).
+        #[arg(long)]
+        json: Option<String>,
+    },
+    /// Update fields of a record (an empty value clears a field).
+    Update {
+        table: String,
+        sys_id: String,
+        fields: Vec<String>,
+        #[arg(long)]
+        json: Option<String>,
+    },
+    Delete { table: String, sys_id: String },
+    Get {
+        table: String,
+        sys_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        table: String,
+        /// Encoded query, e.g. `state=2^priority<=2`.
+        #[arg(long, short, default_value = "")]
+        query: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Columns to show (default: sys_id and every field).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bulk-load records from a file of JSON objects, one per line, through
+    /// the batch write call.
+    Import {
+        table: String,
+        file: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JournalCommand {
+    /// Append an entry to a journal field.
+    Add {
+        table: String,
+        sys_id: String,
+        field: String,
+        text: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user and print its first token.
+    Add {
+        name: String,
+        /// Comma-separated roles.
+        #[arg(long, default_value = "")]
+        roles: String,
+        /// Domain path (default: yours).
+        #[arg(long, default_value = "")]
+        domain: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new token for a user, replacing the old ones.
+    Token { name: String },
+    /// Set a user's roles.
+    Roles { name: String, roles: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    Outbound {
+        #[command(subcommand)]
+        command: QueueAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    List {
+        #[arg(long, default_value = "")]
+        status: String,
+        #[arg(long, default_value = "")]
+        remote: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init { data, name } => init(&data, &name),
+        Command::Serve(args) => serve(args).await,
+        Command::Config {
+            command: ConfigCommand::Validate { file, kind },
+        } => validate(&file, kind),
+        Command::Apply { file, connection } => {
+            let text = read_file(&file)?;
+            let shown = file.display().to_string();
+            // Validate offline first: every problem, with lines, before
+            // anything is sent.
+            if let Err(e) = SyncConfig::parse(&shown, &text) {
+                eprintln!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let report = client(&connection).await?.apply_config(&text, &shown).await?;
+            for (verb, names) in [("created", &report.created), ("changed", &report.changed), ("removed", &report.removed)] {
+                for name in names {
+                    println!("{verb} {name}");
+                }
+            }
+            if report.created.is_empty() && report.changed.is_empty() && report.removed.is_empty() {
+                println!("unchanged: the instance already matches {shown}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { connection } => {
+            print!("{}", client(&connection).await?.export_config().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Record { command, connection } => record(command, &connection).await,
+        Command::Journal {
+            command: JournalCommand::Add { table, sys_id, field, text },
+            connection,
+        } => {
+            let results = client(&connection)
+                .await?
+                .write_records(vec![RecordWrite {
+                    operation: Operation::Update,
+                    table: table.clone(),
+                    sys_id: Some(sys_id),
+                    fields: BTreeMap::new(),
+                    journal: vec![JournalText { field, text }],
+                }])
+                .await?;
+            let result = &results[0];
+            println!("{}", result.sys_id);
+            eprintln!("added a {} entry to {table}/{}; {} outbound item(s) queued", "journal", result.sys_id, result.queued);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User { command, connection } => user(command, &connection).await,
+        Command::Queue {
+            command: QueueCommand::Outbound {
+                command: QueueAction::List { status, remote, limit, json },
+            },
+            connection,
+        } => {
+            let items = client(&connection).await?.list_outbound(&status, &remote, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                let rows = items
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.id.to_string(),
+                            i.sequence.to_string(),
+                            i.status.clone(),
+                            i.remote_system.clone(),
+                            i.process_event.clone(),
+                            i.operation.clone(),
+                            format!("{}/{}", i.table, i.local_correlation_id),
+                            i.domain.clone(),
+                            i.created_on.clone(),
+                            i.error.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN", "CREATED", "ERROR"],
+                    rows,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => crate::bench::run(command).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn init(data: &Path, name: &str) -> Result<ExitCode> {
+    let made = crate::instance::init(data, name)?;
+    println!("Created instance `{}` in {}", made.info.name, data.display());
+    println!("  sys_id:      {}", made.info.sys_id);
+    println!("  fingerprint: {}", made.info.fingerprint);
+    println!("  certificate: {}", data.join(CERT_FILE).display());
+    println!("  admin token: {} (mode 0600)", made.token_file.display());
+    println!("Peers pin the fingerprint in their remote_system definition. Start with: procsync serve --data {}", data.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = read_file(path)?;
+            ServerConfig::parse(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    let data = args
+        .data
+        .or_else(|| config.data_dir.clone())
+        .ok_or_else(|| anyhow!("no data directory: pass --data DIR or set data_dir in the server config"))?;
+    init_tracing(&config);
+    crate::server::run(data, config, crate::server::shutdown_signal(), |_| {}).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(config: &ServerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn validate(file: &Path, kind: Option<FileKind>) -> Result<ExitCode> {
+    let text = read_file(file)?;
+    let shown = file.display().to_string();
+    let kind = kind.unwrap_or_else(|| guess_kind(&text));
+    let result: Result<String, ConfigError> = match kind {
+        FileKind::Server => ServerConfig::parse(&shown, &text).map(|_| "a valid server config".to_string()),
+        FileKind::Sync => SyncConfig::parse(&shown, &text)
+            .map(|c| format!("valid process sync definitions ({} objects)", c.objects().len())),
+    };
+    match result {
+        Ok(what) => {
+            println!("{shown}: {what}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{shown}: {} problem(s) found; nothing was applied", e.problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A file with any `[[kind]]` of the definitions is a definitions file.
+fn guess_kind(text: &str) -> FileKind {
+    let is_sync = text.lines().any(|line| {
+        let line = line.trim();
+        crate::config::sync::KINDS
+            .iter()
+            .any(|kind| line.starts_with(&format!("[[{kind}]]")))
+    });
+    if is_sync { FileKind::Sync } else { FileKind::Server }
+}
+
+fn read_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Finds the address, token and TLS certificate to use.
+pub fn target(connection: &Connection) -> Result<Target> {
+    let data = connection
+        .data
+        .clone()
+        .or_else(|| Path::new(DEFAULT_DATA_DIR).exists().then(|| PathBuf::from(DEFAULT_DATA_DIR)));
+    let address = match (&connection.addr, &data) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(dir)) if dir.join(ADMIN_ADDR_FILE).exists() => {
+            read_file(&dir.join(ADMIN_ADDR_FILE))?.trim().to_string()
+        }
+        _ => crate::config::server::DEFAULT_ADMIN_LISTEN.to_string(),
+    };
+    let token = if let Some(token) = &connection.token {
+        token.clone()
+    } else if let Some(file) = &connection.token_file {
+        read_file(file)?
+    } else if let Some(dir) = &data {
+        read_file(&dir.join(ADMIN_TOKEN_FILE)).context("no token given (--token, PROCSYNC_TOKEN or --token-file)")?
+    } else {
+        bail!("no API token: pass --token, set PROCSYNC_TOKEN, or --data DIR to use DIR/admin.token");
+    };
+    let tls_cert_pem = connection.tls_cert.as_deref().map(read_file).transpose()?;
+    Ok(Target {
+        address,
+        token: token.trim().to_string(),
+        tls_cert_pem,
+    })
+}
+
+async fn client(connection: &Connection) -> Result<AdminClient> {
+    Ok(AdminClient::connect(&target(connection)?).await?)
+}
+
+/// Parses `key=value` arguments and a `--json` object into fields.
+fn parse_fields(pairs: &[String], json: Option<&str>) -> Result<BTreeMap<String, String>> {
+    let mut fields = BTreeMap::new();
+    if let Some(json) = json {
+        let text = if json == "-" {
+            let mut buf = String::new();
+            std::io::stdin().read_to_string(&mut buf)?;
+            buf
+        } else {
+            json.to_string()
+        };
+        fields.extend(json_fields(&text)?);
+    }
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("`{pair}` is not key=value"))?;
+        fields.insert(key.trim().to_string(), value.to_string());
+    }
+    Ok(fields)
+}
+
+/// A JSON object of scalar values as record fields.
+pub fn json_fields(text: &str) -> Result<BTreeMap<String, String>> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        anyhow!("malformed JSON at line {}, column {}: {e}; pass an object like {{\"state\": \"2\"}}", e.line(), e.column())
+    })?;
+    let serde_json::Value::Object(object) = value else {
+        bail!("the JSON must be an object of fields, like {{\"state\": \"2\"}}");
+    };
+    object
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => bail!("field `{key}` holds a list or object; record fields are text, numbers or booleans"),
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitCode> {
+    let mut client = client(connection).await?;
+    match command {
+        RecordCommand::Create { table, fields, json } => {
+            let fields = parse_fields(&fields, json.as_deref())?;
+            let results = client
+                .write_records(vec![RecordWrite {
+                    operation: Operation::Create,
+                    table: table.clone(),
+                    sys_id: None,
+                    fields,
+                    journal: Vec::new(),
+                }])
+                .await?;
+            println!("{}", results[0].sys_id);
+            eprintln!("created {table}/{}; {} outbound item(s) queued", results[0].sys_id, results[0].queued);
+        }
+        RecordCommand::Update { table, sys_id, fields, json } => {
+            let fields = parse_fields(&fields, json.as_deref())?;
+            let results = client
+                .write_records(vec![RecordWrite {
+                    operation: Operation::Update,
+                    table: table.clone(),
+                    sys_id: Some(sys_id),
+                    fields,
+                    journal: Vec::new(),
+                }])
+                .await?;
+            println!("{}", results[0].sys_id);
+            eprintln!(
+                "updated {table}/{} (mod count {}); {} outbound item(s) queued",
+                results[0].sys_id, results[0].mod_count, results[0].queued
+            );
+        }
+        RecordCommand::Delete { table, sys_id } => {
+            let results = client
+                .write_records(vec![RecordWrite {
+                    operation: Operation::Delete,
+                    table: table.clone(),
+                    sys_id: Some(sys_id),
+                    fields: BTreeMap::new(),
+                    journal: Vec::new(),
+                }])
+                .await?;
+            println!("{}", results[0].sys_id);
+            eprintln!("deleted {table}/{}; {} outbound item(s) queued", results[0].sys_id, results[0].queued);
+        }
+        RecordCommand::Get { table, sys_id, json } => {
+            let record = client.get_record(&table, &sys_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print_record(&record);
+            }
+        }
+        RecordCommand::List { table, query, limit, fields, json } => {
+            let records = client.list_records(&table, &query, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                let columns: Vec<String> = if fields.is_empty() {
+                    let mut names: Vec<String> = records
+                        .iter()
+                        .flat_map(|r| r.fields.keys().cloned())
+                        .filter(|k| !k.starts_with("sys_"))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    names.insert(0, "sys_id".to_string());
+                    names
+                } else {
+                    fields
+                };
+                let rows = records
+                    .iter()
+                    .map(|r| columns.iter().map(|c| r.fields.get(c).cloned().unwrap_or_default()).collect())
+                    .collect();
+                let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
+                print_table(&headers, rows);
+            }
+        }
+        RecordCommand::Import { table, file, batch } => {
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?,
+            );
+            let mut pending = Vec::new();
+            let mut total = 0usize;
+            for (i, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let fields = json_fields(&line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
+                pending.push(RecordWrite {
+                    operation: Operation::Create,
+                    table: table.clone(),
+                    sys_id: None,
+                    fields,
+                    journal: Vec::new(),
+                });
+                if pending.len() >= batch.max(1) {
+                    total += client.write_records(std::mem::take(&mut pending)).await?.len();
+                }
+            }
+            if !pending.is_empty() {
+                total += client.write_records(pending).await?.len();
+            }
+            println!("imported {total} record(s) into {table}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_record(record: &RecordData) {
+    let width = record.fields.keys().map(String::len).max().unwrap_or(0);
+    for (key, value) in &record.fields {
+        println!("{key:width$}  {value}");
+    }
+    for entry in &record.journal {
+        println!("[{}] {} {} ({}): {}", entry.field, entry.time, entry.author, entry.id, entry.text);
+    }
+}
+
+async fn user(command: UserCommand, connection: &Connection) -> Result<ExitCode> {
+    let mut client = client(connection).await?;
+    match command {
+        UserCommand::Add { name, roles, domain } => {
+            let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect();
+            let (user, token) = client.add_user(&name, &roles, &domain).await?;
+            println!("{token}");
+            eprintln!(
+                "added user `{}` (roles: {}; domain: {}); the token above is shown once",
+                user.name,
+                user.roles.join(","),
+                user.domain
+            );
+        }
+        UserCommand::List { json } => {
+            let users = client.list_users().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                let rows = users
+                    .iter()
+                    .map(|u| vec![u.name.clone(), u.roles.join(","), u.domain.clone()])
+                    .collect();
+                print_table(&["NAME", "ROLES", "DOMAIN"], rows);
+            }
+        }
+        UserCommand::Token { name } => {
+            let token = client.issue_token(&name).await?;
+            println!("{token}");
+            eprintln!("issued a new token for `{name}`; its previous tokens no longer work");
+        }
+        UserCommand::Roles { name, roles } => {
+            let user = client.set_roles(&name, &roles).await?;
+            println!("{} {}", user.name, user.roles.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,527 @@
+//! Process sync definitions: the declarative TOML an integration
+//! administrator applies with `procsync apply`. Every object of Remote
+//! Process Sync is a `[[kind]]` block referring to others by name.
+//! Parsing and offline validation only.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Problem, SourceLines, toml_problem};
+use crate::condition::Query;
+use crate::domain::Domain;
+use crate::ids::is_sys_id;
+use crate::record::{Operation, check_name};
+use crate::user::check_user_name;
+
+/// Every process sync object of one instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    #[serde(default, rename = "definition", skip_serializing_if = "Vec::is_empty")]
+    pub definitions: Vec<Definition>,
+    #[serde(default, rename = "process_event", skip_serializing_if = "Vec::is_empty")]
+    pub process_events: Vec<ProcessEvent>,
+    #[serde(default, rename = "capture", skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<CaptureDefinition>,
+    #[serde(default, rename = "remote_system", skip_serializing_if = "Vec::is_empty")]
+    pub remote_systems: Vec<RemoteSystem>,
+    #[serde(default, rename = "outbound_flow", skip_serializing_if = "Vec::is_empty")]
+    pub outbound_flows: Vec<OutboundFlow>,
+    #[serde(default, rename = "inbound_flow", skip_serializing_if = "Vec::is_empty")]
+    pub inbound_flows: Vec<InboundFlow>,
+}
+
+/// A Process Sync Definition: groups process events under an application
+/// and a domain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_application")]
+    pub application: String,
+    /// Capture definitions of this definition see only records in this
+    /// domain's subtree.
+    #[serde(default = "Domain::global")]
+    pub domain: Domain,
+}
+
+/// A process event: the name that links instances (case-sensitive, must be
+/// identical on every instance).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessEvent {
+    pub name: String,
+    pub definition: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentStrategy {
+    #[default]
+    All,
+    Deltas,
+}
+
+/// A capture definition: which record changes become outbound queue items.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureDefinition {
+    pub name: String,
+    pub process_event: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Lower runs first.
+    #[serde(default = "default_order")]
+    pub order: i64,
+    pub table: String,
+    /// Encoded query; empty matches every record.
+    #[serde(default)]
+    pub filter: String,
+    #[serde(default = "all_operations")]
+    pub operations: Vec<Operation>,
+    /// Included fields; `["*"]` includes every non-`sys_` field.
+    pub fields: Vec<String>,
+    #[serde(default)]
+    pub journal_fields: Vec<String>,
+    #[serde(default)]
+    pub include_attachments: bool,
+    #[serde(default)]
+    pub attachment_strategy: AttachmentStrategy,
+    /// 0 means no limit.
+    #[serde(default)]
+    pub max_attachment_mb: u64,
+    /// Empty means every extension.
+    #[serde(default)]
+    pub allowed_extensions: Vec<String>,
+}
+
+/// A peer instance this instance syncs with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSystem {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// sys_id of the peer's Remote System record that points back at us.
+    #[serde(default)]
+    pub external_id: String,
+    /// The peer's peer-API address, e.g. `https://hub.example:7481`.
+    pub endpoint: String,
+    /// The peer certificate's fingerprint, `sha256:` + 64 hex digits, as
+    /// printed by the peer's `procsync init`.
+    pub fingerprint: String,
+    /// The local user the peer authenticates as (role `process_sync_api`).
+    pub inbound_api_user: String,
+    /// The local user inbound flows from this peer run as.
+    pub run_as: String,
+}
+
+/// Links a process event to a remote system for sending.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundFlow {
+    pub name: String,
+    pub process_event: String,
+    pub remote_system: String,
+    #[serde(default = "default_template")]
+    pub template: String,
+}
+
+/// Links a process event from a remote system to a local table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundFlow {
+    pub name: String,
+    pub process_event: String,
+    pub remote_system: String,
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// The local table records are created in and updated.
+    pub table: String,
+}
+
+fn default_application() -> String {
+    "global".to_string()
+}
+fn yes() -> bool {
+    true
+}
+fn default_order() -> i64 {
+    100
+}
+fn all_operations() -> Vec<Operation> {
+    vec![Operation::Create, Operation::Update, Operation::Delete]
+}
+fn default_template() -> String {
+    "basic".to_string()
+}
+
+/// Flow templates this version knows.
+pub const TEMPLATES: &[&str] = &["basic"];
+
+/// The kinds of objects, as named in the file, in apply order.
+pub const KINDS: &[&str] = &[
+    "definition",
+    "process_event",
+    "capture",
+    "remote_system",
+    "outbound_flow",
+    "inbound_flow",
+];
+
+impl SyncConfig {
+    /// Parses and validates definitions text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<SyncConfig, ConfigError> {
+        let config: SyncConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            problems: vec![toml_problem(text, &e)],
+        })?;
+        let problems = config.problems(&SourceLines::scan(text));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: file.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every object as (kind, name, canonical JSON), for diffing and storage.
+    pub fn objects(&self) -> Vec<(&'static str, String, serde_json::Value)> {
+        fn push<T: Serialize>(
+            out: &mut Vec<(&'static str, String, serde_json::Value)>,
+            kind: &'static str,
+            items: &[T],
+            name: impl Fn(&T) -> &str,
+        ) {
+            for item in items {
+                let value = serde_json::to_value(item).expect("config objects serialize");
+                out.push((kind, name(item).to_string(), value));
+            }
+        }
+        let mut out = Vec::new();
+        push(&mut out, "definition", &self.definitions, |o| &o.name);
+        push(&mut out, "process_event", &self.process_events, |o| &o.name);
+        push(&mut out, "capture", &self.captures, |o| &o.name);
+        push(&mut out, "remote_system", &self.remote_systems, |o| &o.name);
+        push(&mut out, "outbound_flow", &self.outbound_flows, |o| &o.name);
+        push(&mut out, "inbound_flow", &self.inbound_flows, |o| &o.name);
+        out
+    }
+
+    /// Rebuilds a config from stored objects (the inverse of `objects`).
+    pub fn from_objects(
+        objects: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<SyncConfig, serde_json::Error> {
+        let mut config = SyncConfig::default();
+        for (kind, value) in objects {
+            match kind.as_str() {
+                "definition" => config.definitions.push(serde_json::from_value(value)?),
+                "process_event" => config.process_events.push(serde_json::from_value(value)?),
+                "capture" => config.captures.push(serde_json::from_value(value)?),
+                "remote_system" => config.remote_systems.push(serde_json::from_value(value)?),
+                "outbound_flow" => config.outbound_flows.push(serde_json::from_value(value)?),
+                "inbound_flow" => config.inbound_flows.push(serde_json::from_value(value)?),
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+
+    /// The definition a process event belongs to.
+    pub fn definition_of_event(&self, event: &str) -> Option<&Definition> {
+        let event = self.process_events.iter().find(|e| e.name == event)?;
+        self.definitions.iter().find(|d| d.name == event.definition)
+    }
+
+    /// Renders the config as TOML, the form `procsync export` prints.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+
+    fn problems(&self, lines: &SourceLines) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut report = |kind: &str, index: usize, key: &str, message: String| {
+            problems.push(Problem {
+                line: lines.line(kind, index, key),
+                message,
+            });
+        };
+
+        let names = |kind: &str, names: Vec<&str>, report: &mut dyn FnMut(&str, usize, &str, String)| {
+            let mut seen = HashSet::new();
+            for (index, name) in names.iter().enumerate() {
+                if name.trim().is_empty() {
+                    report(kind, index, "name", format!("{kind} #{} has an empty name", index + 1));
+                } else if !seen.insert(*name) {
+                    report(
+                        kind,
+                        index,
+                        "name",
+                        format!("duplicate {kind} name `{name}`: names must be unique per kind"),
+                    );
+                }
+            }
+            seen.into_iter().map(str::to_string).collect::<HashSet<String>>()
+        };
+        let definitions = names(
+            "definition",
+            self.definitions.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+        let events = names(
+            "process_event",
+            self.process_events.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+        names(
+            "capture",
+            self.captures.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+        let remotes = names(
+            "remote_system",
+            self.remote_systems.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+        names(
+            "outbound_flow",
+            self.outbound_flows.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+        names(
+            "inbound_flow",
+            self.inbound_flows.iter().map(|o| o.name.as_str()).collect(),
+            &mut report,
+        );
+
+        let missing = |kind: &str, what: &str, name: &str| {
+            format!("{kind} refers to {what} `{name}`, which is not defined in this file")
+        };
+
+        for (i, event) in self.process_events.iter().enumerate() {
+            if !definitions.contains(&event.definition) {
+                report(
+                    "process_event",
+                    i,
+                    "definition",
+                    missing(&format!("process_event `{}`", event.name), "definition", &event.definition),
+                );
+            }
+        }
+
+        for (i, capture) in self.captures.iter().enumerate() {
+            let kind = format!("capture `{}`", capture.name);
+            if !events.contains(&capture.process_event) {
+                report("capture", i, "process_event", missing(&kind, "process_event", &capture.process_event));
+            }
+            if let Err(message) = check_name("table", &capture.table) {
+                report("capture", i, "table", format!("{kind}: {message}"));
+            }
+            if let Err(e) = Query::parse(&capture.filter) {
+                report("capture", i, "filter", format!("{kind}: filter `{}`: {e}", capture.filter));
+            }
+            if capture.operations.is_empty() {
+                report("capture", i, "operations", format!("{kind}: operations is empty; list at least one of create, update, delete"));
+            }
+            if capture.fields.is_empty() {
+                report("capture", i, "fields", format!("{kind}: fields is empty; list the fields to send, or [\"*\"] for all"));
+            }
+            for field in &capture.fields {
+                if field != "*" {
+                    if let Err(message) = check_name("field", field) {
+                        report("capture", i, "fields", format!("{kind}: {message}"));
+                    }
+                }
+            }
+            for field in &capture.journal_fields {
+                if let Err(message) = check_name("journal field", field) {
+                    report("capture", i, "journal_fields", format!("{kind}: {message}"));
+                }
+            }
+            for extension in &capture.allowed_extensions {
+                if extension.is_empty() || !extension.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    report("capture", i, "allowed_extensions", format!("{kind}: extension `{extension}` must be letters and digits only, without the dot"));
+                }
+            }
+        }
+
+        for (i, remote) in self.remote_systems.iter().enumerate() {
+            let kind = format!("remote_system `{}`", remote.name);
+            if !remote.external_id.is_empty() && !is_sys_id(&remote.external_id) {
+                report("remote_system", i, "external_id", format!("{kind}: external_id `{}` must be the 32-hex sys_id of the peer's remote system record (or empty until it is known)", remote.external_id));
+            }
+            if let Err(message) = check_endpoint(&remote.endpoint) {
+                report("remote_system", i, "endpoint", format!("{kind}: {message}"));
+            }
+            if let Err(message) = check_fingerprint(&remote.fingerprint) {
+                report("remote_system", i, "fingerprint", format!("{kind}: {message}"));
+            }
+            for (key, user) in [("inbound_api_user", &remote.inbound_api_user), ("run_as", &remote.run_as)] {
+                if let Err(message) = check_user_name(user) {
+                    report("remote_system", i, key, format!("{kind}: {key}: {message}"));
+                }
+            }
+        }
+
+        let mut pairs = BTreeMap::new();
+        for (i, flow) in self.outbound_flows.iter().enumerate() {
+            let kind = format!("outbound_flow `{}`", flow.name);
+            if !events.contains(&flow.process_event) {
+                report("outbound_flow", i, "process_event", missing(&kind, "process_event", &flow.process_event));
+            }
+            if !remotes.contains(&flow.remote_system) {
+                report("outbound_flow", i, "remote_system", missing(&kind, "remote_system", &flow.remote_system));
+            }
+            if !TEMPLATES.contains(&flow.template.as_str()) {
+                report("outbound_flow", i, "template", format!("{kind}: unknown template `{}`; known: {}", flow.template, TEMPLATES.join(", ")));
+            }
+            if let Some(other) = pairs.insert((&flow.process_event, &flow.remote_system), &flow.name) {
+                report("outbound_flow", i, "name", format!("{kind}: outbound_flow `{other}` already sends process event `{}` to `{}`; one flow per pair", flow.process_event, flow.remote_system));
+            }
+        }
+        let mut pairs = BTreeMap::new();
+        for (i, flow) in self.inbound_flows.iter().enumerate() {
+            let kind = format!("inbound_flow `{}`", flow.name);
+            if !events.contains(&flow.process_event) {
+                report("inbound_flow", i, "process_event", missing(&kind, "process_event", &flow.process_event));
+            }
+            if !remotes.contains(&flow.remote_system) {
+                report("inbound_flow", i, "remote_system", missing(&kind, "remote_system", &flow.remote_system));
+            }
+            if !TEMPLATES.contains(&flow.template.as_str()) {
+                report("inbound_flow", i, "template", format!("{kind}: unknown template `{}`; known: {}", flow.template, TEMPLATES.join(", ")));
+            }
+            if let Err(message) = check_name("table", &flow.table) {
+                report("inbound_flow", i, "table", format!("{kind}: {message}"));
+            }
+            if let Some(other) = pairs.insert((&flow.process_event, &flow.remote_system), &flow.name) {
+                report("inbound_flow", i, "name", format!("{kind}: inbound_flow `{other}` already receives process event `{}` from `{}`; one flow per pair", flow.process_event, flow.remote_system));
+            }
+        }
+        problems.sort_by_key(|p| p.line.unwrap_or(0));
+        problems
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("endpoint `{endpoint}` must start with https:// (peers always talk TLS)"))?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("endpoint `{endpoint}` needs a port, e.g. https://hub.example:7481"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("endpoint `{endpoint}` must look like https://HOST:PORT"));
+    }
+    Ok(())
+}
+
+/// Checks a certificate fingerprint: `sha256:` and 64 hex digits (colons
+/// between byte pairs are accepted, as `openssl x509 -fingerprint` prints).
+pub fn check_fingerprint(fingerprint: &str) -> Result<(), String> {
+    normalize_fingerprint(fingerprint).map(|_| ())
+}
+
+/// The canonical form of a fingerprint: `sha256:` + 64 lowercase hex digits.
+pub fn normalize_fingerprint(fingerprint: &str) -> Result<String, String> {
+    let hex: String = fingerprint
+        .trim()
+        .strip_prefix("sha256:")
+        .or_else(|| fingerprint.trim().strip_prefix("SHA256:"))
+        .unwrap_or("")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(format!("sha256:{hex}"))
+    } else {
+        Err(format!(
+            "fingerprint `{fingerprint}` must be `sha256:` followed by 64 hex digits, as `procsync init` prints it on the peer"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../packaging/sync.example.toml");
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let config = SyncConfig::parse("sync.example.toml", EXAMPLE).unwrap();
+        assert!(!config.captures.is_empty());
+        assert!(!config.outbound_flows.is_empty());
+        assert!(!config.inbound_flows.is_empty());
+    }
+
+    #[test]
+    fn export_round_trips() {
+        let config = SyncConfig::parse("x", EXAMPLE).unwrap();
+        let again = SyncConfig::parse("export", &config.to_toml()).unwrap();
+        assert_eq!(config, again);
+        let rebuilt =
+            SyncConfig::from_objects(config.objects().into_iter().map(|(k, _, v)| (k.to_string(), v)))
+                .unwrap();
+        assert_eq!(config, rebuilt);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = r#"
+[[definition]]
+name = "d"
+
+[[process_event]]
+name = "e"
+definition = "nope"
+
+[[capture]]
+name = "c"
+process_event = "e"
+table = "incident"
+filter = "state=1^^x=2"
+fields = ["short_description"]
+
+[[capture]]
+name = "c"
+process_event = "missing"
+table = "Bad Table"
+fields = []
+"#;
+        let err = SyncConfig::parse("defs.toml", text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("defs.toml:7: process_event `e` refers to definition `nope`"), "{shown}");
+        assert!(shown.contains("defs.toml:13: capture `c`: filter `state=1^^x=2`: invalid encoded query at position 9"), "{shown}");
+        assert!(shown.contains("defs.toml:17: duplicate capture name `c`"), "{shown}");
+        assert!(shown.contains("defs.toml:18: capture `c` refers to process_event `missing`"), "{shown}");
+        assert!(shown.contains("defs.toml:19: capture `c`: table name `Bad Table` is invalid"), "{shown}");
+        assert!(shown.contains("defs.toml:20: capture `c`: fields is empty"), "{shown}");
+        assert_eq!(err.problems.len(), 6, "{shown}");
+    }
+
+    #[test]
+    fn type_errors_name_the_line() {
+        let err = SyncConfig::parse("d.toml", "[[capture]]\nname = \"c\"\norder = \"first\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("d.toml:3: invalid TOML"), "{err}");
+        let err = SyncConfig::parse("d.toml", "[[capturez]]\nname = \"c\"\n").unwrap_err();
+        assert!(err.to_string().contains("capturez"), "{err}");
+    }
+
+    #[test]
+    fn fingerprints_normalize() {
+        let hex = "AB".repeat(32);
+        let colons = hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        assert_eq!(normalize_fingerprint(&format!("SHA256:{colons}")).unwrap(), format!("sha256:{}", "ab".repeat(32)));
+        assert!(normalize_fingerprint("md5:abc").is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! Queue items and their statuses: the outbound queue (captured changes
+//! staged for one remote system) and the payload a captured change carries.
+//! Pure values; the store persists them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Domain;
+use crate::ids::Millis;
+use crate::record::Operation;
+
+/// The life of a queue item. Ready and Error items are never purged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum QueueStatus {
+    Ready,
+    Running,
+    Processed,
+    Error,
+    Skipped,
+}
+
+pub const ALL_STATUSES: &[QueueStatus] = &[
+    QueueStatus::Ready,
+    QueueStatus::Running,
+    QueueStatus::Processed,
+    QueueStatus::Error,
+    QueueStatus::Skipped,
+];
+
+impl QueueStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Ready => "Ready",
+            QueueStatus::Running => "Running",
+            QueueStatus::Processed => "Processed",
+            QueueStatus::Error => "Error",
+            QueueStatus::Skipped => "Skipped",
+        }
+    }
+
+    /// Case-insensitive: `error`, `Error` and `ERROR` all work.
+    pub fn parse(text: &str) -> Result<QueueStatus, String> {
+        ALL_STATUSES
+            .iter()
+            .copied()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown status `{text}`; statuses are Ready, Running, Processed, Error, Skipped"
+                )
+            })
+    }
+}
+
+/// One captured change, staged for one remote system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboundItem {
+    /// Instance-wide id, increasing with creation.
+    pub id: u64,
+    /// Position in this remote system's stream; the peer drops duplicates
+    /// by (remote system, sequence).
+    pub sequence: u64,
+    pub remote_system: String,
+    pub process_event: String,
+    pub capture_definition: String,
+    pub outbound_flow: String,
+    pub operation: Operation,
+    pub table: String,
+    /// The local record's sys_id.
+    pub local_correlation_id: String,
+    /// The source record's domain.
+    pub domain: Domain,
+    pub status: QueueStatus,
+    pub created_on: Millis,
+    pub payload: Payload,
+    /// Why the item is in Error, for the operator.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Retry metadata: attempts made so far and when the next is due.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub next_attempt_on: Option<Millis>,
+    #[serde(default)]
+    pub processed_on: Option<Millis>,
+}
+
+/// What a captured change carries to the peer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    pub capture_metadata: CaptureMetadata,
+    /// The included fields: a full snapshot, each saying whether it changed.
+    pub changed_fields: Vec<ChangedField>,
+    /// Journal entries new with this change.
+    pub journal_entries: Vec<PayloadJournalEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaptureMetadata {
+    pub changed_by: String,
+    /// `YYYY-MM-DD HH:MM:SS` UTC.
+    pub timestamp: String,
+    pub operation: Operation,
+    pub table: String,
+    pub sys_id: String,
+    pub process_event: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedField {
+    pub key: String,
+    pub value: String,
+    /// The value as a person reads it. Without reference or choice tables
+    /// yet, it equals `value`.
+    pub display_value: String,
+    pub changed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadJournalEntry {
+    pub field: String,
+    pub id: String,
+    pub author: String,
+    /// `YYYY-MM-DD HH:MM:SS` UTC.
+    pub time: String,
+    pub text: String,
+}

@@ -1,0 +1,115 @@
+//! `procsync serve`: opens the instance, serves the admin API and tears down
+//! in a fixed order on SIGTERM/SIGINT: stop accepting and finish in-flight
+//! calls, stop the store writer (finishing queued writes), close the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::Api;
+use crate::config::server::ServerConfig;
+use crate::instance::ADMIN_ADDR_FILE;
+use crate::store::{Store, StoreError};
+use crate::transport::admin::AdminTls;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {address}: {reason}; is another process using that port? (set admin.listen in the server config)")]
+    Bind { address: SocketAddr, reason: String },
+    #[error("the admin API failed: {0}")]
+    Transport(String),
+}
+
+/// A running instance: its admin address, for callers that bound port 0.
+pub struct Running {
+    pub admin_address: SocketAddr,
+}
+
+/// Runs the instance in `data_dir` until `shutdown` completes. `started`
+/// is called once the admin API is listening.
+pub async fn run(
+    data_dir: PathBuf,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    started: impl FnOnce(&Running),
+) -> Result<(), ServeError> {
+    config.check().map_err(ServeError::Config)?;
+    let dir = data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))??;
+    let store = Arc::new(store);
+    let instance = store.instance()?;
+
+    let incoming = TcpIncoming::bind(config.admin.listen)
+        .map_err(|e| ServeError::Bind {
+            address: config.admin.listen,
+            reason: e.to_string(),
+        })?
+        .with_nodelay(Some(true));
+    let admin_address = incoming.local_addr().map_err(|e| ServeError::Bind {
+        address: config.admin.listen,
+        reason: e.to_string(),
+    })?;
+    let addr_file = data_dir.join(ADMIN_ADDR_FILE);
+    std::fs::write(&addr_file, format!("{admin_address}\n"))
+        .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
+
+    let tls = config.admin.tls.then(|| AdminTls {
+        cert_pem: instance.cert_pem.clone(),
+        key_pem: instance.key_pem.clone(),
+    });
+    tracing::info!(
+        target: "server",
+        instance = %instance.name,
+        sys_id = %instance.sys_id,
+        admin = %admin_address,
+        tls = config.admin.tls,
+        fingerprint = %instance.fingerprint,
+        data_dir = %data_dir.display(),
+        "procsync is serving."
+    );
+    started(&Running { admin_address });
+
+    let api = Api::new(store.clone(), config.limits.clone());
+    let served = crate::transport::admin::serve(
+        api,
+        incoming,
+        tls,
+        config.limits.max_message_bytes,
+        shutdown,
+    )
+    .await;
+    tracing::info!(target: "server", "Stopped accepting admin calls; in-flight calls are finished.");
+    let _ = std::fs::remove_file(&addr_file);
+    let closing = store.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    tracing::info!(target: "server", "The store writer finished its queued writes and stopped; the store is closed.");
+    drop(store);
+    served.map_err(|e| ServeError::Transport(e.to_string()))
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(target: "server", error = %e, "Cannot listen for SIGTERM; stop procsync with SIGINT.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(target: "server", "SIGTERM received; shutting down."),
+        _ = tokio::signal::ctrl_c() => tracing::info!(target: "server", "SIGINT received; shutting down."),
+    }
+}

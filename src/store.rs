@@ -1,0 +1,456 @@
+//! The store: the only module that touches redb. It owns the instance's one
+//! database file, declares its tables (`tables`), the stored value format
+//! (`codec`) and the single writer thread that batches concurrent writes into
+//! one durable transaction (`writer`). Reads run on the caller's thread in a
+//! read transaction; callers on the async runtime use `spawn_blocking`.
+
+mod codec;
+mod tables;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+pub use codec::FORMAT_VERSION;
+use codec::{decode, encode};
+use tables::*;
+pub use writer::{ApplyReport, RecordWriteLimits};
+
+use crate::config::sync::SyncConfig;
+use crate::domain::Domain;
+use crate::ids::{Millis, hex, new_sys_id, now_millis, token_hash};
+use crate::queue::{OutboundItem, QueueStatus};
+use crate::record::{JournalEntry, Record, RecordWrite, WriteResult};
+use crate::user::{Role, User};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "procsync.redb";
+
+/// Store failures, each saying what to do next.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the instance at {path} is already in use by another procsync process; stop that process first (one process per data directory)"
+    )]
+    InUse { path: String },
+    #[error(
+        "no instance at {path}; create one with `procsync init --data {path} --name NAME`"
+    )]
+    NoInstance { path: String },
+    #[error(
+        "an instance already exists at {path}; procsync init never touches an existing instance (choose another --data directory)"
+    )]
+    AlreadyExists { path: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "the store holds data written by a newer procsync (format {found}; this binary reads up to {supported}); upgrade procsync"
+    )]
+    NewerFormat { found: u8, supported: u8 },
+    #[error("the store is damaged: {0}; restore the data directory from a backup")]
+    Corrupt(String),
+    #[error("storage failure: {0}; the change was not saved, retry it")]
+    Storage(String),
+    #[error("the store is shutting down; retry once the instance is back")]
+    Closed,
+}
+
+macro_rules! storage_errors {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(e: $ty) -> Self {
+                StoreError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_errors!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// Who and what this instance is; written once by `init`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub sys_id: String,
+    pub name: String,
+    pub created_on: Millis,
+    /// The instance's self-signed certificate (PEM); peers pin its
+    /// fingerprint.
+    pub cert_pem: String,
+    /// The certificate's private key (PEM). The database file is mode 0600.
+    pub key_pem: String,
+    /// `sha256:` + hex of the certificate's DER.
+    pub fingerprint: String,
+}
+
+/// A stored process sync object with its identity and runtime state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredSyncObject {
+    pub sys_id: String,
+    pub kind: String,
+    pub name: String,
+    pub spec: serde_json::Value,
+    /// Remote systems only: Disabled until validated.
+    #[serde(default)]
+    pub outbound_state: Option<RemoteState>,
+    #[serde(default)]
+    pub inbound_state: Option<RemoteState>,
+    pub created_on: Millis,
+    pub updated_on: Millis,
+}
+
+/// A remote system's outbound or inbound state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteState {
+    Disabled,
+    Active,
+    Error,
+}
+
+/// Who is writing: the authenticated user's name and domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub user: String,
+    pub domain: Domain,
+}
+
+/// Which outbound items to list.
+#[derive(Clone, Debug, Default)]
+pub struct OutboundFilter {
+    pub status: Option<QueueStatus>,
+    pub remote_system: Option<String>,
+    /// Only items whose domain lies in this subtree.
+    pub domain: Option<Domain>,
+    pub limit: usize,
+}
+
+/// An open instance store.
+pub struct Store {
+    db: Arc<Database>,
+    dir: PathBuf,
+    writer: writer::Writer,
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join(DB_FILE)
+}
+
+fn open_database(dir: &Path, create: bool) -> Result<Database, StoreError> {
+    let path = db_path(dir);
+    let shown = dir.display().to_string();
+    let result = if create {
+        Database::create(&path)
+    } else {
+        Database::open(&path)
+    };
+    result.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown },
+        other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+    })
+}
+
+impl Store {
+    /// Creates a new instance store with its identity and an `admin` user
+    /// holding `admin_token`. Refuses when the directory already holds one.
+    pub fn create(dir: &Path, info: &InstanceInfo, admin_token: &str) -> Result<(), StoreError> {
+        let path = db_path(dir);
+        if path.exists() {
+            return Err(StoreError::AlreadyExists {
+                path: dir.display().to_string(),
+            });
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        // Create the file with mode 0600 first: it will hold the private key.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| {
+                    StoreError::Storage(format!("cannot create {}: {e}", path.display()))
+                })?;
+        }
+        let db = open_database(dir, true)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("instance", encode(info).as_slice())?;
+            meta.insert("format", encode(&FORMAT_VERSION).as_slice())?;
+            let admin = User {
+                sys_id: new_sys_id(),
+                name: "admin".to_string(),
+                roles: vec![Role::Admin],
+                domain: Domain::global(),
+                created_on: now_millis(),
+                token_hashes: vec![hex(&token_hash(admin_token))],
+            };
+            txn.open_table(USERS)?
+                .insert("admin", encode(&admin).as_slice())?;
+            txn.open_table(TOKENS)?
+                .insert(token_hash(admin_token).as_slice(), encode(&"admin").as_slice())?;
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(RECORDS)?;
+            txn.open_table(JOURNAL)?;
+            txn.open_table(SYNC_OBJECTS)?;
+            txn.open_table(COUNTERS)?;
+            txn.open_table(OUTBOUND)?;
+            txn.open_table(OUTBOUND_BY_REMOTE)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Opens an existing instance and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if !db_path(dir).exists() {
+            return Err(StoreError::NoInstance {
+                path: dir.display().to_string(),
+            });
+        }
+        let db = Arc::new(open_database(dir, false)?);
+        let store_format: u8 = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let value = meta
+                .get("format")?
+                .ok_or_else(|| StoreError::Corrupt("no format version recorded".into()))?;
+            decode(value.value())?
+        };
+        if store_format > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                found: store_format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config = read_sync_config(&db)?;
+        let writer = writer::Writer::start(db.clone(), &config)?;
+        Ok(Store {
+            db,
+            dir: dir.to_path_buf(),
+            writer,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the writer (finishing queued writes) and closes the file.
+    pub fn close(&self) {
+        self.writer.stop();
+    }
+
+    pub fn instance(&self) -> Result<InstanceInfo, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let value = meta
+            .get("instance")?
+            .ok_or_else(|| StoreError::Corrupt("no instance identity recorded".into()))?;
+        decode(value.value())
+    }
+
+    /// The user a token belongs to, if any.
+    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tokens = txn.open_table(TOKENS)?;
+        let Some(name) = tokens.get(token_hash(token).as_slice())? else {
+            return Ok(None);
+        };
+        let name: String = decode(name.value())?;
+        let users = txn.open_table(USERS)?;
+        match users.get(name.as_str())? {
+            Some(user) => Ok(Some(decode(user.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<User>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        let mut out = Vec::new();
+        for row in users.iter()? {
+            let (_, value) = row?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A record and its journal, when it exists.
+    pub fn record(
+        &self,
+        table: &str,
+        sys_id: &str,
+    ) -> Result<Option<(Record, Vec<JournalEntry>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        let Some(value) = records.get((table, sys_id))? else {
+            return Ok(None);
+        };
+        let record: Record = decode(value.value())?;
+        let journal = txn.open_table(JOURNAL)?;
+        let mut entries = Vec::new();
+        for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
+            let (_, value) = row?;
+            entries.push(decode(value.value())?);
+        }
+        Ok(Some((record, entries)))
+    }
+
+    /// Records of `table` for which `keep` holds, in sys_id order, at most
+    /// `limit`.
+    pub fn records(
+        &self,
+        table: &str,
+        limit: usize,
+        keep: &dyn Fn(&Record) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let records = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for row in records.range((table, "")..)? {
+            let (key, value) = row?;
+            if key.value().0 != table {
+                break;
+            }
+            let record: Record = decode(value.value())?;
+            if keep(&record) {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The process sync objects as stored, in (kind, name) order.
+    pub fn sync_objects(&self) -> Result<Vec<StoredSyncObject>, StoreError> {
+        let txn = self.db.begin_read()?;
+        read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)
+    }
+
+    pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {
+        read_sync_config(&self.db)
+    }
+
+    /// Outbound items matching `filter`, oldest first.
+    pub fn outbound_items(&self, filter: &OutboundFilter) -> Result<Vec<OutboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        let mut out = Vec::new();
+        let mut keep = |item: OutboundItem| {
+            let wanted = filter.status.is_none_or(|s| s == item.status)
+                && filter
+                    .remote_system
+                    .as_ref()
+                    .is_none_or(|r| *r == item.remote_system)
+                && filter.domain.as_ref().is_none_or(|d| item.domain.is_within(d));
+            if wanted {
+                out.push(item);
+            }
+            out.len() < limit
+        };
+        let outbound = txn.open_table(OUTBOUND)?;
+        if let Some(remote) = &filter.remote_system {
+            let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+            for row in index.range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))? {
+                let (_, id) = row?;
+                if let Some(value) = outbound.get(id.value())? {
+                    if !keep(decode(value.value())?) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            for row in outbound.iter()? {
+                let (_, value) = row?;
+                if !keep(decode(value.value())?) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates, updates and deletes records in one durable transaction, with
+    /// capture. All or nothing: one invalid write rejects the whole call.
+    pub async fn write_records(
+        &self,
+        actor: Actor,
+        writes: Vec<RecordWrite>,
+        limits: RecordWriteLimits,
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        self.writer
+            .submit(move |txn| writer::write_records(txn, &actor, writes, &limits))
+            .await
+    }
+
+    pub async fn add_user(&self, user: User, token: String) -> Result<User, StoreError> {
+        self.writer
+            .submit(move |txn| writer::add_user(txn, user, &token))
+            .await
+    }
+
+    /// Replaces every token of `name` with `token`.
+    pub async fn replace_token(&self, name: String, token: String) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| writer::replace_token(txn, &name, &token))
+            .await
+    }
+
+    pub async fn set_roles(&self, name: String, roles: Vec<Role>) -> Result<User, StoreError> {
+        self.writer
+            .submit(move |txn| writer::set_roles(txn, &name, roles))
+            .await
+    }
+
+    /// Makes the stored process sync objects equal `config`, by name.
+    pub async fn apply_config(&self, config: SyncConfig) -> Result<ApplyReport, StoreError> {
+        self.writer
+            .submit(move |txn| writer::apply_config(txn, config))
+            .await
+    }
+}
+
+fn read_sync_objects(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+) -> Result<Vec<StoredSyncObject>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (_, value) = row?;
+        out.push(decode(value.value())?);
+    }
+    Ok(out)
+}
+
+fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
+    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone())))
+        .map_err(|e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")))
+}
+
+fn read_sync_config(db: &Database) -> Result<SyncConfig, StoreError> {
+    let txn = db.begin_read()?;
+    let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
+    sync_config_of(&objects)
+}
+
+/// Users by name, for checks that span them.
+pub fn users_by_name(users: Vec<User>) -> BTreeMap<String, User> {
+    users.into_iter().map(|u| (u.name.clone(), u)).collect()
+}

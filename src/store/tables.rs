@@ -1,0 +1,36 @@
+//! Every redb table of an instance, declared once. Values are versioned
+//! bytes (see `codec`) except in index tables, whose values are only ids.
+
+use redb::TableDefinition;
+
+/// Instance identity and store metadata: `instance` → `InstanceInfo`.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Records: (table, sys_id) → `Record`.
+pub const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+
+/// Journal entries: (table, sys_id, position) → `JournalEntry`.
+pub const JOURNAL: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("journal");
+
+/// Users: name → `User`.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+/// API tokens: blake3(token) → user name (versioned string).
+pub const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
+
+/// Process sync objects: (kind, name) → `StoredSyncObject`.
+pub const SYNC_OBJECTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("sync_objects");
+
+/// Counters: name → next value (versioned u64). `outbound_item` numbers
+/// outbound items; `outbound_seq/<remote>` numbers each remote's stream.
+pub const COUNTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("counters");
+
+/// The outbound queue: item id → `OutboundItem`. Ids grow with time, so
+/// inserts are sequential.
+pub const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("outbound");
+
+/// Index of the outbound queue in send order: (remote system, sequence) →
+/// item id.
+pub const OUTBOUND_BY_REMOTE: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("outbound_by_remote");

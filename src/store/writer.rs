@@ -1,0 +1,715 @@
+//! The single writer: one thread owns every write transaction. Requests
+//! queue on a channel; the thread takes all that are waiting (up to
+//! `MAX_JOBS_PER_COMMIT`), runs them in one redb transaction and commits it
+//! durably once (group commit), then answers each request. A job that
+//! rejects its input writes nothing; a storage failure aborts the whole
+//! transaction and every job in it gets the error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::{Actor, RemoteState, StoreError, StoredSyncObject, read_sync_objects};
+use crate::capture::{CaptureIndex, Captured, Change};
+use crate::config::sync::SyncConfig;
+use crate::domain::Domain;
+use crate::ids::{hex, is_sys_id, new_sys_id, now_millis, token_hash};
+use crate::queue::{OutboundItem, QueueStatus};
+use crate::record::{
+    JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name,
+};
+use crate::user::{Role, User};
+
+/// Most requests committed together. Moderate batches keep the pipeline
+/// full; huge ones stall it while the fsync runs (STACK.md pitfall 7).
+const MAX_JOBS_PER_COMMIT: usize = 128;
+
+/// The state a job sees: the open transaction and the capture rules.
+pub struct Txn<'a> {
+    pub txn: &'a WriteTransaction,
+    pub capture: Arc<CaptureIndex>,
+}
+
+type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut Txn<'_>) -> (Completion, Option<StoreError>) + Send>;
+
+pub struct Writer {
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn start(db: Arc<Database>, config: &SyncConfig) -> Result<Writer, StoreError> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let capture = Arc::new(CaptureIndex::build(config));
+        let thread = std::thread::Builder::new()
+            .name("store-writer".to_string())
+            .spawn(move || run(db, receiver, capture))
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Runs `job` in the next group commit and waits for the commit.
+    pub async fn submit<T, F>(&self, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let boxed: Job = Box::new(move |txn| match job(txn) {
+            Ok(value) => (
+                Box::new(move |commit: Result<(), StoreError>| {
+                    let _ = reply.send(commit.map(|()| value));
+                }) as Completion,
+                None,
+            ),
+            Err(error) => {
+                // Input errors leave the transaction untouched; anything else
+                // may have written half a change, so it aborts the commit.
+                let poison = match &error {
+                    StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_) => {
+                        None
+                    }
+                    other => Some(other.clone()),
+                };
+                (
+                    Box::new(move |_| {
+                        let _ = reply.send(Err(error));
+                    }) as Completion,
+                    poison,
+                )
+            }
+        });
+        {
+            let sender = self.sender.lock().expect("writer sender lock");
+            let Some(sender) = sender.as_ref() else {
+                return Err(StoreError::Closed);
+            };
+            sender.send(boxed).map_err(|_| StoreError::Closed)?;
+        }
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Lets queued jobs finish, then stops the thread.
+    pub fn stop(&self) {
+        self.sender.lock().expect("writer sender lock").take();
+        if let Some(thread) = self.thread.lock().expect("writer thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, mut capture: Arc<CaptureIndex>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let n_jobs = batch.len();
+        let (completions, result, new_capture) = commit_batch(&db, batch, capture.clone());
+        if let Some(new_capture) = new_capture {
+            capture = new_capture;
+        }
+        if let Err(e) = &result {
+            tracing::error!(target: "store", error = %e, n_jobs, "A write transaction failed; its requests were answered with the error and nothing of them was saved.");
+        }
+        for completion in completions {
+            completion(result.clone());
+        }
+    }
+    tracing::debug!(target: "store", "The store writer stopped.");
+}
+
+#[allow(clippy::type_complexity)]
+fn commit_batch(
+    db: &Database,
+    batch: Vec<Job>,
+    capture: Arc<CaptureIndex>,
+) -> (Vec<Completion>, Result<(), StoreError>, Option<Arc<CaptureIndex>>) {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => {
+            let error = StoreError::from(e);
+            let completions = batch
+                .into_iter()
+                .map(|_job| Box::new(|_| {}) as Completion)
+                .collect::<Vec<_>>();
+            // The jobs never ran, so their replies were dropped with them and
+            // callers see `Closed`; log the cause.
+            tracing::error!(target: "store", error = %error, "Cannot begin a write transaction.");
+            return (completions, Err(error), None);
+        }
+    };
+    if let Err(e) = txn.set_durability(Durability::Immediate) {
+        let error = StoreError::from(e);
+        return (Vec::new(), Err(error), None);
+    }
+    let mut ctx = Txn {
+        txn: &txn,
+        capture: capture.clone(),
+    };
+    let mut poisoned = None;
+    let mut completions = Vec::with_capacity(batch.len());
+    for job in batch {
+        let (completion, poison) = job(&mut ctx);
+        completions.push(completion);
+        if poisoned.is_none() {
+            poisoned = poison;
+        }
+    }
+    let new_capture = ctx.capture.clone();
+    drop(ctx);
+    let result = match poisoned {
+        Some(error) => {
+            let _ = txn.abort();
+            Err(error)
+        }
+        None => txn.commit().map_err(StoreError::from),
+    };
+    let changed = result.is_ok() && !Arc::ptr_eq(&new_capture, &capture);
+    (completions, result, changed.then_some(new_capture))
+}
+
+/// Limits applied to record writes.
+#[derive(Clone, Debug)]
+pub struct RecordWriteLimits {
+    pub max_record_bytes: usize,
+}
+
+/// One planned record change, validated and ready to write.
+struct Planned {
+    operation: Operation,
+    record: Record,
+    journal: Vec<(u64, JournalEntry)>,
+    captured: Vec<Captured>,
+    result: WriteResult,
+    unchanged: bool,
+}
+
+pub fn write_records(
+    txn: &mut Txn<'_>,
+    actor: &Actor,
+    writes: Vec<RecordWrite>,
+    limits: &RecordWriteLimits,
+) -> Result<Vec<WriteResult>, StoreError> {
+    let now = now_millis();
+    let n_writes = writes.len();
+    // Phase 1: validate everything and plan, writing nothing. Later writes
+    // in the same call see earlier ones through `overlay`.
+    let mut overlay: HashMap<(String, String), Option<Record>> = HashMap::new();
+    let mut planned = Vec::with_capacity(n_writes);
+    {
+        let records = txn.txn.open_table(RECORDS)?;
+        for (i, write) in writes.into_iter().enumerate() {
+            let plan = plan_write(&records, &mut overlay, actor, write, now, limits, &txn.capture)
+                .map_err(|e| {
+                    if n_writes == 1 {
+                        return e;
+                    }
+                    let prefix = format!("write {} of {n_writes}: ", i + 1);
+                    match e {
+                        StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
+                        StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
+                        StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
+                        other => other,
+                    }
+                })?;
+            planned.push(plan);
+        }
+    }
+
+    // Phase 2: write.
+    let mut records = txn.txn.open_table(RECORDS)?;
+    let mut journal = txn.txn.open_table(JOURNAL)?;
+    let mut outbound = txn.txn.open_table(OUTBOUND)?;
+    let mut by_remote = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
+    let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
+    let mut results = Vec::with_capacity(planned.len());
+    for plan in planned {
+        if plan.unchanged {
+            results.push(plan.result);
+            continue;
+        }
+        let key = (plan.record.table.as_str(), plan.record.sys_id.as_str());
+        if plan.operation == Operation::Delete {
+            records.remove(key)?;
+            let positions: Vec<u64> = journal
+                .range((key.0, key.1, 0u64)..=(key.0, key.1, u64::MAX))?
+                .map(|row| row.map(|(k, _)| k.value().2))
+                .collect::<Result<_, _>>()?;
+            for position in positions {
+                journal.remove((key.0, key.1, position))?;
+            }
+        } else {
+            records.insert(key, encode(&plan.record).as_slice())?;
+            for (position, entry) in &plan.journal {
+                journal.insert((key.0, key.1, *position), encode(entry).as_slice())?;
+            }
+        }
+        for captured in plan.captured {
+            let id = counters.next("outbound_item")?;
+            let sequence = counters.next(&format!("outbound_seq/{}", captured.remote_system))?;
+            let item = OutboundItem {
+                id,
+                sequence,
+                remote_system: captured.remote_system,
+                process_event: captured.process_event,
+                capture_definition: captured.capture_definition,
+                outbound_flow: captured.outbound_flow,
+                operation: plan.operation,
+                table: plan.record.table.clone(),
+                local_correlation_id: plan.record.sys_id.clone(),
+                domain: plan.record.domain.clone(),
+                status: QueueStatus::Ready,
+                created_on: now,
+                payload: captured.payload,
+                error: None,
+                attempts: 0,
+                next_attempt_on: None,
+                processed_on: None,
+            };
+            outbound.insert(id, encode(&item).as_slice())?;
+            by_remote.insert((item.remote_system.as_str(), sequence), id)?;
+        }
+        results.push(plan.result);
+    }
+    counters.save()?;
+    Ok(results)
+}
+
+/// Counters read once per job and written back at its end.
+struct Counters<'t> {
+    table: redb::Table<'t, &'static str, &'static [u8]>,
+    cache: BTreeMap<String, u64>,
+}
+
+impl<'t> Counters<'t> {
+    fn load(table: redb::Table<'t, &'static str, &'static [u8]>) -> Counters<'t> {
+        Counters {
+            table,
+            cache: BTreeMap::new(),
+        }
+    }
+}
+
+impl Counters<'_> {
+    /// The next value of `name`, starting at 1.
+    fn next(&mut self, name: &str) -> Result<u64, StoreError> {
+        if !self.cache.contains_key(name) {
+            let stored = match self.table.get(name)? {
+                Some(value) => decode::<u64>(value.value())?,
+                None => 0,
+            };
+            self.cache.insert(name.to_string(), stored);
+        }
+        let value = self.cache.get_mut(name).expect("just inserted");
+        *value += 1;
+        Ok(*value)
+    }
+
+    fn save(mut self) -> Result<(), StoreError> {
+        for (name, value) in &self.cache {
+            self.table.insert(name.as_str(), encode(value).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: impl Into<String>) -> StoreError {
+    StoreError::Invalid(message.into())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_write(
+    records: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+    overlay: &mut HashMap<(String, String), Option<Record>>,
+    actor: &Actor,
+    write: RecordWrite,
+    now: u64,
+    limits: &RecordWriteLimits,
+    capture: &CaptureIndex,
+) -> Result<Planned, StoreError> {
+    check_name("table", &write.table).map_err(invalid)?;
+    let mut new_domain = None;
+    let mut fields = BTreeMap::new();
+    for (name, value) in write.fields {
+        if name == "sys_domain" {
+            let domain = Domain::parse(&value).map_err(invalid)?;
+            if !domain.is_within(&actor.domain) {
+                return Err(invalid(format!(
+                    "sys_domain `{domain}` is outside your domain `{}`; you may only write records in your domain's subtree",
+                    actor.domain
+                )));
+            }
+            new_domain = Some(domain);
+            continue;
+        }
+        if name == "sys_id" {
+            continue;
+        }
+        if name.starts_with("sys_") {
+            return Err(invalid(format!(
+                "field `{name}` is maintained by the instance and cannot be written"
+            )));
+        }
+        check_name("field", &name).map_err(invalid)?;
+        fields.insert(name, value);
+    }
+    for entry in &write.journal {
+        check_name("journal field", &entry.field).map_err(invalid)?;
+        if entry.text.trim().is_empty() {
+            return Err(invalid(format!(
+                "journal entry for `{}` is empty; write some text",
+                entry.field
+            )));
+        }
+        if entry.text.len() > limits.max_record_bytes {
+            return Err(invalid(format!(
+                "journal entry for `{}` is {} bytes, over the limit of {} (limits.max_record_bytes)",
+                entry.field,
+                entry.text.len(),
+                limits.max_record_bytes
+            )));
+        }
+    }
+
+    let lookup = |overlay: &HashMap<(String, String), Option<Record>>,
+                  sys_id: &str|
+     -> Result<Option<Record>, StoreError> {
+        if let Some(known) = overlay.get(&(write.table.clone(), sys_id.to_string())) {
+            return Ok(known.clone());
+        }
+        match records.get((write.table.as_str(), sys_id))? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    };
+    let not_found = |sys_id: &str| {
+        StoreError::NotFound(format!("record {}/{sys_id}", write.table))
+    };
+
+    let (old, mut record) = match write.operation {
+        Operation::Create => {
+            let sys_id = match &write.sys_id {
+                Some(id) if !id.is_empty() => {
+                    if !is_sys_id(id) {
+                        return Err(invalid(format!(
+                            "sys_id `{id}` is not 32 lowercase hex digits"
+                        )));
+                    }
+                    if lookup(overlay, id)?.is_some() {
+                        return Err(StoreError::Conflict(format!(
+                            "record {}/{id} already exists; update it instead",
+                            write.table
+                        )));
+                    }
+                    id.clone()
+                }
+                _ => new_sys_id(),
+            };
+            fields.retain(|_, value| !value.is_empty());
+            let record = Record {
+                table: write.table.clone(),
+                sys_id,
+                created_on: now,
+                created_by: actor.user.clone(),
+                updated_on: now,
+                updated_by: actor.user.clone(),
+                mod_count: 0,
+                domain: new_domain.unwrap_or_else(|| actor.domain.clone()),
+                fields,
+                journal_len: 0,
+            };
+            (None, record)
+        }
+        Operation::Update | Operation::Delete => {
+            let sys_id = write
+                .sys_id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| invalid(format!("{} needs the record's sys_id", write.operation.as_str())))?;
+            let old = lookup(overlay, &sys_id)?
+                .filter(|r| r.domain.is_within(&actor.domain))
+                .ok_or_else(|| not_found(&sys_id))?;
+            let mut record = old.clone();
+            if write.operation == Operation::Update {
+                for (name, value) in fields {
+                    if value.is_empty() {
+                        record.fields.remove(&name);
+                    } else {
+                        record.fields.insert(name, value);
+                    }
+                }
+                if let Some(domain) = new_domain {
+                    record.domain = domain;
+                }
+            }
+            (Some(old), record)
+        }
+    };
+
+    if write.operation == Operation::Delete && !write.journal.is_empty() {
+        return Err(invalid("a delete cannot add journal entries"));
+    }
+    let size = record.approximate_size();
+    if size > limits.max_record_bytes {
+        return Err(invalid(format!(
+            "record is about {size} bytes, over the limit of {} bytes (limits.max_record_bytes in the server config)",
+            limits.max_record_bytes
+        )));
+    }
+
+    let journal: Vec<(u64, JournalEntry)> = write
+        .journal
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            (
+                record.journal_len + i as u64,
+                JournalEntry {
+                    id: new_sys_id(),
+                    field: entry.field,
+                    author: actor.user.clone(),
+                    created_on: now,
+                    text: entry.text,
+                },
+            )
+        })
+        .collect();
+
+    let unchanged = write.operation == Operation::Update
+        && journal.is_empty()
+        && old.as_ref().is_some_and(|old| old.fields == record.fields && old.domain == record.domain);
+    if unchanged {
+        let result = WriteResult {
+            sys_id: record.sys_id.clone(),
+            mod_count: record.mod_count,
+            queued: 0,
+        };
+        return Ok(Planned {
+            operation: write.operation,
+            record,
+            journal,
+            captured: Vec::new(),
+            result,
+            unchanged: true,
+        });
+    }
+    if write.operation == Operation::Update {
+        record.mod_count += 1;
+        record.updated_on = now;
+        record.updated_by = actor.user.clone();
+    }
+    record.journal_len += journal.len() as u64;
+
+    let entries: Vec<JournalEntry> = journal.iter().map(|(_, e)| e.clone()).collect();
+    let captured = capture.capture(&Change {
+        operation: write.operation,
+        old: old.as_ref(),
+        new: &record,
+        new_journal: &entries,
+        changed_by: &actor.user,
+        time: now,
+        origin_remote: None,
+    });
+    overlay.insert(
+        (record.table.clone(), record.sys_id.clone()),
+        (write.operation != Operation::Delete).then(|| record.clone()),
+    );
+    let result = WriteResult {
+        sys_id: record.sys_id.clone(),
+        mod_count: record.mod_count,
+        queued: captured.len() as u32,
+    };
+    Ok(Planned {
+        operation: write.operation,
+        record,
+        journal,
+        captured,
+        result,
+        unchanged: false,
+    })
+}
+
+pub fn add_user(txn: &mut Txn<'_>, mut user: User, token: &str) -> Result<User, StoreError> {
+    let mut users = txn.txn.open_table(USERS)?;
+    if users.get(user.name.as_str())?.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "user `{}` already exists; use `procsync user roles` or `procsync user token` to change it",
+            user.name
+        )));
+    }
+    let hash = token_hash(token);
+    user.token_hashes = vec![hex(&hash)];
+    users.insert(user.name.as_str(), encode(&user).as_slice())?;
+    txn.txn
+        .open_table(TOKENS)?
+        .insert(hash.as_slice(), encode(&user.name).as_slice())?;
+    Ok(user)
+}
+
+fn load_user(
+    users: &redb::Table<'_, &'static str, &'static [u8]>,
+    name: &str,
+) -> Result<User, StoreError> {
+    match users.get(name)? {
+        Some(value) => decode(value.value()),
+        None => Err(StoreError::NotFound(format!("user `{name}`"))),
+    }
+}
+
+pub fn replace_token(txn: &mut Txn<'_>, name: &str, token: &str) -> Result<(), StoreError> {
+    let mut users = txn.txn.open_table(USERS)?;
+    let mut user = load_user(&users, name)?;
+    let mut tokens = txn.txn.open_table(TOKENS)?;
+    for old in &user.token_hashes {
+        let bytes = hex_decode(old)?;
+        tokens.remove(bytes.as_slice())?;
+    }
+    let hash = token_hash(token);
+    tokens.insert(hash.as_slice(), encode(&user.name).as_slice())?;
+    user.token_hashes = vec![hex(&hash)];
+    users.insert(name, encode(&user).as_slice())?;
+    Ok(())
+}
+
+fn hex_decode(text: &str) -> Result<Vec<u8>, StoreError> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("token hash `{text}` is not hex")))
+        })
+        .collect()
+}
+
+pub fn set_roles(txn: &mut Txn<'_>, name: &str, roles: Vec<Role>) -> Result<User, StoreError> {
+    let mut users = txn.txn.open_table(USERS)?;
+    let mut user = load_user(&users, name)?;
+    user.roles = roles;
+    users.insert(name, encode(&user).as_slice())?;
+    Ok(user)
+}
+
+/// What `apply` did, each entry like ``capture `Capture requests` ``.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Fields of a remote system that, when changed, require validating it
+/// again: its states go back to Disabled.
+const REMOTE_IDENTITY_FIELDS: &[&str] =
+    &["endpoint", "fingerprint", "external_id", "inbound_api_user"];
+
+pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport, StoreError> {
+    // Users named by remote systems must exist here.
+    {
+        let users = txn.txn.open_table(USERS)?;
+        let mut problems = Vec::new();
+        for remote in &config.remote_systems {
+            for (key, name, role) in [
+                ("inbound_api_user", &remote.inbound_api_user, Role::ProcessSyncApi),
+                ("run_as", &remote.run_as, Role::ProcessSyncRunAs),
+            ] {
+                match users.get(name.as_str())? {
+                    None => problems.push(format!(
+                        "remote_system `{}`: {key} `{name}` is not a user of this instance; create it with `procsync user add {name} --roles {}`",
+                        remote.name,
+                        role.as_str()
+                    )),
+                    Some(value) => {
+                        let user: User = decode(value.value())?;
+                        if !user.roles.contains(&role) && !user.roles.contains(&Role::Admin) {
+                            problems.push(format!(
+                                "remote_system `{}`: {key} `{name}` lacks role {}; add it with `procsync user roles {name} {}`",
+                                remote.name,
+                                role.as_str(),
+                                role.as_str()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Invalid(problems.join("\n")));
+        }
+    }
+
+    let mut table = txn.txn.open_table(SYNC_OBJECTS)?;
+    let stored: BTreeMap<(String, String), StoredSyncObject> = read_sync_objects(&table)?
+        .into_iter()
+        .map(|o| ((o.kind.clone(), o.name.clone()), o))
+        .collect();
+    let now = now_millis();
+    let mut report = ApplyReport::default();
+    let mut wanted = std::collections::HashSet::new();
+    for (kind, name, spec) in config.objects() {
+        let label = format!("{kind} `{name}`");
+        wanted.insert((kind.to_string(), name.clone()));
+        let is_remote = kind == "remote_system";
+        let object = match stored.get(&(kind.to_string(), name.clone())) {
+            Some(old) if old.spec == spec => continue,
+            Some(old) => {
+                let identity_changed = is_remote
+                    && REMOTE_IDENTITY_FIELDS
+                        .iter()
+                        .any(|field| old.spec.get(field) != spec.get(field));
+                report.changed.push(label);
+                StoredSyncObject {
+                    spec,
+                    updated_on: now,
+                    outbound_state: if identity_changed {
+                        Some(RemoteState::Disabled)
+                    } else {
+                        old.outbound_state
+                    },
+                    inbound_state: if identity_changed {
+                        Some(RemoteState::Disabled)
+                    } else {
+                        old.inbound_state
+                    },
+                    ..old.clone()
+                }
+            }
+            None => {
+                report.created.push(label);
+                StoredSyncObject {
+                    sys_id: new_sys_id(),
+                    kind: kind.to_string(),
+                    name: name.clone(),
+                    spec,
+                    outbound_state: is_remote.then_some(RemoteState::Disabled),
+                    inbound_state: is_remote.then_some(RemoteState::Disabled),
+                    created_on: now,
+                    updated_on: now,
+                }
+            }
+        };
+        table.insert((kind, name.as_str()), encode(&object).as_slice())?;
+    }
+    for (kind, name) in stored.keys() {
+        if !wanted.contains(&(kind.clone(), name.clone())) {
+            table.remove((kind.as_str(), name.as_str()))?;
+            report.removed.push(format!("{kind} `{name}`"));
+        }
+    }
+    txn.capture = Arc::new(CaptureIndex::build(&config));
+    Ok(report)
+}

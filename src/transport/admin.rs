@@ -1,0 +1,292 @@
+//! The admin gRPC service: converts requests to domain calls on `Api` and
+//! answers to wire types. It also builds the server (health and reflection
+//! included, TLS when configured). No business rules live here.
+
+use std::future::Future;
+
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use super::pb::admin as pb;
+use super::pb::admin::admin_server::{Admin, AdminServer};
+use super::status_of;
+use crate::api::Api;
+use crate::ids::format_time;
+use crate::queue::OutboundItem;
+use crate::record::{JournalEntry, JournalText, Record, RecordWrite};
+use crate::user::User;
+
+/// The service over one instance's `Api`.
+pub struct AdminService {
+    api: Api,
+}
+
+fn token<T>(request: &Request<T>) -> Option<String> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
+fn record_to_pb(record: &Record, journal: &[JournalEntry]) -> pb::Record {
+    pb::Record {
+        table: record.table.clone(),
+        fields: record.all_fields().into_iter().collect(),
+        journal: journal
+            .iter()
+            .map(|entry| pb::JournalEntry {
+                field: entry.field.clone(),
+                id: entry.id.clone(),
+                author: entry.author.clone(),
+                time: format_time(entry.created_on),
+                text: entry.text.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn user_to_pb(user: &User) -> pb::User {
+    pb::User {
+        name: user.name.clone(),
+        roles: user.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        domain: user.domain.to_string(),
+    }
+}
+
+fn outbound_to_pb(item: &OutboundItem) -> pb::OutboundItem {
+    pb::OutboundItem {
+        id: item.id,
+        sequence: item.sequence,
+        status: item.status.as_str().to_string(),
+        process_event: item.process_event.clone(),
+        remote_system: item.remote_system.clone(),
+        operation: pb::Operation::from(item.operation) as i32,
+        table: item.table.clone(),
+        local_correlation_id: item.local_correlation_id.clone(),
+        domain: item.domain.to_string(),
+        created_on: format_time(item.created_on),
+        payload_json: serde_json::to_string(&item.payload).unwrap_or_default(),
+        capture_definition: item.capture_definition.clone(),
+        outbound_flow: item.outbound_flow.clone(),
+        error: item.error.clone().unwrap_or_default(),
+    }
+}
+
+fn write_from_pb(write: pb::RecordWrite) -> Result<RecordWrite, Status> {
+    let operation = pb::Operation::try_from(write.operation)
+        .map_err(|_| Status::invalid_argument(format!("unknown operation {}", write.operation)))?
+        .try_into()
+        .map_err(Status::invalid_argument)?;
+    Ok(RecordWrite {
+        operation,
+        table: write.table,
+        sys_id: (!write.sys_id.is_empty()).then_some(write.sys_id),
+        fields: write.fields.into_iter().collect(),
+        journal: write
+            .journal
+            .into_iter()
+            .map(|j| JournalText {
+                field: j.field,
+                text: j.text,
+            })
+            .collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn write_records(
+        &self,
+        request: Request<pb::WriteRecordsRequest>,
+    ) -> Result<Response<pb::WriteRecordsResponse>, Status> {
+        let token = token(&request);
+        let writes = request
+            .into_inner()
+            .writes
+            .into_iter()
+            .map(write_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        let results = self.api.write_records(token, writes).await.map_err(status_of)?;
+        Ok(Response::new(pb::WriteRecordsResponse {
+            results: results
+                .into_iter()
+                .map(|r| pb::WriteResult {
+                    sys_id: r.sys_id,
+                    mod_count: r.mod_count,
+                    queued: r.queued,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_record(
+        &self,
+        request: Request<pb::GetRecordRequest>,
+    ) -> Result<Response<pb::GetRecordResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let (record, journal) = self
+            .api
+            .get_record(token, req.table, req.sys_id)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::GetRecordResponse {
+            record: Some(record_to_pb(&record, &journal)),
+        }))
+    }
+
+    async fn list_records(
+        &self,
+        request: Request<pb::ListRecordsRequest>,
+    ) -> Result<Response<pb::ListRecordsResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let records = self
+            .api
+            .list_records(token, req.table, req.query, req.limit as usize)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListRecordsResponse {
+            records: records.iter().map(|r| record_to_pb(r, &[])).collect(),
+        }))
+    }
+
+    async fn add_user(
+        &self,
+        request: Request<pb::AddUserRequest>,
+    ) -> Result<Response<pb::AddUserResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let (user, new_token) = self
+            .api
+            .add_user(token, req.name, req.roles, req.domain)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::AddUserResponse {
+            user: Some(user_to_pb(&user)),
+            token: new_token,
+        }))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let users = self.api.list_users(token(&request)).await.map_err(status_of)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.iter().map(user_to_pb).collect(),
+        }))
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        let token = token(&request);
+        let new_token = self
+            .api
+            .issue_token(token, request.into_inner().name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::IssueTokenResponse { token: new_token }))
+    }
+
+    async fn set_roles(
+        &self,
+        request: Request<pb::SetRolesRequest>,
+    ) -> Result<Response<pb::SetRolesResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let user = self
+            .api
+            .set_roles(token, req.name, req.roles)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::SetRolesResponse {
+            user: Some(user_to_pb(&user)),
+        }))
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<pb::ApplyConfigRequest>,
+    ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let report = self
+            .api
+            .apply_config(token, req.toml, req.file_name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ApplyConfigResponse {
+            created: report.created,
+            changed: report.changed,
+            removed: report.removed,
+        }))
+    }
+
+    async fn export_config(
+        &self,
+        request: Request<pb::ExportConfigRequest>,
+    ) -> Result<Response<pb::ExportConfigResponse>, Status> {
+        let toml = self.api.export_config(token(&request)).await.map_err(status_of)?;
+        Ok(Response::new(pb::ExportConfigResponse { toml }))
+    }
+
+    async fn list_outbound(
+        &self,
+        request: Request<pb::ListOutboundRequest>,
+    ) -> Result<Response<pb::ListOutboundResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let items = self
+            .api
+            .list_outbound(token, req.status, req.remote_system, req.limit as usize)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListOutboundResponse {
+            items: items.iter().map(outbound_to_pb).collect(),
+        }))
+    }
+}
+
+/// TLS material for serving the admin API beyond loopback.
+pub struct AdminTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Serves the admin API (with gRPC health and reflection) on `incoming`
+/// until `shutdown` completes; in-flight calls finish first.
+pub async fn serve(
+    api: Api,
+    incoming: TcpIncoming,
+    tls: Option<AdminTls>,
+    max_message_bytes: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let admin = AdminServer::new(AdminService { api })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

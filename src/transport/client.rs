@@ -1,0 +1,319 @@
+//! A client of the admin API for the CLI and the benchmark: connects (plain
+//! on loopback, TLS pinned to the instance certificate otherwise), attaches
+//! the token to every call and returns plain domain values.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::Serialize;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use super::pb::admin as pb;
+use super::pb::admin::admin_client::AdminClient as PbClient;
+use crate::record::{Operation, RecordWrite, WriteResult};
+use crate::store::ApplyReport;
+
+/// A failed call, with the server's explanation.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the procsync admin API at {address}: {reason}; is `procsync serve` running?")]
+    Connect { address: String, reason: String },
+    #[error("{}: {}", describe_code(.0.code()), .0.message())]
+    Call(#[from] tonic::Status),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn describe_code(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Unauthenticated => "not authenticated",
+        Code::PermissionDenied => "permission denied",
+        Code::InvalidArgument => "rejected",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::Unavailable => "unavailable",
+        _ => "failed",
+    }
+}
+
+/// A record as the admin API returns it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordData {
+    pub table: String,
+    pub fields: BTreeMap<String, String>,
+    pub journal: Vec<JournalData>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JournalData {
+    pub field: String,
+    pub id: String,
+    pub author: String,
+    pub time: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserData {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub domain: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutboundData {
+    pub id: u64,
+    pub sequence: u64,
+    pub status: String,
+    pub process_event: String,
+    pub remote_system: String,
+    pub operation: String,
+    pub table: String,
+    pub local_correlation_id: String,
+    pub domain: String,
+    pub created_on: String,
+    pub capture_definition: String,
+    pub outbound_flow: String,
+    pub error: String,
+    pub payload: serde_json::Value,
+}
+
+/// How to reach an instance.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `host:port`.
+    pub address: String,
+    pub token: String,
+    /// PEM of the instance certificate when the admin API uses TLS.
+    pub tls_cert_pem: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AdminClient {
+    inner: PbClient<Channel>,
+    authorization: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl AdminClient {
+    pub async fn connect(target: &Target) -> Result<AdminClient, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect {
+            address: target.address.clone(),
+            reason,
+        };
+        let scheme = if target.tls_cert_pem.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_str(&format!("{scheme}://{}", target.address))
+            .map_err(|e| connect_error(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(pem) = &target.tls_cert_pem {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(pem))
+                        .domain_name("localhost"),
+                )
+                .map_err(|e| connect_error(e.to_string()))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| connect_error(error_chain(&e)))?;
+        let authorization = format!("Bearer {}", target.token.trim())
+            .parse()
+            .map_err(|_| ClientError::Invalid("the token holds characters that cannot be sent".into()))?;
+        Ok(AdminClient {
+            inner: PbClient::new(channel)
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
+            authorization,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        request
+    }
+
+    pub async fn write_records(&mut self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, ClientError> {
+        let writes = writes
+            .into_iter()
+            .map(|w| pb::RecordWrite {
+                operation: pb::Operation::from(w.operation) as i32,
+                table: w.table,
+                sys_id: w.sys_id.unwrap_or_default(),
+                fields: w.fields.into_iter().collect(),
+                journal: w
+                    .journal
+                    .into_iter()
+                    .map(|j| pb::JournalText {
+                        field: j.field,
+                        text: j.text,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let request = self.request(pb::WriteRecordsRequest { writes });
+        let response = self.inner.write_records(request).await?.into_inner();
+        Ok(response
+            .results
+            .into_iter()
+            .map(|r| WriteResult {
+                sys_id: r.sys_id,
+                mod_count: r.mod_count,
+                queued: r.queued,
+            })
+            .collect())
+    }
+
+    pub async fn get_record(&mut self, table: &str, sys_id: &str) -> Result<RecordData, ClientError> {
+        let request = self.request(pb::GetRecordRequest {
+            table: table.to_string(),
+            sys_id: sys_id.to_string(),
+        });
+        let record = self.inner.get_record(request).await?.into_inner().record;
+        record
+            .map(record_from_pb)
+            .ok_or_else(|| ClientError::Invalid("the server answered without a record".into()))
+    }
+
+    pub async fn list_records(&mut self, table: &str, query: &str, limit: u32) -> Result<Vec<RecordData>, ClientError> {
+        let request = self.request(pb::ListRecordsRequest {
+            table: table.to_string(),
+            query: query.to_string(),
+            limit,
+        });
+        let response = self.inner.list_records(request).await?.into_inner();
+        Ok(response.records.into_iter().map(record_from_pb).collect())
+    }
+
+    pub async fn add_user(&mut self, name: &str, roles: &[String], domain: &str) -> Result<(UserData, String), ClientError> {
+        let request = self.request(pb::AddUserRequest {
+            name: name.to_string(),
+            roles: roles.to_vec(),
+            domain: domain.to_string(),
+        });
+        let response = self.inner.add_user(request).await?.into_inner();
+        Ok((response.user.map(user_from_pb).unwrap_or_else(empty_user), response.token))
+    }
+
+    pub async fn list_users(&mut self) -> Result<Vec<UserData>, ClientError> {
+        let request = self.request(pb::ListUsersRequest {});
+        let response = self.inner.list_users(request).await?.into_inner();
+        Ok(response.users.into_iter().map(user_from_pb).collect())
+    }
+
+    pub async fn issue_token(&mut self, name: &str) -> Result<String, ClientError> {
+        let request = self.request(pb::IssueTokenRequest { name: name.to_string() });
+        Ok(self.inner.issue_token(request).await?.into_inner().token)
+    }
+
+    pub async fn set_roles(&mut self, name: &str, roles: &[String]) -> Result<UserData, ClientError> {
+        let request = self.request(pb::SetRolesRequest {
+            name: name.to_string(),
+            roles: roles.to_vec(),
+        });
+        let response = self.inner.set_roles(request).await?.into_inner();
+        Ok(response.user.map(user_from_pb).unwrap_or_else(empty_user))
+    }
+
+    pub async fn apply_config(&mut self, toml: &str, file_name: &str) -> Result<ApplyReport, ClientError> {
+        let request = self.request(pb::ApplyConfigRequest {
+            toml: toml.to_string(),
+            file_name: file_name.to_string(),
+        });
+        let response = self.inner.apply_config(request).await?.into_inner();
+        Ok(ApplyReport {
+            created: response.created,
+            changed: response.changed,
+            removed: response.removed,
+        })
+    }
+
+    pub async fn export_config(&mut self) -> Result<String, ClientError> {
+        let request = self.request(pb::ExportConfigRequest {});
+        Ok(self.inner.export_config(request).await?.into_inner().toml)
+    }
+
+    pub async fn list_outbound(&mut self, status: &str, remote_system: &str, limit: u32) -> Result<Vec<OutboundData>, ClientError> {
+        let request = self.request(pb::ListOutboundRequest {
+            status: status.to_string(),
+            remote_system: remote_system.to_string(),
+            limit,
+        });
+        let response = self.inner.list_outbound(request).await?.into_inner();
+        Ok(response
+            .items
+            .into_iter()
+            .map(|item| OutboundData {
+                operation: pb::Operation::try_from(item.operation)
+                    .ok()
+                    .and_then(|op| Operation::try_from(op).ok())
+                    .map(|op| op.as_str().to_string())
+                    .unwrap_or_default(),
+                payload: serde_json::from_str(&item.payload_json).unwrap_or(serde_json::Value::Null),
+                id: item.id,
+                sequence: item.sequence,
+                status: item.status,
+                process_event: item.process_event,
+                remote_system: item.remote_system,
+                table: item.table,
+                local_correlation_id: item.local_correlation_id,
+                domain: item.domain,
+                created_on: item.created_on,
+                capture_definition: item.capture_definition,
+                outbound_flow: item.outbound_flow,
+                error: item.error,
+            })
+            .collect())
+    }
+}
+
+fn record_from_pb(record: pb::Record) -> RecordData {
+    RecordData {
+        table: record.table,
+        fields: record.fields.into_iter().collect(),
+        journal: record
+            .journal
+            .into_iter()
+            .map(|j| JournalData {
+                field: j.field,
+                id: j.id,
+                author: j.author,
+                time: j.time,
+                text: j.text,
+            })
+            .collect(),
+    }
+}
+
+fn user_from_pb(user: pb::User) -> UserData {
+    UserData {
+        name: user.name,
+        roles: user.roles,
+        domain: user.domain,
+    }
+}
+
+fn empty_user() -> UserData {
+    UserData {
+        name: String::new(),
+        roles: Vec::new(),
+        domain: String::new(),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
