@@ -64,7 +64,9 @@ impl Api {
                 "no API token: send `authorization: Bearer TOKEN` (the CLI reads --token, PROCSYNC_TOKEN or DATA_DIR/admin.token)".to_string(),
             ));
         };
-        let user = self.blocking(move |store| store.user_by_token(&token)).await?;
+        let user = self
+            .blocking(move |store| store.user_by_token(&token))
+            .await?;
         user.ok_or_else(|| {
             ApiError::Unauthenticated(
                 "the API token is not valid: it is unknown or was replaced; ask an admin for a new one (`procsync user token NAME`)".to_string(),
@@ -72,12 +74,20 @@ impl Api {
         })
     }
 
-    async fn authorize(&self, token: Option<String>, permission: Permission) -> Result<User, ApiError> {
+    async fn authorize(
+        &self,
+        token: Option<String>,
+        permission: Permission,
+    ) -> Result<User, ApiError> {
         let user = self.authenticate(token).await?;
         if user.may(permission) {
             return Ok(user);
         }
-        let roles: Vec<&str> = permission.allowed_roles().iter().map(|r| r.as_str()).collect();
+        let roles: Vec<&str> = permission
+            .allowed_roles()
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
         Err(ApiError::PermissionDenied(format!(
             "user `{}` may not {}: it needs one of the roles {}",
             user.name,
@@ -127,7 +137,9 @@ impl Api {
         let user = self.authorize(token, Permission::Records).await?;
         check_name("table", &table).map_err(ApiError::Invalid)?;
         let shown = format!("record {table}/{sys_id}");
-        let found = self.blocking(move |store| store.record(&table, &sys_id)).await?;
+        let found = self
+            .blocking(move |store| store.record(&table, &sys_id))
+            .await?;
         found
             .filter(|(record, _)| record.domain.is_within(&user.domain))
             .ok_or(ApiError::Store(StoreError::NotFound(shown)))
@@ -142,14 +154,16 @@ impl Api {
     ) -> Result<Vec<Record>, ApiError> {
         let user = self.authorize(token, Permission::Records).await?;
         check_name("table", &table).map_err(ApiError::Invalid)?;
-        let query = Query::parse(&query).map_err(|e| ApiError::Invalid(format!("query `{query}`: {e}")))?;
+        let query =
+            Query::parse(&query).map_err(|e| ApiError::Invalid(format!("query `{query}`: {e}")))?;
         let limit = match limit {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(self.limits.max_list_records),
         };
         self.blocking(move |store| {
             store.records(&table, limit, &|record| {
-                record.domain.is_within(&user.domain) && query.matches(&RecordView::new(record), None)
+                record.domain.is_within(&user.domain)
+                    && query.matches(&RecordView::new(record), None)
             })
         })
         .await
@@ -208,7 +222,11 @@ impl Api {
     }
 
     /// Issues a new token for `name`, replacing its old ones.
-    pub async fn issue_token(&self, token: Option<String>, name: String) -> Result<String, ApiError> {
+    pub async fn issue_token(
+        &self,
+        token: Option<String>,
+        name: String,
+    ) -> Result<String, ApiError> {
         let admin = self.authorize(token, Permission::ManageUsers).await?;
         self.user_in_scope(&admin, &name).await?;
         let token = new_token();
@@ -240,8 +258,13 @@ impl Api {
         file_name: String,
     ) -> Result<ApplyReport, ApiError> {
         let user = self.authorize(token, Permission::WriteSync).await?;
-        let file_name = if file_name.is_empty() { "(request)".to_string() } else { file_name };
-        let config = SyncConfig::parse(&file_name, &text).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let file_name = if file_name.is_empty() {
+            "(request)".to_string()
+        } else {
+            file_name
+        };
+        let config =
+            SyncConfig::parse(&file_name, &text).map_err(|e| ApiError::Invalid(e.to_string()))?;
         for definition in &config.definitions {
             if !definition.domain.is_within(&user.domain) {
                 return Err(ApiError::PermissionDenied(format!(
@@ -276,15 +299,24 @@ impl Api {
             status,
             remote_system: (!remote_system.is_empty()).then_some(remote_system),
             domain: Some(user.domain.clone()),
-            limit: if limit == 0 { DEFAULT_LIST_LIMIT } else { limit },
+            limit: if limit == 0 {
+                DEFAULT_LIST_LIMIT
+            } else {
+                limit
+            },
         };
-        self.blocking(move |store| store.outbound_items(&filter)).await
+        self.blocking(move |store| store.outbound_items(&filter))
+            .await
     }
 }
 
 fn parse_roles(roles: &[String]) -> Result<Vec<Role>, ApiError> {
     let mut out = Vec::new();
-    for role in roles.iter().flat_map(|r| r.split(',')).filter(|r| !r.trim().is_empty()) {
+    for role in roles
+        .iter()
+        .flat_map(|r| r.split(','))
+        .filter(|r| !r.trim().is_empty())
+    {
         let role = Role::parse(role).map_err(ApiError::Invalid)?;
         if !out.contains(&role) {
             out.push(role);

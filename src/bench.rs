@@ -82,6 +82,10 @@ struct BenchServer {
 }
 
 impl Drop for BenchServer {
+    #[allow(
+        unsafe_code,
+        reason = "sending SIGTERM to our own child needs libc::kill"
+    )]
     fn drop(&mut self) {
         // SAFETY: plain libc call with a pid we own.
         unsafe {
@@ -93,7 +97,11 @@ impl Drop for BenchServer {
 }
 
 async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
-    let dir = base.join(format!("procsync-bench-{}-{}", std::process::id(), crate::ids::now_millis()));
+    let dir = base.join(format!(
+        "procsync-bench-{}-{}",
+        std::process::id(),
+        crate::ids::now_millis()
+    ));
     crate::instance::init(&dir, "bench")?;
     let log = std::fs::File::create(dir.join("serve.log"))?;
     let child = std::process::Command::new(std::env::current_exe()?)
@@ -105,18 +113,26 @@ async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
         .stderr(log)
         .spawn()
         .context("cannot start procsync serve")?;
-    let server = BenchServer { child, dir: dir.clone() };
+    let server = BenchServer {
+        child,
+        dir: dir.clone(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let addr_file = dir.join(ADMIN_ADDR_FILE);
     while !addr_file.exists() {
         if Instant::now() > deadline {
-            return Err(anyhow!("the server did not start within 30 s; see {}", dir.join("serve.log").display()));
+            return Err(anyhow!(
+                "the server did not start within 30 s; see {}",
+                dir.join("serve.log").display()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let target = Target {
         address: std::fs::read_to_string(&addr_file)?.trim().to_string(),
-        token: std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))?.trim().to_string(),
+        token: std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))?
+            .trim()
+            .to_string(),
         tls_cert_pem: None,
     };
     Ok((server, target))
@@ -124,7 +140,10 @@ async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
 
 fn incident(n: u64) -> RecordWrite {
     let mut fields = BTreeMap::new();
-    fields.insert("short_description".to_string(), format!("Benchmark incident {n}"));
+    fields.insert(
+        "short_description".to_string(),
+        format!("Benchmark incident {n}"),
+    );
     fields.insert("state".to_string(), "1".to_string());
     fields.insert("priority".to_string(), (n % 4 + 1).to_string());
     fields.insert("category".to_string(), "software".to_string());
@@ -150,7 +169,9 @@ fn ms(d: Duration) -> String {
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -167,12 +188,23 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (server, target) = start_server(&base).await?;
     let mut admin = AdminClient::connect(&target).await?;
-    admin.add_user("bench_api", &["process_sync_api".to_string()], "").await?;
-    admin.add_user("bench_runas", &["process_sync_run_as".to_string()], "").await?;
+    admin
+        .add_user("bench_api", &["process_sync_api".to_string()], "")
+        .await?;
+    admin
+        .add_user("bench_runas", &["process_sync_run_as".to_string()], "")
+        .await?;
     admin.apply_config(BENCH_CONFIG, "bench").await?;
     let phase = Duration::from_secs(args.seconds);
-    println!("procsync bench write: {} (release build: {})", machine(), !cfg!(debug_assertions));
-    println!("instance: {} (capture on `incident`, 1 outbound flow)", server.dir.display());
+    println!(
+        "procsync bench write: {} (release build: {})",
+        machine(),
+        !cfg!(debug_assertions)
+    );
+    println!(
+        "instance: {} (capture on `incident`, 1 outbound flow)",
+        server.dir.display()
+    );
 
     // Phase 1: concurrent single-record writes.
     let connections = 4;
@@ -228,7 +260,8 @@ async fn write_bench(args: WriteBench) -> Result<()> {
             let mut latencies = Vec::new();
             let mut n = 5_000_000_000 + i as u64 * 1_000_000_000;
             while start.elapsed() < phase {
-                let batch: Vec<RecordWrite> = (0..batch_size).map(|k| incident(n + k as u64)).collect();
+                let batch: Vec<RecordWrite> =
+                    (0..batch_size).map(|k| incident(n + k as u64)).collect();
                 n += batch_size as u64;
                 let sent = Instant::now();
                 records += client.write_records(batch).await?.len() as u64;

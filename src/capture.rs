@@ -308,7 +308,12 @@ remote_system = "other"
             .collect();
         assert_eq!(
             names,
-            [("first", "hub"), ("first", "other"), ("second", "hub"), ("second", "other")]
+            [
+                ("first", "hub"),
+                ("first", "other"),
+                ("second", "hub"),
+                ("second", "other")
+            ]
         );
         let fields = &items[0].payload.changed_fields;
         assert_eq!(fields[0].key, "state");
@@ -320,10 +325,27 @@ remote_system = "other"
     #[test]
     fn updates_fire_only_on_included_changes() {
         let index = CaptureIndex::build(&config());
-        let old = record("global/acme", &[("state", "1"), ("priority", "1"), ("x", "a")]);
-        let same = record("global/acme", &[("state", "1"), ("priority", "1"), ("x", "b")]);
-        assert!(index.capture(&change(Operation::Update, Some(&old), &same)).is_empty());
-        let desc = record("global/acme", &[("state", "1"), ("priority", "1"), ("short_description", "hi")]);
+        let old = record(
+            "global/acme",
+            &[("state", "1"), ("priority", "1"), ("x", "a")],
+        );
+        let same = record(
+            "global/acme",
+            &[("state", "1"), ("priority", "1"), ("x", "b")],
+        );
+        assert!(
+            index
+                .capture(&change(Operation::Update, Some(&old), &same))
+                .is_empty()
+        );
+        let desc = record(
+            "global/acme",
+            &[
+                ("state", "1"),
+                ("priority", "1"),
+                ("short_description", "hi"),
+            ],
+        );
         let items = index.capture(&change(Operation::Update, Some(&old), &desc));
         assert_eq!(items.len(), 2, "only `first` includes short_description");
     }
@@ -332,13 +354,17 @@ remote_system = "other"
     fn domains_outside_the_definition_are_not_captured() {
         let index = CaptureIndex::build(&config());
         let new = record("global/other", &[("state", "1"), ("priority", "1")]);
-        assert!(index.capture(&change(Operation::Create, None, &new)).is_empty());
+        assert!(
+            index
+                .capture(&change(Operation::Create, None, &new))
+                .is_empty()
+        );
     }
 
     #[test]
     fn changes_from_a_remote_are_not_sent_back_to_it() {
         let index = CaptureIndex::build(&config());
-        let new = record("global/acme", &[("state", "1")]);
+        let new = record("global/acme", &[("state", "1"), ("priority", "5")]);
         let mut c = change(Operation::Create, None, &new);
         c.origin_remote = Some("hub");
         let items = index.capture(&c);

@@ -21,7 +21,11 @@ use crate::transport::client::{AdminClient, RecordData, Target};
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/procsync";
 
 #[derive(Parser, Debug)]
-#[command(name = "procsync", version, about = "Remote Process Sync as one self-contained binary")]
+#[command(
+    name = "procsync",
+    version,
+    about = "Remote Process Sync as one self-contained binary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -162,7 +166,10 @@ pub enum RecordCommand {
         #[arg(long)]
         json: Option<String>,
     },
-    Delete { table: String, sys_id: String },
+    Delete {
+        table: String,
+        sys_id: String,
+    },
     Get {
         table: String,
         sys_id: String,
@@ -250,7 +257,10 @@ pub enum QueueAction {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -282,8 +292,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{e}");
                 return Ok(ExitCode::FAILURE);
             }
-            let report = client(&connection).await?.apply_config(&text, &shown).await?;
-            for (verb, names) in [("created", &report.created), ("changed", &report.changed), ("removed", &report.removed)] {
+            let report = client(&connection)
+                .await?
+                .apply_config(&text, &shown)
+                .await?;
+            for (verb, names) in [
+                ("created", &report.created),
+                ("changed", &report.changed),
+                ("removed", &report.removed),
+            ] {
                 for name in names {
                     println!("{verb} {name}");
                 }
@@ -297,9 +314,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", client(&connection).await?.export_config().await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Record { command, connection } => record(command, &connection).await,
+        Command::Record {
+            command,
+            connection,
+        } => record(command, &connection).await,
         Command::Journal {
-            command: JournalCommand::Add { table, sys_id, field, text },
+            command:
+                JournalCommand::Add {
+                    table,
+                    sys_id,
+                    field,
+                    text,
+                },
             connection,
         } => {
             let results = client(&connection)
@@ -314,17 +340,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             let result = &results[0];
             println!("{}", result.sys_id);
-            eprintln!("added a {} entry to {table}/{}; {} outbound item(s) queued", "journal", result.sys_id, result.queued);
+            eprintln!(
+                "added a journal entry to {table}/{}; {} outbound item(s) queued",
+                result.sys_id, result.queued
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::User { command, connection } => user(command, &connection).await,
+        Command::User {
+            command,
+            connection,
+        } => user(command, &connection).await,
         Command::Queue {
-            command: QueueCommand::Outbound {
-                command: QueueAction::List { status, remote, limit, json },
-            },
+            command:
+                QueueCommand::Outbound {
+                    command:
+                        QueueAction::List {
+                            status,
+                            remote,
+                            limit,
+                            json,
+                        },
+                },
             connection,
         } => {
-            let items = client(&connection).await?.list_outbound(&status, &remote, limit).await?;
+            let items = client(&connection)
+                .await?
+                .list_outbound(&status, &remote, limit)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
@@ -346,7 +388,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     })
                     .collect();
                 print_table(
-                    &["ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN", "CREATED", "ERROR"],
+                    &[
+                        "ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN",
+                        "CREATED", "ERROR",
+                    ],
                     rows,
                 );
             }
@@ -358,12 +403,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 fn init(data: &Path, name: &str) -> Result<ExitCode> {
     let made = crate::instance::init(data, name)?;
-    println!("Created instance `{}` in {}", made.info.name, data.display());
+    println!(
+        "Created instance `{}` in {}",
+        made.info.name,
+        data.display()
+    );
     println!("  sys_id:      {}", made.info.sys_id);
     println!("  fingerprint: {}", made.info.fingerprint);
     println!("  certificate: {}", data.join(CERT_FILE).display());
     println!("  admin token: {} (mode 0600)", made.token_file.display());
-    println!("Peers pin the fingerprint in their remote_system definition. Start with: procsync serve --data {}", data.display());
+    println!(
+        "Peers pin the fingerprint in their remote_system definition. Start with: procsync serve --data {}",
+        data.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -384,7 +436,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let data = args
         .data
         .or_else(|| config.data_dir.clone())
-        .ok_or_else(|| anyhow!("no data directory: pass --data DIR or set data_dir in the server config"))?;
+        .ok_or_else(|| {
+            anyhow!("no data directory: pass --data DIR or set data_dir in the server config")
+        })?;
     init_tracing(&config);
     crate::server::run(data, config, crate::server::shutdown_signal(), |_| {}).await?;
     Ok(ExitCode::SUCCESS)
@@ -408,9 +462,15 @@ fn validate(file: &Path, kind: Option<FileKind>) -> Result<ExitCode> {
     let shown = file.display().to_string();
     let kind = kind.unwrap_or_else(|| guess_kind(&text));
     let result: Result<String, ConfigError> = match kind {
-        FileKind::Server => ServerConfig::parse(&shown, &text).map(|_| "a valid server config".to_string()),
-        FileKind::Sync => SyncConfig::parse(&shown, &text)
-            .map(|c| format!("valid process sync definitions ({} objects)", c.objects().len())),
+        FileKind::Server => {
+            ServerConfig::parse(&shown, &text).map(|_| "a valid server config".to_string())
+        }
+        FileKind::Sync => SyncConfig::parse(&shown, &text).map(|c| {
+            format!(
+                "valid process sync definitions ({} objects)",
+                c.objects().len()
+            )
+        }),
     };
     match result {
         Ok(what) => {
@@ -419,7 +479,10 @@ fn validate(file: &Path, kind: Option<FileKind>) -> Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("{e}");
-            eprintln!("{shown}: {} problem(s) found; nothing was applied", e.problems.len());
+            eprintln!(
+                "{shown}: {} problem(s) found; nothing was applied",
+                e.problems.len()
+            );
             Ok(ExitCode::FAILURE)
         }
     }
@@ -433,7 +496,11 @@ fn guess_kind(text: &str) -> FileKind {
             .iter()
             .any(|kind| line.starts_with(&format!("[[{kind}]]")))
     });
-    if is_sync { FileKind::Sync } else { FileKind::Server }
+    if is_sync {
+        FileKind::Sync
+    } else {
+        FileKind::Server
+    }
 }
 
 fn read_file(path: &Path) -> Result<String> {
@@ -442,10 +509,11 @@ fn read_file(path: &Path) -> Result<String> {
 
 /// Finds the address, token and TLS certificate to use.
 pub fn target(connection: &Connection) -> Result<Target> {
-    let data = connection
-        .data
-        .clone()
-        .or_else(|| Path::new(DEFAULT_DATA_DIR).exists().then(|| PathBuf::from(DEFAULT_DATA_DIR)));
+    let data = connection.data.clone().or_else(|| {
+        Path::new(DEFAULT_DATA_DIR)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_DATA_DIR))
+    });
     let address = match (&connection.addr, &data) {
         (Some(addr), _) => addr.clone(),
         (None, Some(dir)) if dir.join(ADMIN_ADDR_FILE).exists() => {
@@ -458,9 +526,12 @@ pub fn target(connection: &Connection) -> Result<Target> {
     } else if let Some(file) = &connection.token_file {
         read_file(file)?
     } else if let Some(dir) = &data {
-        read_file(&dir.join(ADMIN_TOKEN_FILE)).context("no token given (--token, PROCSYNC_TOKEN or --token-file)")?
+        read_file(&dir.join(ADMIN_TOKEN_FILE))
+            .context("no token given (--token, PROCSYNC_TOKEN or --token-file)")?
     } else {
-        bail!("no API token: pass --token, set PROCSYNC_TOKEN, or --data DIR to use DIR/admin.token");
+        bail!(
+            "no API token: pass --token, set PROCSYNC_TOKEN, or --data DIR to use DIR/admin.token"
+        );
     };
     let tls_cert_pem = connection.tls_cert.as_deref().map(read_file).transpose()?;
     Ok(Target {
@@ -499,7 +570,11 @@ fn parse_fields(pairs: &[String], json: Option<&str>) -> Result<BTreeMap<String,
 /// A JSON object of scalar values as record fields.
 pub fn json_fields(text: &str) -> Result<BTreeMap<String, String>> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        anyhow!("malformed JSON at line {}, column {}: {e}; pass an object like {{\"state\": \"2\"}}", e.line(), e.column())
+        anyhow!(
+            "malformed JSON at line {}, column {}: {e}; pass an object like {{\"state\": \"2\"}}",
+            e.line(),
+            e.column()
+        )
     })?;
     let serde_json::Value::Object(object) = value else {
         bail!("the JSON must be an object of fields, like {{\"state\": \"2\"}}");
@@ -522,7 +597,11 @@ pub fn json_fields(text: &str) -> Result<BTreeMap<String, String>> {
 async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitCode> {
     let mut client = client(connection).await?;
     match command {
-        RecordCommand::Create { table, fields, json } => {
+        RecordCommand::Create {
+            table,
+            fields,
+            json,
+        } => {
             let fields = parse_fields(&fields, json.as_deref())?;
             let results = client
                 .write_records(vec![RecordWrite {
@@ -534,9 +613,17 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 }])
                 .await?;
             println!("{}", results[0].sys_id);
-            eprintln!("created {table}/{}; {} outbound item(s) queued", results[0].sys_id, results[0].queued);
+            eprintln!(
+                "created {table}/{}; {} outbound item(s) queued",
+                results[0].sys_id, results[0].queued
+            );
         }
-        RecordCommand::Update { table, sys_id, fields, json } => {
+        RecordCommand::Update {
+            table,
+            sys_id,
+            fields,
+            json,
+        } => {
             let fields = parse_fields(&fields, json.as_deref())?;
             let results = client
                 .write_records(vec![RecordWrite {
@@ -564,9 +651,16 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 }])
                 .await?;
             println!("{}", results[0].sys_id);
-            eprintln!("deleted {table}/{}; {} outbound item(s) queued", results[0].sys_id, results[0].queued);
+            eprintln!(
+                "deleted {table}/{}; {} outbound item(s) queued",
+                results[0].sys_id, results[0].queued
+            );
         }
-        RecordCommand::Get { table, sys_id, json } => {
+        RecordCommand::Get {
+            table,
+            sys_id,
+            json,
+        } => {
             let record = client.get_record(&table, &sys_id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
@@ -574,7 +668,13 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 print_record(&record);
             }
         }
-        RecordCommand::List { table, query, limit, fields, json } => {
+        RecordCommand::List {
+            table,
+            query,
+            limit,
+            fields,
+            json,
+        } => {
             let records = client.list_records(&table, &query, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&records)?);
@@ -594,7 +694,12 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 };
                 let rows = records
                     .iter()
-                    .map(|r| columns.iter().map(|c| r.fields.get(c).cloned().unwrap_or_default()).collect())
+                    .map(|r| {
+                        columns
+                            .iter()
+                            .map(|c| r.fields.get(c).cloned().unwrap_or_default())
+                            .collect()
+                    })
                     .collect();
                 let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
                 print_table(&headers, rows);
@@ -602,7 +707,8 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
         }
         RecordCommand::Import { table, file, batch } => {
             let reader = std::io::BufReader::new(
-                std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?,
+                std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?,
             );
             let mut pending = Vec::new();
             let mut total = 0usize;
@@ -611,7 +717,8 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 if line.trim().is_empty() {
                     continue;
                 }
-                let fields = json_fields(&line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
+                let fields =
+                    json_fields(&line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
                 pending.push(RecordWrite {
                     operation: Operation::Create,
                     table: table.clone(),
@@ -620,7 +727,10 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                     journal: Vec::new(),
                 });
                 if pending.len() >= batch.max(1) {
-                    total += client.write_records(std::mem::take(&mut pending)).await?.len();
+                    total += client
+                        .write_records(std::mem::take(&mut pending))
+                        .await?
+                        .len();
                 }
             }
             if !pending.is_empty() {
@@ -638,15 +748,26 @@ fn print_record(record: &RecordData) {
         println!("{key:width$}  {value}");
     }
     for entry in &record.journal {
-        println!("[{}] {} {} ({}): {}", entry.field, entry.time, entry.author, entry.id, entry.text);
+        println!(
+            "[{}] {} {} ({}): {}",
+            entry.field, entry.time, entry.author, entry.id, entry.text
+        );
     }
 }
 
 async fn user(command: UserCommand, connection: &Connection) -> Result<ExitCode> {
     let mut client = client(connection).await?;
     match command {
-        UserCommand::Add { name, roles, domain } => {
-            let roles: Vec<String> = roles.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect();
+        UserCommand::Add {
+            name,
+            roles,
+            domain,
+        } => {
+            let roles: Vec<String> = roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect();
             let (user, token) = client.add_user(&name, &roles, &domain).await?;
             println!("{token}");
             eprintln!(

@@ -376,10 +376,26 @@ mod tests {
     #[test]
     fn or_binds_tighter_than_and() {
         let q = "state=2^priority<=2^ORurgency=1";
-        assert!(check(q, &[("state", "2"), ("priority", "5"), ("urgency", "1")], None));
-        assert!(check(q, &[("state", "2"), ("priority", "1"), ("urgency", "3")], None));
-        assert!(!check(q, &[("state", "3"), ("priority", "1"), ("urgency", "1")], None));
-        assert!(!check(q, &[("state", "2"), ("priority", "5"), ("urgency", "3")], None));
+        assert!(check(
+            q,
+            &[("state", "2"), ("priority", "5"), ("urgency", "1")],
+            None
+        ));
+        assert!(check(
+            q,
+            &[("state", "2"), ("priority", "1"), ("urgency", "3")],
+            None
+        ));
+        assert!(!check(
+            q,
+            &[("state", "3"), ("priority", "1"), ("urgency", "1")],
+            None
+        ));
+        assert!(!check(
+            q,
+            &[("state", "2"), ("priority", "5"), ("urgency", "3")],
+            None
+        ));
     }
 
     #[test]

@@ -65,13 +65,22 @@ pub fn line_of_offset(text: &str, offset: usize) -> usize {
 /// each block's header and of each `key =` inside it. Good enough to point
 /// an administrator at the right line without a span-keeping parser.
 pub struct SourceLines {
-    /// (kind, index within kind, header line, keys with their lines)
-    blocks: Vec<(String, usize, usize, Vec<(String, usize)>)>,
+    blocks: Vec<Block>,
+}
+
+/// One `[[kind]]` or `[table]` block of a file.
+struct Block {
+    kind: String,
+    /// Position among the blocks of the same kind.
+    index: usize,
+    header_line: usize,
+    /// Keys with their lines.
+    keys: Vec<(String, usize)>,
 }
 
 impl SourceLines {
     pub fn scan(text: &str) -> SourceLines {
-        let mut blocks: Vec<(String, usize, usize, Vec<(String, usize)>)> = Vec::new();
+        let mut blocks: Vec<Block> = Vec::new();
         let mut counts: std::collections::HashMap<String, usize> = Default::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -81,16 +90,26 @@ impl SourceLines {
             {
                 let kind = kind.trim().to_string();
                 let index = counts.entry(kind.clone()).or_default();
-                blocks.push((kind, *index, i + 1, Vec::new()));
+                blocks.push(Block {
+                    kind,
+                    index: *index,
+                    header_line: i + 1,
+                    keys: Vec::new(),
+                });
                 *index += 1;
             } else if let Some(name) = line
                 .strip_prefix('[')
                 .and_then(|rest| rest.split(']').next())
             {
-                blocks.push((name.trim().to_string(), 0, i + 1, Vec::new()));
+                blocks.push(Block {
+                    kind: name.trim().to_string(),
+                    index: 0,
+                    header_line: i + 1,
+                    keys: Vec::new(),
+                });
             } else if let Some((key, _)) = line.split_once('=') {
                 if let Some(block) = blocks.last_mut() {
-                    block.3.push((key.trim().to_string(), i + 1));
+                    block.keys.push((key.trim().to_string(), i + 1));
                 }
             }
         }
@@ -103,14 +122,14 @@ impl SourceLines {
         let block = self
             .blocks
             .iter()
-            .find(|(k, i, _, _)| k == kind && *i == index)?;
+            .find(|b| b.kind == kind && b.index == index)?;
         Some(
             block
-                .3
+                .keys
                 .iter()
                 .find(|(k, _)| k == key)
                 .map(|(_, line)| *line)
-                .unwrap_or(block.2),
+                .unwrap_or(block.header_line),
         )
     }
 }

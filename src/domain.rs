@@ -91,7 +91,11 @@ mod tests {
 
     #[test]
     fn bad_paths_are_explained() {
-        assert!(Domain::parse("global//acme").unwrap_err().contains("empty segment"));
+        assert!(
+            Domain::parse("global//acme")
+                .unwrap_err()
+                .contains("empty segment")
+        );
         assert!(Domain::parse("").is_err());
         assert!(Domain::parse("global/a b").is_err());
     }

@@ -16,7 +16,13 @@ pub fn generate(instance_name: &str) -> Result<Identity, String> {
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let dns_name: String = instance_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     if !dns_name.is_empty() && dns_name != "localhost" {
         names.push(dns_name);

@@ -22,7 +22,9 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Config(String),
-    #[error("cannot listen on {address}: {reason}; is another process using that port? (set admin.listen in the server config)")]
+    #[error(
+        "cannot listen on {address}: {reason}; is another process using that port? (set admin.listen in the server config)"
+    )]
     Bind { address: SocketAddr, reason: String },
     #[error("the admin API failed: {0}")]
     Transport(String),
@@ -60,7 +62,10 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     let addr_file = data_dir.join(ADMIN_ADDR_FILE);
-    std::fs::write(&addr_file, format!("{admin_address}\n"))
+    // Written whole then renamed, so a reader never sees half an address.
+    let partial = data_dir.join(format!("{ADMIN_ADDR_FILE}.partial"));
+    std::fs::write(&partial, format!("{admin_address}\n"))
+        .and_then(|()| std::fs::rename(&partial, &addr_file))
         .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
 
     let tls = config.admin.tls.then(|| AdminTls {

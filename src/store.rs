@@ -37,9 +37,7 @@ pub enum StoreError {
         "the instance at {path} is already in use by another procsync process; stop that process first (one process per data directory)"
     )]
     InUse { path: String },
-    #[error(
-        "no instance at {path}; create one with `procsync init --data {path} --name NAME`"
-    )]
+    #[error("no instance at {path}; create one with `procsync init --data {path} --name NAME`")]
     NoInstance { path: String },
     #[error(
         "an instance already exists at {path}; procsync init never touches an existing instance (choose another --data directory)"
@@ -202,8 +200,10 @@ impl Store {
             };
             txn.open_table(USERS)?
                 .insert("admin", encode(&admin).as_slice())?;
-            txn.open_table(TOKENS)?
-                .insert(token_hash(admin_token).as_slice(), encode(&"admin").as_slice())?;
+            txn.open_table(TOKENS)?.insert(
+                token_hash(admin_token).as_slice(),
+                encode(&"admin").as_slice(),
+            )?;
             // Create every table so read transactions never meet a missing one.
             txn.open_table(RECORDS)?;
             txn.open_table(JOURNAL)?;
@@ -352,7 +352,11 @@ impl Store {
     /// Outbound items matching `filter`, oldest first.
     pub fn outbound_items(&self, filter: &OutboundFilter) -> Result<Vec<OutboundItem>, StoreError> {
         let txn = self.db.begin_read()?;
-        let limit = if filter.limit == 0 { usize::MAX } else { filter.limit };
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
         let mut out = Vec::new();
         let mut keep = |item: OutboundItem| {
             let wanted = filter.status.is_none_or(|s| s == item.status)
@@ -360,7 +364,10 @@ impl Store {
                     .remote_system
                     .as_ref()
                     .is_none_or(|r| *r == item.remote_system)
-                && filter.domain.as_ref().is_none_or(|d| item.domain.is_within(d));
+                && filter
+                    .domain
+                    .as_ref()
+                    .is_none_or(|d| item.domain.is_within(d));
             if wanted {
                 out.push(item);
             }
@@ -440,8 +447,9 @@ fn read_sync_objects(
 }
 
 fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
-    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone())))
-        .map_err(|e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")))
+    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone()))).map_err(
+        |e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")),
+    )
 }
 
 fn read_sync_config(db: &Database) -> Result<SyncConfig, StoreError> {

@@ -14,7 +14,7 @@ use super::{ConfigError, Problem, toml_problem};
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7480";
 
 /// The whole server config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Directory holding the instance (`procsync.redb`, `admin.token`).
@@ -129,17 +129,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            data_dir: None,
-            admin: AdminConfig::default(),
-            limits: Limits::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 impl ServerConfig {
     /// Parses and checks a server config file's text.
     pub fn parse(file: &str, text: &str) -> Result<ServerConfig, ConfigError> {
@@ -171,7 +160,10 @@ impl ServerConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
             problems.push(Problem {
                 line: None,
-                message: format!("log.level `{}` is not a valid filter: {e}", config.log.level),
+                message: format!(
+                    "log.level `{}` is not a valid filter: {e}",
+                    config.log.level
+                ),
             });
         }
         if problems.is_empty() {
@@ -209,7 +201,8 @@ mod tests {
 
     #[test]
     fn non_loopback_admin_needs_tls() {
-        let err = ServerConfig::parse("s.toml", "[admin]\nlisten = \"0.0.0.0:7480\"\n").unwrap_err();
+        let err =
+            ServerConfig::parse("s.toml", "[admin]\nlisten = \"0.0.0.0:7480\"\n").unwrap_err();
         assert!(err.to_string().contains("admin.tls = true"), "{err}");
         assert!(err.to_string().starts_with("s.toml:2:"), "{err}");
         ServerConfig::parse("s.toml", "[admin]\nlisten = \"0.0.0.0:7480\"\ntls = true\n").unwrap();

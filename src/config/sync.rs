@@ -20,15 +20,31 @@ use crate::user::check_user_name;
 pub struct SyncConfig {
     #[serde(default, rename = "definition", skip_serializing_if = "Vec::is_empty")]
     pub definitions: Vec<Definition>,
-    #[serde(default, rename = "process_event", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "process_event",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub process_events: Vec<ProcessEvent>,
     #[serde(default, rename = "capture", skip_serializing_if = "Vec::is_empty")]
     pub captures: Vec<CaptureDefinition>,
-    #[serde(default, rename = "remote_system", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "remote_system",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub remote_systems: Vec<RemoteSystem>,
-    #[serde(default, rename = "outbound_flow", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "outbound_flow",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub outbound_flows: Vec<OutboundFlow>,
-    #[serde(default, rename = "inbound_flow", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "inbound_flow",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub inbound_flows: Vec<InboundFlow>,
 }
 
@@ -254,11 +270,18 @@ impl SyncConfig {
             });
         };
 
-        let names = |kind: &str, names: Vec<&str>, report: &mut dyn FnMut(&str, usize, &str, String)| {
+        let names = |kind: &str,
+                     names: Vec<&str>,
+                     report: &mut dyn FnMut(&str, usize, &str, String)| {
             let mut seen = HashSet::new();
             for (index, name) in names.iter().enumerate() {
                 if name.trim().is_empty() {
-                    report(kind, index, "name", format!("{kind} #{} has an empty name", index + 1));
+                    report(
+                        kind,
+                        index,
+                        "name",
+                        format!("{kind} #{} has an empty name", index + 1),
+                    );
                 } else if !seen.insert(*name) {
                     report(
                         kind,
@@ -268,7 +291,9 @@ impl SyncConfig {
                     );
                 }
             }
-            seen.into_iter().map(str::to_string).collect::<HashSet<String>>()
+            seen.into_iter()
+                .map(str::to_string)
+                .collect::<HashSet<String>>()
         };
         let definitions = names(
             "definition",
@@ -277,7 +302,10 @@ impl SyncConfig {
         );
         let events = names(
             "process_event",
-            self.process_events.iter().map(|o| o.name.as_str()).collect(),
+            self.process_events
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect(),
             &mut report,
         );
         names(
@@ -287,12 +315,18 @@ impl SyncConfig {
         );
         let remotes = names(
             "remote_system",
-            self.remote_systems.iter().map(|o| o.name.as_str()).collect(),
+            self.remote_systems
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect(),
             &mut report,
         );
         names(
             "outbound_flow",
-            self.outbound_flows.iter().map(|o| o.name.as_str()).collect(),
+            self.outbound_flows
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect(),
             &mut report,
         );
         names(
@@ -311,7 +345,11 @@ impl SyncConfig {
                     "process_event",
                     i,
                     "definition",
-                    missing(&format!("process_event `{}`", event.name), "definition", &event.definition),
+                    missing(
+                        &format!("process_event `{}`", event.name),
+                        "definition",
+                        &event.definition,
+                    ),
                 );
             }
         }
@@ -319,19 +357,41 @@ impl SyncConfig {
         for (i, capture) in self.captures.iter().enumerate() {
             let kind = format!("capture `{}`", capture.name);
             if !events.contains(&capture.process_event) {
-                report("capture", i, "process_event", missing(&kind, "process_event", &capture.process_event));
+                report(
+                    "capture",
+                    i,
+                    "process_event",
+                    missing(&kind, "process_event", &capture.process_event),
+                );
             }
             if let Err(message) = check_name("table", &capture.table) {
                 report("capture", i, "table", format!("{kind}: {message}"));
             }
             if let Err(e) = Query::parse(&capture.filter) {
-                report("capture", i, "filter", format!("{kind}: filter `{}`: {e}", capture.filter));
+                report(
+                    "capture",
+                    i,
+                    "filter",
+                    format!("{kind}: filter `{}`: {e}", capture.filter),
+                );
             }
             if capture.operations.is_empty() {
-                report("capture", i, "operations", format!("{kind}: operations is empty; list at least one of create, update, delete"));
+                report(
+                    "capture",
+                    i,
+                    "operations",
+                    format!(
+                        "{kind}: operations is empty; list at least one of create, update, delete"
+                    ),
+                );
             }
             if capture.fields.is_empty() {
-                report("capture", i, "fields", format!("{kind}: fields is empty; list the fields to send, or [\"*\"] for all"));
+                report(
+                    "capture",
+                    i,
+                    "fields",
+                    format!("{kind}: fields is empty; list the fields to send, or [\"*\"] for all"),
+                );
             }
             for field in &capture.fields {
                 if field != "*" {
@@ -347,7 +407,14 @@ impl SyncConfig {
             }
             for extension in &capture.allowed_extensions {
                 if extension.is_empty() || !extension.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    report("capture", i, "allowed_extensions", format!("{kind}: extension `{extension}` must be letters and digits only, without the dot"));
+                    report(
+                        "capture",
+                        i,
+                        "allowed_extensions",
+                        format!(
+                            "{kind}: extension `{extension}` must be letters and digits only, without the dot"
+                        ),
+                    );
                 }
             }
         }
@@ -355,15 +422,31 @@ impl SyncConfig {
         for (i, remote) in self.remote_systems.iter().enumerate() {
             let kind = format!("remote_system `{}`", remote.name);
             if !remote.external_id.is_empty() && !is_sys_id(&remote.external_id) {
-                report("remote_system", i, "external_id", format!("{kind}: external_id `{}` must be the 32-hex sys_id of the peer's remote system record (or empty until it is known)", remote.external_id));
+                report(
+                    "remote_system",
+                    i,
+                    "external_id",
+                    format!(
+                        "{kind}: external_id `{}` must be the 32-hex sys_id of the peer's remote system record (or empty until it is known)",
+                        remote.external_id
+                    ),
+                );
             }
             if let Err(message) = check_endpoint(&remote.endpoint) {
                 report("remote_system", i, "endpoint", format!("{kind}: {message}"));
             }
             if let Err(message) = check_fingerprint(&remote.fingerprint) {
-                report("remote_system", i, "fingerprint", format!("{kind}: {message}"));
+                report(
+                    "remote_system",
+                    i,
+                    "fingerprint",
+                    format!("{kind}: {message}"),
+                );
             }
-            for (key, user) in [("inbound_api_user", &remote.inbound_api_user), ("run_as", &remote.run_as)] {
+            for (key, user) in [
+                ("inbound_api_user", &remote.inbound_api_user),
+                ("run_as", &remote.run_as),
+            ] {
                 if let Err(message) = check_user_name(user) {
                     report("remote_system", i, key, format!("{kind}: {key}: {message}"));
                 }
@@ -374,35 +457,93 @@ impl SyncConfig {
         for (i, flow) in self.outbound_flows.iter().enumerate() {
             let kind = format!("outbound_flow `{}`", flow.name);
             if !events.contains(&flow.process_event) {
-                report("outbound_flow", i, "process_event", missing(&kind, "process_event", &flow.process_event));
+                report(
+                    "outbound_flow",
+                    i,
+                    "process_event",
+                    missing(&kind, "process_event", &flow.process_event),
+                );
             }
             if !remotes.contains(&flow.remote_system) {
-                report("outbound_flow", i, "remote_system", missing(&kind, "remote_system", &flow.remote_system));
+                report(
+                    "outbound_flow",
+                    i,
+                    "remote_system",
+                    missing(&kind, "remote_system", &flow.remote_system),
+                );
             }
             if !TEMPLATES.contains(&flow.template.as_str()) {
-                report("outbound_flow", i, "template", format!("{kind}: unknown template `{}`; known: {}", flow.template, TEMPLATES.join(", ")));
+                report(
+                    "outbound_flow",
+                    i,
+                    "template",
+                    format!(
+                        "{kind}: unknown template `{}`; known: {}",
+                        flow.template,
+                        TEMPLATES.join(", ")
+                    ),
+                );
             }
-            if let Some(other) = pairs.insert((&flow.process_event, &flow.remote_system), &flow.name) {
-                report("outbound_flow", i, "name", format!("{kind}: outbound_flow `{other}` already sends process event `{}` to `{}`; one flow per pair", flow.process_event, flow.remote_system));
+            if let Some(other) =
+                pairs.insert((&flow.process_event, &flow.remote_system), &flow.name)
+            {
+                report(
+                    "outbound_flow",
+                    i,
+                    "name",
+                    format!(
+                        "{kind}: outbound_flow `{other}` already sends process event `{}` to `{}`; one flow per pair",
+                        flow.process_event, flow.remote_system
+                    ),
+                );
             }
         }
         let mut pairs = BTreeMap::new();
         for (i, flow) in self.inbound_flows.iter().enumerate() {
             let kind = format!("inbound_flow `{}`", flow.name);
             if !events.contains(&flow.process_event) {
-                report("inbound_flow", i, "process_event", missing(&kind, "process_event", &flow.process_event));
+                report(
+                    "inbound_flow",
+                    i,
+                    "process_event",
+                    missing(&kind, "process_event", &flow.process_event),
+                );
             }
             if !remotes.contains(&flow.remote_system) {
-                report("inbound_flow", i, "remote_system", missing(&kind, "remote_system", &flow.remote_system));
+                report(
+                    "inbound_flow",
+                    i,
+                    "remote_system",
+                    missing(&kind, "remote_system", &flow.remote_system),
+                );
             }
             if !TEMPLATES.contains(&flow.template.as_str()) {
-                report("inbound_flow", i, "template", format!("{kind}: unknown template `{}`; known: {}", flow.template, TEMPLATES.join(", ")));
+                report(
+                    "inbound_flow",
+                    i,
+                    "template",
+                    format!(
+                        "{kind}: unknown template `{}`; known: {}",
+                        flow.template,
+                        TEMPLATES.join(", ")
+                    ),
+                );
             }
             if let Err(message) = check_name("table", &flow.table) {
                 report("inbound_flow", i, "table", format!("{kind}: {message}"));
             }
-            if let Some(other) = pairs.insert((&flow.process_event, &flow.remote_system), &flow.name) {
-                report("inbound_flow", i, "name", format!("{kind}: inbound_flow `{other}` already receives process event `{}` from `{}`; one flow per pair", flow.process_event, flow.remote_system));
+            if let Some(other) =
+                pairs.insert((&flow.process_event, &flow.remote_system), &flow.name)
+            {
+                report(
+                    "inbound_flow",
+                    i,
+                    "name",
+                    format!(
+                        "{kind}: inbound_flow `{other}` already receives process event `{}` from `{}`; one flow per pair",
+                        flow.process_event, flow.remote_system
+                    ),
+                );
             }
         }
         problems.sort_by_key(|p| p.line.unwrap_or(0));
@@ -411,15 +552,17 @@ impl SyncConfig {
 }
 
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let rest = endpoint
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("endpoint `{endpoint}` must start with https:// (peers always talk TLS)"))?;
+    let rest = endpoint.strip_prefix("https://").ok_or_else(|| {
+        format!("endpoint `{endpoint}` must start with https:// (peers always talk TLS)")
+    })?;
     let rest = rest.trim_end_matches('/');
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("endpoint `{endpoint}` needs a port, e.g. https://hub.example:7481"))?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+        format!("endpoint `{endpoint}` needs a port, e.g. https://hub.example:7481")
+    })?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("endpoint `{endpoint}` must look like https://HOST:PORT"));
+        return Err(format!(
+            "endpoint `{endpoint}` must look like https://HOST:PORT"
+        ));
     }
     Ok(())
 }
@@ -469,9 +612,13 @@ mod tests {
         let config = SyncConfig::parse("x", EXAMPLE).unwrap();
         let again = SyncConfig::parse("export", &config.to_toml()).unwrap();
         assert_eq!(config, again);
-        let rebuilt =
-            SyncConfig::from_objects(config.objects().into_iter().map(|(k, _, v)| (k.to_string(), v)))
-                .unwrap();
+        let rebuilt = SyncConfig::from_objects(
+            config
+                .objects()
+                .into_iter()
+                .map(|(k, _, v)| (k.to_string(), v)),
+        )
+        .unwrap();
         assert_eq!(config, rebuilt);
     }
 
@@ -500,19 +647,38 @@ fields = []
 "#;
         let err = SyncConfig::parse("defs.toml", text).unwrap_err();
         let shown = err.to_string();
-        assert!(shown.contains("defs.toml:7: process_event `e` refers to definition `nope`"), "{shown}");
+        assert!(
+            shown.contains("defs.toml:7: process_event `e` refers to definition `nope`"),
+            "{shown}"
+        );
         assert!(shown.contains("defs.toml:13: capture `c`: filter `state=1^^x=2`: invalid encoded query at position 9"), "{shown}");
-        assert!(shown.contains("defs.toml:17: duplicate capture name `c`"), "{shown}");
-        assert!(shown.contains("defs.toml:18: capture `c` refers to process_event `missing`"), "{shown}");
-        assert!(shown.contains("defs.toml:19: capture `c`: table name `Bad Table` is invalid"), "{shown}");
-        assert!(shown.contains("defs.toml:20: capture `c`: fields is empty"), "{shown}");
+        assert!(
+            shown.contains("defs.toml:17: duplicate capture name `c`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("defs.toml:18: capture `c` refers to process_event `missing`"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("defs.toml:19: capture `c`: table name `Bad Table` is invalid"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("defs.toml:20: capture `c`: fields is empty"),
+            "{shown}"
+        );
         assert_eq!(err.problems.len(), 6, "{shown}");
     }
 
     #[test]
     fn type_errors_name_the_line() {
-        let err = SyncConfig::parse("d.toml", "[[capture]]\nname = \"c\"\norder = \"first\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("d.toml:3: invalid TOML"), "{err}");
+        let err = SyncConfig::parse("d.toml", "[[capture]]\nname = \"c\"\norder = \"first\"\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("d.toml:3: invalid TOML"),
+            "{err}"
+        );
         let err = SyncConfig::parse("d.toml", "[[capturez]]\nname = \"c\"\n").unwrap_err();
         assert!(err.to_string().contains("capturez"), "{err}");
     }
@@ -520,8 +686,16 @@ fields = []
     #[test]
     fn fingerprints_normalize() {
         let hex = "AB".repeat(32);
-        let colons = hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
-        assert_eq!(normalize_fingerprint(&format!("SHA256:{colons}")).unwrap(), format!("sha256:{}", "ab".repeat(32)));
+        let colons = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(
+            normalize_fingerprint(&format!("SHA256:{colons}")).unwrap(),
+            format!("sha256:{}", "ab".repeat(32))
+        );
         assert!(normalize_fingerprint("md5:abc").is_err());
     }
 }

@@ -26,7 +26,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
         // steps here, oldest first.
         1 => serde_json::from_slice(body)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
-        0 => Err(StoreError::Corrupt("stored value has format version 0".to_string())),
+        0 => Err(StoreError::Corrupt(
+            "stored value has format version 0".to_string(),
+        )),
         newer => Err(StoreError::NewerFormat {
             found: newer,
             supported: FORMAT_VERSION,

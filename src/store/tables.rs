@@ -19,8 +19,7 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 pub const TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tokens");
 
 /// Process sync objects: (kind, name) → `StoredSyncObject`.
-pub const SYNC_OBJECTS: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("sync_objects");
+pub const SYNC_OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sync_objects");
 
 /// Counters: name → next value (versioned u64). `outbound_item` numbers
 /// outbound items; `outbound_seq/<remote>` numbers each remote's stream.

@@ -21,9 +21,7 @@ use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
 use crate::ids::{hex, is_sys_id, new_sys_id, now_millis, token_hash};
 use crate::queue::{OutboundItem, QueueStatus};
-use crate::record::{
-    JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name,
-};
+use crate::record::{JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name};
 use crate::user::{Role, User};
 
 /// Most requests committed together. Moderate batches keep the pipeline
@@ -137,7 +135,11 @@ fn commit_batch(
     db: &Database,
     batch: Vec<Job>,
     capture: Arc<CaptureIndex>,
-) -> (Vec<Completion>, Result<(), StoreError>, Option<Arc<CaptureIndex>>) {
+) -> (
+    Vec<Completion>,
+    Result<(), StoreError>,
+    Option<Arc<CaptureIndex>>,
+) {
     let mut txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => {
@@ -213,19 +215,27 @@ pub fn write_records(
     {
         let records = txn.txn.open_table(RECORDS)?;
         for (i, write) in writes.into_iter().enumerate() {
-            let plan = plan_write(&records, &mut overlay, actor, write, now, limits, &txn.capture)
-                .map_err(|e| {
-                    if n_writes == 1 {
-                        return e;
-                    }
-                    let prefix = format!("write {} of {n_writes}: ", i + 1);
-                    match e {
-                        StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
-                        StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
-                        StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
-                        other => other,
-                    }
-                })?;
+            let plan = plan_write(
+                &records,
+                &mut overlay,
+                actor,
+                write,
+                now,
+                limits,
+                &txn.capture,
+            )
+            .map_err(|e| {
+                if n_writes == 1 {
+                    return e;
+                }
+                let prefix = format!("write {} of {n_writes}: ", i + 1);
+                match e {
+                    StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
+                    StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
+                    StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
+                    other => other,
+                }
+            })?;
             planned.push(plan);
         }
     }
@@ -396,9 +406,7 @@ fn plan_write(
             None => Ok(None),
         }
     };
-    let not_found = |sys_id: &str| {
-        StoreError::NotFound(format!("record {}/{sys_id}", write.table))
-    };
+    let not_found = |sys_id: &str| StoreError::NotFound(format!("record {}/{sys_id}", write.table));
 
     let (old, mut record) = match write.operation {
         Operation::Create => {
@@ -439,7 +447,12 @@ fn plan_write(
                 .sys_id
                 .clone()
                 .filter(|id| !id.is_empty())
-                .ok_or_else(|| invalid(format!("{} needs the record's sys_id", write.operation.as_str())))?;
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{} needs the record's sys_id",
+                        write.operation.as_str()
+                    ))
+                })?;
             let old = lookup(overlay, &sys_id)?
                 .filter(|r| r.domain.is_within(&actor.domain))
                 .ok_or_else(|| not_found(&sys_id))?;
@@ -491,7 +504,9 @@ fn plan_write(
 
     let unchanged = write.operation == Operation::Update
         && journal.is_empty()
-        && old.as_ref().is_some_and(|old| old.fields == record.fields && old.domain == record.domain);
+        && old
+            .as_ref()
+            .is_some_and(|old| old.fields == record.fields && old.domain == record.domain);
     if unchanged {
         let result = WriteResult {
             sys_id: record.sys_id.clone(),
@@ -624,7 +639,11 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
         let mut problems = Vec::new();
         for remote in &config.remote_systems {
             for (key, name, role) in [
-                ("inbound_api_user", &remote.inbound_api_user, Role::ProcessSyncApi),
+                (
+                    "inbound_api_user",
+                    &remote.inbound_api_user,
+                    Role::ProcessSyncApi,
+                ),
                 ("run_as", &remote.run_as, Role::ProcessSyncRunAs),
             ] {
                 match users.get(name.as_str())? {

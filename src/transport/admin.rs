@@ -23,7 +23,9 @@ pub struct AdminService {
 
 fn token<T>(request: &Request<T>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_string())
 }
 
@@ -105,7 +107,11 @@ impl Admin for AdminService {
             .into_iter()
             .map(write_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.api.write_records(token, writes).await.map_err(status_of)?;
+        let results = self
+            .api
+            .write_records(token, writes)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::WriteRecordsResponse {
             results: results
                 .into_iter()
@@ -171,7 +177,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let users = self.api.list_users(token(&request)).await.map_err(status_of)?;
+        let users = self
+            .api
+            .list_users(token(&request))
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.iter().map(user_to_pb).collect(),
         }))
@@ -228,7 +238,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ExportConfigRequest>,
     ) -> Result<Response<pb::ExportConfigResponse>, Status> {
-        let toml = self.api.export_config(token(&request)).await.map_err(status_of)?;
+        let toml = self
+            .api
+            .export_config(token(&request))
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::ExportConfigResponse { toml }))
     }
 
@@ -281,7 +295,8 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
     if let Some(tls) = tls {
         let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     builder
         .add_service(health_service)

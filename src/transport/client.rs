@@ -17,7 +17,9 @@ use crate::store::ApplyReport;
 /// A failed call, with the server's explanation.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the procsync admin API at {address}: {reason}; is `procsync serve` running?")]
+    #[error(
+        "cannot reach the procsync admin API at {address}: {reason}; is `procsync serve` running?"
+    )]
     Connect { address: String, reason: String },
     #[error("{}: {}", describe_code(.0.code()), .0.message())]
     Call(#[from] tonic::Status),
@@ -102,7 +104,11 @@ impl AdminClient {
             address: target.address.clone(),
             reason,
         };
-        let scheme = if target.tls_cert_pem.is_some() { "https" } else { "http" };
+        let scheme = if target.tls_cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut endpoint = Endpoint::from_str(&format!("{scheme}://{}", target.address))
             .map_err(|e| connect_error(e.to_string()))?
             .tcp_nodelay(true)
@@ -122,7 +128,9 @@ impl AdminClient {
             .map_err(|e| connect_error(error_chain(&e)))?;
         let authorization = format!("Bearer {}", target.token.trim())
             .parse()
-            .map_err(|_| ClientError::Invalid("the token holds characters that cannot be sent".into()))?;
+            .map_err(|_| {
+                ClientError::Invalid("the token holds characters that cannot be sent".into())
+            })?;
         Ok(AdminClient {
             inner: PbClient::new(channel)
                 .max_decoding_message_size(256 * 1024 * 1024)
@@ -139,7 +147,10 @@ impl AdminClient {
         request
     }
 
-    pub async fn write_records(&mut self, writes: Vec<RecordWrite>) -> Result<Vec<WriteResult>, ClientError> {
+    pub async fn write_records(
+        &mut self,
+        writes: Vec<RecordWrite>,
+    ) -> Result<Vec<WriteResult>, ClientError> {
         let writes = writes
             .into_iter()
             .map(|w| pb::RecordWrite {
@@ -170,7 +181,11 @@ impl AdminClient {
             .collect())
     }
 
-    pub async fn get_record(&mut self, table: &str, sys_id: &str) -> Result<RecordData, ClientError> {
+    pub async fn get_record(
+        &mut self,
+        table: &str,
+        sys_id: &str,
+    ) -> Result<RecordData, ClientError> {
         let request = self.request(pb::GetRecordRequest {
             table: table.to_string(),
             sys_id: sys_id.to_string(),
@@ -181,7 +196,12 @@ impl AdminClient {
             .ok_or_else(|| ClientError::Invalid("the server answered without a record".into()))
     }
 
-    pub async fn list_records(&mut self, table: &str, query: &str, limit: u32) -> Result<Vec<RecordData>, ClientError> {
+    pub async fn list_records(
+        &mut self,
+        table: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<RecordData>, ClientError> {
         let request = self.request(pb::ListRecordsRequest {
             table: table.to_string(),
             query: query.to_string(),
@@ -191,14 +211,22 @@ impl AdminClient {
         Ok(response.records.into_iter().map(record_from_pb).collect())
     }
 
-    pub async fn add_user(&mut self, name: &str, roles: &[String], domain: &str) -> Result<(UserData, String), ClientError> {
+    pub async fn add_user(
+        &mut self,
+        name: &str,
+        roles: &[String],
+        domain: &str,
+    ) -> Result<(UserData, String), ClientError> {
         let request = self.request(pb::AddUserRequest {
             name: name.to_string(),
             roles: roles.to_vec(),
             domain: domain.to_string(),
         });
         let response = self.inner.add_user(request).await?.into_inner();
-        Ok((response.user.map(user_from_pb).unwrap_or_else(empty_user), response.token))
+        Ok((
+            response.user.map(user_from_pb).unwrap_or_else(empty_user),
+            response.token,
+        ))
     }
 
     pub async fn list_users(&mut self) -> Result<Vec<UserData>, ClientError> {
@@ -208,11 +236,17 @@ impl AdminClient {
     }
 
     pub async fn issue_token(&mut self, name: &str) -> Result<String, ClientError> {
-        let request = self.request(pb::IssueTokenRequest { name: name.to_string() });
+        let request = self.request(pb::IssueTokenRequest {
+            name: name.to_string(),
+        });
         Ok(self.inner.issue_token(request).await?.into_inner().token)
     }
 
-    pub async fn set_roles(&mut self, name: &str, roles: &[String]) -> Result<UserData, ClientError> {
+    pub async fn set_roles(
+        &mut self,
+        name: &str,
+        roles: &[String],
+    ) -> Result<UserData, ClientError> {
         let request = self.request(pb::SetRolesRequest {
             name: name.to_string(),
             roles: roles.to_vec(),
@@ -221,7 +255,11 @@ impl AdminClient {
         Ok(response.user.map(user_from_pb).unwrap_or_else(empty_user))
     }
 
-    pub async fn apply_config(&mut self, toml: &str, file_name: &str) -> Result<ApplyReport, ClientError> {
+    pub async fn apply_config(
+        &mut self,
+        toml: &str,
+        file_name: &str,
+    ) -> Result<ApplyReport, ClientError> {
         let request = self.request(pb::ApplyConfigRequest {
             toml: toml.to_string(),
             file_name: file_name.to_string(),
@@ -239,7 +277,12 @@ impl AdminClient {
         Ok(self.inner.export_config(request).await?.into_inner().toml)
     }
 
-    pub async fn list_outbound(&mut self, status: &str, remote_system: &str, limit: u32) -> Result<Vec<OutboundData>, ClientError> {
+    pub async fn list_outbound(
+        &mut self,
+        status: &str,
+        remote_system: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboundData>, ClientError> {
         let request = self.request(pb::ListOutboundRequest {
             status: status.to_string(),
             remote_system: remote_system.to_string(),
@@ -255,7 +298,8 @@ impl AdminClient {
                     .and_then(|op| Operation::try_from(op).ok())
                     .map(|op| op.as_str().to_string())
                     .unwrap_or_default(),
-                payload: serde_json::from_str(&item.payload_json).unwrap_or(serde_json::Value::Null),
+                payload: serde_json::from_str(&item.payload_json)
+                    .unwrap_or(serde_json::Value::Null),
                 id: item.id,
                 sequence: item.sequence,
                 status: item.status,

@@ -1,0 +1,141 @@
+//! init, serve, the store lock, health, TLS and shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::support::{BIN, Instance};
+
+#[test]
+fn init_creates_an_instance_once() {
+    let instance = Instance::init("edge-1");
+    assert!(instance.fingerprint.starts_with("sha256:") && instance.fingerprint.len() == 71);
+    let token_file = instance.path().join("admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the admin token must be private");
+    assert!(instance.token().starts_with("pst_"));
+    let db_mode = std::fs::metadata(instance.path().join("procsync.redb"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(db_mode, 0o600, "the store holds the private key");
+
+    let before = std::fs::read(instance.path().join("procsync.redb")).unwrap();
+    let out = Command::new(BIN)
+        .args(["init", "--name", "again", "--data"])
+        .arg(instance.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("an instance already exists"), "{stderr}");
+    assert_eq!(
+        before,
+        std::fs::read(instance.path().join("procsync.redb")).unwrap(),
+        "init touched the existing store"
+    );
+    assert_eq!(
+        instance.token(),
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_directory_is_refused() {
+    let instance = Instance::init("edge-1");
+    let _server = instance.serve();
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+        .arg(instance.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already in use by another procsync process"),
+        "{stderr}"
+    );
+    // The first server still answers.
+    instance.ok(&["record", "list", "incident"]);
+}
+
+#[test]
+fn serving_without_an_instance_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("procsync init"));
+}
+
+#[test]
+fn non_loopback_admin_requires_tls() {
+    let instance = Instance::init("edge-1");
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-listen", "0.0.0.0:0", "--data"])
+        .arg(instance.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.tls = true"));
+}
+
+#[test]
+fn the_admin_api_over_tls_pins_the_instance_certificate() {
+    let instance = Instance::init("edge-1");
+    let config = instance.file(
+        "server.toml",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
+    );
+    let _server = instance.serve_with(&["--config", config.to_str().unwrap()]);
+    let cert = instance.path().join("instance.crt");
+    let out = instance.ok(&[
+        "record",
+        "list",
+        "incident",
+        "--json",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(out.trim(), "[]");
+    // Plain text against a TLS listener fails clearly.
+    let err = instance.fails(&["record", "list", "incident"]);
+    assert!(!err.is_empty());
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_health_answers() {
+    let instance = Instance::init("edge-1");
+    let mut server = instance.serve();
+    let target = instance.target(&instance.token());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", target.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "procsync.admin.v1.Admin".to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    });
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let exit = server.stop();
+    assert!(exit.success(), "serve exited with {exit}");
+    let logs = instance.logs();
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("the store is closed"), "{logs}");
+    assert!(!instance.path().join("admin.addr").exists());
+}

@@ -1,0 +1,11 @@
+//! Integration tests: real `procsync` processes, driven through the CLI and
+//! the admin API, checked the way an operator would check them.
+
+mod support;
+
+mod capture;
+mod definitions;
+mod durability;
+mod instance;
+mod records;
+mod users;

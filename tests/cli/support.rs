@@ -1,0 +1,282 @@
+//! Test support: instances in temp dirs, real `procsync serve` processes on
+//! loopback port 0, the CLI run as a real process, and deadline waits.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use procsync::transport::client::{AdminClient, Target};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_procsync");
+
+/// Waits until `condition` holds, failing the test after `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An instance's data directory (removed with the value).
+pub struct Instance {
+    pub dir: tempfile::TempDir,
+    pub fingerprint: String,
+}
+
+impl Instance {
+    pub fn init(name: &str) -> Instance {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["init", "--name", name, "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let fingerprint = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("fingerprint:"))
+            .expect("init prints the fingerprint")
+            .trim()
+            .to_string();
+        Instance { dir, fingerprint }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `procsync serve` and waits until its admin API answers.
+    pub fn serve(&self) -> Server {
+        self.serve_with(&[])
+    }
+
+    pub fn serve_with(&self, extra: &[&str]) -> Server {
+        let addr_file = self.path().join("admin.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log =
+            std::fs::File::create(self.path().join(format!("serve-{}.log", now_nanos()))).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+            .arg(self.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child: Some(child),
+            data: self.path().to_path_buf(),
+        };
+        wait_until("the server to listen", Duration::from_secs(30), || {
+            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("serve exited early with {status}: {}", self.logs());
+            }
+            addr_file.exists()
+        });
+        server
+    }
+
+    /// Everything the instance's servers logged.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                out.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// Runs the CLI against this instance.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PROCSYNC_DATA", self.path())
+            .env_remove("PROCSYNC_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and returns stdout, failing the test on an error.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "`procsync {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "`procsync {}` should have failed but printed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn target(&self, token: &str) -> Target {
+        Target {
+            address: std::fs::read_to_string(self.path().join("admin.addr"))
+                .unwrap()
+                .trim()
+                .to_string(),
+            token: token.to_string(),
+            tls_cert_pem: None,
+        }
+    }
+
+    pub async fn client(&self) -> AdminClient {
+        AdminClient::connect(&self.target(&self.token()))
+            .await
+            .unwrap()
+    }
+
+    /// Writes a file into the instance directory and returns its path.
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+/// A running `procsync serve`; SIGTERM and wait on drop.
+pub struct Server {
+    child: Option<Child>,
+    data: PathBuf,
+}
+
+impl Server {
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A definitions file with one capture on `incident` sent to `hub` and
+/// `other`, in domain `global/acme`.
+pub const DEFINITIONS: &str = r#"
+[[definition]]
+name = "Incidents"
+domain = "global/acme"
+
+[[process_event]]
+name = "incident_sync"
+definition = "Incidents"
+
+[[capture]]
+name = "Capture incidents"
+process_event = "incident_sync"
+table = "incident"
+filter = "priority<=2^ORurgency=1"
+fields = ["short_description", "state", "priority"]
+journal_fields = ["comments"]
+
+[[remote_system]]
+name = "hub"
+endpoint = "https://127.0.0.1:7481"
+fingerprint = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+inbound_api_user = "api_user"
+run_as = "runas_user"
+
+[[remote_system]]
+name = "other"
+endpoint = "https://127.0.0.1:7482"
+fingerprint = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+inbound_api_user = "api_user"
+run_as = "runas_user"
+
+[[outbound_flow]]
+name = "Incidents to hub"
+process_event = "incident_sync"
+remote_system = "hub"
+
+[[outbound_flow]]
+name = "Incidents to other"
+process_event = "incident_sync"
+remote_system = "other"
+
+[[inbound_flow]]
+name = "Incidents from hub"
+process_event = "incident_sync"
+remote_system = "hub"
+table = "incident"
+"#;
+
+/// Adds the users DEFINITIONS needs and applies it.
+pub fn apply_definitions(instance: &Instance) {
+    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
+    instance.ok(&[
+        "user",
+        "add",
+        "runas_user",
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    let file = instance.file("defs.toml", DEFINITIONS);
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}
