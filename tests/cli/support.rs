@@ -166,7 +166,6 @@ impl Instance {
 /// A running `procsync serve`; SIGTERM and wait on drop.
 pub struct Server {
     child: Option<Child>,
-    data: PathBuf,
 }
 
 impl Server {
@@ -194,10 +193,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    pub fn data(&self) -> &Path {
-        &self.data
     }
 }
 
