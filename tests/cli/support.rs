@@ -72,10 +72,7 @@ impl Instance {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut server = Server {
-            child: Some(child),
-            data: self.path().to_path_buf(),
-        };
+        let mut server = Server { child: Some(child) };
         wait_until("the server to listen", Duration::from_secs(30), || {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("serve exited early with {status}: {}", self.logs());
