@@ -11,7 +11,9 @@ use crate::domain::Domain;
 use crate::ids::new_token;
 use crate::queue::{OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Record, RecordView, RecordWrite, WriteResult, check_name};
-use crate::store::{Actor, ApplyReport, OutboundFilter, RecordWriteLimits, Store, StoreError};
+use crate::store::{
+    Actor, ApplyReport, OutboundFilter, RecordWriteLimits, RemoteSystemStatus, Store, StoreError,
+};
 use crate::user::{Permission, Role, User, check_user_name};
 
 /// Why an admin call failed.
@@ -280,6 +282,14 @@ impl Api {
         self.authorize(token, Permission::ReadSync).await?;
         let config = self.blocking(|store| store.sync_config()).await?;
         Ok(config.to_toml())
+    }
+
+    pub async fn list_remote_systems(
+        &self,
+        token: Option<String>,
+    ) -> Result<Vec<RemoteSystemStatus>, ApiError> {
+        self.authorize(token, Permission::ReadSync).await?;
+        self.blocking(|store| store.remote_systems()).await
     }
 
     pub async fn list_outbound(

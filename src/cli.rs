@@ -100,6 +100,13 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Remote systems (peer instances).
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Inspect the queues.
     Queue {
         #[command(subcommand)]
@@ -230,6 +237,16 @@ pub enum UserCommand {
     Token { name: String },
     /// Set a user's roles.
     Roles { name: String, roles: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// List remote systems with their sys_id (the peer's external_id) and
+    /// states.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -391,6 +408,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     &[
                         "ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN",
                         "CREATED", "ERROR",
+                    ],
+                    rows,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Remote {
+            command: RemoteCommand::List { json },
+            connection,
+        } => {
+            let remotes = client(&connection).await?.list_remote_systems().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&remotes)?);
+            } else {
+                let rows = remotes
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.name.clone(),
+                            r.sys_id.clone(),
+                            r.endpoint.clone(),
+                            r.outbound_state.clone(),
+                            r.inbound_state.clone(),
+                            r.external_id.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "NAME",
+                        "SYS_ID",
+                        "ENDPOINT",
+                        "OUTBOUND",
+                        "INBOUND",
+                        "EXTERNAL_ID",
                     ],
                     rows,
                 );
@@ -603,20 +655,7 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
             json,
         } => {
             let fields = parse_fields(&fields, json.as_deref())?;
-            let results = client
-                .write_records(vec![RecordWrite {
-                    operation: Operation::Create,
-                    table: table.clone(),
-                    sys_id: None,
-                    fields,
-                    journal: Vec::new(),
-                }])
-                .await?;
-            println!("{}", results[0].sys_id);
-            eprintln!(
-                "created {table}/{}; {} outbound item(s) queued",
-                results[0].sys_id, results[0].queued
-            );
+            write_one(&mut client, Operation::Create, table, None, fields).await?;
         }
         RecordCommand::Update {
             table,
@@ -625,36 +664,17 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
             json,
         } => {
             let fields = parse_fields(&fields, json.as_deref())?;
-            let results = client
-                .write_records(vec![RecordWrite {
-                    operation: Operation::Update,
-                    table: table.clone(),
-                    sys_id: Some(sys_id),
-                    fields,
-                    journal: Vec::new(),
-                }])
-                .await?;
-            println!("{}", results[0].sys_id);
-            eprintln!(
-                "updated {table}/{} (mod count {}); {} outbound item(s) queued",
-                results[0].sys_id, results[0].mod_count, results[0].queued
-            );
+            write_one(&mut client, Operation::Update, table, Some(sys_id), fields).await?;
         }
         RecordCommand::Delete { table, sys_id } => {
-            let results = client
-                .write_records(vec![RecordWrite {
-                    operation: Operation::Delete,
-                    table: table.clone(),
-                    sys_id: Some(sys_id),
-                    fields: BTreeMap::new(),
-                    journal: Vec::new(),
-                }])
-                .await?;
-            println!("{}", results[0].sys_id);
-            eprintln!(
-                "deleted {table}/{}; {} outbound item(s) queued",
-                results[0].sys_id, results[0].queued
-            );
+            write_one(
+                &mut client,
+                Operation::Delete,
+                table,
+                Some(sys_id),
+                BTreeMap::new(),
+            )
+            .await?;
         }
         RecordCommand::Get {
             table,
@@ -740,6 +760,38 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one record; prints its sys_id on stdout and what happened on
+/// stderr, so scripts can capture the id.
+async fn write_one(
+    client: &mut AdminClient,
+    operation: Operation,
+    table: String,
+    sys_id: Option<String>,
+    fields: BTreeMap<String, String>,
+) -> Result<()> {
+    let results = client
+        .write_records(vec![RecordWrite {
+            operation,
+            table: table.clone(),
+            sys_id,
+            fields,
+            journal: Vec::new(),
+        }])
+        .await?;
+    let result = &results[0];
+    println!("{}", result.sys_id);
+    let verb = match operation {
+        Operation::Create => "created",
+        Operation::Update => "updated",
+        Operation::Delete => "deleted",
+    };
+    eprintln!(
+        "{verb} {table}/{} (mod count {}); {} outbound item(s) queued",
+        result.sys_id, result.mod_count, result.queued
+    );
+    Ok(())
 }
 
 fn print_record(record: &RecordData) {

@@ -118,6 +118,25 @@ pub enum RemoteState {
     Error,
 }
 
+impl RemoteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteState::Disabled => "Disabled",
+            RemoteState::Active => "Active",
+            RemoteState::Error => "Error",
+        }
+    }
+}
+
+/// A remote system as configured, with its identity and states.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSystemStatus {
+    pub sys_id: String,
+    pub spec: crate::config::sync::RemoteSystem,
+    pub outbound_state: RemoteState,
+    pub inbound_state: RemoteState,
+}
+
 /// Who is writing: the authenticated user's name and domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
@@ -343,6 +362,25 @@ impl Store {
     pub fn sync_objects(&self) -> Result<Vec<StoredSyncObject>, StoreError> {
         let txn = self.db.begin_read()?;
         read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)
+    }
+
+    /// Every remote system with its states, by name.
+    pub fn remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
+        self.sync_objects()?
+            .into_iter()
+            .filter(|o| o.kind == "remote_system")
+            .map(|o| {
+                let spec = serde_json::from_value(o.spec).map_err(|e| {
+                    StoreError::Corrupt(format!("remote system `{}` does not decode: {e}", o.name))
+                })?;
+                Ok(RemoteSystemStatus {
+                    sys_id: o.sys_id,
+                    spec,
+                    outbound_state: o.outbound_state.unwrap_or(RemoteState::Disabled),
+                    inbound_state: o.inbound_state.unwrap_or(RemoteState::Disabled),
+                })
+            })
+            .collect()
     }
 
     pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {

@@ -453,96 +453,76 @@ impl SyncConfig {
             }
         }
 
-        let mut pairs = BTreeMap::new();
-        for (i, flow) in self.outbound_flows.iter().enumerate() {
-            let kind = format!("outbound_flow `{}`", flow.name);
-            if !events.contains(&flow.process_event) {
-                report(
-                    "outbound_flow",
-                    i,
-                    "process_event",
-                    missing(&kind, "process_event", &flow.process_event),
-                );
-            }
-            if !remotes.contains(&flow.remote_system) {
-                report(
-                    "outbound_flow",
-                    i,
-                    "remote_system",
-                    missing(&kind, "remote_system", &flow.remote_system),
-                );
-            }
-            if !TEMPLATES.contains(&flow.template.as_str()) {
-                report(
-                    "outbound_flow",
-                    i,
-                    "template",
-                    format!(
-                        "{kind}: unknown template `{}`; known: {}",
-                        flow.template,
-                        TEMPLATES.join(", ")
-                    ),
-                );
-            }
-            if let Some(other) =
-                pairs.insert((&flow.process_event, &flow.remote_system), &flow.name)
-            {
-                report(
-                    "outbound_flow",
-                    i,
-                    "name",
-                    format!(
-                        "{kind}: outbound_flow `{other}` already sends process event `{}` to `{}`; one flow per pair",
-                        flow.process_event, flow.remote_system
-                    ),
-                );
+        // Outbound and inbound flows share their rules: known event, known
+        // remote, known template, one flow per (event, remote) pair.
+        let flows = [
+            (
+                "outbound_flow",
+                "sends process event",
+                "to",
+                self.outbound_flows
+                    .iter()
+                    .map(|f| (&f.name, &f.process_event, &f.remote_system, &f.template))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "inbound_flow",
+                "receives process event",
+                "from",
+                self.inbound_flows
+                    .iter()
+                    .map(|f| (&f.name, &f.process_event, &f.remote_system, &f.template))
+                    .collect(),
+            ),
+        ];
+        for (flow_kind, verb, preposition, list) in flows {
+            let mut pairs = BTreeMap::new();
+            for (i, (name, event, remote, template)) in list.into_iter().enumerate() {
+                let kind = format!("{flow_kind} `{name}`");
+                if !events.contains(event) {
+                    report(
+                        flow_kind,
+                        i,
+                        "process_event",
+                        missing(&kind, "process_event", event),
+                    );
+                }
+                if !remotes.contains(remote) {
+                    report(
+                        flow_kind,
+                        i,
+                        "remote_system",
+                        missing(&kind, "remote_system", remote),
+                    );
+                }
+                if !TEMPLATES.contains(&template.as_str()) {
+                    let known = TEMPLATES.join(", ");
+                    report(
+                        flow_kind,
+                        i,
+                        "template",
+                        format!("{kind}: unknown template `{template}`; known: {known}"),
+                    );
+                }
+                if let Some(other) = pairs.insert((event, remote), name) {
+                    report(
+                        flow_kind,
+                        i,
+                        "name",
+                        format!(
+                            "{kind}: {flow_kind} `{other}` already {verb} `{event}` {preposition} `{remote}`; one flow per pair"
+                        ),
+                    );
+                }
             }
         }
-        let mut pairs = BTreeMap::new();
         for (i, flow) in self.inbound_flows.iter().enumerate() {
-            let kind = format!("inbound_flow `{}`", flow.name);
-            if !events.contains(&flow.process_event) {
-                report(
-                    "inbound_flow",
-                    i,
-                    "process_event",
-                    missing(&kind, "process_event", &flow.process_event),
-                );
-            }
-            if !remotes.contains(&flow.remote_system) {
-                report(
-                    "inbound_flow",
-                    i,
-                    "remote_system",
-                    missing(&kind, "remote_system", &flow.remote_system),
-                );
-            }
-            if !TEMPLATES.contains(&flow.template.as_str()) {
-                report(
-                    "inbound_flow",
-                    i,
-                    "template",
-                    format!(
-                        "{kind}: unknown template `{}`; known: {}",
-                        flow.template,
-                        TEMPLATES.join(", ")
-                    ),
-                );
-            }
             if let Err(message) = check_name("table", &flow.table) {
-                report("inbound_flow", i, "table", format!("{kind}: {message}"));
-            }
-            if let Some(other) =
-                pairs.insert((&flow.process_event, &flow.remote_system), &flow.name)
-            {
                 report(
                     "inbound_flow",
                     i,
-                    "name",
-                    format!(
-                        "{kind}: inbound_flow `{other}` already receives process event `{}` from `{}`; one flow per pair",
-                        flow.process_event, flow.remote_system
-                    ),
+                    "table",
+                    format!("inbound_flow `{}`: {message}", flow.name),
                 );
             }
         }

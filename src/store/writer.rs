@@ -35,7 +35,11 @@ pub struct Txn<'a> {
 }
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut Txn<'_>) -> (Completion, Option<StoreError>) + Send>;
+/// A request: run it in the open transaction, or (when no transaction could
+/// be opened) answer with the error. Returns what to do once the commit's
+/// outcome is known, and an error that must abort the transaction.
+type Job =
+    Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>;
 
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -63,7 +67,7 @@ impl Writer {
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let boxed: Job = Box::new(move |txn| match job(txn) {
+        let boxed: Job = Box::new(move |txn| match txn.and_then(job) {
             Ok(value) => (
                 Box::new(move |commit: Result<(), StoreError>| {
                     let _ = reply.send(commit.map(|()| value));
@@ -140,24 +144,23 @@ fn commit_batch(
     Result<(), StoreError>,
     Option<Arc<CaptureIndex>>,
 ) {
-    let mut txn = match db.begin_write() {
+    let opened = db
+        .begin_write()
+        .map_err(StoreError::from)
+        .and_then(|mut txn| {
+            txn.set_durability(Durability::Immediate)?;
+            Ok(txn)
+        });
+    let txn = match opened {
         Ok(txn) => txn,
-        Err(e) => {
-            let error = StoreError::from(e);
+        Err(error) => {
             let completions = batch
                 .into_iter()
-                .map(|_job| Box::new(|_| {}) as Completion)
+                .map(|job| job(Err(error.clone())).0)
                 .collect::<Vec<_>>();
-            // The jobs never ran, so their replies were dropped with them and
-            // callers see `Closed`; log the cause.
-            tracing::error!(target: "store", error = %error, "Cannot begin a write transaction.");
             return (completions, Err(error), None);
         }
     };
-    if let Err(e) = txn.set_durability(Durability::Immediate) {
-        let error = StoreError::from(e);
-        return (Vec::new(), Err(error), None);
-    }
     let mut ctx = Txn {
         txn: &txn,
         capture: capture.clone(),
@@ -165,7 +168,7 @@ fn commit_batch(
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
     for job in batch {
-        let (completion, poison) = job(&mut ctx);
+        let (completion, poison) = job(Ok(&mut ctx));
         completions.push(completion);
         if poisoned.is_none() {
             poisoned = poison;

@@ -261,6 +261,33 @@ impl Admin for AdminService {
             items: items.iter().map(outbound_to_pb).collect(),
         }))
     }
+
+    async fn list_remote_systems(
+        &self,
+        request: Request<pb::ListRemoteSystemsRequest>,
+    ) -> Result<Response<pb::ListRemoteSystemsResponse>, Status> {
+        let remotes = self
+            .api
+            .list_remote_systems(token(&request))
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListRemoteSystemsResponse {
+            remote_systems: remotes
+                .into_iter()
+                .map(|r| pb::RemoteSystem {
+                    sys_id: r.sys_id,
+                    name: r.spec.name,
+                    endpoint: r.spec.endpoint,
+                    fingerprint: r.spec.fingerprint,
+                    external_id: r.spec.external_id,
+                    outbound_state: r.outbound_state.as_str().to_string(),
+                    inbound_state: r.inbound_state.as_str().to_string(),
+                    inbound_api_user: r.spec.inbound_api_user,
+                    run_as: r.spec.run_as,
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// TLS material for serving the admin API beyond loopback.

@@ -82,6 +82,19 @@ pub struct OutboundData {
     pub payload: serde_json::Value,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RemoteSystemData {
+    pub sys_id: String,
+    pub name: String,
+    pub endpoint: String,
+    pub fingerprint: String,
+    pub external_id: String,
+    pub outbound_state: String,
+    pub inbound_state: String,
+    pub inbound_api_user: String,
+    pub run_as: String,
+}
+
 /// How to reach an instance.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -275,6 +288,26 @@ impl AdminClient {
     pub async fn export_config(&mut self) -> Result<String, ClientError> {
         let request = self.request(pb::ExportConfigRequest {});
         Ok(self.inner.export_config(request).await?.into_inner().toml)
+    }
+
+    pub async fn list_remote_systems(&mut self) -> Result<Vec<RemoteSystemData>, ClientError> {
+        let request = self.request(pb::ListRemoteSystemsRequest {});
+        let response = self.inner.list_remote_systems(request).await?.into_inner();
+        Ok(response
+            .remote_systems
+            .into_iter()
+            .map(|r| RemoteSystemData {
+                sys_id: r.sys_id,
+                name: r.name,
+                endpoint: r.endpoint,
+                fingerprint: r.fingerprint,
+                external_id: r.external_id,
+                outbound_state: r.outbound_state,
+                inbound_state: r.inbound_state,
+                inbound_api_user: r.inbound_api_user,
+                run_as: r.run_as,
+            })
+            .collect())
     }
 
     pub async fn list_outbound(

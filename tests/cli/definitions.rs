@@ -74,6 +74,16 @@ fn apply_is_idempotent_by_name_and_export_round_trips() {
     assert!(instance.ok(&["export"]).trim().is_empty());
 
     apply_definitions(&instance);
+    let remotes: serde_json::Value =
+        serde_json::from_str(&instance.ok(&["remote", "list", "--json"])).unwrap();
+    let remotes = remotes.as_array().unwrap();
+    assert_eq!(remotes.len(), 2);
+    for remote in remotes {
+        assert_eq!(remote["outbound_state"], "Disabled", "{remote}");
+        assert_eq!(remote["inbound_state"], "Disabled", "{remote}");
+        assert_eq!(remote["sys_id"].as_str().unwrap().len(), 32);
+    }
+    let hub_sys_id = remotes[0]["sys_id"].clone();
     let again = instance.ok(&["apply", path]);
     assert!(again.contains("unchanged"), "{again}");
 
@@ -89,6 +99,18 @@ fn apply_is_idempotent_by_name_and_export_round_trips() {
             "removed inbound_flow `Incidents from hub`"
         ],
         "{out}"
+    );
+
+    let remotes: serde_json::Value =
+        serde_json::from_str(&instance.ok(&["remote", "list", "--json"])).unwrap();
+    assert_eq!(
+        remotes[0]["sys_id"], hub_sys_id,
+        "a changed apply keeps the identity of unchanged objects"
+    );
+    let table = instance.ok(&["remote", "list"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("Disabled"),
+        "{table}"
     );
 
     let exported = instance.ok(&["export"]);

@@ -8,4 +8,5 @@ mod definitions;
 mod durability;
 mod instance;
 mod records;
+mod upgrade;
 mod users;

@@ -1,0 +1,75 @@
+//! Stored-format compatibility: this binary must open stores written by
+//! every earlier format. `tests/fixtures/store-format-N` holds a store made
+//! by the binary that wrote format N (an instance with users, definitions,
+//! a record with a journal entry and its queue items); never regenerate an
+//! existing fixture, add one per new format.
+
+use std::path::Path;
+
+use procsync::store::{OutboundFilter, Store};
+
+use crate::support::Instance;
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["procsync.redb", "admin.token", "record.sys_id"] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_format_1_store_opens_with_everything_in_it() {
+    let dir = copy_fixture("store-format-1");
+    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.instance().unwrap().name, "fixture-format-1");
+        let admin = store
+            .user_by_token(&token)
+            .unwrap()
+            .expect("the admin token still works");
+        assert_eq!(admin.name, "admin");
+        let (record, journal) = store
+            .record("incident", &sys_id)
+            .unwrap()
+            .expect("the record survives");
+        assert_eq!(record.fields["short_description"], "Fixture incident");
+        assert_eq!(record.domain.as_str(), "global/acme");
+        assert_eq!(journal.len(), 1);
+        assert_eq!(journal[0].text, "Fixture comment");
+        assert_eq!(store.sync_config().unwrap().objects().len(), 8);
+        let items = store.outbound_items(&OutboundFilter::default()).unwrap();
+        assert_eq!(items.len(), 4, "create and comment, to two remotes");
+        store.close();
+    }
+
+    // The real upgrade path: the new binary serves the old directory and
+    // keeps numbering where the old one stopped.
+    let instance = Instance {
+        dir,
+        fingerprint: String::new(),
+    };
+    let _server = instance.serve();
+    let out = instance.ok(&["record", "get", "incident", &sys_id]);
+    assert!(out.contains("Fixture comment"), "{out}");
+    instance.ok(&["record", "update", "incident", &sys_id, "priority=2"]);
+    let items: serde_json::Value = serde_json::from_str(
+        &instance.ok(&["queue", "outbound", "list", "--remote", "hub", "--json"]),
+    )
+    .unwrap();
+    let sequences: Vec<u64> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+}
