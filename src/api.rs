@@ -2,7 +2,8 @@
 //! roles and domain, and call the store. Transport-neutral: the gRPC service
 //! in `transport` only converts types and maps `ApiError` to a status.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use crate::condition::Query;
 use crate::config::server::Limits;
@@ -34,14 +35,32 @@ pub enum ApiError {
 pub struct Api {
     store: Arc<Store>,
     limits: Limits,
+    /// Users by token hash, so a call does not read the store to
+    /// authenticate. Every user change goes through this API and clears it.
+    users_by_token: Arc<RwLock<TokenCache>>,
 }
+
+#[derive(Default)]
+struct TokenCache {
+    /// Bumped by every user change; a lookup that started under an older
+    /// generation may have read the old user and is not cached.
+    generation: u64,
+    users: HashMap<[u8; 32], User>,
+}
+
+/// Most tokens kept in the authentication cache before it starts over.
+const MAX_CACHED_TOKENS: usize = 10_000;
 
 /// Default number of records or queue items a list returns.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
 impl Api {
     pub fn new(store: Arc<Store>, limits: Limits) -> Api {
-        Api { store, limits }
+        Api {
+            store,
+            limits,
+            users_by_token: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -66,9 +85,26 @@ impl Api {
                 "no API token: send `authorization: Bearer TOKEN` (the CLI reads --token, PROCSYNC_TOKEN or DATA_DIR/admin.token)".to_string(),
             ));
         };
+        let hash = crate::ids::token_hash(&token);
+        let generation = {
+            let cache = self.users_by_token.read().expect("token cache lock");
+            if let Some(user) = cache.users.get(&hash) {
+                return Ok(user.clone());
+            }
+            cache.generation
+        };
         let user = self
             .blocking(move |store| store.user_by_token(&token))
             .await?;
+        if let Some(user) = &user {
+            let mut cache = self.users_by_token.write().expect("token cache lock");
+            if cache.generation == generation {
+                if cache.users.len() >= MAX_CACHED_TOKENS {
+                    cache.users.clear();
+                }
+                cache.users.insert(hash, user.clone());
+            }
+        }
         user.ok_or_else(|| {
             ApiError::Unauthenticated(
                 "the API token is not valid: it is unknown or was replaced; ask an admin for a new one (`procsync user token NAME`)".to_string(),
@@ -96,6 +132,13 @@ impl Api {
             permission.describe(),
             roles.join(", ")
         )))
+    }
+
+    /// Forgets cached authentications after any user change.
+    fn forget_tokens(&self) {
+        let mut cache = self.users_by_token.write().expect("token cache lock");
+        cache.generation += 1;
+        cache.users.clear();
     }
 
     fn actor(user: &User) -> Actor {
@@ -201,8 +244,9 @@ impl Api {
             created_on: crate::ids::now_millis(),
             token_hashes: Vec::new(),
         };
-        let user = self.store.add_user(user, token.clone()).await?;
-        Ok((user, token))
+        let user = self.store.add_user(user, token.clone()).await;
+        self.forget_tokens();
+        Ok((user?, token))
     }
 
     pub async fn list_users(&self, token: Option<String>) -> Result<Vec<User>, ApiError> {
@@ -232,7 +276,9 @@ impl Api {
         let admin = self.authorize(token, Permission::ManageUsers).await?;
         self.user_in_scope(&admin, &name).await?;
         let token = new_token();
-        self.store.replace_token(name, token.clone()).await?;
+        let replaced = self.store.replace_token(name, token.clone()).await;
+        self.forget_tokens();
+        replaced?;
         Ok(token)
     }
 
@@ -250,7 +296,9 @@ impl Api {
                 "you cannot remove the admin role from yourself; ask another admin".to_string(),
             ));
         }
-        Ok(self.store.set_roles(name, roles).await?)
+        let user = self.store.set_roles(name, roles).await;
+        self.forget_tokens();
+        Ok(user?)
     }
 
     pub async fn apply_config(

@@ -8,6 +8,7 @@
 //! matter for lists in ServiceNow) are accepted and ignored, so a query copied
 //! from a ServiceNow list URL can be pasted as is.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -130,12 +131,13 @@ fn error(position: usize, message: impl Into<String>) -> ParseError {
 /// Read access to a record's fields for evaluation.
 pub trait Fields {
     /// The field's value, or `None` when the record does not have it.
-    fn field(&self, name: &str) -> Option<&str>;
+    /// Borrowed when stored as text, owned when computed (times, counts).
+    fn field(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
 impl Fields for BTreeMap<String, String> {
-    fn field(&self, name: &str) -> Option<&str> {
-        self.get(name).map(String::as_str)
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name).map(|value| Cow::Borrowed(value.as_str()))
     }
 }
 
@@ -310,8 +312,12 @@ fn parse_term(text: &str, start: usize) -> Result<Term, ParseError> {
 
 impl Term {
     fn matches(&self, new: &dyn Fields, old: Option<&dyn Fields>) -> bool {
-        let current = new.field(&self.field).unwrap_or("");
-        let previous = old.and_then(|old| old.field(&self.field)).unwrap_or("");
+        let current = new.field(&self.field).unwrap_or_default();
+        let current = current.as_ref();
+        let previous = old
+            .and_then(|old| old.field(&self.field))
+            .unwrap_or_default();
+        let previous = previous.as_ref();
         let one = match &self.value {
             Value::One(value) => value.as_str(),
             _ => "",

@@ -2,6 +2,7 @@
 //! holds, with the `sys_` fields ServiceNow users expect. Pure values; the
 //! store persists them and never the other way round.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -103,31 +104,28 @@ impl Record {
     }
 }
 
-/// Evaluation sees the `sys_` fields as well as user fields. The values of
-/// times are formatted on demand, so a filter on `sys_updated_on` works.
+/// Evaluation sees the `sys_` fields as well as user fields. `sys_` values
+/// are computed only when a filter asks for them, so a filter on
+/// `sys_updated_on` works and costs nothing when unused.
 pub struct RecordView<'a> {
     record: &'a Record,
-    sys: BTreeMap<&'static str, String>,
 }
 
 impl<'a> RecordView<'a> {
     pub fn new(record: &'a Record) -> RecordView<'a> {
-        let mut sys = BTreeMap::new();
-        for name in SYS_FIELDS {
-            if let Some(value) = record.sys_field(name) {
-                sys.insert(*name, value);
-            }
-        }
-        RecordView { record, sys }
+        RecordView { record }
     }
 }
 
 impl Fields for RecordView<'_> {
-    fn field(&self, name: &str) -> Option<&str> {
+    fn field(&self, name: &str) -> Option<Cow<'_, str>> {
         if let Some(value) = self.record.fields.get(name) {
-            return Some(value);
+            return Some(Cow::Borrowed(value));
         }
-        self.sys.get(name).map(String::as_str)
+        if name.starts_with("sys_") {
+            return self.record.sys_field(name).map(Cow::Owned);
+        }
+        None
     }
 }
 

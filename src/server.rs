@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tonic::transport::server::TcpIncoming;
-
 use crate::api::Api;
 use crate::config::server::ServerConfig;
 use crate::instance::ADMIN_ADDR_FILE;
@@ -51,16 +49,12 @@ pub async fn run(
     let store = Arc::new(store);
     let instance = store.instance()?;
 
-    let incoming = TcpIncoming::bind(config.admin.listen)
-        .map_err(|e| ServeError::Bind {
+    let listener =
+        crate::transport::admin::bind(config.admin.listen).map_err(|e| ServeError::Bind {
             address: config.admin.listen,
             reason: e.to_string(),
-        })?
-        .with_nodelay(Some(true));
-    let admin_address = incoming.local_addr().map_err(|e| ServeError::Bind {
-        address: config.admin.listen,
-        reason: e.to_string(),
-    })?;
+        })?;
+    let admin_address = listener.address;
     let addr_file = data_dir.join(ADMIN_ADDR_FILE);
     // Written whole then renamed, so a reader never sees half an address.
     let partial = data_dir.join(format!("{ADMIN_ADDR_FILE}.partial"));
@@ -87,7 +81,7 @@ pub async fn run(
     let api = Api::new(store.clone(), config.limits.clone());
     let served = crate::transport::admin::serve(
         api,
-        incoming,
+        listener,
         tls,
         config.limits.max_message_bytes,
         shutdown,

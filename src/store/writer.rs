@@ -134,7 +134,10 @@ fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, mut capture: Arc<Captur
     tracing::debug!(target: "store", "The store writer stopped.");
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(
+    clippy::type_complexity,
+    reason = "a one-off tuple of the batch's outcome, read right at the call site"
+)]
 fn commit_batch(
     db: &Database,
     batch: Vec<Job>,
@@ -344,7 +347,10 @@ fn invalid(message: impl Into<String>) -> StoreError {
     StoreError::Invalid(message.into())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "planning needs the table, the batch overlay and the request context together"
+)]
 fn plan_write(
     records: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
     overlay: &mut HashMap<(String, String), Option<Record>>,

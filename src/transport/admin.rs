@@ -290,17 +290,31 @@ impl Admin for AdminService {
     }
 }
 
+/// A bound admin listener, not yet serving.
+pub struct Listener {
+    incoming: TcpIncoming,
+    pub address: std::net::SocketAddr,
+}
+
+/// Binds the admin listener (port 0 picks a free port; `address` tells
+/// which).
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<Listener> {
+    let incoming = TcpIncoming::bind(address)?.with_nodelay(Some(true));
+    let address = incoming.local_addr()?;
+    Ok(Listener { incoming, address })
+}
+
 /// TLS material for serving the admin API beyond loopback.
 pub struct AdminTls {
     pub cert_pem: String,
     pub key_pem: String,
 }
 
-/// Serves the admin API (with gRPC health and reflection) on `incoming`
+/// Serves the admin API (with gRPC health and reflection) on `listener`
 /// until `shutdown` completes; in-flight calls finish first.
 pub async fn serve(
     api: Api,
-    incoming: TcpIncoming,
+    listener: Listener,
     tls: Option<AdminTls>,
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()>,
@@ -329,6 +343,6 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(listener.incoming, shutdown)
         .await
 }

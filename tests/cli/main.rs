@@ -8,5 +8,6 @@ mod definitions;
 mod durability;
 mod instance;
 mod records;
+mod tidy;
 mod upgrade;
 mod users;
