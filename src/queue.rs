@@ -52,7 +52,7 @@ impl QueueStatus {
 }
 
 /// One captured change, staged for one remote system.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutboundItem {
     /// Instance-wide id, increasing with creation.
     pub id: u64,
@@ -71,7 +71,9 @@ pub struct OutboundItem {
     pub domain: Domain,
     pub status: QueueStatus,
     pub created_on: Millis,
-    pub payload: Payload,
+    /// The `Payload`, kept as the JSON it was captured as: it is encoded
+    /// once, off the store's writer thread, and sent as is.
+    pub payload: Box<serde_json::value::RawValue>,
     /// Why the item is in Error, for the operator.
     #[serde(default)]
     pub error: Option<String>,

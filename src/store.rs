@@ -441,8 +441,23 @@ impl Store {
         writes: Vec<RecordWrite>,
         limits: RecordWriteLimits,
     ) -> Result<Vec<WriteResult>, StoreError> {
+        // Validate, capture and encode on a blocking thread against a read
+        // snapshot, so the single writer thread only checks and writes.
+        let db = self.db.clone();
+        let capture = self.writer.capture();
+        let (actor, writes, limits, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = (|| {
+                let txn = db.begin_read()?;
+                let records = txn.open_table(RECORDS)?;
+                writer::prepare(&records, &actor, &writes, &limits, &capture)
+            })();
+            (actor, writes, limits, prepared)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("the write preparation failed: {e}")))?;
+        let prepared = prepared?;
         self.writer
-            .submit(move |txn| writer::write_records(txn, &actor, writes, &limits))
+            .submit(move |txn| writer::write_records(txn, &actor, writes, &limits, Some(prepared)))
             .await
     }
 

@@ -7,11 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::codec::{decode, encode};
 use super::tables::*;
@@ -44,20 +45,31 @@ type Job =
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The committed capture rules, for preparing writes off this thread.
+    capture: SharedCapture,
 }
+
+type SharedCapture = Arc<RwLock<Arc<CaptureIndex>>>;
 
 impl Writer {
     pub fn start(db: Arc<Database>, config: &SyncConfig) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::channel::<Job>();
-        let capture = Arc::new(CaptureIndex::build(config));
+        let capture: SharedCapture = Arc::new(RwLock::new(Arc::new(CaptureIndex::build(config))));
+        let shared = capture.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".to_string())
-            .spawn(move || run(db, receiver, capture))
+            .spawn(move || run(db, receiver, shared))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            capture,
         })
+    }
+
+    /// The capture rules as last committed.
+    pub fn capture(&self) -> Arc<CaptureIndex> {
+        self.capture.read().expect("capture lock").clone()
     }
 
     /// Runs `job` in the next group commit and waits for the commit.
@@ -110,7 +122,8 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, mut capture: Arc<CaptureIndex>) {
+fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
+    let mut capture = shared.read().expect("capture lock").clone();
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -122,6 +135,7 @@ fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, mut capture: Arc<Captur
         let n_jobs = batch.len();
         let (completions, result, new_capture) = commit_batch(&db, batch, capture.clone());
         if let Some(new_capture) = new_capture {
+            *shared.write().expect("capture lock") = new_capture.clone();
             capture = new_capture;
         }
         if let Err(e) = &result {
@@ -196,41 +210,64 @@ pub struct RecordWriteLimits {
     pub max_record_bytes: usize,
 }
 
-/// One planned record change, validated and ready to write.
-struct Planned {
+/// Record writes validated, captured and encoded, ready to be written.
+/// Preparing happens off the writer thread against a read snapshot; the
+/// writer then only checks that the snapshot still holds (the records read
+/// are unchanged and the capture rules are the same) and writes bytes. When
+/// it does not hold, the writer prepares again inside its transaction.
+pub struct PreparedWrites {
+    capture: Arc<CaptureIndex>,
+    writes: Vec<PreparedWrite>,
+}
+
+struct PreparedWrite {
     operation: Operation,
-    record: Record,
-    journal: Vec<(u64, JournalEntry)>,
-    captured: Vec<Captured>,
+    table: String,
+    sys_id: String,
+    domain: Domain,
+    /// What the store held for this record when it was read: `Some(None)`
+    /// absent, `Some(Some(bytes))` those bytes. `None` when nothing was read
+    /// from the store (a fresh sys_id, or a record an earlier write of the
+    /// same request already changed).
+    expected: Option<Option<Vec<u8>>>,
+    /// The record's new stored form; `None` deletes it.
+    record: Option<Vec<u8>>,
+    /// New journal entries: (position, stored form).
+    journal: Vec<(u64, Vec<u8>)>,
+    items: Vec<PreparedItem>,
     result: WriteResult,
     unchanged: bool,
 }
 
-pub fn write_records(
-    txn: &mut Txn<'_>,
+struct PreparedItem {
+    remote_system: String,
+    process_event: String,
+    capture_definition: String,
+    outbound_flow: String,
+    payload: Box<RawValue>,
+}
+
+type RecordsTable = (&'static str, &'static str);
+
+/// Validates, plans, captures and encodes `writes` against the records in
+/// `records`. All or nothing: the first invalid write rejects the request.
+pub fn prepare<T>(
+    records: &T,
     actor: &Actor,
-    writes: Vec<RecordWrite>,
+    writes: &[RecordWrite],
     limits: &RecordWriteLimits,
-) -> Result<Vec<WriteResult>, StoreError> {
+    capture: &Arc<CaptureIndex>,
+) -> Result<PreparedWrites, StoreError>
+where
+    T: ReadableTable<RecordsTable, &'static [u8]>,
+{
     let now = now_millis();
     let n_writes = writes.len();
-    // Phase 1: validate everything and plan, writing nothing. Later writes
-    // in the same call see earlier ones through `overlay`.
     let mut overlay: HashMap<(String, String), Option<Record>> = HashMap::new();
-    let mut planned = Vec::with_capacity(n_writes);
-    {
-        let records = txn.txn.open_table(RECORDS)?;
-        for (i, write) in writes.into_iter().enumerate() {
-            let plan = plan_write(
-                &records,
-                &mut overlay,
-                actor,
-                write,
-                now,
-                limits,
-                &txn.capture,
-            )
-            .map_err(|e| {
+    let mut prepared = Vec::with_capacity(n_writes);
+    for (i, write) in writes.iter().enumerate() {
+        let plan =
+            plan_write(records, &mut overlay, actor, write, now, limits, capture).map_err(|e| {
                 if n_writes == 1 {
                     return e;
                 }
@@ -242,55 +279,83 @@ pub fn write_records(
                     other => other,
                 }
             })?;
-            planned.push(plan);
-        }
+        prepared.push(plan);
     }
+    Ok(PreparedWrites {
+        capture: capture.clone(),
+        writes: prepared,
+    })
+}
 
-    // Phase 2: write.
+/// Writes prepared record writes in the writer's transaction, preparing
+/// them again first when their snapshot no longer holds.
+pub fn write_records(
+    txn: &mut Txn<'_>,
+    actor: &Actor,
+    writes: Vec<RecordWrite>,
+    limits: &RecordWriteLimits,
+    prepared: Option<PreparedWrites>,
+) -> Result<Vec<WriteResult>, StoreError> {
+    let prepared = {
+        let records = txn.txn.open_table(RECORDS)?;
+        match prepared {
+            Some(prepared)
+                if Arc::ptr_eq(&prepared.capture, &txn.capture)
+                    && still_holds(&records, &prepared)? =>
+            {
+                prepared
+            }
+            _ => prepare(&records, actor, &writes, limits, &txn.capture)?,
+        }
+    };
     let mut records = txn.txn.open_table(RECORDS)?;
     let mut journal = txn.txn.open_table(JOURNAL)?;
     let mut outbound = txn.txn.open_table(OUTBOUND)?;
     let mut by_remote = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
     let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
-    let mut results = Vec::with_capacity(planned.len());
-    for plan in planned {
-        if plan.unchanged {
-            results.push(plan.result);
+    let now = now_millis();
+    let mut results = Vec::with_capacity(prepared.writes.len());
+    for write in prepared.writes {
+        if write.unchanged {
+            results.push(write.result);
             continue;
         }
-        let key = (plan.record.table.as_str(), plan.record.sys_id.as_str());
-        if plan.operation == Operation::Delete {
-            records.remove(key)?;
-            let positions: Vec<u64> = journal
-                .range((key.0, key.1, 0u64)..=(key.0, key.1, u64::MAX))?
-                .map(|row| row.map(|(k, _)| k.value().2))
-                .collect::<Result<_, _>>()?;
-            for position in positions {
-                journal.remove((key.0, key.1, position))?;
+        let key = (write.table.as_str(), write.sys_id.as_str());
+        match &write.record {
+            None => {
+                records.remove(key)?;
+                let positions: Vec<u64> = journal
+                    .range((key.0, key.1, 0u64)..=(key.0, key.1, u64::MAX))?
+                    .map(|row| row.map(|(k, _)| k.value().2))
+                    .collect::<Result<_, _>>()?;
+                for position in positions {
+                    journal.remove((key.0, key.1, position))?;
+                }
             }
-        } else {
-            records.insert(key, encode(&plan.record).as_slice())?;
-            for (position, entry) in &plan.journal {
-                journal.insert((key.0, key.1, *position), encode(entry).as_slice())?;
+            Some(bytes) => {
+                records.insert(key, bytes.as_slice())?;
+                for (position, entry) in &write.journal {
+                    journal.insert((key.0, key.1, *position), entry.as_slice())?;
+                }
             }
         }
-        for captured in plan.captured {
+        for item in write.items {
             let id = counters.next("outbound_item")?;
-            let sequence = counters.next(&format!("outbound_seq/{}", captured.remote_system))?;
+            let sequence = counters.next(&format!("outbound_seq/{}", item.remote_system))?;
             let item = OutboundItem {
                 id,
                 sequence,
-                remote_system: captured.remote_system,
-                process_event: captured.process_event,
-                capture_definition: captured.capture_definition,
-                outbound_flow: captured.outbound_flow,
-                operation: plan.operation,
-                table: plan.record.table.clone(),
-                local_correlation_id: plan.record.sys_id.clone(),
-                domain: plan.record.domain.clone(),
+                remote_system: item.remote_system,
+                process_event: item.process_event,
+                capture_definition: item.capture_definition,
+                outbound_flow: item.outbound_flow,
+                operation: write.operation,
+                table: write.table.clone(),
+                local_correlation_id: write.sys_id.clone(),
+                domain: write.domain.clone(),
                 status: QueueStatus::Ready,
                 created_on: now,
-                payload: captured.payload,
+                payload: item.payload,
                 error: None,
                 attempts: 0,
                 next_attempt_on: None,
@@ -299,10 +364,32 @@ pub fn write_records(
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
         }
-        results.push(plan.result);
+        results.push(write.result);
     }
     counters.save()?;
     Ok(results)
+}
+
+/// Whether every record the preparation read is still stored as it was.
+fn still_holds<T>(records: &T, prepared: &PreparedWrites) -> Result<bool, StoreError>
+where
+    T: ReadableTable<RecordsTable, &'static [u8]>,
+{
+    for write in &prepared.writes {
+        let Some(expected) = &write.expected else {
+            continue;
+        };
+        let current = records.get((write.table.as_str(), write.sys_id.as_str()))?;
+        let same = match (expected, &current) {
+            (None, None) => true,
+            (Some(bytes), Some(stored)) => bytes.as_slice() == stored.value(),
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Counters read once per job and written back at its end.
@@ -318,9 +405,7 @@ impl<'t> Counters<'t> {
             cache: BTreeMap::new(),
         }
     }
-}
 
-impl Counters<'_> {
     /// The next value of `name`, starting at 1.
     fn next(&mut self, name: &str) -> Result<u64, StoreError> {
         if !self.cache.contains_key(name) {
@@ -349,23 +434,26 @@ fn invalid(message: impl Into<String>) -> StoreError {
 
 #[allow(
     clippy::too_many_arguments,
-    reason = "planning needs the table, the batch overlay and the request context together"
+    reason = "planning needs the table, the request's overlay and the request context together"
 )]
-fn plan_write(
-    records: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+fn plan_write<T>(
+    records: &T,
     overlay: &mut HashMap<(String, String), Option<Record>>,
     actor: &Actor,
-    write: RecordWrite,
+    write: &RecordWrite,
     now: u64,
     limits: &RecordWriteLimits,
     capture: &CaptureIndex,
-) -> Result<Planned, StoreError> {
+) -> Result<PreparedWrite, StoreError>
+where
+    T: ReadableTable<RecordsTable, &'static [u8]>,
+{
     check_name("table", &write.table).map_err(invalid)?;
     let mut new_domain = None;
     let mut fields = BTreeMap::new();
-    for (name, value) in write.fields {
+    for (name, value) in &write.fields {
         if name == "sys_domain" {
-            let domain = Domain::parse(&value).map_err(invalid)?;
+            let domain = Domain::parse(value).map_err(invalid)?;
             if !domain.is_within(&actor.domain) {
                 return Err(invalid(format!(
                     "sys_domain `{domain}` is outside your domain `{}`; you may only write records in your domain's subtree",
@@ -383,8 +471,8 @@ fn plan_write(
                 "field `{name}` is maintained by the instance and cannot be written"
             )));
         }
-        check_name("field", &name).map_err(invalid)?;
-        fields.insert(name, value);
+        check_name("field", name).map_err(invalid)?;
+        fields.insert(name.clone(), value.clone());
     }
     for entry in &write.journal {
         check_name("journal field", &entry.field).map_err(invalid)?;
@@ -404,15 +492,24 @@ fn plan_write(
         }
     }
 
-    let lookup = |overlay: &HashMap<(String, String), Option<Record>>,
-                  sys_id: &str|
-     -> Result<Option<Record>, StoreError> {
+    // Reads through the request's overlay first; remembers what the store
+    // held for records read from it.
+    let mut expected = None;
+    let mut lookup = |sys_id: &str| -> Result<Option<Record>, StoreError> {
         if let Some(known) = overlay.get(&(write.table.clone(), sys_id.to_string())) {
             return Ok(known.clone());
         }
         match records.get((write.table.as_str(), sys_id))? {
-            Some(value) => Ok(Some(decode(value.value())?)),
-            None => Ok(None),
+            Some(value) => {
+                let bytes = value.value().to_vec();
+                let record = decode(&bytes)?;
+                expected = Some(Some(bytes));
+                Ok(Some(record))
+            }
+            None => {
+                expected = Some(None);
+                Ok(None)
+            }
         }
     };
     let not_found = |sys_id: &str| StoreError::NotFound(format!("record {}/{sys_id}", write.table));
@@ -426,7 +523,7 @@ fn plan_write(
                             "sys_id `{id}` is not 32 lowercase hex digits"
                         )));
                     }
-                    if lookup(overlay, id)?.is_some() {
+                    if lookup(id)?.is_some() {
                         return Err(StoreError::Conflict(format!(
                             "record {}/{id} already exists; update it instead",
                             write.table
@@ -462,7 +559,7 @@ fn plan_write(
                         write.operation.as_str()
                     ))
                 })?;
-            let old = lookup(overlay, &sys_id)?
+            let old = lookup(&sys_id)?
                 .filter(|r| r.domain.is_within(&actor.domain))
                 .ok_or_else(|| not_found(&sys_id))?;
             let mut record = old.clone();
@@ -495,17 +592,17 @@ fn plan_write(
 
     let journal: Vec<(u64, JournalEntry)> = write
         .journal
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, entry)| {
             (
                 record.journal_len + i as u64,
                 JournalEntry {
                     id: new_sys_id(),
-                    field: entry.field,
+                    field: entry.field.clone(),
                     author: actor.user.clone(),
                     created_on: now,
-                    text: entry.text,
+                    text: entry.text.clone(),
                 },
             )
         })
@@ -516,55 +613,64 @@ fn plan_write(
         && old
             .as_ref()
             .is_some_and(|old| old.fields == record.fields && old.domain == record.domain);
-    if unchanged {
-        let result = WriteResult {
-            sys_id: record.sys_id.clone(),
-            mod_count: record.mod_count,
-            queued: 0,
-        };
-        return Ok(Planned {
-            operation: write.operation,
-            record,
-            journal,
-            captured: Vec::new(),
-            result,
-            unchanged: true,
-        });
-    }
-    if write.operation == Operation::Update {
+    if write.operation == Operation::Update && !unchanged {
         record.mod_count += 1;
         record.updated_on = now;
         record.updated_by = actor.user.clone();
     }
     record.journal_len += journal.len() as u64;
 
-    let entries: Vec<JournalEntry> = journal.iter().map(|(_, e)| e.clone()).collect();
-    let captured = capture.capture(&Change {
-        operation: write.operation,
-        old: old.as_ref(),
-        new: &record,
-        new_journal: &entries,
-        changed_by: &actor.user,
-        time: now,
-        origin_remote: None,
-    });
-    overlay.insert(
-        (record.table.clone(), record.sys_id.clone()),
-        (write.operation != Operation::Delete).then(|| record.clone()),
-    );
+    let captured: Vec<Captured> = if unchanged {
+        Vec::new()
+    } else {
+        let entries: Vec<JournalEntry> = journal.iter().map(|(_, e)| e.clone()).collect();
+        capture.capture(&Change {
+            operation: write.operation,
+            old: old.as_ref(),
+            new: &record,
+            new_journal: &entries,
+            changed_by: &actor.user,
+            time: now,
+            origin_remote: None,
+        })
+    };
+    let items = captured
+        .into_iter()
+        .map(|c| PreparedItem {
+            payload: serde_json::value::to_raw_value(&c.payload)
+                .expect("payloads always serialize"),
+            remote_system: c.remote_system,
+            process_event: c.process_event,
+            capture_definition: c.capture_definition,
+            outbound_flow: c.outbound_flow,
+        })
+        .collect::<Vec<_>>();
+    let deleted = write.operation == Operation::Delete;
     let result = WriteResult {
         sys_id: record.sys_id.clone(),
         mod_count: record.mod_count,
-        queued: captured.len() as u32,
+        queued: items.len() as u32,
     };
-    Ok(Planned {
+    let prepared = PreparedWrite {
         operation: write.operation,
-        record,
-        journal,
-        captured,
+        table: record.table.clone(),
+        sys_id: record.sys_id.clone(),
+        domain: record.domain.clone(),
+        expected,
+        record: (!deleted).then(|| encode(&record)),
+        journal: journal
+            .iter()
+            .map(|(position, entry)| (*position, encode(entry)))
+            .collect(),
+        items,
         result,
-        unchanged: false,
-    })
+        unchanged,
+    };
+    overlay.insert(
+        (record.table.clone(), record.sys_id.clone()),
+        (!deleted).then_some(record),
+    );
+    Ok(prepared)
 }
 
 pub fn add_user(txn: &mut Txn<'_>, mut user: User, token: &str) -> Result<User, StoreError> {

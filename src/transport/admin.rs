@@ -66,7 +66,7 @@ fn outbound_to_pb(item: &OutboundItem) -> pb::OutboundItem {
         local_correlation_id: item.local_correlation_id.clone(),
         domain: item.domain.to_string(),
         created_on: format_time(item.created_on),
-        payload_json: serde_json::to_string(&item.payload).unwrap_or_default(),
+        payload_json: item.payload.get().to_string(),
         capture_definition: item.capture_definition.clone(),
         outbound_flow: item.outbound_flow.clone(),
         error: item.error.clone().unwrap_or_default(),
