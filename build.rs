@@ -4,7 +4,10 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/procsync/admin/v1/admin.proto"];
+    let protos = [
+        "proto/procsync/admin/v1/admin.proto",
+        "proto/procsync/peer/v1/peer.proto",
+    ];
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

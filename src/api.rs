@@ -13,7 +13,8 @@ use crate::ids::new_token;
 use crate::queue::{OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Record, RecordView, RecordWrite, WriteResult, check_name};
 use crate::store::{
-    Actor, ApplyReport, OutboundFilter, RecordWriteLimits, RemoteSystemStatus, Store, StoreError,
+    Actor, ApplyReport, OutboundFilter, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
+    StoreError,
 };
 use crate::user::{Permission, Role, User, check_user_name};
 
@@ -38,6 +39,7 @@ pub struct Api {
     /// Users by token hash, so a call does not read the store to
     /// authenticate. Every user change goes through this API and clears it.
     users_by_token: Arc<RwLock<TokenCache>>,
+    sync: SyncRuntime,
 }
 
 #[derive(Default)]
@@ -48,6 +50,38 @@ struct TokenCache {
     users: HashMap<[u8; 32], User>,
 }
 
+/// The running parts of peer sync the admin API talks to.
+#[derive(Clone, Default)]
+pub struct SyncRuntime {
+    /// Certificate fingerprints the peer listener accepts.
+    pub allowed: crate::transport::tls::AllowedPeers,
+    /// Wakes the outbound dispatchers (new items, state changes).
+    pub wake_outbound: Arc<tokio::sync::Notify>,
+    /// Wakes the inbound processor (retries, skips).
+    pub wake_inbound: Arc<tokio::sync::Notify>,
+    pub health: crate::outbound::HealthBoard,
+}
+
+impl SyncRuntime {
+    /// Accepts exactly the fingerprints the remote systems pin.
+    pub fn refresh_allowed(&self, store: &Store) -> Result<(), StoreError> {
+        let fingerprints = store
+            .remote_systems()?
+            .into_iter()
+            .filter_map(|r| crate::config::sync::normalize_fingerprint(&r.spec.fingerprint).ok());
+        self.allowed.replace(fingerprints);
+        Ok(())
+    }
+}
+
+/// A remote system as the admin API shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteView {
+    pub status: RemoteSystemStatus,
+    pub health: Option<crate::outbound::RemoteHealth>,
+    pub has_token: bool,
+}
+
 /// Most tokens kept in the authentication cache before it starts over.
 const MAX_CACHED_TOKENS: usize = 10_000;
 
@@ -55,11 +89,12 @@ const MAX_CACHED_TOKENS: usize = 10_000;
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 
 impl Api {
-    pub fn new(store: Arc<Store>, limits: Limits) -> Api {
+    pub fn new(store: Arc<Store>, limits: Limits, sync: SyncRuntime) -> Api {
         Api {
             store,
             limits,
             users_by_token: Arc::default(),
+            sync,
         }
     }
 
@@ -167,10 +202,14 @@ impl Api {
         let limits = RecordWriteLimits {
             max_record_bytes: self.limits.max_record_bytes,
         };
-        Ok(self
+        let results = self
             .store
             .write_records(Self::actor(&user), writes, limits)
-            .await?)
+            .await?;
+        if results.iter().any(|r| r.queued > 0) {
+            self.sync.wake_outbound.notify_waiters();
+        }
+        Ok(results)
     }
 
     pub async fn get_record(
@@ -323,7 +362,13 @@ impl Api {
                 )));
             }
         }
-        Ok(self.store.apply_config(config).await?)
+        let report = self.store.apply_config(config).await?;
+        let store = self.store.clone();
+        let sync = self.sync.clone();
+        self.blocking(move |_| sync.refresh_allowed(&store)).await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.sync.wake_inbound.notify_one();
+        Ok(report)
     }
 
     pub async fn export_config(&self, token: Option<String>) -> Result<String, ApiError> {
@@ -335,9 +380,304 @@ impl Api {
     pub async fn list_remote_systems(
         &self,
         token: Option<String>,
-    ) -> Result<Vec<RemoteSystemStatus>, ApiError> {
+    ) -> Result<Vec<RemoteView>, ApiError> {
         self.authorize(token, Permission::ReadSync).await?;
-        self.blocking(|store| store.remote_systems()).await
+        self.remote_views().await
+    }
+
+    async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
+        let rows = self
+            .blocking(|store| {
+                let mut out = Vec::new();
+                for status in store.remote_systems()? {
+                    let has_token = store.remote_secret(&status.spec.name)?.is_some();
+                    out.push((status, has_token));
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, has_token)| RemoteView {
+                health: self.sync.health.get(&status.spec.name),
+                status,
+                has_token,
+            })
+            .collect())
+    }
+
+    async fn remote_view(&self, name: &str) -> Result<RemoteView, ApiError> {
+        self.remote_views()
+            .await?
+            .into_iter()
+            .find(|r| r.status.spec.name == name)
+            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("remote system `{name}`"))))
+    }
+
+    /// Connects to the peer and checks, both ways, that the two remote
+    /// system records point at each other, that the credentials and pins
+    /// work, and that our outbound process events exist there. On success
+    /// both states become Active. Returns every problem found.
+    pub async fn validate_remote(
+        &self,
+        token: Option<String>,
+        name: String,
+    ) -> Result<(Vec<String>, RemoteView), ApiError> {
+        self.authorize(token, Permission::WriteSync).await?;
+        let remote = self.remote_view(&name).await?;
+        let lookup = name.clone();
+        let (instance, config, secret) = self
+            .blocking(move |store| {
+                Ok((
+                    store.instance()?,
+                    store.sync_config()?,
+                    store.remote_secret(&lookup)?,
+                ))
+            })
+            .await?;
+        let mut problems = Vec::new();
+        let Some(secret) = secret else {
+            problems.push(format!(
+                "no token to present to `{name}`: create the peer's inbound API user there (`procsync user add … --roles process_sync_api`) and store its token here with `procsync remote token {name}`"
+            ));
+            return Ok((problems, remote));
+        };
+        let fingerprint =
+            match crate::config::sync::normalize_fingerprint(&remote.status.spec.fingerprint) {
+                Ok(f) => f,
+                Err(e) => return Ok((vec![e], remote)),
+            };
+        let target = crate::transport::peer::PeerTarget {
+            endpoint: remote.status.spec.endpoint.clone(),
+            fingerprint,
+            token: secret,
+            cert_pem: instance.cert_pem.clone(),
+            key_pem: instance.key_pem.clone(),
+        };
+        let process_events: Vec<String> = config
+            .outbound_flows
+            .iter()
+            .filter(|f| f.remote_system == name)
+            .map(|f| f.process_event.clone())
+            .collect();
+        let hello = crate::inbound::Hello {
+            protocol_version: crate::inbound::PROTOCOL_VERSION,
+            instance_sys_id: instance.sys_id.clone(),
+            instance_name: instance.name.clone(),
+            remote_system_sys_id: remote.status.sys_id.clone(),
+            external_id: remote.status.spec.external_id.clone(),
+            process_events,
+        };
+        if remote.status.spec.external_id.is_empty() {
+            problems.push(format!(
+                "remote system `{name}` has no external_id: set it to the sys_id of the peer's remote system for this instance (`procsync remote list` there)"
+            ));
+        }
+        let answer = match crate::transport::peer::PeerClient::connect(&target).await {
+            Ok(mut client) => client.hello(hello).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(answer) => {
+                if answer.protocol_version != crate::inbound::PROTOCOL_VERSION {
+                    problems.push(format!(
+                        "the peer speaks protocol version {}, this instance {}; run the same procsync version on both",
+                        answer.protocol_version,
+                        crate::inbound::PROTOCOL_VERSION
+                    ));
+                }
+                problems.extend(answer.problems);
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+        if problems.is_empty() {
+            self.store
+                .set_remote_states(
+                    name.clone(),
+                    Some(RemoteState::Active),
+                    Some(RemoteState::Active),
+                )
+                .await?;
+            self.sync.wake_outbound.notify_waiters();
+            tracing::info!(target: "transport", remote_system = %name, "Remote system validated; outbound and inbound states are Active.");
+        } else {
+            tracing::warn!(target: "transport", remote_system = %name, problems = problems.len(), "Remote system validation found problems.");
+        }
+        Ok((problems, self.remote_view(&name).await?))
+    }
+
+    pub async fn disable_remote(
+        &self,
+        token: Option<String>,
+        name: String,
+    ) -> Result<RemoteView, ApiError> {
+        self.authorize(token, Permission::WriteSync).await?;
+        self.store
+            .set_remote_states(
+                name.clone(),
+                Some(RemoteState::Disabled),
+                Some(RemoteState::Disabled),
+            )
+            .await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.remote_view(&name).await
+    }
+
+    pub async fn set_remote_token(
+        &self,
+        token: Option<String>,
+        name: String,
+        secret: String,
+    ) -> Result<RemoteView, ApiError> {
+        self.authorize(token, Permission::WriteSync).await?;
+        let secret = secret.trim().to_string();
+        if secret.is_empty() || !secret.is_ascii() {
+            return Err(ApiError::Invalid("the token is empty or not ASCII; pass the token the peer's `procsync user add` printed".into()));
+        }
+        self.store.set_remote_secret(name.clone(), secret).await?;
+        self.remote_view(&name).await
+    }
+
+    pub async fn list_inbound(
+        &self,
+        token: Option<String>,
+        status: String,
+        remote_system: String,
+        limit: usize,
+    ) -> Result<Vec<crate::queue::InboundItem>, ApiError> {
+        let user = self.authorize(token, Permission::ReadSync).await?;
+        let status = if status.trim().is_empty() {
+            None
+        } else {
+            Some(QueueStatus::parse(&status).map_err(ApiError::Invalid)?)
+        };
+        let filter = crate::store::InboundFilter {
+            status,
+            remote_system: (!remote_system.is_empty()).then_some(remote_system),
+            domain: Some(user.domain.clone()),
+            limit: if limit == 0 {
+                DEFAULT_LIST_LIMIT
+            } else {
+                limit
+            },
+        };
+        self.blocking(move |store| store.inbound_items(&filter))
+            .await
+    }
+
+    /// One queue item as JSON.
+    pub async fn queue_item(
+        &self,
+        token: Option<String>,
+        queue: String,
+        id: u64,
+    ) -> Result<serde_json::Value, ApiError> {
+        let user = self.authorize(token, Permission::ReadSync).await?;
+        let found = match queue.as_str() {
+            "inbound" => self
+                .blocking(move |store| store.inbound_item(id))
+                .await?
+                .filter(|i| i.domain.is_within(&user.domain))
+                .map(|i| serde_json::to_value(i).expect("items serialize")),
+            "outbound" => self
+                .blocking(move |store| store.outbound_item(id))
+                .await?
+                .filter(|i| i.domain.is_within(&user.domain))
+                .map(|i| serde_json::to_value(i).expect("items serialize")),
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown queue `{other}`; say inbound or outbound"
+                )));
+            }
+        };
+        found.ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("{queue} item {id}"))))
+    }
+
+    /// retry: Error → Ready; skip: → Skipped.
+    pub async fn set_queue_item_status(
+        &self,
+        token: Option<String>,
+        queue: String,
+        id: u64,
+        action: String,
+    ) -> Result<serde_json::Value, ApiError> {
+        let user = self.authorize(token.clone(), Permission::WriteSync).await?;
+        let status = match action.as_str() {
+            "retry" => QueueStatus::Ready,
+            "skip" => QueueStatus::Skipped,
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown action `{other}`; say retry or skip"
+                )));
+            }
+        };
+        // Scope check: the item must be visible to the caller.
+        self.queue_item(token, queue.clone(), id).await?;
+        let value = match queue.as_str() {
+            "inbound" => {
+                let item = self.store.set_inbound_status(id, status).await?;
+                self.sync.wake_inbound.notify_one();
+                serde_json::to_value(item).expect("items serialize")
+            }
+            _ => {
+                let item = self.store.set_outbound_status(id, status).await?;
+                self.sync.wake_outbound.notify_waiters();
+                serde_json::to_value(item).expect("items serialize")
+            }
+        };
+        tracing::info!(target: "queue", queue = %queue, id, action = %action, user = %user.name, "An operator changed a queue item.");
+        Ok(value)
+    }
+
+    pub async fn list_correlations(
+        &self,
+        token: Option<String>,
+        remote_system: String,
+    ) -> Result<Vec<crate::queue::Correlation>, ApiError> {
+        self.authorize(token, Permission::ReadSync).await?;
+        self.blocking(move |store| {
+            store.correlations((!remote_system.is_empty()).then_some(remote_system.as_str()))
+        })
+        .await
+    }
+
+    /// Every property: (name, value, default, description).
+    pub async fn list_properties(
+        &self,
+        token: Option<String>,
+    ) -> Result<Vec<(String, String, String, String)>, ApiError> {
+        self.authorize(token, Permission::ReadSync).await?;
+        self.blocking(|store| {
+            crate::property::PROPERTIES
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p.name.to_string(),
+                        store.property(p.name)?,
+                        p.default.to_string(),
+                        p.description.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn set_property(
+        &self,
+        token: Option<String>,
+        name: String,
+        value: String,
+    ) -> Result<(String, String, String, String), ApiError> {
+        self.authorize(token.clone(), Permission::ManageUsers)
+            .await?;
+        self.store.set_property(name.clone(), value).await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.list_properties(token)
+            .await?
+            .into_iter()
+            .find(|p| p.0 == name)
+            .ok_or_else(|| ApiError::Invalid(format!("unknown property `{name}`")))
     }
 
     pub async fn list_outbound(

@@ -107,7 +107,12 @@ async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
     let child = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--data"])
         .arg(&dir)
-        .args(["--admin-listen", "127.0.0.1:0"])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

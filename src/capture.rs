@@ -17,6 +17,9 @@ use crate::record::{JournalEntry, Operation, Record, RecordView};
 #[derive(Debug, Default)]
 pub struct CaptureIndex {
     by_table: HashMap<String, Vec<CompiledCapture>>,
+    /// Inbound flows by (process event, remote system); the inbound
+    /// processor reads them in the same transaction as it applies.
+    inbound: HashMap<(String, String), crate::config::sync::InboundFlow>,
 }
 
 #[derive(Debug)]
@@ -102,7 +105,27 @@ impl CaptureIndex {
         for captures in by_table.values_mut() {
             captures.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.name.cmp(&b.name)));
         }
-        CaptureIndex { by_table }
+        let inbound = config
+            .inbound_flows
+            .iter()
+            .map(|flow| {
+                (
+                    (flow.process_event.clone(), flow.remote_system.clone()),
+                    flow.clone(),
+                )
+            })
+            .collect();
+        CaptureIndex { by_table, inbound }
+    }
+
+    /// The inbound flow for items of `process_event` from `remote_system`.
+    pub fn inbound_flow(
+        &self,
+        process_event: &str,
+        remote_system: &str,
+    ) -> Option<&crate::config::sync::InboundFlow> {
+        self.inbound
+            .get(&(process_event.to_string(), remote_system.to_string()))
     }
 
     /// The queue items one change creates, in capture-definition order.

@@ -107,6 +107,20 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Links between local records and their peers' records.
+    Correlation {
+        #[command(subcommand)]
+        command: CorrelationCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Runtime settings (retries, heartbeats).
+    Property {
+        #[command(subcommand)]
+        command: PropertyCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Inspect the queues.
     Queue {
         #[command(subcommand)]
@@ -132,6 +146,9 @@ pub struct ServeArgs {
     /// Admin API address (overrides `admin.listen`).
     #[arg(long)]
     pub admin_listen: Option<std::net::SocketAddr>,
+    /// Peer API address (overrides `peer.listen`).
+    #[arg(long)]
+    pub peer_listen: Option<std::net::SocketAddr>,
     /// Log format (overrides `log.format`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -241,17 +258,35 @@ pub enum UserCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RemoteCommand {
-    /// List remote systems with their sys_id (the peer's external_id) and
-    /// states.
+    /// List remote systems with their sys_id (the peer's external_id),
+    /// states and connection health (Up / Slow / Down).
     List {
         #[arg(long)]
         json: bool,
     },
+    /// One remote system, with its last error and retry state.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect and check both sides; on success outbound and inbound
+    /// states become Active.
+    Validate { name: String },
+    /// Set outbound and inbound state to Disabled.
+    Disable { name: String },
+    /// Store the token this instance presents to the peer (the token of
+    /// the peer's inbound API user); read from stdin when not given.
+    Token { name: String, token: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     Outbound {
+        #[command(subcommand)]
+        command: QueueAction,
+    },
+    Inbound {
         #[command(subcommand)]
         command: QueueAction,
     },
@@ -268,6 +303,37 @@ pub enum QueueAction {
         limit: u32,
         #[arg(long)]
         json: bool,
+    },
+    /// One item, whole, as JSON.
+    Show { id: u64 },
+    /// Put an Error item back to Ready.
+    Retry { id: u64 },
+    /// Mark an Error or Ready item Skipped.
+    Skip { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CorrelationCommand {
+    List {
+        #[arg(long, default_value = "")]
+        remote: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PropertyCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Get {
+        name: String,
+    },
+    Set {
+        name: String,
+        value: String,
     },
 }
 
@@ -368,57 +434,187 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             connection,
         } => user(command, &connection).await,
         Command::Queue {
-            command:
-                QueueCommand::Outbound {
-                    command:
-                        QueueAction::List {
-                            status,
-                            remote,
-                            limit,
-                            json,
-                        },
-                },
+            command,
+            connection,
+        } => queue(command, &connection).await,
+        Command::Remote {
+            command,
+            connection,
+        } => remote(command, &connection).await,
+        Command::Correlation {
+            command: CorrelationCommand::List { remote, json },
             connection,
         } => {
-            let items = client(&connection)
+            let correlations = client(&connection)
                 .await?
-                .list_outbound(&status, &remote, limit)
+                .list_correlations(&remote)
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&items)?);
+                println!("{}", serde_json::to_string_pretty(&correlations)?);
             } else {
-                let rows = items
+                let rows = correlations
                     .iter()
-                    .map(|i| {
+                    .map(|c| {
                         vec![
-                            i.id.to_string(),
-                            i.sequence.to_string(),
-                            i.status.clone(),
-                            i.remote_system.clone(),
-                            i.process_event.clone(),
-                            i.operation.clone(),
-                            format!("{}/{}", i.table, i.local_correlation_id),
-                            i.domain.clone(),
-                            i.created_on.clone(),
-                            i.error.clone(),
+                            c.remote_system.clone(),
+                            format!("{}/{}", c.table, c.local_correlation_id),
+                            c.remote_correlation_id.clone(),
+                            c.state.clone(),
+                            c.updated_on.clone(),
                         ]
                     })
                     .collect();
                 print_table(
                     &[
-                        "ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN",
-                        "CREATED", "ERROR",
+                        "REMOTE",
+                        "LOCAL RECORD",
+                        "REMOTE RECORD",
+                        "STATE",
+                        "UPDATED",
                     ],
                     rows,
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Remote {
-            command: RemoteCommand::List { json },
+        Command::Property {
+            command,
             connection,
+        } => property(command, &connection).await,
+        Command::Bench { command } => crate::bench::run(command).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn property(command: PropertyCommand, connection: &Connection) -> Result<ExitCode> {
+    let mut client = client(connection).await?;
+    match command {
+        PropertyCommand::List { json } => {
+            let properties = client.list_properties().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&properties)?);
+            } else {
+                let rows = properties
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.value.clone(),
+                            p.default_value.clone(),
+                            p.description.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["NAME", "VALUE", "DEFAULT", "DESCRIPTION"], rows);
+            }
+        }
+        PropertyCommand::Get { name } => {
+            let property = client
+                .list_properties()
+                .await?
+                .into_iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| {
+                    anyhow!("unknown property `{name}`; `procsync property list` shows them")
+                })?;
+            println!("{}", property.value);
+        }
+        PropertyCommand::Set { name, value } => {
+            let property = client.set_property(&name, &value).await?;
+            println!("{} = {}", property.name, property.value);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCode> {
+    let (queue, action) = match command {
+        QueueCommand::Outbound { command } => ("outbound", command),
+        QueueCommand::Inbound { command } => ("inbound", command),
+    };
+    let mut client = client(connection).await?;
+    match action {
+        QueueAction::List {
+            status,
+            remote,
+            limit,
+            json,
         } => {
-            let remotes = client(&connection).await?.list_remote_systems().await?;
+            let items: Vec<serde_json::Value> = if queue == "outbound" {
+                client
+                    .list_outbound(&status, &remote, limit)
+                    .await?
+                    .into_iter()
+                    .map(|i| serde_json::to_value(i).expect("items serialize"))
+                    .collect()
+            } else {
+                client.list_inbound(&status, &remote, limit).await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let text = |item: &serde_json::Value, key: &str| match &item[key] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let (table_key, record_key) = if queue == "outbound" {
+                ("table", "local_correlation_id")
+            } else {
+                ("source_table", "remote_correlation_id")
+            };
+            let rows = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        text(i, "id"),
+                        text(i, "sequence"),
+                        text(i, "status"),
+                        text(i, "remote_system"),
+                        text(i, "process_event"),
+                        text(i, "operation"),
+                        format!("{}/{}", text(i, table_key), text(i, record_key)),
+                        text(i, "domain"),
+                        text(i, "error"),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID", "SEQ", "STATUS", "REMOTE", "EVENT", "OP", "RECORD", "DOMAIN", "ERROR",
+                ],
+                rows,
+            );
+        }
+        QueueAction::Show { id } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.queue_item(queue, id).await?)?
+            );
+        }
+        QueueAction::Retry { id } => {
+            let item = client.set_queue_item_status(queue, id, "retry").await?;
+            println!(
+                "{queue} item {id} is {}",
+                item["status"].as_str().unwrap_or("?")
+            );
+        }
+        QueueAction::Skip { id } => {
+            let item = client.set_queue_item_status(queue, id, "skip").await?;
+            println!(
+                "{queue} item {id} is {}",
+                item["status"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remote(command: RemoteCommand, connection: &Connection) -> Result<ExitCode> {
+    let mut client = client(connection).await?;
+    match command {
+        RemoteCommand::List { json } => {
+            let remotes = client.list_remote_systems().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&remotes)?);
             } else {
@@ -431,6 +627,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             r.endpoint.clone(),
                             r.outbound_state.clone(),
                             r.inbound_state.clone(),
+                            r.health.clone(),
                             r.external_id.clone(),
                         ]
                     })
@@ -442,15 +639,75 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         "ENDPOINT",
                         "OUTBOUND",
                         "INBOUND",
+                        "HEALTH",
                         "EXTERNAL_ID",
                     ],
                     rows,
                 );
             }
-            Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { command } => crate::bench::run(command).await.map(|()| ExitCode::SUCCESS),
+        RemoteCommand::Show { name, json } => {
+            let remote = client
+                .list_remote_systems()
+                .await?
+                .into_iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| {
+                    anyhow!("no remote system `{name}`; `procsync remote list` shows them")
+                })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&remote)?);
+            } else {
+                let value = serde_json::to_value(&remote)?;
+                for (key, value) in value.as_object().into_iter().flatten() {
+                    let shown = value
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| value.to_string());
+                    println!("{key:18} {shown}");
+                }
+            }
+        }
+        RemoteCommand::Validate { name } => {
+            let (problems, remote) = client.validate_remote(&name).await?;
+            if !problems.is_empty() {
+                eprintln!(
+                    "remote system `{name}` is not valid ({} problem(s)):",
+                    problems.len()
+                );
+                for problem in &problems {
+                    eprintln!("  - {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "remote system `{name}` is valid: outbound {}, inbound {}",
+                remote.outbound_state, remote.inbound_state
+            );
+        }
+        RemoteCommand::Disable { name } => {
+            let remote = client.disable_remote(&name).await?;
+            println!(
+                "remote system `{name}`: outbound {}, inbound {}",
+                remote.outbound_state, remote.inbound_state
+            );
+        }
+        RemoteCommand::Token { name, token } => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    let mut buf = String::new();
+                    std::io::stdin().read_to_string(&mut buf)?;
+                    buf
+                }
+            };
+            client.set_remote_token(&name, &token).await?;
+            println!(
+                "stored the token sent to `{name}`; run `procsync remote validate {name}` next"
+            );
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init(data: &Path, name: &str) -> Result<ExitCode> {
@@ -481,6 +738,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     if let Some(listen) = args.admin_listen {
         config.admin.listen = listen;
+    }
+    if let Some(listen) = args.peer_listen {
+        config.peer.listen = listen;
     }
     if let Some(format) = args.log_format {
         config.log.format = format;

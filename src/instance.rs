@@ -13,6 +13,8 @@ use crate::store::{InstanceInfo, Store, StoreError};
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File in the data directory where `serve` writes its admin address.
 pub const ADMIN_ADDR_FILE: &str = "admin.addr";
+/// File in the data directory where `serve` writes its peer address.
+pub const PEER_ADDR_FILE: &str = "peer.addr";
 /// The instance certificate, for peers and TLS clients.
 pub const CERT_FILE: &str = "instance.crt";
 

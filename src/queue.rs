@@ -126,3 +126,47 @@ pub struct PayloadJournalEntry {
     pub time: String,
     pub text: String,
 }
+
+/// One item received from a remote system, waiting for (or done with) its
+/// inbound flow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboundItem {
+    pub id: u64,
+    /// The sender's sequence for this instance.
+    pub sequence: u64,
+    pub remote_system: String,
+    pub process_event: String,
+    pub operation: Operation,
+    /// The sender's table.
+    pub source_table: String,
+    /// The sender's record (its local correlation id).
+    pub remote_correlation_id: String,
+    /// Our record, once correlated (or when the sender already knew it).
+    pub local_correlation_id: String,
+    /// The inbound API user's domain.
+    pub domain: Domain,
+    pub status: QueueStatus,
+    pub created_on: Millis,
+    /// The payload exactly as received (JSON text, possibly malformed).
+    pub payload: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub processed_on: Option<Millis>,
+    /// How long the inbound flow took, in milliseconds.
+    #[serde(default)]
+    pub processing_ms: Option<u64>,
+}
+
+/// Links a local record to its counterpart on one remote system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correlation {
+    pub remote_system: String,
+    /// The peer's record; empty until the peer tells us.
+    pub remote_correlation_id: String,
+    pub table: String,
+    pub local_correlation_id: String,
+    pub active: bool,
+    pub created_on: Millis,
+    pub updated_on: Millis,
+}

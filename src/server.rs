@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::api::Api;
+use crate::api::{Api, SyncRuntime};
 use crate::config::server::ServerConfig;
-use crate::instance::ADMIN_ADDR_FILE;
+use crate::inbound::{PeerGate, Processor};
+use crate::instance::{ADMIN_ADDR_FILE, PEER_ADDR_FILE};
+use crate::outbound::Outbound;
+use crate::store::RecordWriteLimits;
 use crate::store::{Store, StoreError};
 use crate::transport::admin::AdminTls;
 
@@ -56,11 +59,7 @@ pub async fn run(
         })?;
     let admin_address = listener.address;
     let addr_file = data_dir.join(ADMIN_ADDR_FILE);
-    // Written whole then renamed, so a reader never sees half an address.
-    let partial = data_dir.join(format!("{ADMIN_ADDR_FILE}.partial"));
-    std::fs::write(&partial, format!("{admin_address}\n"))
-        .and_then(|()| std::fs::rename(&partial, &addr_file))
-        .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", addr_file.display())))?;
+    write_address(&addr_file, admin_address)?;
 
     let tls = config.admin.tls.then(|| AdminTls {
         cert_pem: instance.cert_pem.clone(),
@@ -78,7 +77,54 @@ pub async fn run(
     );
     started(&Running { admin_address });
 
-    let api = Api::new(store.clone(), config.limits.clone());
+    // Peer sync: the peer listener, one dispatcher per remote system, and
+    // the inbound processor, all stopped by one signal.
+    let sync = SyncRuntime::default();
+    sync.refresh_allowed(&store)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let peer_listener = crate::transport::peer::bind(config.peer.listen)
+        .await
+        .map_err(|e| ServeError::Bind {
+            address: config.peer.listen,
+            reason: e.to_string(),
+        })?;
+    let peer_address = peer_listener.address;
+    write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
+    tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
+    let gate = PeerGate::new(store.clone(), sync.wake_inbound.clone());
+    let peer_task = {
+        let allowed = sync.allowed.clone();
+        let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            crate::transport::peer::serve(
+                gate,
+                peer_listener,
+                &cert,
+                &key,
+                allowed,
+                wait_for(stopped),
+            )
+            .await
+        })
+    };
+    let outbound_task = tokio::spawn(
+        Outbound {
+            store: store.clone(),
+            health: sync.health.clone(),
+            wake: sync.wake_outbound.clone(),
+            stop: stopped.clone(),
+        }
+        .run(),
+    );
+    let limits = RecordWriteLimits {
+        max_record_bytes: config.limits.max_record_bytes,
+    };
+    let inbound_task = tokio::spawn(
+        Processor::new(store.clone(), limits).run(sync.wake_inbound.clone(), stopped.clone()),
+    );
+
+    let api = Api::new(store.clone(), config.limits.clone(), sync);
     let served = crate::transport::admin::serve(
         api,
         listener,
@@ -88,12 +134,37 @@ pub async fn run(
     )
     .await;
     tracing::info!(target: "server", "Stopped accepting admin calls; in-flight calls are finished.");
+    let _ = stop.send(true);
+    let deadline = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(deadline, peer_task).await;
+    tracing::info!(target: "server", "Stopped accepting peer calls.");
+    let _ = tokio::time::timeout(deadline, outbound_task).await;
+    let _ = tokio::time::timeout(deadline, inbound_task).await;
+    tracing::info!(target: "server", "The outbound dispatchers and the inbound processor stopped.");
+    let _ = std::fs::remove_file(data_dir.join(PEER_ADDR_FILE));
     let _ = std::fs::remove_file(&addr_file);
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     tracing::info!(target: "server", "The store writer finished its queued writes and stopped; the store is closed.");
     drop(store);
     served.map_err(|e| ServeError::Transport(e.to_string()))
+}
+
+/// Writes an address file whole then renames it, so a reader never sees
+/// half an address.
+fn write_address(path: &std::path::Path, address: SocketAddr) -> Result<(), StoreError> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, format!("{address}\n"))
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", path.display())))
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

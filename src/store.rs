@@ -5,6 +5,7 @@
 //! read transaction; callers on the async runtime use `spawn_blocking`.
 
 mod codec;
+mod peer;
 mod tables;
 mod writer;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
+pub use peer::{InboundFilter, ReceivedItem, count_by_status};
 use tables::*;
 pub use writer::{ApplyReport, RecordWriteLimits};
 
@@ -230,6 +232,7 @@ impl Store {
             txn.open_table(COUNTERS)?;
             txn.open_table(OUTBOUND)?;
             txn.open_table(OUTBOUND_BY_REMOTE)?;
+            create_later_tables(&txn)?;
         }
         txn.commit()?;
         Ok(())
@@ -256,6 +259,13 @@ impl Store {
                 found: store_format,
                 supported: FORMAT_VERSION,
             });
+        }
+        // Tables added after format 1 was first written: create them in
+        // stores made by an older binary.
+        {
+            let txn = db.begin_write()?;
+            create_later_tables(&txn)?;
+            txn.commit()?;
         }
         let config = read_sync_config(&db)?;
         let writer = writer::Writer::start(db.clone(), &config)?;
@@ -452,7 +462,7 @@ impl Store {
             let prepared = (|| {
                 let txn = db.begin_read()?;
                 let records = txn.open_table(RECORDS)?;
-                writer::prepare(&records, &actor, &writes, &limits, &capture)
+                writer::prepare(&records, &actor, &writes, &limits, &capture, None)
             })();
             (actor, writes, limits, prepared)
         };
@@ -494,6 +504,16 @@ impl Store {
             .submit(move |txn| writer::apply_config(txn, config))
             .await
     }
+}
+
+fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(REMOTE_SECRETS)?;
+    txn.open_table(INBOUND)?;
+    txn.open_table(INBOUND_SEEN)?;
+    txn.open_table(CORRELATIONS)?;
+    txn.open_table(CORRELATIONS_BY_REMOTE)?;
+    txn.open_table(PROPERTIES)?;
+    Ok(())
 }
 
 fn read_sync_objects(

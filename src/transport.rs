@@ -5,6 +5,8 @@
 
 pub mod admin;
 pub mod client;
+pub mod peer;
+pub mod tls;
 
 /// Generated code for `proto/`.
 #[allow(
@@ -16,6 +18,9 @@ pub mod client;
 pub mod pb {
     pub mod admin {
         tonic::include_proto!("procsync.admin.v1");
+    }
+    pub mod peer {
+        tonic::include_proto!("procsync.peer.v1");
     }
 }
 

@@ -24,6 +24,9 @@ pub struct ServerConfig {
     /// The admin gRPC API used by local applications and the CLI.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The peer API other instances call, over mutual TLS.
+    #[serde(default)]
+    pub peer: PeerConfig,
     /// Size limits that protect the instance from oversized input.
     #[serde(default)]
     pub limits: Limits,
@@ -42,6 +45,30 @@ pub struct AdminConfig {
     /// Serve the admin API over TLS with the instance's certificate.
     #[serde(default)]
     pub tls: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Address the peer API listens on (always mutual TLS with pinned
+    /// certificates).
+    #[serde(default = "default_peer_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            listen: default_peer_listen(),
+        }
+    }
+}
+
+/// Default peer API address: every interface, since peers are remote.
+pub const DEFAULT_PEER_LISTEN: &str = "0.0.0.0:7481";
+
+fn default_peer_listen() -> SocketAddr {
+    DEFAULT_PEER_LISTEN.parse().expect("valid default address")
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -159,6 +159,27 @@ pub struct InboundFlow {
     pub template: String,
     /// The local table records are created in and updated.
     pub table: String,
+    /// Field mapping. Empty: every field arrives under its own name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map: Vec<FieldMap>,
+}
+
+/// One mapped target field: copied from a payload field (its value, or its
+/// display value), or set to a constant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMap {
+    /// The local field to set.
+    pub to: String,
+    /// The payload field to copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A constant value instead of a copied one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<String>,
+    /// Copy the display value rather than the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub display_value: bool,
 }
 
 fn default_application() -> String {
@@ -517,6 +538,24 @@ impl SyncConfig {
             }
         }
         for (i, flow) in self.inbound_flows.iter().enumerate() {
+            for map in &flow.map {
+                let kind = format!("inbound_flow `{}`", flow.name);
+                if let Err(message) = check_name("field", &map.to) {
+                    report("inbound_flow", i, "map", format!("{kind}: map: {message}"));
+                }
+                match (&map.from, &map.constant) {
+                    (Some(_), Some(_)) | (None, None) => report(
+                        "inbound_flow",
+                        i,
+                        "map",
+                        format!(
+                            "{kind}: map to `{}` needs exactly one of `from` or `constant`",
+                            map.to
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
             if let Err(message) = check_name("table", &flow.table) {
                 report(
                     "inbound_flow",

@@ -33,3 +33,27 @@ pub const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("outbound
 /// item id.
 pub const OUTBOUND_BY_REMOTE: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("outbound_by_remote");
+
+/// Tokens this instance presents to its peers: remote system name → token
+/// (versioned string). Never exported.
+pub const REMOTE_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("remote_secrets");
+
+/// The inbound queue: item id → `InboundItem`.
+pub const INBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("inbound");
+
+/// Every (remote system, sequence) ever received → inbound item id, kept
+/// forever so a resent item is recognised however late it comes.
+pub const INBOUND_SEEN: TableDefinition<(&str, u64), u64> = TableDefinition::new("inbound_seen");
+
+/// Correlations, one per (local record, remote system): (table, sys_id,
+/// remote system) → `Correlation`.
+pub const CORRELATIONS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("correlations");
+
+/// Index of correlations by the peer's record: (remote system, remote
+/// sys_id) → (table, local sys_id).
+pub const CORRELATIONS_BY_REMOTE: TableDefinition<(&str, &str), (&str, &str)> =
+    TableDefinition::new("correlations_by_remote");
+
+/// Runtime properties: name → value (versioned string).
+pub const PROPERTIES: TableDefinition<&str, &[u8]> = TableDefinition::new("properties");

@@ -21,7 +21,7 @@ use crate::capture::{CaptureIndex, Captured, Change};
 use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
 use crate::ids::{hex, is_sys_id, new_sys_id, now_millis, token_hash};
-use crate::queue::{OutboundItem, QueueStatus};
+use crate::queue::{Correlation, InboundItem, OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name};
 use crate::user::{Role, User};
 
@@ -257,6 +257,7 @@ pub fn prepare<T>(
     writes: &[RecordWrite],
     limits: &RecordWriteLimits,
     capture: &Arc<CaptureIndex>,
+    origin_remote: Option<&str>,
 ) -> Result<PreparedWrites, StoreError>
 where
     T: ReadableTable<RecordsTable, &'static [u8]>,
@@ -265,20 +266,25 @@ where
     let n_writes = writes.len();
     let mut overlay: HashMap<(String, String), Option<Record>> = HashMap::new();
     let mut prepared = Vec::with_capacity(n_writes);
+    let context = Context {
+        now,
+        limits,
+        capture,
+        origin_remote,
+    };
     for (i, write) in writes.iter().enumerate() {
-        let plan =
-            plan_write(records, &mut overlay, actor, write, now, limits, capture).map_err(|e| {
-                if n_writes == 1 {
-                    return e;
-                }
-                let prefix = format!("write {} of {n_writes}: ", i + 1);
-                match e {
-                    StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
-                    StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
-                    StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
-                    other => other,
-                }
-            })?;
+        let plan = plan_write(records, &mut overlay, actor, write, context).map_err(|e| {
+            if n_writes == 1 {
+                return e;
+            }
+            let prefix = format!("write {} of {n_writes}: ", i + 1);
+            match e {
+                StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
+                StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
+                StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
+                other => other,
+            }
+        })?;
         prepared.push(plan);
     }
     Ok(PreparedWrites {
@@ -305,9 +311,17 @@ pub fn write_records(
             {
                 prepared
             }
-            _ => prepare(&records, actor, &writes, limits, &txn.capture)?,
+            _ => prepare(&records, actor, &writes, limits, &txn.capture, None)?,
         }
     };
+    write_prepared(txn, prepared)
+}
+
+/// Writes prepared record writes: records, journal entries, outbound items.
+pub(super) fn write_prepared(
+    txn: &mut Txn<'_>,
+    prepared: PreparedWrites,
+) -> Result<Vec<WriteResult>, StoreError> {
     let mut records = txn.txn.open_table(RECORDS)?;
     let mut journal = txn.txn.open_table(JOURNAL)?;
     let mut outbound = txn.txn.open_table(OUTBOUND)?;
@@ -432,22 +446,33 @@ fn invalid(message: impl Into<String>) -> StoreError {
     StoreError::Invalid(message.into())
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "planning needs the table, the request's overlay and the request context together"
-)]
+/// What planning a write needs besides the write itself.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    now: u64,
+    limits: &'a RecordWriteLimits,
+    capture: &'a CaptureIndex,
+    /// The remote system whose inbound flow makes this write, if any: the
+    /// change is not captured back to it.
+    origin_remote: Option<&'a str>,
+}
+
 fn plan_write<T>(
     records: &T,
     overlay: &mut HashMap<(String, String), Option<Record>>,
     actor: &Actor,
     write: &RecordWrite,
-    now: u64,
-    limits: &RecordWriteLimits,
-    capture: &CaptureIndex,
+    context: Context<'_>,
 ) -> Result<PreparedWrite, StoreError>
 where
     T: ReadableTable<RecordsTable, &'static [u8]>,
 {
+    let Context {
+        now,
+        limits,
+        capture,
+        origin_remote,
+    } = context;
     check_name("table", &write.table).map_err(invalid)?;
     let mut new_domain = None;
     let mut fields = BTreeMap::new();
@@ -631,7 +656,7 @@ where
             new_journal: &entries,
             changed_by: &actor.user,
             time: now,
-            origin_remote: None,
+            origin_remote,
         })
     };
     let items = captured
@@ -846,4 +871,237 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
     }
     txn.capture = Arc::new(CaptureIndex::build(&config));
     Ok(report)
+}
+
+/// Queues items received from `remote`; see `Store::receive`.
+pub fn receive(
+    txn: &mut Txn<'_>,
+    remote: &str,
+    domain: &Domain,
+    items: Vec<super::ReceivedItem>,
+) -> Result<Vec<u64>, StoreError> {
+    let now = now_millis();
+    let mut seen = txn.txn.open_table(INBOUND_SEEN)?;
+    let mut inbound = txn.txn.open_table(INBOUND)?;
+    let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
+    let mut acks = Vec::with_capacity(items.len());
+    for received in items {
+        acks.push(received.sequence);
+        if seen.get((remote, received.sequence))?.is_some() {
+            continue;
+        }
+        let id = counters.next("inbound_item")?;
+        let problem = match received.operation {
+            None => Some("the item has no valid operation (create, update or delete)".to_string()),
+            Some(_) => match serde_json::from_str::<crate::queue::Payload>(&received.payload) {
+                Err(e) => Some(format!(
+                    "malformed payload: {e}; the sender must send capture_metadata, changed_fields and journal_entries"
+                )),
+                Ok(_)
+                    if txn
+                        .capture
+                        .inbound_flow(&received.process_event, remote)
+                        .is_none() =>
+                {
+                    Some(format!(
+                        "unknown process event `{}` from remote system `{remote}`: no inbound flow receives it; add an inbound_flow for it and retry this item",
+                        received.process_event
+                    ))
+                }
+                Ok(_) => None,
+            },
+        };
+        let item = InboundItem {
+            id,
+            sequence: received.sequence,
+            remote_system: remote.to_string(),
+            process_event: received.process_event,
+            operation: received.operation.unwrap_or(Operation::Update),
+            source_table: received.source_table,
+            remote_correlation_id: received.remote_correlation_id,
+            local_correlation_id: received.local_correlation_id,
+            domain: domain.clone(),
+            status: if problem.is_some() {
+                QueueStatus::Error
+            } else {
+                QueueStatus::Ready
+            },
+            created_on: now,
+            payload: received.payload,
+            error: problem,
+            processed_on: None,
+            processing_ms: None,
+        };
+        if let Some(error) = &item.error {
+            tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
+        }
+        inbound.insert(id, encode(&item).as_slice())?;
+        seen.insert((remote, received.sequence), id)?;
+    }
+    counters.save()?;
+    Ok(acks)
+}
+
+/// Runs the inbound flow of item `id` as `run_as`: correlate, map, write
+/// the record (capturing it for every remote but the sender), update the
+/// correlation and mark the item Processed, all in this transaction. A
+/// problem with the item puts it in Error instead, with nothing else
+/// written.
+pub fn apply_inbound(
+    txn: &mut Txn<'_>,
+    id: u64,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+) -> Result<InboundItem, StoreError> {
+    let started = std::time::Instant::now();
+    let mut item: InboundItem = {
+        let table = txn.txn.open_table(INBOUND)?;
+        let value = table
+            .get(id)?
+            .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
+        decode(value.value())?
+    };
+    if item.status != QueueStatus::Ready {
+        return Ok(item);
+    }
+    match run_flow(txn, &item, run_as, limits)? {
+        Ok(local_id) => {
+            item.status = QueueStatus::Processed;
+            item.local_correlation_id = local_id;
+            item.error = None;
+        }
+        Err(problem) => {
+            item.status = QueueStatus::Error;
+            item.error = Some(problem);
+        }
+    }
+    item.processed_on = Some(now_millis());
+    item.processing_ms = Some(started.elapsed().as_millis() as u64);
+    txn.txn
+        .open_table(INBOUND)?
+        .insert(id, encode(&item).as_slice())?;
+    Ok(item)
+}
+
+/// The flow itself: `Ok(Ok(local sys_id))` applied, `Ok(Err(problem))` the
+/// item is at fault (nothing written), `Err` storage failed.
+fn run_flow(
+    txn: &mut Txn<'_>,
+    item: &InboundItem,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+) -> Result<Result<String, String>, StoreError> {
+    let payload: crate::queue::Payload = match serde_json::from_str(&item.payload) {
+        Ok(payload) => payload,
+        Err(e) => return Ok(Err(format!("malformed payload: {e}"))),
+    };
+    let Some(flow) = txn
+        .capture
+        .inbound_flow(&item.process_event, &item.remote_system)
+        .cloned()
+    else {
+        return Ok(Err(format!(
+            "no inbound flow receives process event `{}` from remote system `{}`; add one and retry this item",
+            item.process_event, item.remote_system
+        )));
+    };
+
+    // Correlate: the peer's record we already know, else the record the
+    // peer says is ours.
+    let correlated = {
+        let by_remote = txn.txn.open_table(CORRELATIONS_BY_REMOTE)?;
+        let records = txn.txn.open_table(RECORDS)?;
+        let known = by_remote
+            .get((
+                item.remote_system.as_str(),
+                item.remote_correlation_id.as_str(),
+            ))?
+            .map(|v| {
+                let (table, sys_id) = v.value();
+                (table.to_string(), sys_id.to_string())
+            })
+            .filter(|(table, _)| *table == flow.table)
+            .map(|(_, sys_id)| sys_id);
+        let candidate = known.or_else(|| {
+            (!item.local_correlation_id.is_empty()).then(|| item.local_correlation_id.clone())
+        });
+        match candidate {
+            Some(sys_id)
+                if records
+                    .get((flow.table.as_str(), sys_id.as_str()))?
+                    .is_some() =>
+            {
+                Some(sys_id)
+            }
+            _ => None,
+        }
+    };
+
+    let write =
+        match crate::flow::basic_inbound(&flow, item.operation, &payload, correlated.as_deref()) {
+            Ok(Some(mut write)) => {
+                if write.operation == Operation::Create {
+                    write
+                        .fields
+                        .insert("sys_domain".to_string(), item.domain.to_string());
+                }
+                write
+            }
+            Ok(None) => return Ok(Ok(correlated.unwrap_or_default())),
+            Err(problem) => return Ok(Err(problem)),
+        };
+    let prepared = {
+        let records = txn.txn.open_table(RECORDS)?;
+        let capture = txn.capture.clone();
+        prepare(
+            &records,
+            run_as,
+            std::slice::from_ref(&write),
+            limits,
+            &capture,
+            Some(&item.remote_system),
+        )
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(StoreError::Invalid(m) | StoreError::NotFound(m) | StoreError::Conflict(m)) => {
+            return Ok(Err(format!(
+                "inbound flow `{}` (running as `{}`) could not write to `{}`: {m}",
+                flow.name, run_as.user, flow.table
+            )));
+        }
+        Err(other) => return Err(other),
+    };
+    let results = write_prepared(txn, prepared)?;
+    let local_id = results[0].sys_id.clone();
+
+    let now = now_millis();
+    let mut correlations = txn.txn.open_table(CORRELATIONS)?;
+    let key = (
+        flow.table.as_str(),
+        local_id.as_str(),
+        item.remote_system.as_str(),
+    );
+    let previous: Option<Correlation> = match correlations.get(key)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    let correlation = Correlation {
+        remote_system: item.remote_system.clone(),
+        remote_correlation_id: item.remote_correlation_id.clone(),
+        table: flow.table.clone(),
+        local_correlation_id: local_id.clone(),
+        active: write.operation != Operation::Delete,
+        created_on: previous.map(|p| p.created_on).unwrap_or(now),
+        updated_on: now,
+    };
+    correlations.insert(key, encode(&correlation).as_slice())?;
+    txn.txn.open_table(CORRELATIONS_BY_REMOTE)?.insert(
+        (
+            item.remote_system.as_str(),
+            item.remote_correlation_id.as_str(),
+        ),
+        (flow.table.as_str(), local_id.as_str()),
+    )?;
+    Ok(Ok(local_id))
 }

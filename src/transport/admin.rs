@@ -272,21 +272,197 @@ impl Admin for AdminService {
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListRemoteSystemsResponse {
-            remote_systems: remotes
+            remote_systems: remotes.iter().map(remote_to_pb).collect(),
+        }))
+    }
+
+    async fn validate_remote(
+        &self,
+        request: Request<pb::RemoteRequest>,
+    ) -> Result<Response<pb::ValidateRemoteResponse>, Status> {
+        let token = token(&request);
+        let (problems, remote) = self
+            .api
+            .validate_remote(token, request.into_inner().name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ValidateRemoteResponse {
+            ok: problems.is_empty(),
+            problems,
+            remote_system: Some(remote_to_pb(&remote)),
+        }))
+    }
+
+    async fn disable_remote(
+        &self,
+        request: Request<pb::RemoteRequest>,
+    ) -> Result<Response<pb::RemoteSystem>, Status> {
+        let token = token(&request);
+        let remote = self
+            .api
+            .disable_remote(token, request.into_inner().name)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(remote_to_pb(&remote)))
+    }
+
+    async fn set_remote_token(
+        &self,
+        request: Request<pb::SetRemoteTokenRequest>,
+    ) -> Result<Response<pb::RemoteSystem>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let remote = self
+            .api
+            .set_remote_token(token, req.name, req.token)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(remote_to_pb(&remote)))
+    }
+
+    async fn list_inbound(
+        &self,
+        request: Request<pb::ListInboundRequest>,
+    ) -> Result<Response<pb::ListInboundResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let items = self
+            .api
+            .list_inbound(token, req.status, req.remote_system, req.limit as usize)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListInboundResponse {
+            items_json: items
+                .iter()
+                .map(|item| serde_json::to_string(item).unwrap_or_default())
+                .collect(),
+        }))
+    }
+
+    async fn get_queue_item(
+        &self,
+        request: Request<pb::QueueItemRequest>,
+    ) -> Result<Response<pb::QueueItemResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let item = self
+            .api
+            .queue_item(token, req.queue, req.id)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::QueueItemResponse {
+            item_json: item.to_string(),
+        }))
+    }
+
+    async fn set_queue_item_status(
+        &self,
+        request: Request<pb::SetQueueItemStatusRequest>,
+    ) -> Result<Response<pb::QueueItemResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let item = self
+            .api
+            .set_queue_item_status(token, req.queue, req.id, req.action)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::QueueItemResponse {
+            item_json: item.to_string(),
+        }))
+    }
+
+    async fn list_correlations(
+        &self,
+        request: Request<pb::ListCorrelationsRequest>,
+    ) -> Result<Response<pb::ListCorrelationsResponse>, Status> {
+        let token = token(&request);
+        let correlations = self
+            .api
+            .list_correlations(token, request.into_inner().remote_system)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListCorrelationsResponse {
+            correlations: correlations
                 .into_iter()
-                .map(|r| pb::RemoteSystem {
-                    sys_id: r.sys_id,
-                    name: r.spec.name,
-                    endpoint: r.spec.endpoint,
-                    fingerprint: r.spec.fingerprint,
-                    external_id: r.spec.external_id,
-                    outbound_state: r.outbound_state.as_str().to_string(),
-                    inbound_state: r.inbound_state.as_str().to_string(),
-                    inbound_api_user: r.spec.inbound_api_user,
-                    run_as: r.spec.run_as,
+                .map(|c| pb::Correlation {
+                    remote_system: c.remote_system,
+                    remote_correlation_id: c.remote_correlation_id,
+                    table: c.table,
+                    local_correlation_id: c.local_correlation_id,
+                    state: if c.active { "Active" } else { "Inactive" }.to_string(),
+                    created_on: format_time(c.created_on),
+                    updated_on: format_time(c.updated_on),
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_properties(
+        &self,
+        request: Request<pb::ListPropertiesRequest>,
+    ) -> Result<Response<pb::ListPropertiesResponse>, Status> {
+        let properties = self
+            .api
+            .list_properties(token(&request))
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListPropertiesResponse {
+            properties: properties.into_iter().map(property_to_pb).collect(),
+        }))
+    }
+
+    async fn set_property(
+        &self,
+        request: Request<pb::SetPropertyRequest>,
+    ) -> Result<Response<pb::Property>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let property = self
+            .api
+            .set_property(token, req.name, req.value)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(property_to_pb(property)))
+    }
+}
+
+fn property_to_pb(
+    (name, value, default_value, description): (String, String, String, String),
+) -> pb::Property {
+    pb::Property {
+        name,
+        value,
+        default_value,
+        description,
+    }
+}
+
+fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
+    let status = &remote.status;
+    let health = remote.health.as_ref();
+    pb::RemoteSystem {
+        sys_id: status.sys_id.clone(),
+        name: status.spec.name.clone(),
+        endpoint: status.spec.endpoint.clone(),
+        fingerprint: status.spec.fingerprint.clone(),
+        external_id: status.spec.external_id.clone(),
+        outbound_state: status.outbound_state.as_str().to_string(),
+        inbound_state: status.inbound_state.as_str().to_string(),
+        inbound_api_user: status.spec.inbound_api_user.clone(),
+        run_as: status.spec.run_as.clone(),
+        health: health
+            .map(|h| h.health.as_str())
+            .unwrap_or("Down")
+            .to_string(),
+        last_error: health
+            .and_then(|h| h.last_error.clone())
+            .unwrap_or_default(),
+        attempts: health.map(|h| h.attempts).unwrap_or(0),
+        next_attempt_on: health
+            .and_then(|h| h.next_attempt_on.clone())
+            .unwrap_or_default(),
+        has_token: remote.has_token,
+        round_trip_ms: health.and_then(|h| h.round_trip_ms).unwrap_or(0),
     }
 }
 

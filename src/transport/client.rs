@@ -93,6 +93,31 @@ pub struct RemoteSystemData {
     pub inbound_state: String,
     pub inbound_api_user: String,
     pub run_as: String,
+    pub health: String,
+    pub last_error: String,
+    pub attempts: u32,
+    pub next_attempt_on: String,
+    pub has_token: bool,
+    pub round_trip_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CorrelationData {
+    pub remote_system: String,
+    pub remote_correlation_id: String,
+    pub table: String,
+    pub local_correlation_id: String,
+    pub state: String,
+    pub created_on: String,
+    pub updated_on: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PropertyData {
+    pub name: String,
+    pub value: String,
+    pub default_value: String,
+    pub description: String,
 }
 
 /// How to reach an instance.
@@ -296,18 +321,151 @@ impl AdminClient {
         Ok(response
             .remote_systems
             .into_iter()
-            .map(|r| RemoteSystemData {
-                sys_id: r.sys_id,
-                name: r.name,
-                endpoint: r.endpoint,
-                fingerprint: r.fingerprint,
-                external_id: r.external_id,
-                outbound_state: r.outbound_state,
-                inbound_state: r.inbound_state,
-                inbound_api_user: r.inbound_api_user,
-                run_as: r.run_as,
+            .map(remote_from_pb)
+            .collect())
+    }
+
+    /// Validates a remote system; returns the problems found (none: it is
+    /// Active now) and the remote system as it stands.
+    pub async fn validate_remote(
+        &mut self,
+        name: &str,
+    ) -> Result<(Vec<String>, RemoteSystemData), ClientError> {
+        let request = self.request(pb::RemoteRequest {
+            name: name.to_string(),
+        });
+        let response = self.inner.validate_remote(request).await?.into_inner();
+        let remote = response.remote_system.map(remote_from_pb).ok_or_else(|| {
+            ClientError::Invalid("the server answered without the remote system".into())
+        })?;
+        Ok((response.problems, remote))
+    }
+
+    pub async fn disable_remote(&mut self, name: &str) -> Result<RemoteSystemData, ClientError> {
+        let request = self.request(pb::RemoteRequest {
+            name: name.to_string(),
+        });
+        Ok(remote_from_pb(
+            self.inner.disable_remote(request).await?.into_inner(),
+        ))
+    }
+
+    pub async fn set_remote_token(
+        &mut self,
+        name: &str,
+        token: &str,
+    ) -> Result<RemoteSystemData, ClientError> {
+        let request = self.request(pb::SetRemoteTokenRequest {
+            name: name.to_string(),
+            token: token.to_string(),
+        });
+        Ok(remote_from_pb(
+            self.inner.set_remote_token(request).await?.into_inner(),
+        ))
+    }
+
+    pub async fn list_inbound(
+        &mut self,
+        status: &str,
+        remote_system: &str,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let request = self.request(pb::ListInboundRequest {
+            status: status.to_string(),
+            remote_system: remote_system.to_string(),
+            limit,
+        });
+        let response = self.inner.list_inbound(request).await?.into_inner();
+        response
+            .items_json
+            .iter()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    ClientError::Invalid(format!("the server sent an unreadable item: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    pub async fn queue_item(
+        &mut self,
+        queue: &str,
+        id: u64,
+    ) -> Result<serde_json::Value, ClientError> {
+        let request = self.request(pb::QueueItemRequest {
+            queue: queue.to_string(),
+            id,
+        });
+        let response = self.inner.get_queue_item(request).await?.into_inner();
+        serde_json::from_str(&response.item_json)
+            .map_err(|e| ClientError::Invalid(format!("the server sent an unreadable item: {e}")))
+    }
+
+    pub async fn set_queue_item_status(
+        &mut self,
+        queue: &str,
+        id: u64,
+        action: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let request = self.request(pb::SetQueueItemStatusRequest {
+            queue: queue.to_string(),
+            id,
+            action: action.to_string(),
+        });
+        let response = self
+            .inner
+            .set_queue_item_status(request)
+            .await?
+            .into_inner();
+        serde_json::from_str(&response.item_json)
+            .map_err(|e| ClientError::Invalid(format!("the server sent an unreadable item: {e}")))
+    }
+
+    pub async fn list_correlations(
+        &mut self,
+        remote_system: &str,
+    ) -> Result<Vec<CorrelationData>, ClientError> {
+        let request = self.request(pb::ListCorrelationsRequest {
+            remote_system: remote_system.to_string(),
+        });
+        let response = self.inner.list_correlations(request).await?.into_inner();
+        Ok(response
+            .correlations
+            .into_iter()
+            .map(|c| CorrelationData {
+                remote_system: c.remote_system,
+                remote_correlation_id: c.remote_correlation_id,
+                table: c.table,
+                local_correlation_id: c.local_correlation_id,
+                state: c.state,
+                created_on: c.created_on,
+                updated_on: c.updated_on,
             })
             .collect())
+    }
+
+    pub async fn list_properties(&mut self) -> Result<Vec<PropertyData>, ClientError> {
+        let request = self.request(pb::ListPropertiesRequest {});
+        let response = self.inner.list_properties(request).await?.into_inner();
+        Ok(response
+            .properties
+            .into_iter()
+            .map(property_from_pb)
+            .collect())
+    }
+
+    pub async fn set_property(
+        &mut self,
+        name: &str,
+        value: &str,
+    ) -> Result<PropertyData, ClientError> {
+        let request = self.request(pb::SetPropertyRequest {
+            name: name.to_string(),
+            value: value.to_string(),
+        });
+        Ok(property_from_pb(
+            self.inner.set_property(request).await?.into_inner(),
+        ))
     }
 
     pub async fn list_outbound(
@@ -347,6 +505,35 @@ impl AdminClient {
                 error: item.error,
             })
             .collect())
+    }
+}
+
+fn property_from_pb(p: pb::Property) -> PropertyData {
+    PropertyData {
+        name: p.name,
+        value: p.value,
+        default_value: p.default_value,
+        description: p.description,
+    }
+}
+
+fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
+    RemoteSystemData {
+        sys_id: r.sys_id,
+        name: r.name,
+        endpoint: r.endpoint,
+        fingerprint: r.fingerprint,
+        external_id: r.external_id,
+        outbound_state: r.outbound_state,
+        inbound_state: r.inbound_state,
+        inbound_api_user: r.inbound_api_user,
+        run_as: r.run_as,
+        health: r.health,
+        last_error: r.last_error,
+        attempts: r.attempts,
+        next_attempt_on: r.next_attempt_on,
+        has_token: r.has_token,
+        round_trip_ms: r.round_trip_ms,
     }
 }
 

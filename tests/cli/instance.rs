@@ -45,7 +45,14 @@ fn a_second_server_on_the_same_directory_is_refused() {
     let instance = Instance::init("edge-1");
     let _server = instance.serve();
     let out = Command::new(BIN)
-        .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(instance.path())
         .output()
         .unwrap();
@@ -63,7 +70,14 @@ fn a_second_server_on_the_same_directory_is_refused() {
 fn serving_without_an_instance_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -75,7 +89,14 @@ fn serving_without_an_instance_says_how_to_make_one() {
 fn non_loopback_admin_requires_tls() {
     let instance = Instance::init("edge-1");
     let out = Command::new(BIN)
-        .args(["serve", "--admin-listen", "0.0.0.0:0", "--data"])
+        .args([
+            "serve",
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(instance.path())
         .output()
         .unwrap();

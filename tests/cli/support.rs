@@ -65,7 +65,14 @@ impl Instance {
         let log =
             std::fs::File::create(self.path().join(format!("serve-{}.log", now_nanos()))).unwrap();
         let child = Command::new(BIN)
-            .args(["serve", "--admin-listen", "127.0.0.1:0", "--data"])
+            .args([
+                "serve",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
             .arg(self.path())
             .args(extra)
             .stdout(Stdio::null())

@@ -1,0 +1,334 @@
+//! The receiving side of peer sync: `PeerGate` identifies a calling peer
+//! (pinned certificate + inbound API user token with `process_sync_api`),
+//! answers `Hello`, and queues received items durably before they are
+//! acknowledged; the inbound processor then runs each Ready item's inbound
+//! flow in order per correlation. Transport-neutral.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::{
+    Actor, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store, StoreError,
+};
+use crate::user::{Permission, Role, User};
+
+/// The peer protocol version this binary speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Why a peer call is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotActive(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for PeerError {
+    fn from(e: StoreError) -> Self {
+        PeerError::Unavailable(e.to_string())
+    }
+}
+
+/// What a caller says about itself in `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol_version: u32,
+    pub instance_sys_id: String,
+    pub instance_name: String,
+    /// The caller's remote system record for us.
+    pub remote_system_sys_id: String,
+    /// The caller's external_id: our record for the caller.
+    pub external_id: String,
+    pub process_events: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloAnswer {
+    pub protocol_version: u32,
+    pub instance_sys_id: String,
+    pub instance_name: String,
+    pub problems: Vec<String>,
+}
+
+/// An identified caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub name: String,
+    pub remote: RemoteSystemStatus,
+    pub user: User,
+}
+
+/// Identifies and serves calling peers.
+#[derive(Clone)]
+pub struct PeerGate {
+    store: Arc<Store>,
+    processor: Arc<tokio::sync::Notify>,
+}
+
+impl PeerGate {
+    pub fn new(store: Arc<Store>, processor: Arc<tokio::sync::Notify>) -> PeerGate {
+        PeerGate { store, processor }
+    }
+
+    /// The remote system whose pinned fingerprint the caller's certificate
+    /// matches and whose inbound API user owns the token.
+    pub async fn identify(
+        &self,
+        fingerprint: Option<String>,
+        token: Option<String>,
+    ) -> Result<Caller, PeerError> {
+        let Some(fingerprint) = fingerprint else {
+            return Err(PeerError::Unauthenticated(
+                "no client certificate was presented".into(),
+            ));
+        };
+        let store = self.store.clone();
+        let (remotes, user) = tokio::task::spawn_blocking(move || {
+            let remotes = store.remote_systems()?;
+            let user = match token {
+                Some(token) => store.user_by_token(&token)?,
+                None => None,
+            };
+            Ok::<_, StoreError>((remotes, user))
+        })
+        .await
+        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
+        let candidates: Vec<RemoteSystemStatus> = remotes
+            .into_iter()
+            .filter(|r| {
+                crate::config::sync::normalize_fingerprint(&r.spec.fingerprint)
+                    .ok()
+                    .as_deref()
+                    == Some(fingerprint.as_str())
+            })
+            .collect();
+        if candidates.is_empty() {
+            tracing::warn!(target: "transport", %fingerprint, "Refused a peer call: its certificate matches no remote system.");
+            return Err(PeerError::Unauthenticated(format!(
+                "certificate {fingerprint} matches no remote system of this instance"
+            )));
+        }
+        let Some(user) = user else {
+            let names: Vec<&str> = candidates.iter().map(|r| r.spec.name.as_str()).collect();
+            tracing::warn!(target: "transport", remote_system = ?names, "Refused a peer call: its token is unknown.");
+            return Err(PeerError::Unauthenticated(format!(
+                "the token presented for remote system `{}` is not valid here; set the inbound API user's token on the caller with `procsync remote token`",
+                names.join("`, `")
+            )));
+        };
+        let Some(remote) = candidates
+            .into_iter()
+            .find(|r| r.spec.inbound_api_user == user.name)
+        else {
+            tracing::warn!(target: "transport", user = %user.name, "Refused a peer call: the token's user is not the remote system's inbound API user.");
+            return Err(PeerError::PermissionDenied(format!(
+                "user `{}` is not the inbound API user of the remote system with this certificate",
+                user.name
+            )));
+        };
+        if !user.roles.contains(&Role::ProcessSyncApi) {
+            tracing::warn!(target: "transport", user = %user.name, "Refused a peer call: the inbound API user lacks process_sync_api.");
+            return Err(PeerError::PermissionDenied(format!(
+                "user `{}` lacks role process_sync_api; add it with `procsync user roles`",
+                user.name
+            )));
+        }
+        Ok(Caller {
+            name: remote.spec.name.clone(),
+            remote,
+            user,
+        })
+    }
+
+    pub fn check_inbound_active(&self, caller: &Caller) -> Result<(), PeerError> {
+        if caller.remote.inbound_state == RemoteState::Active {
+            return Ok(());
+        }
+        Err(PeerError::NotActive(format!(
+            "the inbound state of remote system `{}` is {} on this instance; run `procsync remote validate {}` here",
+            caller.name,
+            caller.remote.inbound_state.as_str(),
+            caller.name
+        )))
+    }
+
+    /// Checks that both sides agree on who they are.
+    pub async fn hello(&self, caller: &Caller, hello: Hello) -> Result<HelloAnswer, PeerError> {
+        let store = self.store.clone();
+        let (instance, config) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((store.instance()?, store.sync_config()?))
+        })
+        .await
+        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
+        let mut problems = Vec::new();
+        if hello.protocol_version != PROTOCOL_VERSION {
+            problems.push(format!(
+                "protocol version {} is not {PROTOCOL_VERSION}, which `{}` speaks; run the same procsync version on both",
+                hello.protocol_version, instance.name
+            ));
+        }
+        if hello.external_id != caller.remote.sys_id {
+            problems.push(format!(
+                "the caller's external_id `{}` is not the sys_id of `{}`'s remote system for it (`{}`); set external_id = \"{}\" on the caller",
+                hello.external_id, instance.name, caller.name, caller.remote.sys_id
+            ));
+        }
+        if caller.remote.spec.external_id != hello.remote_system_sys_id {
+            problems.push(format!(
+                "`{}`'s remote system `{}` has external_id `{}`, not the caller's record sys_id `{}`; set external_id = \"{}\" there",
+                instance.name, caller.name, caller.remote.spec.external_id, hello.remote_system_sys_id, hello.remote_system_sys_id
+            ));
+        }
+        for event in &hello.process_events {
+            if !config.process_events.iter().any(|e| &e.name == event) {
+                problems.push(format!(
+                    "process event `{event}` does not exist on `{}`",
+                    instance.name
+                ));
+            } else if !config
+                .inbound_flows
+                .iter()
+                .any(|f| &f.process_event == event && f.remote_system == caller.name)
+            {
+                problems.push(format!(
+                    "`{}` has no inbound flow for process event `{event}` from remote system `{}`",
+                    instance.name, caller.name
+                ));
+            }
+        }
+        Ok(HelloAnswer {
+            protocol_version: PROTOCOL_VERSION,
+            instance_sys_id: instance.sys_id,
+            instance_name: instance.name,
+            problems,
+        })
+    }
+
+    /// Queues received items durably; returns the sequences to acknowledge.
+    pub async fn receive(
+        &self,
+        caller: &Caller,
+        items: Vec<ReceivedItem>,
+    ) -> Result<Vec<u64>, PeerError> {
+        let acks = self
+            .store
+            .receive(caller.name.clone(), caller.user.domain.clone(), items)
+            .await?;
+        self.processor.notify_one();
+        Ok(acks)
+    }
+}
+
+/// What one pass of the inbound processor did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    pub processed: usize,
+    pub errors: usize,
+    pub held: usize,
+}
+
+/// Runs inbound flows for Ready items, oldest first. An item in Error holds
+/// back later items of the same record (same remote system and remote
+/// correlation id); other records flow on.
+pub struct Processor {
+    store: Arc<Store>,
+    limits: RecordWriteLimits,
+}
+
+impl Processor {
+    pub fn new(store: Arc<Store>, limits: RecordWriteLimits) -> Processor {
+        Processor { store, limits }
+    }
+
+    /// One pass over the Ready items.
+    pub async fn tick(&self) -> Result<Tick, StoreError> {
+        let store = self.store.clone();
+        let (items, mut blocked, remotes, users) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((
+                store.ready_inbound(0, 10_000)?,
+                store.blocked_correlations()?,
+                store.remote_systems()?,
+                store.users()?,
+            ))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        let mut tick = Tick::default();
+        let mut held_now: HashSet<(String, String)> = HashSet::new();
+        for item in items {
+            let key = (
+                item.remote_system.clone(),
+                item.remote_correlation_id.clone(),
+            );
+            if blocked.contains(&key) || held_now.contains(&key) {
+                tick.held += 1;
+                continue;
+            }
+            let run_as = remotes
+                .iter()
+                .find(|r| r.spec.name == item.remote_system)
+                .and_then(|r| users.iter().find(|u| u.name == r.spec.run_as));
+            let actor = match run_as {
+                Some(user) if user.may(Permission::Records) => Actor {
+                    user: user.name.clone(),
+                    domain: user.domain.clone(),
+                },
+                _ => {
+                    // Without a usable run-as user nothing of this remote
+                    // can be applied; leave the items Ready and say why.
+                    tracing::error!(target: "inbound_queue", remote_system = %item.remote_system, "The remote system's run-as user is missing or lacks a role that may write records; inbound items wait.");
+                    held_now.insert(key);
+                    tick.held += 1;
+                    continue;
+                }
+            };
+            let applied = self
+                .store
+                .apply_inbound(item.id, actor, self.limits.clone())
+                .await?;
+            match applied.status {
+                crate::queue::QueueStatus::Error => {
+                    tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
+                    blocked.insert(key);
+                    tick.errors += 1;
+                }
+                _ => {
+                    tracing::debug!(target: "inbound_queue", id = applied.id, operation = applied.operation.as_str(), local = %applied.local_correlation_id, "Applied an inbound item.");
+                    tick.processed += 1;
+                }
+            }
+        }
+        Ok(tick)
+    }
+
+    /// Runs passes until `stop`, waking on `notify` or every second.
+    pub async fn run(
+        self,
+        notify: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.tick().await {
+                Ok(tick) if tick.processed + tick.errors > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(target: "inbound_queue", error = %e, "The inbound processor could not read or write the store.")
+                }
+            }
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Store operations of peer sync: remote system secrets and states,
+//! properties, the outbound queue's send states, the inbound queue and
+//! correlations. Reads are `Store` methods; writes are writer jobs.
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::writer::Txn;
+use super::{RemoteState, Store, StoreError, StoredSyncObject};
+use crate::domain::Domain;
+use crate::ids::now_millis;
+use crate::property::{self, RetryPolicy};
+use crate::queue::{Correlation, InboundItem, OutboundItem, QueueStatus};
+use crate::record::Operation;
+
+/// An item as it arrived from a peer, before it is queued.
+#[derive(Clone, Debug)]
+pub struct ReceivedItem {
+    pub sequence: u64,
+    pub process_event: String,
+    pub operation: Option<Operation>,
+    pub source_table: String,
+    pub remote_correlation_id: String,
+    pub local_correlation_id: String,
+    pub payload: String,
+}
+
+/// Which inbound items to list.
+#[derive(Clone, Debug, Default)]
+pub struct InboundFilter {
+    pub status: Option<QueueStatus>,
+    pub remote_system: Option<String>,
+    pub domain: Option<Domain>,
+    pub limit: usize,
+}
+
+impl Store {
+    /// The token this instance presents to `remote`.
+    pub fn remote_secret(&self, remote: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REMOTE_SECRETS)?;
+        match table.get(remote)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A property's value, or its default.
+    pub fn property(&self, name: &str) -> Result<String, StoreError> {
+        let def = property::find(name).map_err(StoreError::Invalid)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROPERTIES)?;
+        match table.get(name)? {
+            Some(value) => decode(value.value()),
+            None => Ok(def.default.to_string()),
+        }
+    }
+
+    fn number(&self, name: &str) -> Result<u64, StoreError> {
+        self.property(name)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("property {name} is not a number")))
+    }
+
+    pub fn retry_policy(&self) -> Result<RetryPolicy, StoreError> {
+        Ok(RetryPolicy {
+            times: self.number("retry.times")? as u32,
+            interval: std::time::Duration::from_secs(self.number("retry.interval")?),
+            max_interval: std::time::Duration::from_secs(self.number("retry.max_interval")?),
+        })
+    }
+
+    pub fn heartbeat(&self) -> Result<(std::time::Duration, std::time::Duration), StoreError> {
+        Ok((
+            std::time::Duration::from_secs(self.number("heartbeat.interval")?),
+            std::time::Duration::from_millis(self.number("heartbeat.slow_ms")?),
+        ))
+    }
+
+    /// Ready items for `remote` with a sequence above `after`, in sequence
+    /// order, at most `limit`.
+    pub fn ready_outbound(
+        &self,
+        remote: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+        let outbound = txn.open_table(OUTBOUND)?;
+        let mut out = Vec::new();
+        for row in index.range((remote, after.saturating_add(1))..=(remote, u64::MAX))? {
+            let (_, id) = row?;
+            if let Some(value) = outbound.get(id.value())? {
+                let item: OutboundItem = decode(value.value())?;
+                if item.status == QueueStatus::Ready {
+                    out.push(item);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The peer's record for a local record, when known.
+    pub fn remote_correlation_id(
+        &self,
+        table: &str,
+        sys_id: &str,
+        remote: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let correlations = txn.open_table(CORRELATIONS)?;
+        match correlations.get((table, sys_id, remote))? {
+            Some(value) => {
+                let correlation: Correlation = decode(value.value())?;
+                Ok(Some(correlation.remote_correlation_id).filter(|id| !id.is_empty()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn correlations(&self, remote: Option<&str>) -> Result<Vec<Correlation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CORRELATIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            let correlation: Correlation = decode(value.value())?;
+            if remote.is_none_or(|r| r == correlation.remote_system) {
+                out.push(correlation);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn inbound_items(&self, filter: &InboundFilter) -> Result<Vec<InboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOUND)?;
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            let item: InboundItem = decode(value.value())?;
+            let wanted = filter.status.is_none_or(|s| s == item.status)
+                && filter
+                    .remote_system
+                    .as_ref()
+                    .is_none_or(|r| *r == item.remote_system)
+                && filter
+                    .domain
+                    .as_ref()
+                    .is_none_or(|d| item.domain.is_within(d));
+            if wanted {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn inbound_item(&self, id: u64) -> Result<Option<InboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOUND)?;
+        match table.get(id)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn outbound_item(&self, id: u64) -> Result<Option<OutboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOUND)?;
+        match table.get(id)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ready inbound items in arrival order, at most `limit`, starting
+    /// after id `after`.
+    pub fn ready_inbound(&self, after: u64, limit: usize) -> Result<Vec<InboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOUND)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)? {
+            let (_, value) = row?;
+            let item: InboundItem = decode(value.value())?;
+            if item.status == QueueStatus::Ready {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// (remote system, remote correlation id) of every inbound item in
+    /// Error: later items of those records wait.
+    pub fn blocked_correlations(
+        &self,
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
+        Ok(self
+            .inbound_items(&InboundFilter {
+                status: Some(QueueStatus::Error),
+                ..Default::default()
+            })?
+            .into_iter()
+            .map(|item| (item.remote_system, item.remote_correlation_id))
+            .collect())
+    }
+
+    pub async fn set_remote_secret(&self, remote: String, token: String) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                find_remote(txn, &remote)?;
+                txn.txn
+                    .open_table(REMOTE_SECRETS)?
+                    .insert(remote.as_str(), encode(&token).as_slice())?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Sets a remote system's outbound and/or inbound state.
+    pub async fn set_remote_states(
+        &self,
+        remote: String,
+        outbound: Option<RemoteState>,
+        inbound: Option<RemoteState>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut object = find_remote(txn, &remote)?;
+                if let Some(state) = outbound {
+                    object.outbound_state = Some(state);
+                }
+                if let Some(state) = inbound {
+                    object.inbound_state = Some(state);
+                }
+                object.updated_on = now_millis();
+                txn.txn.open_table(SYNC_OBJECTS)?.insert(
+                    ("remote_system", remote.as_str()),
+                    encode(&object).as_slice(),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn set_property(&self, name: String, value: String) -> Result<String, StoreError> {
+        let value = property::check(&name, &value).map_err(StoreError::Invalid)?;
+        self.writer
+            .submit(move |txn| {
+                txn.txn
+                    .open_table(PROPERTIES)?
+                    .insert(name.as_str(), encode(&value).as_slice())?;
+                Ok(value)
+            })
+            .await
+    }
+
+    /// Marks outbound items Running (being sent).
+    pub async fn mark_outbound_running(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.update_outbound(ids, |item, _| {
+            if item.status == QueueStatus::Ready {
+                item.status = QueueStatus::Running;
+                item.attempts += 1;
+            }
+        })
+        .await
+    }
+
+    /// Marks outbound items of `remote` Processed (the peer acknowledged a
+    /// durable commit) and records the correlation from our side.
+    pub async fn mark_outbound_processed(
+        &self,
+        remote: String,
+        sequences: Vec<u64>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let now = now_millis();
+                let index = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
+                let mut outbound = txn.txn.open_table(OUTBOUND)?;
+                let mut correlations = txn.txn.open_table(CORRELATIONS)?;
+                for sequence in sequences {
+                    let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
+                    else {
+                        continue;
+                    };
+                    let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
+                        continue;
+                    }
+                    item.status = QueueStatus::Processed;
+                    item.processed_on = Some(now);
+                    item.error = None;
+                    outbound.insert(id, encode(&item).as_slice())?;
+                    let key = (
+                        item.table.as_str(),
+                        item.local_correlation_id.as_str(),
+                        remote.as_str(),
+                    );
+                    if correlations.get(key)?.is_none() {
+                        let correlation = Correlation {
+                            remote_system: remote.clone(),
+                            remote_correlation_id: String::new(),
+                            table: item.table.clone(),
+                            local_correlation_id: item.local_correlation_id.clone(),
+                            active: item.operation != Operation::Delete,
+                            created_on: now,
+                            updated_on: now,
+                        };
+                        correlations.insert(key, encode(&correlation).as_slice())?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Puts `remote`'s Running items back to Ready (after a broken stream or
+    /// a restart: the peer drops any it already has).
+    pub async fn reset_running(&self, remote: String) -> Result<usize, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let index = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
+                let mut outbound = txn.txn.open_table(OUTBOUND)?;
+                let ids: Vec<u64> = index
+                    .range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))?
+                    .map(|row| row.map(|(_, id)| id.value()))
+                    .collect::<Result<_, _>>()?;
+                let mut n = 0;
+                for id in ids {
+                    let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if item.status == QueueStatus::Running {
+                        item.status = QueueStatus::Ready;
+                        outbound.insert(id, encode(&item).as_slice())?;
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+    }
+
+    /// The operator's retry (Error → Ready) or skip (→ Skipped) of an
+    /// outbound item.
+    pub async fn set_outbound_status(
+        &self,
+        id: u64,
+        status: QueueStatus,
+    ) -> Result<OutboundItem, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut table = txn.txn.open_table(OUTBOUND)?;
+                let value = table
+                    .get(id)?
+                    .map(|v| v.value().to_vec())
+                    .ok_or_else(|| StoreError::NotFound(format!("outbound item {id}")))?;
+                let mut item: OutboundItem = decode(&value)?;
+                operator_transition(item.status, status, "outbound", id)?;
+                item.status = status;
+                if status == QueueStatus::Ready {
+                    item.error = None;
+                    item.attempts = 0;
+                }
+                table.insert(id, encode(&item).as_slice())?;
+                Ok(item)
+            })
+            .await
+    }
+
+    /// The operator's retry or skip of an inbound item.
+    pub async fn set_inbound_status(
+        &self,
+        id: u64,
+        status: QueueStatus,
+    ) -> Result<InboundItem, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut table = txn.txn.open_table(INBOUND)?;
+                let value = table
+                    .get(id)?
+                    .map(|v| v.value().to_vec())
+                    .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
+                let mut item: InboundItem = decode(&value)?;
+                operator_transition(item.status, status, "inbound", id)?;
+                item.status = status;
+                if status == QueueStatus::Ready {
+                    item.error = None;
+                }
+                table.insert(id, encode(&item).as_slice())?;
+                Ok(item)
+            })
+            .await
+    }
+
+    async fn update_outbound(
+        &self,
+        ids: Vec<u64>,
+        change: impl Fn(&mut OutboundItem, u64) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let now = now_millis();
+                let mut table = txn.txn.open_table(OUTBOUND)?;
+                for id in ids {
+                    let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    change(&mut item, now);
+                    table.insert(id, encode(&item).as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Queues items received from `remote` (duplicates by sequence are
+    /// recognised forever and not queued again) in one durable commit.
+    /// Returns the sequences to acknowledge: all of them.
+    pub async fn receive(
+        &self,
+        remote: String,
+        domain: Domain,
+        items: Vec<ReceivedItem>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.writer
+            .submit(move |txn| super::writer::receive(txn, &remote, &domain, items))
+            .await
+    }
+
+    /// Runs the inbound flow of one Ready item, as `run_as`.
+    pub async fn apply_inbound(
+        &self,
+        id: u64,
+        run_as: super::Actor,
+        limits: super::RecordWriteLimits,
+    ) -> Result<InboundItem, StoreError> {
+        self.writer
+            .submit(move |txn| super::writer::apply_inbound(txn, id, &run_as, &limits))
+            .await
+    }
+}
+
+fn operator_transition(
+    from: QueueStatus,
+    to: QueueStatus,
+    queue: &str,
+    id: u64,
+) -> Result<(), StoreError> {
+    let allowed = match to {
+        QueueStatus::Ready => from == QueueStatus::Error,
+        QueueStatus::Skipped => matches!(from, QueueStatus::Error | QueueStatus::Ready),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{queue} item {id} is {}; only Error items can be retried, and only Error or Ready items skipped",
+            from.as_str()
+        )))
+    }
+}
+
+fn find_remote(txn: &Txn<'_>, remote: &str) -> Result<StoredSyncObject, StoreError> {
+    let table = txn.txn.open_table(SYNC_OBJECTS)?;
+    let value = table
+        .get(("remote_system", remote))?
+        .ok_or_else(|| StoreError::NotFound(format!("remote system `{remote}`")))?;
+    decode(value.value())
+}
+
+/// Counts by status, for tests and the CLI summary.
+pub fn count_by_status<'a>(
+    statuses: impl Iterator<Item = &'a QueueStatus>,
+) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for status in statuses {
+        *out.entry(status.as_str()).or_default() += 1;
+    }
+    out
+}

@@ -1,0 +1,499 @@
+//! The peer gRPC service and client over pinned mutual TLS. The server side
+//! terminates TLS itself (rustls, client certificates verified against the
+//! remote systems' fingerprints) and hands the caller's certificate and
+//! token to `inbound::PeerGate`; the client side dials with our
+//! certificate and the peer's pinned fingerprint. Conversions between wire
+//! and domain types live here and nowhere else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pb::peer as pb;
+use super::pb::peer::peer_server::{Peer, PeerServer};
+use super::tls;
+use crate::identity::fingerprint_of_der;
+use crate::inbound::{Hello, HelloAnswer, PeerError, PeerGate};
+use crate::outbound::{SendItem, SyncEvent};
+use crate::record::Operation;
+use crate::store::ReceivedItem;
+
+/// Most items taken from a stream into one durable commit.
+const MAX_ITEMS_PER_COMMIT: usize = 256;
+
+fn status_of(error: PeerError) -> Status {
+    match error {
+        PeerError::Unauthenticated(m) => Status::unauthenticated(m),
+        PeerError::PermissionDenied(m) => Status::permission_denied(m),
+        PeerError::NotActive(m) => Status::failed_precondition(m),
+        PeerError::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+fn operation_from_pb(op: i32) -> Option<Operation> {
+    match pb::Operation::try_from(op).ok()? {
+        pb::Operation::Create => Some(Operation::Create),
+        pb::Operation::Update => Some(Operation::Update),
+        pb::Operation::Delete => Some(Operation::Delete),
+        pb::Operation::Unspecified => None,
+    }
+}
+
+fn operation_to_pb(op: Operation) -> pb::Operation {
+    match op {
+        Operation::Create => pb::Operation::Create,
+        Operation::Update => pb::Operation::Update,
+        Operation::Delete => pb::Operation::Delete,
+    }
+}
+
+/// The caller's certificate fingerprint and bearer token.
+fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
+    let fingerprint = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().map(|cert| fingerprint_of_der(cert)));
+    let token = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    (fingerprint, token)
+}
+
+struct PeerService {
+    gate: PeerGate,
+}
+
+type SyncDownStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        let (fingerprint, token) = credentials(&request);
+        let caller = self
+            .gate
+            .identify(fingerprint, token)
+            .await
+            .map_err(status_of)?;
+        let req = request.into_inner();
+        let answer = self
+            .gate
+            .hello(
+                &caller,
+                Hello {
+                    protocol_version: req.protocol_version,
+                    instance_sys_id: req.instance_sys_id,
+                    instance_name: req.instance_name,
+                    remote_system_sys_id: req.remote_system_sys_id,
+                    external_id: req.external_id,
+                    process_events: req.process_events,
+                },
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::HelloResponse {
+            protocol_version: answer.protocol_version,
+            instance_sys_id: answer.instance_sys_id,
+            instance_name: answer.instance_name,
+            problems: answer.problems,
+        }))
+    }
+
+    type SyncStream = SyncDownStream;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<pb::SyncUp>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let (fingerprint, token) = credentials(&request);
+        let caller = self
+            .gate
+            .identify(fingerprint, token)
+            .await
+            .map_err(status_of)?;
+        self.gate.check_inbound_active(&caller).map_err(status_of)?;
+        let mut incoming = request.into_inner();
+        let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
+        let gate = self.gate.clone();
+        tokio::spawn(async move {
+            loop {
+                let first = match incoming.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
+                        break;
+                    }
+                };
+                let mut batch = Vec::new();
+                let mut pending = Some(first);
+                while let Some(message) = pending.take() {
+                    match message.message {
+                        Some(pb::sync_up::Message::Item(item)) => batch.push(ReceivedItem {
+                            sequence: item.sequence,
+                            process_event: item.process_event,
+                            operation: operation_from_pb(item.operation),
+                            source_table: item.table,
+                            remote_correlation_id: item.local_correlation_id,
+                            local_correlation_id: item.remote_correlation_id,
+                            payload: item.payload_json,
+                        }),
+                        Some(pb::sync_up::Message::Ping(ping)) => {
+                            let pong = pb::SyncDown {
+                                message: Some(pb::sync_down::Message::Pong(pb::Pong {
+                                    nonce: ping.nonce,
+                                })),
+                            };
+                            if replies.send(Ok(pong)).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => {}
+                    }
+                    if batch.len() >= MAX_ITEMS_PER_COMMIT {
+                        break;
+                    }
+                    // Take whatever else has already arrived into the same
+                    // commit, without waiting for more.
+                    tokio::select! {
+                        biased;
+                        next = incoming.message() => match next {
+                            Ok(Some(message)) => pending = Some(message),
+                            _ => {}
+                        },
+                        _ = std::future::ready(()) => {}
+                    }
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                match gate.receive(&caller, batch).await {
+                    Ok(acks) => {
+                        for sequence in acks {
+                            let ack = pb::SyncDown {
+                                message: Some(pb::sync_down::Message::Ack(pb::Ack { sequence })),
+                            };
+                            if replies.send(Ok(ack)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = replies.send(Err(status_of(error))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
+    }
+}
+
+/// A bound peer listener, not yet serving.
+pub struct PeerListener {
+    listener: tokio::net::TcpListener,
+    pub address: SocketAddr,
+}
+
+pub async fn bind(address: SocketAddr) -> std::io::Result<PeerListener> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let address = listener.local_addr()?;
+    Ok(PeerListener { listener, address })
+}
+
+/// Serves the peer API with pinned mutual TLS until `shutdown` completes.
+pub async fn serve(
+    gate: PeerGate,
+    listener: PeerListener,
+    cert_pem: &str,
+    key_pem: &str,
+    allowed: tls::AllowedPeers,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let config = tls::server_config(cert_pem, key_pem, allowed)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(target: "transport", error = %e, "Accepting a peer connection failed.");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let connections = connections.clone();
+            // Handshakes run on their own so a slow one never holds others.
+            tokio::spawn(async move {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(stream)) => {
+                        let _ = connections.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(target: "transport", peer = %remote, error = %e, "A peer's TLS handshake failed.");
+                    }
+                    Err(_) => {
+                        tracing::warn!(target: "transport", peer = %remote, "A peer's TLS handshake timed out.");
+                    }
+                }
+            });
+        }
+    });
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(
+            PeerServer::new(PeerService { gate }).max_decoding_message_size(64 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+        .await
+        .map_err(|e| e.to_string());
+    accept_loop.abort();
+    result
+}
+
+/// How to reach one peer.
+#[derive(Clone, Debug)]
+pub struct PeerTarget {
+    /// `https://host:port` from the remote system.
+    pub endpoint: String,
+    pub fingerprint: String,
+    pub token: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A connection to one peer.
+#[derive(Clone)]
+pub struct PeerClient {
+    inner: pb::peer_client::PeerClient<Channel>,
+    authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+/// Why talking to a peer failed, split the way retries need it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Worth retrying: unreachable, timed out, not active yet, unavailable.
+    #[error("{0}")]
+    Transient(String),
+    /// Needs the operator: pinning, credentials, roles.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn call_error(status: Status) -> CallError {
+    use tonic::Code;
+    let message = format!("{}", status.message());
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => CallError::Permanent(message),
+        Code::Unavailable | Code::Unknown => {
+            // Transport failures carry the TLS cause in the source chain.
+            let text = chain(&status);
+            if text.contains("pins")
+                || text.contains("matches no remote system")
+                || text.contains("certificate")
+            {
+                CallError::Permanent(text)
+            } else {
+                CallError::Transient(text)
+            }
+        }
+        _ => CallError::Transient(message),
+    }
+}
+
+impl PeerClient {
+    pub async fn connect(target: &PeerTarget) -> Result<PeerClient, CallError> {
+        let rest = target
+            .endpoint
+            .strip_prefix("https://")
+            .ok_or_else(|| {
+                CallError::Permanent(format!(
+                    "endpoint `{}` must start with https://",
+                    target.endpoint
+                ))
+            })?
+            .trim_end_matches('/')
+            .to_string();
+        let host = rest
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default();
+        let config = Arc::new(
+            tls::client_config(&target.cert_pem, &target.key_pem, &target.fingerprint)
+                .map_err(CallError::Permanent)?,
+        );
+        let address = rest.clone();
+        let connector = tower::service_fn(move |_uri: tonic::codegen::http::Uri| {
+            let config = config.clone();
+            let address = address.clone();
+            let host = host.clone();
+            async move {
+                let tcp = TcpStream::connect(&address).await?;
+                tcp.set_nodelay(true)?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(tls::server_name(&host), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        });
+        let channel = Endpoint::from_shared(format!("http://{rest}"))
+            .map_err(|e| CallError::Permanent(format!("endpoint `{}`: {e}", target.endpoint)))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(15))
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| {
+                let text = chain(&e);
+                if text.contains("pins") || text.contains("CertificateUnknown") || text.contains("BadCertificate") || text.contains("certificate") {
+                    CallError::Permanent(format!(
+                        "TLS with {} failed: {text}; check that each side pins the other's fingerprint",
+                        target.endpoint
+                    ))
+                } else {
+                    CallError::Transient(format!("cannot connect to {}: {text}", target.endpoint))
+                }
+            })?;
+        let authorization = format!("Bearer {}", target.token.trim())
+            .parse()
+            .map_err(|_| {
+                CallError::Permanent(
+                    "the remote system's token holds characters that cannot be sent".into(),
+                )
+            })?;
+        Ok(PeerClient {
+            inner: pb::peer_client::PeerClient::new(channel)
+                .max_decoding_message_size(64 * 1024 * 1024),
+            authorization,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        request
+    }
+
+    pub async fn hello(&mut self, hello: Hello) -> Result<HelloAnswer, CallError> {
+        let request = self.request(pb::HelloRequest {
+            protocol_version: hello.protocol_version,
+            instance_sys_id: hello.instance_sys_id,
+            instance_name: hello.instance_name,
+            remote_system_sys_id: hello.remote_system_sys_id,
+            external_id: hello.external_id,
+            process_events: hello.process_events,
+        });
+        let answer = self
+            .inner
+            .hello(request)
+            .await
+            .map_err(call_error)?
+            .into_inner();
+        Ok(HelloAnswer {
+            protocol_version: answer.protocol_version,
+            instance_sys_id: answer.instance_sys_id,
+            instance_name: answer.instance_name,
+            problems: answer.problems,
+        })
+    }
+
+    /// Opens the sync stream: items and pings go into the returned sender,
+    /// acks and pongs come out of the returned receiver.
+    pub async fn sync(
+        &mut self,
+    ) -> Result<
+        (
+            tokio::sync::mpsc::Sender<SendItem>,
+            tokio::sync::mpsc::Receiver<SyncEvent>,
+        ),
+        CallError,
+    > {
+        let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
+        let up = ReceiverStream::new(outgoing);
+        let up = tokio_stream::StreamExt::map(up, |item| match item {
+            SendItem::Item(item) => pb::SyncUp {
+                message: Some(pb::sync_up::Message::Item(pb::Item {
+                    sequence: item.sequence,
+                    process_event: item.process_event,
+                    operation: operation_to_pb(item.operation) as i32,
+                    table: item.table,
+                    local_correlation_id: item.local_correlation_id,
+                    remote_correlation_id: item.remote_correlation_id,
+                    domain: item.domain,
+                    payload_json: item.payload_json,
+                    created_on: item.created_on,
+                })),
+            },
+            SendItem::Ping(nonce) => pb::SyncUp {
+                message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
+            },
+        });
+        let request = self.request(up);
+        let mut down = self
+            .inner
+            .sync(request)
+            .await
+            .map_err(call_error)?
+            .into_inner();
+        let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
+        tokio::spawn(async move {
+            loop {
+                let event = match down.message().await {
+                    Ok(Some(pb::SyncDown {
+                        message: Some(pb::sync_down::Message::Ack(ack)),
+                    })) => SyncEvent::Ack(ack.sequence),
+                    Ok(Some(pb::SyncDown {
+                        message: Some(pb::sync_down::Message::Pong(pong)),
+                    })) => SyncEvent::Pong(pong.nonce),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {
+                        SyncEvent::Closed(CallError::Transient("the peer closed the stream".into()))
+                    }
+                    Err(status) => SyncEvent::Closed(call_error(status)),
+                };
+                let closed = matches!(event, SyncEvent::Closed(_));
+                if events.send(event).await.is_err() || closed {
+                    return;
+                }
+            }
+        });
+        Ok((items, received))
+    }
+}
