@@ -150,13 +150,12 @@ impl Outbound {
                 keep
             });
             for name in names {
-                if !running.contains_key(&name) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(name) {
                     let dispatcher = self.clone();
-                    let task_name = name.clone();
-                    running.insert(
-                        name,
-                        tokio::spawn(async move { dispatcher.dispatch(task_name).await }),
-                    );
+                    let task_name = slot.key().clone();
+                    slot.insert(tokio::spawn(
+                        async move { dispatcher.dispatch(task_name).await },
+                    ));
                 }
             }
             tokio::select! {

@@ -172,9 +172,8 @@ impl Peer for PeerService {
                     // commit, without waiting for more.
                     tokio::select! {
                         biased;
-                        next = incoming.message() => match next {
-                            Ok(Some(message)) => pending = Some(message),
-                            _ => {}
+                        next = incoming.message() => if let Ok(Some(message)) = next {
+                            pending = Some(message);
                         },
                         _ = std::future::ready(()) => {}
                     }
@@ -316,7 +315,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 fn call_error(status: Status) -> CallError {
     use tonic::Code;
-    let message = format!("{}", status.message());
+    let message = status.message().to_string();
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied => CallError::Permanent(message),
         Code::Unavailable | Code::Unknown => {
