@@ -277,7 +277,11 @@ pub enum RemoteCommand {
     Disable { name: String },
     /// Store the token this instance presents to the peer (the token of
     /// the peer's inbound API user); read from stdin when not given.
-    Token { name: String, token: Option<String> },
+    Token {
+        name: String,
+        #[arg(value_name = "TOKEN")]
+        secret: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -692,8 +696,8 @@ async fn remote(command: RemoteCommand, connection: &Connection) -> Result<ExitC
                 remote.outbound_state, remote.inbound_state
             );
         }
-        RemoteCommand::Token { name, token } => {
-            let token = match token {
+        RemoteCommand::Token { name, secret } => {
+            let token = match secret {
                 Some(token) => token,
                 None => {
                     let mut buf = String::new();

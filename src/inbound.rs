@@ -68,12 +68,12 @@ pub struct Caller {
 #[derive(Clone)]
 pub struct PeerGate {
     store: Arc<Store>,
-    processor: Arc<tokio::sync::Notify>,
+    sync: crate::api::SyncRuntime,
 }
 
 impl PeerGate {
-    pub fn new(store: Arc<Store>, processor: Arc<tokio::sync::Notify>) -> PeerGate {
-        PeerGate { store, processor }
+    pub fn new(store: Arc<Store>, sync: crate::api::SyncRuntime) -> PeerGate {
+        PeerGate { store, sync }
     }
 
     /// The remote system whose pinned fingerprint the caller's certificate
@@ -139,6 +139,10 @@ impl PeerGate {
                 user.name
             )));
         }
+        // A peer that can call us is up: our dispatcher for it need not wait
+        // out its backoff.
+        self.sync.health.peer_seen(&remote.spec.name);
+        self.sync.wake_outbound.notify_waiters();
         Ok(Caller {
             name: remote.spec.name.clone(),
             remote,
@@ -220,7 +224,7 @@ impl PeerGate {
             .store
             .receive(caller.name.clone(), caller.user.domain.clone(), items)
             .await?;
-        self.processor.notify_one();
+        self.sync.wake_inbound.notify_one();
         Ok(acks)
     }
 }

@@ -81,9 +81,25 @@ pub struct RemoteHealth {
 }
 
 #[derive(Clone, Default)]
-pub struct HealthBoard(Arc<Mutex<HashMap<String, RemoteHealth>>>);
+pub struct HealthBoard(
+    Arc<Mutex<HashMap<String, RemoteHealth>>>,
+    Arc<Mutex<BTreeSet<String>>>,
+);
 
 impl HealthBoard {
+    /// The peer just called us: it is alive, so a dispatcher waiting out a
+    /// backoff for it should try again now.
+    pub fn peer_seen(&self, remote: &str) {
+        self.1
+            .lock()
+            .expect("retry lock")
+            .insert(remote.to_string());
+    }
+
+    fn take_retry_now(&self, remote: &str) -> bool {
+        self.1.lock().expect("retry lock").remove(remote)
+    }
+
     pub fn get(&self, remote: &str) -> Option<RemoteHealth> {
         self.0.lock().expect("health lock").get(remote).cloned()
     }
@@ -238,9 +254,18 @@ impl Outbound {
                     } else {
                         tracing::warn!(target: "outbound_queue", remote_system = %remote, attempts, retry_in_ms = delay.as_millis() as u64, error = %reason, "Sending to the peer failed; retrying on a timer.");
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => {}
+                    let until = tokio::time::Instant::now() + delay;
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => break,
+                            _ = self.wake.notified() => {
+                                if self.health.take_retry_now(&remote) {
+                                    tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer called us; retrying now.");
+                                    break;
+                                }
+                            }
+                            _ = stop.changed() => break,
+                        }
                     }
                 }
             }

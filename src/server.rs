@@ -91,7 +91,7 @@ pub async fn run(
     let peer_address = peer_listener.address;
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
-    let gate = PeerGate::new(store.clone(), sync.wake_inbound.clone());
+    let gate = PeerGate::new(store.clone(), sync.clone());
     let peer_task = {
         let allowed = sync.allowed.clone();
         let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());

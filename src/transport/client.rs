@@ -22,9 +22,17 @@ pub enum ClientError {
     )]
     Connect { address: String, reason: String },
     #[error("{}: {}", describe_code(.0.code()), .0.message())]
-    Call(#[from] tonic::Status),
+    Call(tonic::Status),
     #[error("{0}")]
     Invalid(String),
+}
+
+// Not `#[from]`: the status is the whole story, and as an error source its
+// own rendering would repeat the message with internals.
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Call(status)
+    }
 }
 
 fn describe_code(code: tonic::Code) -> &'static str {

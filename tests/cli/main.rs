@@ -8,6 +8,7 @@ mod definitions;
 mod durability;
 mod instance;
 mod records;
+mod sync;
 mod tidy;
 mod upgrade;
 mod users;

@@ -21,6 +21,37 @@ pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// Like `wait_until`, but on timeout the failure shows what the instances
+/// logged and queued.
+pub fn wait_for(
+    instances: &[&Instance],
+    what: &str,
+    deadline: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() > deadline {
+            let mut report = String::new();
+            for instance in instances {
+                report.push_str(&format!(
+                    "\n--- {} ---\n{}",
+                    instance.path().display(),
+                    instance.logs()
+                ));
+                for queue in ["outbound", "inbound"] {
+                    let out = instance.cli(&["queue", queue, "list"]);
+                    report.push_str(&String::from_utf8_lossy(&out.stdout));
+                }
+                let out = instance.cli(&["remote", "list", "--json"]);
+                report.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+            panic!("timed out after {deadline:?} waiting for {what}{report}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An instance's data directory (removed with the value).
 pub struct Instance {
     pub dir: tempfile::TempDir,
@@ -278,4 +309,146 @@ pub fn apply_definitions(instance: &Instance) {
     ]);
     let file = instance.file("defs.toml", DEFINITIONS);
     instance.ok(&["apply", file.to_str().unwrap()]);
+}
+
+impl Instance {
+    /// The peer API endpoint of the running server.
+    pub fn peer_endpoint(&self) -> String {
+        let addr = std::fs::read_to_string(self.path().join("peer.addr")).unwrap();
+        format!("https://{}", addr.trim())
+    }
+
+    /// Runs the CLI with a JSON answer.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+}
+
+/// What one side of a sync pair knows about the other.
+pub struct Peer<'a> {
+    pub name: &'a str,
+    pub instance: &'a Instance,
+}
+
+/// Definitions for one side: capture `sc_req_item` for `remote`, and an
+/// inbound flow from it into `sc_req_item`.
+pub fn sync_definitions(
+    remote: &str,
+    endpoint: &str,
+    fingerprint: &str,
+    external_id: &str,
+) -> String {
+    format!(
+        r#"
+[[definition]]
+name = "Software requests"
+
+[[process_event]]
+name = "software_request"
+definition = "Software requests"
+
+[[capture]]
+name = "Capture requests"
+process_event = "software_request"
+table = "sc_req_item"
+fields = ["short_description", "state", "priority"]
+journal_fields = ["comments"]
+
+[[remote_system]]
+name = "{remote}"
+endpoint = "{endpoint}"
+fingerprint = "{fingerprint}"
+external_id = "{external_id}"
+inbound_api_user = "{remote}_api"
+run_as = "{remote}_runas"
+
+[[outbound_flow]]
+name = "Requests to {remote}"
+process_event = "software_request"
+remote_system = "{remote}"
+
+[[inbound_flow]]
+name = "Requests from {remote}"
+process_event = "software_request"
+remote_system = "{remote}"
+table = "sc_req_item"
+"#
+    )
+}
+
+/// Links two running instances both ways: users, definitions, external
+/// ids, tokens, and validation. `a` calls its peer `b.name` and vice versa.
+pub fn link(a: Peer<'_>, b: Peer<'_>) {
+    // Each side's users for the other, and their tokens.
+    let a_api = a
+        .instance
+        .ok(&[
+            "user",
+            "add",
+            &format!("{}_api", b.name),
+            "--roles",
+            "process_sync_api",
+        ])
+        .trim()
+        .to_string();
+    a.instance.ok(&[
+        "user",
+        "add",
+        &format!("{}_runas", b.name),
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    let b_api = b
+        .instance
+        .ok(&[
+            "user",
+            "add",
+            &format!("{}_api", a.name),
+            "--roles",
+            "process_sync_api",
+        ])
+        .trim()
+        .to_string();
+    b.instance.ok(&[
+        "user",
+        "add",
+        &format!("{}_runas", a.name),
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    // Definitions without external ids, to learn the remote systems' sys_ids.
+    let apply = |me: &Peer<'_>, other: &Peer<'_>, external_id: &str| {
+        let text = sync_definitions(
+            other.name,
+            &other.instance.peer_endpoint(),
+            &other.instance.fingerprint,
+            external_id,
+        );
+        let file = me
+            .instance
+            .file(&format!("sync-{}.toml", other.name), &text);
+        me.instance.ok(&["apply", file.to_str().unwrap()]);
+    };
+    apply(&a, &b, "");
+    apply(&b, &a, "");
+    let sys_id = |me: &Peer<'_>, other: &str| {
+        let remotes = me.instance.json(&["remote", "list", "--json"]);
+        remotes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == other)
+            .unwrap()["sys_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let a_record = sys_id(&a, b.name);
+    let b_record = sys_id(&b, a.name);
+    apply(&a, &b, &b_record);
+    apply(&b, &a, &a_record);
+    a.instance.ok(&["remote", "token", b.name, &b_api]);
+    b.instance.ok(&["remote", "token", a.name, &a_api]);
+    a.instance.ok(&["remote", "validate", b.name]);
+    b.instance.ok(&["remote", "validate", a.name]);
 }

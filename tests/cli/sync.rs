@@ -1,0 +1,186 @@
+//! Peer sync between real `serve` processes over pinned mutual TLS.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Instance, Peer, link, wait_for, wait_until};
+
+fn records(instance: &Instance, query: &str) -> Vec<Value> {
+    instance
+        .json(&["record", "list", "sc_req_item", "--query", query, "--json"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn items(instance: &Instance, queue: &str) -> Vec<Value> {
+    instance
+        .json(&["queue", queue, "list", "--json", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_change_travels_to_the_hub_and_the_answer_comes_back_without_echo() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    let remotes = edge.json(&["remote", "list", "--json"]);
+    assert_eq!(remotes[0]["outbound_state"], "Active");
+    assert_eq!(remotes[0]["inbound_state"], "Active");
+
+    let sys_id = edge
+        .ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            "short_description=Need Visio",
+            "state=1",
+            "priority=2",
+        ])
+        .trim()
+        .to_string();
+    edge.ok(&[
+        "journal",
+        "add",
+        "sc_req_item",
+        &sys_id,
+        "comments",
+        "For the new hire",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the request to reach the hub",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=Need Visio").len() == 1,
+    );
+    let arrived = &records(&hub, "short_description=Need Visio")[0];
+    assert_eq!(arrived["fields"]["state"], "1");
+    assert_eq!(arrived["fields"]["priority"], "2");
+    assert_eq!(
+        arrived["fields"]["sys_created_by"], "edge_runas",
+        "inbound flows run as the run-as user"
+    );
+    let hub_id = arrived["fields"]["sys_id"].as_str().unwrap().to_string();
+    wait_until(
+        "the comment to reach the hub",
+        Duration::from_secs(30),
+        || {
+            let record = hub.json(&["record", "get", "sc_req_item", &hub_id, "--json"]);
+            record["journal"].as_array().unwrap().len() == 1
+        },
+    );
+
+    // The edge's items are Processed once the hub acknowledged them.
+    wait_until(
+        "the edge's items to be Processed",
+        Duration::from_secs(30),
+        || {
+            items(&edge, "outbound")
+                .iter()
+                .all(|i| i["status"] == "Processed")
+        },
+    );
+    let inbound = items(&hub, "inbound");
+    assert_eq!(inbound.len(), 2);
+    assert!(
+        inbound.iter().all(|i| i["status"] == "Processed"),
+        "{inbound:?}"
+    );
+    assert_eq!(inbound[0]["sequence"], 1);
+    assert_eq!(inbound[0]["operation"], "create");
+    assert_eq!(inbound[0]["remote_correlation_id"], sys_id.as_str());
+    assert_eq!(inbound[0]["local_correlation_id"], hub_id.as_str());
+    let correlations = hub.json(&["correlation", "list", "--json"]);
+    assert_eq!(correlations[0]["local_correlation_id"], hub_id.as_str());
+    assert_eq!(correlations[0]["remote_correlation_id"], sys_id.as_str());
+    assert_eq!(correlations[0]["state"], "Active");
+    // Applying the edge's change queued nothing back to the edge.
+    assert!(
+        items(&hub, "outbound").is_empty(),
+        "echo: {:?}",
+        items(&hub, "outbound")
+    );
+
+    // The hub fulfils the request; the state comes back to the same record.
+    hub.ok(&["record", "update", "sc_req_item", &hub_id, "state=3"]);
+    wait_until(
+        "the new state to reach the edge",
+        Duration::from_secs(30),
+        || {
+            edge.json(&["record", "get", "sc_req_item", &sys_id, "--json"])["fields"]["state"]
+                == "3"
+        },
+    );
+    assert_eq!(
+        records(&edge, "").len(),
+        1,
+        "the update correlated to the original record"
+    );
+    let edge_correlations = edge.json(&["correlation", "list", "--json"]);
+    assert_eq!(
+        edge_correlations[0]["remote_correlation_id"],
+        hub_id.as_str()
+    );
+    // No echo: the edge did not send the hub's change back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        items(&edge, "outbound").len(),
+        2,
+        "{:?}",
+        items(&edge, "outbound")
+    );
+    let health = edge.json(&["remote", "show", "hub", "--json"]);
+    assert_eq!(health["health"], "Up", "{health}");
+}
+
+#[test]
+fn a_wrong_fingerprint_or_token_is_refused() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+
+    // The edge pins a different certificate for the hub.
+    let other = Instance::init("impostor");
+    let text =
+        crate::support::sync_definitions("hub", &hub.peer_endpoint(), &other.fingerprint, "");
+    let file = edge.file("wrong.toml", &text);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+    let err = edge.fails(&["remote", "validate", "hub"]);
+    assert!(err.contains("pins") || err.contains("certificate"), "{err}");
+    let remotes = edge.json(&["remote", "list", "--json"]);
+    assert_eq!(remotes[0]["outbound_state"], "Disabled");
+
+    // A wrong token: the hub refuses and says why.
+    let text = crate::support::sync_definitions("hub", &hub.peer_endpoint(), &hub.fingerprint, "");
+    let file = edge.file("right.toml", &text);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+    edge.ok(&["remote", "token", "hub", "pst_wrong"]);
+    let err = edge.fails(&["remote", "validate", "hub"]);
+    assert!(err.contains("token"), "{err}");
+    assert!(hub.logs().contains("Refused a peer call"), "{}", hub.logs());
+}
