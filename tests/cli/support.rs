@@ -56,6 +56,18 @@ pub fn wait_for(
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub fingerprint: String,
+    /// The peer port, fixed for the instance's life so peers find it again
+    /// after a restart.
+    pub peer_port: u16,
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Instance {
@@ -78,7 +90,11 @@ impl Instance {
             .expect("init prints the fingerprint")
             .trim()
             .to_string();
-        Instance { dir, fingerprint }
+        Instance {
+            dir,
+            fingerprint,
+            peer_port: free_port(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -96,14 +112,9 @@ impl Instance {
         let log =
             std::fs::File::create(self.path().join(format!("serve-{}.log", now_nanos()))).unwrap();
         let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                "127.0.0.1:0",
-                "--data",
-            ])
+            .args(["serve", "--admin-listen", "127.0.0.1:0", "--peer-listen"])
+            .arg(format!("127.0.0.1:{}", self.peer_port))
+            .arg("--data")
             .arg(self.path())
             .args(extra)
             .stdout(Stdio::null())
@@ -314,8 +325,14 @@ pub fn apply_definitions(instance: &Instance) {
 impl Instance {
     /// The peer API endpoint of the running server.
     pub fn peer_endpoint(&self) -> String {
-        let addr = std::fs::read_to_string(self.path().join("peer.addr")).unwrap();
-        format!("https://{}", addr.trim())
+        format!("https://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Fast retries for tests: 1 s, capped at 2 s.
+    pub fn fast_retries(&self) {
+        self.ok(&["property", "set", "retry.interval", "1"]);
+        self.ok(&["property", "set", "retry.max_interval", "2"]);
+        self.ok(&["property", "set", "heartbeat.interval", "1"]);
     }
 
     /// Runs the CLI with a JSON answer.

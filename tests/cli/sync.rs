@@ -184,3 +184,155 @@ fn a_wrong_fingerprint_or_token_is_refused() {
     assert!(err.contains("token"), "{err}");
     assert!(hub.logs().contains("Refused a peer call"), "{}", hub.logs());
 }
+
+fn all_processed(instance: &Instance, queue: &str) -> bool {
+    let items = items(instance, queue);
+    !items.is_empty() && items.iter().all(|i| i["status"] == "Processed")
+}
+
+#[test]
+fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let mut hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    edge.fast_retries();
+
+    hub_server.stop();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let id = edge
+            .ok(&[
+                "record",
+                "create",
+                "sc_req_item",
+                &format!("short_description=req {n}"),
+                "state=1",
+            ])
+            .trim()
+            .to_string();
+        edge.ok(&["record", "update", "sc_req_item", &id, "state=2"]);
+        edge.ok(&[
+            "record",
+            "update",
+            "sc_req_item",
+            &id,
+            &format!("state={}", 10 + n),
+        ]);
+        ids.push(id);
+    }
+    wait_for(
+        &[&edge],
+        "the edge to notice the hub is down",
+        Duration::from_secs(30),
+        || {
+            let remote = edge.json(&["remote", "show", "hub", "--json"]);
+            remote["health"] == "Down" && remote["attempts"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert!(
+        items(&edge, "outbound")
+            .iter()
+            .all(|i| i["status"] == "Ready")
+    );
+
+    let _hub_server = hub.serve();
+    wait_for(
+        &[&edge, &hub],
+        "everything to be delivered",
+        Duration::from_secs(60),
+        || {
+            all_processed(&edge, "outbound")
+                && items(&hub, "inbound").len() == 30
+                && all_processed(&hub, "inbound")
+        },
+    );
+    let inbound = items(&hub, "inbound");
+    let sequences: Vec<u64> = inbound
+        .iter()
+        .map(|i| i["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sequences,
+        (1..=30).collect::<Vec<_>>(),
+        "in order, exactly once"
+    );
+    for (n, id) in ids.iter().enumerate() {
+        let found = records(&hub, &format!("short_description=req {n}"));
+        assert_eq!(found.len(), 1, "one hub record for {id}");
+        assert_eq!(
+            found[0]["fields"]["state"],
+            format!("{}", 10 + n),
+            "the last update won"
+        );
+    }
+    let remote = edge.json(&["remote", "show", "hub", "--json"]);
+    assert_eq!(remote["outbound_state"], "Active");
+    assert_eq!(remote["attempts"], 0);
+}
+
+#[test]
+fn exhausted_retries_put_the_remote_in_error_and_it_recovers_by_itself() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let mut hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    edge.fast_retries();
+    edge.ok(&["property", "set", "retry.times", "2"]);
+    hub_server.stop();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=while down",
+        "state=1",
+    ]);
+    wait_for(
+        &[&edge],
+        "the outbound state to become Error",
+        Duration::from_secs(60),
+        || edge.json(&["remote", "show", "hub", "--json"])["outbound_state"] == "Error",
+    );
+    assert!(
+        edge.logs().contains("Retries are exhausted"),
+        "{}",
+        edge.logs()
+    );
+    assert!(edge.logs().contains("Error subflow"), "{}", edge.logs());
+    let queued = items(&edge, "outbound");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["status"], "Ready", "items stay queued");
+
+    let _hub_server = hub.serve();
+    wait_for(
+        &[&edge, &hub],
+        "recovery and delivery",
+        Duration::from_secs(60),
+        || {
+            all_processed(&edge, "outbound")
+                && records(&hub, "short_description=while down").len() == 1
+        },
+    );
+    let remote = edge.json(&["remote", "show", "hub", "--json"]);
+    assert_eq!(remote["outbound_state"], "Active", "{remote}");
+}

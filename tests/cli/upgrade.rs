@@ -56,6 +56,7 @@ fn a_format_1_store_opens_with_everything_in_it() {
     let instance = Instance {
         dir,
         fingerprint: String::new(),
+        peer_port: crate::support::free_port(),
     };
     let _server = instance.serve();
     let out = instance.ok(&["record", "get", "incident", &sys_id]);
