@@ -347,15 +347,18 @@ pub struct Peer<'a> {
     pub instance: &'a Instance,
 }
 
-/// Definitions for one side: capture `sc_req_item` for `remote`, and an
-/// inbound flow from it into `sc_req_item`.
-pub fn sync_definitions(
-    remote: &str,
-    endpoint: &str,
-    fingerprint: &str,
-    external_id: &str,
-) -> String {
-    format!(
+/// One remote system block of a definitions file.
+pub struct RemoteSpec<'a> {
+    pub name: &'a str,
+    pub endpoint: String,
+    pub fingerprint: &'a str,
+    pub external_id: String,
+}
+
+/// Definitions for one instance: capture `sc_req_item` for every remote,
+/// and an inbound flow from each into `sc_req_item`.
+pub fn definitions(remotes: &[RemoteSpec<'_>]) -> String {
+    let mut text = String::from(
         r#"
 [[definition]]
 name = "Software requests"
@@ -370,102 +373,143 @@ process_event = "software_request"
 table = "sc_req_item"
 fields = ["short_description", "state", "priority"]
 journal_fields = ["comments"]
-
+"#,
+    );
+    for remote in remotes {
+        let RemoteSpec {
+            name,
+            endpoint,
+            fingerprint,
+            external_id,
+        } = remote;
+        text.push_str(&format!(
+            r#"
 [[remote_system]]
-name = "{remote}"
+name = "{name}"
 endpoint = "{endpoint}"
 fingerprint = "{fingerprint}"
 external_id = "{external_id}"
-inbound_api_user = "{remote}_api"
-run_as = "{remote}_runas"
+inbound_api_user = "{name}_api"
+run_as = "{name}_runas"
 
 [[outbound_flow]]
-name = "Requests to {remote}"
+name = "Requests to {name}"
 process_event = "software_request"
-remote_system = "{remote}"
+remote_system = "{name}"
 
 [[inbound_flow]]
-name = "Requests from {remote}"
+name = "Requests from {name}"
 process_event = "software_request"
-remote_system = "{remote}"
+remote_system = "{name}"
 table = "sc_req_item"
 "#
-    )
+        ));
+    }
+    text
 }
 
-/// Links two running instances both ways: users, definitions, external
-/// ids, tokens, and validation. `a` calls its peer `b.name` and vice versa.
+/// Definitions for one side of one pair.
+pub fn sync_definitions(
+    remote: &str,
+    endpoint: &str,
+    fingerprint: &str,
+    external_id: &str,
+) -> String {
+    definitions(&[RemoteSpec {
+        name: remote,
+        endpoint: endpoint.to_string(),
+        fingerprint,
+        external_id: external_id.to_string(),
+    }])
+}
+
+/// Links two running instances both ways.
 pub fn link(a: Peer<'_>, b: Peer<'_>) {
-    // Each side's users for the other, and their tokens.
-    let a_api = a
-        .instance
-        .ok(&[
-            "user",
-            "add",
-            &format!("{}_api", b.name),
-            "--roles",
-            "process_sync_api",
-        ])
-        .trim()
-        .to_string();
-    a.instance.ok(&[
-        "user",
-        "add",
-        &format!("{}_runas", b.name),
-        "--roles",
-        "process_sync_run_as",
-    ]);
-    let b_api = b
-        .instance
-        .ok(&[
-            "user",
-            "add",
-            &format!("{}_api", a.name),
-            "--roles",
-            "process_sync_api",
-        ])
-        .trim()
-        .to_string();
-    b.instance.ok(&[
-        "user",
-        "add",
-        &format!("{}_runas", a.name),
-        "--roles",
-        "process_sync_run_as",
-    ]);
-    // Definitions without external ids, to learn the remote systems' sys_ids.
-    let apply = |me: &Peer<'_>, other: &Peer<'_>, external_id: &str| {
-        let text = sync_definitions(
-            other.name,
-            &other.instance.peer_endpoint(),
-            &other.instance.fingerprint,
-            external_id,
-        );
-        let file = me
-            .instance
-            .file(&format!("sync-{}.toml", other.name), &text);
-        me.instance.ok(&["apply", file.to_str().unwrap()]);
-    };
-    apply(&a, &b, "");
-    apply(&b, &a, "");
-    let sys_id = |me: &Peer<'_>, other: &str| {
-        let remotes = me.instance.json(&["remote", "list", "--json"]);
-        remotes
-            .as_array()
-            .unwrap()
+    link_all(&[a, b], &[(0, 1)]);
+}
+
+/// Links running instances along `edges` (pairs of indexes into `peers`),
+/// both ways: users, definitions, external ids, tokens and validation. Each
+/// instance calls its peers by their names.
+pub fn link_all(peers: &[Peer<'_>], edges: &[(usize, usize)]) {
+    let neighbours = |i: usize| -> Vec<usize> {
+        edges
             .iter()
-            .find(|r| r["name"] == other)
-            .unwrap()["sys_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+            .filter_map(|&(a, b)| {
+                if a == i {
+                    Some(b)
+                } else if b == i {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
+            .collect()
     };
-    let a_record = sys_id(&a, b.name);
-    let b_record = sys_id(&b, a.name);
-    apply(&a, &b, &b_record);
-    apply(&b, &a, &a_record);
-    a.instance.ok(&["remote", "token", b.name, &b_api]);
-    b.instance.ok(&["remote", "token", a.name, &a_api]);
-    a.instance.ok(&["remote", "validate", b.name]);
-    b.instance.ok(&["remote", "validate", a.name]);
+    // tokens[i][j]: the token of peer i's inbound API user for peer j.
+    let mut tokens = std::collections::HashMap::new();
+    for (i, me) in peers.iter().enumerate() {
+        for j in neighbours(i) {
+            let other = peers[j].name;
+            let token = me.instance.ok(&[
+                "user",
+                "add",
+                &format!("{other}_api"),
+                "--roles",
+                "process_sync_api",
+            ]);
+            me.instance.ok(&[
+                "user",
+                "add",
+                &format!("{other}_runas"),
+                "--roles",
+                "process_sync_run_as",
+            ]);
+            tokens.insert((i, j), token.trim().to_string());
+        }
+    }
+    let apply = |i: usize, external: &dyn Fn(usize, usize) -> String| {
+        let specs: Vec<RemoteSpec<'_>> = neighbours(i)
+            .into_iter()
+            .map(|j| RemoteSpec {
+                name: peers[j].name,
+                endpoint: peers[j].instance.peer_endpoint(),
+                fingerprint: &peers[j].instance.fingerprint,
+                external_id: external(i, j),
+            })
+            .collect();
+        let file = peers[i].instance.file("sync.toml", &definitions(&specs));
+        peers[i].instance.ok(&["apply", file.to_str().unwrap()]);
+    };
+    for i in 0..peers.len() {
+        apply(i, &|_, _| String::new());
+    }
+    // sys_ids[(i, j)]: the sys_id of i's remote system record for j.
+    let mut sys_ids = std::collections::HashMap::new();
+    for (i, me) in peers.iter().enumerate() {
+        let remotes = me.instance.json(&["remote", "list", "--json"]);
+        for j in neighbours(i) {
+            let record = remotes
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == peers[j].name)
+                .unwrap();
+            sys_ids.insert((i, j), record["sys_id"].as_str().unwrap().to_string());
+        }
+    }
+    for i in 0..peers.len() {
+        apply(i, &|me, other| sys_ids[&(other, me)].clone());
+    }
+    for (i, me) in peers.iter().enumerate() {
+        for j in neighbours(i) {
+            me.instance
+                .ok(&["remote", "token", peers[j].name, &tokens[&(j, i)]]);
+        }
+    }
+    for (i, me) in peers.iter().enumerate() {
+        for j in neighbours(i) {
+            me.instance.ok(&["remote", "validate", peers[j].name]);
+        }
+    }
 }

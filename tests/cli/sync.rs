@@ -514,3 +514,125 @@ fn sigkill_of_sender_and_receiver_mid_stream_delivers_every_change_exactly_once_
         );
     }
 }
+
+#[test]
+fn a_chain_passes_changes_along_and_never_echoes() {
+    let a = Instance::init("a");
+    let b = Instance::init("b");
+    let c = Instance::init("c");
+    let _servers = [a.serve(), b.serve(), c.serve()];
+    crate::support::link_all(
+        &[
+            Peer {
+                name: "a",
+                instance: &a,
+            },
+            Peer {
+                name: "b",
+                instance: &b,
+            },
+            Peer {
+                name: "c",
+                instance: &c,
+            },
+        ],
+        &[(0, 1), (1, 2)],
+    );
+    let a_id = a
+        .ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            "short_description=chain",
+            "state=1",
+        ])
+        .trim()
+        .to_string();
+    wait_for(
+        &[&a, &b, &c],
+        "the change to reach c through b",
+        Duration::from_secs(30),
+        || records(&c, "short_description=chain").len() == 1,
+    );
+    // b sent it on to c but not back to a.
+    let b_out = items(&b, "outbound");
+    assert_eq!(b_out.len(), 1, "{b_out:?}");
+    assert_eq!(b_out[0]["remote_system"], "c");
+
+    // c changes it; the change reaches a through b, and goes back nowhere.
+    let c_id = records(&c, "")[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(&["record", "update", "sc_req_item", &c_id, "state=7"]);
+    wait_for(
+        &[&a, &b, &c],
+        "the change to come back to a",
+        Duration::from_secs(30),
+        || a.json(&["record", "get", "sc_req_item", &a_id, "--json"])["fields"]["state"] == "7",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(records(&a, "").len(), 1);
+    assert_eq!(records(&b, "").len(), 1);
+    assert_eq!(records(&c, "").len(), 1);
+    let b_out = items(&b, "outbound");
+    assert_eq!(b_out.len(), 2, "{b_out:?}");
+    assert_eq!(b_out[1]["remote_system"], "a");
+    assert_eq!(
+        items(&a, "outbound").len(),
+        1,
+        "a does not echo c's change back to b"
+    );
+    assert_eq!(items(&c, "outbound").len(), 1, "c sent only its own change");
+}
+
+#[test]
+fn both_sides_create_and_update_at_once() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    for n in 0..5 {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=from edge {n}"),
+        ]);
+        hub.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=from hub {n}"),
+        ]);
+    }
+    wait_for(
+        &[&edge, &hub],
+        "both sides to hold all ten",
+        Duration::from_secs(30),
+        || records(&edge, "").len() == 10 && records(&hub, "").len() == 10,
+    );
+    wait_for(
+        &[&edge, &hub],
+        "all queues to drain",
+        Duration::from_secs(30),
+        || {
+            all_processed(&edge, "outbound")
+                && all_processed(&hub, "outbound")
+                && all_processed(&edge, "inbound")
+                && all_processed(&hub, "inbound")
+        },
+    );
+    assert_eq!(items(&edge, "outbound").len(), 5, "no echo");
+    assert_eq!(items(&hub, "outbound").len(), 5, "no echo");
+}
