@@ -636,3 +636,157 @@ fn both_sides_create_and_update_at_once() {
     assert_eq!(items(&edge, "outbound").len(), 5, "no echo");
     assert_eq!(items(&hub, "outbound").len(), 5, "no echo");
 }
+
+#[test]
+fn an_inbound_error_holds_back_only_its_record_and_waits_for_the_operator() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let config = hub.file("server.toml", "[limits]\nmax_record_bytes = 600\n");
+    let _hub_server = hub.serve_with(&["--config", config.to_str().unwrap()]);
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+
+    let big = format!("short_description={}", "x".repeat(800));
+    let big_id = edge
+        .ok(&["record", "create", "sc_req_item", &big])
+        .trim()
+        .to_string();
+    edge.ok(&["record", "update", "sc_req_item", &big_id, "state=2"]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=small one",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the small record to arrive past the failing one",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=small one").len() == 1,
+    );
+    let inbound = items(&hub, "inbound");
+    assert_eq!(inbound.len(), 3);
+    assert_eq!(inbound[0]["status"], "Error");
+    let error = inbound[0]["error"].as_str().unwrap();
+    assert!(error.contains("over the limit of 600 bytes"), "{error}");
+    assert_eq!(
+        inbound[1]["status"], "Ready",
+        "the same record's next item waits"
+    );
+    assert_eq!(inbound[2]["status"], "Processed", "other records flow on");
+    let errors = hub.json(&["queue", "inbound", "list", "--status", "error", "--json"]);
+    assert_eq!(errors.as_array().unwrap().len(), 1);
+    let shown = hub.json(&["queue", "inbound", "show", "1"]);
+    assert_eq!(shown["error"], error);
+
+    // Retry runs it once more; it fails again and does not loop.
+    let out = hub.ok(&["queue", "inbound", "retry", "1"]);
+    assert!(out.contains("is Ready"), "{out}");
+    wait_for(
+        &[&hub],
+        "the retried item to fail again",
+        Duration::from_secs(30),
+        || hub.json(&["queue", "inbound", "show", "1"])["status"] == "Error",
+    );
+    let err = hub.fails(&["queue", "inbound", "retry", "3"]);
+    assert!(err.contains("only Error items can be retried"), "{err}");
+
+    // Skipping it lets the record's next item through; that one carries the
+    // same oversized snapshot (it creates the record the skipped item did
+    // not), so it fails too, and is skipped as well.
+    hub.ok(&["queue", "inbound", "skip", "1"]);
+    wait_for(
+        &[&hub],
+        "the held item to be tried",
+        Duration::from_secs(30),
+        || hub.json(&["queue", "inbound", "show", "2"])["status"] == "Error",
+    );
+    assert_eq!(
+        hub.json(&["queue", "inbound", "show", "1"])["status"],
+        "Skipped"
+    );
+    hub.ok(&["queue", "inbound", "skip", "2"]);
+    // Fixed at the source, the record arrives.
+    edge.ok(&[
+        "record",
+        "update",
+        "sc_req_item",
+        &big_id,
+        "short_description=now small",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the fixed record to arrive",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=now small").len() == 1,
+    );
+    let arrived = &records(&hub, "short_description=now small")[0];
+    assert_eq!(arrived["fields"]["state"], "2");
+    assert_eq!(
+        hub.json(&["queue", "inbound", "show", "4"])["status"],
+        "Processed"
+    );
+}
+
+#[test]
+fn an_unknown_process_event_is_queued_in_error_not_dropped() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    // The edge starts sending an event the hub has never heard of.
+    let current = edge.ok(&["export"]);
+    let extra = format!(
+        "{current}\n[[process_event]]\nname = \"incident_sync\"\ndefinition = \"Software requests\"\n\n[[capture]]\nname = \"Capture incidents\"\nprocess_event = \"incident_sync\"\ntable = \"incident\"\nfields = [\"*\"]\n\n[[outbound_flow]]\nname = \"Incidents to hub\"\nprocess_event = \"incident_sync\"\nremote_system = \"hub\"\n"
+    );
+    let file = edge.file("extra.toml", &extra);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+    edge.ok(&["record", "create", "incident", "short_description=printer"]);
+    wait_for(
+        &[&edge, &hub],
+        "the item to be queued at the hub",
+        Duration::from_secs(30),
+        || items(&hub, "inbound").len() == 1,
+    );
+    let item = &items(&hub, "inbound")[0];
+    assert_eq!(item["status"], "Error");
+    assert!(
+        item["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown process event `incident_sync`"),
+        "{item}"
+    );
+    // The sender's item is Processed: the hub has it, durably.
+    wait_for(
+        &[&edge],
+        "the edge's item to be acknowledged",
+        Duration::from_secs(30),
+        || all_processed(&edge, "outbound"),
+    );
+    // Validation now names the problem.
+    let err = edge.fails(&["remote", "validate", "hub"]);
+    assert!(
+        err.contains("process event `incident_sync` does not exist on `hub`"),
+        "{err}"
+    );
+}
