@@ -128,6 +128,13 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Run two linked instances on this machine through a sample process
+    /// (an edge office requests software, the hub fulfils it), narrated.
+    Demo {
+        /// Keep the instances' data directories afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Measure the instance.
     Bench {
         #[command(subcommand)]
@@ -485,6 +492,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command,
             connection,
         } => property(command, &connection).await,
+        Command::Demo { keep } => crate::demo::run(keep).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => crate::bench::run(command).await.map(|()| ExitCode::SUCCESS),
     }
 }

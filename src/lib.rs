@@ -38,6 +38,8 @@ pub mod outbound;
 pub mod transport;
 /// `serve`: running an instance and shutting it down.
 pub mod server;
+/// The demo: two instances running a sample process.
+pub mod demo;
 /// The benchmark command.
 pub mod bench;
 /// The command line.

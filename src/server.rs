@@ -97,15 +97,7 @@ pub async fn run(
         let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            crate::transport::peer::serve(
-                gate,
-                peer_listener,
-                &cert,
-                &key,
-                allowed,
-                wait_for(stopped),
-            )
-            .await
+            crate::transport::peer::serve(gate, peer_listener, &cert, &key, allowed, stopped).await
         })
     };
     let outbound_task = tokio::spawn(
@@ -157,14 +149,6 @@ fn write_address(path: &std::path::Path, address: SocketAddr) -> Result<(), Stor
     std::fs::write(&partial, format!("{address}\n"))
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", path.display())))
-}
-
-async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
-    while !*stopped.borrow() {
-        if stopped.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Completes on SIGTERM or SIGINT.

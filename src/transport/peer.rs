@@ -5,7 +5,6 @@
 //! certificate and the peer's pinned fingerprint. Conversions between wire
 //! and domain types live here and nowhere else.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -73,6 +72,9 @@ fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
 
 struct PeerService {
     gate: PeerGate,
+    /// Set when the instance shuts down: open streams end so the listener
+    /// can close.
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 type SyncDownStream =
@@ -130,9 +132,14 @@ impl Peer for PeerService {
         let mut incoming = request.into_inner();
         let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
         let gate = self.gate.clone();
+        let mut stopped = self.stopped.clone();
         tokio::spawn(async move {
             loop {
-                let first = match incoming.message().await {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = stopped.changed() => break,
+                };
+                let first = match next {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {
@@ -222,8 +229,18 @@ pub async fn serve(
     cert_pem: &str,
     key_pem: &str,
     allowed: tls::AllowedPeers,
-    shutdown: impl Future<Output = ()>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
+    let shutdown = {
+        let mut stopped = stopped.clone();
+        async move {
+            while !*stopped.borrow() {
+                if stopped.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
     let config = tls::server_config(cert_pem, key_pem, allowed)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (connections, incoming) = tokio::sync::mpsc::channel(64);
@@ -261,7 +278,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(
-            PeerServer::new(PeerService { gate }).max_decoding_message_size(64 * 1024 * 1024),
+            PeerServer::new(PeerService { gate, stopped })
+                .max_decoding_message_size(64 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await

@@ -5,6 +5,7 @@ mod support;
 
 mod capture;
 mod definitions;
+mod demo;
 mod durability;
 mod instance;
 mod records;
