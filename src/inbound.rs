@@ -301,6 +301,7 @@ impl Processor {
                     tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
                     blocked.insert(key);
                     tick.errors += 1;
+                    self.on_error(&applied).await;
                 }
                 _ => {
                     tracing::debug!(target: "inbound_queue", id = applied.id, operation = applied.operation.as_str(), local = %applied.local_correlation_id, "Applied an inbound item.");
@@ -309,6 +310,39 @@ impl Processor {
             }
         }
         Ok(tick)
+    }
+
+    /// The inbound flow's `on_error` steps for an item that went to Error.
+    async fn on_error(&self, item: &crate::queue::InboundItem) {
+        let store = self.store.clone();
+        let (event, remote) = (item.process_event.clone(), item.remote_system.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let config = store.sync_config()?;
+            let steps = config
+                .inbound_flows
+                .into_iter()
+                .find(|f| f.process_event == event && f.remote_system == remote)
+                .map(|f| f.on_error)
+                .unwrap_or_default();
+            Ok::<_, StoreError>((steps, store.instance()?.name))
+        })
+        .await;
+        let Ok(Ok((steps, instance))) = found else {
+            return;
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let event = crate::subflow::ErrorEvent {
+            kind: "inbound_item_error".to_string(),
+            instance,
+            remote_system: item.remote_system.clone(),
+            error: item.error.clone().unwrap_or_default(),
+            attempts: 1,
+            item_id: Some(item.id),
+            time: crate::ids::format_time(crate::ids::now_millis()),
+        };
+        crate::subflow::run(&steps, &event).await;
     }
 
     /// Runs passes until `stop`, waking on `notify` or every second.

@@ -22,6 +22,8 @@ pub mod config;
 pub mod capture;
 /// Inbound flows: mapping a received payload onto a local write.
 pub mod flow;
+/// Error handling steps: log, webhook, command.
+pub mod subflow;
 /// The redb store: the only module that touches the database.
 pub mod store;
 /// The instance's TLS identity.

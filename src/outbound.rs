@@ -533,10 +533,38 @@ impl Outbound {
         .map_err(|e| e.to_string())
     }
 
-    /// The remote system's error handling: always a log event; more steps
-    /// (webhook, command) come with error subflows.
+    /// The remote system's error subflow: its configured steps, or a log
+    /// event when it has none.
     async fn run_error_handling(&self, remote: &str, reason: &str, attempts: u32) {
-        tracing::error!(target: "outbound_queue", remote_system = %remote, attempts, error = %reason, "Error subflow: the remote system needs attention.");
+        let store = self.store.clone();
+        let name = remote.to_string();
+        let found = tokio::task::spawn_blocking(move || {
+            let steps = store
+                .remote_systems()?
+                .into_iter()
+                .find(|r| r.spec.name == name)
+                .map(|r| r.spec.error_subflow)
+                .unwrap_or_default();
+            Ok::<_, crate::store::StoreError>((steps, store.instance()?.name))
+        })
+        .await;
+        let (mut steps, instance) = match found {
+            Ok(Ok(found)) => found,
+            _ => (Vec::new(), String::new()),
+        };
+        if steps.is_empty() {
+            steps.push(crate::subflow::Step::Log);
+        }
+        let event = crate::subflow::ErrorEvent {
+            kind: "remote_system_error".to_string(),
+            instance,
+            remote_system: remote.to_string(),
+            error: reason.to_string(),
+            attempts,
+            item_id: None,
+            time: format_time(now_millis()),
+        };
+        crate::subflow::run(&steps, &event).await;
     }
 }
 

@@ -135,6 +135,10 @@ pub struct RemoteSystem {
     pub inbound_api_user: String,
     /// The local user inbound flows from this peer run as.
     pub run_as: String,
+    /// Steps run when the outbound state becomes Error (retries exhausted,
+    /// or the peer refused us).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_subflow: Vec<crate::subflow::Step>,
 }
 
 /// Links a process event to a remote system for sending.
@@ -162,6 +166,9 @@ pub struct InboundFlow {
     /// Field mapping. Empty: every field arrives under its own name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub map: Vec<FieldMap>,
+    /// Steps run when one of this flow's items goes to Error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_error: Vec<crate::subflow::Step>,
 }
 
 /// One mapped target field: copied from a payload field (its value, or its
@@ -464,6 +471,16 @@ impl SyncConfig {
                     format!("{kind}: {message}"),
                 );
             }
+            for step in &remote.error_subflow {
+                if let Err(message) = step.check() {
+                    report(
+                        "remote_system",
+                        i,
+                        "error_subflow",
+                        format!("{kind}: error_subflow: {message}"),
+                    );
+                }
+            }
             for (key, user) in [
                 ("inbound_api_user", &remote.inbound_api_user),
                 ("run_as", &remote.run_as),
@@ -538,6 +555,16 @@ impl SyncConfig {
             }
         }
         for (i, flow) in self.inbound_flows.iter().enumerate() {
+            for step in &flow.on_error {
+                if let Err(message) = step.check() {
+                    report(
+                        "inbound_flow",
+                        i,
+                        "on_error",
+                        format!("inbound_flow `{}`: on_error: {message}", flow.name),
+                    );
+                }
+            }
             for map in &flow.map {
                 let kind = format!("inbound_flow `{}`", flow.name);
                 if let Err(message) = check_name("field", &map.to) {

@@ -281,8 +281,44 @@ fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
     assert_eq!(remote["attempts"], 0);
 }
 
+/// A one-shot HTTP server: returns its address and the body it receives.
+fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (bodies, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                        let _ = bodies.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (address, received)
+}
+
 #[test]
-fn exhausted_retries_put_the_remote_in_error_and_it_recovers_by_itself() {
+fn exhausted_retries_put_the_remote_in_error_run_its_subflow_and_it_recovers_by_itself() {
     let edge = Instance::init("edge");
     let hub = Instance::init("hub");
     let _edge_server = edge.serve();
@@ -299,6 +335,28 @@ fn exhausted_retries_put_the_remote_in_error_and_it_recovers_by_itself() {
     );
     edge.fast_retries();
     edge.ok(&["property", "set", "retry.times", "2"]);
+
+    // The hub's error subflow: a log event, a webhook, a command.
+    let (webhook, bodies) = webhook_receiver();
+    let marker = edge.path().join("subflow.env");
+    let subflow = format!(
+        "error_subflow = [{{ action = \"log\" }}, {{ action = \"webhook\", url = \"http://{webhook}/alerts\" }}, {{ action = \"command\", command = \"/bin/sh\", args = [\"-c\", \"env | grep ^PROCSYNC_ > {}\"] }}]\n",
+        marker.display()
+    );
+    let exported = edge.ok(&["export"]);
+    assert!(exported.contains("run_as = \"hub_runas\"\n"), "{exported}");
+    let with_subflow = exported.replace(
+        "run_as = \"hub_runas\"\n",
+        &format!("run_as = \"hub_runas\"\n{subflow}"),
+    );
+    let file = edge.file("subflow.toml", &with_subflow);
+    let out = edge.ok(&["apply", file.to_str().unwrap()]);
+    assert!(out.contains("changed remote_system `hub`"), "{out}");
+    assert_eq!(
+        edge.json(&["remote", "show", "hub", "--json"])["outbound_state"],
+        "Active"
+    );
+
     hub_server.stop();
     edge.ok(&[
         "record",
@@ -318,7 +376,29 @@ fn exhausted_retries_put_the_remote_in_error_and_it_recovers_by_itself() {
         "{}",
         edge.logs()
     );
-    assert!(edge.logs().contains("Error subflow"), "{}", edge.logs());
+    assert!(
+        edge.logs().contains("Error subflow: hub needs attention"),
+        "{}",
+        edge.logs()
+    );
+    let body: Value =
+        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    assert_eq!(body["kind"], "remote_system_error");
+    assert_eq!(body["remote_system"], "hub");
+    assert_eq!(body["instance"], "edge");
+    assert_eq!(body["attempts"], 3);
+    assert!(
+        body["error"].as_str().unwrap().contains("connect"),
+        "{body}"
+    );
+    wait_until("the command step to run", Duration::from_secs(30), || {
+        marker.exists()
+    });
+    let env = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        env.contains("PROCSYNC_REMOTE_SYSTEM=hub") && env.contains("PROCSYNC_ATTEMPTS=3"),
+        "{env}"
+    );
     let queued = items(&edge, "outbound");
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0]["status"], "Ready", "items stay queued");
@@ -655,6 +735,21 @@ fn an_inbound_error_holds_back_only_its_record_and_waits_for_the_operator() {
         },
     );
 
+    // The hub's inbound flow runs a command when an item goes to Error.
+    let marker = hub.path().join("on_error.env");
+    let exported = hub.ok(&["export"]);
+    let (head, tail) = exported.rsplit_once("table = \"sc_req_item\"\n").unwrap();
+    let with_on_error = format!(
+        "{head}table = \"sc_req_item\"\non_error = [{{ action = \"command\", command = \"/bin/sh\", args = [\"-c\", \"env | grep ^PROCSYNC_ >> {}\"] }}]\n{tail}",
+        marker.display()
+    );
+    let file = hub.file("on_error.toml", &with_on_error);
+    let out = hub.ok(&["apply", file.to_str().unwrap()]);
+    assert!(
+        out.contains("changed inbound_flow `Requests from edge`"),
+        "{out}"
+    );
+
     let big = format!("short_description={}", "x".repeat(800));
     let big_id = edge
         .ok(&["record", "create", "sc_req_item", &big])
@@ -687,6 +782,16 @@ fn an_inbound_error_holds_back_only_its_record_and_waits_for_the_operator() {
     assert_eq!(errors.as_array().unwrap().len(), 1);
     let shown = hub.json(&["queue", "inbound", "show", "1"]);
     assert_eq!(shown["error"], error);
+    wait_until(
+        "the flow's on_error step to run",
+        Duration::from_secs(30),
+        || marker.exists(),
+    );
+    let env = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        env.contains("PROCSYNC_EVENT=inbound_item_error") && env.contains("PROCSYNC_ITEM=1"),
+        "{env}"
+    );
 
     // Retry runs it once more; it fails again and does not loop.
     let out = hub.ok(&["queue", "inbound", "retry", "1"]);
