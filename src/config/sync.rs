@@ -169,6 +169,9 @@ pub struct InboundFlow {
     /// Steps run when one of this flow's items goes to Error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_error: Vec<crate::subflow::Step>,
+    /// A Rhai script run after the mapping (see `flow::run_inbound`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script: String,
 }
 
 /// One mapped target field: copied from a payload field (its value, or its
@@ -555,6 +558,16 @@ impl SyncConfig {
             }
         }
         for (i, flow) in self.inbound_flows.iter().enumerate() {
+            if !flow.script.trim().is_empty() {
+                if let Err(message) = crate::flow::check_script(&flow.script) {
+                    report(
+                        "inbound_flow",
+                        i,
+                        "script",
+                        format!("inbound_flow `{}`: {message}", flow.name),
+                    );
+                }
+            }
             for step in &flow.on_error {
                 if let Err(message) = step.check() {
                     report(

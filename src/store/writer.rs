@@ -20,6 +20,7 @@ use super::{Actor, RemoteState, StoreError, StoredSyncObject, read_sync_objects}
 use crate::capture::{CaptureIndex, Captured, Change};
 use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
+use crate::flow::FlowOutcome;
 use crate::ids::{hex, is_sys_id, new_sys_id, now_millis, token_hash};
 use crate::queue::{Correlation, InboundItem, OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name};
@@ -279,9 +280,9 @@ where
             }
             let prefix = format!("write {} of {n_writes}: ", i + 1);
             match e {
-                StoreError::Invalid(m) => StoreError::Invalid(prefix + &m),
-                StoreError::NotFound(m) => StoreError::NotFound(prefix + &m),
-                StoreError::Conflict(m) => StoreError::Conflict(prefix + &m),
+                StoreError::Invalid(m) => StoreError::Invalid(prefix + m.as_str()),
+                StoreError::NotFound(m) => StoreError::NotFound(prefix + m.as_str()),
+                StoreError::Conflict(m) => StoreError::Conflict(prefix + m.as_str()),
                 other => other,
             }
         })?;
@@ -965,12 +966,16 @@ pub fn apply_inbound(
         return Ok(item);
     }
     match run_flow(txn, &item, run_as, limits)? {
-        Ok(local_id) => {
+        FlowResult::Applied(local_id) => {
             item.status = QueueStatus::Processed;
             item.local_correlation_id = local_id;
             item.error = None;
         }
-        Err(problem) => {
+        FlowResult::Skipped(reason) => {
+            item.status = QueueStatus::Skipped;
+            item.error = Some(format!("skipped by the flow's script: {reason}"));
+        }
+        FlowResult::Failed(problem) => {
             item.status = QueueStatus::Error;
             item.error = Some(problem);
         }
@@ -983,24 +988,23 @@ pub fn apply_inbound(
     Ok(item)
 }
 
-/// The flow itself: `Ok(Ok(local sys_id))` applied, `Ok(Err(problem))` the
-/// item is at fault (nothing written), `Err` storage failed.
+/// The flow itself; `Err` only when storage failed.
 fn run_flow(
     txn: &mut Txn<'_>,
     item: &InboundItem,
     run_as: &Actor,
     limits: &RecordWriteLimits,
-) -> Result<Result<String, String>, StoreError> {
+) -> Result<FlowResult, StoreError> {
     let payload: crate::queue::Payload = match serde_json::from_str(&item.payload) {
         Ok(payload) => payload,
-        Err(e) => return Ok(Err(format!("malformed payload: {e}"))),
+        Err(e) => return Ok(FlowResult::Failed(format!("malformed payload: {e}"))),
     };
     let Some(flow) = txn
         .capture
         .inbound_flow(&item.process_event, &item.remote_system)
         .cloned()
     else {
-        return Ok(Err(format!(
+        return Ok(FlowResult::Failed(format!(
             "no inbound flow receives process event `{}` from remote system `{}`; add one and retry this item",
             item.process_event, item.remote_system
         )));
@@ -1038,8 +1042,8 @@ fn run_flow(
     };
 
     let write =
-        match crate::flow::basic_inbound(&flow, item.operation, &payload, correlated.as_deref()) {
-            Ok(Some(mut write)) => {
+        match crate::flow::run_inbound(&flow, item.operation, &payload, correlated.as_deref()) {
+            FlowOutcome::Write(mut write) => {
                 if write.operation == Operation::Create {
                     write
                         .fields
@@ -1047,8 +1051,9 @@ fn run_flow(
                 }
                 write
             }
-            Ok(None) => return Ok(Ok(correlated.unwrap_or_default())),
-            Err(problem) => return Ok(Err(problem)),
+            FlowOutcome::Nothing => return Ok(FlowResult::Applied(correlated.unwrap_or_default())),
+            FlowOutcome::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
+            FlowOutcome::Error(problem) => return Ok(FlowResult::Failed(problem)),
         };
     let prepared = {
         let records = txn.txn.open_table(RECORDS)?;
@@ -1065,7 +1070,7 @@ fn run_flow(
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(StoreError::Invalid(m) | StoreError::NotFound(m) | StoreError::Conflict(m)) => {
-            return Ok(Err(format!(
+            return Ok(FlowResult::Failed(format!(
                 "inbound flow `{}` (running as `{}`) could not write to `{}`: {m}",
                 flow.name, run_as.user, flow.table
             )));
@@ -1103,5 +1108,15 @@ fn run_flow(
         ),
         (flow.table.as_str(), local_id.as_str()),
     )?;
-    Ok(Ok(local_id))
+    Ok(FlowResult::Applied(local_id))
+}
+
+/// What running an item's flow came to.
+enum FlowResult {
+    /// Applied to this local record (empty when nothing needed doing).
+    Applied(String),
+    /// The flow's script skipped the item.
+    Skipped(String),
+    /// The item is at fault; nothing was written.
+    Failed(String),
 }

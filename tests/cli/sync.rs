@@ -895,3 +895,107 @@ fn an_unknown_process_event_is_queued_in_error_not_dropped() {
         "{err}"
     );
 }
+
+#[test]
+fn inbound_flows_map_fields_and_run_sandboxed_scripts() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    let exported = hub.ok(&["export"]);
+    let (head, tail) = exported.rsplit_once("table = \"sc_req_item\"\n").unwrap();
+    let flow = r#"table = "sc_req_item"
+map = [
+    { to = "u_summary", from = "short_description" },
+    { to = "state", from = "state" },
+    { to = "u_source", constant = "edge office" },
+]
+script = """
+if payload.fields.state == "9" { skip("state 9 stays at the edge") }
+if payload.fields.state == "8" { throw "state 8 needs a person" }
+fields.u_note = "raised by " + payload.metadata.changed_by;
+"""
+"#;
+    let file = hub.file("flow.toml", &format!("{head}{flow}{tail}"));
+    hub.ok(&["apply", file.to_str().unwrap()]);
+    let exported = hub.ok(&["export"]);
+    assert!(
+        exported.contains("u_summary") && exported.contains("raised by"),
+        "{exported}"
+    );
+
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=mapped",
+        "state=1",
+    ]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=skipped",
+        "state=9",
+    ]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=refused",
+        "state=8",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "three items to be handled",
+        Duration::from_secs(30),
+        || {
+            let items = items(&hub, "inbound");
+            items.len() == 3 && items.iter().all(|i| i["status"] != "Ready")
+        },
+    );
+    let inbound = items(&hub, "inbound");
+    assert_eq!(inbound[0]["status"], "Processed");
+    assert_eq!(inbound[1]["status"], "Skipped");
+    assert!(
+        inbound[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("state 9 stays at the edge")
+    );
+    assert_eq!(inbound[2]["status"], "Error");
+    assert!(
+        inbound[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("state 8 needs a person")
+    );
+    let hub_records = records(&hub, "");
+    assert_eq!(hub_records.len(), 1);
+    let fields = &hub_records[0]["fields"];
+    assert_eq!(fields["u_summary"], "mapped");
+    assert_eq!(fields["state"], "1");
+    assert_eq!(fields["u_source"], "edge office");
+    assert_eq!(fields["u_note"], "raised by admin");
+    assert!(
+        fields.get("short_description").is_none(),
+        "only mapped fields arrive"
+    );
+
+    // A script that does not compile is refused at validate time, with its line.
+    let bad =
+        format!("{head}table = \"sc_req_item\"\nscript = \"\"\"\nfields.x = \n\"\"\"\n{tail}");
+    let file = hub.file("bad.toml", &bad);
+    let err = hub.fails(&["config", "validate", file.to_str().unwrap()]);
+    assert!(err.contains("script does not compile"), "{err}");
+}
