@@ -59,6 +59,9 @@ pub struct SyncRuntime {
     pub wake_outbound: Arc<tokio::sync::Notify>,
     /// Wakes the inbound processor (retries, skips).
     pub wake_inbound: Arc<tokio::sync::Notify>,
+    /// Tells the inbound processor to look at every item again (an
+    /// operator changed one).
+    pub rescan_inbound: Arc<std::sync::atomic::AtomicBool>,
     pub health: crate::outbound::HealthBoard,
 }
 
@@ -616,6 +619,9 @@ impl Api {
         let value = match queue.as_str() {
             "inbound" => {
                 let item = self.store.set_inbound_status(id, status).await?;
+                self.sync
+                    .rescan_inbound
+                    .store(true, std::sync::atomic::Ordering::Release);
                 self.sync.wake_inbound.notify_one();
                 serde_json::to_value(item).expect("items serialize")
             }

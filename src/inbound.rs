@@ -243,35 +243,68 @@ pub struct Tick {
 pub struct Processor {
     store: Arc<Store>,
     limits: RecordWriteLimits,
+    /// Items up to this id are known not to be Ready: scans start after it.
+    cursor: u64,
+    /// Records with an item in Error; `None` until read from the store.
+    blocked: Option<HashSet<(String, String)>>,
+    /// Set by operator actions (retry, skip): rescan from the start.
+    rescan: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Most items taken into one pass.
+const ITEMS_PER_PASS: usize = 1000;
+
 impl Processor {
-    pub fn new(store: Arc<Store>, limits: RecordWriteLimits) -> Processor {
-        Processor { store, limits }
+    pub fn new(
+        store: Arc<Store>,
+        limits: RecordWriteLimits,
+        rescan: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Processor {
+        Processor {
+            store,
+            limits,
+            cursor: 0,
+            blocked: None,
+            rescan,
+        }
     }
 
     /// One pass over the Ready items.
-    pub async fn tick(&self) -> Result<Tick, StoreError> {
+    pub async fn tick(&mut self) -> Result<Tick, StoreError> {
+        let rescan = self.rescan.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if rescan || self.blocked.is_none() {
+            let store = self.store.clone();
+            let blocked = tokio::task::spawn_blocking(move || store.blocked_correlations())
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()))??;
+            self.blocked = Some(blocked);
+            self.cursor = 0;
+        }
         let store = self.store.clone();
-        let (items, mut blocked, remotes, users) = tokio::task::spawn_blocking(move || {
+        let after = self.cursor;
+        let (items, remotes, users) = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((
-                store.ready_inbound(0, 10_000)?,
-                store.blocked_correlations()?,
+                store.ready_inbound(after, ITEMS_PER_PASS)?,
                 store.remote_systems()?,
                 store.users()?,
             ))
         })
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))??;
+        let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();
         let mut held_now: HashSet<(String, String)> = HashSet::new();
+        let mut first_held: Option<u64> = None;
+        let mut last_seen = self.cursor;
         for item in items {
+            last_seen = last_seen.max(item.id);
             let key = (
                 item.remote_system.clone(),
                 item.remote_correlation_id.clone(),
             );
             if blocked.contains(&key) || held_now.contains(&key) {
                 tick.held += 1;
+                first_held.get_or_insert(item.id);
                 continue;
             }
             let run_as = remotes
@@ -289,6 +322,7 @@ impl Processor {
                     tracing::error!(target: "inbound_queue", remote_system = %item.remote_system, "The remote system's run-as user is missing or lacks a role that may write records; inbound items wait.");
                     held_now.insert(key);
                     tick.held += 1;
+                    first_held.get_or_insert(item.id);
                     continue;
                 }
             };
@@ -309,6 +343,17 @@ impl Processor {
                 }
             }
         }
+        // Held items are looked at again; everything before them is done.
+        self.cursor = match first_held {
+            Some(id) => id - 1,
+            None => last_seen,
+        };
+        self.blocked = Some(blocked);
+        // Held items are looked at again; everything before them is done.
+        self.cursor = match first_held {
+            Some(id) => id - 1,
+            None => last_seen,
+        };
         Ok(tick)
     }
 
@@ -347,7 +392,7 @@ impl Processor {
 
     /// Runs passes until `stop`, waking on `notify` or every second.
     pub async fn run(
-        self,
+        mut self,
         notify: Arc<tokio::sync::Notify>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {

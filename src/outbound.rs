@@ -238,6 +238,12 @@ impl Outbound {
                     };
                     let delay = policy.delay(attempts, jitter_seed(&remote, attempts));
                     let next = now_millis() + delay.as_millis() as u64;
+                    // Items that were in flight carry the failure and the
+                    // next attempt's time until they go again.
+                    let _ = self
+                        .store
+                        .reset_running(remote.clone(), Some((reason.clone(), next)))
+                        .await;
                     self.health.update(&remote, |h| {
                         h.health = Health::Down;
                         h.last_error = Some(reason.clone());
@@ -335,7 +341,7 @@ impl Outbound {
         };
         // Items left Running by an earlier session or process go again; the
         // peer drops the ones it already has.
-        if let Err(e) = self.store.reset_running(remote.to_string()).await {
+        if let Err(e) = self.store.reset_running(remote.to_string(), None).await {
             return SessionEnd::Failed(CallError::Transient(e.to_string()));
         }
         let (interval, slow) = self

@@ -82,8 +82,15 @@ pub struct OutboundItem {
     pub attempts: u32,
     #[serde(default)]
     pub next_attempt_on: Option<Millis>,
+    /// When the item was last sent (Running); with `processed_on`, the
+    /// processing time.
+    #[serde(default)]
+    pub sent_on: Option<Millis>,
     #[serde(default)]
     pub processed_on: Option<Millis>,
+    /// The last failure to deliver it, kept after it is delivered.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// What a captured change carries to the peer.

@@ -113,7 +113,8 @@ pub async fn run(
         max_record_bytes: config.limits.max_record_bytes,
     };
     let inbound_task = tokio::spawn(
-        Processor::new(store.clone(), limits).run(sync.wake_inbound.clone(), stopped.clone()),
+        Processor::new(store.clone(), limits, sync.rescan_inbound.clone())
+            .run(sync.wake_inbound.clone(), stopped.clone()),
     );
 
     let api = Api::new(store.clone(), config.limits.clone(), sync);

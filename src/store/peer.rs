@@ -274,10 +274,12 @@ impl Store {
 
     /// Marks outbound items Running (being sent).
     pub async fn mark_outbound_running(&self, ids: Vec<u64>) -> Result<(), StoreError> {
-        self.update_outbound(ids, |item, _| {
+        self.update_outbound(ids, |item, now| {
             if item.status == QueueStatus::Ready {
                 item.status = QueueStatus::Running;
                 item.attempts += 1;
+                item.sent_on = Some(now);
+                item.next_attempt_on = None;
             }
         })
         .await
@@ -336,8 +338,13 @@ impl Store {
     }
 
     /// Puts `remote`'s Running items back to Ready (after a broken stream or
-    /// a restart: the peer drops any it already has).
-    pub async fn reset_running(&self, remote: String) -> Result<usize, StoreError> {
+    /// a restart: the peer drops any it already has), noting why and when
+    /// the next attempt is due: the retry metadata an operator sees.
+    pub async fn reset_running(
+        &self,
+        remote: String,
+        failure: Option<(String, u64)>,
+    ) -> Result<usize, StoreError> {
         self.writer
             .submit(move |txn| {
                 let index = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
@@ -354,6 +361,10 @@ impl Store {
                     let mut item: OutboundItem = decode(&value)?;
                     if item.status == QueueStatus::Running {
                         item.status = QueueStatus::Ready;
+                        if let Some((error, next_attempt_on)) = &failure {
+                            item.last_error = Some(error.clone());
+                            item.next_attempt_on = Some(*next_attempt_on);
+                        }
                         outbound.insert(id, encode(&item).as_slice())?;
                         n += 1;
                     }

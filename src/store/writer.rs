@@ -374,7 +374,9 @@ pub(super) fn write_prepared(
                 error: None,
                 attempts: 0,
                 next_attempt_on: None,
+                sent_on: None,
                 processed_on: None,
+                last_error: None,
             };
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
