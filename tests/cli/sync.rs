@@ -245,6 +245,9 @@ fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
             .iter()
             .all(|i| i["status"] == "Ready")
     );
+    let remote = edge.json(&["remote", "show", "hub", "--json"]);
+    assert!(remote["last_error"].as_str().unwrap().contains("connect"), "{remote}");
+    assert_eq!(remote["next_attempt_on"].as_str().unwrap().len(), 19, "{remote}");
 
     let _hub_server = hub.serve();
     wait_for(
