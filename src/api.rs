@@ -66,14 +66,28 @@ pub struct SyncRuntime {
 }
 
 impl SyncRuntime {
-    /// Accepts exactly the fingerprints the remote systems pin.
+    /// Accepts exactly the fingerprints the remote systems pin, and tells
+    /// the dispatchers which remotes are Disabled.
     pub fn refresh_allowed(&self, store: &Store) -> Result<(), StoreError> {
-        let fingerprints = store
-            .remote_systems()?
-            .into_iter()
+        let remotes = store.remote_systems()?;
+        let fingerprints = remotes
+            .iter()
             .filter_map(|r| crate::config::sync::normalize_fingerprint(&r.spec.fingerprint).ok());
         self.allowed.replace(fingerprints);
+        self.health.set_disabled(
+            remotes
+                .iter()
+                .filter(|r| r.outbound_state == RemoteState::Disabled)
+                .map(|r| r.spec.name.clone()),
+        );
         Ok(())
+    }
+
+    async fn refresh(&self, store: &Arc<Store>) -> Result<(), StoreError> {
+        let (sync, store) = (self.clone(), store.clone());
+        tokio::task::spawn_blocking(move || sync.refresh_allowed(&store))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?
     }
 }
 
@@ -491,7 +505,28 @@ impl Api {
                 }
                 problems.extend(answer.problems);
             }
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => {
+                let text = e.to_string();
+                // With TLS 1.3 a peer that refuses our certificate does so
+                // after the handshake: the call just breaks off.
+                let broken_off = [
+                    "canceled",
+                    "closed",
+                    "reset",
+                    "broken pipe",
+                    "unexpected end",
+                ]
+                .iter()
+                .any(|word| text.to_lowercase().contains(word));
+                if broken_off {
+                    problems.push(format!(
+                        "the peer broke the connection off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
+                        instance.fingerprint
+                    ));
+                } else {
+                    problems.push(text);
+                }
+            }
         }
         if problems.is_empty() {
             self.store
@@ -501,6 +536,7 @@ impl Api {
                     Some(RemoteState::Active),
                 )
                 .await?;
+            self.sync.refresh(&self.store).await?;
             self.sync.wake_outbound.notify_waiters();
             tracing::info!(target: "transport", remote_system = %name, "Remote system validated; outbound and inbound states are Active.");
         } else {
@@ -522,6 +558,7 @@ impl Api {
                 Some(RemoteState::Disabled),
             )
             .await?;
+        self.sync.refresh(&self.store).await?;
         self.sync.wake_outbound.notify_waiters();
         self.remote_view(&name).await
     }

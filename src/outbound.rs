@@ -84,9 +84,21 @@ pub struct RemoteHealth {
 pub struct HealthBoard(
     Arc<Mutex<HashMap<String, RemoteHealth>>>,
     Arc<Mutex<BTreeSet<String>>>,
+    /// Remote systems that are Disabled: dispatchers stop sending to them
+    /// at once, before their next look at the store.
+    Arc<Mutex<BTreeSet<String>>>,
 );
 
 impl HealthBoard {
+    /// Records which remote systems are Disabled, from the store's view.
+    pub fn set_disabled(&self, disabled: impl IntoIterator<Item = String>) {
+        *self.2.lock().expect("disabled lock") = disabled.into_iter().collect();
+    }
+
+    fn is_disabled(&self, remote: &str) -> bool {
+        self.2.lock().expect("disabled lock").contains(remote)
+    }
+
     /// The peer just called us: it is alive, so a dispatcher waiting out a
     /// backoff for it should try again now.
     pub fn peer_seen(&self, remote: &str) {
@@ -359,6 +371,10 @@ impl Outbound {
         let mut confirmed = false;
         self.health.update(remote, |h| h.health = Health::Up);
         loop {
+            if self.health.is_disabled(remote) {
+                let _ = self.flush_acks(remote, &mut acked).await;
+                return SessionEnd::NotActive;
+            }
             // Refill the window.
             if in_flight.len() < WINDOW {
                 match self

@@ -246,8 +246,15 @@ fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
             .all(|i| i["status"] == "Ready")
     );
     let remote = edge.json(&["remote", "show", "hub", "--json"]);
-    assert!(remote["last_error"].as_str().unwrap().contains("connect"), "{remote}");
-    assert_eq!(remote["next_attempt_on"].as_str().unwrap().len(), 19, "{remote}");
+    assert!(
+        remote["last_error"].as_str().unwrap().contains("connect"),
+        "{remote}"
+    );
+    assert_eq!(
+        remote["next_attempt_on"].as_str().unwrap().len(),
+        19,
+        "{remote}"
+    );
 
     let _hub_server = hub.serve();
     wait_for(
@@ -1001,4 +1008,63 @@ fields.u_note = "raised by " + payload.metadata.changed_by;
     let file = hub.file("bad.toml", &bad);
     let err = hub.fails(&["config", "validate", file.to_str().unwrap()]);
     assert!(err.contains("script does not compile"), "{err}");
+}
+
+#[test]
+fn the_peer_refusing_our_certificate_and_disabling_are_reported() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+
+    // Disable: both states go to Disabled and the dispatcher stops.
+    let out = edge.ok(&["remote", "disable", "hub"]);
+    assert!(out.contains("outbound Disabled, inbound Disabled"), "{out}");
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=held while disabled",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(items(&edge, "outbound")[0]["status"], "Ready");
+    assert!(records(&hub, "").is_empty());
+    edge.ok(&["remote", "validate", "hub"]);
+    wait_for(
+        &[&edge, &hub],
+        "delivery after validating again",
+        Duration::from_secs(30),
+        || records(&hub, "").len() == 1,
+    );
+
+    // The hub now pins some other certificate for the edge: the hub refuses
+    // the edge, logs why, and the edge's validation says so.
+    let other = Instance::init("impostor");
+    let exported = hub.ok(&["export"]);
+    let wrong = exported.replace(&edge.fingerprint, &other.fingerprint);
+    let file = hub.file("wrong-pin.toml", &wrong);
+    hub.ok(&["apply", file.to_str().unwrap()]);
+    let err = edge.fails(&["remote", "validate", "hub"]);
+    assert!(
+        err.contains("must pin") && err.contains(&edge.fingerprint),
+        "{err}"
+    );
+    wait_until(
+        "the hub to log the refusal",
+        Duration::from_secs(10),
+        || {
+            hub.logs()
+                .contains("Refused a peer connection: its certificate matches no remote system")
+        },
+    );
 }
