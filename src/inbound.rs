@@ -62,6 +62,10 @@ pub struct Caller {
     pub name: String,
     pub remote: RemoteSystemStatus,
     pub user: User,
+    /// What the caller presented, to check again on every batch: a token
+    /// revoked or a remote disabled mid-stream takes effect at once.
+    fingerprint: String,
+    token: Option<String>,
 }
 
 /// Identifies and serves calling peers.
@@ -78,11 +82,27 @@ impl PeerGate {
 
     /// The remote system whose pinned fingerprint the caller's certificate
     /// matches and whose inbound API user owns the token.
+    /// The remote system whose pinned fingerprint the caller's certificate
+    /// matches and whose inbound API user owns the token.
     pub async fn identify(
         &self,
         fingerprint: Option<String>,
         token: Option<String>,
     ) -> Result<Caller, PeerError> {
+        let caller = self.lookup(fingerprint, token).await?;
+        // A peer that can call us is up: our dispatcher for it need not wait
+        // out its backoff.
+        self.sync.health.peer_seen(&caller.name);
+        self.sync.wake_outbound.notify_waiters();
+        Ok(caller)
+    }
+
+    async fn lookup(
+        &self,
+        fingerprint: Option<String>,
+        token: Option<String>,
+    ) -> Result<Caller, PeerError> {
+        let presented = token.clone();
         let Some(fingerprint) = fingerprint else {
             return Err(PeerError::Unauthenticated(
                 "no client certificate was presented".into(),
@@ -139,14 +159,12 @@ impl PeerGate {
                 user.name
             )));
         }
-        // A peer that can call us is up: our dispatcher for it need not wait
-        // out its backoff.
-        self.sync.health.peer_seen(&remote.spec.name);
-        self.sync.wake_outbound.notify_waiters();
         Ok(Caller {
             name: remote.spec.name.clone(),
             remote,
             user,
+            fingerprint,
+            token: presented,
         })
     }
 
@@ -220,9 +238,13 @@ impl PeerGate {
         caller: &Caller,
         items: Vec<ReceivedItem>,
     ) -> Result<Vec<u64>, PeerError> {
+        let current = self
+            .lookup(Some(caller.fingerprint.clone()), caller.token.clone())
+            .await?;
+        self.check_inbound_active(&current)?;
         let acks = self
             .store
-            .receive(caller.name.clone(), caller.user.domain.clone(), items)
+            .receive(current.name.clone(), current.user.domain.clone(), items)
             .await?;
         self.sync.wake_inbound.notify_one();
         Ok(acks)

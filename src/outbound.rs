@@ -231,6 +231,11 @@ impl Outbound {
                         h.health = Health::Down;
                         h.last_error = Some(reason.clone());
                     });
+                    // In-flight items go back to Ready and wait for the operator.
+                    let _ = self
+                        .store
+                        .reset_running(remote.clone(), Some((reason.clone(), None)))
+                        .await;
                     let _ = self
                         .store
                         .set_remote_states(remote.clone(), Some(RemoteState::Error), None)
@@ -254,7 +259,7 @@ impl Outbound {
                     // next attempt's time until they go again.
                     let _ = self
                         .store
-                        .reset_running(remote.clone(), Some((reason.clone(), next)))
+                        .reset_running(remote.clone(), Some((reason.clone(), Some(next))))
                         .await;
                     self.health.update(&remote, |h| {
                         h.health = Health::Down;
@@ -356,7 +361,7 @@ impl Outbound {
         if let Err(e) = self.store.reset_running(remote.to_string(), None).await {
             return SessionEnd::Failed(CallError::Transient(e.to_string()));
         }
-        let (interval, slow) = self
+        let (mut interval, mut slow) = self
             .store
             .heartbeat()
             .unwrap_or((Duration::from_secs(10), Duration::from_secs(1)));
@@ -469,6 +474,15 @@ impl Outbound {
                         _ => {
                             let _ = self.flush_acks(remote, &mut acked).await;
                             return SessionEnd::NotActive;
+                        }
+                    }
+                    // Heartbeat properties apply without a restart.
+                    if let Ok((new_interval, new_slow)) = self.store.heartbeat() {
+                        slow = new_slow;
+                        if new_interval != interval {
+                            interval = new_interval;
+                            heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         }
                     }
                 }

@@ -343,7 +343,7 @@ impl Store {
     pub async fn reset_running(
         &self,
         remote: String,
-        failure: Option<(String, u64)>,
+        failure: Option<(String, Option<u64>)>,
     ) -> Result<usize, StoreError> {
         self.writer
             .submit(move |txn| {
@@ -363,7 +363,7 @@ impl Store {
                         item.status = QueueStatus::Ready;
                         if let Some((error, next_attempt_on)) = &failure {
                             item.last_error = Some(error.clone());
-                            item.next_attempt_on = Some(*next_attempt_on);
+                            item.next_attempt_on = *next_attempt_on;
                         }
                         outbound.insert(id, encode(&item).as_slice())?;
                         n += 1;

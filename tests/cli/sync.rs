@@ -1068,3 +1068,130 @@ fn the_peer_refusing_our_certificate_and_disabling_are_reported() {
         },
     );
 }
+
+#[test]
+fn a_revoked_token_stays_in_error_until_validated_again() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    edge.fast_retries();
+
+    // The hub rotates the edge's token; the edge still sends the old one.
+    let new_token = hub.ok(&["user", "token", "edge_api"]).trim().to_string();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=after rotation",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the edge to be refused",
+        Duration::from_secs(30),
+        || edge.json(&["remote", "show", "hub", "--json"])["outbound_state"] == "Error",
+    );
+    let remote = edge.json(&["remote", "show", "hub", "--json"]);
+    assert!(
+        remote["last_error"].as_str().unwrap().contains("token"),
+        "{remote}"
+    );
+    // Credentials do not fix themselves: it stays in Error, the item queued.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        edge.json(&["remote", "show", "hub", "--json"])["outbound_state"],
+        "Error"
+    );
+    assert_eq!(items(&edge, "outbound")[0]["status"], "Ready");
+
+    edge.ok(&["remote", "token", "hub", &new_token]);
+    edge.ok(&["remote", "validate", "hub"]);
+    wait_for(
+        &[&edge, &hub],
+        "delivery after validation",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=after rotation").len() == 1,
+    );
+}
+
+#[test]
+fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    edge.fast_retries();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=before",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the first delivery",
+        Duration::from_secs(30),
+        || records(&hub, "").len() == 1,
+    );
+    // Freeze the hub: its socket stays open but nothing answers.
+    let pid = hub_server.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    wait_for(
+        &[&edge],
+        "the edge to see the hub Down",
+        Duration::from_secs(30),
+        || {
+            let remote = edge.json(&["remote", "show", "hub", "--json"]);
+            remote["health"] == "Down"
+                && remote["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("heartbeat")
+        },
+    );
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=while stuck",
+    ]);
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    wait_for(
+        &[&edge, &hub],
+        "delivery after the hub thaws",
+        Duration::from_secs(60),
+        || records(&hub, "short_description=while stuck").len() == 1,
+    );
+    wait_for(
+        &[&edge],
+        "the edge to see the hub Up",
+        Duration::from_secs(30),
+        || edge.json(&["remote", "show", "hub", "--json"])["health"] == "Up",
+    );
+}
