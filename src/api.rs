@@ -491,8 +491,8 @@ impl Api {
             ));
         }
         let answer = match crate::transport::peer::PeerClient::connect(&target).await {
-            Ok(mut client) => client.hello(hello).await,
-            Err(e) => Err(e),
+            Ok(mut client) => client.hello(hello).await.map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
         };
         match answer {
             Ok(answer) => {
@@ -505,28 +505,13 @@ impl Api {
                 }
                 problems.extend(answer.problems);
             }
-            Err(e) => {
-                let text = e.to_string();
-                // With TLS 1.3 a peer that refuses our certificate does so
-                // after the handshake: the call just breaks off.
-                let broken_off = [
-                    "canceled",
-                    "closed",
-                    "reset",
-                    "broken pipe",
-                    "unexpected end",
-                ]
-                .iter()
-                .any(|word| text.to_lowercase().contains(word));
-                if broken_off {
-                    problems.push(format!(
-                        "the peer broke the connection off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
-                        instance.fingerprint
-                    ));
-                } else {
-                    problems.push(text);
-                }
-            }
+            // With TLS 1.3 a peer that refuses our certificate does so after
+            // the handshake: the call just breaks off.
+            Err((crate::transport::peer::CallError::Transient(text), true)) => problems.push(format!(
+                "the peer broke the call off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
+                instance.fingerprint
+            )),
+            Err((e, _)) => problems.push(e.to_string()),
         }
         if problems.is_empty() {
             self.store

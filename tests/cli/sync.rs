@@ -402,7 +402,7 @@ fn exhausted_retries_put_the_remote_in_error_run_its_subflow_and_it_recovers_by_
         "{body}"
     );
     wait_until("the command step to run", Duration::from_secs(30), || {
-        marker.exists()
+        std::fs::read_to_string(&marker).is_ok_and(|env| env.contains("PROCSYNC_TIME"))
     });
     let env = std::fs::read_to_string(&marker).unwrap();
     assert!(
@@ -795,7 +795,7 @@ fn an_inbound_error_holds_back_only_its_record_and_waits_for_the_operator() {
     wait_until(
         "the flow's on_error step to run",
         Duration::from_secs(30),
-        || marker.exists(),
+        || std::fs::read_to_string(&marker).is_ok_and(|env| env.contains("PROCSYNC_TIME")),
     );
     let env = std::fs::read_to_string(&marker).unwrap();
     assert!(
