@@ -176,6 +176,21 @@ fn a_wrong_fingerprint_or_token_is_refused() {
     assert_eq!(remotes[0]["outbound_state"], "Disabled");
 
     // A wrong token: the hub refuses and says why.
+    // The right pin but records that do not point at each other.
+    let text = crate::support::sync_definitions(
+        "hub",
+        &hub.peer_endpoint(),
+        &hub.fingerprint,
+        "0123456789abcdef0123456789abcdef",
+    );
+    let file = edge.file("wrong-external-id.toml", &text);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+    let err = edge.fails(&["remote", "validate", "hub"]);
+    assert!(
+        err.contains("external_id `0123456789abcdef0123456789abcdef` is not the sys_id"),
+        "{err}"
+    );
+
     let text = crate::support::sync_definitions("hub", &hub.peer_endpoint(), &hub.fingerprint, "");
     let file = edge.file("right.toml", &text);
     edge.ok(&["apply", file.to_str().unwrap()]);
@@ -1194,4 +1209,107 @@ fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
         Duration::from_secs(30),
         || edge.json(&["remote", "show", "hub", "--json"])["health"] == "Up",
     );
+}
+
+/// A hand-made peer: the edge's own identity, driven directly, to send
+/// what a well-behaved procsync never would.
+#[test]
+fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
+    use procsync::outbound::{SendItem, SyncEvent, WireItem};
+    use procsync::record::Operation;
+    use procsync::transport::peer::{PeerClient, PeerTarget};
+
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let mut edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    link(
+        Peer {
+            name: "edge",
+            instance: &edge,
+        },
+        Peer {
+            name: "hub",
+            instance: &hub,
+        },
+    );
+    // Stop the real edge and borrow its identity and token.
+    edge_server.stop();
+    let (info, token) = {
+        let store = procsync::store::Store::open(edge.path()).unwrap();
+        let info = store.instance().unwrap();
+        let token = store.remote_secret("hub").unwrap().unwrap();
+        store.close();
+        (info, token)
+    };
+    let target = PeerTarget {
+        endpoint: hub.peer_endpoint(),
+        fingerprint: hub.fingerprint.clone(),
+        token,
+        cert_pem: info.cert_pem,
+        key_pem: info.key_pem,
+    };
+    let item = |sequence: u64, payload: &str| {
+        SendItem::Item(WireItem {
+            sequence,
+            process_event: "software_request".into(),
+            operation: Operation::Create,
+            table: "sc_req_item".into(),
+            local_correlation_id: format!("{sequence:032x}"),
+            remote_correlation_id: String::new(),
+            domain: "global".into(),
+            payload_json: payload.into(),
+            created_on: "2026-11-27 12:00:00".into(),
+        })
+    };
+    let good = r#"{"capture_metadata":{"changed_by":"x","timestamp":"2026-11-27 12:00:00","operation":"create","table":"sc_req_item","sys_id":"a","process_event":"software_request"},"changed_fields":[{"key":"short_description","value":"crafted","display_value":"crafted","changed":true}],"journal_entries":[]}"#;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = PeerClient::connect(&target).await.unwrap();
+        let (items, mut events) = client.sync().await.unwrap();
+        items.send(item(1, "{this is not json")).await.unwrap();
+        items.send(item(2, good)).await.unwrap();
+        items.send(item(2, good)).await.unwrap();
+        items.send(item(1, good)).await.unwrap();
+        let mut acks = Vec::new();
+        while acks.len() < 4 {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap()
+            {
+                Some(SyncEvent::Ack(sequence)) => acks.push(sequence),
+                Some(SyncEvent::Pong(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            acks,
+            [1, 2, 2, 1],
+            "duplicates are acknowledged too, so the sender stops resending"
+        );
+    });
+    wait_for(
+        &[&hub],
+        "the crafted record",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=crafted").len() == 1,
+    );
+    let inbound = items(&hub, "inbound");
+    assert_eq!(
+        inbound.len(),
+        2,
+        "each sequence is queued once, ever: {inbound:?}"
+    );
+    assert_eq!(inbound[0]["status"], "Error");
+    assert!(
+        inbound[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed payload"),
+        "{}",
+        inbound[0]
+    );
+    assert_eq!(inbound[1]["status"], "Processed");
+    // The hub is still up and serving.
+    hub.ok(&["record", "list", "sc_req_item"]);
 }
