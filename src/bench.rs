@@ -5,13 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::instance::{ADMIN_ADDR_FILE, ADMIN_TOKEN_FILE};
+use crate::child::ServeChild;
 use crate::record::{Operation, RecordWrite};
 use crate::transport::client::{AdminClient, Target};
 
@@ -75,23 +74,15 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     }
 }
 
-/// A `procsync serve` child process on a temporary instance.
+/// A `serve` child on a temporary instance, removed afterwards.
 struct BenchServer {
-    child: Child,
+    server: Option<ServeChild>,
     dir: PathBuf,
 }
 
 impl Drop for BenchServer {
-    #[allow(
-        unsafe_code,
-        reason = "sending SIGTERM to our own child needs libc::kill"
-    )]
     fn drop(&mut self) {
-        // SAFETY: plain libc call with a pid we own.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
+        drop(self.server.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -103,44 +94,15 @@ async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
         crate::ids::now_millis()
     ));
     crate::instance::init(&dir, "bench")?;
-    let log = std::fs::File::create(dir.join("serve.log"))?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--data"])
-        .arg(&dir)
-        .args([
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--peer-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start procsync serve")?;
-    let server = BenchServer {
-        child,
-        dir: dir.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr_file = dir.join(ADMIN_ADDR_FILE);
-    while !addr_file.exists() {
-        if Instant::now() > deadline {
-            return Err(anyhow!(
-                "the server did not start within 30 s; see {}",
-                dir.join("serve.log").display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let target = Target {
-        address: std::fs::read_to_string(&addr_file)?.trim().to_string(),
-        token: std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))?
-            .trim()
-            .to_string(),
-        tls_cert_pem: None,
-    };
-    Ok((server, target))
+    let server = ServeChild::start(&dir, "127.0.0.1:0").await?;
+    let target = server.target.clone();
+    Ok((
+        BenchServer {
+            server: Some(server),
+            dir,
+        },
+        target,
+    ))
 }
 
 fn incident(n: u64) -> RecordWrite {

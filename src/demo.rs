@@ -5,36 +5,22 @@
 //! It narrates each step with the queue states, and leaves nothing running.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
-use crate::instance::{ADMIN_ADDR_FILE, ADMIN_TOKEN_FILE};
+use crate::child::ServeChild;
 use crate::record::{JournalText, Operation, RecordWrite};
-use crate::transport::client::{AdminClient, RecordData, Target};
+use crate::transport::client::{AdminClient, RecordData};
 
-/// One demo instance: its directory, its `serve` process and a client.
+/// One demo instance: its `serve` process and a client.
 struct Node {
     name: &'static str,
     peer_port: u16,
     fingerprint: String,
-    child: Child,
     client: AdminClient,
-}
-
-impl Drop for Node {
-    #[allow(
-        unsafe_code,
-        reason = "sending SIGTERM to our own child needs libc::kill"
-    )]
-    fn drop(&mut self) {
-        // SAFETY: plain libc call with the pid of a child we own.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
+    /// Last: dropped after the client, stopping the process.
+    _server: ServeChild,
 }
 
 fn free_port() -> Result<u16> {
@@ -47,42 +33,14 @@ async fn start(base: &Path, name: &'static str) -> Result<Node> {
     let dir = base.join(name);
     let made = crate::instance::init(&dir, name)?;
     let peer_port = free_port()?;
-    let log = std::fs::File::create(dir.join("serve.log"))?;
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--admin-listen", "127.0.0.1:0", "--peer-listen"])
-        .arg(format!("127.0.0.1:{peer_port}"))
-        .arg("--data")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("cannot start procsync serve")?;
-    let addr_file = dir.join(ADMIN_ADDR_FILE);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !addr_file.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "`{name}` did not start; see {}",
-                dir.join("serve.log").display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let target = Target {
-        address: std::fs::read_to_string(&addr_file)?.trim().to_string(),
-        token: std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))?
-            .trim()
-            .to_string(),
-        tls_cert_pem: None,
-    };
-    let client = AdminClient::connect(&target).await?;
+    let server = ServeChild::start(&dir, &format!("127.0.0.1:{peer_port}")).await?;
+    let client = AdminClient::connect(&server.target).await?;
     Ok(Node {
         name,
         peer_port,
         fingerprint: made.info.fingerprint,
-        child,
         client,
+        _server: server,
     })
 }
 

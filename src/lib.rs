@@ -40,6 +40,8 @@ pub mod outbound;
 pub mod transport;
 /// `serve`: running an instance and shutting it down.
 pub mod server;
+/// A `serve` child process, for the demo and the benchmark.
+pub mod child;
 /// The demo: two instances running a sample process.
 pub mod demo;
 /// The benchmark command.

@@ -1174,6 +1174,13 @@ fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
         .args(["-STOP", &pid])
         .status()
         .unwrap();
+    edge.ok(&["property", "set", "heartbeat.slow_ms", "300"]);
+    wait_for(
+        &[&edge],
+        "the edge to see the hub Slow",
+        Duration::from_secs(30),
+        || edge.json(&["remote", "show", "hub", "--json"])["health"] == "Slow",
+    );
     wait_for(
         &[&edge],
         "the edge to see the hub Down",

@@ -1,0 +1,84 @@
+//! A `procsync serve` child process of this very binary on a local
+//! instance, for the demo and the benchmark: started, waited for until its
+//! admin API listens, and stopped with SIGTERM when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::instance::{ADMIN_ADDR_FILE, ADMIN_TOKEN_FILE};
+use crate::transport::client::Target;
+
+/// A running `serve` child; SIGTERM and wait on drop.
+pub struct ServeChild {
+    child: Child,
+    pub dir: PathBuf,
+    /// How to reach its admin API as `admin`.
+    pub target: Target,
+}
+
+impl ServeChild {
+    /// Starts `serve` on the instance in `dir`, its admin API on a free
+    /// loopback port and its peer API on `peer_listen`, logging to
+    /// `dir/serve.log`.
+    pub async fn start(dir: &Path, peer_listen: &str) -> Result<ServeChild> {
+        let addr_file = dir.join(ADMIN_ADDR_FILE);
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::File::create(dir.join("serve.log"))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                peer_listen,
+                "--data",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start procsync serve")?;
+        let mut started = ServeChild {
+            child,
+            dir: dir.to_path_buf(),
+            target: Target {
+                address: String::new(),
+                token: String::new(),
+                tls_cert_pem: None,
+            },
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !addr_file.exists() {
+            if Instant::now() > deadline || started.child.try_wait()?.is_some() {
+                bail!(
+                    "procsync serve did not start; see {}",
+                    dir.join("serve.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.target.address = std::fs::read_to_string(&addr_file)?.trim().to_string();
+        started.target.token = std::fs::read_to_string(dir.join(ADMIN_TOKEN_FILE))?
+            .trim()
+            .to_string();
+        Ok(started)
+    }
+}
+
+impl Drop for ServeChild {
+    #[allow(
+        unsafe_code,
+        reason = "sending SIGTERM to our own child needs libc::kill"
+    )]
+    fn drop(&mut self) {
+        // SAFETY: plain libc call with the pid of a child we own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
