@@ -20,10 +20,24 @@ use crate::transport::client::{AdminClient, RecordData, Target};
 /// Default data directory of a packaged install.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/procsync";
 
+/// `procsync --version`: version, commit, build date, peer protocol.
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        format!(
+            "{} (commit {}, built {}, peer protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("PROCSYNC_GIT_COMMIT"),
+            env!("PROCSYNC_BUILD_DATE"),
+            crate::inbound::PROTOCOL_VERSION
+        )
+    })
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "procsync",
-    version,
+    version = version_line(),
     about = "Remote Process Sync as one self-contained binary"
 )]
 pub struct Cli {
