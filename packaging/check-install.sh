@@ -68,5 +68,8 @@ in_root dpkg -r procsync
 test -e "$root/var/lib/procsync/procsync.redb"
 in_root dpkg -P procsync
 test ! -e "$root/var/lib/procsync"
-! in_root getent passwd procsync
+if in_root getent passwd procsync >/dev/null; then
+    echo "FAIL: purge left the procsync user" >&2
+    exit 1
+fi
 echo "--- install check passed"
