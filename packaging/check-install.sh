@@ -33,7 +33,7 @@ fi
 command -v debootstrap >/dev/null || apt-get install -y debootstrap >/dev/null
 root="$work/root"
 echo "--- debootstrap (minbase bookworm)"
-if ! debootstrap --variant=minbase --include=adduser,hostname bookworm "$root" \
+if ! timeout 600 debootstrap --variant=minbase --include=adduser,hostname bookworm "$root" \
     http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1; then
     # No mirror is not a defect of the package; say so loudly and stop.
     tail -5 "$work/debootstrap.log"
