@@ -443,7 +443,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     table: table.clone(),
                     sys_id: Some(sys_id),
                     fields: BTreeMap::new(),
-                    journal: vec![JournalText { field, text }],
+                    journal: vec![JournalText {
+                        field,
+                        text,
+                        origin: None,
+                    }],
                 }])
                 .await?;
             let result = &results[0];

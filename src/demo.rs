@@ -256,6 +256,7 @@ async fn demo(base: &Path) -> Result<()> {
             journal: vec![JournalText {
                 field: "comments".to_string(),
                 text: "Needed for the floor plans".to_string(),
+                origin: None,
             }],
         }])
         .await?;
@@ -302,6 +303,7 @@ async fn demo(base: &Path) -> Result<()> {
             journal: vec![JournalText {
                 field: "comments".to_string(),
                 text: "Installed; licence assigned".to_string(),
+                origin: None,
             }],
         }])
         .await?;

@@ -68,8 +68,18 @@ pub fn basic_inbound(
             .iter()
             .filter(|_| operation != Operation::Delete)
             .map(|entry| crate::record::JournalText {
-                field: entry.field.clone(),
+                field: flow
+                    .journal_map
+                    .iter()
+                    .find(|m| m.from == entry.field)
+                    .map(|m| m.to.clone())
+                    .unwrap_or_else(|| entry.field.clone()),
                 text: entry.text.clone(),
+                origin: Some(crate::record::JournalOrigin {
+                    id: entry.id.clone(),
+                    author: entry.author.clone(),
+                    created_on: crate::ids::parse_time(&entry.time).unwrap_or(0),
+                }),
             })
             .collect(),
     }))
@@ -254,6 +264,7 @@ mod tests {
             table: "incident".into(),
             map: Vec::new(),
             on_error: Vec::new(),
+            journal_map: Vec::new(),
             script: script.into(),
         }
     }

@@ -99,6 +99,33 @@ pub fn format_time(millis: Millis) -> String {
     )
 }
 
+/// Parses `YYYY-MM-DD HH:MM:SS` (UTC) back to epoch milliseconds.
+pub fn parse_time(text: &str) -> Option<Millis> {
+    let (date, time) = text.trim().split_once(' ')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (time.next()??, time.next()??, time.next()??);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm, the inverse of below).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    u64::try_from(seconds).ok().map(|s| s * 1000)
+}
+
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's well-known algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -133,6 +160,15 @@ mod tests {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
         assert_eq!(format_time(1_795_910_226_000), "2026-11-28 23:57:06");
         assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn times_parse_back() {
+        for millis in [0, 951_782_400_000, 1_795_910_226_000] {
+            assert_eq!(parse_time(&format_time(millis)), Some(millis));
+        }
+        assert_eq!(parse_time("2026-13-01 00:00:00"), None);
+        assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]

@@ -145,6 +145,18 @@ pub struct JournalEntry {
 pub struct JournalText {
     pub field: String,
     pub text: String,
+    /// Set when the entry comes from a peer: it keeps its original id,
+    /// author and time. Clients never set it.
+    #[serde(default)]
+    pub origin: Option<JournalOrigin>,
+}
+
+/// Where a synced journal entry was first written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalOrigin {
+    pub id: String,
+    pub author: String,
+    pub created_on: Millis,
 }
 
 /// A requested change to one record.

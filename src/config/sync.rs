@@ -169,9 +169,21 @@ pub struct InboundFlow {
     /// Steps run when one of this flow's items goes to Error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_error: Vec<crate::subflow::Step>,
+    /// Journal field mapping (e.g. the peer's `comments` into local
+    /// `work_notes`). Empty: entries keep their field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal_map: Vec<JournalMap>,
     /// A Rhai script run after the mapping (see `flow::run_inbound`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
+}
+
+/// Journal entries of field `from` are appended to field `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalMap {
+    pub from: String,
+    pub to: String,
 }
 
 /// One mapped target field: copied from a payload field (its value, or its
@@ -576,6 +588,18 @@ impl SyncConfig {
                         "on_error",
                         format!("inbound_flow `{}`: on_error: {message}", flow.name),
                     );
+                }
+            }
+            for map in &flow.journal_map {
+                for name in [&map.from, &map.to] {
+                    if let Err(message) = check_name("journal field", name) {
+                        report(
+                            "inbound_flow",
+                            i,
+                            "journal_map",
+                            format!("inbound_flow `{}`: journal_map: {message}", flow.name),
+                        );
+                    }
                 }
             }
             for map in &flow.map {

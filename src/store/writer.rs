@@ -625,12 +625,22 @@ where
         .map(|(i, entry)| {
             (
                 record.journal_len + i as u64,
-                JournalEntry {
-                    id: new_sys_id(),
-                    field: entry.field.clone(),
-                    author: actor.user.clone(),
-                    created_on: now,
-                    text: entry.text.clone(),
+                match &entry.origin {
+                    // A synced entry keeps who wrote it, and when.
+                    Some(origin) => JournalEntry {
+                        id: origin.id.clone(),
+                        field: entry.field.clone(),
+                        author: origin.author.clone(),
+                        created_on: origin.created_on,
+                        text: entry.text.clone(),
+                    },
+                    None => JournalEntry {
+                        id: new_sys_id(),
+                        field: entry.field.clone(),
+                        author: actor.user.clone(),
+                        created_on: now,
+                        text: entry.text.clone(),
+                    },
                 },
             )
         })
@@ -1057,6 +1067,26 @@ fn run_flow(
             FlowOutcome::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
             FlowOutcome::Error(problem) => return Ok(FlowResult::Failed(problem)),
         };
+    // Journal entries the record already holds (by entry id) are not
+    // appended again, whatever path they came by.
+    let mut write = write;
+    if let Some(sys_id) = &correlated {
+        if write.journal.iter().any(|j| j.origin.is_some()) {
+            let journal = txn.txn.open_table(JOURNAL)?;
+            let mut known = std::collections::HashSet::new();
+            for row in journal.range(
+                (flow.table.as_str(), sys_id.as_str(), 0u64)
+                    ..=(flow.table.as_str(), sys_id.as_str(), u64::MAX),
+            )? {
+                let (_, value) = row?;
+                let entry: JournalEntry = decode(value.value())?;
+                known.insert(entry.id);
+            }
+            write
+                .journal
+                .retain(|j| j.origin.as_ref().is_none_or(|o| !known.contains(&o.id)));
+        }
+    }
     let prepared = {
         let records = txn.txn.open_table(RECORDS)?;
         let capture = txn.capture.clone();

@@ -89,6 +89,7 @@ fn write_from_pb(write: pb::RecordWrite) -> Result<RecordWrite, Status> {
             .map(|j| JournalText {
                 field: j.field,
                 text: j.text,
+                origin: None,
             })
             .collect(),
     })

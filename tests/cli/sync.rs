@@ -83,6 +83,20 @@ fn a_change_travels_to_the_hub_and_the_answer_comes_back_without_echo() {
             record["journal"].as_array().unwrap().len() == 1
         },
     );
+    let hub_journal =
+        hub.json(&["record", "get", "sc_req_item", &hub_id, "--json"])["journal"][0].clone();
+    let edge_journal =
+        edge.json(&["record", "get", "sc_req_item", &sys_id, "--json"])["journal"][0].clone();
+    assert_eq!(
+        hub_journal["author"], "admin",
+        "the original author travels"
+    );
+    assert_eq!(
+        hub_journal["time"], edge_journal["time"],
+        "and the original time"
+    );
+    assert_eq!(hub_journal["id"], edge_journal["id"], "and the entry id");
+    assert_eq!(hub_journal["text"], "For the new hire");
 
     // The edge's items are Processed once the hub acknowledged them.
     wait_until(
@@ -945,6 +959,7 @@ map = [
     { to = "state", from = "state" },
     { to = "u_source", constant = "edge office" },
 ]
+journal_map = [{ from = "comments", to = "work_notes" }]
 script = """
 if payload.fields.state == "9" { skip("state 9 stays at the edge") }
 if payload.fields.state == "8" { throw "state 8 needs a person" }
@@ -1012,6 +1027,35 @@ fields.u_note = "raised by " + payload.metadata.changed_by;
     assert_eq!(fields["state"], "1");
     assert_eq!(fields["u_source"], "edge office");
     assert_eq!(fields["u_note"], "raised by admin");
+    // Comments arrive as work notes, with their author.
+    let edge_id = records(&edge, "short_description=mapped")[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    edge.ok(&[
+        "journal",
+        "add",
+        "sc_req_item",
+        &edge_id,
+        "comments",
+        "please hurry",
+    ]);
+    let hub_id = hub_records[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        &[&edge, &hub],
+        "the comment as a work note",
+        Duration::from_secs(30),
+        || {
+            let journal =
+                hub.json(&["record", "get", "sc_req_item", &hub_id, "--json"])["journal"].clone();
+            journal.as_array().unwrap().iter().any(|j| {
+                j["field"] == "work_notes" && j["text"] == "please hurry" && j["author"] == "admin"
+            })
+        },
+    );
     assert!(
         fields.get("short_description").is_none(),
         "only mapped fields arrive"
