@@ -192,3 +192,29 @@ fn matching_changes_queue_one_item_per_outbound_flow() {
     as_agent(&["record", "create", "incident", "priority=1"]);
     assert_eq!(items(&instance, &[]).len(), 10);
 }
+
+#[test]
+fn operators_can_show_and_skip_outbound_items() {
+    let instance = Instance::init("edge-1");
+    let _server = instance.serve();
+    apply_definitions(&instance);
+    instance.ok(&[
+        "record",
+        "create",
+        "incident",
+        "priority=1",
+        "sys_domain=global/acme",
+    ]);
+    let shown: Value =
+        serde_json::from_str(&instance.ok(&["queue", "outbound", "show", "1"])).unwrap();
+    assert_eq!(shown["status"], "Ready");
+    assert_eq!(shown["remote_system"], "hub");
+    assert!(shown["payload"]["changed_fields"].is_array());
+    let err = instance.fails(&["queue", "outbound", "retry", "1"]);
+    assert!(err.contains("only Error items can be retried"), "{err}");
+    let out = instance.ok(&["queue", "outbound", "skip", "1"]);
+    assert!(out.contains("outbound item 1 is Skipped"), "{out}");
+    assert_eq!(items(&instance, &["--status", "skipped"]).len(), 1);
+    let err = instance.fails(&["queue", "outbound", "show", "99"]);
+    assert!(err.contains("outbound item 99 not found"), "{err}");
+}
