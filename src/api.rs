@@ -13,7 +13,7 @@ use crate::ids::new_token;
 use crate::queue::{OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Record, RecordView, RecordWrite, WriteResult, check_name};
 use crate::store::{
-    Actor, ApplyReport, OutboundFilter, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
+    Actor, ApplyReport, QueueFilter, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
     StoreError,
 };
 use crate::user::{Permission, Role, User, check_user_name};
@@ -571,21 +571,7 @@ impl Api {
         limit: usize,
     ) -> Result<Vec<crate::queue::InboundItem>, ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
-        let status = if status.trim().is_empty() {
-            None
-        } else {
-            Some(QueueStatus::parse(&status).map_err(ApiError::Invalid)?)
-        };
-        let filter = crate::store::InboundFilter {
-            status,
-            remote_system: (!remote_system.is_empty()).then_some(remote_system),
-            domain: Some(user.domain.clone()),
-            limit: if limit == 0 {
-                DEFAULT_LIST_LIMIT
-            } else {
-                limit
-            },
-        };
+        let filter = queue_filter(&user, &status, remote_system, limit)?;
         self.blocking(move |store| store.inbound_items(&filter))
             .await
     }
@@ -716,24 +702,35 @@ impl Api {
         limit: usize,
     ) -> Result<Vec<OutboundItem>, ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
-        let status = if status.trim().is_empty() {
-            None
-        } else {
-            Some(QueueStatus::parse(&status).map_err(ApiError::Invalid)?)
-        };
-        let filter = OutboundFilter {
-            status,
-            remote_system: (!remote_system.is_empty()).then_some(remote_system),
-            domain: Some(user.domain.clone()),
-            limit: if limit == 0 {
-                DEFAULT_LIST_LIMIT
-            } else {
-                limit
-            },
-        };
+        let filter = queue_filter(&user, &status, remote_system, limit)?;
         self.blocking(move |store| store.outbound_items(&filter))
             .await
     }
+}
+
+/// The filter of a queue list: status by name, remote by name, the caller's
+/// domain subtree, the default limit for 0.
+fn queue_filter(
+    user: &User,
+    status: &str,
+    remote_system: String,
+    limit: usize,
+) -> Result<QueueFilter, ApiError> {
+    let status = if status.trim().is_empty() {
+        None
+    } else {
+        Some(QueueStatus::parse(status).map_err(ApiError::Invalid)?)
+    };
+    Ok(QueueFilter {
+        status,
+        remote_system: (!remote_system.is_empty()).then_some(remote_system),
+        domain: Some(user.domain.clone()),
+        limit: if limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            limit
+        },
+    })
 }
 
 fn parse_roles(roles: &[String]) -> Result<Vec<Role>, ApiError> {

@@ -116,13 +116,6 @@ impl HealthBoard {
         self.0.lock().expect("health lock").get(remote).cloned()
     }
 
-    fn set(&self, remote: &str, health: RemoteHealth) {
-        self.0
-            .lock()
-            .expect("health lock")
-            .insert(remote.to_string(), health);
-    }
-
     fn update(&self, remote: &str, change: impl FnOnce(&mut RemoteHealth)) {
         let mut board = self.0.lock().expect("health lock");
         let entry = board.entry(remote.to_string()).or_insert(RemoteHealth {
@@ -543,10 +536,7 @@ impl Outbound {
         tokio::task::spawn_blocking(move || {
             let items = store.ready_outbound(&remote, after, limit)?;
             let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                let remote_correlation_id = store
-                    .remote_correlation_id(&item.table, &item.local_correlation_id, &remote)?
-                    .unwrap_or_default();
+            for (item, remote_correlation_id) in items {
                 out.push((
                     item.id,
                     WireItem {
@@ -607,18 +597,4 @@ impl Outbound {
 fn jitter_seed(remote: &str, attempt: u32) -> u64 {
     let hash = blake3::hash(format!("{remote}/{attempt}/{}", now_millis()).as_bytes());
     u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
-}
-
-/// Sets `RemoteHealth` when a dispatcher starts, for `remote list`.
-pub fn initial_health(board: &HealthBoard, remote: &str) {
-    board.set(
-        remote,
-        RemoteHealth {
-            health: Health::Down,
-            round_trip_ms: None,
-            last_error: None,
-            attempts: 0,
-            next_attempt_on: None,
-        },
-    );
 }

@@ -9,7 +9,6 @@ mod peer;
 mod tables;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
-pub use peer::{InboundFilter, ReceivedItem, count_by_status};
+pub use peer::ReceivedItem;
 use tables::*;
 pub use writer::{ApplyReport, RecordWriteLimits};
 
@@ -146,9 +145,9 @@ pub struct Actor {
     pub domain: Domain,
 }
 
-/// Which outbound items to list.
+/// Which queue items (outbound or inbound) to list.
 #[derive(Clone, Debug, Default)]
-pub struct OutboundFilter {
+pub struct QueueFilter {
     pub status: Option<QueueStatus>,
     pub remote_system: Option<String>,
     /// Only items whose domain lies in this subtree.
@@ -398,7 +397,7 @@ impl Store {
     }
 
     /// Outbound items matching `filter`, oldest first.
-    pub fn outbound_items(&self, filter: &OutboundFilter) -> Result<Vec<OutboundItem>, StoreError> {
+    pub fn outbound_items(&self, filter: &QueueFilter) -> Result<Vec<OutboundItem>, StoreError> {
         let txn = self.db.begin_read()?;
         let limit = if filter.limit == 0 {
             usize::MAX
@@ -537,9 +536,4 @@ fn read_sync_config(db: &Database) -> Result<SyncConfig, StoreError> {
     let txn = db.begin_read()?;
     let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
     sync_config_of(&objects)
-}
-
-/// Users by name, for checks that span them.
-pub fn users_by_name(users: Vec<User>) -> BTreeMap<String, User> {
-    users.into_iter().map(|u| (u.name.clone(), u)).collect()
 }

@@ -2,14 +2,12 @@
 //! properties, the outbound queue's send states, the inbound queue and
 //! correlations. Reads are `Store` methods; writes are writer jobs.
 
-use std::collections::BTreeMap;
-
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{decode, encode};
 use super::tables::*;
 use super::writer::Txn;
-use super::{RemoteState, Store, StoreError, StoredSyncObject};
+use super::{QueueFilter, RemoteState, Store, StoreError, StoredSyncObject};
 use crate::domain::Domain;
 use crate::ids::now_millis;
 use crate::property::{self, RetryPolicy};
@@ -26,15 +24,6 @@ pub struct ReceivedItem {
     pub remote_correlation_id: String,
     pub local_correlation_id: String,
     pub payload: String,
-}
-
-/// Which inbound items to list.
-#[derive(Clone, Debug, Default)]
-pub struct InboundFilter {
-    pub status: Option<QueueStatus>,
-    pub remote_system: Option<String>,
-    pub domain: Option<Domain>,
-    pub limit: usize,
 }
 
 impl Store {
@@ -81,48 +70,43 @@ impl Store {
     }
 
     /// Ready items for `remote` with a sequence above `after`, in sequence
-    /// order, at most `limit`.
+    /// order, at most `limit`, each with the peer's record for it when
+    /// known (empty otherwise), all from one read transaction.
     pub fn ready_outbound(
         &self,
         remote: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<OutboundItem>, StoreError> {
+    ) -> Result<Vec<(OutboundItem, String)>, StoreError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
         let outbound = txn.open_table(OUTBOUND)?;
+        let correlations = txn.open_table(CORRELATIONS)?;
         let mut out = Vec::new();
         for row in index.range((remote, after.saturating_add(1))..=(remote, u64::MAX))? {
             let (_, id) = row?;
-            if let Some(value) = outbound.get(id.value())? {
-                let item: OutboundItem = decode(value.value())?;
-                if item.status == QueueStatus::Ready {
-                    out.push(item);
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
+            let Some(value) = outbound.get(id.value())? else {
+                continue;
+            };
+            let item: OutboundItem = decode(value.value())?;
+            if item.status != QueueStatus::Ready {
+                continue;
+            }
+            let key = (
+                item.table.as_str(),
+                item.local_correlation_id.as_str(),
+                remote,
+            );
+            let remote_id = match correlations.get(key)? {
+                Some(value) => decode::<Correlation>(value.value())?.remote_correlation_id,
+                None => String::new(),
+            };
+            out.push((item, remote_id));
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)
-    }
-
-    /// The peer's record for a local record, when known.
-    pub fn remote_correlation_id(
-        &self,
-        table: &str,
-        sys_id: &str,
-        remote: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let correlations = txn.open_table(CORRELATIONS)?;
-        match correlations.get((table, sys_id, remote))? {
-            Some(value) => {
-                let correlation: Correlation = decode(value.value())?;
-                Ok(Some(correlation.remote_correlation_id).filter(|id| !id.is_empty()))
-            }
-            None => Ok(None),
-        }
     }
 
     pub fn correlations(&self, remote: Option<&str>) -> Result<Vec<Correlation>, StoreError> {
@@ -139,7 +123,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn inbound_items(&self, filter: &InboundFilter) -> Result<Vec<InboundItem>, StoreError> {
+    pub fn inbound_items(&self, filter: &QueueFilter) -> Result<Vec<InboundItem>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(INBOUND)?;
         let limit = if filter.limit == 0 {
@@ -213,7 +197,7 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashSet<(String, String)>, StoreError> {
         Ok(self
-            .inbound_items(&InboundFilter {
+            .inbound_items(&QueueFilter {
                 status: Some(QueueStatus::Error),
                 ..Default::default()
             })?
@@ -502,15 +486,4 @@ fn find_remote(txn: &Txn<'_>, remote: &str) -> Result<StoredSyncObject, StoreErr
         .get(("remote_system", remote))?
         .ok_or_else(|| StoreError::NotFound(format!("remote system `{remote}`")))?;
     decode(value.value())
-}
-
-/// Counts by status, for tests and the CLI summary.
-pub fn count_by_status<'a>(
-    statuses: impl Iterator<Item = &'a QueueStatus>,
-) -> BTreeMap<&'static str, usize> {
-    let mut out = BTreeMap::new();
-    for status in statuses {
-        *out.entry(status.as_str()).or_default() += 1;
-    }
-    out
 }

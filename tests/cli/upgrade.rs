@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use procsync::store::{OutboundFilter, Store};
+use procsync::store::{QueueFilter, Store};
 
 use crate::support::Instance;
 
@@ -46,7 +46,7 @@ fn a_format_1_store_opens_with_everything_in_it() {
         assert_eq!(journal.len(), 1);
         assert_eq!(journal[0].text, "Fixture comment");
         assert_eq!(store.sync_config().unwrap().objects().len(), 8);
-        let items = store.outbound_items(&OutboundFilter::default()).unwrap();
+        let items = store.outbound_items(&QueueFilter::default()).unwrap();
         assert_eq!(items.len(), 4, "create and comment, to two remotes");
         store.close();
     }
