@@ -2,6 +2,10 @@
 //! roles and domain, and call the store. Transport-neutral: the gRPC service
 //! in `transport` only converts types and maps `ApiError` to a status.
 
+mod attachments;
+
+pub use attachments::UploadState;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -63,6 +67,35 @@ pub struct SyncRuntime {
     /// operator changed one).
     pub rescan_inbound: Arc<std::sync::atomic::AtomicBool>,
     pub health: crate::outbound::HealthBoard,
+    pub transfers: TransferBoard,
+}
+
+/// Attachment bytes moved per remote system since this process started.
+#[derive(Clone, Default)]
+pub struct TransferBoard(Arc<std::sync::Mutex<HashMap<String, TransferCounts>>>);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferCounts {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl TransferBoard {
+    pub fn add(&self, remote: &str, sent: u64, received: u64) {
+        let mut board = self.0.lock().expect("transfer lock");
+        let counts = board.entry(remote.to_string()).or_default();
+        counts.bytes_sent += sent;
+        counts.bytes_received += received;
+    }
+
+    pub fn get(&self, remote: &str) -> TransferCounts {
+        self.0
+            .lock()
+            .expect("transfer lock")
+            .get(remote)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 impl SyncRuntime {
@@ -97,6 +130,7 @@ pub struct RemoteView {
     pub status: RemoteSystemStatus,
     pub health: Option<crate::outbound::RemoteHealth>,
     pub has_token: bool,
+    pub transfers: TransferCounts,
 }
 
 /// Most tokens kept in the authentication cache before it starts over.
@@ -417,6 +451,7 @@ impl Api {
             .into_iter()
             .map(|(status, has_token)| RemoteView {
                 health: self.sync.health.get(&status.spec.name),
+                transfers: self.sync.transfers.get(&status.spec.name),
                 status,
                 has_token,
             })

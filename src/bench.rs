@@ -115,6 +115,7 @@ fn incident(n: u64) -> RecordWrite {
     fields.insert("priority".to_string(), (n % 4 + 1).to_string());
     fields.insert("category".to_string(), "software".to_string());
     RecordWrite {
+        attachments: Default::default(),
         operation: Operation::Create,
         table: "incident".to_string(),
         sys_id: None,

@@ -5,6 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::attachment::{
+    Attachment, AttachmentLimits, AttachmentStrategy, PayloadAttachment, RemovedAttachment,
+};
 use crate::condition::{Fields, Query};
 use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
@@ -33,6 +36,8 @@ struct CompiledCapture {
     /// `None` means every non-`sys_` field.
     fields: Option<Vec<String>>,
     journal_fields: Vec<String>,
+    /// `Some` when the capture includes attachments.
+    attachments: Option<(AttachmentStrategy, AttachmentLimits)>,
     /// (outbound flow, remote system) pairs of the process event.
     targets: Vec<(String, String)>,
 }
@@ -99,6 +104,15 @@ impl CaptureIndex {
                     query,
                     fields,
                     journal_fields: capture.journal_fields.clone(),
+                    attachments: capture.include_attachments.then(|| {
+                        (
+                            capture.attachment_strategy,
+                            AttachmentLimits::new(
+                                capture.max_attachment_mb,
+                                &capture.allowed_extensions,
+                            ),
+                        )
+                    }),
                     targets,
                 });
         }
@@ -177,9 +191,12 @@ impl CaptureIndex {
                     }
                 })
                 .collect();
+            let (attachments, removed_attachments) = capture.attachments_of(change);
             if change.operation == Operation::Update
                 && journal.is_empty()
                 && !changed_fields.iter().any(|f| f.changed)
+                && !attachments.iter().any(|a| a.added)
+                && removed_attachments.is_empty()
             {
                 continue;
             }
@@ -203,6 +220,9 @@ impl CaptureIndex {
                         text: entry.text.clone(),
                     })
                     .collect(),
+                attachments,
+                removed_attachments,
+                attachment_strategy: capture.attachments.as_ref().map(|(strategy, _)| *strategy),
             };
             for (flow, remote) in &capture.targets {
                 if change.origin_remote == Some(remote.as_str()) {
@@ -222,6 +242,41 @@ impl CaptureIndex {
 }
 
 impl CompiledCapture {
+    /// The attachments a payload lists (those new with the change flagged)
+    /// and those the change removed; attachments over the capture's limits
+    /// are left out.
+    fn attachments_of(&self, change: &Change<'_>) -> (Vec<PayloadAttachment>, Vec<RemovedAttachment>) {
+        let Some((_, limits)) = &self.attachments else {
+            return (Vec::new(), Vec::new());
+        };
+        if change.operation == Operation::Delete {
+            return (Vec::new(), Vec::new());
+        }
+        let allowed = |a: &&Attachment| limits.refusal(&a.file_name, a.size).is_none();
+        let old: &[Attachment] = change.old.map(|r| r.attachments.as_slice()).unwrap_or(&[]);
+        let listed = change
+            .new
+            .attachments
+            .iter()
+            .filter(allowed)
+            .map(|a| PayloadAttachment {
+                added: !old.iter().any(|o| o.sys_id == a.sys_id),
+                ..PayloadAttachment::from(a)
+            })
+            .collect();
+        let removed = old
+            .iter()
+            .filter(allowed)
+            .filter(|o| !change.new.attachments.iter().any(|a| a.sys_id == o.sys_id))
+            .map(|o| RemovedAttachment {
+                sys_id: o.sys_id.clone(),
+                file_name: o.file_name.clone(),
+                hash: o.hash.clone(),
+            })
+            .collect();
+        (listed, removed)
+    }
+
     fn field_names(&self, change: &Change<'_>) -> Vec<String> {
         match &self.fields {
             Some(fields) => fields.clone(),
@@ -305,6 +360,7 @@ remote_system = "other"
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             journal_len: 0,
+            attachments: Vec::new(),
         }
     }
 

@@ -2,6 +2,8 @@
 //! daemon through the admin client and prints tables (or JSON with
 //! `--json`). No business rules live here.
 
+mod attachment;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -97,6 +99,13 @@ pub enum Command {
     Record {
         #[command(subcommand)]
         command: RecordCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Attach files to records, list, save and remove them.
+    Attachment {
+        #[command(subcommand)]
+        command: attachment::AttachmentCommand,
         #[command(flatten)]
         connection: Connection,
     },
@@ -426,6 +435,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command,
             connection,
         } => record(command, &connection).await,
+        Command::Attachment {
+            command,
+            connection,
+        } => {
+            attachment::run(command, &connection).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Journal {
             command:
                 JournalCommand::Add {
@@ -439,6 +455,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let results = client(&connection)
                 .await?
                 .write_records(vec![RecordWrite {
+                    attachments: Default::default(),
                     operation: Operation::Update,
                     table: table.clone(),
                     sys_id: Some(sys_id),
@@ -1030,6 +1047,7 @@ async fn record(command: RecordCommand, connection: &Connection) -> Result<ExitC
                 let fields =
                     json_fields(&line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
                 pending.push(RecordWrite {
+                    attachments: Default::default(),
                     operation: Operation::Create,
                     table: table.clone(),
                     sys_id: None,
@@ -1063,6 +1081,7 @@ async fn write_one(
 ) -> Result<()> {
     let results = client
         .write_records(vec![RecordWrite {
+            attachments: Default::default(),
             operation,
             table: table.clone(),
             sys_id,

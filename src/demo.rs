@@ -249,6 +249,7 @@ async fn demo(base: &Path) -> Result<()> {
     let created = edge
         .client
         .write_records(vec![RecordWrite {
+            attachments: Default::default(),
             operation: Operation::Create,
             table: "sc_req_item".to_string(),
             sys_id: None,
@@ -296,6 +297,7 @@ async fn demo(base: &Path) -> Result<()> {
     fields.insert("state".to_string(), "3".to_string());
     hub.client
         .write_records(vec![RecordWrite {
+            attachments: Default::default(),
             operation: Operation::Update,
             table: "sc_req_item".to_string(),
             sys_id: Some(hub_id.clone()),

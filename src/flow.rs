@@ -59,6 +59,7 @@ pub fn basic_inbound(
         }
     }
     Ok(Some(RecordWrite {
+        attachments: Default::default(),
         operation,
         table: flow.table.clone(),
         sys_id: correlated.map(str::to_string),
@@ -294,6 +295,9 @@ mod tests {
                 },
             ],
             journal_entries: Vec::new(),
+            attachments: Vec::new(),
+            removed_attachments: Vec::new(),
+            attachment_strategy: None,
         }
     }
 

@@ -4,12 +4,17 @@
 //! acknowledged; the inbound processor then runs each Ready item's inbound
 //! flow in order per correlation. Transport-neutral.
 
-use std::collections::HashSet;
+mod transfer;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::attachment::{AttachmentLimits, Grant, check_incoming, wanted};
+use crate::queue::{InboundItem, Payload};
+use crate::transport::peer::CallError;
 use crate::store::{
-    Actor, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store, StoreError,
+    Actor, ContentInfo, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store, StoreError,
 };
 use crate::user::{Permission, Role, User};
 
@@ -27,6 +32,8 @@ pub enum PeerError {
     NotActive(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<StoreError> for PeerError {
@@ -232,6 +239,46 @@ impl PeerGate {
         })
     }
 
+    /// The content a caller may fetch with `grant`: issued by us to this
+    /// caller, not expired, and stored here complete.
+    pub async fn open_content(
+        &self,
+        caller: &Caller,
+        grant: &Grant,
+    ) -> Result<ContentInfo, PeerError> {
+        let store = self.store.clone();
+        let hash = grant.hash.clone();
+        let (secret, content) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((store.attachment_secret()?, store.content(&hash)?))
+        })
+        .await
+        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
+        grant
+            .verify(&secret, &caller.name, crate::ids::now_millis())
+            .map_err(|e| PeerError::PermissionDenied(e.to_string()))?;
+        match content {
+            Some(content) if content.complete => Ok(content),
+            _ => Err(PeerError::NotFound(format!(
+                "attachment content {} is no longer stored here (removed at the origin)",
+                grant.hash
+            ))),
+        }
+    }
+
+    /// Chunk `index` of a content `open_content` returned.
+    pub async fn read_chunk(&self, id: u64, index: u32) -> Result<Vec<u8>, PeerError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.read_chunk(id, index))
+            .await
+            .map_err(|e| PeerError::Unavailable(e.to_string()))??
+            .ok_or_else(|| PeerError::NotFound(format!("chunk {index} of content {id}")))
+    }
+
+    /// Counts attachment bytes sent to `remote`.
+    pub fn count_sent(&self, remote: &str, bytes: u64) {
+        self.sync.transfers.add(remote, bytes, 0);
+    }
+
     /// Queues received items durably; returns the sequences to acknowledge.
     pub async fn receive(
         &self,
@@ -271,6 +318,25 @@ pub struct Processor {
     blocked: Option<HashSet<(String, String)>>,
     /// Set by operator actions (retry, skip): rescan from the start.
     rescan: Arc<std::sync::atomic::AtomicBool>,
+    /// Contents being fetched, by hash, and how the finished ones ended.
+    fetching: HashMap<String, tokio::task::JoinHandle<Result<(), CallError>>>,
+    fetched: HashMap<String, Result<(), CallError>>,
+    /// Contents whose fetch failed transiently: not before this time, and
+    /// the failures so far.
+    fetch_backoff: HashMap<String, (std::time::Instant, u32)>,
+    transfers: crate::api::TransferBoard,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Contents fetched at once; more wait their turn.
+const MAX_FETCHES: usize = 2;
+
+/// Whether an item's attachments let its flow run.
+enum AttachmentsReady {
+    Go,
+    /// A content is on its way (or waiting to be retried).
+    Wait,
+    Refuse(String),
 }
 
 /// Most items taken into one pass.
@@ -280,14 +346,171 @@ impl Processor {
     pub fn new(
         store: Arc<Store>,
         limits: RecordWriteLimits,
-        rescan: Arc<std::sync::atomic::AtomicBool>,
+        sync: &crate::api::SyncRuntime,
     ) -> Processor {
         Processor {
             store,
             limits,
             cursor: 0,
             blocked: None,
-            rescan,
+            rescan: sync.rescan_inbound.clone(),
+            fetching: HashMap::new(),
+            fetched: HashMap::new(),
+            fetch_backoff: HashMap::new(),
+            transfers: sync.transfers.clone(),
+            wake: sync.wake_inbound.clone(),
+        }
+    }
+
+    /// Checks an item's attachments and gets the contents it needs:
+    /// refuses bad metadata before fetching anything, starts fetches (at
+    /// most `MAX_FETCHES` at once), and says Go once every content is here.
+    async fn attachments_ready(&mut self, item: &InboundItem) -> Result<AttachmentsReady, StoreError> {
+        let Ok(payload) = serde_json::from_str::<Payload>(&item.payload) else {
+            // The flow reports a malformed payload.
+            return Ok(AttachmentsReady::Go);
+        };
+        if item.operation == crate::record::Operation::Delete
+            || (payload.attachments.is_empty() && payload.removed_attachments.is_empty())
+        {
+            return Ok(AttachmentsReady::Go);
+        }
+        let store = self.store.clone();
+        let (event, remote, remote_id) = (
+            item.process_event.clone(),
+            item.remote_system.clone(),
+            item.remote_correlation_id.clone(),
+        );
+        let hashes: Vec<String> = payload.attachments.iter().map(|a| a.hash.clone()).collect();
+        let (flow, global_max_mb, correlated, contents) = tokio::task::spawn_blocking(move || {
+            let contents = hashes
+                .iter()
+                .map(|hash| Ok((hash.clone(), store.content(hash)?)))
+                .collect::<Result<HashMap<_, _>, StoreError>>()?;
+            Ok::<_, StoreError>((
+                store.inbound_flow(&event, &remote),
+                store.number("attachment.max_mb")?,
+                store.is_correlated(&remote, &remote_id)?,
+                contents,
+            ))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        let Some(flow) = flow else {
+            return Ok(AttachmentsReady::Go);
+        };
+        let max_mb = match (flow.max_attachment_mb, global_max_mb) {
+            (0, global) => global,
+            (own, 0) => own,
+            (own, global) => own.min(global),
+        };
+        let limits = AttachmentLimits::new(max_mb, &flow.allowed_extensions);
+        if let Err(problem) =
+            check_incoming(&payload.attachments, &payload.removed_attachments, &limits)
+        {
+            return Ok(AttachmentsReady::Refuse(problem));
+        }
+        let strategy = payload.attachment_strategy.unwrap_or_default();
+        let mut ready = AttachmentsReady::Go;
+        for attachment in wanted(&payload.attachments, strategy, !correlated) {
+            let hash = &attachment.hash;
+            match contents.get(hash).and_then(Option::as_ref) {
+                Some(content) if content.complete => {
+                    self.fetched.remove(hash);
+                    if content.size != attachment.size {
+                        return Ok(AttachmentsReady::Refuse(format!(
+                            "attachment {:?} claims {} bytes, but its content ({hash}) has {} (its size lies)",
+                            attachment.file_name, attachment.size, content.size
+                        )));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if self.fetching.contains_key(hash) {
+                ready = AttachmentsReady::Wait;
+                continue;
+            }
+            match self.fetched.remove(hash) {
+                Some(Err(CallError::Permanent(problem))) => {
+                    return Ok(AttachmentsReady::Refuse(format!(
+                        "attachment {:?} could not be fetched from `{}`: {problem}",
+                        attachment.file_name, item.remote_system
+                    )));
+                }
+                Some(Err(CallError::Transient(problem))) => {
+                    let failures = self.fetch_backoff.get(hash).map_or(0, |(_, n)| *n) + 1;
+                    let wait = Duration::from_secs((1u64 << failures.min(6)).min(60));
+                    tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
+                    self.fetch_backoff
+                        .insert(hash.clone(), (std::time::Instant::now() + wait, failures));
+                    ready = AttachmentsReady::Wait;
+                    continue;
+                }
+                // Done, but gone again (removed meanwhile): fetch anew.
+                Some(Ok(())) | None => {}
+            }
+            if self
+                .fetch_backoff
+                .get(hash)
+                .is_some_and(|(due, _)| *due > std::time::Instant::now())
+            {
+                ready = AttachmentsReady::Wait;
+                continue;
+            }
+            let Some(grant) = item.attachment_grants.iter().find(|g| g.hash == *hash) else {
+                return Ok(AttachmentsReady::Refuse(format!(
+                    "attachment {:?} came without a key to fetch it; the sender must send one",
+                    attachment.file_name
+                )));
+            };
+            ready = AttachmentsReady::Wait;
+            if self.fetching.len() >= MAX_FETCHES {
+                continue;
+            }
+            let wanted = transfer::Wanted {
+                remote_system: item.remote_system.clone(),
+                hash: hash.clone(),
+                size: attachment.size,
+                grant: grant.clone(),
+            };
+            let (store, transfers, wake) = (
+                self.store.clone(),
+                self.transfers.clone(),
+                self.wake.clone(),
+            );
+            tracing::debug!(target: "attachments", id = item.id, file_name = %attachment.file_name, size = attachment.size, "Fetching an attachment.");
+            self.fetching.insert(
+                hash.clone(),
+                tokio::spawn(async move {
+                    let result = transfer::fetch(store, transfers, wanted).await;
+                    wake.notify_one();
+                    result
+                }),
+            );
+        }
+        Ok(ready)
+    }
+
+    /// Collects the outcome of fetches that ended.
+    async fn reap_fetches(&mut self) {
+        let done: Vec<String> = self
+            .fetching
+            .iter()
+            .filter(|(_, task)| task.is_finished())
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        for hash in done {
+            let Some(task) = self.fetching.remove(&hash) else {
+                continue;
+            };
+            let result = task
+                .await
+                .unwrap_or_else(|e| Err(CallError::Transient(format!("the fetch task failed: {e}"))));
+            if result.is_ok() {
+                self.fetch_backoff.remove(&hash);
+            }
+            self.fetched.insert(hash, result);
         }
     }
 
@@ -313,6 +536,7 @@ impl Processor {
         })
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))??;
+        self.reap_fetches().await;
         let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();
         let mut held_now: HashSet<(String, String)> = HashSet::new();
@@ -348,10 +572,22 @@ impl Processor {
                     continue;
                 }
             };
-            let applied = self
-                .store
-                .apply_inbound(item.id, actor, self.limits.clone())
-                .await?;
+            let applied = match self.attachments_ready(&item).await? {
+                AttachmentsReady::Go => {
+                    self.store
+                        .apply_inbound(item.id, actor, self.limits.clone())
+                        .await?
+                }
+                AttachmentsReady::Wait => {
+                    held_now.insert(key);
+                    tick.held += 1;
+                    first_held.get_or_insert(item.id);
+                    continue;
+                }
+                AttachmentsReady::Refuse(problem) => {
+                    self.store.refuse_inbound(item.id, problem).await?
+                }
+            };
             match applied.status {
                 crate::queue::QueueStatus::Error => {
                     tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
@@ -371,11 +607,6 @@ impl Processor {
             None => last_seen,
         };
         self.blocked = Some(blocked);
-        // Held items are looked at again; everything before them is done.
-        self.cursor = match first_held {
-            Some(id) => id - 1,
-            None => last_seen,
-        };
         Ok(tick)
     }
 

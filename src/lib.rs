@@ -10,6 +10,8 @@ pub mod domain;
 pub mod condition;
 /// Records, journal entries and record writes.
 pub mod record;
+/// Attachments: metadata, fetch keys, checks on received files.
+pub mod attachment;
 /// Users, roles and permissions.
 pub mod user;
 /// Queue items, statuses, captured payloads and correlations.

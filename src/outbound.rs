@@ -42,6 +42,8 @@ pub struct WireItem {
     pub domain: String,
     pub payload_json: String,
     pub created_on: String,
+    /// Keys for the peer to fetch the payload's attachments with.
+    pub attachment_grants: Vec<crate::attachment::Grant>,
 }
 
 /// What comes back on a stream.
@@ -301,38 +303,7 @@ impl Outbound {
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {
-        let store = self.store.clone();
-        let name = remote.to_string();
-        let found = tokio::task::spawn_blocking(move || {
-            let remote = store
-                .remote_systems()?
-                .into_iter()
-                .find(|r| r.spec.name == name);
-            let secret = store.remote_secret(&name)?;
-            let instance = store.instance()?;
-            Ok::<_, crate::store::StoreError>((remote, secret, instance))
-        })
-        .await
-        .map_err(|e| CallError::Transient(e.to_string()))?
-        .map_err(|e| CallError::Transient(e.to_string()))?;
-        let (Some(spec), secret, instance) = found else {
-            return Err(CallError::Permanent(format!(
-                "remote system `{remote}` no longer exists"
-            )));
-        };
-        let Some(token) = secret else {
-            return Err(CallError::Permanent(format!(
-                "no token to present to `{remote}`; set it with `procsync remote token {remote}`"
-            )));
-        };
-        Ok(PeerTarget {
-            endpoint: spec.spec.endpoint,
-            fingerprint: crate::config::sync::normalize_fingerprint(&spec.spec.fingerprint)
-                .map_err(CallError::Permanent)?,
-            token,
-            cert_pem: instance.cert_pem,
-            key_pem: instance.key_pem,
-        })
+        peer_target(self.store.clone(), remote).await
     }
 
     /// One stream's life: connect, send, collect acks, until it fails.
@@ -536,7 +507,23 @@ impl Outbound {
         tokio::task::spawn_blocking(move || {
             let items = store.ready_outbound(&remote, after, limit)?;
             let mut out = Vec::with_capacity(items.len());
+            // Keys are made as items leave, so they expire a fixed time
+            // after sending, however long an item waited.
+            let grant_maker = if items.iter().any(|(i, _)| !i.attachment_hashes.is_empty()) {
+                let ttl = store.number("attachment.key_ttl")?;
+                Some((store.attachment_secret()?, crate::ids::now_millis() + ttl * 1000))
+            } else {
+                None
+            };
             for (item, remote_correlation_id) in items {
+                let attachment_grants = match &grant_maker {
+                    Some((secret, expires_at)) => item
+                        .attachment_hashes
+                        .iter()
+                        .map(|hash| crate::attachment::Grant::issue(secret, &remote, hash, *expires_at))
+                        .collect(),
+                    None => Vec::new(),
+                };
                 out.push((
                     item.id,
                     WireItem {
@@ -549,6 +536,7 @@ impl Outbound {
                         domain: item.domain.to_string(),
                         payload_json: item.payload.get().to_string(),
                         created_on: format_time(item.created_on),
+                        attachment_grants,
                     },
                 ));
             }
@@ -597,4 +585,40 @@ impl Outbound {
 fn jitter_seed(remote: &str, attempt: u32) -> u64 {
     let hash = blake3::hash(format!("{remote}/{attempt}/{}", now_millis()).as_bytes());
     u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// How to reach `remote`: its endpoint and pin, our token for it, our
+/// certificate.
+pub async fn peer_target(store: Arc<Store>, remote: &str) -> Result<PeerTarget, CallError> {
+    let name = remote.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let remote = store
+            .remote_systems()?
+            .into_iter()
+            .find(|r| r.spec.name == name);
+        let secret = store.remote_secret(&name)?;
+        let instance = store.instance()?;
+        Ok::<_, crate::store::StoreError>((remote, secret, instance))
+    })
+    .await
+    .map_err(|e| CallError::Transient(e.to_string()))?
+    .map_err(|e| CallError::Transient(e.to_string()))?;
+    let (Some(spec), secret, instance) = found else {
+        return Err(CallError::Permanent(format!(
+            "remote system `{remote}` no longer exists"
+        )));
+    };
+    let Some(token) = secret else {
+        return Err(CallError::Permanent(format!(
+            "no token to present to `{remote}`; set it with `procsync remote token {remote}`"
+        )));
+    };
+    Ok(PeerTarget {
+        endpoint: spec.spec.endpoint,
+        fingerprint: crate::config::sync::normalize_fingerprint(&spec.spec.fingerprint)
+            .map_err(CallError::Permanent)?,
+        token,
+        cert_pem: instance.cert_pem,
+        key_pem: instance.key_pem,
+    })
 }

@@ -44,6 +44,18 @@ pub const PROPERTIES: &[PropertyDef] = &[
         description: "Heartbeat round trip, in milliseconds, above which a peer shows as Slow",
         range: (1, 600_000),
     },
+    PropertyDef {
+        name: "attachment.key_ttl",
+        default: "604800",
+        description: "Seconds a peer may use the key sent with an item to fetch its attachments",
+        range: (1, 30 * 86_400),
+    },
+    PropertyDef {
+        name: "attachment.max_mb",
+        default: "4096",
+        description: "Largest attachment, in MiB, this instance accepts from a peer or a client (0: no limit)",
+        range: (0, 1 << 20),
+    },
 ];
 
 pub fn find(name: &str) -> Result<&'static PropertyDef, String> {

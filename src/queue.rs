@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachment::{AttachmentStrategy, Grant, PayloadAttachment, RemovedAttachment};
 use crate::domain::Domain;
 use crate::ids::Millis;
 use crate::record::Operation;
@@ -91,6 +92,10 @@ pub struct OutboundItem {
     /// The last failure to deliver it, kept after it is delivered.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Contents the payload lists: each is sent with a fresh key that lets
+    /// the peer fetch it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachment_hashes: Vec<String>,
 }
 
 /// What a captured change carries to the peer.
@@ -101,6 +106,15 @@ pub struct Payload {
     pub changed_fields: Vec<ChangedField>,
     /// Journal entries new with this change.
     pub journal_entries: Vec<PayloadJournalEntry>,
+    /// The record's attachments the capture includes (see `strategy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<PayloadAttachment>,
+    /// Attachments removed with this change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_attachments: Vec<RemovedAttachment>,
+    /// Set when the capture includes attachments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_strategy: Option<AttachmentStrategy>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,6 +177,9 @@ pub struct InboundItem {
     /// How long the inbound flow took, in milliseconds.
     #[serde(default)]
     pub processing_ms: Option<u64>,
+    /// Keys the sender issued for fetching the payload's attachments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachment_grants: Vec<Grant>,
 }
 
 /// Links a local record to its counterpart on one remote system.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachment::Attachment;
 use crate::condition::Fields;
 use crate::domain::Domain;
 use crate::ids::{Millis, format_time};
@@ -66,6 +67,9 @@ pub struct Record {
     /// Number of journal entries ever written to this record; the next
     /// entry's position.
     pub journal_len: u64,
+    /// The files the record holds, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 impl Record {
@@ -170,6 +174,22 @@ pub struct RecordWrite {
     /// fields are rejected.
     pub fields: BTreeMap<String, String>,
     pub journal: Vec<JournalText>,
+    /// Attachments to add and remove (updates only).
+    pub attachments: AttachmentChanges,
+}
+
+/// Attachments a write adds (their content already stored) and removes
+/// (by attachment sys_id).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttachmentChanges {
+    pub attach: Vec<Attachment>,
+    pub detach: Vec<String>,
+}
+
+impl AttachmentChanges {
+    pub fn is_empty(&self) -> bool {
+        self.attach.is_empty() && self.detach.is_empty()
+    }
 }
 
 /// What one write did.

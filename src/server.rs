@@ -113,7 +113,7 @@ pub async fn run(
         max_record_bytes: config.limits.max_record_bytes,
     };
     let inbound_task = tokio::spawn(
-        Processor::new(store.clone(), limits, sync.rescan_inbound.clone())
+        Processor::new(store.clone(), limits, &sync)
             .run(sync.wake_inbound.clone(), stopped.clone()),
     );
 

@@ -5,6 +5,7 @@
 //! read transaction; callers on the async runtime use `spawn_blocking`.
 
 mod codec;
+mod content;
 mod peer;
 mod tables;
 mod writer;
@@ -16,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
+pub use content::ContentInfo;
 use codec::{decode, encode};
 pub use peer::ReceivedItem;
 use tables::*;
@@ -166,13 +168,21 @@ fn db_path(dir: &Path) -> PathBuf {
     dir.join(DB_FILE)
 }
 
+/// redb's page cache, read and write together.
+const CACHE_BYTES: usize = 32 << 20;
+
 fn open_database(dir: &Path, create: bool) -> Result<Database, StoreError> {
     let path = db_path(dir);
     let shown = dir.display().to_string();
+    // redb caches up to 1 GiB by default; an edge server wants a bounded
+    // footprint, and large attachments pass through once, so caching their
+    // pages buys nothing.
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
     let result = if create {
-        Database::create(&path)
+        builder.create(&path)
     } else {
-        Database::open(&path)
+        builder.open(&path)
     };
     result.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown },
@@ -231,8 +241,8 @@ impl Store {
             txn.open_table(COUNTERS)?;
             txn.open_table(OUTBOUND)?;
             txn.open_table(OUTBOUND_BY_REMOTE)?;
-            create_later_tables(&txn)?;
         }
+        create_later_tables(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -512,6 +522,16 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CORRELATIONS)?;
     txn.open_table(CORRELATIONS_BY_REMOTE)?;
     txn.open_table(PROPERTIES)?;
+    txn.open_table(CONTENTS)?;
+    txn.open_table(CONTENT_BY_HASH)?;
+    txn.open_table(CHUNKS)?;
+    let mut meta = txn.open_table(META)?;
+    if meta.get("attachment_secret")?.is_none() {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| StoreError::Storage(format!("no randomness for the attachment secret: {e}")))?;
+        meta.insert("attachment_secret", encode(&secret.to_vec()).as_slice())?;
+    }
     Ok(())
 }
 

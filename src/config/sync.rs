@@ -75,13 +75,7 @@ pub struct ProcessEvent {
     pub description: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachmentStrategy {
-    #[default]
-    All,
-    Deltas,
-}
+pub use crate::attachment::AttachmentStrategy;
 
 /// A capture definition: which record changes become outbound queue items.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +170,17 @@ pub struct InboundFlow {
     /// A Rhai script run after the mapping (see `flow::run_inbound`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
+    /// Largest attachment accepted from the peer, in MiB; 0: only the
+    /// `attachment.max_mb` property applies.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_attachment_mb: u64,
+    /// Extensions accepted from the peer; empty accepts every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_extensions: Vec<String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Journal entries of field `from` are appended to field `to`.

@@ -24,6 +24,7 @@ pub struct ReceivedItem {
     pub remote_correlation_id: String,
     pub local_correlation_id: String,
     pub payload: String,
+    pub attachment_grants: Vec<crate::attachment::Grant>,
 }
 
 impl Store {
@@ -37,6 +38,19 @@ impl Store {
         }
     }
 
+    /// The key attachment grants are made with; never leaves the instance.
+    pub fn attachment_secret(&self) -> Result<[u8; 32], StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let value = meta
+            .get("attachment_secret")?
+            .ok_or_else(|| StoreError::Corrupt("no attachment secret recorded".into()))?;
+        let secret: Vec<u8> = decode(value.value())?;
+        secret
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("the attachment secret is not 32 bytes".into()))
+    }
+
     /// A property's value, or its default.
     pub fn property(&self, name: &str) -> Result<String, StoreError> {
         let def = property::find(name).map_err(StoreError::Invalid)?;
@@ -48,7 +62,7 @@ impl Store {
         }
     }
 
-    fn number(&self, name: &str) -> Result<u64, StoreError> {
+    pub fn number(&self, name: &str) -> Result<u64, StoreError> {
         self.property(name)?
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("property {name} is not a number")))
@@ -267,6 +281,48 @@ impl Store {
             }
         })
         .await
+    }
+
+    /// The inbound flow for `process_event` from `remote`, as last applied.
+    pub fn inbound_flow(
+        &self,
+        process_event: &str,
+        remote: &str,
+    ) -> Option<crate::config::sync::InboundFlow> {
+        self.writer
+            .capture()
+            .inbound_flow(process_event, remote)
+            .cloned()
+    }
+
+    /// Whether we already hold a record for the peer's record `remote_id`.
+    pub fn is_correlated(&self, remote: &str, remote_id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_remote = txn.open_table(CORRELATIONS_BY_REMOTE)?;
+        Ok(by_remote.get((remote, remote_id))?.is_some())
+    }
+
+    /// Puts a Ready inbound item in Error with `problem`, writing nothing
+    /// else: the item's own data refused it before its flow could run.
+    pub async fn refuse_inbound(&self, id: u64, problem: String) -> Result<InboundItem, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut table = txn.txn.open_table(INBOUND)?;
+                let value = table
+                    .get(id)?
+                    .map(|v| v.value().to_vec())
+                    .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
+                let mut item: InboundItem = decode(&value)?;
+                if item.status != QueueStatus::Ready {
+                    return Ok(item);
+                }
+                item.status = QueueStatus::Error;
+                item.error = Some(problem);
+                item.processed_on = Some(now_millis());
+                table.insert(id, encode(&item).as_slice())?;
+                Ok(item)
+            })
+            .await
     }
 
     /// Marks outbound items of `remote` Processed (the peer acknowledged a

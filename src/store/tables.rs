@@ -57,3 +57,14 @@ pub const CORRELATIONS_BY_REMOTE: TableDefinition<(&str, &str), (&str, &str)> =
 
 /// Runtime properties: name → value (versioned string).
 pub const PROPERTIES: TableDefinition<&str, &[u8]> = TableDefinition::new("properties");
+
+/// Stored contents (attachment bytes, once per hash): content id →
+/// `ContentInfo`. Ids grow, so chunk inserts are sequential.
+pub const CONTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("contents");
+
+/// Contents by blake3 hash (hex) → content id, complete or still arriving.
+pub const CONTENT_BY_HASH: TableDefinition<&str, u64> = TableDefinition::new("content_by_hash");
+
+/// Content bytes: (content id, chunk index) → at most
+/// `attachment::CHUNK_BYTES` bytes (raw, not versioned: bytes are bytes).
+pub const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");

@@ -235,6 +235,9 @@ struct PreparedWrite {
     record: Option<Vec<u8>>,
     /// New journal entries: (position, stored form).
     journal: Vec<(u64, Vec<u8>)>,
+    /// Contents newly used by the record's attachments, and released.
+    attached: Vec<String>,
+    released: Vec<String>,
     items: Vec<PreparedItem>,
     result: WriteResult,
     unchanged: bool,
@@ -246,6 +249,7 @@ struct PreparedItem {
     capture_definition: String,
     outbound_flow: String,
     payload: Box<RawValue>,
+    attachment_hashes: Vec<String>,
 }
 
 type RecordsTable = (&'static str, &'static str);
@@ -329,11 +333,23 @@ pub(super) fn write_prepared(
     let mut by_remote = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
     let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
     let now = now_millis();
+    // Before writing anything: every content to attach must be stored.
+    for hash in prepared.writes.iter().flat_map(|w| &w.attached) {
+        if let Some(problem) = super::content::missing_content(txn.txn, hash)? {
+            return Err(StoreError::Invalid(problem));
+        }
+    }
     let mut results = Vec::with_capacity(prepared.writes.len());
     for write in prepared.writes {
         if write.unchanged {
             results.push(write.result);
             continue;
+        }
+        for hash in &write.attached {
+            super::content::add_ref(txn.txn, hash)?;
+        }
+        for hash in &write.released {
+            super::content::release_ref(txn.txn, hash)?;
         }
         let key = (write.table.as_str(), write.sys_id.as_str());
         match &write.record {
@@ -377,6 +393,7 @@ pub(super) fn write_prepared(
                 sent_on: None,
                 processed_on: None,
                 last_error: None,
+                attachment_hashes: item.attachment_hashes,
             };
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
@@ -573,6 +590,7 @@ where
                 domain: new_domain.unwrap_or_else(|| actor.domain.clone()),
                 fields,
                 journal_len: 0,
+                attachments: Vec::new(),
             };
             (None, record)
         }
@@ -610,6 +628,7 @@ where
     if write.operation == Operation::Delete && !write.journal.is_empty() {
         return Err(invalid("a delete cannot add journal entries"));
     }
+    let (attached, released) = plan_attachments(&mut record, write, actor, now)?;
     let size = record.approximate_size();
     if size > limits.max_record_bytes {
         return Err(invalid(format!(
@@ -650,7 +669,11 @@ where
         && journal.is_empty()
         && old
             .as_ref()
-            .is_some_and(|old| old.fields == record.fields && old.domain == record.domain);
+            .is_some_and(|old| {
+                old.fields == record.fields
+                    && old.domain == record.domain
+                    && old.attachments == record.attachments
+            });
     if write.operation == Operation::Update && !unchanged {
         record.mod_count += 1;
         record.updated_on = now;
@@ -675,6 +698,7 @@ where
     let items = captured
         .into_iter()
         .map(|c| PreparedItem {
+            attachment_hashes: c.payload.attachments.iter().map(|a| a.hash.clone()).collect(),
             payload: serde_json::value::to_raw_value(&c.payload)
                 .expect("payloads always serialize"),
             remote_system: c.remote_system,
@@ -700,6 +724,8 @@ where
             .iter()
             .map(|(position, entry)| (*position, encode(entry)))
             .collect(),
+        attached,
+        released,
         items,
         result,
         unchanged,
@@ -709,6 +735,62 @@ where
         (!deleted).then_some(record),
     );
     Ok(prepared)
+}
+
+/// Applies a write's attachment changes to `record`; returns the contents
+/// newly used and those released. A delete releases every attachment.
+fn plan_attachments(
+    record: &mut Record,
+    write: &RecordWrite,
+    actor: &Actor,
+    now: u64,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    if write.operation == Operation::Delete {
+        if !write.attachments.is_empty() {
+            return Err(invalid("a delete cannot add or remove attachments"));
+        }
+        let released = record.attachments.iter().map(|a| a.hash.clone()).collect();
+        return Ok((Vec::new(), released));
+    }
+    let mut released = Vec::new();
+    for sys_id in &write.attachments.detach {
+        let Some(position) = record.attachments.iter().position(|a| a.sys_id == *sys_id) else {
+            return Err(StoreError::NotFound(format!(
+                "attachment {sys_id} of record {}/{}",
+                record.table, record.sys_id
+            )));
+        };
+        released.push(record.attachments.remove(position).hash);
+    }
+    let mut attached = Vec::new();
+    for attachment in &write.attachments.attach {
+        crate::attachment::check_file_name(&attachment.file_name).map_err(invalid)?;
+        if !crate::attachment::is_hash(&attachment.hash) {
+            return Err(invalid(format!(
+                "`{}` is not a blake3 hash (64 lowercase hex digits)",
+                attachment.hash
+            )));
+        }
+        let mut attachment = attachment.clone();
+        if attachment.sys_id.is_empty() {
+            attachment.sys_id = new_sys_id();
+        } else if record.attachments.iter().any(|a| a.sys_id == attachment.sys_id) {
+            return Err(StoreError::Conflict(format!(
+                "record {}/{} already has attachment {}",
+                record.table, record.sys_id, attachment.sys_id
+            )));
+        }
+        if attachment.created_by.is_empty() {
+            attachment.created_by = actor.user.clone();
+            attachment.created_on = now;
+        }
+        if attachment.content_type.is_empty() {
+            attachment.content_type = "application/octet-stream".to_string();
+        }
+        attached.push(attachment.hash.clone());
+        record.attachments.push(attachment);
+    }
+    Ok((attached, released))
 }
 
 pub fn add_user(txn: &mut Txn<'_>, mut user: User, token: &str) -> Result<User, StoreError> {
@@ -944,6 +1026,7 @@ pub fn receive(
             error: problem,
             processed_on: None,
             processing_ms: None,
+            attachment_grants: received.attachment_grants,
         };
         if let Some(error) = &item.error {
             tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
@@ -1087,6 +1170,14 @@ fn run_flow(
                 .retain(|j| j.origin.as_ref().is_none_or(|o| !known.contains(&o.id)));
         }
     }
+    if write.operation != Operation::Delete
+        && (!payload.attachments.is_empty() || !payload.removed_attachments.is_empty())
+    {
+        match inbound_attachments(txn, item, &payload, &flow.table, correlated.as_deref())? {
+            Ok(changes) => write.attachments = changes,
+            Err(problem) => return Ok(FlowResult::Failed(problem)),
+        }
+    }
     let prepared = {
         let records = txn.txn.open_table(RECORDS)?;
         let capture = txn.capture.clone();
@@ -1141,6 +1232,62 @@ fn run_flow(
         (flow.table.as_str(), local_id.as_str()),
     )?;
     Ok(FlowResult::Applied(local_id))
+}
+
+/// The attachment changes an inbound item makes to its target record;
+/// the inner `Err` refuses the item. Every content to attach must have
+/// arrived (the inbound processor fetches them first) with the claimed size.
+fn inbound_attachments(
+    txn: &mut Txn<'_>,
+    item: &InboundItem,
+    payload: &crate::queue::Payload,
+    table: &str,
+    correlated: Option<&str>,
+) -> Result<Result<crate::record::AttachmentChanges, String>, StoreError> {
+    use crate::attachment::{AttachmentLimits, check_incoming, plan_inbound};
+    if let Err(problem) = check_incoming(
+        &payload.attachments,
+        &payload.removed_attachments,
+        &AttachmentLimits::default(),
+    ) {
+        return Ok(Err(problem));
+    }
+    let target = match correlated {
+        Some(sys_id) => {
+            let records = txn.txn.open_table(RECORDS)?;
+            match records.get((table, sys_id))? {
+                Some(value) => decode::<Record>(value.value())?.attachments,
+                None => Vec::new(),
+            }
+        }
+        None => Vec::new(),
+    };
+    let changes = plan_inbound(
+        &payload.attachments,
+        &payload.removed_attachments,
+        payload.attachment_strategy.unwrap_or_default(),
+        correlated.is_none(),
+        &target,
+        &item.remote_system,
+    );
+    for attachment in &changes.attach {
+        match super::content::stored_size(txn.txn, &attachment.hash)? {
+            None => {
+                return Ok(Err(format!(
+                    "attachment {:?} ({}) has not arrived from `{}`; retry this item",
+                    attachment.file_name, attachment.hash, item.remote_system
+                )));
+            }
+            Some(size) if size != attachment.size => {
+                return Ok(Err(format!(
+                    "attachment {:?} claims {} bytes, but its content ({}) has {size} (its size lies)",
+                    attachment.file_name, attachment.size, attachment.hash
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(changes))
 }
 
 /// What running an item's flow came to.

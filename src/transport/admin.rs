@@ -11,6 +11,7 @@ use super::pb::admin as pb;
 use super::pb::admin::admin_server::{Admin, AdminServer};
 use super::status_of;
 use crate::api::Api;
+use crate::attachment::Attachment;
 use crate::ids::format_time;
 use crate::queue::OutboundItem;
 use crate::record::{JournalEntry, JournalText, Record, RecordWrite};
@@ -79,6 +80,7 @@ fn write_from_pb(write: pb::RecordWrite) -> Result<RecordWrite, Status> {
         .try_into()
         .map_err(Status::invalid_argument)?;
     Ok(RecordWrite {
+        attachments: Default::default(),
         operation,
         table: write.table,
         sys_id: (!write.sys_id.is_empty()).then_some(write.sys_id),
@@ -95,8 +97,174 @@ fn write_from_pb(write: pb::RecordWrite) -> Result<RecordWrite, Status> {
     })
 }
 
+fn attachment_to_pb(table: &str, record_sys_id: &str, a: &Attachment) -> pb::Attachment {
+    let origin = a.origin.as_ref();
+    pb::Attachment {
+        sys_id: a.sys_id.clone(),
+        table: table.to_string(),
+        record_sys_id: record_sys_id.to_string(),
+        file_name: a.file_name.clone(),
+        content_type: a.content_type.clone(),
+        size: a.size,
+        hash: a.hash.clone(),
+        created_on: format_time(a.created_on),
+        created_by: a.created_by.clone(),
+        origin_remote_system: origin.map(|o| o.remote_system.clone()).unwrap_or_default(),
+        origin_sys_id: origin.map(|o| o.sys_id.clone()).unwrap_or_default(),
+    }
+}
+
+type AttachmentStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::AttachmentPart, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn begin_upload(
+        &self,
+        request: Request<pb::BeginUploadRequest>,
+    ) -> Result<Response<pb::UploadState>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let state = self
+            .api
+            .begin_upload(token, req.hash, req.size)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::UploadState {
+            received: state.received,
+            complete: state.complete,
+        }))
+    }
+
+    async fn upload_content(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadChunk>>,
+    ) -> Result<Response<pb::UploadState>, Status> {
+        let token = token(&request);
+        let mut chunks = request.into_inner();
+        let Some(first) = chunks.message().await? else {
+            return Err(Status::invalid_argument("the upload sent no chunk"));
+        };
+        let opened = self
+            .api
+            .open_upload(token, first.hash.clone(), first.size, first.offset)
+            .await
+            .map_err(status_of)?;
+        let Some(mut sink) = opened else {
+            return Ok(Response::new(pb::UploadState {
+                received: first.size,
+                complete: true,
+            }));
+        };
+        let mut next = Some(first);
+        while let Some(chunk) = next.take() {
+            if !chunk.data.is_empty() {
+                sink.push(chunk.offset, chunk.data, &chunk.chunk_hash)
+                    .await
+                    .map_err(|e| status_of(e.into()))?;
+            }
+            next = chunks.message().await?;
+        }
+        let content = sink.finish().await.map_err(|e| status_of(e.into()))?;
+        Ok(Response::new(pb::UploadState {
+            received: content.received,
+            complete: content.complete,
+        }))
+    }
+
+    async fn add_attachment(
+        &self,
+        request: Request<pb::AddAttachmentRequest>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let attachment = self
+            .api
+            .add_attachment(
+                token,
+                req.table.clone(),
+                req.sys_id.clone(),
+                req.file_name,
+                req.content_type,
+                req.hash,
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(attachment_to_pb(&req.table, &req.sys_id, &attachment)))
+    }
+
+    async fn list_attachments(
+        &self,
+        request: Request<pb::AttachmentsRequest>,
+    ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let attachments = self
+            .api
+            .list_attachments(token, req.table.clone(), req.sys_id.clone())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ListAttachmentsResponse {
+            attachments: attachments
+                .iter()
+                .map(|a| attachment_to_pb(&req.table, &req.sys_id, a))
+                .collect(),
+        }))
+    }
+
+    type GetAttachmentStream = AttachmentStream;
+
+    async fn get_attachment(
+        &self,
+        request: Request<pb::AttachmentRequest>,
+    ) -> Result<Response<Self::GetAttachmentStream>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let (attachment, content) = self
+            .api
+            .find_attachment(token, req.table.clone(), req.sys_id.clone(), req.attachment)
+            .await
+            .map_err(status_of)?;
+        let (parts, stream) = tokio::sync::mpsc::channel(2);
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            let head = pb::AttachmentPart {
+                part: Some(pb::attachment_part::Part::Attachment(attachment_to_pb(
+                    &req.table,
+                    &req.sys_id,
+                    &attachment,
+                ))),
+            };
+            if parts.send(Ok(head)).await.is_err() {
+                return;
+            }
+            for index in 0..content.chunk_count() {
+                let part = api.read_chunk(&content, index).await.map(|data| pb::AttachmentPart {
+                    part: Some(pb::attachment_part::Part::Data(data.into())),
+                });
+                let failed = part.is_err();
+                if parts.send(part.map_err(status_of)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(stream))))
+    }
+
+    async fn remove_attachment(
+        &self,
+        request: Request<pb::AttachmentRequest>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let token = token(&request);
+        let req = request.into_inner();
+        let attachment = self
+            .api
+            .remove_attachment(token, req.table.clone(), req.sys_id.clone(), req.attachment)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(attachment_to_pb(&req.table, &req.sys_id, &attachment)))
+    }
+
     async fn write_records(
         &self,
         request: Request<pb::WriteRecordsRequest>,
@@ -464,6 +632,8 @@ fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
             .unwrap_or_default(),
         has_token: remote.has_token,
         round_trip_ms: health.and_then(|h| h.round_trip_ms).unwrap_or(0),
+        attachment_bytes_sent: remote.transfers.bytes_sent,
+        attachment_bytes_received: remote.transfers.bytes_received,
     }
 }
 

@@ -107,6 +107,63 @@ pub struct RemoteSystemData {
     pub next_attempt_on: String,
     pub has_token: bool,
     pub round_trip_ms: u64,
+    pub attachment_bytes_sent: u64,
+    pub attachment_bytes_received: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachmentData {
+    pub sys_id: String,
+    pub table: String,
+    pub record_sys_id: String,
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub hash: String,
+    pub created_on: String,
+    pub created_by: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub origin_remote_system: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub origin_sys_id: String,
+}
+
+impl From<pb::Attachment> for AttachmentData {
+    fn from(a: pb::Attachment) -> AttachmentData {
+        AttachmentData {
+            sys_id: a.sys_id,
+            table: a.table,
+            record_sys_id: a.record_sys_id,
+            file_name: a.file_name,
+            content_type: a.content_type,
+            size: a.size,
+            hash: a.hash,
+            created_on: a.created_on,
+            created_by: a.created_by,
+            origin_remote_system: a.origin_remote_system,
+            origin_sys_id: a.origin_sys_id,
+        }
+    }
+}
+
+/// An attachment's bytes as they arrive.
+pub struct AttachmentBytes {
+    inner: tonic::Streaming<pb::AttachmentPart>,
+}
+
+impl AttachmentBytes {
+    /// The next piece of the file; `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        loop {
+            match self.inner.message().await? {
+                None => return Ok(None),
+                Some(pb::AttachmentPart {
+                    part: Some(pb::attachment_part::Part::Data(data)),
+                }) => return Ok(Some(data)),
+                Some(_) => continue,
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -225,6 +282,108 @@ impl AdminClient {
                 queued: r.queued,
             })
             .collect())
+    }
+
+    /// How much of content `hash` the instance holds.
+    pub async fn begin_upload(&mut self, hash: &str, size: u64) -> Result<(u64, bool), ClientError> {
+        let request = self.request(pb::BeginUploadRequest {
+            hash: hash.to_string(),
+            size,
+        });
+        let state = self.inner.begin_upload(request).await?.into_inner();
+        Ok((state.received, state.complete))
+    }
+
+    /// Streams the pieces of content `hash` from `pieces` (offset, bytes,
+    /// each at most one chunk); returns whether the content is complete.
+    pub async fn upload_content(
+        &mut self,
+        hash: &str,
+        size: u64,
+        pieces: tokio::sync::mpsc::Receiver<(u64, bytes::Bytes)>,
+    ) -> Result<bool, ClientError> {
+        let hash = hash.to_string();
+        let chunks = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(pieces),
+            move |(offset, data)| pb::UploadChunk {
+                hash: hash.clone(),
+                size,
+                offset,
+                chunk_hash: blake3::hash(&data).as_bytes().to_vec().into(),
+                data,
+            },
+        );
+        let request = self.request(chunks);
+        let state = self.inner.upload_content(request).await?.into_inner();
+        Ok(state.complete)
+    }
+
+    pub async fn add_attachment(
+        &mut self,
+        table: &str,
+        sys_id: &str,
+        file_name: &str,
+        content_type: &str,
+        hash: &str,
+    ) -> Result<AttachmentData, ClientError> {
+        let request = self.request(pb::AddAttachmentRequest {
+            table: table.to_string(),
+            sys_id: sys_id.to_string(),
+            file_name: file_name.to_string(),
+            content_type: content_type.to_string(),
+            hash: hash.to_string(),
+        });
+        Ok(self.inner.add_attachment(request).await?.into_inner().into())
+    }
+
+    pub async fn list_attachments(
+        &mut self,
+        table: &str,
+        sys_id: &str,
+    ) -> Result<Vec<AttachmentData>, ClientError> {
+        let request = self.request(pb::AttachmentsRequest {
+            table: table.to_string(),
+            sys_id: sys_id.to_string(),
+        });
+        let response = self.inner.list_attachments(request).await?.into_inner();
+        Ok(response.attachments.into_iter().map(Into::into).collect())
+    }
+
+    /// An attachment's metadata and a stream of its bytes.
+    pub async fn get_attachment(
+        &mut self,
+        table: &str,
+        sys_id: &str,
+        which: &str,
+    ) -> Result<(AttachmentData, AttachmentBytes), ClientError> {
+        let request = self.request(pb::AttachmentRequest {
+            table: table.to_string(),
+            sys_id: sys_id.to_string(),
+            attachment: which.to_string(),
+        });
+        let mut inner = self.inner.get_attachment(request).await?.into_inner();
+        match inner.message().await? {
+            Some(pb::AttachmentPart {
+                part: Some(pb::attachment_part::Part::Attachment(head)),
+            }) => Ok((head.into(), AttachmentBytes { inner })),
+            _ => Err(ClientError::Invalid(
+                "the server did not start the attachment with its metadata".into(),
+            )),
+        }
+    }
+
+    pub async fn remove_attachment(
+        &mut self,
+        table: &str,
+        sys_id: &str,
+        which: &str,
+    ) -> Result<AttachmentData, ClientError> {
+        let request = self.request(pb::AttachmentRequest {
+            table: table.to_string(),
+            sys_id: sys_id.to_string(),
+            attachment: which.to_string(),
+        });
+        Ok(self.inner.remove_attachment(request).await?.into_inner().into())
     }
 
     pub async fn get_record(
@@ -542,6 +701,8 @@ fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
         next_attempt_on: r.next_attempt_on,
         has_token: r.has_token,
         round_trip_ms: r.round_trip_ms,
+        attachment_bytes_sent: r.attachment_bytes_sent,
+        attachment_bytes_received: r.attachment_bytes_received,
     }
 }
 

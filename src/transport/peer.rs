@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::pb::peer as pb;
 use super::pb::peer::peer_server::{Peer, PeerServer};
 use super::tls;
+use crate::attachment::{CHUNK_BYTES, Grant};
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Hello, HelloAnswer, PeerError, PeerGate};
 use crate::outbound::{SendItem, SyncEvent};
@@ -34,6 +35,7 @@ fn status_of(error: PeerError) -> Status {
         PeerError::PermissionDenied(m) => Status::permission_denied(m),
         PeerError::NotActive(m) => Status::failed_precondition(m),
         PeerError::Unavailable(m) => Status::unavailable(m),
+        PeerError::NotFound(m) => Status::not_found(m),
     }
 }
 
@@ -51,6 +53,22 @@ fn operation_to_pb(op: Operation) -> pb::Operation {
         Operation::Create => pb::Operation::Create,
         Operation::Update => pb::Operation::Update,
         Operation::Delete => pb::Operation::Delete,
+    }
+}
+
+fn grant_from_pb(grant: pb::AttachmentGrant) -> Grant {
+    Grant {
+        hash: grant.hash,
+        expires_at: grant.expires_at,
+        key: grant.key,
+    }
+}
+
+fn grant_to_pb(grant: Grant) -> pb::AttachmentGrant {
+    pb::AttachmentGrant {
+        hash: grant.hash,
+        expires_at: grant.expires_at,
+        key: grant.key,
     }
 }
 
@@ -76,6 +94,9 @@ struct PeerService {
     /// can close.
     stopped: tokio::sync::watch::Receiver<bool>,
 }
+
+type ContentStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ContentChunk, Status>> + Send>>;
 
 type SyncDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
@@ -114,6 +135,68 @@ impl Peer for PeerService {
             instance_name: answer.instance_name,
             problems: answer.problems,
         }))
+    }
+
+    type FetchStream = ContentStream;
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let (fingerprint, token) = credentials(&request);
+        let caller = self
+            .gate
+            .identify(fingerprint, token)
+            .await
+            .map_err(status_of)?;
+        let request = request.into_inner();
+        let grant = request
+            .grant
+            .map(grant_from_pb)
+            .ok_or_else(|| Status::invalid_argument("a fetch needs the attachment key sent with the item"))?;
+        let content = self
+            .gate
+            .open_content(&caller, &grant)
+            .await
+            .map_err(status_of)?;
+        let chunk_bytes = CHUNK_BYTES as u64;
+        if request.offset % chunk_bytes != 0 || request.offset > content.size {
+            return Err(Status::invalid_argument(format!(
+                "offset {} is not a chunk boundary (multiples of {CHUNK_BYTES}) within the {} bytes of the content",
+                request.offset, content.size
+            )));
+        }
+        // Two chunks in flight: the next is read while one is sent, and
+        // memory stays at a few MiB whatever the file size.
+        let (chunks, stream) = tokio::sync::mpsc::channel(2);
+        let gate = self.gate.clone();
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            let first = (request.offset / chunk_bytes) as u32;
+            for index in first..content.chunk_count() {
+                let read = tokio::select! {
+                    read = gate.read_chunk(content.id, index) => read,
+                    _ = stopped.changed() => return,
+                };
+                let message = match read {
+                    Ok(data) => {
+                        let chunk_hash = blake3::hash(&data).as_bytes().to_vec();
+                        gate.count_sent(&caller.name, data.len() as u64);
+                        Ok(pb::ContentChunk {
+                            offset: index as u64 * chunk_bytes,
+                            data: data.into(),
+                            chunk_hash: chunk_hash.into(),
+                        })
+                    }
+                    Err(error) => Err(status_of(error)),
+                };
+                let failed = message.is_err();
+                if chunks.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 
     type SyncStream = SyncDownStream;
@@ -159,6 +242,11 @@ impl Peer for PeerService {
                             remote_correlation_id: item.local_correlation_id,
                             local_correlation_id: item.remote_correlation_id,
                             payload: item.payload_json,
+                            attachment_grants: item
+                                .attachment_grants
+                                .into_iter()
+                                .map(grant_from_pb)
+                                .collect(),
                         }),
                         Some(pb::sync_up::Message::Ping(ping)) => {
                             let pong = pb::SyncDown {
@@ -335,7 +423,10 @@ fn call_error(status: Status) -> CallError {
     use tonic::Code;
     let message = status.message().to_string();
     match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied => CallError::Permanent(message),
+        Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::NotFound
+        | Code::InvalidArgument => CallError::Permanent(message),
         Code::Unavailable | Code::Unknown => {
             // Transport failures carry the TLS cause in the source chain.
             let text = chain(&status);
@@ -451,6 +542,21 @@ impl PeerClient {
         })
     }
 
+    /// Streams content `grant.hash` from byte `offset` (a chunk boundary).
+    pub async fn fetch(&mut self, grant: Grant, offset: u64) -> Result<FetchStream, CallError> {
+        let request = self.request(pb::FetchRequest {
+            grant: Some(grant_to_pb(grant)),
+            offset,
+        });
+        let inner = self
+            .inner
+            .fetch(request)
+            .await
+            .map_err(call_error)?
+            .into_inner();
+        Ok(FetchStream { inner })
+    }
+
     /// Opens the sync stream: items and pings go into the returned sender,
     /// acks and pongs come out of the returned receiver.
     pub async fn sync(
@@ -476,6 +582,7 @@ impl PeerClient {
                     domain: item.domain,
                     payload_json: item.payload_json,
                     created_on: item.created_on,
+                    attachment_grants: item.attachment_grants.into_iter().map(grant_to_pb).collect(),
                 })),
             },
             SendItem::Ping(nonce) => pb::SyncUp {
@@ -512,5 +619,32 @@ impl PeerClient {
             }
         });
         Ok((items, received))
+    }
+}
+
+/// One chunk of a fetched content.
+pub struct FetchedChunk {
+    pub offset: u64,
+    pub data: bytes::Bytes,
+    pub chunk_hash: bytes::Bytes,
+}
+
+/// A content arriving from a peer.
+pub struct FetchStream {
+    inner: Streaming<pb::ContentChunk>,
+}
+
+impl FetchStream {
+    /// The next chunk; `None` once the peer sent the last one.
+    pub async fn next(&mut self) -> Result<Option<FetchedChunk>, CallError> {
+        match self.inner.message().await {
+            Ok(Some(chunk)) => Ok(Some(FetchedChunk {
+                offset: chunk.offset,
+                data: chunk.data,
+                chunk_hash: chunk.chunk_hash,
+            })),
+            Ok(None) => Ok(None),
+            Err(status) => Err(call_error(status)),
+        }
     }
 }

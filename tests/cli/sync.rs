@@ -485,6 +485,7 @@ fn edge_writer(
                 };
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let write = |operation, sys_id: Option<String>, state: &str| RecordWrite {
+                        attachments: Default::default(),
                         operation,
                         table: "sc_req_item".to_string(),
                         sys_id,

@@ -1,0 +1,304 @@
+//! Stored contents: attachment bytes kept once per blake3 hash, in chunks
+//! just under 1 MiB, with a count of the attachments that use each. A
+//! content arrives in order, a batch of chunks per commit, so an interrupted
+//! upload or transfer resumes from the last committed chunk. Callers verify
+//! the bytes (`attachment::Verifier`); this module only keeps them.
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::{Store, StoreError};
+use crate::attachment::CHUNK_BYTES;
+use crate::ids::{Millis, now_millis};
+
+/// One stored content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentInfo {
+    pub id: u64,
+    pub hash: String,
+    pub size: u64,
+    /// Bytes durably stored so far; equals `size` once complete.
+    pub received: u64,
+    pub complete: bool,
+    /// Attachments using this content; at zero the content is deleted.
+    pub refs: u64,
+    pub created_on: Millis,
+}
+
+impl ContentInfo {
+    pub fn chunk_count(&self) -> u32 {
+        self.size.div_ceil(CHUNK_BYTES as u64) as u32
+    }
+}
+
+impl Store {
+    /// The content stored (or arriving) under `hash`.
+    pub fn content(&self, hash: &str) -> Result<Option<ContentInfo>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let by_hash = txn.open_table(CONTENT_BY_HASH)?;
+        let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let contents = txn.open_table(CONTENTS)?;
+        match contents.get(id)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Err(StoreError::Corrupt(format!(
+                "content {hash} is indexed but not stored"
+            ))),
+        }
+    }
+
+    /// Chunk `index` of content `id`.
+    pub fn read_chunk(&self, id: u64, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks.get((id, index))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Calls `each` with the stored chunks of content `id` covering its first
+    /// `bytes` bytes, in order, from one read transaction.
+    pub fn read_stored(
+        &self,
+        id: u64,
+        bytes: u64,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), StoreError> {
+        let count = bytes.div_ceil(CHUNK_BYTES as u64) as u32;
+        if count == 0 {
+            return Ok(());
+        }
+        let txn = self.db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut expected = 0u32;
+        for row in chunks.range((id, 0u32)..(id, count))? {
+            let (key, value) = row?;
+            if key.value().1 != expected {
+                return Err(StoreError::Corrupt(format!("chunk {expected} of content {id} is missing")));
+            }
+            each(value.value());
+            expected += 1;
+        }
+        if expected != count {
+            return Err(StoreError::Corrupt(format!("chunk {expected} of content {id} is missing")));
+        }
+        Ok(())
+    }
+
+    /// The content for `hash`: the stored one, the one still arriving (to
+    /// resume), or a new empty one of `size` bytes. A partial content of
+    /// another size is started over: the claimed size was wrong before.
+    pub async fn begin_content(&self, hash: String, size: u64) -> Result<ContentInfo, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut by_hash = txn.txn.open_table(CONTENT_BY_HASH)?;
+                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let existing = by_hash.get(hash.as_str())?.map(|v| v.value());
+                if let Some(id) = existing {
+                    let info: ContentInfo = match contents.get(id)? {
+                        Some(value) => decode(value.value())?,
+                        None => {
+                            return Err(StoreError::Corrupt(format!(
+                                "content {hash} is indexed but not stored"
+                            )));
+                        }
+                    };
+                    if info.complete || info.size == size {
+                        return Ok(info);
+                    }
+                    delete_chunks(txn.txn, id, info.chunk_count())?;
+                    contents.remove(id)?;
+                    by_hash.remove(hash.as_str())?;
+                }
+                let mut counters = txn.txn.open_table(COUNTERS)?;
+                let id = match counters.get("content")? {
+                    Some(value) => decode::<u64>(value.value())? + 1,
+                    None => 1,
+                };
+                counters.insert("content", encode(&id).as_slice())?;
+                let info = ContentInfo {
+                    id,
+                    hash: hash.clone(),
+                    size,
+                    received: 0,
+                    complete: size == 0,
+                    refs: 0,
+                    created_on: now_millis(),
+                };
+                contents.insert(id, encode(&info).as_slice())?;
+                by_hash.insert(hash.as_str(), id)?;
+                Ok(info)
+            })
+            .await
+    }
+
+    /// Stores the next chunks of a partial content, starting at byte
+    /// `offset`, which must be where it stands. Returns the bytes stored.
+    pub async fn append_chunks<C>(
+        &self,
+        id: u64,
+        offset: u64,
+        chunks: Vec<C>,
+    ) -> Result<u64, StoreError>
+    where
+        C: AsRef<[u8]> + Send + 'static,
+    {
+        self.writer
+            .submit(move |txn| {
+                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let mut info: ContentInfo = match contents.get(id)? {
+                    Some(value) => decode(value.value())?,
+                    None => return Err(StoreError::NotFound(format!("content {id}"))),
+                };
+                if info.complete {
+                    return Ok(info.received);
+                }
+                if offset != info.received {
+                    return Err(StoreError::Conflict(format!(
+                        "content {} has {} bytes stored; the next chunk must start there, not at {offset}",
+                        info.hash, info.received
+                    )));
+                }
+                let mut table = txn.txn.open_table(CHUNKS)?;
+                let mut received = info.received;
+                for chunk in &chunks {
+                    let chunk = chunk.as_ref();
+                    let whole = received % CHUNK_BYTES as u64 == 0
+                        && (chunk.len() == CHUNK_BYTES
+                            || received + chunk.len() as u64 == info.size);
+                    if chunk.is_empty() || !whole || received + chunk.len() as u64 > info.size {
+                        return Err(StoreError::Invalid(format!(
+                            "a chunk of {} bytes at offset {received} does not fit content {} of {} bytes (chunks are {CHUNK_BYTES} bytes, the last one shorter)",
+                            chunk.len(),
+                            info.hash,
+                            info.size
+                        )));
+                    }
+                    let index = (received / CHUNK_BYTES as u64) as u32;
+                    table.insert((id, index), chunk)?;
+                    received += chunk.len() as u64;
+                }
+                info.received = received;
+                contents.insert(id, encode(&info).as_slice())?;
+                Ok(received)
+            })
+            .await
+    }
+
+    /// Marks a fully stored content complete (its bytes verified by the
+    /// caller); from now on it can be attached.
+    pub async fn complete_content(&self, id: u64) -> Result<ContentInfo, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let mut info: ContentInfo = match contents.get(id)? {
+                    Some(value) => decode(value.value())?,
+                    None => return Err(StoreError::NotFound(format!("content {id}"))),
+                };
+                if info.received != info.size {
+                    return Err(StoreError::Invalid(format!(
+                        "content {} has {} of {} bytes; send the rest first",
+                        info.hash, info.received, info.size
+                    )));
+                }
+                info.complete = true;
+                contents.insert(id, encode(&info).as_slice())?;
+                Ok(info)
+            })
+            .await
+    }
+
+    /// Deletes a partial content whose bytes turned out wrong.
+    pub async fn discard_content(&self, id: u64) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let info: ContentInfo = match contents.get(id)? {
+                    Some(value) => decode(value.value())?,
+                    None => return Ok(()),
+                };
+                if info.complete {
+                    return Ok(());
+                }
+                delete_chunks(txn.txn, id, info.chunk_count())?;
+                contents.remove(id)?;
+                txn.txn
+                    .open_table(CONTENT_BY_HASH)?
+                    .remove(info.hash.as_str())?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Why attaching `hash` is impossible right now, if it is.
+pub(super) fn missing_content(txn: &WriteTransaction, hash: &str) -> Result<Option<String>, StoreError> {
+    let by_hash = txn.open_table(CONTENT_BY_HASH)?;
+    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
+        return Ok(Some(format!(
+            "no content with hash {hash} is stored; upload it first"
+        )));
+    };
+    let contents = txn.open_table(CONTENTS)?;
+    let complete = match contents.get(id)? {
+        Some(value) => decode::<ContentInfo>(value.value())?.complete,
+        None => false,
+    };
+    Ok((!complete).then(|| format!("content {hash} is still arriving; finish the upload first")))
+}
+
+/// The size of the complete content `hash`, if stored.
+pub(super) fn stored_size(txn: &WriteTransaction, hash: &str) -> Result<Option<u64>, StoreError> {
+    let by_hash = txn.open_table(CONTENT_BY_HASH)?;
+    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let contents = txn.open_table(CONTENTS)?;
+    Ok(match contents.get(id)? {
+        Some(value) => {
+            let info: ContentInfo = decode(value.value())?;
+            info.complete.then_some(info.size)
+        }
+        None => None,
+    })
+}
+
+/// One more attachment uses `hash` (checked present by `missing_content`).
+pub(super) fn add_ref(txn: &WriteTransaction, hash: &str) -> Result<(), StoreError> {
+    update_refs(txn, hash, 1)
+}
+
+/// One attachment fewer uses `hash`; the last one deletes the content.
+pub(super) fn release_ref(txn: &WriteTransaction, hash: &str) -> Result<(), StoreError> {
+    update_refs(txn, hash, -1)
+}
+
+fn update_refs(txn: &WriteTransaction, hash: &str, delta: i64) -> Result<(), StoreError> {
+    let mut by_hash = txn.open_table(CONTENT_BY_HASH)?;
+    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
+        return Ok(());
+    };
+    let mut contents = txn.open_table(CONTENTS)?;
+    let mut info: ContentInfo = match contents.get(id)? {
+        Some(value) => decode(value.value())?,
+        None => return Ok(()),
+    };
+    info.refs = info.refs.saturating_add_signed(delta);
+    if info.refs == 0 && delta < 0 {
+        delete_chunks(txn, id, info.chunk_count())?;
+        contents.remove(id)?;
+        by_hash.remove(hash)?;
+    } else {
+        contents.insert(id, encode(&info).as_slice())?;
+    }
+    Ok(())
+}
+
+fn delete_chunks(txn: &WriteTransaction, id: u64, count: u32) -> Result<(), StoreError> {
+    let mut chunks = txn.open_table(CHUNKS)?;
+    for index in 0..count {
+        chunks.remove((id, index))?;
+    }
+    Ok(())
+}
