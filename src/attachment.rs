@@ -163,8 +163,8 @@ impl AttachmentLimits {
             ));
         }
         if !self.allowed_extensions.is_empty() {
-            let allowed = extension(file_name)
-                .is_some_and(|ext| self.allowed_extensions.iter().any(|a| *a == ext));
+            let allowed =
+                extension(file_name).is_some_and(|ext| self.allowed_extensions.contains(&ext));
             if !allowed {
                 return Some(format!(
                     "{file_name:?} does not have an allowed extension (allowed_extensions: {})",
@@ -289,7 +289,9 @@ pub struct Grant {
 /// Why a grant was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GrantError {
-    #[error("the attachment key is not valid for this content and remote system (forged or altered)")]
+    #[error(
+        "the attachment key is not valid for this content and remote system (forged or altered)"
+    )]
     Forged,
     #[error(
         "the attachment key expired at {0}; change the record at the origin (or re-add the attachment) to send a fresh key"
@@ -338,7 +340,9 @@ impl Grant {
             return Err(GrantError::Forged);
         }
         if now >= self.expires_at {
-            return Err(GrantError::Expired(crate::ids::format_time(self.expires_at)));
+            return Err(GrantError::Expired(crate::ids::format_time(
+                self.expires_at,
+            )));
         }
         Ok(())
     }
@@ -433,7 +437,14 @@ mod tests {
     #[test]
     fn file_names_that_could_escape_or_confuse_are_refused() {
         for bad in [
-            "", ".", "..", "../etc/passwd", "a/b", "a\\b", "a\nb", "bell\u{7}",
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "bell\u{7}",
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?} was accepted");
         }
@@ -553,8 +564,10 @@ mod tests {
         let chunk_hash = |d: &[u8]| blake3::hash(d).as_bytes().to_vec();
 
         let mut ok = Verifier::new(3000, &hash);
-        ok.push(0, &data[..1000], &chunk_hash(&data[..1000])).unwrap();
-        ok.push(1000, &data[1000..], &chunk_hash(&data[1000..])).unwrap();
+        ok.push(0, &data[..1000], &chunk_hash(&data[..1000]))
+            .unwrap();
+        ok.push(1000, &data[1000..], &chunk_hash(&data[1000..]))
+            .unwrap();
         ok.finish().unwrap();
 
         let mut resumed = Verifier::new(3000, &hash);

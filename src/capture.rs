@@ -245,7 +245,10 @@ impl CompiledCapture {
     /// The attachments a payload lists (those new with the change flagged)
     /// and those the change removed; attachments over the capture's limits
     /// are left out.
-    fn attachments_of(&self, change: &Change<'_>) -> (Vec<PayloadAttachment>, Vec<RemovedAttachment>) {
+    fn attachments_of(
+        &self,
+        change: &Change<'_>,
+    ) -> (Vec<PayloadAttachment>, Vec<RemovedAttachment>) {
         let Some((_, limits)) = &self.attachments else {
             return (Vec::new(), Vec::new());
         };

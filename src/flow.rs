@@ -267,6 +267,8 @@ mod tests {
             on_error: Vec::new(),
             journal_map: Vec::new(),
             script: script.into(),
+            max_attachment_mb: 0,
+            allowed_extensions: Vec::new(),
         }
     }
 

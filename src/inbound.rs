@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use crate::attachment::{AttachmentLimits, Grant, check_incoming, wanted};
 use crate::queue::{InboundItem, Payload};
-use crate::transport::peer::CallError;
 use crate::store::{
-    Actor, ContentInfo, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store, StoreError,
+    Actor, ContentInfo, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
+    StoreError,
 };
+use crate::transport::peer::CallError;
 use crate::user::{Permission, Role, User};
 
 /// The peer protocol version this binary speaks.
@@ -365,7 +366,10 @@ impl Processor {
     /// Checks an item's attachments and gets the contents it needs:
     /// refuses bad metadata before fetching anything, starts fetches (at
     /// most `MAX_FETCHES` at once), and says Go once every content is here.
-    async fn attachments_ready(&mut self, item: &InboundItem) -> Result<AttachmentsReady, StoreError> {
+    async fn attachments_ready(
+        &mut self,
+        item: &InboundItem,
+    ) -> Result<AttachmentsReady, StoreError> {
         let Ok(payload) = serde_json::from_str::<Payload>(&item.payload) else {
             // The flow reports a malformed payload.
             return Ok(AttachmentsReady::Go);
@@ -504,9 +508,9 @@ impl Processor {
             let Some(task) = self.fetching.remove(&hash) else {
                 continue;
             };
-            let result = task
-                .await
-                .unwrap_or_else(|e| Err(CallError::Transient(format!("the fetch task failed: {e}"))));
+            let result = task.await.unwrap_or_else(|e| {
+                Err(CallError::Transient(format!("the fetch task failed: {e}")))
+            });
             if result.is_ok() {
                 self.fetch_backoff.remove(&hash);
             }

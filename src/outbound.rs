@@ -511,7 +511,10 @@ impl Outbound {
             // after sending, however long an item waited.
             let grant_maker = if items.iter().any(|(i, _)| !i.attachment_hashes.is_empty()) {
                 let ttl = store.number("attachment.key_ttl")?;
-                Some((store.attachment_secret()?, crate::ids::now_millis() + ttl * 1000))
+                Some((
+                    store.attachment_secret()?,
+                    crate::ids::now_millis() + ttl * 1000,
+                ))
             } else {
                 None
             };
@@ -520,7 +523,9 @@ impl Outbound {
                     Some((secret, expires_at)) => item
                         .attachment_hashes
                         .iter()
-                        .map(|hash| crate::attachment::Grant::issue(secret, &remote, hash, *expires_at))
+                        .map(|hash| {
+                            crate::attachment::Grant::issue(secret, &remote, hash, *expires_at)
+                        })
                         .collect(),
                     None => Vec::new(),
                 };

@@ -17,8 +17,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
-pub use content::ContentInfo;
 use codec::{decode, encode};
+pub use content::ContentInfo;
 pub use peer::ReceivedItem;
 use tables::*;
 pub use writer::{ApplyReport, RecordWriteLimits};
@@ -528,8 +528,9 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {
         let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret)
-            .map_err(|e| StoreError::Storage(format!("no randomness for the attachment secret: {e}")))?;
+        getrandom::fill(&mut secret).map_err(|e| {
+            StoreError::Storage(format!("no randomness for the attachment secret: {e}"))
+        })?;
         meta.insert("attachment_secret", encode(&secret.to_vec()).as_slice())?;
     }
     Ok(())

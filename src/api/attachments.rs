@@ -41,10 +41,9 @@ impl Api {
             .blocking(|store| store.number("attachment.max_mb"))
             .await?;
         if let Some(problem) = AttachmentLimits::new(max_mb, &[]).refusal("the file", size) {
-            return Err(ApiError::Invalid(problem.replace(
-                "(max_attachment_mb)",
-                "(property attachment.max_mb)",
-            )));
+            return Err(ApiError::Invalid(
+                problem.replace("(max_attachment_mb)", "(property attachment.max_mb)"),
+            ));
         }
         Ok(())
     }
@@ -161,7 +160,9 @@ impl Api {
         sys_id: String,
         which: String,
     ) -> Result<(Attachment, ContentInfo), ApiError> {
-        let (record, _) = self.get_record(token, table.clone(), sys_id.clone()).await?;
+        let (record, _) = self
+            .get_record(token, table.clone(), sys_id.clone())
+            .await?;
         let by_id = record.attachments.iter().find(|a| a.sys_id == which);
         let attachment = match by_id {
             Some(found) => found.clone(),
@@ -195,9 +196,9 @@ impl Api {
     pub async fn read_chunk(&self, content: &ContentInfo, index: u32) -> Result<Vec<u8>, ApiError> {
         let (id, hash) = (content.id, content.hash.clone());
         self.blocking(move |store| {
-            store.read_chunk(id, index)?.ok_or_else(|| {
-                StoreError::NotFound(format!("chunk {index} of content {hash}"))
-            })
+            store
+                .read_chunk(id, index)?
+                .ok_or_else(|| StoreError::NotFound(format!("chunk {index} of content {hash}")))
         })
         .await
     }

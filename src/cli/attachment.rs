@@ -71,7 +71,8 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
                     .map(|n| n.to_string_lossy().into_owned())
                     .with_context(|| format!("{} has no file name; pass --name", file.display()))?,
             };
-            let content_type = content_type.unwrap_or_else(|| guess_content_type(&file_name).to_string());
+            let content_type =
+                content_type.unwrap_or_else(|| guess_content_type(&file_name).to_string());
             let (hash, size) = hash_file(&file).await?;
             let mut client = client(connection).await?;
             let (received, complete) = client.begin_upload(&hash, size).await?;
@@ -81,10 +82,14 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
                 }
                 let (pieces, stream) = tokio::sync::mpsc::channel(4);
                 let reader = read_pieces(file.clone(), received, pieces);
-                let (read, uploaded) = tokio::join!(reader, client.upload_content(&hash, size, stream));
+                let (read, uploaded) =
+                    tokio::join!(reader, client.upload_content(&hash, size, stream));
                 read?;
                 if !uploaded? {
-                    bail!("the instance did not finish storing {}; run the command again to resume", file.display());
+                    bail!(
+                        "the instance did not finish storing {}; run the command again to resume",
+                        file.display()
+                    );
                 }
             }
             let attachment = client
@@ -96,11 +101,22 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
                 attachment.file_name,
                 attachment.size,
                 attachment.hash,
-                if complete { "; the instance already held its content" } else { "" }
+                if complete {
+                    "; the instance already held its content"
+                } else {
+                    ""
+                }
             );
         }
-        AttachmentCommand::List { table, sys_id, json } => {
-            let attachments = client(connection).await?.list_attachments(&table, &sys_id).await?;
+        AttachmentCommand::List {
+            table,
+            sys_id,
+            json,
+        } => {
+            let attachments = client(connection)
+                .await?
+                .list_attachments(&table, &sys_id)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&attachments)?);
             } else {
@@ -141,7 +157,8 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             let mut written = 0u64;
             while let Some(data) = bytes.next().await? {
                 hasher.update(&data);
-                sink.write_all(&data).context("cannot write the attachment")?;
+                sink.write_all(&data)
+                    .context("cannot write the attachment")?;
                 written += data.len() as u64;
             }
             sink.flush()?;
@@ -157,9 +174,17 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             }
             if !to_stdout {
                 std::fs::File::open(&partial)?.sync_all()?;
-                std::fs::rename(&partial, &output)
-                    .with_context(|| format!("cannot rename {} to {}", partial.display(), output.display()))?;
-                eprintln!("saved {} ({written} bytes, blake3 verified)", output.display());
+                std::fs::rename(&partial, &output).with_context(|| {
+                    format!(
+                        "cannot rename {} to {}",
+                        partial.display(),
+                        output.display()
+                    )
+                })?;
+                eprintln!(
+                    "saved {} ({written} bytes, blake3 verified)",
+                    output.display()
+                );
             }
         }
         AttachmentCommand::Rm {

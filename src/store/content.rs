@@ -75,13 +75,17 @@ impl Store {
         for row in chunks.range((id, 0u32)..(id, count))? {
             let (key, value) = row?;
             if key.value().1 != expected {
-                return Err(StoreError::Corrupt(format!("chunk {expected} of content {id} is missing")));
+                return Err(StoreError::Corrupt(format!(
+                    "chunk {expected} of content {id} is missing"
+                )));
             }
             each(value.value());
             expected += 1;
         }
         if expected != count {
-            return Err(StoreError::Corrupt(format!("chunk {expected} of content {id} is missing")));
+            return Err(StoreError::Corrupt(format!(
+                "chunk {expected} of content {id} is missing"
+            )));
         }
         Ok(())
     }
@@ -233,7 +237,10 @@ impl Store {
 }
 
 /// Why attaching `hash` is impossible right now, if it is.
-pub(super) fn missing_content(txn: &WriteTransaction, hash: &str) -> Result<Option<String>, StoreError> {
+pub(super) fn missing_content(
+    txn: &WriteTransaction,
+    hash: &str,
+) -> Result<Option<String>, StoreError> {
     let by_hash = txn.open_table(CONTENT_BY_HASH)?;
     let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
         return Ok(Some(format!(

@@ -304,7 +304,11 @@ impl Store {
 
     /// Puts a Ready inbound item in Error with `problem`, writing nothing
     /// else: the item's own data refused it before its flow could run.
-    pub async fn refuse_inbound(&self, id: u64, problem: String) -> Result<InboundItem, StoreError> {
+    pub async fn refuse_inbound(
+        &self,
+        id: u64,
+        problem: String,
+    ) -> Result<InboundItem, StoreError> {
         self.writer
             .submit(move |txn| {
                 let mut table = txn.txn.open_table(INBOUND)?;

@@ -667,13 +667,11 @@ where
 
     let unchanged = write.operation == Operation::Update
         && journal.is_empty()
-        && old
-            .as_ref()
-            .is_some_and(|old| {
-                old.fields == record.fields
-                    && old.domain == record.domain
-                    && old.attachments == record.attachments
-            });
+        && old.as_ref().is_some_and(|old| {
+            old.fields == record.fields
+                && old.domain == record.domain
+                && old.attachments == record.attachments
+        });
     if write.operation == Operation::Update && !unchanged {
         record.mod_count += 1;
         record.updated_on = now;
@@ -698,7 +696,12 @@ where
     let items = captured
         .into_iter()
         .map(|c| PreparedItem {
-            attachment_hashes: c.payload.attachments.iter().map(|a| a.hash.clone()).collect(),
+            attachment_hashes: c
+                .payload
+                .attachments
+                .iter()
+                .map(|a| a.hash.clone())
+                .collect(),
             payload: serde_json::value::to_raw_value(&c.payload)
                 .expect("payloads always serialize"),
             remote_system: c.remote_system,
@@ -774,7 +777,11 @@ fn plan_attachments(
         let mut attachment = attachment.clone();
         if attachment.sys_id.is_empty() {
             attachment.sys_id = new_sys_id();
-        } else if record.attachments.iter().any(|a| a.sys_id == attachment.sys_id) {
+        } else if record
+            .attachments
+            .iter()
+            .any(|a| a.sys_id == attachment.sys_id)
+        {
             return Err(StoreError::Conflict(format!(
                 "record {}/{} already has attachment {}",
                 record.table, record.sys_id, attachment.sys_id

@@ -190,7 +190,11 @@ impl Admin for AdminService {
             )
             .await
             .map_err(status_of)?;
-        Ok(Response::new(attachment_to_pb(&req.table, &req.sys_id, &attachment)))
+        Ok(Response::new(attachment_to_pb(
+            &req.table,
+            &req.sys_id,
+            &attachment,
+        )))
     }
 
     async fn list_attachments(
@@ -239,16 +243,21 @@ impl Admin for AdminService {
                 return;
             }
             for index in 0..content.chunk_count() {
-                let part = api.read_chunk(&content, index).await.map(|data| pb::AttachmentPart {
-                    part: Some(pb::attachment_part::Part::Data(data.into())),
-                });
+                let part = api
+                    .read_chunk(&content, index)
+                    .await
+                    .map(|data| pb::AttachmentPart {
+                        part: Some(pb::attachment_part::Part::Data(data.into())),
+                    });
                 let failed = part.is_err();
                 if parts.send(part.map_err(status_of)).await.is_err() || failed {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(stream))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(stream),
+        )))
     }
 
     async fn remove_attachment(
@@ -262,7 +271,11 @@ impl Admin for AdminService {
             .remove_attachment(token, req.table.clone(), req.sys_id.clone(), req.attachment)
             .await
             .map_err(status_of)?;
-        Ok(Response::new(attachment_to_pb(&req.table, &req.sys_id, &attachment)))
+        Ok(Response::new(attachment_to_pb(
+            &req.table,
+            &req.sys_id,
+            &attachment,
+        )))
     }
 
     async fn write_records(

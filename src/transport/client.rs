@@ -285,7 +285,11 @@ impl AdminClient {
     }
 
     /// How much of content `hash` the instance holds.
-    pub async fn begin_upload(&mut self, hash: &str, size: u64) -> Result<(u64, bool), ClientError> {
+    pub async fn begin_upload(
+        &mut self,
+        hash: &str,
+        size: u64,
+    ) -> Result<(u64, bool), ClientError> {
         let request = self.request(pb::BeginUploadRequest {
             hash: hash.to_string(),
             size,
@@ -333,7 +337,12 @@ impl AdminClient {
             content_type: content_type.to_string(),
             hash: hash.to_string(),
         });
-        Ok(self.inner.add_attachment(request).await?.into_inner().into())
+        Ok(self
+            .inner
+            .add_attachment(request)
+            .await?
+            .into_inner()
+            .into())
     }
 
     pub async fn list_attachments(
@@ -383,7 +392,12 @@ impl AdminClient {
             sys_id: sys_id.to_string(),
             attachment: which.to_string(),
         });
-        Ok(self.inner.remove_attachment(request).await?.into_inner().into())
+        Ok(self
+            .inner
+            .remove_attachment(request)
+            .await?
+            .into_inner()
+            .into())
     }
 
     pub async fn get_record(

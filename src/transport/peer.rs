@@ -150,10 +150,9 @@ impl Peer for PeerService {
             .await
             .map_err(status_of)?;
         let request = request.into_inner();
-        let grant = request
-            .grant
-            .map(grant_from_pb)
-            .ok_or_else(|| Status::invalid_argument("a fetch needs the attachment key sent with the item"))?;
+        let grant = request.grant.map(grant_from_pb).ok_or_else(|| {
+            Status::invalid_argument("a fetch needs the attachment key sent with the item")
+        })?;
         let content = self
             .gate
             .open_content(&caller, &grant)
@@ -423,10 +422,9 @@ fn call_error(status: Status) -> CallError {
     use tonic::Code;
     let message = status.message().to_string();
     match status.code() {
-        Code::Unauthenticated
-        | Code::PermissionDenied
-        | Code::NotFound
-        | Code::InvalidArgument => CallError::Permanent(message),
+        Code::Unauthenticated | Code::PermissionDenied | Code::NotFound | Code::InvalidArgument => {
+            CallError::Permanent(message)
+        }
         Code::Unavailable | Code::Unknown => {
             // Transport failures carry the TLS cause in the source chain.
             let text = chain(&status);
@@ -582,7 +580,11 @@ impl PeerClient {
                     domain: item.domain,
                     payload_json: item.payload_json,
                     created_on: item.created_on,
-                    attachment_grants: item.attachment_grants.into_iter().map(grant_to_pb).collect(),
+                    attachment_grants: item
+                        .attachment_grants
+                        .into_iter()
+                        .map(grant_to_pb)
+                        .collect(),
                 })),
             },
             SendItem::Ping(nonce) => pb::SyncUp {

@@ -11,13 +11,11 @@ use procsync::transport::client::AdminClient;
 use crate::support::{Instance, apply_definitions, wait_until};
 
 fn incident(n: usize) -> RecordWrite {
-    attachments: Default::default(),
     let mut fields = BTreeMap::new();
     fields.insert("short_description".to_string(), format!("incident {n}"));
     fields.insert("priority".to_string(), "1".to_string());
     fields.insert("sys_domain".to_string(), "global/acme".to_string());
     RecordWrite {
-       attachments: Default::default(),
         attachments: Default::default(),
         operation: Operation::Create,
         table: "incident".to_string(),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod attachments;
 mod capture;
 mod definitions;
 mod demo;

@@ -359,9 +359,23 @@ pub struct RemoteSpec<'a> {
     pub external_id: String,
 }
 
+/// Extra lines for the blocks `definitions` writes.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// Appended to the `[[capture]]` block.
+    pub capture: &'a str,
+    /// Appended to each `[[inbound_flow]]` block.
+    pub inbound: &'a str,
+}
+
 /// Definitions for one instance: capture `sc_req_item` for every remote,
 /// and an inbound flow from each into `sc_req_item`.
 pub fn definitions(remotes: &[RemoteSpec<'_>]) -> String {
+    definitions_with(remotes, Extras::default())
+}
+
+/// `definitions` with extra lines in its blocks.
+pub fn definitions_with(remotes: &[RemoteSpec<'_>], extras: Extras<'_>) -> String {
     let mut text = String::from(
         r#"
 [[definition]]
@@ -379,6 +393,8 @@ fields = ["short_description", "state", "priority"]
 journal_fields = ["comments"]
 "#,
     );
+    text.push_str(extras.capture);
+    text.push('\n');
     for remote in remotes {
         let RemoteSpec {
             name,
@@ -406,7 +422,9 @@ name = "Requests from {name}"
 process_event = "software_request"
 remote_system = "{name}"
 table = "sc_req_item"
-"#
+{inbound}
+"#,
+            inbound = extras.inbound
         ));
     }
     text
@@ -436,6 +454,11 @@ pub fn link(a: Peer<'_>, b: Peer<'_>) {
 /// both ways: users, definitions, external ids, tokens and validation. Each
 /// instance calls its peers by their names.
 pub fn link_all(peers: &[Peer<'_>], edges: &[(usize, usize)]) {
+    link_all_with(peers, edges, Extras::default());
+}
+
+/// `link_all` with extra lines in the definitions.
+pub fn link_all_with(peers: &[Peer<'_>], edges: &[(usize, usize)], extras: Extras<'_>) {
     let neighbours = |i: usize| -> Vec<usize> {
         edges
             .iter()
@@ -482,7 +505,9 @@ pub fn link_all(peers: &[Peer<'_>], edges: &[(usize, usize)]) {
                 external_id: external(i, j),
             })
             .collect();
-        let file = peers[i].instance.file("sync.toml", &definitions(&specs));
+        let file = peers[i]
+            .instance
+            .file("sync.toml", &definitions_with(&specs, extras));
         peers[i].instance.ok(&["apply", file.to_str().unwrap()]);
     };
     for i in 0..peers.len() {

@@ -1312,6 +1312,7 @@ fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
             domain: "global".into(),
             payload_json: payload.into(),
             created_on: "2026-11-27 12:00:00".into(),
+            attachment_grants: Vec::new(),
         })
     };
     let good = r#"{"capture_metadata":{"changed_by":"x","timestamp":"2026-11-27 12:00:00","operation":"create","table":"sc_req_item","sys_id":"a","process_event":"software_request"},"changed_fields":[{"key":"short_description","value":"crafted","display_value":"crafted","changed":true}],"journal_entries":[]}"#;
