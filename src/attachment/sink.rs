@@ -99,6 +99,19 @@ impl ContentSink {
         Ok(())
     }
 
+    /// Stores what arrived so far, to be resumed later; returns the bytes
+    /// stored.
+    pub async fn pause(mut self) -> Result<u64, StoreError> {
+        self.wait_for_write().await?;
+        if !self.batch.is_empty() {
+            let chunks = std::mem::take(&mut self.batch);
+            self.store
+                .append_chunks(self.content.id, self.batch_offset, chunks)
+                .await?;
+        }
+        Ok(self.verifier.received())
+    }
+
     /// Stores what is left, checks the whole and marks it complete.
     pub async fn finish(mut self) -> Result<ContentInfo, SinkError> {
         self.wait_for_write().await?;

@@ -55,12 +55,24 @@ pub async fn fetch(
     let target = crate::outbound::peer_target(store, &wanted.remote_system).await?;
     let mut client = PeerClient::connect(&target).await?;
     let mut stream = client.fetch(wanted.grant.clone(), start).await?;
+    let mut complete = false;
     while let Some(chunk) = stream.next().await? {
+        if chunk.complete {
+            complete = true;
+            break;
+        }
         let n_bytes = chunk.data.len() as u64;
         sink.push(chunk.offset, chunk.data, &chunk.chunk_hash)
             .await
             .map_err(sink_failure)?;
         transfers.add(&wanted.remote_system, 0, n_bytes);
+    }
+    if !complete {
+        let stored = sink.pause().await.map_err(store_failure)?;
+        return Err(CallError::Transient(format!(
+            "the transfer was interrupted after {stored} of {} bytes; it resumes from there",
+            wanted.size
+        )));
     }
     sink.finish().await.map_err(sink_failure)?;
     tracing::info!(target: "attachments", hash = %wanted.hash, size = wanted.size, remote_system = %wanted.remote_system, "An attachment content arrived and matches its hash.");

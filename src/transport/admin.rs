@@ -156,6 +156,7 @@ impl Admin for AdminService {
                 complete: true,
             }));
         };
+        let size = first.size;
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
             if !chunk.data.is_empty() {
@@ -164,6 +165,14 @@ impl Admin for AdminService {
                     .map_err(|e| status_of(e.into()))?;
             }
             next = chunks.message().await?;
+        }
+        if sink.received() < size {
+            // The client stopped early: keep what arrived for it to resume.
+            let received = sink.pause().await.map_err(|e| status_of(e.into()))?;
+            return Ok(Response::new(pb::UploadState {
+                received,
+                complete: false,
+            }));
         }
         let content = sink.finish().await.map_err(|e| status_of(e.into()))?;
         Ok(Response::new(pb::UploadState {

@@ -185,6 +185,7 @@ impl Peer for PeerService {
                             offset: index as u64 * chunk_bytes,
                             data: data.into(),
                             chunk_hash: chunk_hash.into(),
+                            complete: false,
                         })
                     }
                     Err(error) => Err(status_of(error)),
@@ -194,6 +195,13 @@ impl Peer for PeerService {
                     return;
                 }
             }
+            let complete = pb::ContentChunk {
+                offset: content.size,
+                data: Default::default(),
+                chunk_hash: Default::default(),
+                complete: true,
+            };
+            let _ = chunks.send(Ok(complete)).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
@@ -629,6 +637,8 @@ pub struct FetchedChunk {
     pub offset: u64,
     pub data: bytes::Bytes,
     pub chunk_hash: bytes::Bytes,
+    /// The peer sent everything it holds (no data with this one).
+    pub complete: bool,
 }
 
 /// A content arriving from a peer.
@@ -644,6 +654,7 @@ impl FetchStream {
                 offset: chunk.offset,
                 data: chunk.data,
                 chunk_hash: chunk.chunk_hash,
+                complete: chunk.complete,
             })),
             Ok(None) => Ok(None),
             Err(status) => Err(call_error(status)),

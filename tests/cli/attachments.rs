@@ -261,3 +261,282 @@ fn a_large_file_resumes_after_the_receiver_is_killed_mid_transfer() {
     );
     assert_eq!(saved_hash(&hub, &hub_id, "image.bin"), hash);
 }
+
+/// A create of `sc_req_item` `description` listing `attachment`.
+fn payload_with(description: &str, attachment: Value) -> String {
+    serde_json::json!({
+        "capture_metadata": {
+            "changed_by": "mallory",
+            "timestamp": "2026-11-27 12:00:00",
+            "operation": "create",
+            "table": "sc_req_item",
+            "sys_id": "f".repeat(32),
+            "process_event": "software_request"
+        },
+        "changed_fields": [{
+            "key": "short_description",
+            "value": description,
+            "display_value": description,
+            "changed": true
+        }],
+        "journal_entries": [],
+        "attachments": [attachment],
+        "attachment_strategy": "all"
+    })
+    .to_string()
+}
+
+fn listed(name: &str, size: u64, hash: &str) -> Value {
+    serde_json::json!({
+        "sys_id": "e".repeat(32),
+        "file_name": name,
+        "content_type": "application/pdf",
+        "size": size,
+        "hash": hash,
+        "added": true
+    })
+}
+
+#[test]
+fn hostile_attachment_metadata_and_keys_are_refused_on_the_inbound_item() {
+    let (edge, hub, mut edge_server, _h) = pair(Extras {
+        capture: INCLUDE,
+        inbound: "max_attachment_mb = 1\nallowed_extensions = [\"pdf\", \"txt\"]",
+    });
+    // Keys the edge issues from now on expire after 3 seconds.
+    edge.ok(&["property", "set", "attachment.key_ttl", "3"]);
+    let (file, hash) = make_file(edge.path(), "real.pdf", "real", 5000);
+    let real = create(&edge, "real");
+    edge.ok(&[
+        "attachment",
+        "add",
+        "sc_req_item",
+        &real,
+        file.to_str().unwrap(),
+    ]);
+    let hub_real = wait_for_attachment(&edge, &hub, "real", Duration::from_secs(60));
+    // A real key, as the edge sent it with the item.
+    let inbound = hub.json(&["queue", "inbound", "list", "--json"]);
+    let item_id = inbound
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["status"] == "Processed" && i["operation"] == "update")
+        .map(|i| i["id"].as_u64().unwrap())
+        .expect("the attachment's item");
+    let shown = hub.json(&["queue", "inbound", "show", &item_id.to_string()]);
+    let real_grant: procsync::attachment::Grant =
+        serde_json::from_value(shown["attachment_grants"][0].clone()).unwrap();
+    assert_eq!(real_grant.hash, hash);
+
+    edge_server.stop();
+    let target = impersonate(&edge, "hub", &hub);
+    let _edge_server = edge.serve();
+
+    let any_hash = "ab".repeat(32);
+    let forged = procsync::attachment::Grant {
+        hash: any_hash.clone(),
+        expires_at: procsync::ids::now_millis() + 3_600_000,
+        key: "00".repeat(32),
+    };
+    // The hub no longer holds the real content once its attachment is
+    // gone, so using the real (expired) key means fetching it again.
+    wait_until("the real key to expire", Duration::from_secs(10), || {
+        procsync::ids::now_millis() > real_grant.expires_at
+    });
+    hub.ok(&["attachment", "rm", "sc_req_item", &hub_real, "real.pdf"]);
+    let cases: Vec<(&str, Value, Vec<procsync::attachment::Grant>, &str)> = vec![
+        (
+            "escape",
+            listed("../../etc/passwd.pdf", 10, &any_hash),
+            vec![forged.clone()],
+            "path separator",
+        ),
+        (
+            "control",
+            listed("bell\u{7}.pdf", 10, &any_hash),
+            vec![forged.clone()],
+            "control character",
+        ),
+        (
+            "extension",
+            listed("tool.exe", 10, &any_hash),
+            vec![forged.clone()],
+            "allowed extension",
+        ),
+        (
+            "oversize",
+            listed("huge.pdf", 2 << 20, &any_hash),
+            vec![forged.clone()],
+            "max_attachment_mb",
+        ),
+        (
+            "nokey",
+            listed("nokey.pdf", 10, &any_hash),
+            Vec::new(),
+            "without a key",
+        ),
+        (
+            "forged",
+            listed("forged.pdf", 10, &any_hash),
+            vec![forged.clone()],
+            "forged",
+        ),
+        (
+            "expired",
+            listed("real.pdf", 5000, &hash),
+            vec![real_grant.clone()],
+            "expired",
+        ),
+    ];
+    let items = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (description, attachment, grants, _))| {
+            crafted_item(
+                1_000_000 + i as u64,
+                &payload_with(description, attachment.clone()),
+                grants.clone(),
+            )
+        })
+        .collect();
+    send_items(&target, items);
+    wait_for(
+        &[&edge, &hub],
+        "every crafted item to be refused",
+        Duration::from_secs(60),
+        || {
+            let inbound = hub.json(&["queue", "inbound", "list", "--json", "--status", "Error"]);
+            inbound.as_array().unwrap().len() == cases.len()
+        },
+    );
+    let refused = hub.json(&["queue", "inbound", "list", "--json", "--status", "Error"]);
+    for (description, _, _, expected) in &cases {
+        let item = refused
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| {
+                let payload: Value = serde_json::from_str(i["payload"].as_str().unwrap()).unwrap();
+                payload["changed_fields"][0]["value"] == *description
+            })
+            .unwrap_or_else(|| panic!("no item for {description}: {refused}"));
+        let error = item["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{description}: {error}");
+        assert!(
+            arrived(&hub, description).is_none(),
+            "{description} was applied"
+        );
+    }
+
+    // A size that lies about content the hub holds is refused too.
+    let held = create(&edge, "held");
+    edge.ok(&[
+        "attachment",
+        "add",
+        "sc_req_item",
+        &held,
+        file.to_str().unwrap(),
+    ]);
+    wait_for_attachment(&edge, &hub, "held", Duration::from_secs(60));
+    send_items(
+        &target,
+        vec![crafted_item(
+            2_000_000,
+            &payload_with("liar", listed("liar.pdf", 4999, &hash)),
+            vec![forged],
+        )],
+    );
+    wait_for(
+        &[&edge, &hub],
+        "the lying size to be refused",
+        Duration::from_secs(60),
+        || {
+            hub.json(&["queue", "inbound", "list", "--json", "--status", "Error"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["error"].as_str().unwrap().contains("size lies"))
+        },
+    );
+    assert!(arrived(&hub, "liar").is_none());
+    // Nothing partial stays behind, and the hub still works.
+    assert_eq!(attachments(&hub, &arrived(&hub, "held").unwrap()).len(), 1);
+}
+
+#[test]
+fn an_interrupted_upload_resumes_and_a_wrong_one_is_discarded() {
+    let edge = Instance::init("edge");
+    let _server = edge.serve();
+    let chunk = 1_048_512u64;
+    let size = 5 * chunk - 100;
+    let (file, hash) = make_file(edge.path(), "data.bin", "data", size);
+    let bytes = std::fs::read(&file).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = edge.client().await;
+        assert_eq!(client.begin_upload(&hash, size).await.unwrap(), (0, false));
+        // Two chunks, then the client stops.
+        let (pieces, stream) = tokio::sync::mpsc::channel(4);
+        for i in 0..2u64 {
+            let piece = bytes[(i * chunk) as usize..((i + 1) * chunk) as usize].to_vec();
+            pieces.send((i * chunk, piece.into())).await.unwrap();
+        }
+        drop(pieces);
+        assert!(!client.upload_content(&hash, size, stream).await.unwrap());
+        assert_eq!(
+            client.begin_upload(&hash, size).await.unwrap(),
+            (2 * chunk, false),
+            "what arrived is kept"
+        );
+        // Starting over at 0 is refused: the instance says where to resume.
+        let (pieces, stream) = tokio::sync::mpsc::channel(4);
+        pieces
+            .send((0, bytes[..chunk as usize].to_vec().into()))
+            .await
+            .unwrap();
+        drop(pieces);
+        let error = client
+            .upload_content(&hash, size, stream)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("resume the upload there"), "{error}");
+
+        // Bytes that do not hash as claimed are refused and not kept.
+        let wrong = "cd".repeat(32);
+        let (pieces, stream) = tokio::sync::mpsc::channel(4);
+        pieces
+            .send((0, bytes[..1000].to_vec().into()))
+            .await
+            .unwrap();
+        drop(pieces);
+        let error = client
+            .upload_content(&wrong, 1000, stream)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("refused and discarded"), "{error}");
+        assert_eq!(client.begin_upload(&wrong, 1000).await.unwrap(), (0, false));
+    });
+    // The CLI picks the upload up where it stopped.
+    let id = create(&edge, "resumed");
+    let out = edge.cli(&[
+        "attachment",
+        "add",
+        "sc_req_item",
+        &id,
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("resuming the upload at byte {}", 2 * chunk)),
+        "{said}"
+    );
+    assert_eq!(saved_hash(&edge, &id, "data.bin"), hash);
+}

@@ -542,3 +542,76 @@ pub fn link_all_with(peers: &[Peer<'_>], edges: &[(usize, usize)], extras: Extra
         }
     }
 }
+
+/// Borrows `sender`'s identity and its token for `receiver_name` (read
+/// from its store, so `sender` must not be running) to act as it towards
+/// `receiver`: a hand-made peer that can send what procsync never would.
+pub fn impersonate(
+    sender: &Instance,
+    receiver_name: &str,
+    receiver: &Instance,
+) -> procsync::transport::peer::PeerTarget {
+    let store = procsync::store::Store::open(sender.path()).unwrap();
+    let info = store.instance().unwrap();
+    let token = store.remote_secret(receiver_name).unwrap().unwrap();
+    store.close();
+    procsync::transport::peer::PeerTarget {
+        endpoint: receiver.peer_endpoint(),
+        fingerprint: receiver.fingerprint.clone(),
+        token,
+        cert_pem: info.cert_pem,
+        key_pem: info.key_pem,
+    }
+}
+
+/// An item of process event `software_request` creating an `sc_req_item`.
+pub fn crafted_item(
+    sequence: u64,
+    payload: &str,
+    grants: Vec<procsync::attachment::Grant>,
+) -> procsync::outbound::WireItem {
+    procsync::outbound::WireItem {
+        sequence,
+        process_event: "software_request".into(),
+        operation: procsync::record::Operation::Create,
+        table: "sc_req_item".into(),
+        local_correlation_id: format!("{sequence:032x}"),
+        remote_correlation_id: String::new(),
+        domain: "global".into(),
+        payload_json: payload.into(),
+        created_on: "2026-11-27 12:00:00".into(),
+        attachment_grants: grants,
+    }
+}
+
+/// Sends `items` on one sync stream and returns the acknowledged
+/// sequences, in the order the acks came.
+pub fn send_items(
+    target: &procsync::transport::peer::PeerTarget,
+    items: Vec<procsync::outbound::WireItem>,
+) -> Vec<u64> {
+    use procsync::outbound::{SendItem, SyncEvent};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = procsync::transport::peer::PeerClient::connect(target)
+            .await
+            .unwrap();
+        let (sender, mut events) = client.sync().await.unwrap();
+        let n_items = items.len();
+        for item in items {
+            sender.send(SendItem::Item(item)).await.unwrap();
+        }
+        let mut acks = Vec::new();
+        while acks.len() < n_items {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .unwrap()
+            {
+                Some(SyncEvent::Ack(sequence)) => acks.push(sequence),
+                Some(SyncEvent::Pong(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        acks
+    })
+}

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Instance, Peer, link, wait_for, wait_until};
+use crate::support::{
+    Instance, Peer, crafted_item, impersonate, link, send_items, wait_for, wait_until,
+};
 
 fn records(instance: &Instance, query: &str) -> Vec<Value> {
     instance
@@ -1267,10 +1269,6 @@ fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
 /// what a well-behaved procsync never would.
 #[test]
 fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
-    use procsync::outbound::{SendItem, SyncEvent, WireItem};
-    use procsync::record::Operation;
-    use procsync::transport::peer::{PeerClient, PeerTarget};
-
     let edge = Instance::init("edge");
     let hub = Instance::init("hub");
     let mut edge_server = edge.serve();
@@ -1287,60 +1285,22 @@ fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
     );
     // Stop the real edge and borrow its identity and token.
     edge_server.stop();
-    let (info, token) = {
-        let store = procsync::store::Store::open(edge.path()).unwrap();
-        let info = store.instance().unwrap();
-        let token = store.remote_secret("hub").unwrap().unwrap();
-        store.close();
-        (info, token)
-    };
-    let target = PeerTarget {
-        endpoint: hub.peer_endpoint(),
-        fingerprint: hub.fingerprint.clone(),
-        token,
-        cert_pem: info.cert_pem,
-        key_pem: info.key_pem,
-    };
-    let item = |sequence: u64, payload: &str| {
-        SendItem::Item(WireItem {
-            sequence,
-            process_event: "software_request".into(),
-            operation: Operation::Create,
-            table: "sc_req_item".into(),
-            local_correlation_id: format!("{sequence:032x}"),
-            remote_correlation_id: String::new(),
-            domain: "global".into(),
-            payload_json: payload.into(),
-            created_on: "2026-11-27 12:00:00".into(),
-            attachment_grants: Vec::new(),
-        })
-    };
+    let target = impersonate(&edge, "hub", &hub);
     let good = r#"{"capture_metadata":{"changed_by":"x","timestamp":"2026-11-27 12:00:00","operation":"create","table":"sc_req_item","sys_id":"a","process_event":"software_request"},"changed_fields":[{"key":"short_description","value":"crafted","display_value":"crafted","changed":true}],"journal_entries":[]}"#;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = PeerClient::connect(&target).await.unwrap();
-        let (items, mut events) = client.sync().await.unwrap();
-        items.send(item(1, "{this is not json")).await.unwrap();
-        items.send(item(2, good)).await.unwrap();
-        items.send(item(2, good)).await.unwrap();
-        items.send(item(1, good)).await.unwrap();
-        let mut acks = Vec::new();
-        while acks.len() < 4 {
-            match tokio::time::timeout(Duration::from_secs(10), events.recv())
-                .await
-                .unwrap()
-            {
-                Some(SyncEvent::Ack(sequence)) => acks.push(sequence),
-                Some(SyncEvent::Pong(_)) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(
-            acks,
-            [1, 2, 2, 1],
-            "duplicates are acknowledged too, so the sender stops resending"
-        );
-    });
+    let acks = send_items(
+        &target,
+        vec![
+            crafted_item(1, "{this is not json", Vec::new()),
+            crafted_item(2, good, Vec::new()),
+            crafted_item(2, good, Vec::new()),
+            crafted_item(1, good, Vec::new()),
+        ],
+    );
+    assert_eq!(
+        acks,
+        [1, 2, 2, 1],
+        "duplicates are acknowledged too, so the sender stops resending"
+    );
     wait_for(
         &[&hub],
         "the crafted record",
