@@ -443,6 +443,105 @@ remote_system = "other"
         );
     }
 
+    fn attachment(sys_id: &str, name: &str, size: u64) -> Attachment {
+        Attachment {
+            sys_id: sys_id.to_string(),
+            file_name: name.to_string(),
+            content_type: "application/pdf".to_string(),
+            size,
+            hash: "ab".repeat(32),
+            created_on: 0,
+            created_by: "alice".to_string(),
+            origin: None,
+        }
+    }
+
+    fn attachment_config(strategy: &str) -> SyncConfig {
+        let text = format!(
+            r#"
+[[definition]]
+name = "d"
+[[process_event]]
+name = "ev"
+definition = "d"
+[[capture]]
+name = "files"
+process_event = "ev"
+table = "incident"
+fields = ["state"]
+include_attachments = true
+attachment_strategy = "{strategy}"
+max_attachment_mb = 1
+allowed_extensions = ["pdf"]
+[[capture]]
+name = "no files"
+process_event = "ev"
+table = "incident"
+fields = ["state"]
+[[remote_system]]
+name = "hub"
+endpoint = "https://hub:7481"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api"
+run_as = "runas"
+[[outbound_flow]]
+name = "to hub"
+process_event = "ev"
+remote_system = "hub"
+"#
+        );
+        SyncConfig::parse("t", &text).unwrap()
+    }
+
+    #[test]
+    fn attachment_changes_are_captured_within_the_capture_limits() {
+        let index = CaptureIndex::build(&attachment_config("deltas"));
+        let old = {
+            let mut r = record("global", &[("state", "1")]);
+            r.attachments = vec![attachment("a", "old.pdf", 10)];
+            r
+        };
+        let mut new = old.clone();
+        new.attachments.push(attachment("b", "new.pdf", 10));
+        new.attachments.push(attachment("c", "big.pdf", 2 << 20));
+        new.attachments.push(attachment("d", "tool.exe", 10));
+        let items = index.capture(&change(Operation::Update, Some(&old), &new));
+        assert_eq!(
+            items.len(),
+            1,
+            "only the capture that includes attachments fires"
+        );
+        let payload = &items[0].payload;
+        let listed: Vec<(&str, bool)> = payload
+            .attachments
+            .iter()
+            .map(|a| (a.file_name.as_str(), a.added))
+            .collect();
+        assert_eq!(listed, [("old.pdf", false), ("new.pdf", true)]);
+        assert_eq!(
+            payload.attachment_strategy,
+            Some(AttachmentStrategy::Deltas)
+        );
+
+        // Adding only a file the capture does not send changes nothing.
+        let mut exe_only = old.clone();
+        exe_only.attachments.push(attachment("d", "tool.exe", 10));
+        assert!(
+            index
+                .capture(&change(Operation::Update, Some(&old), &exe_only))
+                .is_empty()
+        );
+
+        // A removal is a change too, and says which file went.
+        let mut removed = old.clone();
+        removed.attachments.clear();
+        let items = index.capture(&change(Operation::Update, Some(&removed.clone()), &removed));
+        assert!(items.is_empty(), "no change, no item");
+        let items = index.capture(&change(Operation::Update, Some(&old), &removed));
+        assert_eq!(items[0].payload.removed_attachments.len(), 1);
+        assert_eq!(items[0].payload.removed_attachments[0].file_name, "old.pdf");
+    }
+
     #[test]
     fn changes_from_a_remote_are_not_sent_back_to_it() {
         let index = CaptureIndex::build(&config());

@@ -540,3 +540,71 @@ fn an_interrupted_upload_resumes_and_a_wrong_one_is_discarded() {
     );
     assert_eq!(saved_hash(&edge, &id, "data.bin"), hash);
 }
+
+#[test]
+fn journal_entries_arrive_once_in_order_with_author_and_time() {
+    let (edge, hub, _e, mut hub_server) = pair(Extras::default());
+    let alice = edge.ok(&["user", "add", "alice", "--roles", "admin"]);
+    let bob = edge.ok(&["user", "add", "bob", "--roles", "admin"]);
+    let id = create(&edge, "journaled");
+    let add = |token: &str, text: &str| {
+        edge.ok(&[
+            "journal",
+            "add",
+            "sc_req_item",
+            &id,
+            "comments",
+            text,
+            "--token",
+            token.trim(),
+        ]);
+    };
+    add(&alice, "one");
+    add(&bob, "two");
+    hub_server.kill9();
+    add(&alice, "three");
+    add(&bob, "four");
+    let _hub_server = hub.serve();
+    add(&alice, "five");
+    // A field change afterwards sends no journal entry again.
+    edge.ok(&["record", "update", "sc_req_item", &id, "state=2"]);
+
+    let journal = |instance: &Instance, sys_id: &str| -> Vec<Value> {
+        instance.json(&["record", "get", "sc_req_item", sys_id, "--json"])["journal"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let mut hub_id = String::new();
+    wait_for(
+        &[&edge, &hub],
+        "five entries and the state on the hub",
+        Duration::from_secs(60),
+        || {
+            let Some(found) = arrived(&hub, "journaled") else {
+                return false;
+            };
+            hub_id = found;
+            let record = hub.json(&["record", "get", "sc_req_item", &hub_id, "--json"]);
+            record["fields"]["state"] == "2" && journal(&hub, &hub_id).len() >= 5
+        },
+    );
+    let on_hub = journal(&hub, &hub_id);
+    let on_edge = journal(&edge, &id);
+    let texts: Vec<&str> = on_hub.iter().map(|j| j["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        ["one", "two", "three", "four", "five"],
+        "once each, in order"
+    );
+    for (theirs, ours) in on_hub.iter().zip(&on_edge) {
+        assert_eq!(theirs["author"], ours["author"]);
+        assert_eq!(theirs["time"], ours["time"]);
+        assert_eq!(theirs["id"], ours["id"]);
+    }
+    let authors: Vec<&str> = on_hub
+        .iter()
+        .map(|j| j["author"].as_str().unwrap())
+        .collect();
+    assert_eq!(authors, ["alice", "bob", "alice", "bob", "alice"]);
+}
