@@ -19,6 +19,21 @@ pub enum BenchCommand {
     /// Record writes with capture: concurrent single writes, batch writes,
     /// and latency at a fixed offered rate.
     Write(WriteBench),
+    /// One attachment end to end over mutual TLS: upload into an edge
+    /// instance, transfer to a hub instance, read back; with each
+    /// instance's peak resident memory and a plain file copy to compare.
+    Attachment(AttachmentBench),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttachmentBench {
+    /// File size in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
+    /// Where to make the temporary instances and file (default: the
+    /// system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -71,6 +86,7 @@ remote_system = "hub"
 pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Write(args) => write_bench(args).await,
+        BenchCommand::Attachment(args) => attachment_bench(args).await,
     }
 }
 
@@ -289,5 +305,143 @@ async fn write_bench(args: WriteBench) -> Result<()> {
         ms(latencies.last().copied().unwrap_or_default()),
     );
     drop(server);
+    Ok(())
+}
+
+/// Peak resident memory of process `pid` so far, in MiB (VmHWM).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+async fn attachment_bench(args: AttachmentBench) -> Result<()> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir).join(format!(
+        "procsync-bench-attachment-{}-{}",
+        std::process::id(),
+        crate::ids::now_millis()
+    ));
+    std::fs::create_dir_all(&base)?;
+    let result = attachment_phases(&base, args.size_mb << 20).await;
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
+    use std::io::Write;
+    println!("Writing a {} MiB file of pseudo-random bytes ...", size >> 20);
+    let file = base.join("payload.bin");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut stream = blake3::Hasher::new().update(b"bench").finalize_xof();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buffer.len() as u64) as usize;
+            stream.fill(&mut buffer[..n]);
+            out.write_all(&buffer[..n])?;
+            left -= n as u64;
+        }
+        out.into_inner()?.sync_all()?;
+    }
+    // The machine's own figure to compare with: a file copy made durable.
+    let copy = base.join("copy.bin");
+    let started = Instant::now();
+    std::fs::copy(&file, &copy)?;
+    std::fs::File::open(&copy)?.sync_all()?;
+    let copy_time = started.elapsed();
+    std::fs::remove_file(&copy)?;
+
+    let mut edge = crate::pair::start(base, "edge").await?;
+    let mut hub = crate::pair::start(base, "hub").await?;
+    crate::pair::link(&mut edge, &mut hub, "include_attachments = true").await?;
+    let created = edge
+        .client
+        .write_records(vec![RecordWrite {
+            operation: Operation::Create,
+            table: "sc_req_item".to_string(),
+            sys_id: None,
+            fields: [("short_description".to_string(), "bench".to_string())].into(),
+            journal: Vec::new(),
+            attachments: Default::default(),
+        }])
+        .await?;
+    let record = created[0].sys_id.clone();
+
+    let started = Instant::now();
+    let (hash, _) = crate::cli::attachment::upload_file(&mut edge.client, &file).await?;
+    let upload_time = started.elapsed();
+    std::fs::remove_file(&file)?;
+
+    let started = Instant::now();
+    edge.client
+        .add_attachment("sc_req_item", &record, "payload.bin", "application/octet-stream", &hash)
+        .await?;
+    let deadline = started + Duration::from_secs(600);
+    let hub_record = loop {
+        let found = hub.client.list_records("sc_req_item", "", 10).await?;
+        if let Some(r) = found.into_iter().next() {
+            let id = r.fields["sys_id"].clone();
+            if !hub.client.list_attachments("sc_req_item", &id).await?.is_empty() {
+                break id;
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the attachment did not reach the hub within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let transfer_time = started.elapsed();
+
+    let started = Instant::now();
+    let (head, mut bytes) = hub
+        .client
+        .get_attachment("sc_req_item", &hub_record, "payload.bin")
+        .await?;
+    let mut hasher = blake3::Hasher::new();
+    while let Some(data) = bytes.next().await? {
+        hasher.update(&data);
+    }
+    let read_time = started.elapsed();
+    let matches = hasher.finalize().to_hex().as_str() == hash && head.hash == hash;
+
+    let edge_rss = peak_rss_mib(edge.server.pid()).unwrap_or(f64::NAN);
+    let hub_rss = peak_rss_mib(hub.server.pid()).unwrap_or(f64::NAN);
+    println!("\nOne {} MiB attachment (chunks of 1,048,512 bytes, blake3-checked):", size >> 20);
+    println!(
+        "  file copy + fsync (this disk)        {:>7.0} MB/s",
+        mb_per_s(size, copy_time)
+    );
+    println!(
+        "  upload into edge (admin API)         {:>7.0} MB/s  ({:.1} s)",
+        mb_per_s(size, upload_time),
+        upload_time.as_secs_f64()
+    );
+    println!(
+        "  edge -> hub over mTLS, until visible {:>7.0} MB/s  ({:.1} s)",
+        mb_per_s(size, transfer_time),
+        transfer_time.as_secs_f64()
+    );
+    println!(
+        "  read back from hub (admin API)       {:>7.0} MB/s  ({:.1} s), hash {}",
+        mb_per_s(size, read_time),
+        read_time.as_secs_f64(),
+        if matches { "matches" } else { "DOES NOT MATCH" }
+    );
+    println!("  peak resident memory: edge {edge_rss:.0} MiB, hub {hub_rss:.0} MiB");
+    if !matches {
+        anyhow::bail!("the attachment read back from the hub does not match");
+    }
     Ok(())
 }

@@ -69,6 +69,12 @@ impl ServeChild {
     }
 }
 
+impl ServeChild {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ServeChild {
     #[allow(
         unsafe_code,

@@ -2,7 +2,7 @@
 //! daemon through the admin client and prints tables (or JSON with
 //! `--json`). No business rules live here.
 
-mod attachment;
+pub mod attachment;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};

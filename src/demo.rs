@@ -7,118 +7,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use crate::child::ServeChild;
+use crate::pair::{Node, link, start};
 use crate::record::{JournalText, Operation, RecordWrite};
-use crate::transport::client::{AdminClient, RecordData};
-
-/// One demo instance: its `serve` process and a client.
-struct Node {
-    name: &'static str,
-    peer_port: u16,
-    fingerprint: String,
-    client: AdminClient,
-    /// Last: dropped after the client, stopping the process.
-    _server: ServeChild,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(base: &Path, name: &'static str) -> Result<Node> {
-    let dir = base.join(name);
-    let made = crate::instance::init(&dir, name)?;
-    let peer_port = free_port()?;
-    let server = ServeChild::start(&dir, &format!("127.0.0.1:{peer_port}")).await?;
-    let client = AdminClient::connect(&server.target).await?;
-    Ok(Node {
-        name,
-        peer_port,
-        fingerprint: made.info.fingerprint,
-        client,
-        _server: server,
-    })
-}
-
-fn definitions(remote: &Node, external_id: &str) -> String {
-    format!(
-        r#"
-[[definition]]
-name = "Software requests"
-description = "Edge offices raise software requests; the hub fulfils them."
-
-[[process_event]]
-name = "software_request"
-definition = "Software requests"
-
-[[capture]]
-name = "Capture software requests"
-process_event = "software_request"
-table = "sc_req_item"
-fields = ["short_description", "requested_for", "state"]
-journal_fields = ["comments"]
-
-[[remote_system]]
-name = "{name}"
-endpoint = "https://127.0.0.1:{port}"
-fingerprint = "{fingerprint}"
-external_id = "{external_id}"
-inbound_api_user = "{name}_api"
-run_as = "{name}_runas"
-
-[[outbound_flow]]
-name = "Send software requests to {name}"
-process_event = "software_request"
-remote_system = "{name}"
-
-[[inbound_flow]]
-name = "Receive software requests from {name}"
-process_event = "software_request"
-remote_system = "{name}"
-table = "sc_req_item"
-"#,
-        name = remote.name,
-        port = remote.peer_port,
-        fingerprint = remote.fingerprint,
-    )
-}
-
-/// Users and definitions on `me` for `other`; returns the token `other`
-/// must present to `me`.
-async fn prepare(me: &mut Node, other: &Node) -> Result<String> {
-    let (_, token) = me
-        .client
-        .add_user(
-            &format!("{}_api", other.name),
-            &["process_sync_api".to_string()],
-            "",
-        )
-        .await?;
-    me.client
-        .add_user(
-            &format!("{}_runas", other.name),
-            &["process_sync_run_as".to_string()],
-            "",
-        )
-        .await?;
-    me.client
-        .apply_config(&definitions(other, ""), "demo")
-        .await?;
-    Ok(token)
-}
-
-async fn remote_sys_id(node: &mut Node) -> Result<String> {
-    let remotes = node.client.list_remote_systems().await?;
-    Ok(remotes
-        .first()
-        .ok_or_else(|| anyhow!("no remote system"))?
-        .sys_id
-        .clone())
-}
+use crate::transport::client::RecordData;
 
 async fn wait<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -210,36 +103,7 @@ async fn demo(base: &Path) -> Result<()> {
     }
 
     println!("\nLinking them: users, definitions, external ids, tokens, validation.");
-    let edge_token = prepare(&mut edge, &hub).await?;
-    let hub_token = prepare(&mut hub, &edge).await?;
-    let edge_record = remote_sys_id(&mut edge).await?;
-    let hub_record = remote_sys_id(&mut hub).await?;
-    edge.client
-        .apply_config(&definitions(&hub, &hub_record), "demo")
-        .await?;
-    hub.client
-        .apply_config(&definitions(&edge, &edge_record), "demo")
-        .await?;
-    edge.client.set_remote_token("hub", &hub_token).await?;
-    hub.client.set_remote_token("edge", &edge_token).await?;
-    for node in [&mut edge, &mut hub] {
-        node.client.set_property("retry.interval", "1").await?;
-        node.client.set_property("retry.max_interval", "2").await?;
-    }
-    for (node, remote) in [(&mut edge, "hub"), (&mut hub, "edge")] {
-        let (problems, state) = node.client.validate_remote(remote).await?;
-        if !problems.is_empty() {
-            bail!(
-                "validating {remote} on {} failed: {}",
-                node.name,
-                problems.join("; ")
-            );
-        }
-        println!(
-            "  {} validated remote system `{remote}`: outbound {}, inbound {}",
-            node.name, state.outbound_state, state.inbound_state
-        );
-    }
+    link(&mut edge, &mut hub, "").await?;
 
     println!("\n1. At the edge office, a user requests software.");
     let mut fields = std::collections::BTreeMap::new();

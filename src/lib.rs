@@ -44,6 +44,8 @@ pub mod transport;
 pub mod server;
 /// A `serve` child process, for the demo and the benchmark.
 pub mod child;
+/// Two linked local instances, for the demo and the benchmark.
+pub mod pair;
 /// The demo: two instances running a sample process.
 pub mod demo;
 /// The benchmark command.

@@ -12,6 +12,7 @@ use clap::Subcommand;
 use super::{Connection, client};
 use crate::attachment::CHUNK_BYTES;
 use crate::ids::hex;
+use crate::transport::client::AdminClient;
 
 #[derive(Subcommand, Debug)]
 pub enum AttachmentCommand {
@@ -73,25 +74,8 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             };
             let content_type =
                 content_type.unwrap_or_else(|| guess_content_type(&file_name).to_string());
-            let (hash, size) = hash_file(&file).await?;
             let mut client = client(connection).await?;
-            let (received, complete) = client.begin_upload(&hash, size).await?;
-            if !complete {
-                if received > 0 {
-                    eprintln!("resuming the upload at byte {received} of {size}");
-                }
-                let (pieces, stream) = tokio::sync::mpsc::channel(4);
-                let reader = read_pieces(file.clone(), received, pieces);
-                let (read, uploaded) =
-                    tokio::join!(reader, client.upload_content(&hash, size, stream));
-                read?;
-                if !uploaded? {
-                    bail!(
-                        "the instance did not finish storing {}; run the command again to resume",
-                        file.display()
-                    );
-                }
-            }
+            let (hash, held) = upload_file(&mut client, &file).await?;
             let attachment = client
                 .add_attachment(&table, &sys_id, &file_name, &content_type, &hash)
                 .await?;
@@ -101,7 +85,7 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
                 attachment.file_name,
                 attachment.size,
                 attachment.hash,
-                if complete {
+                if held {
                     "; the instance already held its content"
                 } else {
                     ""
@@ -201,6 +185,30 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
         }
     }
     Ok(())
+}
+
+/// Uploads the content of `file` unless the instance already holds it
+/// (then `true`), resuming an interrupted upload; returns its hash.
+pub async fn upload_file(client: &mut AdminClient, file: &Path) -> Result<(String, bool)> {
+    let (hash, size) = hash_file(file).await?;
+    let (received, complete) = client.begin_upload(&hash, size).await?;
+    if complete {
+        return Ok((hash, true));
+    }
+    if received > 0 {
+        eprintln!("resuming the upload at byte {received} of {size}");
+    }
+    let (pieces, stream) = tokio::sync::mpsc::channel(4);
+    let reader = read_pieces(file.to_path_buf(), received, pieces);
+    let (read, uploaded) = tokio::join!(reader, client.upload_content(&hash, size, stream));
+    read?;
+    if !uploaded? {
+        bail!(
+            "the instance did not finish storing {}; run the command again to resume",
+            file.display()
+        );
+    }
+    Ok((hash, false))
 }
 
 /// blake3 and size of a file, read once in chunks.
