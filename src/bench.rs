@@ -322,16 +322,36 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU time process `pid` has used so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(f64::NAN);
+    ticks / 100.0
+}
+
 fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
 async fn attachment_bench(args: AttachmentBench) -> Result<()> {
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir).join(format!(
-        "procsync-bench-attachment-{}-{}",
-        std::process::id(),
-        crate::ids::now_millis()
-    ));
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "procsync-bench-attachment-{}-{}",
+            std::process::id(),
+            crate::ids::now_millis()
+        ));
     std::fs::create_dir_all(&base)?;
     let result = attachment_phases(&base, args.size_mb << 20).await;
     let _ = std::fs::remove_dir_all(&base);
@@ -340,7 +360,10 @@ async fn attachment_bench(args: AttachmentBench) -> Result<()> {
 
 async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
     use std::io::Write;
-    println!("Writing a {} MiB file of pseudo-random bytes ...", size >> 20);
+    println!(
+        "Writing a {} MiB file of pseudo-random bytes ...",
+        size >> 20
+    );
     let file = base.join("payload.bin");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
@@ -384,16 +407,31 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
     let upload_time = started.elapsed();
     std::fs::remove_file(&file)?;
 
+    let cpu_before = (
+        cpu_seconds(edge.server.pid()),
+        cpu_seconds(hub.server.pid()),
+    );
     let started = Instant::now();
     edge.client
-        .add_attachment("sc_req_item", &record, "payload.bin", "application/octet-stream", &hash)
+        .add_attachment(
+            "sc_req_item",
+            &record,
+            "payload.bin",
+            "application/octet-stream",
+            &hash,
+        )
         .await?;
     let deadline = started + Duration::from_secs(600);
     let hub_record = loop {
         let found = hub.client.list_records("sc_req_item", "", 10).await?;
         if let Some(r) = found.into_iter().next() {
             let id = r.fields["sys_id"].clone();
-            if !hub.client.list_attachments("sc_req_item", &id).await?.is_empty() {
+            if !hub
+                .client
+                .list_attachments("sc_req_item", &id)
+                .await?
+                .is_empty()
+            {
                 break id;
             }
         }
@@ -403,6 +441,10 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let transfer_time = started.elapsed();
+    let transfer_cpu = (
+        cpu_seconds(edge.server.pid()) - cpu_before.0,
+        cpu_seconds(hub.server.pid()) - cpu_before.1,
+    );
 
     let started = Instant::now();
     let (head, mut bytes) = hub
@@ -418,7 +460,10 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
 
     let edge_rss = peak_rss_mib(edge.server.pid()).unwrap_or(f64::NAN);
     let hub_rss = peak_rss_mib(hub.server.pid()).unwrap_or(f64::NAN);
-    println!("\nOne {} MiB attachment (chunks of 1,048,512 bytes, blake3-checked):", size >> 20);
+    println!(
+        "\nOne {} MiB attachment (chunks of 1,048,512 bytes, blake3-checked):",
+        size >> 20
+    );
     println!(
         "  file copy + fsync (this disk)        {:>7.0} MB/s",
         mb_per_s(size, copy_time)
@@ -434,12 +479,23 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
         transfer_time.as_secs_f64()
     );
     println!(
+        "    CPU during the transfer: edge {:.1} s, hub {:.1} s (2 cores: {:.1} s available)",
+        transfer_cpu.0,
+        transfer_cpu.1,
+        2.0 * transfer_time.as_secs_f64()
+    );
+    println!(
         "  read back from hub (admin API)       {:>7.0} MB/s  ({:.1} s), hash {}",
         mb_per_s(size, read_time),
         read_time.as_secs_f64(),
         if matches { "matches" } else { "DOES NOT MATCH" }
     );
     println!("  peak resident memory: edge {edge_rss:.0} MiB, hub {hub_rss:.0} MiB");
+    // With RUST_LOG=attachments=info the hub says where its time went.
+    let hub_log = std::fs::read_to_string(hub.server.dir.join("serve.log")).unwrap_or_default();
+    for line in hub_log.lines().filter(|l| l.contains("matches its hash")) {
+        println!("  hub: {}", line.trim());
+    }
     if !matches {
         anyhow::bail!("the attachment read back from the hub does not match");
     }

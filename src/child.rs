@@ -37,7 +37,10 @@ impl ServeChild {
                 "--data",
             ])
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,19 +1,28 @@
 //! Writing a content that arrives in chunks (an admin upload, a fetch from
-//! a peer) into the store: each chunk checked as it comes, chunks committed
-//! a batch at a time with one batch being written while the next arrives,
-//! the whole checked against the claimed size and hash before the content
+//! a peer) into the store: each chunk checked as it comes and handed to the
+//! store's writer at once (a few in flight, committed together), the whole checked against the claimed size and hash before the content
 //! is marked complete. Bytes that fail a check are discarded, never kept.
 //! A sink opened on a partly stored content resumes after its last stored
-//! chunk. Memory stays at two batches whatever the file size.
+//! chunk. Memory stays at a few chunks whatever the file size.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::Verifier;
 use crate::store::{ContentInfo, Store, StoreError};
 
-/// Chunks written per commit: ~8 MiB, enough to keep the pipe full without
-/// stalling it on one long fsync (STACK.md pitfall 7).
-const CHUNKS_PER_COMMIT: usize = 8;
+/// Chunks handed to the store and not yet committed, at most. The store's
+/// writer commits whatever is queued together, so writing overlaps with
+/// receiving; this bound (with the transaction being built) is the memory a
+/// transfer takes, whatever the file size.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Every this many chunks a commit is durable (fsync'd); those between may
+/// skip the fsync and become durable with the next one. A crash loses at
+/// most this many chunks (~16 MiB), which the resumed transfer sends again.
+const CHUNKS_PER_FSYNC: u32 = 16;
+
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, StoreError>> + Send>>;
 
 /// Why a content could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +39,12 @@ pub struct ContentSink {
     store: Arc<Store>,
     content: ContentInfo,
     verifier: Verifier,
-    batch: Vec<bytes::Bytes>,
-    batch_offset: u64,
-    writing: Option<tokio::task::JoinHandle<Result<u64, StoreError>>>,
+    /// Chunk writes queued to the store, oldest first.
+    in_flight: VecDeque<Pending>,
+    /// Time spent waiting for the store (the rest is waiting for bytes).
+    store_wait: std::time::Duration,
+    /// Chunks written since the last durable commit.
+    unsynced: u32,
 }
 
 impl ContentSink {
@@ -62,15 +74,20 @@ impl ContentSink {
         .map_err(|e| StoreError::Storage(e.to_string()))??;
         Ok(Some(ContentSink {
             store,
-            batch_offset: content.received,
             content,
             verifier,
-            batch: Vec::with_capacity(CHUNKS_PER_COMMIT),
-            writing: None,
+            in_flight: VecDeque::with_capacity(CHUNKS_IN_FLIGHT),
+            store_wait: std::time::Duration::ZERO,
+            unsynced: 0,
         }))
     }
 
-    /// Bytes stored or accepted so far: where the next chunk starts.
+    /// Time spent waiting for the store so far.
+    pub fn store_wait(&self) -> std::time::Duration {
+        self.store_wait
+    }
+
+    /// Bytes accepted so far: where the next chunk starts.
     pub fn received(&self) -> u64 {
         self.verifier.received()
     }
@@ -86,41 +103,35 @@ impl ContentSink {
             self.discard().await;
             return Err(SinkError::Refused(problem));
         }
-        self.batch.push(data);
-        if self.batch.len() >= CHUNKS_PER_COMMIT {
-            self.wait_for_write().await?;
-            let chunks = std::mem::replace(&mut self.batch, Vec::with_capacity(CHUNKS_PER_COMMIT));
-            let (store, id, offset) = (self.store.clone(), self.content.id, self.batch_offset);
-            self.writing = Some(tokio::spawn(async move {
-                store.append_chunks(id, offset, chunks).await
-            }));
-            self.batch_offset = self.verifier.received();
+        while self.in_flight.len() >= CHUNKS_IN_FLIGHT {
+            self.wait_oldest().await?;
         }
+        self.unsynced += 1;
+        let durable = self.unsynced >= CHUNKS_PER_FSYNC;
+        if durable {
+            self.unsynced = 0;
+        }
+        let write = self
+            .store
+            .append_chunks(self.content.id, offset, vec![data], durable);
+        self.in_flight.push_back(Box::pin(write));
         Ok(())
     }
 
-    /// Stores what arrived so far, to be resumed later; returns the bytes
-    /// stored.
+    /// Makes what arrived so far durable, to be resumed later; returns the
+    /// bytes stored.
     pub async fn pause(mut self) -> Result<u64, StoreError> {
-        self.wait_for_write().await?;
-        if !self.batch.is_empty() {
-            let chunks = std::mem::take(&mut self.batch);
-            self.store
-                .append_chunks(self.content.id, self.batch_offset, chunks)
-                .await?;
-        }
-        Ok(self.verifier.received())
+        self.wait_all().await?;
+        let no_chunks: Vec<bytes::Bytes> = Vec::new();
+        self.store
+            .append_chunks(self.content.id, self.verifier.received(), no_chunks, true)
+            .await
     }
 
-    /// Stores what is left, checks the whole and marks it complete.
+    /// Checks the whole once every chunk is in and marks it complete
+    /// (durably, with every chunk before it).
     pub async fn finish(mut self) -> Result<ContentInfo, SinkError> {
-        self.wait_for_write().await?;
-        if !self.batch.is_empty() {
-            let chunks = std::mem::take(&mut self.batch);
-            self.store
-                .append_chunks(self.content.id, self.batch_offset, chunks)
-                .await?;
-        }
+        self.wait_all().await?;
         if let Err(problem) = self.verifier.finish() {
             self.discard().await;
             return Err(SinkError::Refused(problem));
@@ -128,17 +139,27 @@ impl ContentSink {
         Ok(self.store.complete_content(self.content.id).await?)
     }
 
-    async fn wait_for_write(&mut self) -> Result<(), StoreError> {
-        if let Some(write) = self.writing.take() {
-            write
-                .await
-                .map_err(|e| StoreError::Storage(e.to_string()))??;
+    async fn wait_oldest(&mut self) -> Result<(), StoreError> {
+        if let Some(write) = self.in_flight.pop_front() {
+            let started = std::time::Instant::now();
+            let written = write.await;
+            self.store_wait += started.elapsed();
+            written?;
+        }
+        Ok(())
+    }
+
+    async fn wait_all(&mut self) -> Result<(), StoreError> {
+        while !self.in_flight.is_empty() {
+            self.wait_oldest().await?;
         }
         Ok(())
     }
 
     async fn discard(&mut self) {
-        let _ = self.wait_for_write().await;
+        while let Some(write) = self.in_flight.pop_front() {
+            let _ = write.await;
+        }
         if let Err(e) = self.store.discard_content(self.content.id).await {
             tracing::warn!(target: "attachments", hash = %self.content.hash, error = %e, "Could not discard a refused content; it stays partial and is started over next time.");
         }

@@ -48,6 +48,7 @@ pub async fn fetch(
     else {
         return Ok(());
     };
+    let started = std::time::Instant::now();
     let start = sink.received();
     if start > 0 {
         tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
@@ -74,7 +75,9 @@ pub async fn fetch(
             wanted.size
         )));
     }
+    let store_wait_ms = sink.store_wait().as_millis() as u64;
     sink.finish().await.map_err(sink_failure)?;
-    tracing::info!(target: "attachments", hash = %wanted.hash, size = wanted.size, remote_system = %wanted.remote_system, "An attachment content arrived and matches its hash.");
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(target: "attachments", hash = %wanted.hash, size = wanted.size, remote_system = %wanted.remote_system, elapsed_ms, store_wait_ms, "An attachment content arrived and matches its hash.");
     Ok(())
 }

@@ -139,17 +139,26 @@ impl Store {
 
     /// Stores the next chunks of a partial content, starting at byte
     /// `offset`, which must be where it stands. Returns the bytes stored.
-    pub async fn append_chunks<C>(
+    /// Unless `durable`, the commit may skip its fsync: a crash may then
+    /// lose these chunks (and `received` with them), to be sent again.
+    /// The write is queued at once, in call order; the returned future
+    /// says when it committed.
+    pub fn append_chunks<C>(
         &self,
         id: u64,
         offset: u64,
         chunks: Vec<C>,
-    ) -> Result<u64, StoreError>
+        durable: bool,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static
     where
         C: AsRef<[u8]> + Send + 'static,
     {
-        self.writer
-            .submit(move |txn| {
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        self.writer.enqueue(durability, move |txn| {
                 let mut contents = txn.txn.open_table(CONTENTS)?;
                 let mut info: ContentInfo = match contents.get(id)? {
                     Some(value) => decode(value.value())?,
@@ -187,7 +196,6 @@ impl Store {
                 contents.insert(id, encode(&info).as_slice())?;
                 Ok(received)
             })
-            .await
     }
 
     /// Marks a fully stored content complete (its bytes verified by the

@@ -40,8 +40,10 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A request: run it in the open transaction, or (when no transaction could
 /// be opened) answer with the error. Returns what to do once the commit's
 /// outcome is known, and an error that must abort the transaction.
-type Job =
-    Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>;
+type Job = (
+    Durability,
+    Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>,
+);
 
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -73,45 +75,80 @@ impl Writer {
         self.capture.read().expect("capture lock").clone()
     }
 
-    /// Runs `job` in the next group commit and waits for the commit.
+    /// Runs `job` in the next group commit and waits for the commit to be
+    /// durable.
     pub async fn submit<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit_with(Durability::Immediate, job).await
+    }
+
+    /// `submit` with a choice of durability; see `enqueue`.
+    pub async fn submit_with<T, F>(&self, durability: Durability, job: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.enqueue(durability, job).await
+    }
+
+    /// Queues `job` now (jobs run in the order they were queued) and returns
+    /// the future of its commit. With `Durability::None` the commit may skip
+    /// the fsync (when no other job in it needs one): the write is visible
+    /// at once and becomes durable with the next durable commit, or is lost
+    /// in a crash before it. Only for work that can be redone (content
+    /// chunks).
+    pub fn enqueue<T, F>(
+        &self,
+        durability: Durability,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let boxed: Job = Box::new(move |txn| match txn.and_then(job) {
-            Ok(value) => (
-                Box::new(move |commit: Result<(), StoreError>| {
-                    let _ = reply.send(commit.map(|()| value));
-                }) as Completion,
-                None,
-            ),
-            Err(error) => {
-                // Input errors leave the transaction untouched; anything else
-                // may have written half a change, so it aborts the commit.
-                let poison = match &error {
-                    StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_) => {
-                        None
+        let boxed =
+            Box::new(
+                move |txn: Result<&mut Txn<'_>, StoreError>| match txn.and_then(job) {
+                    Ok(value) => (
+                        Box::new(move |commit: Result<(), StoreError>| {
+                            let _ = reply.send(commit.map(|()| value));
+                        }) as Completion,
+                        None,
+                    ),
+                    Err(error) => {
+                        // Input errors leave the transaction untouched; anything else
+                        // may have written half a change, so it aborts the commit.
+                        let poison = match &error {
+                            StoreError::Invalid(_)
+                            | StoreError::NotFound(_)
+                            | StoreError::Conflict(_) => None,
+                            other => Some(other.clone()),
+                        };
+                        (
+                            Box::new(move |_| {
+                                let _ = reply.send(Err(error));
+                            }) as Completion,
+                            poison,
+                        )
                     }
-                    other => Some(other.clone()),
-                };
-                (
-                    Box::new(move |_| {
-                        let _ = reply.send(Err(error));
-                    }) as Completion,
-                    poison,
-                )
-            }
-        });
-        {
+                },
+            );
+        let queued = {
             let sender = self.sender.lock().expect("writer sender lock");
-            let Some(sender) = sender.as_ref() else {
+            sender
+                .as_ref()
+                .is_some_and(|sender| sender.send((durability, boxed)).is_ok())
+        };
+        async move {
+            if !queued {
                 return Err(StoreError::Closed);
-            };
-            sender.send(boxed).map_err(|_| StoreError::Closed)?;
+            }
+            answer.await.map_err(|_| StoreError::Closed)?
         }
-        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Lets queued jobs finish, then stops the thread.
@@ -162,11 +199,19 @@ fn commit_batch(
     Result<(), StoreError>,
     Option<Arc<CaptureIndex>>,
 ) {
+    let durability = if batch
+        .iter()
+        .any(|(d, _)| matches!(d, Durability::Immediate))
+    {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
     let opened = db
         .begin_write()
         .map_err(StoreError::from)
         .and_then(|mut txn| {
-            txn.set_durability(Durability::Immediate)?;
+            txn.set_durability(durability)?;
             Ok(txn)
         });
     let txn = match opened {
@@ -174,7 +219,7 @@ fn commit_batch(
         Err(error) => {
             let completions = batch
                 .into_iter()
-                .map(|job| job(Err(error.clone())).0)
+                .map(|(_, job)| job(Err(error.clone())).0)
                 .collect::<Vec<_>>();
             return (completions, Err(error), None);
         }
@@ -185,7 +230,7 @@ fn commit_batch(
     };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
-    for job in batch {
+    for (_, job) in batch {
         let (completion, poison) = job(Ok(&mut ctx));
         completions.push(completion);
         if poisoned.is_none() {
