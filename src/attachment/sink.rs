@@ -19,8 +19,8 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Every this many chunks a commit is durable (fsync'd); those between may
 /// skip the fsync and become durable with the next one. A crash loses at
-/// most this many chunks (~16 MiB), which the resumed transfer sends again.
-const CHUNKS_PER_FSYNC: u32 = 16;
+/// most this many chunks (~8 MiB), which the resumed transfer sends again.
+const CHUNKS_PER_FSYNC: u32 = 8;
 
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, StoreError>> + Send>>;
 

@@ -215,8 +215,8 @@ fn attachments_cross_with_their_hash_once_per_content_and_removals_follow() {
 }
 
 #[test]
-fn a_large_file_resumes_after_the_receiver_is_killed_mid_transfer() {
-    let (edge, hub, _e, mut hub_server) = pair(Extras {
+fn a_large_file_resumes_after_either_side_is_killed_mid_transfer() {
+    let (edge, hub, mut edge_server, mut hub_server) = pair(Extras {
         capture: INCLUDE,
         inbound: "",
     });
@@ -232,30 +232,47 @@ fn a_large_file_resumes_after_the_receiver_is_killed_mid_transfer() {
     ]);
     // The local copy is not needed any more: keep the disk small.
     std::fs::remove_file(&file).unwrap();
+    let received = || {
+        remote(&hub, "edge")["attachment_bytes_received"]
+            .as_u64()
+            .unwrap()
+    };
+    let sent = || {
+        remote(&edge, "hub")["attachment_bytes_sent"]
+            .as_u64()
+            .unwrap()
+    };
 
+    // The receiver dies a quarter of the way in ...
     wait_for(
         &[&edge, &hub],
         "a quarter of the file to arrive",
         Duration::from_secs(120),
-        || {
-            remote(&hub, "edge")["attachment_bytes_received"]
-                .as_u64()
-                .unwrap()
-                > size / 4
-        },
+        || received() > size / 4,
     );
     hub_server.kill9();
     let _hub_server = hub.serve();
-    let hub_id = wait_for_attachment(&edge, &hub, "big", Duration::from_secs(180));
-    let sent = remote(&edge, "hub")["attachment_bytes_sent"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        sent <= size + size / 10,
-        "the transfer resumed instead of starting over: {sent} bytes sent for {size}"
+    // ... and, a quarter more after its restart, the sender.
+    wait_for(
+        &[&edge, &hub],
+        "the transfer to go on after the restart",
+        Duration::from_secs(120),
+        || received() > size / 4,
     );
+    let sent_before = sent();
+    edge_server.kill9();
+    let _edge_server = edge.serve();
+    let hub_id = wait_for_attachment(&edge, &hub, "big", Duration::from_secs(180));
+    let total_sent = sent_before + sent();
     assert!(
-        hub.logs().contains("Resuming an attachment transfer"),
+        total_sent <= size + size / 10,
+        "the transfer resumed instead of starting over: {total_sent} bytes sent for {size}"
+    );
+    assert_eq!(
+        hub.logs()
+            .matches("Resuming an attachment transfer")
+            .count(),
+        2,
         "{}",
         hub.logs()
     );
