@@ -5,9 +5,9 @@
 # service user with the packaged config and paths and answers the CLI,
 # `dpkg -r` keeps the data, `dpkg -P` deletes it and the user.
 #
-# Needs root, debootstrap and a Debian mirror; not part of .ci/run (it
-# downloads a base system). systemd itself does not run in a chroot: the
-# unit's hardening is checked by `systemd-analyze verify` in check-deb.sh.
+# Needs root, debootstrap and a Debian mirror (it skips itself, saying so,
+# without them). systemd does not run in a chroot: check-systemd.sh boots
+# one under qemu to check the unit's hardening.
 #
 # Usage: packaging/check-install.sh [path/to/procsync.deb]
 set -euo pipefail
