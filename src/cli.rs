@@ -804,16 +804,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
 }
 
 fn init_tracing(config: &ServerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::logging::init(&config.log.level, config.log.format == LogFormat::Json);
 }
 
 fn validate(file: &Path, kind: Option<FileKind>) -> Result<ExitCode> {

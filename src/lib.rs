@@ -40,6 +40,10 @@ pub mod inbound;
 pub mod outbound;
 /// gRPC: generated types, the admin and peer services, their clients.
 pub mod transport;
+/// Periodic work: the debug-logging switch, purging old queue items.
+pub mod scheduler;
+/// The tracing subscriber, with sync debug logging switchable at runtime.
+pub mod logging;
 /// `serve`: running an instance and shutting it down.
 pub mod server;
 /// A `serve` child process, for the demo and the benchmark.

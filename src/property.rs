@@ -9,8 +9,18 @@ pub struct PropertyDef {
     pub name: &'static str,
     pub default: &'static str,
     pub description: &'static str,
-    /// Inclusive range of the integer value.
+    /// Inclusive range of the integer value (unused for flags).
     pub range: (u64, u64),
+    pub kind: Kind,
+}
+
+/// What values a property takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole number within `range`.
+    Number,
+    /// `true` or `false`.
+    Flag,
 }
 
 pub const PROPERTIES: &[PropertyDef] = &[
@@ -19,42 +29,84 @@ pub const PROPERTIES: &[PropertyDef] = &[
         default: "3",
         description: "Connection attempts retried before a remote system's outbound state becomes Error",
         range: (0, 1000),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "retry.interval",
         default: "60",
         description: "Seconds before the first retry; doubled per attempt, with jitter",
         range: (1, 86_400),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "retry.max_interval",
         default: "900",
         description: "Cap on the seconds between retries (and between probes of a remote in Error)",
         range: (1, 86_400),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "heartbeat.interval",
         default: "10",
         description: "Seconds between application heartbeats on a peer stream",
         range: (1, 3600),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "heartbeat.slow_ms",
         default: "1000",
         description: "Heartbeat round trip, in milliseconds, above which a peer shows as Slow",
         range: (1, 600_000),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "attachment.key_ttl",
         default: "604800",
         description: "Seconds a peer may use the key sent with an item to fetch its attachments",
         range: (1, 30 * 86_400),
+        kind: Kind::Number,
     },
     PropertyDef {
         name: "attachment.max_mb",
         default: "4096",
         description: "Largest attachment, in MiB, this instance accepts from a peer or a client (0: no limit)",
         range: (0, 1 << 20),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "sync.debug",
+        default: "false",
+        description: "Debug logging for the sync components (outbound_queue, inbound_queue, transport, attachments), switched within seconds without a restart",
+        range: (0, 1),
+        kind: Kind::Flag,
+    },
+    PropertyDef {
+        name: "purge.processed_age",
+        default: "604800",
+        description: "Seconds after which Processed queue items are deleted (Ready and Error items never are)",
+        range: (1, 10 * 365 * 86_400),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "purge.skipped_age",
+        default: "604800",
+        description: "Seconds after which Skipped queue items are deleted",
+        range: (1, 10 * 365 * 86_400),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "purge.interval",
+        default: "300",
+        description: "Seconds between purge runs",
+        range: (1, 86_400),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "purge.batch",
+        default: "1000",
+        description: "Most items deleted per transaction while purging (a run continues batch by batch)",
+        range: (1, 100_000),
+        kind: Kind::Number,
     },
 ];
 
@@ -68,6 +120,13 @@ pub fn find(name: &str) -> Result<&'static PropertyDef, String> {
 /// Checks a value against its property's range; returns it normalised.
 pub fn check(name: &str, value: &str) -> Result<String, String> {
     let def = find(name)?;
+    if def.kind == Kind::Flag {
+        return match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok("true".to_string()),
+            "false" | "no" | "off" | "0" => Ok("false".to_string()),
+            _ => Err(format!("property {name} is true or false, not `{value}`")),
+        };
+    }
     let number: u64 = value
         .trim()
         .parse()
@@ -119,6 +178,13 @@ mod tests {
             check("retry.interval", "0")
                 .unwrap_err()
                 .contains("between 1 and 86400")
+        );
+        assert_eq!(check("sync.debug", "ON").unwrap(), "true");
+        assert_eq!(check("sync.debug", "false").unwrap(), "false");
+        assert!(
+            check("sync.debug", "2")
+                .unwrap_err()
+                .contains("true or false")
         );
         assert!(
             check("retry.tims", "1")

@@ -112,6 +112,8 @@ pub async fn run(
     let limits = RecordWriteLimits {
         max_record_bytes: config.limits.max_record_bytes,
     };
+    let scheduler_task =
+        tokio::spawn(crate::scheduler::Scheduler::new(store.clone()).run(stopped.clone()));
     let inbound_task = tokio::spawn(
         Processor::new(store.clone(), limits, &sync)
             .run(sync.wake_inbound.clone(), stopped.clone()),
@@ -133,7 +135,8 @@ pub async fn run(
     tracing::info!(target: "server", "Stopped accepting peer calls.");
     let _ = tokio::time::timeout(deadline, outbound_task).await;
     let _ = tokio::time::timeout(deadline, inbound_task).await;
-    tracing::info!(target: "server", "The outbound dispatchers and the inbound processor stopped.");
+    let _ = tokio::time::timeout(deadline, scheduler_task).await;
+    tracing::info!(target: "server", "The outbound dispatchers, the inbound processor and the scheduler stopped.");
     let _ = std::fs::remove_file(data_dir.join(PEER_ADDR_FILE));
     let _ = std::fs::remove_file(&addr_file);
     let closing = store.clone();

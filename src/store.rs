@@ -7,6 +7,7 @@
 mod codec;
 mod content;
 mod peer;
+mod purge;
 mod tables;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
 pub use peer::ReceivedItem;
+pub use purge::{PurgeBefore, Purged};
 use tables::*;
 pub use writer::{ApplyReport, RecordWriteLimits};
 

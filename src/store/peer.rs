@@ -68,6 +68,11 @@ impl Store {
             .map_err(|_| StoreError::Corrupt(format!("property {name} is not a number")))
     }
 
+    /// A flag property's value.
+    pub fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.property(name)? == "true")
+    }
+
     pub fn retry_policy(&self) -> Result<RetryPolicy, StoreError> {
         Ok(RetryPolicy {
             times: self.number("retry.times")? as u32,

@@ -40,28 +40,6 @@ fn file_hash(path: &Path) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-fn pair(extras: Extras<'_>) -> (Instance, Instance, Server, Server) {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let edge_server = edge.serve();
-    let hub_server = hub.serve();
-    link_all_with(
-        &[
-            Peer {
-                name: "edge",
-                instance: &edge,
-            },
-            Peer {
-                name: "hub",
-                instance: &hub,
-            },
-        ],
-        &[(0, 1)],
-        extras,
-    );
-    (edge, hub, edge_server, hub_server)
-}
-
 fn create(instance: &Instance, description: &str) -> String {
     instance
         .ok(&[
@@ -153,7 +131,7 @@ fn saved_hash(instance: &Instance, sys_id: &str, which: &str) -> String {
 
 #[test]
 fn attachments_cross_with_their_hash_once_per_content_and_removals_follow() {
-    let (edge, hub, _e, _h) = pair(Extras {
+    let (edge, hub, _e, _h) = linked_pair(Extras {
         capture: INCLUDE,
         inbound: "",
     });
@@ -216,7 +194,7 @@ fn attachments_cross_with_their_hash_once_per_content_and_removals_follow() {
 
 #[test]
 fn a_large_file_resumes_after_either_side_is_killed_mid_transfer() {
-    let (edge, hub, mut edge_server, mut hub_server) = pair(Extras {
+    let (edge, hub, mut edge_server, mut hub_server) = linked_pair(Extras {
         capture: INCLUDE,
         inbound: "",
     });
@@ -316,7 +294,7 @@ fn listed(name: &str, size: u64, hash: &str) -> Value {
 
 #[test]
 fn hostile_attachment_metadata_and_keys_are_refused_on_the_inbound_item() {
-    let (edge, hub, mut edge_server, _h) = pair(Extras {
+    let (edge, hub, mut edge_server, _h) = linked_pair(Extras {
         capture: INCLUDE,
         inbound: "max_attachment_mb = 1\nallowed_extensions = [\"pdf\", \"txt\"]",
     });
@@ -560,7 +538,7 @@ fn an_interrupted_upload_resumes_and_a_wrong_one_is_discarded() {
 
 #[test]
 fn journal_entries_arrive_once_in_order_with_author_and_time() {
-    let (edge, hub, _e, mut hub_server) = pair(Extras::default());
+    let (edge, hub, _e, mut hub_server) = linked_pair(Extras::default());
     let alice = edge.ok(&["user", "add", "alice", "--roles", "admin"]);
     let bob = edge.ok(&["user", "add", "bob", "--roles", "admin"]);
     let id = create(&edge, "journaled");

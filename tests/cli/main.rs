@@ -9,6 +9,7 @@ mod definitions;
 mod demo;
 mod durability;
 mod instance;
+mod operating;
 mod records;
 mod sync;
 mod tidy;

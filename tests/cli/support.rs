@@ -615,3 +615,47 @@ pub fn send_items(
         acks
     })
 }
+
+/// Two running instances, `edge` and `hub`, linked both ways with `extras`
+/// in their definitions; the servers stop when dropped.
+pub fn linked_pair(extras: Extras<'_>) -> (Instance, Instance, Server, Server) {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let edge_server = edge.serve();
+    let hub_server = hub.serve();
+    link_all_with(
+        &[
+            Peer {
+                name: "edge",
+                instance: &edge,
+            },
+            Peer {
+                name: "hub",
+                instance: &hub,
+            },
+        ],
+        &[(0, 1)],
+        extras,
+    );
+    (edge, hub, edge_server, hub_server)
+}
+
+/// Makes `edge` send incidents to `hub` as process event `incident_sync`,
+/// which the hub has no inbound flow for.
+pub fn send_unknown_event(edge: &Instance) {
+    let current = edge.ok(&["export"]);
+    let extra = format!(
+        "{current}\n[[process_event]]\nname = \"incident_sync\"\ndefinition = \"Software requests\"\n\n[[capture]]\nname = \"Capture incidents\"\nprocess_event = \"incident_sync\"\ntable = \"incident\"\nfields = [\"*\"]\n\n[[outbound_flow]]\nname = \"Incidents to hub\"\nprocess_event = \"incident_sync\"\nremote_system = \"hub\"\n"
+    );
+    let file = edge.file("extra.toml", &extra);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+}
+
+/// Every item of `queue` ("outbound" or "inbound"), up to 1,000.
+pub fn queue_items(instance: &Instance, queue: &str) -> Vec<serde_json::Value> {
+    instance
+        .json(&["queue", queue, "list", "--json", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
