@@ -184,6 +184,17 @@ impl ServerConfig {
                 });
             }
         }
+        // Attachment chunks travel as messages of just under 1 MiB.
+        let smallest = 2 * crate::attachment::CHUNK_BYTES;
+        if config.limits.max_message_bytes > 0 && config.limits.max_message_bytes < smallest {
+            problems.push(Problem {
+                line: lines.line("limits", 0, "max_message_bytes"),
+                message: format!(
+                    "limits.max_message_bytes is {}, below {smallest}: attachment chunks (1,048,512 bytes each) would not fit; raise it to at least 2 MiB",
+                    config.limits.max_message_bytes
+                ),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
             problems.push(Problem {
                 line: None,
@@ -233,6 +244,15 @@ mod tests {
         assert!(err.to_string().contains("admin.tls = true"), "{err}");
         assert!(err.to_string().starts_with("s.toml:2:"), "{err}");
         ServerConfig::parse("s.toml", "[admin]\nlisten = \"0.0.0.0:7480\"\ntls = true\n").unwrap();
+    }
+
+    #[test]
+    fn messages_too_small_for_attachment_chunks_are_refused() {
+        let text = "[limits]\nmax_message_bytes = 1000000\n";
+        let err = ServerConfig::parse("s.toml", text).unwrap_err();
+        assert!(err.to_string().contains("attachment chunks"), "{err}");
+        assert!(err.to_string().starts_with("s.toml:2:"), "{err}");
+        ServerConfig::parse("s.toml", "[limits]\nmax_message_bytes = 4194304\n").unwrap();
     }
 
     #[test]
