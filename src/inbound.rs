@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::attachment::{AttachmentLimits, Grant, check_incoming, wanted};
-use crate::queue::{InboundItem, Payload};
+use crate::queue::{InboundItem, PayloadAttachments};
 use crate::store::{
     Actor, ContentInfo, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
     StoreError,
@@ -370,7 +370,7 @@ impl Processor {
         &mut self,
         item: &InboundItem,
     ) -> Result<AttachmentsReady, StoreError> {
-        let Ok(payload) = serde_json::from_str::<Payload>(&item.payload) else {
+        let Ok(payload) = serde_json::from_str::<PayloadAttachments>(&item.payload) else {
             // The flow reports a malformed payload.
             return Ok(AttachmentsReady::Go);
         };

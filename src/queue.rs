@@ -117,6 +117,18 @@ pub struct Payload {
     pub attachment_strategy: Option<AttachmentStrategy>,
 }
 
+/// Only the attachment parts of a payload: what the inbound processor
+/// reads before an item's flow runs, without building the rest.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct PayloadAttachments {
+    #[serde(default)]
+    pub attachments: Vec<PayloadAttachment>,
+    #[serde(default)]
+    pub removed_attachments: Vec<RemovedAttachment>,
+    #[serde(default)]
+    pub attachment_strategy: Option<AttachmentStrategy>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaptureMetadata {
     pub changed_by: String,

@@ -1,7 +1,7 @@
 //! Stored contents: attachment bytes kept once per blake3 hash, in chunks
 //! just under 1 MiB, with a count of the attachments that use each. A
-//! content arrives in order, a batch of chunks per commit, so an interrupted
-//! upload or transfer resumes from the last committed chunk. Callers verify
+//! content arrives in order, chunk after chunk, so an interrupted upload or
+//! transfer resumes after the last committed chunk. Callers verify
 //! the bytes (`attachment::Verifier`); this module only keeps them.
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
 use super::tables::*;
+use super::writer::Counters;
 use super::{Store, StoreError};
 use crate::attachment::CHUNK_BYTES;
 use crate::ids::{Millis, now_millis};
@@ -96,31 +97,15 @@ impl Store {
     pub async fn begin_content(&self, hash: String, size: u64) -> Result<ContentInfo, StoreError> {
         self.writer
             .submit(move |txn| {
-                let mut by_hash = txn.txn.open_table(CONTENT_BY_HASH)?;
-                let mut contents = txn.txn.open_table(CONTENTS)?;
-                let existing = by_hash.get(hash.as_str())?.map(|v| v.value());
-                if let Some(id) = existing {
-                    let info: ContentInfo = match contents.get(id)? {
-                        Some(value) => decode(value.value())?,
-                        None => {
-                            return Err(StoreError::Corrupt(format!(
-                                "content {hash} is indexed but not stored"
-                            )));
-                        }
-                    };
+                if let Some(info) = content_in(txn.txn, &hash)? {
                     if info.complete || info.size == size {
                         return Ok(info);
                     }
-                    delete_chunks(txn.txn, id, info.chunk_count())?;
-                    contents.remove(id)?;
-                    by_hash.remove(hash.as_str())?;
+                    delete_content(txn.txn, &info)?;
                 }
-                let mut counters = txn.txn.open_table(COUNTERS)?;
-                let id = match counters.get("content")? {
-                    Some(value) => decode::<u64>(value.value())? + 1,
-                    None => 1,
-                };
-                counters.insert("content", encode(&id).as_slice())?;
+                let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
+                let id = counters.next("content")?;
+                counters.save()?;
                 let info = ContentInfo {
                     id,
                     hash: hash.clone(),
@@ -130,8 +115,12 @@ impl Store {
                     refs: 0,
                     created_on: now_millis(),
                 };
-                contents.insert(id, encode(&info).as_slice())?;
-                by_hash.insert(hash.as_str(), id)?;
+                txn.txn
+                    .open_table(CONTENTS)?
+                    .insert(id, encode(&info).as_slice())?;
+                txn.txn
+                    .open_table(CONTENT_BY_HASH)?
+                    .insert(hash.as_str(), id)?;
                 Ok(info)
             })
             .await
@@ -225,22 +214,34 @@ impl Store {
     pub async fn discard_content(&self, id: u64) -> Result<(), StoreError> {
         self.writer
             .submit(move |txn| {
-                let mut contents = txn.txn.open_table(CONTENTS)?;
-                let info: ContentInfo = match contents.get(id)? {
+                let info: ContentInfo = match txn.txn.open_table(CONTENTS)?.get(id)? {
                     Some(value) => decode(value.value())?,
                     None => return Ok(()),
                 };
-                if info.complete {
-                    return Ok(());
+                if !info.complete {
+                    delete_content(txn.txn, &info)?;
                 }
-                delete_chunks(txn.txn, id, info.chunk_count())?;
-                contents.remove(id)?;
-                txn.txn
-                    .open_table(CONTENT_BY_HASH)?
-                    .remove(info.hash.as_str())?;
                 Ok(())
             })
             .await
+    }
+}
+
+/// The content stored (or arriving) under `hash`, read in a write
+/// transaction.
+fn content_in(txn: &WriteTransaction, hash: &str) -> Result<Option<ContentInfo>, StoreError> {
+    let Some(id) = txn
+        .open_table(CONTENT_BY_HASH)?
+        .get(hash)?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    match txn.open_table(CONTENTS)?.get(id)? {
+        Some(value) => Ok(Some(decode(value.value())?)),
+        None => Err(StoreError::Corrupt(format!(
+            "content {hash} is indexed but not stored"
+        ))),
     }
 }
 
@@ -249,34 +250,22 @@ pub(super) fn missing_content(
     txn: &WriteTransaction,
     hash: &str,
 ) -> Result<Option<String>, StoreError> {
-    let by_hash = txn.open_table(CONTENT_BY_HASH)?;
-    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
-        return Ok(Some(format!(
+    Ok(match content_in(txn, hash)? {
+        None => Some(format!(
             "no content with hash {hash} is stored; upload it first"
-        )));
-    };
-    let contents = txn.open_table(CONTENTS)?;
-    let complete = match contents.get(id)? {
-        Some(value) => decode::<ContentInfo>(value.value())?.complete,
-        None => false,
-    };
-    Ok((!complete).then(|| format!("content {hash} is still arriving; finish the upload first")))
+        )),
+        Some(info) if !info.complete => Some(format!(
+            "content {hash} is still arriving; finish the upload first"
+        )),
+        Some(_) => None,
+    })
 }
 
 /// The size of the complete content `hash`, if stored.
 pub(super) fn stored_size(txn: &WriteTransaction, hash: &str) -> Result<Option<u64>, StoreError> {
-    let by_hash = txn.open_table(CONTENT_BY_HASH)?;
-    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
-        return Ok(None);
-    };
-    let contents = txn.open_table(CONTENTS)?;
-    Ok(match contents.get(id)? {
-        Some(value) => {
-            let info: ContentInfo = decode(value.value())?;
-            info.complete.then_some(info.size)
-        }
-        None => None,
-    })
+    Ok(content_in(txn, hash)?
+        .filter(|info| info.complete)
+        .map(|info| info.size))
 }
 
 /// One more attachment uses `hash` (checked present by `missing_content`).
@@ -290,30 +279,30 @@ pub(super) fn release_ref(txn: &WriteTransaction, hash: &str) -> Result<(), Stor
 }
 
 fn update_refs(txn: &WriteTransaction, hash: &str, delta: i64) -> Result<(), StoreError> {
-    let mut by_hash = txn.open_table(CONTENT_BY_HASH)?;
-    let Some(id) = by_hash.get(hash)?.map(|v| v.value()) else {
+    let Some(mut info) = content_in(txn, hash)? else {
         return Ok(());
-    };
-    let mut contents = txn.open_table(CONTENTS)?;
-    let mut info: ContentInfo = match contents.get(id)? {
-        Some(value) => decode(value.value())?,
-        None => return Ok(()),
     };
     info.refs = info.refs.saturating_add_signed(delta);
     if info.refs == 0 && delta < 0 {
-        delete_chunks(txn, id, info.chunk_count())?;
-        contents.remove(id)?;
-        by_hash.remove(hash)?;
+        delete_content(txn, &info)
     } else {
-        contents.insert(id, encode(&info).as_slice())?;
+        txn.open_table(CONTENTS)?
+            .insert(info.id, encode(&info).as_slice())?;
+        Ok(())
     }
-    Ok(())
 }
 
-fn delete_chunks(txn: &WriteTransaction, id: u64, count: u32) -> Result<(), StoreError> {
+/// Deletes a content: its chunks, its row, and its hash entry when that
+/// still points at it.
+pub(super) fn delete_content(txn: &WriteTransaction, info: &ContentInfo) -> Result<(), StoreError> {
     let mut chunks = txn.open_table(CHUNKS)?;
-    for index in 0..count {
-        chunks.remove((id, index))?;
+    for index in 0..info.chunk_count() {
+        chunks.remove((info.id, index))?;
+    }
+    txn.open_table(CONTENTS)?.remove(info.id)?;
+    let mut by_hash = txn.open_table(CONTENT_BY_HASH)?;
+    if by_hash.get(info.hash.as_str())?.map(|v| v.value()) == Some(info.id) {
+        by_hash.remove(info.hash.as_str())?;
     }
     Ok(())
 }

@@ -314,6 +314,24 @@ impl Store {
         id: u64,
         problem: String,
     ) -> Result<InboundItem, StoreError> {
+        self.update_inbound(id, move |item| {
+            if item.status == QueueStatus::Ready {
+                item.status = QueueStatus::Error;
+                item.error = Some(problem);
+                item.processed_on = Some(now_millis());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Loads inbound item `id`, lets `change` edit it (or refuse) and
+    /// stores it, in one write.
+    async fn update_inbound(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut InboundItem) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<InboundItem, StoreError> {
         self.writer
             .submit(move |txn| {
                 let mut table = txn.txn.open_table(INBOUND)?;
@@ -322,12 +340,7 @@ impl Store {
                     .map(|v| v.value().to_vec())
                     .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
                 let mut item: InboundItem = decode(&value)?;
-                if item.status != QueueStatus::Ready {
-                    return Ok(item);
-                }
-                item.status = QueueStatus::Error;
-                item.error = Some(problem);
-                item.processed_on = Some(now_millis());
+                change(&mut item)?;
                 table.insert(id, encode(&item).as_slice())?;
                 Ok(item)
             })
@@ -456,23 +469,15 @@ impl Store {
         id: u64,
         status: QueueStatus,
     ) -> Result<InboundItem, StoreError> {
-        self.writer
-            .submit(move |txn| {
-                let mut table = txn.txn.open_table(INBOUND)?;
-                let value = table
-                    .get(id)?
-                    .map(|v| v.value().to_vec())
-                    .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
-                let mut item: InboundItem = decode(&value)?;
-                operator_transition(item.status, status, "inbound", id)?;
-                item.status = status;
-                if status == QueueStatus::Ready {
-                    item.error = None;
-                }
-                table.insert(id, encode(&item).as_slice())?;
-                Ok(item)
-            })
-            .await
+        self.update_inbound(id, move |item| {
+            operator_transition(item.status, status, "inbound", id)?;
+            item.status = status;
+            if status == QueueStatus::Ready {
+                item.error = None;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn update_outbound(

@@ -165,7 +165,7 @@ fn purge_inbound(
 /// Contents no attachment uses (fetched or uploaded, then never attached),
 /// and partial ones nobody resumed, once older than `before`.
 fn purge_contents(txn: &WriteTransaction, before: Millis, batch: usize) -> Result<u64, StoreError> {
-    let mut contents = txn.open_table(CONTENTS)?;
+    let contents = txn.open_table(CONTENTS)?;
     let mut doomed = Vec::new();
     for row in contents.iter()? {
         if doomed.len() >= batch {
@@ -180,16 +180,9 @@ fn purge_contents(txn: &WriteTransaction, before: Millis, batch: usize) -> Resul
             doomed.push(info);
         }
     }
-    let mut by_hash = txn.open_table(CONTENT_BY_HASH)?;
-    let mut chunks = txn.open_table(CHUNKS)?;
+    drop(contents);
     for info in &doomed {
-        for index in 0..info.chunk_count() {
-            chunks.remove((info.id, index))?;
-        }
-        contents.remove(info.id)?;
-        if by_hash.get(info.hash.as_str())?.map(|v| v.value()) == Some(info.id) {
-            by_hash.remove(info.hash.as_str())?;
-        }
+        super::content::delete_content(txn, info)?;
     }
     Ok(doomed.len() as u64)
 }

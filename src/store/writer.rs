@@ -82,16 +82,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit_with(Durability::Immediate, job).await
-    }
-
-    /// `submit` with a choice of durability; see `enqueue`.
-    pub async fn submit_with<T, F>(&self, durability: Durability, job: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.enqueue(durability, job).await
+        self.enqueue(Durability::Immediate, job).await
     }
 
     /// Queues `job` now (jobs run in the order they were queued) and returns
@@ -472,13 +463,13 @@ where
 }
 
 /// Counters read once per job and written back at its end.
-struct Counters<'t> {
+pub(super) struct Counters<'t> {
     table: redb::Table<'t, &'static str, &'static [u8]>,
     cache: BTreeMap<String, u64>,
 }
 
 impl<'t> Counters<'t> {
-    fn load(table: redb::Table<'t, &'static str, &'static [u8]>) -> Counters<'t> {
+    pub(super) fn load(table: redb::Table<'t, &'static str, &'static [u8]>) -> Counters<'t> {
         Counters {
             table,
             cache: BTreeMap::new(),
@@ -486,7 +477,7 @@ impl<'t> Counters<'t> {
     }
 
     /// The next value of `name`, starting at 1.
-    fn next(&mut self, name: &str) -> Result<u64, StoreError> {
+    pub(super) fn next(&mut self, name: &str) -> Result<u64, StoreError> {
         if !self.cache.contains_key(name) {
             let stored = match self.table.get(name)? {
                 Some(value) => decode::<u64>(value.value())?,
@@ -499,7 +490,7 @@ impl<'t> Counters<'t> {
         Ok(*value)
     }
 
-    fn save(mut self) -> Result<(), StoreError> {
+    pub(super) fn save(mut self) -> Result<(), StoreError> {
         for (name, value) in &self.cache {
             self.table.insert(name.as_str(), encode(value).as_slice())?;
         }

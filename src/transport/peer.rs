@@ -21,7 +21,7 @@ use super::pb::peer::peer_server::{Peer, PeerServer};
 use super::tls;
 use crate::attachment::{CHUNK_BYTES, Grant};
 use crate::identity::fingerprint_of_der;
-use crate::inbound::{Hello, HelloAnswer, PeerError, PeerGate};
+use crate::inbound::{Caller, Hello, HelloAnswer, PeerError, PeerGate};
 use crate::outbound::{SendItem, SyncEvent};
 use crate::record::Operation;
 use crate::store::ReceivedItem;
@@ -101,18 +101,24 @@ type ContentStream =
 type SyncDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
 
+impl PeerService {
+    /// The remote system the request's certificate and token identify.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let (fingerprint, token) = credentials(request);
+        self.gate
+            .identify(fingerprint, token)
+            .await
+            .map_err(status_of)
+    }
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn hello(
         &self,
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
-        let (fingerprint, token) = credentials(&request);
-        let caller = self
-            .gate
-            .identify(fingerprint, token)
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let answer = self
             .gate
@@ -143,12 +149,7 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
-        let (fingerprint, token) = credentials(&request);
-        let caller = self
-            .gate
-            .identify(fingerprint, token)
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let grant = request.grant.map(grant_from_pb).ok_or_else(|| {
             Status::invalid_argument("a fetch needs the attachment key sent with the item")
@@ -212,12 +213,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<pb::SyncUp>>,
     ) -> Result<Response<Self::SyncStream>, Status> {
-        let (fingerprint, token) = credentials(&request);
-        let caller = self
-            .gate
-            .identify(fingerprint, token)
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
         self.gate.check_inbound_active(&caller).map_err(status_of)?;
         let mut incoming = request.into_inner();
         let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);

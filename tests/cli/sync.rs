@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Instance, Peer, crafted_item, impersonate, link, send_items, send_unknown_event, wait_for,
-    wait_until,
+    Extras, Instance, Peer, crafted_item, impersonate, link, linked_pair, send_items,
+    send_unknown_event, wait_for, wait_until,
 };
 
 fn records(instance: &Instance, query: &str) -> Vec<Value> {
@@ -23,20 +23,7 @@ fn items(instance: &Instance, queue: &str) -> Vec<Value> {
 
 #[test]
 fn a_change_travels_to_the_hub_and_the_answer_comes_back_without_echo() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
     let remotes = edge.json(&["remote", "list", "--json"]);
     assert_eq!(remotes[0]["outbound_state"], "Active");
     assert_eq!(remotes[0]["inbound_state"], "Active");
@@ -162,20 +149,7 @@ fn a_change_travels_to_the_hub_and_the_answer_comes_back_without_echo() {
 
 #[test]
 fn a_wrong_fingerprint_or_token_is_refused() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
 
     // The edge pins a different certificate for the hub.
     let other = Instance::init("impostor");
@@ -220,20 +194,7 @@ fn all_processed(instance: &Instance, queue: &str) -> bool {
 
 #[test]
 fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let mut hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, mut hub_server) = linked_pair(Extras::default());
     edge.fast_retries();
 
     hub_server.stop();
@@ -363,20 +324,7 @@ fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
 
 #[test]
 fn exhausted_retries_put_the_remote_in_error_run_its_subflow_and_it_recovers_by_itself() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let mut hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, mut hub_server) = linked_pair(Extras::default());
     edge.fast_retries();
     edge.ok(&["property", "set", "retry.times", "2"]);
 
@@ -533,20 +481,7 @@ fn edge_writer(
 
 #[test]
 fn sigkill_of_sender_and_receiver_mid_stream_delivers_every_change_exactly_once_in_order() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let mut edge_server = edge.serve();
-    let mut hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, mut edge_server, mut hub_server) = linked_pair(Extras::default());
     edge.fast_retries();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -713,20 +648,7 @@ fn a_chain_passes_changes_along_and_never_echoes() {
 
 #[test]
 fn both_sides_create_and_update_at_once() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
     for n in 0..5 {
         edge.ok(&[
             "record",
@@ -889,20 +811,7 @@ fn an_inbound_error_holds_back_only_its_record_and_waits_for_the_operator() {
 
 #[test]
 fn an_unknown_process_event_is_queued_in_error_not_dropped() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
     // The edge starts sending an event the hub has never heard of.
     send_unknown_event(&edge);
     edge.ok(&["record", "create", "incident", "short_description=printer"]);
@@ -938,20 +847,7 @@ fn an_unknown_process_event_is_queued_in_error_not_dropped() {
 
 #[test]
 fn inbound_flows_map_fields_and_run_sandboxed_scripts() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
     let exported = hub.ok(&["export"]);
     let (head, tail) = exported.rsplit_once("table = \"sc_req_item\"\n").unwrap();
     let flow = r#"table = "sc_req_item"
@@ -1072,20 +968,7 @@ fields.u_note = "raised by " + payload.metadata.changed_by;
 
 #[test]
 fn the_peer_refusing_our_certificate_and_disabling_are_reported() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
 
     // Disable: both states go to Disabled and the dispatcher stops.
     let out = edge.ok(&["remote", "disable", "hub"]);
@@ -1131,20 +1014,7 @@ fn the_peer_refusing_our_certificate_and_disabling_are_reported() {
 
 #[test]
 fn a_revoked_token_stays_in_error_until_validated_again() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
     edge.fast_retries();
 
     // The hub rotates the edge's token; the edge still sends the old one.
@@ -1186,20 +1056,7 @@ fn a_revoked_token_stays_in_error_until_validated_again() {
 
 #[test]
 fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let _edge_server = edge.serve();
-    let hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, _edge_server, hub_server) = linked_pair(Extras::default());
     edge.fast_retries();
     edge.ok(&[
         "record",
@@ -1267,20 +1124,7 @@ fn a_stuck_peer_is_detected_by_heartbeats_and_recovers() {
 /// what a well-behaved procsync never would.
 #[test]
 fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
-    let edge = Instance::init("edge");
-    let hub = Instance::init("hub");
-    let mut edge_server = edge.serve();
-    let _hub_server = hub.serve();
-    link(
-        Peer {
-            name: "edge",
-            instance: &edge,
-        },
-        Peer {
-            name: "hub",
-            instance: &hub,
-        },
-    );
+    let (edge, hub, mut edge_server, _hub_server) = linked_pair(Extras::default());
     // Stop the real edge and borrow its identity and token.
     edge_server.stop();
     let target = impersonate(&edge, "hub", &hub);
