@@ -729,6 +729,55 @@ impl Api {
             .ok_or_else(|| ApiError::Invalid(format!("unknown property `{name}`")))
     }
 
+    /// Queue figures from the store's counters, with each remote system's
+    /// states and connection health. Counts cover the whole instance, not
+    /// only the caller's domain.
+    pub async fn stats(&self, token: Option<String>) -> Result<crate::stats::Stats, ApiError> {
+        self.authorize(token, Permission::ReadSync).await?;
+        let now = crate::ids::now_millis();
+        let (queues, chart, purged, instance) = self
+            .blocking(move |store| {
+                let (queues, chart) = store.queue_stats(now)?;
+                Ok((
+                    queues,
+                    chart,
+                    store.purged_counts()?,
+                    store.instance()?.name,
+                ))
+            })
+            .await?;
+        let remote_systems = self
+            .remote_views()
+            .await?
+            .into_iter()
+            .map(|remote| crate::stats::RemoteStats {
+                name: remote.status.spec.name.clone(),
+                outbound_state: remote.status.outbound_state.as_str().to_string(),
+                inbound_state: remote.status.inbound_state.as_str().to_string(),
+                health: remote
+                    .health
+                    .as_ref()
+                    .map(|h| h.health.as_str())
+                    .unwrap_or("Down")
+                    .to_string(),
+                round_trip_ms: remote.health.as_ref().and_then(|h| h.round_trip_ms),
+                last_error: remote.health.and_then(|h| h.last_error),
+            })
+            .collect();
+        Ok(crate::stats::Stats::assemble(
+            instance,
+            now,
+            queues,
+            chart,
+            remote_systems,
+            crate::stats::PurgedStats {
+                outbound: purged.outbound,
+                inbound: purged.inbound,
+                contents: purged.contents,
+            },
+        ))
+    }
+
     pub async fn list_outbound(
         &self,
         token: Option<String>,

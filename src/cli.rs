@@ -3,6 +3,7 @@
 //! `--json`). No business rules live here.
 
 pub mod attachment;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -134,6 +135,14 @@ pub enum Command {
     Correlation {
         #[command(subcommand)]
         command: CorrelationCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Queue figures: counts by status, throughput, errors, remote health.
+    Stats {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -523,6 +532,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stats { json, connection } => stats::run(json, &connection)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Property {
             command,
             connection,

@@ -26,6 +26,8 @@ pub mod capture;
 pub mod flow;
 /// Error handling steps: log, webhook, command.
 pub mod subflow;
+/// Queue statistics: counters, recent figures, the stats report.
+pub mod stats;
 /// The redb store: the only module that touches the database.
 pub mod store;
 /// The instance's TLS identity.

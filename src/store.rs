@@ -8,6 +8,7 @@ mod codec;
 mod content;
 mod peer;
 mod purge;
+mod stats;
 mod tables;
 mod writer;
 
@@ -530,6 +531,7 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CONTENTS)?;
     txn.open_table(CONTENT_BY_HASH)?;
     txn.open_table(CHUNKS)?;
+    stats::count_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {
         let mut secret = [0u8; 32];

@@ -5,6 +5,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::codec::{decode, encode};
+use super::stats::Tally;
 use super::tables::*;
 use super::writer::Txn;
 use super::{QueueFilter, RemoteState, Store, StoreError, StoredSyncObject};
@@ -340,8 +341,12 @@ impl Store {
                     .map(|v| v.value().to_vec())
                     .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
                 let mut item: InboundItem = decode(&value)?;
+                let from = item.status;
                 change(&mut item)?;
                 table.insert(id, encode(&item).as_slice())?;
+                let mut tally = Tally::new(now_millis());
+                tally.inbound(&item, Some(from));
+                tally.save(txn.txn)?;
                 Ok(item)
             })
             .await
@@ -360,6 +365,7 @@ impl Store {
                 let index = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
                 let mut outbound = txn.txn.open_table(OUTBOUND)?;
                 let mut correlations = txn.txn.open_table(CORRELATIONS)?;
+                let mut tally = Tally::new(now);
                 for sequence in sequences {
                     let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
                     else {
@@ -372,10 +378,12 @@ impl Store {
                     if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
                         continue;
                     }
+                    let from = item.status;
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.error = None;
                     outbound.insert(id, encode(&item).as_slice())?;
+                    tally.outbound(&item, Some(from));
                     let key = (
                         item.table.as_str(),
                         item.local_correlation_id.as_str(),
@@ -394,6 +402,7 @@ impl Store {
                         correlations.insert(key, encode(&correlation).as_slice())?;
                     }
                 }
+                tally.save(txn.txn)?;
                 Ok(())
             })
             .await
@@ -416,6 +425,7 @@ impl Store {
                     .map(|row| row.map(|(_, id)| id.value()))
                     .collect::<Result<_, _>>()?;
                 let mut n = 0;
+                let mut tally = Tally::new(now_millis());
                 for id in ids {
                     let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
                         continue;
@@ -428,9 +438,11 @@ impl Store {
                             item.next_attempt_on = *next_attempt_on;
                         }
                         outbound.insert(id, encode(&item).as_slice())?;
+                        tally.outbound(&item, Some(QueueStatus::Running));
                         n += 1;
                     }
                 }
+                tally.save(txn.txn)?;
                 Ok(n)
             })
             .await
@@ -452,12 +464,16 @@ impl Store {
                     .ok_or_else(|| StoreError::NotFound(format!("outbound item {id}")))?;
                 let mut item: OutboundItem = decode(&value)?;
                 operator_transition(item.status, status, "outbound", id)?;
+                let from = item.status;
                 item.status = status;
                 if status == QueueStatus::Ready {
                     item.error = None;
                     item.attempts = 0;
                 }
                 table.insert(id, encode(&item).as_slice())?;
+                let mut tally = Tally::new(now_millis());
+                tally.outbound(&item, Some(from));
+                tally.save(txn.txn)?;
                 Ok(item)
             })
             .await
@@ -489,14 +505,18 @@ impl Store {
             .submit(move |txn| {
                 let now = now_millis();
                 let mut table = txn.txn.open_table(OUTBOUND)?;
+                let mut tally = Tally::new(now);
                 for id in ids {
                     let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
                         continue;
                     };
                     let mut item: OutboundItem = decode(&value)?;
+                    let from = item.status;
                     change(&mut item, now);
                     table.insert(id, encode(&item).as_slice())?;
+                    tally.outbound(&item, Some(from));
                 }
+                tally.save(txn.txn)?;
                 Ok(())
             })
             .await

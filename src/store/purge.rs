@@ -8,10 +8,12 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::content::ContentInfo;
+use super::stats::Tally;
 use super::tables::*;
 use super::{Store, StoreError};
-use crate::ids::Millis;
+use crate::ids::{Millis, now_millis};
 use crate::queue::{InboundItem, OutboundItem, QueueStatus};
+use crate::stats::Queue;
 
 /// Items finished before these times go.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +52,7 @@ impl Store {
                 let outbound = purge_outbound(txn.txn, before, batch)?;
                 let inbound = purge_inbound(txn.txn, before, batch)?;
                 let contents = purge_contents(txn.txn, before.contents, batch)?;
+                super::stats::trim_minutes(txn.txn, now_millis())?;
                 let purged = Purged {
                     outbound,
                     inbound,
@@ -140,10 +143,19 @@ fn purge_outbound(
         (i.created_on, i.status, i.processed_on)
     })?;
     let mut by_remote = txn.open_table(OUTBOUND_BY_REMOTE)?;
+    let mut tally = Tally::new(now_millis());
     for (id, item) in &doomed {
         table.remove(*id)?;
         by_remote.remove((item.remote_system.as_str(), item.sequence))?;
+        tally.moved(
+            Queue::Outbound,
+            &item.remote_system,
+            &item.process_event,
+            Some(item.status),
+            None,
+        );
     }
+    tally.save(txn)?;
     Ok(doomed.len() as u64)
 }
 
@@ -156,9 +168,18 @@ fn purge_inbound(
     let doomed = expired_rows(&table, before, batch, |i: &InboundItem| {
         (i.created_on, i.status, i.processed_on)
     })?;
-    for (id, _) in &doomed {
+    let mut tally = Tally::new(now_millis());
+    for (id, item) in &doomed {
         table.remove(*id)?;
+        tally.moved(
+            Queue::Inbound,
+            &item.remote_system,
+            &item.process_event,
+            Some(item.status),
+            None,
+        );
     }
+    tally.save(txn)?;
     Ok(doomed.len() as u64)
 }
 

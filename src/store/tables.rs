@@ -68,3 +68,14 @@ pub const CONTENT_BY_HASH: TableDefinition<&str, u64> = TableDefinition::new("co
 /// Content bytes: (content id, chunk index) → at most
 /// `attachment::CHUNK_BYTES` bytes (raw, not versioned: bytes are bytes).
 pub const CHUNKS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("chunks");
+
+/// Queue statistics: (queue, remote system, process event) →
+/// `stats::QueueCounters`, changed in the same transaction as the items.
+pub const QUEUE_STATS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("queue_stats");
+
+/// Per-minute history of the last day: (minute since the epoch, queue,
+/// remote system, process event) → `stats::MinuteCounts`. Minute first,
+/// so a day is one range and the purge trims old minutes from the front.
+pub const QUEUE_MINUTES: TableDefinition<(u64, &str, &str, &str), &[u8]> =
+    TableDefinition::new("queue_minutes");

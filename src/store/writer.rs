@@ -369,6 +369,7 @@ pub(super) fn write_prepared(
     let mut by_remote = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
     let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
     let now = now_millis();
+    let mut tally = super::stats::Tally::new(now);
     // Before writing anything: every content to attach must be stored.
     for hash in prepared.writes.iter().flat_map(|w| &w.attached) {
         if let Some(problem) = super::content::missing_content(txn.txn, hash)? {
@@ -433,10 +434,12 @@ pub(super) fn write_prepared(
             };
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
+            tally.outbound(&item, None);
         }
         results.push(write.result);
     }
     counters.save()?;
+    tally.save(txn.txn)?;
     Ok(results)
 }
 
@@ -1022,6 +1025,7 @@ pub fn receive(
     let mut seen = txn.txn.open_table(INBOUND_SEEN)?;
     let mut inbound = txn.txn.open_table(INBOUND)?;
     let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
+    let mut tally = super::stats::Tally::new(now);
     let mut acks = Vec::with_capacity(items.len());
     for received in items {
         acks.push(received.sequence);
@@ -1076,8 +1080,10 @@ pub fn receive(
         }
         inbound.insert(id, encode(&item).as_slice())?;
         seen.insert((remote, received.sequence), id)?;
+        tally.inbound(&item, None);
     }
     counters.save()?;
+    tally.save(txn.txn)?;
     Ok(acks)
 }
 
@@ -1118,11 +1124,15 @@ pub fn apply_inbound(
             item.error = Some(problem);
         }
     }
-    item.processed_on = Some(now_millis());
+    let now = now_millis();
+    item.processed_on = Some(now);
     item.processing_ms = Some(started.elapsed().as_millis() as u64);
     txn.txn
         .open_table(INBOUND)?
         .insert(id, encode(&item).as_slice())?;
+    let mut tally = super::stats::Tally::new(now);
+    tally.inbound(&item, Some(QueueStatus::Ready));
+    tally.save(txn.txn)?;
     Ok(item)
 }
 

@@ -588,6 +588,16 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn get_stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let stats = self.api.stats(token(&request)).await.map_err(status_of)?;
+        Ok(Response::new(pb::StatsResponse {
+            stats_json: serde_json::to_string(&stats).expect("stats serialize"),
+        }))
+    }
+
     async fn list_properties(
         &self,
         request: Request<pb::ListPropertiesRequest>,

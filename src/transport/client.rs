@@ -582,6 +582,13 @@ impl AdminClient {
             .map_err(|e| ClientError::Invalid(format!("the server sent an unreadable item: {e}")))
     }
 
+    pub async fn stats(&mut self) -> Result<crate::stats::Stats, ClientError> {
+        let request = self.request(pb::StatsRequest {});
+        let response = self.inner.get_stats(request).await?.into_inner();
+        serde_json::from_str(&response.stats_json)
+            .map_err(|e| ClientError::Invalid(format!("the server sent unreadable stats: {e}")))
+    }
+
     pub async fn set_queue_item_status(
         &mut self,
         queue: &str,

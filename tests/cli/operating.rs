@@ -20,9 +20,9 @@ fn statuses(instance: &Instance, queue: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn old_processed_and_skipped_items_are_purged_and_ready_and_error_items_never_are() {
-    let (edge, hub, _e, _h) = linked_pair(Extras::default());
+/// Three requests the hub processes, and two items of an event it does not
+/// know: both Error there.
+fn three_processed_two_errors(edge: &Instance, hub: &Instance) {
     for n in 0..3 {
         edge.ok(&[
             "record",
@@ -31,16 +31,21 @@ fn old_processed_and_skipped_items_are_purged_and_ready_and_error_items_never_ar
             &format!("short_description=r{n}"),
         ]);
     }
-    // Two items of an event the hub does not know: both Error there.
-    send_unknown_event(&edge);
+    send_unknown_event(edge);
     edge.ok(&["record", "create", "incident", "short_description=a"]);
     edge.ok(&["record", "create", "incident", "short_description=b"]);
     wait_for(
-        &[&edge, &hub],
+        &[edge, hub],
         "3 Processed and 2 Error items at the hub",
         Duration::from_secs(30),
-        || statuses(&hub, "inbound") == ["Error", "Error", "Processed", "Processed", "Processed"],
+        || statuses(hub, "inbound") == ["Error", "Error", "Processed", "Processed", "Processed"],
     );
+}
+
+#[test]
+fn old_processed_and_skipped_items_are_purged_and_ready_and_error_items_never_are() {
+    let (edge, hub, _e, _h) = linked_pair(Extras::default());
+    three_processed_two_errors(&edge, &hub);
     let first_error = items(&hub, "inbound")
         .iter()
         .find(|i| i["status"] == "Error")
@@ -140,4 +145,116 @@ fn sync_debug_turns_debug_logging_on_and_off_without_a_restart() {
     assert_eq!(hub.logs().matches(applied).count(), before);
     let err = hub.fails(&["property", "set", "sync.debug", "maybe"]);
     assert!(err.contains("true or false"), "{err}");
+}
+
+/// Counts by status in `procsync queue … list`, the long way round.
+fn scanned(instance: &Instance, queue: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for item in items(instance, queue) {
+        *counts
+            .entry(item["status"].as_str().unwrap().to_lowercase())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The totals `procsync stats --json` shows for `queue`, without zeros.
+fn counted(stats: &Value, queue: &str) -> std::collections::BTreeMap<String, u64> {
+    stats[queue]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64().unwrap() > 0)
+        .map(|(status, n)| (status.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+fn line<'a>(stats: &'a Value, queue: &str, event: &str) -> &'a Value {
+    stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["queue"] == queue && l["process_event"] == event)
+        .unwrap_or_else(|| panic!("no {queue} line for {event}: {stats:#}"))
+}
+
+#[test]
+fn stats_count_every_status_change_and_survive_a_restart() {
+    let (edge, hub, _e, mut hub_server) = linked_pair(Extras::default());
+    three_processed_two_errors(&edge, &hub);
+    wait_for(
+        &[&edge],
+        "the edge's items to be acknowledged",
+        Duration::from_secs(30),
+        || statuses(&edge, "outbound").iter().all(|s| s == "Processed"),
+    );
+
+    let stats = hub.json(&["stats", "--json"]);
+    assert_eq!(counted(&stats, "inbound"), scanned(&hub, "inbound"));
+    let requests = line(&stats, "inbound", "software_request");
+    assert_eq!(requests["remote_system"], "edge");
+    assert_eq!(requests["counts"]["processed"], 3);
+    assert_eq!(requests["processed_last_minute"], 3);
+    assert_eq!(requests["processed_last_day"], 3);
+    assert_eq!(requests["error_rate"], 0.0);
+    assert!(requests["last_processed_on"].is_string(), "{requests:#}");
+    assert!(requests["latest_time_in_queue_ms"].is_u64(), "{requests:#}");
+    assert_eq!(requests["processing_count"], 3);
+    let unknown = line(&stats, "inbound", "incident_sync");
+    assert_eq!(unknown["counts"]["error"], 2);
+    assert_eq!(unknown["errors_last_day"], 2);
+    assert_eq!(unknown["error_rate"], 1.0);
+    let edge_remote = &stats["remote_systems"][0];
+    assert_eq!(edge_remote["name"], "edge");
+    assert_eq!(edge_remote["outbound_state"], "Active");
+    assert_eq!(edge_remote["inbound_state"], "Active");
+    let edge_stats = edge.json(&["stats", "--json"]);
+    assert_eq!(counted(&edge_stats, "outbound"), scanned(&edge, "outbound"));
+    assert_eq!(
+        line(&edge_stats, "outbound", "software_request")["processed_total"],
+        3
+    );
+    let minute_total: u64 = edge_stats["per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["outbound_processed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(minute_total, 5, "{edge_stats:#}");
+
+    // The operator retries one Error item (it fails again) and skips the
+    // other: the counts follow each move.
+    let errors: Vec<String> = items(&hub, "inbound")
+        .iter()
+        .filter(|i| i["status"] == "Error")
+        .map(|i| i["id"].to_string())
+        .collect();
+    hub.ok(&["queue", "inbound", "skip", &errors[0]]);
+    hub.ok(&["queue", "inbound", "retry", &errors[1]]);
+    wait_for(
+        &[&hub],
+        "the retried item to fail again",
+        Duration::from_secs(30),
+        || {
+            let stats = hub.json(&["stats", "--json"]);
+            line(&stats, "inbound", "incident_sync")["errors_total"] == 3
+        },
+    );
+    let stats = hub.json(&["stats", "--json"]);
+    assert_eq!(counted(&stats, "inbound"), scanned(&hub, "inbound"));
+    let unknown = line(&stats, "inbound", "incident_sync");
+    assert_eq!(unknown["counts"]["error"], 1);
+    assert_eq!(unknown["counts"]["skipped"], 1);
+    assert_eq!(unknown["skipped_total"], 1);
+
+    // The human form names the same figures.
+    let table = hub.ok(&["stats"]);
+    assert!(table.contains("incident_sync"), "{table}");
+    assert!(table.contains("HEALTH"), "{table}");
+
+    // The counters are stored: a restart shows the same.
+    hub_server.stop();
+    let _hub_server = hub.serve();
+    let again = hub.json(&["stats", "--json"]);
+    assert_eq!(again["queues"], stats["queues"]);
 }

@@ -48,6 +48,11 @@ fn a_format_1_store_opens_with_everything_in_it() {
         assert_eq!(store.sync_config().unwrap().objects().len(), 8);
         let items = store.outbound_items(&QueueFilter::default()).unwrap();
         assert_eq!(items.len(), 4, "create and comment, to two remotes");
+        // The format-1 store had no statistics: they are counted on open.
+        let (lines, _) = store.queue_stats(procsync::ids::now_millis()).unwrap();
+        let ready: u64 = lines.iter().map(|l| l.counts.ready).sum();
+        assert_eq!(ready, 4, "{lines:?}");
+        assert_eq!(lines.len(), 2, "one line per remote system: {lines:?}");
         store.close();
     }
 
@@ -73,4 +78,6 @@ fn a_format_1_store_opens_with_everything_in_it() {
         .map(|i| i["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(sequences, [1, 2, 3]);
+    let stats = instance.json(&["stats", "--json"]);
+    assert_eq!(stats["outbound"]["ready"], 6, "{stats:#}");
 }

@@ -1,0 +1,335 @@
+//! Queue statistics in the store: a `Tally` collects what one transaction
+//! does to queue items and adds it to the counters before the commit, so
+//! the counts change exactly when the items do. Reading them never scans a
+//! queue. A store written before the counters existed is counted once on
+//! open.
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::{Store, StoreError};
+use crate::ids::Millis;
+use crate::queue::{InboundItem, OutboundItem, QueueStatus};
+use crate::stats::{
+    MINUTES_KEPT, MinuteCounts, Queue, QueueCounters, QueueMinute, QueueStats, StatsKey, minute_of,
+};
+
+/// META key saying the counters cover every item in the queues.
+const COUNTED_MARK: &str = "queue_stats_counted";
+
+/// Changes to one key's counters within a transaction.
+#[derive(Default)]
+struct Change {
+    /// Per status, in `ALL_STATUSES` order.
+    counts: [i64; 5],
+    processed: u64,
+    skipped: u64,
+    errors: u64,
+    processing_ms: Vec<u64>,
+    last_processed_on: Option<Millis>,
+    last_time_in_queue_ms: Option<u64>,
+}
+
+fn status_index(status: QueueStatus) -> usize {
+    crate::queue::ALL_STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .expect("every status is listed")
+}
+
+/// The parts of a queue item the counters need.
+struct ItemRef<'a> {
+    queue: Queue,
+    remote: &'a str,
+    event: &'a str,
+    status: QueueStatus,
+    created_on: Millis,
+}
+
+/// What a transaction did to queue items, per (queue, remote system,
+/// process event); `save` adds it to the stored counters.
+pub(super) struct Tally {
+    now: Millis,
+    /// Few distinct keys per transaction: a list searched in place beats
+    /// hashing (and allocating) a key per item.
+    changes: Vec<(StatsKey, Change)>,
+}
+
+impl Tally {
+    pub(super) fn new(now: Millis) -> Tally {
+        Tally {
+            now,
+            changes: Vec::new(),
+        }
+    }
+
+    fn change(&mut self, queue: Queue, remote: &str, event: &str) -> &mut Change {
+        let found = self
+            .changes
+            .iter()
+            .position(|((q, r, e), _)| *q == queue && r == remote && e == event);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                self.changes.push((
+                    (queue, remote.to_string(), event.to_string()),
+                    Change::default(),
+                ));
+                self.changes.len() - 1
+            }
+        };
+        &mut self.changes[index].1
+    }
+
+    /// An item moved from one status to another; `None` is "not in the
+    /// queue" (created, or purged).
+    pub(super) fn moved(
+        &mut self,
+        queue: Queue,
+        remote: &str,
+        event: &str,
+        from: Option<QueueStatus>,
+        to: Option<QueueStatus>,
+    ) {
+        if from == to {
+            return;
+        }
+        let now = self.now;
+        let change = self.change(queue, remote, event);
+        if let Some(from) = from {
+            change.counts[status_index(from)] -= 1;
+        }
+        if let Some(to) = to {
+            change.counts[status_index(to)] += 1;
+            match to {
+                QueueStatus::Processed => {
+                    change.processed += 1;
+                    change.last_processed_on = Some(now);
+                }
+                QueueStatus::Skipped => change.skipped += 1,
+                QueueStatus::Error => change.errors += 1,
+                QueueStatus::Ready | QueueStatus::Running => {}
+            }
+        }
+    }
+
+    /// An outbound item's move; processing time is sent to acknowledged.
+    pub(super) fn outbound(&mut self, item: &OutboundItem, from: Option<QueueStatus>) {
+        let done = item.processed_on.unwrap_or(self.now);
+        let processing = done.saturating_sub(item.sent_on.unwrap_or(item.created_on));
+        let item_ref = ItemRef {
+            queue: Queue::Outbound,
+            remote: &item.remote_system,
+            event: &item.process_event,
+            status: item.status,
+            created_on: item.created_on,
+        };
+        self.item(item_ref, from, done, processing);
+    }
+
+    /// An inbound item's move; processing time is its flow's run.
+    pub(super) fn inbound(&mut self, item: &InboundItem, from: Option<QueueStatus>) {
+        let item_ref = ItemRef {
+            queue: Queue::Inbound,
+            remote: &item.remote_system,
+            event: &item.process_event,
+            status: item.status,
+            created_on: item.created_on,
+        };
+        let done = item.processed_on.unwrap_or(self.now);
+        self.item(item_ref, from, done, item.processing_ms.unwrap_or(0));
+    }
+
+    /// A move, with the timing when the item became Processed at `done`.
+    fn item(
+        &mut self,
+        item: ItemRef<'_>,
+        from: Option<QueueStatus>,
+        done: Millis,
+        processing_ms: u64,
+    ) {
+        self.moved(item.queue, item.remote, item.event, from, Some(item.status));
+        if item.status == QueueStatus::Processed && from != Some(QueueStatus::Processed) {
+            let change = self.change(item.queue, item.remote, item.event);
+            change.processing_ms.push(processing_ms);
+            change.last_time_in_queue_ms = Some(done.saturating_sub(item.created_on));
+        }
+    }
+
+    /// Adds the changes to the stored counters and this minute's history.
+    pub(super) fn save(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if self.changes.is_empty() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(QUEUE_STATS)?;
+        let mut minutes = txn.open_table(QUEUE_MINUTES)?;
+        let minute = minute_of(self.now);
+        for ((queue, remote, event), change) in self.changes {
+            let key = (queue.as_str(), remote.as_str(), event.as_str());
+            let mut counters: QueueCounters = match table.get(key)? {
+                Some(value) => decode(value.value())?,
+                None => QueueCounters::default(),
+            };
+            for (i, &status) in crate::queue::ALL_STATUSES.iter().enumerate() {
+                let count = counters.counts.get_mut(status);
+                *count = count.saturating_add_signed(change.counts[i]);
+            }
+            counters.processed_total += change.processed;
+            counters.skipped_total += change.skipped;
+            counters.errors_total += change.errors;
+            for ms in change.processing_ms {
+                counters.observe(ms);
+            }
+            if change.last_processed_on.is_some() {
+                counters.last_processed_on = change.last_processed_on;
+            }
+            if change.last_time_in_queue_ms.is_some() {
+                counters.last_time_in_queue_ms = change.last_time_in_queue_ms;
+            }
+            table.insert(key, encode(&counters).as_slice())?;
+            if change.processed + change.errors > 0 {
+                let key = (minute, key.0, key.1, key.2);
+                let mut counts: MinuteCounts = match minutes.get(key)? {
+                    Some(value) => decode(value.value())?,
+                    None => MinuteCounts::default(),
+                };
+                counts.processed += change.processed;
+                counts.errors += change.errors;
+                minutes.insert(key, encode(&counts).as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts every queued item once, for a store written before the counters
+/// existed (or whose counters were never completed). Run on open.
+pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(QUEUE_MINUTES)?;
+    let mut meta = txn.open_table(META)?;
+    if meta.get(COUNTED_MARK)?.is_some() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(QUEUE_STATS)?;
+    table.retain(|_, _| false)?;
+    let mut counted: Vec<(StatsKey, QueueCounters)> = Vec::new();
+    let mut count = |queue: Queue, remote: &str, event: &str, status: QueueStatus| {
+        let index = match counted
+            .iter()
+            .position(|((q, r, e), _)| *q == queue && r == remote && e == event)
+        {
+            Some(index) => index,
+            None => {
+                counted.push((
+                    (queue, remote.to_string(), event.to_string()),
+                    QueueCounters::default(),
+                ));
+                counted.len() - 1
+            }
+        };
+        *counted[index].1.counts.get_mut(status) += 1;
+    };
+    for row in txn.open_table(OUTBOUND)?.iter()? {
+        let (_, value) = row?;
+        let item: OutboundItem = decode(value.value())?;
+        count(
+            Queue::Outbound,
+            &item.remote_system,
+            &item.process_event,
+            item.status,
+        );
+    }
+    for row in txn.open_table(INBOUND)?.iter()? {
+        let (_, value) = row?;
+        let item: InboundItem = decode(value.value())?;
+        count(
+            Queue::Inbound,
+            &item.remote_system,
+            &item.process_event,
+            item.status,
+        );
+    }
+    for ((queue, remote, event), counters) in &counted {
+        table.insert(
+            (queue.as_str(), remote.as_str(), event.as_str()),
+            encode(counters).as_slice(),
+        )?;
+    }
+    meta.insert(COUNTED_MARK, encode(&true).as_slice())?;
+    if !counted.is_empty() {
+        tracing::info!(target: "store", keys = counted.len(), "Counted the queued items for the statistics (once, for a store from an earlier version).");
+    }
+    Ok(())
+}
+
+/// Deletes the per-minute history older than a day (and a margin).
+pub(super) fn trim_minutes(txn: &WriteTransaction, now: Millis) -> Result<(), StoreError> {
+    let keep_from = minute_of(now).saturating_sub(MINUTES_KEPT + 60);
+    let mut minutes = txn.open_table(QUEUE_MINUTES)?;
+    minutes.retain_in((0u64, "", "", "")..(keep_from, "", "", ""), |_, _| false)?;
+    Ok(())
+}
+
+impl Store {
+    /// Every (queue, remote system, process event)'s figures at `now`, and
+    /// the last day's minutes, from the counters alone.
+    pub fn queue_stats(
+        &self,
+        now: Millis,
+    ) -> Result<(Vec<QueueStats>, Vec<QueueMinute>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let now_minute = minute_of(now);
+        let from = now_minute.saturating_sub(MINUTES_KEPT);
+        let mut recent: Vec<(StatsKey, Vec<(u64, MinuteCounts)>)> = Vec::new();
+        let mut chart: Vec<QueueMinute> = Vec::new();
+        for row in txn.open_table(QUEUE_MINUTES)?.range((from, "", "", "")..)? {
+            let (key, value) = row?;
+            let (minute, queue, remote, event) = key.value();
+            let Some(queue) = Queue::parse(queue) else {
+                continue;
+            };
+            let counts: MinuteCounts = decode(value.value())?;
+            match chart.last_mut() {
+                Some((m, q, c)) if *m == minute && *q == queue => {
+                    c.processed += counts.processed;
+                    c.errors += counts.errors;
+                }
+                _ => chart.push((minute, queue, counts)),
+            }
+            match recent
+                .iter_mut()
+                .find(|((q, r, e), _)| *q == queue && r == remote && e == event)
+            {
+                Some((_, list)) => list.push((minute, counts)),
+                None => recent.push((
+                    (queue, remote.to_string(), event.to_string()),
+                    vec![(minute, counts)],
+                )),
+            }
+        }
+        let mut out = Vec::new();
+        for row in txn.open_table(QUEUE_STATS)?.iter()? {
+            let (key, value) = row?;
+            let (queue, remote, event) = key.value();
+            let Some(queue) = Queue::parse(queue) else {
+                continue;
+            };
+            let counters: QueueCounters = decode(value.value())?;
+            let minutes = recent
+                .iter()
+                .find(|((q, r, e), _)| *q == queue && r == remote && e == event)
+                .map(|(_, list)| list.as_slice())
+                .unwrap_or(&[]);
+            out.push(QueueStats::derive(
+                queue,
+                remote.to_string(),
+                event.to_string(),
+                &counters,
+                minutes,
+                now_minute,
+            ));
+        }
+        Ok((out, chart))
+    }
+}
