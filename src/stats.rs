@@ -3,6 +3,8 @@
 //! the dashboard derive from them. Pure values and arithmetic; the store
 //! keeps the counters current in the same transactions that change items.
 
+pub mod prometheus;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{Millis, format_time};
@@ -153,6 +155,8 @@ pub struct QueueStats {
     pub average_processing_ms: f64,
     pub latest_time_in_queue_ms: Option<u64>,
     pub last_processed_on: Option<String>,
+    /// The same, in milliseconds since the epoch.
+    pub last_processed_ms: Option<Millis>,
     pub processed_total: u64,
     pub skipped_total: u64,
     pub errors_total: u64,
@@ -207,6 +211,7 @@ impl QueueStats {
             },
             latest_time_in_queue_ms: counters.last_time_in_queue_ms,
             last_processed_on: counters.last_processed_on.map(format_time),
+            last_processed_ms: counters.last_processed_on,
             processed_total: counters.processed_total,
             skipped_total: counters.skipped_total,
             errors_total: counters.errors_total,
@@ -258,6 +263,9 @@ pub struct PurgedStats {
 pub struct Stats {
     pub instance: String,
     pub generated_on: String,
+    /// The minute `generated_on` falls in, since the epoch: the chart's
+    /// right edge.
+    pub now_minute: u64,
     /// Totals by status per queue.
     pub outbound: StatusCounts,
     pub inbound: StatusCounts,
@@ -305,6 +313,7 @@ impl Stats {
         Stats {
             instance,
             generated_on: format_time(now),
+            now_minute: minute_of(now),
             outbound,
             inbound,
             queues,

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod http;
 pub mod peer;
 pub mod tls;
 

@@ -689,8 +689,9 @@ pub struct AdminTls {
     pub key_pem: String,
 }
 
-/// Serves the admin API (with gRPC health and reflection) on `listener`
-/// until `shutdown` completes; in-flight calls finish first.
+/// Serves the admin API (with gRPC health and reflection, and the plain
+/// HTTP routes of `http`) on `listener` until `shutdown` completes;
+/// in-flight calls finish first.
 pub async fn serve(
     api: Api,
     listener: Listener,
@@ -707,6 +708,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor sets are valid");
+    let http = super::http::HttpLayer::new(api.clone());
     let admin = AdminServer::new(AdminService { api })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -719,6 +721,8 @@ pub async fn serve(
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     builder
+        .accept_http1(true)
+        .layer(http)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(admin)

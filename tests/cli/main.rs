@@ -4,7 +4,9 @@
 mod support;
 
 mod attachments;
+mod browser;
 mod capture;
+mod dashboard;
 mod definitions;
 mod demo;
 mod durability;

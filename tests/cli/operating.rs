@@ -5,41 +5,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Extras, Instance, linked_pair, send_unknown_event, wait_for};
+use crate::support::{
+    Extras, Instance, linked_pair, statuses, three_processed_two_errors, wait_for,
+};
 
 fn items(instance: &Instance, queue: &str) -> Vec<Value> {
     crate::support::queue_items(instance, queue)
-}
-
-fn statuses(instance: &Instance, queue: &str) -> Vec<String> {
-    let mut out: Vec<String> = items(instance, queue)
-        .iter()
-        .map(|i| i["status"].as_str().unwrap().to_string())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Three requests the hub processes, and two items of an event it does not
-/// know: both Error there.
-fn three_processed_two_errors(edge: &Instance, hub: &Instance) {
-    for n in 0..3 {
-        edge.ok(&[
-            "record",
-            "create",
-            "sc_req_item",
-            &format!("short_description=r{n}"),
-        ]);
-    }
-    send_unknown_event(edge);
-    edge.ok(&["record", "create", "incident", "short_description=a"]);
-    edge.ok(&["record", "create", "incident", "short_description=b"]);
-    wait_for(
-        &[edge, hub],
-        "3 Processed and 2 Error items at the hub",
-        Duration::from_secs(30),
-        || statuses(hub, "inbound") == ["Error", "Error", "Processed", "Processed", "Processed"],
-    );
 }
 
 #[test]

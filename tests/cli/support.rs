@@ -659,3 +659,166 @@ pub fn queue_items(instance: &Instance, queue: &str) -> Vec<serde_json::Value> {
         .unwrap()
         .clone()
 }
+
+/// Each item's status in `queue`, sorted.
+pub fn statuses(instance: &Instance, queue: &str) -> Vec<String> {
+    let mut out: Vec<String> = queue_items(instance, queue)
+        .iter()
+        .map(|i| i["status"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Three requests the hub processes, and two items of an event it does not
+/// know: both Error there.
+pub fn three_processed_two_errors(edge: &Instance, hub: &Instance) {
+    for n in 0..3 {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=r{n}"),
+        ]);
+    }
+    send_unknown_event(edge);
+    edge.ok(&["record", "create", "incident", "short_description=a"]);
+    edge.ok(&["record", "create", "incident", "short_description=b"]);
+    wait_for(
+        &[edge, hub],
+        "3 Processed and 2 Error items at the hub",
+        Duration::from_secs(30),
+        || statuses(hub, "inbound") == ["Error", "Error", "Processed", "Processed", "Processed"],
+    );
+}
+
+/// An HTTP answer: status code, headers (names lowercase) and body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`):
+/// enough for the admin port's plain HTTP and for chromedriver.
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        request.push_str("Content-Type: application/json\r\n");
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    // Read by Content-Length (or chunks): chromedriver does not close
+    // the connection after its answer even when asked to.
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    let mut read = |raw: &mut Vec<u8>| -> bool {
+        let n = stream
+            .read(&mut buffer)
+            .unwrap_or_else(|e| panic!("{method} {path} on {address}: no answer: {e}"));
+        raw.extend_from_slice(&buffer[..n]);
+        n > 0
+    };
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        assert!(
+            read(&mut raw),
+            "{method} {path}: the connection closed before the head"
+        );
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body_start = head_end + 4;
+    let body = if let Some(length) = value("content-length") {
+        let length: usize = length.parse().unwrap();
+        while raw.len() < body_start + length {
+            assert!(read(&mut raw), "{method} {path}: the body was cut short");
+        }
+        String::from_utf8_lossy(&raw[body_start..body_start + length]).to_string()
+    } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        while !raw[body_start..].ends_with(b"0\r\n\r\n") {
+            assert!(read(&mut raw), "{method} {path}: the chunks were cut short");
+        }
+        dechunk(&String::from_utf8_lossy(&raw[body_start..]))
+    } else {
+        while read(&mut raw) {}
+        String::from_utf8_lossy(&raw[body_start..]).to_string()
+    };
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    out
+}
+
+impl Instance {
+    /// The admin API's address (`host:port`) while it serves.
+    pub fn admin_address(&self) -> String {
+        std::fs::read_to_string(self.path().join("admin.addr"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}

@@ -1,0 +1,163 @@
+//! A headless Chromium driven over the W3C WebDriver protocol through
+//! `chromedriver` (Debian packages `chromium` and `chromium-driver`;
+//! `.ci/run` installs them). Just what the dashboard test needs: open a
+//! page, find elements, type, click, read text.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{free_port, http, wait_until};
+
+/// The key W3C WebDriver uses for an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    driver: Child,
+    _profile: tempfile::TempDir,
+    address: String,
+    session: String,
+}
+
+fn find_program(candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session.
+    pub fn start() -> Browser {
+        let driver_path = find_program(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+            .expect("chromedriver is missing: install the Debian packages chromium and chromium-driver (.ci/run does)");
+        let chromium = find_program(&["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
+            .expect("chromium is missing: install the Debian package chromium (.ci/run does)");
+        let port = free_port();
+        let driver = Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let address = format!("127.0.0.1:{port}");
+        wait_until("chromedriver to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&address).is_ok()
+        });
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let answer = http(
+            &address,
+            "POST",
+            "/session",
+            &[],
+            Some(&capabilities.to_string()),
+        );
+        let value = answer.json();
+        let session = value["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {value}"))
+            .to_string();
+        Browser {
+            driver,
+            _profile: profile,
+            address,
+            session,
+        }
+    }
+
+    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let body = body.map(|b| b.to_string());
+        let answer = http(&self.address, method, &path, &[], body.as_deref());
+        let value = answer.json();
+        assert_eq!(answer.status, 200, "{method} {path}: {value}");
+        value["value"].clone()
+    }
+
+    pub fn open(&self, url: &str) {
+        self.command("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The first element matching `css`, if any.
+    pub fn find(&self, css: &str) -> Option<String> {
+        let found = self.command(
+            "POST",
+            "/elements",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        found.as_array()?.first()?[ELEMENT]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Waits for an element matching `css` and returns it.
+    pub fn wait_for(&self, css: &str) -> String {
+        let mut found = None;
+        wait_until(
+            &format!("`{css}` on the page"),
+            Duration::from_secs(20),
+            || {
+                found = self.find(css);
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+
+    pub fn text(&self, element: &str) -> String {
+        self.command("GET", &format!("/element/{element}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The text of the element matching `css`, waiting for it to exist.
+    pub fn text_of(&self, css: &str) -> String {
+        let element = self.wait_for(css);
+        self.text(&element)
+    }
+
+    pub fn type_into(&self, element: &str, text: &str) {
+        self.command(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    pub fn click(&self, element: &str) {
+        self.command(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
+    }
+
+    /// Runs a script in the page and returns its value.
+    pub fn script(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = std::panic::catch_unwind(|| http(&self.address, "DELETE", &path, &[], None));
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
