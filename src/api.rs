@@ -636,7 +636,39 @@ impl Api {
                 )));
             }
         };
-        found.ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("{queue} item {id}"))))
+        let mut found = found
+            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("{queue} item {id}"))))?;
+        // The latest processing's context comes with the item; earlier ones
+        // by id (`flow_contexts`).
+        if let Some(latest) = found["flow_contexts"]
+            .as_array()
+            .and_then(|ids| ids.last())
+            .and_then(|id| id.as_u64())
+        {
+            if let Some(context) = self
+                .blocking(move |store| store.flow_context(latest))
+                .await?
+            {
+                found["flow_context"] = serde_json::to_value(context).expect("contexts serialize");
+            }
+        }
+        Ok(found)
+    }
+
+    /// One flow context, if the caller may see its queue item.
+    pub async fn flow_context(
+        &self,
+        token: Option<String>,
+        id: u64,
+    ) -> Result<crate::queue::FlowContext, ApiError> {
+        self.authorize(token.clone(), Permission::ReadSync).await?;
+        let context = self
+            .blocking(move |store| store.flow_context(id))
+            .await?
+            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("flow context {id}"))))?;
+        self.queue_item(token, context.queue.clone(), context.item_id)
+            .await?;
+        Ok(context)
     }
 
     /// retry: Error → Ready; skip: → Skipped.

@@ -333,6 +333,9 @@ pub enum QueueCommand {
         #[command(subcommand)]
         command: QueueAction,
     },
+    /// What one processing of an item did (an id from the item's
+    /// `flow_contexts`; `show` includes the latest).
+    Context { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -586,11 +589,16 @@ async fn property(command: PropertyCommand, connection: &Connection) -> Result<E
 }
 
 async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCode> {
+    let mut client = client(connection).await?;
     let (queue, action) = match command {
         QueueCommand::Outbound { command } => ("outbound", command),
         QueueCommand::Inbound { command } => ("inbound", command),
+        QueueCommand::Context { id } => {
+            let context = client.flow_context(id).await?;
+            println!("{}", serde_json::to_string_pretty(&context)?);
+            return Ok(ExitCode::SUCCESS);
+        }
     };
-    let mut client = client(connection).await?;
     match action {
         QueueAction::List {
             status,

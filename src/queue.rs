@@ -96,6 +96,9 @@ pub struct OutboundItem {
     /// the peer fetch it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachment_hashes: Vec<String>,
+    /// Contexts of its processings, oldest first (`FlowContext` ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow_contexts: Vec<u64>,
 }
 
 /// What a captured change carries to the peer.
@@ -192,6 +195,9 @@ pub struct InboundItem {
     /// Keys the sender issued for fetching the payload's attachments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachment_grants: Vec<Grant>,
+    /// Contexts of its processings, oldest first (`FlowContext` ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow_contexts: Vec<u64>,
 }
 
 /// Links a local record to its counterpart on one remote system.
@@ -205,4 +211,95 @@ pub struct Correlation {
     pub active: bool,
     pub created_on: Millis,
     pub updated_on: Millis,
+}
+
+/// What one processing of a queue item did: the steps run, what went in
+/// and came out, the error if any, how long it took. An item keeps the ids
+/// of its contexts (one per processing: a retry adds one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowContext {
+    pub id: u64,
+    /// "outbound" or "inbound".
+    pub queue: String,
+    pub item_id: u64,
+    /// The flow (or capture definition) that ran.
+    pub flow: String,
+    pub started_on: Millis,
+    pub duration_ms: u64,
+    /// The status the item ended in.
+    pub outcome: QueueStatus,
+    pub steps: Vec<FlowStep>,
+    pub inputs: serde_json::Value,
+    pub outputs: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStep {
+    pub name: String,
+    pub detail: String,
+    /// Microseconds since the processing started.
+    pub at_us: u64,
+}
+
+/// Collects steps while a processing runs.
+pub struct FlowTrace {
+    started: std::time::Instant,
+    pub started_on: Millis,
+    pub flow: String,
+    pub steps: Vec<FlowStep>,
+    pub inputs: serde_json::Value,
+    pub outputs: serde_json::Value,
+    /// Set when the processing happened across processes (an outbound
+    /// send and its acknowledgment) rather than while this trace ran.
+    pub duration_ms: Option<u64>,
+}
+
+impl FlowTrace {
+    pub fn start(started_on: Millis) -> FlowTrace {
+        FlowTrace {
+            started: std::time::Instant::now(),
+            started_on,
+            flow: String::new(),
+            steps: Vec::new(),
+            inputs: serde_json::Value::Null,
+            outputs: serde_json::Value::Null,
+            duration_ms: None,
+        }
+    }
+
+    pub fn step(&mut self, name: &str, detail: impl Into<String>) {
+        self.steps.push(FlowStep {
+            name: name.to_string(),
+            detail: detail.into(),
+            at_us: self.started.elapsed().as_micros() as u64,
+        });
+    }
+
+    /// The finished context of item `item_id` in `queue`.
+    pub fn finish(
+        self,
+        id: u64,
+        queue: &str,
+        item_id: u64,
+        outcome: QueueStatus,
+        error: Option<String>,
+    ) -> FlowContext {
+        FlowContext {
+            id,
+            queue: queue.to_string(),
+            item_id,
+            flow: self.flow,
+            started_on: self.started_on,
+            duration_ms: self
+                .duration_ms
+                .unwrap_or_else(|| self.started.elapsed().as_millis() as u64),
+            outcome,
+            steps: self.steps,
+            inputs: self.inputs,
+            outputs: self.outputs,
+            error,
+        }
+    }
 }

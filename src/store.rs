@@ -6,6 +6,7 @@
 
 mod codec;
 mod content;
+mod context;
 mod peer;
 mod purge;
 mod stats;
@@ -531,6 +532,7 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CONTENTS)?;
     txn.open_table(CONTENT_BY_HASH)?;
     txn.open_table(CHUNKS)?;
+    txn.open_table(FLOW_CONTEXTS)?;
     stats::count_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {

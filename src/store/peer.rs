@@ -12,7 +12,7 @@ use super::{QueueFilter, RemoteState, Store, StoreError, StoredSyncObject};
 use crate::domain::Domain;
 use crate::ids::now_millis;
 use crate::property::{self, RetryPolicy};
-use crate::queue::{Correlation, InboundItem, OutboundItem, QueueStatus};
+use crate::queue::{Correlation, FlowTrace, InboundItem, OutboundItem, QueueStatus};
 use crate::record::Operation;
 
 /// An item as it arrived from a peer, before it is queued.
@@ -316,22 +316,32 @@ impl Store {
         problem: String,
     ) -> Result<InboundItem, StoreError> {
         self.update_inbound(id, move |item| {
-            if item.status == QueueStatus::Ready {
-                item.status = QueueStatus::Error;
-                item.error = Some(problem);
-                item.processed_on = Some(now_millis());
+            if item.status != QueueStatus::Ready {
+                return Ok(None);
             }
-            Ok(())
+            let now = now_millis();
+            let mut trace = FlowTrace::start(now);
+            trace.flow = item.process_event.clone();
+            trace.inputs = serde_json::json!({
+                "operation": item.operation, "source_table": item.source_table,
+                "remote_correlation_id": item.remote_correlation_id,
+            });
+            trace.step("attachments", "checked before the flow runs: refused");
+            item.status = QueueStatus::Error;
+            item.error = Some(problem);
+            item.processed_on = Some(now);
+            Ok(Some(trace))
         })
         .await
     }
 
     /// Loads inbound item `id`, lets `change` edit it (or refuse) and
-    /// stores it, in one write.
+    /// stores it, in one write, with the context of the processing when
+    /// `change` traced one.
     async fn update_inbound(
         &self,
         id: u64,
-        change: impl FnOnce(&mut InboundItem) -> Result<(), StoreError> + Send + 'static,
+        change: impl FnOnce(&mut InboundItem) -> Result<Option<FlowTrace>, StoreError> + Send + 'static,
     ) -> Result<InboundItem, StoreError> {
         self.writer
             .submit(move |txn| {
@@ -342,7 +352,9 @@ impl Store {
                     .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
                 let mut item: InboundItem = decode(&value)?;
                 let from = item.status;
-                change(&mut item)?;
+                if let Some(trace) = change(&mut item)? {
+                    super::context::link_inbound(txn.txn, trace, &mut item)?;
+                }
                 table.insert(id, encode(&item).as_slice())?;
                 let mut tally = Tally::new(now_millis());
                 tally.inbound(&item, Some(from));
@@ -382,6 +394,15 @@ impl Store {
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.error = None;
+                    let context = super::context::save(
+                        txn.txn,
+                        outbound_trace(&item),
+                        "outbound",
+                        id,
+                        QueueStatus::Processed,
+                        None,
+                    )?;
+                    item.flow_contexts.push(context);
                     outbound.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(from));
                     let key = (
@@ -491,7 +512,7 @@ impl Store {
             if status == QueueStatus::Ready {
                 item.error = None;
             }
-            Ok(())
+            Ok(None)
         })
         .await
     }
@@ -547,6 +568,62 @@ impl Store {
             .submit(move |txn| super::writer::apply_inbound(txn, id, &run_as, &limits))
             .await
     }
+}
+
+/// The context of an outbound item's processing, told when the peer
+/// acknowledged it: capture, queueing, sending, acknowledgment.
+fn outbound_trace(item: &OutboundItem) -> FlowTrace {
+    let sent_on = item.sent_on.unwrap_or(item.created_on);
+    let mut trace = FlowTrace::start(sent_on);
+    trace.flow = item.outbound_flow.clone();
+    let payload: Option<crate::queue::Payload> = serde_json::from_str(item.payload.get()).ok();
+    let changed: Vec<&str> = payload
+        .iter()
+        .flat_map(|p| p.changed_fields.iter())
+        .filter(|f| f.changed)
+        .map(|f| f.key.as_str())
+        .collect();
+    trace.inputs = serde_json::json!({
+        "operation": item.operation, "table": item.table, "sys_id": item.local_correlation_id,
+        "process_event": item.process_event, "changed_fields": changed,
+    });
+    let at = |millis: u64| crate::ids::format_time(millis);
+    trace.step(
+        "capture",
+        format!(
+            "`{}` captured the {} of {}/{} at {}",
+            item.capture_definition,
+            item.operation.as_str(),
+            item.table,
+            item.local_correlation_id,
+            at(item.created_on)
+        ),
+    );
+    trace.step(
+        "queue",
+        format!(
+            "`{}` queued it for `{}` as sequence {}",
+            item.outbound_flow, item.remote_system, item.sequence
+        ),
+    );
+    let mut sent = format!("attempt {} at {}", item.attempts.max(1), at(sent_on));
+    if let Some(error) = &item.last_error {
+        sent.push_str(&format!(" (the one before failed: {error})"));
+    }
+    trace.step("send", sent);
+    let done = item.processed_on.unwrap_or(sent_on);
+    trace.duration_ms = Some(done.saturating_sub(sent_on));
+    trace.step(
+        "acknowledge",
+        format!("`{}` committed it at {}", item.remote_system, at(done)),
+    );
+    trace.outputs = serde_json::json!({
+        "remote_system": item.remote_system, "sequence": item.sequence,
+        "payload_bytes": item.payload.get().len(),
+        "journal_entries": payload.as_ref().map_or(0, |p| p.journal_entries.len()),
+        "attachments": item.attachment_hashes.len(),
+    });
+    trace
 }
 
 fn operator_transition(

@@ -147,6 +147,7 @@ fn purge_outbound(
     for (id, item) in &doomed {
         table.remove(*id)?;
         by_remote.remove((item.remote_system.as_str(), item.sequence))?;
+        super::context::delete(txn, &item.flow_contexts)?;
         tally.moved(
             Queue::Outbound,
             &item.remote_system,
@@ -171,6 +172,7 @@ fn purge_inbound(
     let mut tally = Tally::new(now_millis());
     for (id, item) in &doomed {
         table.remove(*id)?;
+        super::context::delete(txn, &item.flow_contexts)?;
         tally.moved(
             Queue::Inbound,
             &item.remote_system,

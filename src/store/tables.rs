@@ -79,3 +79,8 @@ pub const QUEUE_STATS: TableDefinition<(&str, &str, &str), &[u8]> =
 /// so a day is one range and the purge trims old minutes from the front.
 pub const QUEUE_MINUTES: TableDefinition<(u64, &str, &str, &str), &[u8]> =
     TableDefinition::new("queue_minutes");
+
+/// Flow contexts: what each processing of a queue item did, by id
+/// (numbered by the `flow_context` counter) → `queue::FlowContext`. Items
+/// list theirs; the purge deletes them with the item.
+pub const FLOW_CONTEXTS: TableDefinition<u64, &[u8]> = TableDefinition::new("flow_contexts");

@@ -22,7 +22,7 @@ use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
 use crate::flow::FlowOutcome;
 use crate::ids::{hex, is_sys_id, new_sys_id, now_millis, token_hash};
-use crate::queue::{Correlation, InboundItem, OutboundItem, QueueStatus};
+use crate::queue::{Correlation, FlowTrace, InboundItem, OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name};
 use crate::user::{Role, User};
 
@@ -431,6 +431,7 @@ pub(super) fn write_prepared(
                 processed_on: None,
                 last_error: None,
                 attachment_hashes: item.attachment_hashes,
+                flow_contexts: Vec::new(),
             };
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
@@ -1053,7 +1054,7 @@ pub fn receive(
                 Ok(_) => None,
             },
         };
-        let item = InboundItem {
+        let mut item = InboundItem {
             id,
             sequence: received.sequence,
             remote_system: remote.to_string(),
@@ -1074,9 +1075,34 @@ pub fn receive(
             processed_on: None,
             processing_ms: None,
             attachment_grants: received.attachment_grants,
+            flow_contexts: Vec::new(),
         };
         if let Some(error) = &item.error {
             tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
+            let mut trace = FlowTrace::start(now);
+            trace.flow = item.process_event.clone();
+            trace.inputs = serde_json::json!({
+                "operation": item.operation, "source_table": item.source_table,
+                "remote_correlation_id": item.remote_correlation_id, "payload_bytes": item.payload.len(),
+            });
+            trace.step(
+                "receive",
+                format!(
+                    "sequence {} from `{remote}`, checked on arrival",
+                    item.sequence
+                ),
+            );
+            let context = counters.next(super::context::COUNTER)?;
+            super::context::save_as(
+                txn.txn,
+                context,
+                trace,
+                "inbound",
+                id,
+                QueueStatus::Error,
+                item.error.clone(),
+            )?;
+            item.flow_contexts.push(context);
         }
         inbound.insert(id, encode(&item).as_slice())?;
         seen.insert((remote, received.sequence), id)?;
@@ -1109,7 +1135,8 @@ pub fn apply_inbound(
     if item.status != QueueStatus::Ready {
         return Ok(item);
     }
-    match run_flow(txn, &item, run_as, limits)? {
+    let mut trace = FlowTrace::start(now_millis());
+    match run_flow(txn, &item, run_as, limits, &mut trace)? {
         FlowResult::Applied(local_id) => {
             item.status = QueueStatus::Processed;
             item.local_correlation_id = local_id;
@@ -1127,6 +1154,8 @@ pub fn apply_inbound(
     let now = now_millis();
     item.processed_on = Some(now);
     item.processing_ms = Some(started.elapsed().as_millis() as u64);
+    trace.step("finish", format!("the item is {}", item.status.as_str()));
+    super::context::link_inbound(txn.txn, trace, &mut item)?;
     txn.txn
         .open_table(INBOUND)?
         .insert(id, encode(&item).as_slice())?;
@@ -1142,21 +1171,56 @@ fn run_flow(
     item: &InboundItem,
     run_as: &Actor,
     limits: &RecordWriteLimits,
+    trace: &mut FlowTrace,
 ) -> Result<FlowResult, StoreError> {
+    trace.flow = item.process_event.clone();
+    trace.inputs = serde_json::json!({
+        "operation": item.operation, "source_table": item.source_table,
+        "remote_correlation_id": item.remote_correlation_id,
+        "local_correlation_id": item.local_correlation_id, "payload_bytes": item.payload.len(),
+    });
     let payload: crate::queue::Payload = match serde_json::from_str(&item.payload) {
         Ok(payload) => payload,
-        Err(e) => return Ok(FlowResult::Failed(format!("malformed payload: {e}"))),
+        Err(e) => {
+            trace.step("payload", "does not parse");
+            return Ok(FlowResult::Failed(format!("malformed payload: {e}")));
+        }
     };
+    trace.inputs["changed_fields"] = payload
+        .changed_fields
+        .iter()
+        .filter(|f| f.changed)
+        .map(|f| (f.key.clone(), serde_json::Value::from(f.value.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    trace.inputs["journal_entries"] = payload.journal_entries.len().into();
+    trace.inputs["attachments"] = payload.attachments.len().into();
+    trace.step(
+        "payload",
+        format!(
+            "{} fields ({} changed), {} journal entries, {} attachments",
+            payload.changed_fields.len(),
+            payload.changed_fields.iter().filter(|f| f.changed).count(),
+            payload.journal_entries.len(),
+            payload.attachments.len()
+        ),
+    );
     let Some(flow) = txn
         .capture
         .inbound_flow(&item.process_event, &item.remote_system)
         .cloned()
     else {
+        trace.step("inbound flow", "none receives this process event");
         return Ok(FlowResult::Failed(format!(
             "no inbound flow receives process event `{}` from remote system `{}`; add one and retry this item",
             item.process_event, item.remote_system
         )));
     };
+    trace.flow = flow.name.clone();
+    trace.step(
+        "inbound flow",
+        format!("`{}` maps onto table `{}`", flow.name, flow.table),
+    );
 
     // Correlate: the peer's record we already know, else the record the
     // peer says is ours.
@@ -1189,9 +1253,30 @@ fn run_flow(
         }
     };
 
+    trace.step(
+        "correlate",
+        match &correlated {
+            Some(sys_id) => format!("our record {}/{sys_id}", flow.table),
+            None => "no record yet: a new one".to_string(),
+        },
+    );
+
+    let mapping = if !flow.script.trim().is_empty() {
+        "the Basic template, then the flow's script"
+    } else {
+        "the Basic template"
+    };
     let write =
         match crate::flow::run_inbound(&flow, item.operation, &payload, correlated.as_deref()) {
             FlowOutcome::Write(mut write) => {
+                trace.step(
+                    "map",
+                    format!(
+                        "{mapping}: {} of {} fields",
+                        write.operation.as_str(),
+                        write.fields.len()
+                    ),
+                );
                 if write.operation == Operation::Create {
                     write
                         .fields
@@ -1199,9 +1284,18 @@ fn run_flow(
                 }
                 write
             }
-            FlowOutcome::Nothing => return Ok(FlowResult::Applied(correlated.unwrap_or_default())),
-            FlowOutcome::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
-            FlowOutcome::Error(problem) => return Ok(FlowResult::Failed(problem)),
+            FlowOutcome::Nothing => {
+                trace.step("map", format!("{mapping}: nothing to change"));
+                return Ok(FlowResult::Applied(correlated.unwrap_or_default()));
+            }
+            FlowOutcome::Skip(reason) => {
+                trace.step("map", format!("{mapping} skipped the item"));
+                return Ok(FlowResult::Skipped(reason));
+            }
+            FlowOutcome::Error(problem) => {
+                trace.step("map", format!("{mapping} failed"));
+                return Ok(FlowResult::Failed(problem));
+            }
         };
     // Journal entries the record already holds (by entry id) are not
     // appended again, whatever path they came by.
@@ -1227,8 +1321,21 @@ fn run_flow(
         && (!payload.attachments.is_empty() || !payload.removed_attachments.is_empty())
     {
         match inbound_attachments(txn, item, &payload, &flow.table, correlated.as_deref())? {
-            Ok(changes) => write.attachments = changes,
-            Err(problem) => return Ok(FlowResult::Failed(problem)),
+            Ok(changes) => {
+                trace.step(
+                    "attachments",
+                    format!(
+                        "{} to attach, {} to remove",
+                        changes.attach.len(),
+                        changes.detach.len()
+                    ),
+                );
+                write.attachments = changes;
+            }
+            Err(problem) => {
+                trace.step("attachments", "refused");
+                return Ok(FlowResult::Failed(problem));
+            }
         }
     }
     let prepared = {
@@ -1246,6 +1353,7 @@ fn run_flow(
     let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(StoreError::Invalid(m) | StoreError::NotFound(m) | StoreError::Conflict(m)) => {
+            trace.step("write", "refused");
             return Ok(FlowResult::Failed(format!(
                 "inbound flow `{}` (running as `{}`) could not write to `{}`: {m}",
                 flow.name, run_as.user, flow.table
@@ -1255,6 +1363,21 @@ fn run_flow(
     };
     let results = write_prepared(txn, prepared)?;
     let local_id = results[0].sys_id.clone();
+    trace.step(
+        "write",
+        format!(
+            "{} {}/{local_id} as `{}`",
+            write.operation.as_str(),
+            flow.table,
+            run_as.user
+        ),
+    );
+    trace.outputs = serde_json::json!({
+        "table": flow.table, "sys_id": local_id, "operation": write.operation,
+        "fields": write.fields, "journal_entries": write.journal.len(),
+        "attachments_added": write.attachments.attach.len(),
+        "attachments_removed": write.attachments.detach.len(),
+    });
 
     let now = now_millis();
     let mut correlations = txn.txn.open_table(CORRELATIONS)?;
@@ -1284,6 +1407,13 @@ fn run_flow(
         ),
         (flow.table.as_str(), local_id.as_str()),
     )?;
+    trace.step(
+        "correlation",
+        format!(
+            "{}/{local_id} is `{}`'s {}",
+            flow.table, item.remote_system, item.remote_correlation_id
+        ),
+    );
     Ok(FlowResult::Applied(local_id))
 }
 

@@ -588,6 +588,18 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn get_flow_context(
+        &self,
+        request: Request<pb::FlowContextRequest>,
+    ) -> Result<Response<pb::FlowContextResponse>, Status> {
+        let token = token(&request);
+        let id = request.into_inner().id;
+        let context = self.api.flow_context(token, id).await.map_err(status_of)?;
+        Ok(Response::new(pb::FlowContextResponse {
+            context_json: serde_json::to_string(&context).expect("contexts serialize"),
+        }))
+    }
+
     async fn get_stats(
         &self,
         request: Request<pb::StatsRequest>,

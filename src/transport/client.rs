@@ -582,6 +582,14 @@ impl AdminClient {
             .map_err(|e| ClientError::Invalid(format!("the server sent an unreadable item: {e}")))
     }
 
+    pub async fn flow_context(&mut self, id: u64) -> Result<serde_json::Value, ClientError> {
+        let request = self.request(pb::FlowContextRequest { id });
+        let response = self.inner.get_flow_context(request).await?.into_inner();
+        serde_json::from_str(&response.context_json).map_err(|e| {
+            ClientError::Invalid(format!("the server sent an unreadable flow context: {e}"))
+        })
+    }
+
     pub async fn stats(&mut self) -> Result<crate::stats::Stats, ClientError> {
         let request = self.request(pb::StatsRequest {});
         let response = self.inner.get_stats(request).await?.into_inner();

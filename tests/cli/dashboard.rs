@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::browser::Browser;
 use crate::support::{
-    Extras, Instance, http, linked_pair, queue_items, statuses, three_processed_two_errors,
-    wait_for, wait_until,
+    Extras, Instance, accept_incidents, http, linked_pair, queue_items, statuses,
+    three_processed_two_errors, wait_for, wait_until,
 };
 
 /// One sample of a scrape: metric name, labels, value.
@@ -213,16 +213,6 @@ fn metrics_and_health_are_served_over_http_beside_grpc() {
         None,
     );
     assert_eq!(bad_id.status, 400, "{}", bad_id.body);
-}
-
-/// Lets the hub receive `incident_sync`, so a retried item is processed.
-fn accept_incidents(hub: &Instance) {
-    let current = hub.ok(&["export"]);
-    let extra = format!(
-        "{current}\n[[process_event]]\nname = \"incident_sync\"\ndefinition = \"Software requests\"\n\n[[inbound_flow]]\nname = \"Incidents from edge\"\nprocess_event = \"incident_sync\"\nremote_system = \"edge\"\ntable = \"incident\"\n"
-    );
-    let file = hub.file("accept.toml", &extra);
-    hub.ok(&["apply", file.to_str().unwrap()]);
 }
 
 #[test]

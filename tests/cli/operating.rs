@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Extras, Instance, linked_pair, statuses, three_processed_two_errors, wait_for,
+    Extras, Instance, accept_incidents, linked_pair, statuses, three_processed_two_errors, wait_for,
 };
 
 fn items(instance: &Instance, queue: &str) -> Vec<Value> {
@@ -228,4 +228,115 @@ fn stats_count_every_status_change_and_survive_a_restart() {
     let _hub_server = hub.serve();
     let again = hub.json(&["stats", "--json"]);
     assert_eq!(again["queues"], stats["queues"]);
+}
+
+fn step_names(context: &Value) -> Vec<String> {
+    context["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_processing_records_a_flow_context_the_item_links_to() {
+    let (edge, hub, _e, _h) = linked_pair(Extras::default());
+    three_processed_two_errors(&edge, &hub);
+
+    // Inbound, applied: the steps, what went in and what came out.
+    let processed = items(&hub, "inbound")
+        .into_iter()
+        .find(|i| i["status"] == "Processed")
+        .unwrap();
+    let id = processed["id"].to_string();
+    let shown = hub.json(&["queue", "inbound", "show", &id]);
+    let context = &shown["flow_context"];
+    assert_eq!(shown["flow_contexts"].as_array().unwrap().len(), 1);
+    assert_eq!(shown["flow_contexts"][0], context["id"]);
+    assert_eq!(context["outcome"], "Processed");
+    assert_eq!(context["flow"], "Requests from edge");
+    assert_eq!(context["item_id"].to_string(), id);
+    assert_eq!(
+        step_names(context),
+        [
+            "payload",
+            "inbound flow",
+            "correlate",
+            "map",
+            "write",
+            "correlation",
+            "finish"
+        ]
+    );
+    assert!(
+        context["inputs"]["changed_fields"]["short_description"]
+            .as_str()
+            .unwrap()
+            .starts_with('r')
+    );
+    assert_eq!(context["outputs"]["table"], "sc_req_item");
+    assert_eq!(context["outputs"]["sys_id"], shown["local_correlation_id"]);
+    assert_eq!(context["outputs"]["operation"], "create");
+    assert!(context["error"].is_null());
+    assert!(context["duration_ms"].is_u64());
+
+    // Outbound, acknowledged: capture, queue, send, acknowledge.
+    wait_for(
+        &[&edge],
+        "the edge's items to be acknowledged",
+        Duration::from_secs(30),
+        || statuses(&edge, "outbound").iter().all(|s| s == "Processed"),
+    );
+    let sent = items(&edge, "outbound")[0]["id"].to_string();
+    let shown = edge.json(&["queue", "outbound", "show", &sent]);
+    let context = &shown["flow_context"];
+    assert_eq!(context["outcome"], "Processed");
+    assert_eq!(context["flow"], "Requests to hub");
+    assert_eq!(
+        step_names(context),
+        ["capture", "queue", "send", "acknowledge"]
+    );
+    assert_eq!(context["inputs"]["table"], "sc_req_item");
+    assert!(
+        context["inputs"]["changed_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("short_description"))
+    );
+    assert_eq!(context["outputs"]["remote_system"], "hub");
+
+    // Refused on arrival: the context says why; a retry after the fix adds
+    // a second context, and the first stays readable by its id.
+    let failed = items(&hub, "inbound")
+        .into_iter()
+        .find(|i| i["status"] == "Error")
+        .unwrap();
+    let id = failed["id"].to_string();
+    let shown = hub.json(&["queue", "inbound", "show", &id]);
+    let first = shown["flow_context"].clone();
+    assert_eq!(first["outcome"], "Error");
+    assert_eq!(step_names(&first), ["receive"]);
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown process event `incident_sync`")
+    );
+    accept_incidents(&hub);
+    hub.ok(&["queue", "inbound", "retry", &id]);
+    wait_for(
+        &[&hub],
+        "the retried item to be processed",
+        Duration::from_secs(30),
+        || hub.json(&["queue", "inbound", "show", &id])["status"] == "Processed",
+    );
+    let shown = hub.json(&["queue", "inbound", "show", &id]);
+    assert_eq!(shown["flow_contexts"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["flow_context"]["outcome"], "Processed");
+    assert_eq!(shown["flow_context"]["flow"], "Incidents from edge");
+    let again = hub.json(&["queue", "context", &first["id"].to_string()]);
+    assert_eq!(again, first);
+    let missing = hub.fails(&["queue", "context", "999999"]);
+    assert!(missing.contains("flow context 999999"), "{missing}");
 }

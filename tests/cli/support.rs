@@ -822,3 +822,13 @@ impl Instance {
             .to_string()
     }
 }
+
+/// Lets the hub receive `incident_sync`, so a retried item is processed.
+pub fn accept_incidents(hub: &Instance) {
+    let current = hub.ok(&["export"]);
+    let extra = format!(
+        "{current}\n[[process_event]]\nname = \"incident_sync\"\ndefinition = \"Software requests\"\n\n[[inbound_flow]]\nname = \"Incidents from edge\"\nprocess_event = \"incident_sync\"\nremote_system = \"edge\"\ntable = \"incident\"\n"
+    );
+    let file = hub.file("accept.toml", &extra);
+    hub.ok(&["apply", file.to_str().unwrap()]);
+}
