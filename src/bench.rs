@@ -3,6 +3,8 @@
 //! directory, with capture configured, and removes it afterwards. Never a
 //! test: tests stay fast and deterministic.
 
+mod stats;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +25,9 @@ pub enum BenchCommand {
     /// instance, transfer to a hub instance, read back; with each
     /// instance's peak resident memory and a plain file copy to compare.
     Attachment(AttachmentBench),
+    /// `procsync stats` with a million queued items: fills the outbound
+    /// queue, then times the stats call, a `/metrics` scrape and the CLI.
+    Stats(stats::StatsBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -87,6 +92,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Write(args) => write_bench(args).await,
         BenchCommand::Attachment(args) => attachment_bench(args).await,
+        BenchCommand::Stats(args) => stats::run(args).await,
     }
 }
 
@@ -168,9 +174,10 @@ fn machine() -> String {
     format!("{cores} cores, {model}")
 }
 
-async fn write_bench(args: WriteBench) -> Result<()> {
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let (server, target) = start_server(&base).await?;
+/// A benchmark instance with `BENCH_CONFIG` applied: every captured
+/// incident queues one outbound item for `hub`, which never answers.
+async fn configured_server(base: &Path) -> Result<(BenchServer, Target)> {
+    let (server, target) = start_server(base).await?;
     let mut admin = AdminClient::connect(&target).await?;
     admin
         .add_user("bench_api", &["process_sync_api".to_string()], "")
@@ -179,6 +186,12 @@ async fn write_bench(args: WriteBench) -> Result<()> {
         .add_user("bench_runas", &["process_sync_run_as".to_string()], "")
         .await?;
     admin.apply_config(BENCH_CONFIG, "bench").await?;
+    Ok((server, target))
+}
+
+async fn write_bench(args: WriteBench) -> Result<()> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (server, target) = configured_server(&base).await?;
     let phase = Duration::from_secs(args.seconds);
     println!(
         "procsync bench write: {} (release build: {})",

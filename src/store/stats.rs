@@ -163,7 +163,8 @@ impl Tally {
             return Ok(());
         }
         let mut table = txn.open_table(QUEUE_STATS)?;
-        let mut minutes = txn.open_table(QUEUE_MINUTES)?;
+        // Most transactions only queue items: no minute to count.
+        let mut minutes = None;
         let minute = minute_of(self.now);
         for ((queue, remote, event), change) in self.changes {
             let key = (queue.as_str(), remote.as_str(), event.as_str());
@@ -189,6 +190,10 @@ impl Tally {
             }
             table.insert(key, encode(&counters).as_slice())?;
             if change.processed + change.errors > 0 {
+                let minutes = match &mut minutes {
+                    Some(minutes) => minutes,
+                    None => minutes.insert(txn.open_table(QUEUE_MINUTES)?),
+                };
                 let key = (minute, key.0, key.1, key.2);
                 let mut counts: MinuteCounts = match minutes.get(key)? {
                     Some(value) => decode(value.value())?,

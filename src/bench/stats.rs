@@ -1,0 +1,152 @@
+//! `procsync bench stats`: how long the stats take with many queued items.
+//! Fills one instance's outbound queue through batch writes (the peer never
+//! answers, so every item stays queued), then times the admin `GetStats`
+//! call, a `/metrics` scrape over HTTP and a whole `procsync stats --json`
+//! process.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{configured_server, incident, machine, ms, percentile};
+use crate::record::RecordWrite;
+use crate::transport::client::AdminClient;
+
+#[derive(Args, Debug, Clone)]
+pub struct StatsBench {
+    /// Outbound items to queue before measuring.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub items: u64,
+    /// Times each measurement is repeated.
+    #[arg(long, default_value_t = 50)]
+    pub repeat: usize,
+    /// Where to make the temporary instance (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// Records per batch call while filling.
+const FILL_BATCH: u64 = 1000;
+
+pub async fn run(args: StatsBench) -> Result<()> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let (server, target) = configured_server(&base).await?;
+    println!(
+        "procsync bench stats: {} (release build: {})",
+        machine(),
+        !cfg!(debug_assertions)
+    );
+
+    // Fill: two clients, batches of captured incidents (priority ≤ 3).
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let per_client = args.items.div_ceil(2);
+    for c in 0..2u64 {
+        let mut client = AdminClient::connect(&target).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut n = c * per_client;
+            let end = (c + 1) * per_client;
+            while n < end {
+                let batch: Vec<RecordWrite> = (n..(n + FILL_BATCH).min(end))
+                    .map(|k| incident(k * 4))
+                    .collect();
+                n += batch.len() as u64;
+                client.write_records(batch).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut admin = AdminClient::connect(&target).await?;
+    let stats = admin.stats().await?;
+    let queued = stats.outbound.total();
+    println!(
+        "filled: {queued} outbound items in {:.1} s; store file {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        store_mib(&server.dir)
+    );
+    if queued < args.items {
+        bail!("only {queued} items were queued, {} wanted", args.items);
+    }
+
+    let report = |what: &str, mut times: Vec<Duration>| {
+        times.sort();
+        println!(
+            "{what}: p50 {}, p99 {}, max {} ({} runs)",
+            ms(percentile(&times, 50.0)),
+            ms(percentile(&times, 99.0)),
+            ms(times.last().copied().unwrap_or_default()),
+            times.len()
+        );
+    };
+    let mut times = Vec::new();
+    for _ in 0..args.repeat {
+        let sent = Instant::now();
+        admin.stats().await?;
+        times.push(sent.elapsed());
+    }
+    report("GetStats over gRPC", times);
+
+    let address = target.address.clone();
+    let token = target.token.clone();
+    let times = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
+        let mut times = Vec::new();
+        for _ in 0..args.repeat {
+            let sent = Instant::now();
+            scrape(&address, &token)?;
+            times.push(sent.elapsed());
+        }
+        Ok(times)
+    })
+    .await??;
+    report("/metrics scrape over HTTP", times);
+
+    let exe = std::env::current_exe()?;
+    let mut times = Vec::new();
+    for _ in 0..args.repeat.min(20) {
+        let sent = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["stats", "--json", "--data"])
+            .arg(&server.dir)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "procsync stats failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        times.push(sent.elapsed());
+    }
+    report("procsync stats --json (whole process)", times);
+    drop(server);
+    Ok(())
+}
+
+fn store_mib(dir: &std::path::Path) -> f64 {
+    std::fs::metadata(dir.join(crate::store::DB_FILE))
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0)
+}
+
+/// One `GET /metrics`, read whole.
+fn scrape(address: &str, token: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(address).with_context(|| format!("connect to {address}"))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        bail!(
+            "the scrape failed: {}",
+            String::from_utf8_lossy(&answer[..answer.len().min(200)])
+        );
+    }
+    Ok(())
+}
