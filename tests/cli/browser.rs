@@ -76,12 +76,21 @@ impl Browser {
     }
 
     fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// A WebDriver command; `Err` carries the driver's error.
+    fn try_command(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Value> {
         let path = format!("/session/{}{path}", self.session);
         let body = body.map(|b| b.to_string());
         let answer = http(&self.address, method, &path, &[], body.as_deref());
         let value = answer.json();
-        assert_eq!(answer.status, 200, "{method} {path}: {value}");
-        value["value"].clone()
+        if answer.status == 200 {
+            Ok(value["value"].clone())
+        } else {
+            Err(value["value"].clone())
+        }
     }
 
     pub fn open(&self, url: &str) {
@@ -114,17 +123,49 @@ impl Browser {
         found.unwrap()
     }
 
-    pub fn text(&self, element: &str) -> String {
-        self.command("GET", &format!("/element/{element}/text"), None)
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+    /// The text of the element matching `css`, waiting for it to exist.
+    /// Read in one script run: the page re-renders its tables every few
+    /// seconds, so an element found in one call may be gone in the next.
+    pub fn text_of(&self, css: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.innerText : null;",
+            Value::from(css)
+        );
+        let mut text = None;
+        wait_until(
+            &format!("`{css}` on the page"),
+            Duration::from_secs(20),
+            || {
+                text = self.script(&script).as_str().map(str::to_string);
+                text.is_some()
+            },
+        );
+        text.unwrap()
     }
 
-    /// The text of the element matching `css`, waiting for it to exist.
-    pub fn text_of(&self, css: &str) -> String {
-        let element = self.wait_for(css);
-        self.text(&element)
+    /// Clicks the element matching `css`, finding it again if the page
+    /// re-rendered it between finding and clicking.
+    pub fn click_on(&self, css: &str) {
+        let mut clicked = false;
+        wait_until(
+            &format!("a click on `{css}`"),
+            Duration::from_secs(20),
+            || {
+                let Some(element) = self.find(css) else {
+                    return false;
+                };
+                match self.try_command(
+                    "POST",
+                    &format!("/element/{element}/click"),
+                    Some(json!({})),
+                ) {
+                    Ok(_) => clicked = true,
+                    Err(e) if e["error"] == "stale element reference" => {}
+                    Err(e) => panic!("clicking `{css}`: {e}"),
+                }
+                clicked
+            },
+        );
     }
 
     pub fn type_into(&self, element: &str, text: &str) {
@@ -132,14 +173,6 @@ impl Browser {
             "POST",
             &format!("/element/{element}/value"),
             Some(json!({ "text": text })),
-        );
-    }
-
-    pub fn click(&self, element: &str) {
-        self.command(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
         );
     }
 

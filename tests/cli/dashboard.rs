@@ -226,7 +226,7 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
     browser.open(&url);
     let input = browser.wait_for("#login:not([hidden]) #token");
     browser.type_into(&input, "not-a-token");
-    browser.click(&browser.wait_for("#login-button"));
+    browser.click_on("#login-button");
     wait_until(
         "the wrong token to be refused",
         Duration::from_secs(20),
@@ -234,7 +234,7 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
     );
     let input = browser.wait_for("#login:not([hidden]) #token");
     browser.type_into(&input, &hub.token());
-    browser.click(&browser.wait_for("#login-button"));
+    browser.click_on("#login-button");
     browser.wait_for("#board:not([hidden]) #count-inbound-error");
 
     // The numbers on the page are `procsync stats --json`'s.
@@ -248,8 +248,7 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
             );
         }
     }
-    let edge_row = browser.wait_for("#remotes tr[data-remote='edge']");
-    let row_text = browser.text(&edge_row);
+    let row_text = browser.text_of("#remotes tr[data-remote='edge']");
     assert!(row_text.contains("Active"), "{row_text}");
     let health = stats["remote_systems"][0]["health"].as_str().unwrap();
     assert!(row_text.contains(health), "{row_text} vs {health}");
@@ -277,20 +276,15 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
         .collect();
     assert_eq!(errors.len(), 2);
     for item in &errors {
-        let row = browser.wait_for(&format!(
+        let row = browser.text_of(&format!(
             "#errors tr[data-queue='inbound'][data-id='{}']",
             item["id"]
         ));
-        assert!(
-            browser.text(&row).contains("unknown process event"),
-            "{}",
-            browser.text(&row)
-        );
+        assert!(row.contains("unknown process event"), "{row}");
     }
     accept_incidents(&hub);
     let id = errors[0]["id"].to_string();
-    let retry = browser.wait_for(&format!("#errors tr[data-id='{id}'] button.retry"));
-    browser.click(&retry);
+    browser.click_on(&format!("#errors tr[data-id='{id}'] button.retry"));
     wait_for(
         &[&hub],
         "the retried item to be processed",
@@ -312,10 +306,37 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
         || browser.text_of("#count-inbound-processed") == "4",
     );
     assert_eq!(browser.text_of("#count-inbound-error"), "1");
+
+    // Skip the other one: it leaves the list and counts as Skipped.
+    let other = errors[1]["id"].to_string();
+    browser.click_on(&format!("#errors tr[data-id='{other}'] button.skip"));
+    wait_until(
+        "the page to count 1 skipped",
+        Duration::from_secs(20),
+        || browser.text_of("#count-inbound-skipped") == "1",
+    );
+    assert_eq!(browser.text_of("#count-inbound-error"), "0");
+    assert!(browser.text_of("#errors").contains("No items in Error"));
+    assert_eq!(
+        hub.json(&["queue", "inbound", "show", &other])["status"],
+        "Skipped"
+    );
     assert_eq!(
         statuses(&hub, "inbound"),
-        ["Error", "Processed", "Processed", "Processed", "Processed"]
+        [
+            "Processed",
+            "Processed",
+            "Processed",
+            "Processed",
+            "Skipped"
+        ]
     );
-    let record = hub.ok(&["record", "list", "incident"]);
-    assert!(record.contains('a') || record.contains('b'), "{record}");
+    // The retried item made its record.
+    let local = hub.json(&["queue", "inbound", "show", &id])["local_correlation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = hub.json(&["record", "get", "incident", &local, "--json"]);
+    let description = record["fields"]["short_description"].as_str().unwrap();
+    assert!(["a", "b"].contains(&description), "{record:#}");
 }

@@ -54,6 +54,13 @@ fn old_processed_and_skipped_items_are_purged_and_ready_and_error_items_never_ar
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(statuses(&hub, "inbound"), ["Error"]);
     assert_eq!(statuses(&edge, "outbound"), ["Ready"]);
+    // The stats count the purged items, and no longer the items themselves.
+    let stats = hub.json(&["stats", "--json"]);
+    assert_eq!(stats["purged"]["inbound"], 4, "{stats:#}");
+    assert_eq!(counted(&stats, "inbound"), scanned(&hub, "inbound"));
+    let stats = edge.json(&["stats", "--json"]);
+    assert_eq!(stats["purged"]["outbound"], 5, "{stats:#}");
+    assert_eq!(counted(&stats, "outbound"), scanned(&edge, "outbound"));
     assert!(
         hub.logs().contains("Purged old queue items"),
         "{}",
