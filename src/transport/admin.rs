@@ -710,7 +710,7 @@ pub async fn serve(
     tls: Option<AdminTls>,
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), String> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
@@ -724,20 +724,30 @@ pub async fn serve(
     let admin = AdminServer::new(AdminService { api })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    let mut builder = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
-    if let Some(tls) = tls {
-        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
-        builder =
-            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
-    }
-    builder
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .accept_http1(true)
         .layer(http)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(listener.incoming, shutdown)
-        .await
+        .add_service(admin);
+    match tls {
+        None => router
+            .serve_with_incoming_shutdown(listener.incoming, shutdown)
+            .await
+            .map_err(|e| e.to_string()),
+        // Our own TLS acceptor rather than tonic's: tonic offers only
+        // HTTP/2 in ALPN, and `/metrics` scrapers speak HTTP/1.1.
+        Some(tls) => {
+            let config = super::tls::admin_server_config(&tls.cert_pem, &tls.key_pem)?;
+            let (incoming, accept_loop) =
+                super::tls::accept_tls(listener.incoming, config, "admin client");
+            let served = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            accept_loop.abort();
+            served.map_err(|e| e.to_string())
+        }
+    }
 }

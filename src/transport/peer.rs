@@ -333,38 +333,11 @@ pub async fn serve(
         }
     };
     let config = tls::server_config(cert_pem, key_pem, allowed)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let (connections, incoming) = tokio::sync::mpsc::channel(64);
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = match listener.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(target: "transport", error = %e, "Accepting a peer connection failed.");
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let connections = connections.clone();
-            // Handshakes run on their own so a slow one never holds others.
-            tokio::spawn(async move {
-                match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
-                    .await
-                {
-                    Ok(Ok(stream)) => {
-                        let _ = connections.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(target: "transport", peer = %remote, error = %e, "A peer's TLS handshake failed.");
-                    }
-                    Err(_) => {
-                        tracing::warn!(target: "transport", peer = %remote, "A peer's TLS handshake timed out.");
-                    }
-                }
-            });
-        }
-    });
+    let (incoming, accept_loop) = tls::accept_tls(
+        tokio_stream::wrappers::TcpListenerStream::new(listener.listener),
+        config,
+        "peer",
+    );
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
@@ -372,7 +345,7 @@ pub async fn serve(
             PeerServer::new(PeerService { gate, stopped })
                 .max_decoding_message_size(64 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| e.to_string());
     accept_loop.abort();

@@ -70,6 +70,78 @@ pub fn server_config(
     Ok(config)
 }
 
+/// The admin listener's TLS (`admin.tls = true`): our certificate, no
+/// client certificate (callers bring a token), and both HTTP/2 (gRPC,
+/// browsers) and HTTP/1.1 (`/metrics` scrapers, curl) offered.
+pub fn admin_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certificate_chain(cert_pem)?, private_key(key_pem)?)
+        .map_err(|e| format!("the instance certificate and key do not fit together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// TLS connections accepted from `incoming` with `config`, for tonic's
+/// `serve_with_incoming`. Each handshake runs on its own task with a
+/// deadline, so a slow one never holds others; failures are logged with
+/// `what` ("peer", "admin client"). Abort the returned task to stop.
+pub fn accept_tls<S>(
+    mut incoming: S,
+    config: rustls::ServerConfig,
+    what: &'static str,
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    S: tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Unpin + Send + 'static,
+{
+    use tokio_stream::StreamExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (connections, accepted) = tokio::sync::mpsc::channel(64);
+    let accept_loop = tokio::spawn(async move {
+        while let Some(tcp) = incoming.next().await {
+            let tcp = match tcp {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(target: "transport", error = %e, "Accepting a {what} connection failed.");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let remote = tcp.peer_addr().ok();
+            let acceptor = acceptor.clone();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = connections.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(target: "transport", remote = ?remote, error = %e, "A {what}'s TLS handshake failed.");
+                    }
+                    Err(_) => {
+                        tracing::warn!(target: "transport", remote = ?remote, "A {what}'s TLS handshake timed out.");
+                    }
+                }
+            });
+        }
+    });
+    (
+        tokio_stream::wrappers::ReceiverStream::new(accepted),
+        accept_loop,
+    )
+}
+
+/// A server-side TLS connection.
+pub type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// TLS for dialling a peer: our certificate as client certificate, and the
 /// peer's accepted only when its fingerprint is `pinned`.
 pub fn client_config(

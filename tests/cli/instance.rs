@@ -125,6 +125,44 @@ fn the_admin_api_over_tls_pins_the_instance_certificate() {
     // Plain text against a TLS listener fails clearly.
     let err = instance.fails(&["record", "list", "incident"]);
     assert!(!err.is_empty());
+    // HTTP/1.1 over the same TLS port (what Prometheus scrapers speak).
+    let answer = https_get_http1(&instance.admin_address(), &cert, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"status\":\"ok\""), "{answer}");
+}
+
+/// One HTTP/1.1 GET over TLS, trusting only `cert`; the whole answer.
+fn https_get_http1(address: &str, cert: &std::path::Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(cert).unwrap();
+    for der in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let host = address.rsplit_once(':').unwrap().0.to_string();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(address).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    // The server may end without close_notify; what arrived is the answer.
+    let _ = tls.read_to_end(&mut answer);
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    String::from_utf8_lossy(&answer).to_string()
 }
 
 #[test]
