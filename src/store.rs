@@ -438,7 +438,15 @@ impl Store {
             out.len() < limit
         };
         let outbound = txn.open_table(OUTBOUND)?;
-        if let Some(remote) = &filter.remote_system {
+        if filter.status == Some(QueueStatus::Error) {
+            for id in stats::error_ids(&txn, crate::stats::Queue::Outbound)? {
+                if let Some(value) = outbound.get(id)? {
+                    if !keep(decode(value.value())?) {
+                        break;
+                    }
+                }
+            }
+        } else if let Some(remote) = &filter.remote_system {
             let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
             for row in index.range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))? {
                 let (_, id) = row?;
@@ -533,6 +541,7 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(CONTENT_BY_HASH)?;
     txn.open_table(CHUNKS)?;
     txn.open_table(FLOW_CONTEXTS)?;
+    txn.open_table(ERROR_ITEMS)?;
     stats::count_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {

@@ -1,8 +1,8 @@
 //! `procsync bench stats`: how long the stats take with many queued items.
 //! Fills one instance's outbound queue through batch writes (the peer never
 //! answers, so every item stays queued), then times the admin `GetStats`
-//! call, a `/metrics` scrape over HTTP and a whole `procsync stats --json`
-//! process.
+//! call, a `/metrics` scrape and the dashboard's error list over HTTP, and
+//! a whole `procsync stats --json` process.
 
 use std::time::{Duration, Instant};
 
@@ -90,19 +90,25 @@ pub async fn run(args: StatsBench) -> Result<()> {
     }
     report("GetStats over gRPC", times);
 
-    let address = target.address.clone();
-    let token = target.token.clone();
-    let times = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
-        let mut times = Vec::new();
-        for _ in 0..args.repeat {
-            let sent = Instant::now();
-            scrape(&address, &token)?;
-            times.push(sent.elapsed());
-        }
-        Ok(times)
-    })
-    .await??;
-    report("/metrics scrape over HTTP", times);
+    for (path, what) in [
+        ("/metrics", "/metrics scrape over HTTP"),
+        ("/api/errors", "the dashboard's error list (/api/errors)"),
+    ] {
+        let address = target.address.clone();
+        let token = target.token.clone();
+        let repeat = args.repeat;
+        let times = tokio::task::spawn_blocking(move || -> Result<Vec<Duration>> {
+            let mut times = Vec::new();
+            for _ in 0..repeat {
+                let sent = Instant::now();
+                get(&address, &token, path)?;
+                times.push(sent.elapsed());
+            }
+            Ok(times)
+        })
+        .await??;
+        report(what, times);
+    }
 
     let exe = std::env::current_exe()?;
     let mut times = Vec::new();
@@ -131,20 +137,20 @@ fn store_mib(dir: &std::path::Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One `GET /metrics`, read whole.
-fn scrape(address: &str, token: &str) -> Result<()> {
+/// One `GET path` with the token, read whole.
+fn get(address: &str, token: &str, path: &str) -> Result<()> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(address).with_context(|| format!("connect to {address}"))?;
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     if !answer.starts_with(b"HTTP/1.1 200") {
         bail!(
-            "the scrape failed: {}",
+            "GET {path} failed: {}",
             String::from_utf8_lossy(&answer[..answer.len().min(200)])
         );
     }

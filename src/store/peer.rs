@@ -14,6 +14,7 @@ use crate::ids::now_millis;
 use crate::property::{self, RetryPolicy};
 use crate::queue::{Correlation, FlowTrace, InboundItem, OutboundItem, QueueStatus};
 use crate::record::Operation;
+use crate::stats::Queue;
 
 /// An item as it arrived from a peer, before it is queued.
 #[derive(Clone, Debug)]
@@ -152,9 +153,7 @@ impl Store {
             filter.limit
         };
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (_, value) = row?;
-            let item: InboundItem = decode(value.value())?;
+        let mut keep = |item: InboundItem| {
             let wanted = filter.status.is_none_or(|s| s == item.status)
                 && filter
                     .remote_system
@@ -166,7 +165,21 @@ impl Store {
                     .is_none_or(|d| item.domain.is_within(d));
             if wanted {
                 out.push(item);
-                if out.len() >= limit {
+            }
+            out.len() < limit
+        };
+        // Error items come from their index, the rest from the queue.
+        if filter.status == Some(QueueStatus::Error) {
+            for id in super::stats::error_ids(&txn, Queue::Inbound)? {
+                if let Some(value) = table.get(id)? {
+                    if !keep(decode(value.value())?) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            for row in table.iter()? {
+                if !keep(decode(row?.1.value())?) {
                     break;
                 }
             }

@@ -150,8 +150,8 @@ fn purge_outbound(
         super::context::delete(txn, &item.flow_contexts)?;
         tally.moved(
             Queue::Outbound,
-            &item.remote_system,
-            &item.process_event,
+            *id,
+            (&item.remote_system, &item.process_event),
             Some(item.status),
             None,
         );
@@ -175,8 +175,8 @@ fn purge_inbound(
         super::context::delete(txn, &item.flow_contexts)?;
         tally.moved(
             Queue::Inbound,
-            &item.remote_system,
-            &item.process_event,
+            *id,
+            (&item.remote_system, &item.process_event),
             Some(item.status),
             None,
         );

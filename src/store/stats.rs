@@ -16,7 +16,7 @@ use crate::stats::{
 };
 
 /// META key saying the counters cover every item in the queues.
-const COUNTED_MARK: &str = "queue_stats_counted";
+const COUNTED_MARK: &str = "queue_counters_v1";
 
 /// Changes to one key's counters within a transaction.
 #[derive(Default)]
@@ -41,6 +41,7 @@ fn status_index(status: QueueStatus) -> usize {
 /// The parts of a queue item the counters need.
 struct ItemRef<'a> {
     queue: Queue,
+    id: u64,
     remote: &'a str,
     event: &'a str,
     status: QueueStatus,
@@ -54,6 +55,8 @@ pub(super) struct Tally {
     /// Few distinct keys per transaction: a list searched in place beats
     /// hashing (and allocating) a key per item.
     changes: Vec<(StatsKey, Change)>,
+    /// Items that went into Error (true) or left it (false).
+    errors: Vec<(Queue, u64, bool)>,
 }
 
 impl Tally {
@@ -61,6 +64,7 @@ impl Tally {
         Tally {
             now,
             changes: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -87,13 +91,19 @@ impl Tally {
     pub(super) fn moved(
         &mut self,
         queue: Queue,
-        remote: &str,
-        event: &str,
+        id: u64,
+        (remote, event): (&str, &str),
         from: Option<QueueStatus>,
         to: Option<QueueStatus>,
     ) {
         if from == to {
             return;
+        }
+        if from == Some(QueueStatus::Error) {
+            self.errors.push((queue, id, false));
+        }
+        if to == Some(QueueStatus::Error) {
+            self.errors.push((queue, id, true));
         }
         let now = self.now;
         let change = self.change(queue, remote, event);
@@ -120,6 +130,7 @@ impl Tally {
         let processing = done.saturating_sub(item.sent_on.unwrap_or(item.created_on));
         let item_ref = ItemRef {
             queue: Queue::Outbound,
+            id: item.id,
             remote: &item.remote_system,
             event: &item.process_event,
             status: item.status,
@@ -132,6 +143,7 @@ impl Tally {
     pub(super) fn inbound(&mut self, item: &InboundItem, from: Option<QueueStatus>) {
         let item_ref = ItemRef {
             queue: Queue::Inbound,
+            id: item.id,
             remote: &item.remote_system,
             event: &item.process_event,
             status: item.status,
@@ -149,7 +161,13 @@ impl Tally {
         done: Millis,
         processing_ms: u64,
     ) {
-        self.moved(item.queue, item.remote, item.event, from, Some(item.status));
+        self.moved(
+            item.queue,
+            item.id,
+            (item.remote, item.event),
+            from,
+            Some(item.status),
+        );
         if item.status == QueueStatus::Processed && from != Some(QueueStatus::Processed) {
             let change = self.change(item.queue, item.remote, item.event);
             change.processing_ms.push(processing_ms);
@@ -159,6 +177,16 @@ impl Tally {
 
     /// Adds the changes to the stored counters and this minute's history.
     pub(super) fn save(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if !self.errors.is_empty() {
+            let mut index = txn.open_table(ERROR_ITEMS)?;
+            for (queue, id, in_error) in &self.errors {
+                if *in_error {
+                    index.insert((queue.as_str(), *id), ())?;
+                } else {
+                    index.remove((queue.as_str(), *id))?;
+                }
+            }
+        }
         if self.changes.is_empty() {
             return Ok(());
         }
@@ -218,6 +246,8 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     }
     let mut table = txn.open_table(QUEUE_STATS)?;
     table.retain(|_, _| false)?;
+    let mut errors = txn.open_table(ERROR_ITEMS)?;
+    errors.retain(|_, _| false)?;
     let mut counted: Vec<(StatsKey, QueueCounters)> = Vec::new();
     let mut count = |queue: Queue, remote: &str, event: &str, status: QueueStatus| {
         let index = match counted
@@ -244,6 +274,9 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
             &item.process_event,
             item.status,
         );
+        if item.status == QueueStatus::Error {
+            errors.insert((Queue::Outbound.as_str(), item.id), ())?;
+        }
     }
     for row in txn.open_table(INBOUND)?.iter()? {
         let (_, value) = row?;
@@ -254,6 +287,9 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
             &item.process_event,
             item.status,
         );
+        if item.status == QueueStatus::Error {
+            errors.insert((Queue::Inbound.as_str(), item.id), ())?;
+        }
     }
     for ((queue, remote, event), counters) in &counted {
         table.insert(
@@ -274,6 +310,15 @@ pub(super) fn trim_minutes(txn: &WriteTransaction, now: Millis) -> Result<(), St
     let mut minutes = txn.open_table(QUEUE_MINUTES)?;
     minutes.retain_in((0u64, "", "", "")..(keep_from, "", "", ""), |_, _| false)?;
     Ok(())
+}
+
+/// Ids of the items in Error in `queue`, oldest first, from the index.
+pub(super) fn error_ids(txn: &redb::ReadTransaction, queue: Queue) -> Result<Vec<u64>, StoreError> {
+    let index = txn.open_table(ERROR_ITEMS)?;
+    let range = index.range((queue.as_str(), 0u64)..=(queue.as_str(), u64::MAX))?;
+    range
+        .map(|row| Ok(row?.0.value().1))
+        .collect::<Result<_, StoreError>>()
 }
 
 impl Store {

@@ -84,3 +84,9 @@ pub const QUEUE_MINUTES: TableDefinition<(u64, &str, &str, &str), &[u8]> =
 /// (numbered by the `flow_context` counter) → `queue::FlowContext`. Items
 /// list theirs; the purge deletes them with the item.
 pub const FLOW_CONTEXTS: TableDefinition<u64, &[u8]> = TableDefinition::new("flow_contexts");
+
+/// Index of the items in Error: (queue, item id), kept by the queue
+/// counters' `Tally` with every status change. The dashboard's error list,
+/// `queue … list --status Error` and the inbound processor's held records
+/// read it instead of scanning a queue.
+pub const ERROR_ITEMS: TableDefinition<(&str, u64), ()> = TableDefinition::new("error_items");

@@ -223,6 +223,22 @@ fn stats_count_every_status_change_and_survive_a_restart() {
     let unknown = line(&stats, "inbound", "incident_sync");
     assert_eq!(unknown["counts"]["error"], 1);
     assert_eq!(unknown["counts"]["skipped"], 1);
+    // Listing by Error reads an index kept with the counters: it names
+    // exactly the items whose status is Error.
+    let listed: Vec<Value> = hub
+        .json(&["queue", "inbound", "list", "--status", "error", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    let in_error: Vec<Value> = items(&hub, "inbound")
+        .iter()
+        .filter(|i| i["status"] == "Error")
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(listed, in_error);
+    assert_eq!(listed.len(), 1);
     assert_eq!(unknown["skipped_total"], 1);
 
     // The human form names the same figures.
