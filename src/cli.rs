@@ -642,7 +642,10 @@ async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCod
                         text(i, "operation"),
                         format!("{}/{}", text(i, table_key), text(i, record_key)),
                         text(i, "domain"),
-                        text(i, "error"),
+                        match i["waiting"].as_str() {
+                            Some(reason) => format!("waiting: {reason}"),
+                            None => text(i, "error"),
+                        },
                     ]
                 })
                 .collect();

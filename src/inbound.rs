@@ -446,6 +446,17 @@ impl Processor {
                     let failures = self.fetch_backoff.get(hash).map_or(0, |(_, n)| *n) + 1;
                     let wait = Duration::from_secs((1u64 << failures.min(6)).min(60));
                     tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
+                    let again =
+                        crate::ids::format_time(crate::ids::now_millis() + wait.as_millis() as u64);
+                    self.store
+                        .note_inbound_waiting(
+                            item.id,
+                            format!(
+                                "attachment {:?} could not be fetched from `{}` ({problem}); trying again at {again} UTC (failure {failures})",
+                                attachment.file_name, item.remote_system
+                            ),
+                        )
+                        .await?;
                     self.fetch_backoff
                         .insert(hash.clone(), (std::time::Instant::now() + wait, failures));
                     ready = AttachmentsReady::Wait;

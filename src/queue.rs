@@ -195,6 +195,10 @@ pub struct InboundItem {
     /// Keys the sender issued for fetching the payload's attachments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachment_grants: Vec<Grant>,
+    /// Why a Ready item has not run yet (an attachment fetch that failed
+    /// and will be tried again); cleared when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// Contexts of its processings, oldest first (`FlowContext` ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flow_contexts: Vec<u64>,

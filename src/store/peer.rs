@@ -343,9 +343,22 @@ impl Store {
             item.status = QueueStatus::Error;
             item.error = Some(problem);
             item.processed_on = Some(now);
+            item.waiting = None;
             Ok(Some(trace))
         })
         .await
+    }
+
+    /// Notes on a Ready inbound item why it has not run yet.
+    pub async fn note_inbound_waiting(&self, id: u64, reason: String) -> Result<(), StoreError> {
+        self.update_inbound(id, move |item| {
+            if item.status == QueueStatus::Ready {
+                item.waiting = Some(reason);
+            }
+            Ok(None)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Loads inbound item `id`, lets `change` edit it (or refuse) and

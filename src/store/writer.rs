@@ -1076,6 +1076,7 @@ pub fn receive(
             processing_ms: None,
             attachment_grants: received.attachment_grants,
             flow_contexts: Vec::new(),
+            waiting: None,
         };
         if let Some(error) = &item.error {
             tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
@@ -1154,6 +1155,7 @@ pub fn apply_inbound(
     let now = now_millis();
     item.processed_on = Some(now);
     item.processing_ms = Some(started.elapsed().as_millis() as u64);
+    item.waiting = None;
     trace.step("finish", format!("the item is {}", item.status.as_str()));
     super::context::link_inbound(txn.txn, trace, &mut item)?;
     txn.txn

@@ -603,3 +603,70 @@ fn journal_entries_arrive_once_in_order_with_author_and_time() {
         .collect();
     assert_eq!(authors, ["alice", "bob", "alice", "bob", "alice"]);
 }
+
+#[test]
+fn an_item_waiting_for_an_unreachable_sender_says_why_until_it_runs() {
+    let (edge, hub, mut edge_server, _h) = linked_pair(Extras {
+        capture: INCLUDE,
+        inbound: "",
+    });
+    // The edge is down: an item listing an attachment arrives (sent by a
+    // hand-made peer with the edge's identity), and its content cannot be
+    // fetched.
+    edge_server.stop();
+    let target = impersonate(&edge, "hub", &hub);
+    let hash = "cd".repeat(32);
+    let key = procsync::attachment::Grant {
+        hash: hash.clone(),
+        expires_at: procsync::ids::now_millis() + 3_600_000,
+        key: "00".repeat(32),
+    };
+    send_items(
+        &target,
+        vec![crafted_item(
+            1_000_000,
+            &payload_with("waits", listed("notes.txt", 10, &hash)),
+            vec![key],
+        )],
+    );
+    let waiting = |hub: &Instance| -> Option<Value> {
+        hub.json(&["queue", "inbound", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["sequence"] == 1_000_000)
+            .cloned()
+    };
+    wait_for(
+        &[&hub],
+        "the item to say why it waits",
+        Duration::from_secs(30),
+        || waiting(&hub).is_some_and(|i| i["waiting"].is_string()),
+    );
+    let item = waiting(&hub).unwrap();
+    assert_eq!(item["status"], "Ready");
+    let reason = item["waiting"].as_str().unwrap();
+    assert!(
+        reason.contains("\"notes.txt\" could not be fetched from `edge`")
+            && reason.contains("trying again at"),
+        "{reason}"
+    );
+    let table = hub.ok(&["queue", "inbound", "list"]);
+    assert!(table.contains("waiting: attachment"), "{table}");
+
+    // The edge comes back and refuses the made-up key: the item runs to
+    // Error, and no longer says it waits.
+    let _edge_server = edge.serve();
+    wait_for(
+        &[&edge, &hub],
+        "the item to end in Error",
+        Duration::from_secs(90),
+        || waiting(&hub).is_some_and(|i| i["status"] == "Error"),
+    );
+    let item = waiting(&hub).unwrap();
+    assert!(item["waiting"].is_null(), "{item:#}");
+    assert!(
+        item["error"].as_str().unwrap().contains("notes.txt"),
+        "{item:#}"
+    );
+}
