@@ -4,6 +4,7 @@
 //! test: tests stay fast and deterministic.
 
 mod stats;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// `procsync stats` with a million queued items: fills the outbound
     /// queue, then times the stats call, a `/metrics` scrape and the CLI.
     Stats(stats::StatsBench),
+    /// Captured changes end to end between two linked instances: records
+    /// written on an edge until the hub applied every item.
+    Sync(sync::SyncBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,6 +97,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Write(args) => write_bench(args).await,
         BenchCommand::Attachment(args) => attachment_bench(args).await,
         BenchCommand::Stats(args) => stats::run(args).await,
+        BenchCommand::Sync(args) => sync::run(args).await,
     }
 }
 

@@ -343,6 +343,11 @@ enum AttachmentsReady {
 /// Most items taken into one pass.
 const ITEMS_PER_PASS: usize = 1000;
 
+/// One item's apply, already queued to the store's writer.
+type ApplyFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<crate::queue::InboundItem, StoreError>> + Send>,
+>;
+
 impl Processor {
     pub fn new(
         store: Arc<Store>,
@@ -555,6 +560,8 @@ impl Processor {
         let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();
         let mut held_now: HashSet<(String, String)> = HashSet::new();
+        let mut started: HashSet<(String, String)> = HashSet::new();
+        let mut applying: Vec<((String, String), ApplyFuture)> = Vec::new();
         let mut first_held: Option<u64> = None;
         let mut last_seen = self.cursor;
         for item in items {
@@ -563,6 +570,15 @@ impl Processor {
                 item.remote_system.clone(),
                 item.remote_correlation_id.clone(),
             );
+            // A record's items run in order, each after the one before it
+            // has committed (and only if that one did not go to Error).
+            if started.contains(&key) {
+                for (key, apply) in applying.drain(..) {
+                    self.settle(apply.await?, key, &mut blocked, &mut tick)
+                        .await;
+                }
+                started.clear();
+            }
             if blocked.contains(&key) || held_now.contains(&key) {
                 tick.held += 1;
                 first_held.get_or_insert(item.id);
@@ -587,34 +603,30 @@ impl Processor {
                     continue;
                 }
             };
-            let applied = match self.attachments_ready(&item).await? {
+            match self.attachments_ready(&item).await? {
                 AttachmentsReady::Go => {
-                    self.store
-                        .apply_inbound(item.id, actor, self.limits.clone())
-                        .await?
+                    started.insert(key.clone());
+                    let apply = self
+                        .store
+                        .queue_apply_inbound(item.id, actor, self.limits.clone());
+                    applying.push((key, Box::pin(apply)));
                 }
                 AttachmentsReady::Wait => {
                     held_now.insert(key);
                     tick.held += 1;
                     first_held.get_or_insert(item.id);
-                    continue;
                 }
                 AttachmentsReady::Refuse(problem) => {
-                    self.store.refuse_inbound(item.id, problem).await?
-                }
-            };
-            match applied.status {
-                crate::queue::QueueStatus::Error => {
-                    tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
-                    blocked.insert(key);
-                    tick.errors += 1;
-                    self.on_error(&applied).await;
-                }
-                _ => {
-                    tracing::debug!(target: "inbound_queue", id = applied.id, operation = applied.operation.as_str(), local = %applied.local_correlation_id, "Applied an inbound item.");
-                    tick.processed += 1;
+                    let refused = self.store.refuse_inbound(item.id, problem).await?;
+                    self.settle(refused, key, &mut blocked, &mut tick).await;
                 }
             }
+        }
+        // The applies of different records went to the writer together, so
+        // its group commit makes them one durable transaction.
+        for (key, apply) in applying {
+            self.settle(apply.await?, key, &mut blocked, &mut tick)
+                .await;
         }
         // Held items are looked at again; everything before them is done.
         self.cursor = match first_held {
@@ -623,6 +635,29 @@ impl Processor {
         };
         self.blocked = Some(blocked);
         Ok(tick)
+    }
+
+    /// Counts an item that ran (or was refused) and, when it went to
+    /// Error, holds its record's later items and runs the error steps.
+    async fn settle(
+        &self,
+        applied: crate::queue::InboundItem,
+        key: (String, String),
+        blocked: &mut HashSet<(String, String)>,
+        tick: &mut Tick,
+    ) {
+        match applied.status {
+            crate::queue::QueueStatus::Error => {
+                tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
+                blocked.insert(key);
+                tick.errors += 1;
+                self.on_error(&applied).await;
+            }
+            _ => {
+                tracing::debug!(target: "inbound_queue", id = applied.id, operation = applied.operation.as_str(), local = %applied.local_correlation_id, "Applied an inbound item.");
+                tick.processed += 1;
+            }
+        }
     }
 
     /// The inbound flow's `on_error` steps for an item that went to Error.

@@ -583,6 +583,21 @@ impl Store {
             .await
     }
 
+    /// Queues the inbound flow of one Ready item, as `run_as`, now (in call
+    /// order) and returns the future of its durable commit: applies queued
+    /// together share one group commit.
+    pub fn queue_apply_inbound(
+        &self,
+        id: u64,
+        run_as: super::Actor,
+        limits: super::RecordWriteLimits,
+    ) -> impl std::future::Future<Output = Result<InboundItem, StoreError>> + Send + 'static {
+        self.writer
+            .enqueue(redb::Durability::Immediate, move |txn| {
+                super::writer::apply_inbound(txn, id, &run_as, &limits)
+            })
+    }
+
     /// Runs the inbound flow of one Ready item, as `run_as`.
     pub async fn apply_inbound(
         &self,

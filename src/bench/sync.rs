@@ -1,0 +1,122 @@
+//! `procsync bench sync`: captured changes end to end between two linked
+//! instances on this machine. Writes records on the edge in batches and
+//! times until the hub has applied every item (its inbound flow ran, the
+//! record exists) and the edge has every acknowledgment, using the queue
+//! counters of each side; with each process's CPU time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{cpu_seconds, machine};
+use crate::record::{Operation, RecordWrite};
+
+#[derive(Args, Debug, Clone)]
+pub struct SyncBench {
+    /// Records to create on the edge (each one outbound item).
+    #[arg(long, default_value_t = 50_000)]
+    pub records: u64,
+    /// Records per batch call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: u64,
+    /// Where to make the temporary instances (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: SyncBench) -> Result<()> {
+    let base = args
+        .dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "procsync-bench-sync-{}-{}",
+            std::process::id(),
+            crate::ids::now_millis()
+        ));
+    std::fs::create_dir_all(&base)?;
+    let result = phases(&base, &args).await;
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
+    println!(
+        "procsync bench sync: {} (release build: {})",
+        machine(),
+        !cfg!(debug_assertions)
+    );
+    let mut edge = crate::pair::start(base, "edge").await?;
+    let mut hub = crate::pair::start(base, "hub").await?;
+    crate::pair::link(&mut edge, &mut hub, "").await?;
+    let cpu_before = (
+        cpu_seconds(edge.server.pid()),
+        cpu_seconds(hub.server.pid()),
+    );
+    let started = Instant::now();
+    let mut written = 0;
+    while written < args.records {
+        let batch: Vec<RecordWrite> = (written..(written + args.batch_size).min(args.records))
+            .map(|n| RecordWrite {
+                operation: Operation::Create,
+                table: "sc_req_item".to_string(),
+                sys_id: None,
+                fields: [
+                    (
+                        "short_description".to_string(),
+                        format!("Bench request {n}"),
+                    ),
+                    ("state".to_string(), "1".to_string()),
+                ]
+                .into(),
+                journal: Vec::new(),
+                attachments: Default::default(),
+            })
+            .collect();
+        written += batch.len() as u64;
+        edge.client.write_records(batch).await?;
+    }
+    let write_time = started.elapsed();
+    println!(
+        "wrote {written} records on the edge in {:.1} s ({:.0} records/s, each queuing one item)",
+        write_time.as_secs_f64(),
+        written as f64 / write_time.as_secs_f64()
+    );
+    let deadline = started + Duration::from_secs(1800);
+    let (mut applied_at, mut acknowledged_at) = (None, None);
+    while applied_at.is_none() || acknowledged_at.is_none() {
+        if Instant::now() > deadline {
+            bail!("the items did not all arrive within 30 minutes");
+        }
+        if applied_at.is_none() && hub.client.stats().await?.inbound.processed >= written {
+            applied_at = Some(started.elapsed());
+        }
+        if acknowledged_at.is_none() && edge.client.stats().await?.outbound.processed >= written {
+            acknowledged_at = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (applied, acknowledged) = (applied_at.unwrap(), acknowledged_at.unwrap());
+    let cpu = (
+        cpu_seconds(edge.server.pid()) - cpu_before.0,
+        cpu_seconds(hub.server.pid()) - cpu_before.1,
+    );
+    println!(
+        "all {written} applied on the hub {:.1} s after the first write: {:.0} items/s end to end",
+        applied.as_secs_f64(),
+        written as f64 / applied.as_secs_f64()
+    );
+    println!(
+        "all acknowledged on the edge after {:.1} s",
+        acknowledged.as_secs_f64()
+    );
+    println!(
+        "CPU: edge {:.1} s, hub {:.1} s ({:.0} µs and {:.0} µs per item)",
+        cpu.0,
+        cpu.1,
+        cpu.0 * 1e6 / written as f64,
+        cpu.1 * 1e6 / written as f64
+    );
+    Ok(())
+}
