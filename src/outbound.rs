@@ -344,8 +344,10 @@ impl Outbound {
                 let _ = self.flush_acks(remote, &mut acked).await;
                 return SessionEnd::NotActive;
             }
-            // Refill the window.
-            if in_flight.len() < WINDOW {
+            // Refill the window once half of it is acknowledged: marking
+            // items Running is a durable commit, so refilling one slot per
+            // ack would cost a commit per item.
+            if in_flight.len() <= WINDOW / 2 {
                 match self
                     .next_items(remote, cursor, WINDOW - in_flight.len())
                     .await
