@@ -33,6 +33,15 @@ use crate::api::ApiError;
 use crate::record::Operation;
 use crate::store::StoreError;
 
+/// The token of an `authorization: Bearer TOKEN` value, for gRPC
+/// metadata and HTTP headers alike.
+pub fn bearer_token(value: &str) -> Option<String> {
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_string())
+}
+
 /// The one place errors become gRPC statuses.
 pub fn status_of(error: ApiError) -> tonic::Status {
     use tonic::Status;

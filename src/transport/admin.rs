@@ -23,11 +23,7 @@ pub struct AdminService {
 }
 
 fn token<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_string())
+    super::bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
 }
 
 fn record_to_pb(record: &Record, journal: &[JournalEntry]) -> pb::Record {

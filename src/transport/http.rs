@@ -85,15 +85,13 @@ where
 }
 
 fn token(request: &Request<Body>) -> Option<String> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_string())
+    super::bearer_token(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?,
+    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Body> {

@@ -83,8 +83,7 @@ fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+        .and_then(super::bearer_token);
     (fingerprint, token)
 }
 
