@@ -322,11 +322,6 @@ impl Stats {
             purged,
         }
     }
-
-    /// The error items' total across both queues.
-    pub fn errors(&self) -> u64 {
-        self.outbound.error + self.inbound.error
-    }
 }
 
 /// The current minute since the Unix epoch.

@@ -382,9 +382,7 @@ impl Store {
                     super::context::link_inbound(txn.txn, trace, &mut item)?;
                 }
                 table.insert(id, encode(&item).as_slice())?;
-                let mut tally = Tally::new(now_millis());
-                tally.inbound(&item, Some(from));
-                tally.save(txn.txn)?;
+                Tally::count_inbound(txn.txn, &item, Some(from))?;
                 Ok(item)
             })
             .await
@@ -403,6 +401,7 @@ impl Store {
                 let index = txn.txn.open_table(OUTBOUND_BY_REMOTE)?;
                 let mut outbound = txn.txn.open_table(OUTBOUND)?;
                 let mut correlations = txn.txn.open_table(CORRELATIONS)?;
+                let mut counters = super::writer::Counters::load(txn.txn.open_table(COUNTERS)?);
                 let mut tally = Tally::new(now);
                 for sequence in sequences {
                     let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
@@ -420,8 +419,10 @@ impl Store {
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.error = None;
-                    let context = super::context::save(
+                    let context = counters.next(super::context::COUNTER)?;
+                    super::context::save_as(
                         txn.txn,
+                        context,
                         outbound_trace(&item),
                         "outbound",
                         id,
@@ -449,6 +450,7 @@ impl Store {
                         correlations.insert(key, encode(&correlation).as_slice())?;
                     }
                 }
+                counters.save()?;
                 tally.save(txn.txn)?;
                 Ok(())
             })
@@ -518,9 +520,7 @@ impl Store {
                     item.attempts = 0;
                 }
                 table.insert(id, encode(&item).as_slice())?;
-                let mut tally = Tally::new(now_millis());
-                tally.outbound(&item, Some(from));
-                tally.save(txn.txn)?;
+                Tally::count_outbound(txn.txn, &item, Some(from))?;
                 Ok(item)
             })
             .await
@@ -596,18 +596,6 @@ impl Store {
             .enqueue(redb::Durability::Immediate, move |txn| {
                 super::writer::apply_inbound(txn, id, &run_as, &limits)
             })
-    }
-
-    /// Runs the inbound flow of one Ready item, as `run_as`.
-    pub async fn apply_inbound(
-        &self,
-        id: u64,
-        run_as: super::Actor,
-        limits: super::RecordWriteLimits,
-    ) -> Result<InboundItem, StoreError> {
-        self.writer
-            .submit(move |txn| super::writer::apply_inbound(txn, id, &run_as, &limits))
-            .await
     }
 }
 

@@ -38,6 +38,28 @@ fn status_index(status: QueueStatus) -> usize {
         .expect("every status is listed")
 }
 
+/// The value kept for (queue, remote, event) in a short keyed list, added
+/// (default) when missing. Few distinct keys per use: a list searched in
+/// place beats hashing (and allocating) a key per item.
+fn entry<'a, T: Default>(
+    list: &'a mut Vec<(StatsKey, T)>,
+    queue: Queue,
+    remote: &str,
+    event: &str,
+) -> &'a mut T {
+    let index = match list
+        .iter()
+        .position(|((q, r, e), _)| *q == queue && r == remote && e == event)
+    {
+        Some(index) => index,
+        None => {
+            list.push(((queue, remote.to_string(), event.to_string()), T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[index].1
+}
+
 /// The parts of a queue item the counters need.
 struct ItemRef<'a> {
     queue: Queue,
@@ -52,8 +74,6 @@ struct ItemRef<'a> {
 /// process event); `save` adds it to the stored counters.
 pub(super) struct Tally {
     now: Millis,
-    /// Few distinct keys per transaction: a list searched in place beats
-    /// hashing (and allocating) a key per item.
     changes: Vec<(StatsKey, Change)>,
     /// Items that went into Error (true) or left it (false).
     errors: Vec<(Queue, u64, bool)>,
@@ -69,21 +89,7 @@ impl Tally {
     }
 
     fn change(&mut self, queue: Queue, remote: &str, event: &str) -> &mut Change {
-        let found = self
-            .changes
-            .iter()
-            .position(|((q, r, e), _)| *q == queue && r == remote && e == event);
-        let index = match found {
-            Some(index) => index,
-            None => {
-                self.changes.push((
-                    (queue, remote.to_string(), event.to_string()),
-                    Change::default(),
-                ));
-                self.changes.len() - 1
-            }
-        };
-        &mut self.changes[index].1
+        entry(&mut self.changes, queue, remote, event)
     }
 
     /// An item moved from one status to another; `None` is "not in the
@@ -151,6 +157,28 @@ impl Tally {
         };
         let done = item.processed_on.unwrap_or(self.now);
         self.item(item_ref, from, done, item.processing_ms.unwrap_or(0));
+    }
+
+    /// Counts one inbound item's move in its own tally, now.
+    pub(super) fn count_inbound(
+        txn: &WriteTransaction,
+        item: &InboundItem,
+        from: Option<QueueStatus>,
+    ) -> Result<(), StoreError> {
+        let mut tally = Tally::new(crate::ids::now_millis());
+        tally.inbound(item, from);
+        tally.save(txn)
+    }
+
+    /// Counts one outbound item's move in its own tally, now.
+    pub(super) fn count_outbound(
+        txn: &WriteTransaction,
+        item: &OutboundItem,
+        from: Option<QueueStatus>,
+    ) -> Result<(), StoreError> {
+        let mut tally = Tally::new(crate::ids::now_millis());
+        tally.outbound(item, from);
+        tally.save(txn)
     }
 
     /// A move, with the timing when the item became Processed at `done`.
@@ -250,20 +278,9 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     errors.retain(|_, _| false)?;
     let mut counted: Vec<(StatsKey, QueueCounters)> = Vec::new();
     let mut count = |queue: Queue, remote: &str, event: &str, status: QueueStatus| {
-        let index = match counted
-            .iter()
-            .position(|((q, r, e), _)| *q == queue && r == remote && e == event)
-        {
-            Some(index) => index,
-            None => {
-                counted.push((
-                    (queue, remote.to_string(), event.to_string()),
-                    QueueCounters::default(),
-                ));
-                counted.len() - 1
-            }
-        };
-        *counted[index].1.counts.get_mut(status) += 1;
+        *entry(&mut counted, queue, remote, event)
+            .counts
+            .get_mut(status) += 1;
     };
     for row in txn.open_table(OUTBOUND)?.iter()? {
         let (_, value) = row?;
@@ -347,16 +364,7 @@ impl Store {
                 }
                 _ => chart.push((minute, queue, counts)),
             }
-            match recent
-                .iter_mut()
-                .find(|((q, r, e), _)| *q == queue && r == remote && e == event)
-            {
-                Some((_, list)) => list.push((minute, counts)),
-                None => recent.push((
-                    (queue, remote.to_string(), event.to_string()),
-                    vec![(minute, counts)],
-                )),
-            }
+            entry(&mut recent, queue, remote, event).push((minute, counts));
         }
         let mut out = Vec::new();
         for row in txn.open_table(QUEUE_STATS)?.iter()? {

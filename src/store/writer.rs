@@ -1161,9 +1161,7 @@ pub fn apply_inbound(
     txn.txn
         .open_table(INBOUND)?
         .insert(id, encode(&item).as_slice())?;
-    let mut tally = super::stats::Tally::new(now);
-    tally.inbound(&item, Some(QueueStatus::Ready));
-    tally.save(txn.txn)?;
+    super::stats::Tally::count_inbound(txn.txn, &item, Some(QueueStatus::Ready))?;
     Ok(item)
 }
 

@@ -206,21 +206,38 @@ async fn errors(api: &Api, token: Option<String>) -> Result<Response<Body>, ApiE
     let inbound = api
         .list_inbound(token, "Error".into(), String::new(), DASHBOARD_ERRORS)
         .await?;
+    let row = |queue: Queue,
+               id: u64,
+               remote: &str,
+               event: &str,
+               error: &Option<String>,
+               created: u64| {
+        json!({
+            "queue": queue.as_str(), "id": id, "remote_system": remote, "process_event": event,
+            "error": error, "created_on": crate::ids::format_time(created), "created_ms": created,
+        })
+    };
     let mut rows: Vec<serde_json::Value> = outbound
         .iter()
         .map(|i| {
-            json!({
-                "queue": Queue::Outbound.as_str(), "id": i.id, "remote_system": i.remote_system,
-                "process_event": i.process_event, "error": i.error, "created_on": crate::ids::format_time(i.created_on),
-                "created_ms": i.created_on,
-            })
+            row(
+                Queue::Outbound,
+                i.id,
+                &i.remote_system,
+                &i.process_event,
+                &i.error,
+                i.created_on,
+            )
         })
         .chain(inbound.iter().map(|i| {
-            json!({
-                "queue": Queue::Inbound.as_str(), "id": i.id, "remote_system": i.remote_system,
-                "process_event": i.process_event, "error": i.error, "created_on": crate::ids::format_time(i.created_on),
-                "created_ms": i.created_on,
-            })
+            row(
+                Queue::Inbound,
+                i.id,
+                &i.remote_system,
+                &i.process_event,
+                &i.error,
+                i.created_on,
+            )
         }))
         .collect();
     rows.sort_by_key(|row| std::cmp::Reverse(row["created_ms"].as_u64()));
