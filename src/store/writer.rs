@@ -1223,33 +1223,14 @@ fn run_flow(
     );
 
     // Correlate: the peer's record we already know, else the record the
-    // peer says is ours.
-    let correlated = {
-        let by_remote = txn.txn.open_table(CORRELATIONS_BY_REMOTE)?;
-        let records = txn.txn.open_table(RECORDS)?;
-        let known = by_remote
-            .get((
-                item.remote_system.as_str(),
-                item.remote_correlation_id.as_str(),
-            ))?
-            .map(|v| {
-                let (table, sys_id) = v.value();
-                (table.to_string(), sys_id.to_string())
-            })
-            .filter(|(table, _)| *table == flow.table)
-            .map(|(_, sys_id)| sys_id);
-        let candidate = known.or_else(|| {
-            (!item.local_correlation_id.is_empty()).then(|| item.local_correlation_id.clone())
-        });
-        match candidate {
-            Some(sys_id)
-                if records
-                    .get((flow.table.as_str(), sys_id.as_str()))?
-                    .is_some() =>
-            {
-                Some(sys_id)
-            }
-            _ => None,
+    // peer says is ours, but only when that record is correlated with this
+    // very remote system (and not with another of its records): a peer
+    // reaches our records only through its own correlations.
+    let correlated = match correlate(txn, item, &flow.table)? {
+        Ok(correlated) => correlated,
+        Err(problem) => {
+            trace.step("correlate", "refused: the named record is not this peer's");
+            return Ok(FlowResult::Failed(problem));
         }
     };
 
@@ -1415,6 +1396,64 @@ fn run_flow(
         ),
     );
     Ok(FlowResult::Applied(local_id))
+}
+
+/// The local record item `item` is about: the one correlated with the
+/// sender's record, else the one the sender names (`local_correlation_id`)
+/// when it is correlated with the sender, else none (a new record). The
+/// inner `Err` refuses an item that names a record the sender has no
+/// correlation with (a record of this instance, or of another remote).
+fn correlate(
+    txn: &Txn<'_>,
+    item: &InboundItem,
+    table: &str,
+) -> Result<Result<Option<String>, String>, StoreError> {
+    let remote = item.remote_system.as_str();
+    let records = txn.txn.open_table(RECORDS)?;
+    let exists =
+        |sys_id: &str| -> Result<bool, StoreError> { Ok(records.get((table, sys_id))?.is_some()) };
+    let known = txn
+        .txn
+        .open_table(CORRELATIONS_BY_REMOTE)?
+        .get((remote, item.remote_correlation_id.as_str()))?
+        .map(|v| {
+            let (known_table, sys_id) = v.value();
+            (known_table.to_string(), sys_id.to_string())
+        })
+        .filter(|(known_table, _)| known_table == table)
+        .map(|(_, sys_id)| sys_id);
+    if let Some(sys_id) = known {
+        return Ok(Ok(exists(&sys_id)?.then_some(sys_id)));
+    }
+    let named = item.local_correlation_id.as_str();
+    if named.is_empty() {
+        return Ok(Ok(None));
+    }
+    let correlation: Option<Correlation> = match txn
+        .txn
+        .open_table(CORRELATIONS)?
+        .get((table, named, remote))?
+    {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    match correlation {
+        // We sent this record to the sender and it answers about it (the
+        // correlation learns the sender's id with this item).
+        Some(c)
+            if c.remote_correlation_id.is_empty()
+                || c.remote_correlation_id == item.remote_correlation_id =>
+        {
+            Ok(Ok(exists(named)?.then(|| named.to_string())))
+        }
+        Some(c) => Ok(Err(format!(
+            "the item names record {table}/{named}, which is correlated with `{remote}`'s record {}, not with its record {}; nothing was written (skip this item, or check the sender's correlations)",
+            c.remote_correlation_id, item.remote_correlation_id
+        ))),
+        None => Ok(Err(format!(
+            "the item names record {table}/{named}, which is not correlated with remote system `{remote}`: a peer may change only records it sent or was sent; nothing was written (skip this item)"
+        ))),
+    }
 }
 
 /// The attachment changes an inbound item makes to its target record;

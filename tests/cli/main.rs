@@ -10,6 +10,7 @@ mod dashboard;
 mod definitions;
 mod demo;
 mod durability;
+mod guarantees;
 mod instance;
 mod operating;
 mod records;
