@@ -478,12 +478,13 @@ impl Api {
         self.authorize(token, Permission::WriteSync).await?;
         let remote = self.remote_view(&name).await?;
         let lookup = name.clone();
-        let (instance, config, secret) = self
+        let (instance, config, secret, last_sequence) = self
             .blocking(move |store| {
                 Ok((
                     store.instance()?,
                     store.sync_config()?,
                     store.remote_secret(&lookup)?,
+                    store.last_outbound_sequence(&lookup)?,
                 ))
             })
             .await?;
@@ -519,6 +520,7 @@ impl Api {
             remote_system_sys_id: remote.status.sys_id.clone(),
             external_id: remote.status.spec.external_id.clone(),
             process_events,
+            last_sequence: Some(last_sequence),
         };
         if remote.status.spec.external_id.is_empty() {
             problems.push(format!(

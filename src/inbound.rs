@@ -54,6 +54,8 @@ pub struct Hello {
     /// The caller's external_id: our record for the caller.
     pub external_id: String,
     pub process_events: Vec<String>,
+    /// The last sequence the caller gave an item for us, if it says.
+    pub last_sequence: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,8 +193,13 @@ impl PeerGate {
     /// Checks that both sides agree on who they are.
     pub async fn hello(&self, caller: &Caller, hello: Hello) -> Result<HelloAnswer, PeerError> {
         let store = self.store.clone();
-        let (instance, config) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((store.instance()?, store.sync_config()?))
+        let sender = caller.fingerprint.clone();
+        let (instance, config, received) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((
+                store.instance()?,
+                store.sync_config()?,
+                store.highest_received(&sender)?,
+            ))
         })
         .await
         .map_err(|e| PeerError::Unavailable(e.to_string()))??;
@@ -213,6 +220,12 @@ impl PeerGate {
             problems.push(format!(
                 "`{}`'s remote system `{}` has external_id `{}`, not the caller's record sys_id `{}`; set external_id = \"{}\" there",
                 instance.name, caller.name, caller.remote.spec.external_id, hello.remote_system_sys_id, hello.remote_system_sys_id
+            ));
+        }
+        if let Some(last) = hello.last_sequence.filter(|&last| last < received) {
+            problems.push(format!(
+                "`{}` has already received sequence {received} from `{}`, whose last sequence for it is {last}: `{}`'s store was restored from an older copy, so its next items would be dropped as duplicates; give it a new identity (a fresh data directory with `procsync init`) and link it again, or restore its latest store",
+                instance.name, hello.instance_name, hello.instance_name
             ));
         }
         for event in &hello.process_events {
@@ -292,7 +305,12 @@ impl PeerGate {
         self.check_inbound_active(&current)?;
         let acks = self
             .store
-            .receive(current.name.clone(), current.user.domain.clone(), items)
+            .receive(
+                current.name.clone(),
+                current.fingerprint.clone(),
+                current.user.domain.clone(),
+                items,
+            )
             .await?;
         self.sync.wake_inbound.notify_one();
         Ok(acks)

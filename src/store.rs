@@ -533,7 +533,8 @@ impl Store {
 fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REMOTE_SECRETS)?;
     txn.open_table(INBOUND)?;
-    txn.open_table(INBOUND_SEEN)?;
+    txn.open_table(INBOUND_SEEN_BY_PEER)?;
+    move_seen_by_name(txn)?;
     txn.open_table(CORRELATIONS)?;
     txn.open_table(CORRELATIONS_BY_REMOTE)?;
     txn.open_table(PROPERTIES)?;
@@ -551,6 +552,44 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         })?;
         meta.insert("attachment_secret", encode(&secret.to_vec()).as_slice())?;
     }
+    Ok(())
+}
+
+/// Moves the sequences seen under a remote system's name (stores before
+/// `INBOUND_SEEN_BY_PEER`) under the fingerprint it pins now; a name with
+/// no remote system any more keeps its rows under `name:NAME`, which no
+/// caller presents.
+fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    const MARK: &str = "inbound_seen_by_peer_v1";
+    let mut meta = txn.open_table(META)?;
+    if meta.get(MARK)?.is_some() {
+        return Ok(());
+    }
+    let pins: std::collections::HashMap<String, String> =
+        read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?
+            .into_iter()
+            .filter(|o| o.kind == "remote_system")
+            .filter_map(|o| {
+                let pinned = o.spec.get("fingerprint")?.as_str()?;
+                let fingerprint = crate::config::sync::normalize_fingerprint(pinned).ok()?;
+                Some((o.name, fingerprint))
+            })
+            .collect();
+    {
+        let old = txn.open_table(INBOUND_SEEN)?;
+        let mut new = txn.open_table(INBOUND_SEEN_BY_PEER)?;
+        for row in old.iter()? {
+            let (key, id) = row?;
+            let (name, sequence) = key.value();
+            let sender = pins
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("name:{name}"));
+            new.insert((sender.as_str(), sequence), id.value())?;
+        }
+    }
+    txn.delete_table(INBOUND_SEEN)?;
+    meta.insert(MARK, encode(&true).as_slice())?;
     Ok(())
 }
 

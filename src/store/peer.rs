@@ -569,18 +569,42 @@ impl Store {
             .await
     }
 
-    /// Queues items received from `remote` (duplicates by sequence are
+    /// Queues items received from `remote`, sent by the instance with
+    /// certificate `sender` (duplicates by that instance's sequence are
     /// recognised forever and not queued again) in one durable commit.
     /// Returns the sequences to acknowledge: all of them.
     pub async fn receive(
         &self,
         remote: String,
+        sender: String,
         domain: Domain,
         items: Vec<ReceivedItem>,
     ) -> Result<Vec<u64>, StoreError> {
         self.writer
-            .submit(move |txn| super::writer::receive(txn, &remote, &domain, items))
+            .submit(move |txn| super::writer::receive(txn, &remote, &sender, &domain, items))
             .await
+    }
+
+    /// The highest sequence ever received from the instance with
+    /// certificate `sender`; 0 when none.
+    pub fn highest_received(&self, sender: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let seen = txn.open_table(INBOUND_SEEN_BY_PEER)?;
+        let last = seen.range((sender, 0)..=(sender, u64::MAX))?.next_back();
+        match last {
+            Some(row) => Ok(row?.0.value().1),
+            None => Ok(0),
+        }
+    }
+
+    /// The last outbound sequence given to an item for `remote`; 0 when none.
+    pub fn last_outbound_sequence(&self, remote: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let counters = txn.open_table(COUNTERS)?;
+        match counters.get(format!("outbound_seq/{remote}").as_str())? {
+            Some(value) => decode(value.value()),
+            None => Ok(0),
+        }
     }
 
     /// Queues the inbound flow of one Ready item, as `run_as`, now (in call

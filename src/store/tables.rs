@@ -41,8 +41,16 @@ pub const REMOTE_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("r
 /// The inbound queue: item id → `InboundItem`.
 pub const INBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("inbound");
 
-/// Every (remote system, sequence) ever received → inbound item id, kept
-/// forever so a resent item is recognised however late it comes.
+/// Every (sending instance, sequence) ever received → inbound item id, kept
+/// forever so a resent item is recognised however late it comes. The
+/// sending instance is its certificate fingerprint (`sha256:…`, made at
+/// `init`), not the remote system's name: a peer re-created under the same
+/// name has a new certificate and so a sequence space of its own.
+pub const INBOUND_SEEN_BY_PEER: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("inbound_seen_by_peer");
+
+/// The former `INBOUND_SEEN_BY_PEER`, keyed by remote system name: moved
+/// under each remote's pinned fingerprint once on open, then deleted.
 pub const INBOUND_SEEN: TableDefinition<(&str, u64), u64> = TableDefinition::new("inbound_seen");
 
 /// Correlations, one per (local record, remote system): (table, sys_id,

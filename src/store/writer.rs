@@ -914,6 +914,53 @@ pub struct ApplyReport {
 const REMOTE_IDENTITY_FIELDS: &[&str] =
     &["endpoint", "fingerprint", "external_id", "inbound_api_user"];
 
+/// Whether a remote system's new spec pins a different certificate than
+/// its old one did: a certificate is made once per instance at `init`, so
+/// another one is another instance (one re-created under the same name).
+fn pins_new_instance(old: &serde_json::Value, new: &serde_json::Value) -> bool {
+    let pin = |spec: &serde_json::Value| {
+        spec.get("fingerprint")
+            .and_then(|f| f.as_str())
+            .and_then(|f| crate::config::sync::normalize_fingerprint(f).ok())
+    };
+    matches!((pin(old), pin(new)), (Some(old), Some(new)) if old != new)
+}
+
+/// Forgets which of `remote`'s records each of our correlated records is:
+/// those ids name records of an instance that no longer answers under that
+/// name. The correlations stay (we still sent those records), with no peer
+/// record yet, so the next change of ours creates the record there and its
+/// answer correlates again. Returns how many were released.
+fn release_correlations(txn: &redb::WriteTransaction, remote: &str) -> Result<usize, StoreError> {
+    let mut by_remote = txn.open_table(CORRELATIONS_BY_REMOTE)?;
+    let mut correlations = txn.open_table(CORRELATIONS)?;
+    let mut released = Vec::new();
+    for row in by_remote.range((remote, "")..)? {
+        let (key, value) = row?;
+        let (name, remote_id) = key.value();
+        if name != remote {
+            break;
+        }
+        let (table, local) = value.value();
+        released.push((remote_id.to_string(), table.to_string(), local.to_string()));
+    }
+    let now = now_millis();
+    for (remote_id, table, local) in &released {
+        by_remote.remove((remote, remote_id.as_str()))?;
+        let key = (table.as_str(), local.as_str(), remote);
+        let stored: Option<Correlation> = match correlations.get(key)? {
+            Some(value) => Some(decode(value.value())?),
+            None => None,
+        };
+        if let Some(mut correlation) = stored {
+            correlation.remote_correlation_id = String::new();
+            correlation.updated_on = now;
+            correlations.insert(key, encode(&correlation).as_slice())?;
+        }
+    }
+    Ok(released.len())
+}
+
 pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport, StoreError> {
     // Users named by remote systems must exist here.
     {
@@ -972,7 +1019,15 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
                     && REMOTE_IDENTITY_FIELDS
                         .iter()
                         .any(|field| old.spec.get(field) != spec.get(field));
-                report.changed.push(label);
+                let new_instance = is_remote && pins_new_instance(&old.spec, &spec);
+                if new_instance {
+                    let released = release_correlations(txn.txn, &name)?;
+                    report.changed.push(format!(
+                        "{label} (a different certificate: a new instance; {released} correlations with the old one released, its records will be created anew there)"
+                    ));
+                } else {
+                    report.changed.push(label);
+                }
                 StoredSyncObject {
                     spec,
                     updated_on: now,
@@ -1019,18 +1074,19 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
 pub fn receive(
     txn: &mut Txn<'_>,
     remote: &str,
+    sender: &str,
     domain: &Domain,
     items: Vec<super::ReceivedItem>,
 ) -> Result<Vec<u64>, StoreError> {
     let now = now_millis();
-    let mut seen = txn.txn.open_table(INBOUND_SEEN)?;
+    let mut seen = txn.txn.open_table(INBOUND_SEEN_BY_PEER)?;
     let mut inbound = txn.txn.open_table(INBOUND)?;
     let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
     let mut tally = super::stats::Tally::new(now);
     let mut acks = Vec::with_capacity(items.len());
     for received in items {
         acks.push(received.sequence);
-        if seen.get((remote, received.sequence))?.is_some() {
+        if seen.get((sender, received.sequence))?.is_some() {
             continue;
         }
         let id = counters.next("inbound_item")?;
@@ -1106,7 +1162,7 @@ pub fn receive(
             item.flow_contexts.push(context);
         }
         inbound.insert(id, encode(&item).as_slice())?;
-        seen.insert((remote, received.sequence), id)?;
+        seen.insert((sender, received.sequence), id)?;
         tally.inbound(&item, None);
     }
     counters.save()?;
@@ -1400,7 +1456,8 @@ fn run_flow(
 
 /// The local record item `item` is about: the one correlated with the
 /// sender's record, else the one the sender names (`local_correlation_id`)
-/// when it is correlated with the sender, else none (a new record). The
+/// when it is correlated with the sender, else none (a new record, also
+/// when the named record does not exist here). The
 /// inner `Err` refuses an item that names a record the sender has no
 /// correlation with (a record of this instance, or of another remote).
 fn correlate(
@@ -1426,7 +1483,10 @@ fn correlate(
         return Ok(Ok(exists(&sys_id)?.then_some(sys_id)));
     }
     let named = item.local_correlation_id.as_str();
-    if named.is_empty() {
+    // Naming no record, or one we do not have (the sender's knowledge of
+    // us is older than our store), makes a new record: nothing of ours is
+    // reached.
+    if named.is_empty() || !exists(named)? {
         return Ok(Ok(None));
     }
     let correlation: Option<Correlation> = match txn
@@ -1444,7 +1504,7 @@ fn correlate(
             if c.remote_correlation_id.is_empty()
                 || c.remote_correlation_id == item.remote_correlation_id =>
         {
-            Ok(Ok(exists(named)?.then(|| named.to_string())))
+            Ok(Ok(Some(named.to_string())))
         }
         Some(c) => Ok(Err(format!(
             "the item names record {table}/{named}, which is correlated with `{remote}`'s record {}, not with its record {}; nothing was written (skip this item, or check the sender's correlations)",

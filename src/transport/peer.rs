@@ -130,6 +130,7 @@ impl Peer for PeerService {
                     remote_system_sys_id: req.remote_system_sys_id,
                     external_id: req.external_id,
                     process_events: req.process_events,
+                    last_sequence: req.last_sequence,
                 },
             )
             .await
@@ -501,6 +502,7 @@ impl PeerClient {
             remote_system_sys_id: hello.remote_system_sys_id,
             external_id: hello.external_id,
             process_events: hello.process_events,
+            last_sequence: hello.last_sequence,
         });
         let answer = self
             .inner

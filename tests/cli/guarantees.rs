@@ -175,3 +175,219 @@ fn a_peer_changes_only_records_it_is_correlated_with() {
         "edge updated"
     );
 }
+
+fn sys_id_of_remote(instance: &Instance, remote: &str) -> String {
+    instance
+        .json(&["remote", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == remote)
+        .unwrap()["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn hub_records(instance: &Instance, short_description: &str) -> Vec<Value> {
+    instance
+        .json(&[
+            "record",
+            "list",
+            "sc_req_item",
+            "--query",
+            &format!("short_description={short_description}"),
+            "--json",
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_wiped_and_relinked_edge_is_a_new_sender_and_its_changes_arrive() {
+    let (mut edge, hub, mut edge_server, _hub_server) =
+        crate::support::linked_pair(Default::default());
+    edge.fast_retries();
+    hub.fast_retries();
+    for text in ["first life 1", "first life 2", "first life 3"] {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description={text}"),
+        ]);
+    }
+    let from_hub = hub
+        .ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            "short_description=hub says",
+        ])
+        .trim()
+        .to_string();
+    wait_for(
+        &[&edge, &hub],
+        "the first life to sync",
+        Duration::from_secs(30),
+        || {
+            hub_records(&hub, "first life 3").len() == 1
+                && hub_records(&edge, "hub says").len() == 1
+        },
+    );
+
+    // rm -rf, init again under the same name and ports, link again as the
+    // README says.
+    edge_server.stop();
+    edge.reinit("edge");
+    let edge_server = edge.serve();
+    let _edge_server = edge_server;
+    let hub_token = hub.ok(&["user", "token", "edge_api"]).trim().to_string();
+    let edge_token = edge
+        .ok(&["user", "add", "hub_api", "--roles", "process_sync_api"])
+        .trim()
+        .to_string();
+    edge.ok(&["user", "add", "hub_runas", "--roles", "process_sync_run_as"]);
+    let edge_defs = crate::support::sync_definitions(
+        "hub",
+        &hub.peer_endpoint(),
+        &hub.fingerprint,
+        &sys_id_of_remote(&hub, "edge"),
+    );
+    let file = edge.file("sync.toml", &edge_defs);
+    edge.ok(&["apply", file.to_str().unwrap()]);
+    let hub_defs = crate::support::sync_definitions(
+        "edge",
+        &edge.peer_endpoint(),
+        &edge.fingerprint,
+        &sys_id_of_remote(&edge, "hub"),
+    );
+    let file = hub.file("sync.toml", &hub_defs);
+    let applied = hub.ok(&["apply", file.to_str().unwrap()]);
+    assert!(
+        applied.contains("a new instance")
+            && applied.contains("3 correlations with the old one released"),
+        "{applied}"
+    );
+    edge.ok(&["remote", "token", "hub", &hub_token]);
+    hub.ok(&["remote", "token", "edge", &edge_token]);
+    edge.ok(&["remote", "validate", "hub"]);
+    hub.ok(&["remote", "validate", "edge"]);
+
+    // The new edge's sequences 1, 2 are new changes, not duplicates.
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=second life 1",
+    ]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=second life 2",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the second life's records on the hub",
+        Duration::from_secs(30),
+        || {
+            hub_records(&hub, "second life 1").len() == 1
+                && hub_records(&hub, "second life 2").len() == 1
+        },
+    );
+    let firsts = queue_items(&hub, "inbound")
+        .into_iter()
+        .filter(|i| i["remote_system"] == "edge" && i["sequence"] == 1)
+        .count();
+    assert_eq!(firsts, 2, "sequence 1 of each life is its own inbound item");
+    // A change of the hub's to a record the old edge held reaches the new
+    // edge as a new record there, and its answer correlates on the hub.
+    hub.ok(&[
+        "record",
+        "update",
+        "sc_req_item",
+        &from_hub,
+        "short_description=hub says again",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the hub's record on the new edge",
+        Duration::from_secs(30),
+        || hub_records(&edge, "hub says again").len() == 1,
+    );
+    let on_edge = hub_records(&edge, "hub says again")[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    edge.ok(&[
+        "record",
+        "update",
+        "sc_req_item",
+        &on_edge,
+        "short_description=edge answers",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the new edge's answer on the hub",
+        Duration::from_secs(30),
+        || record(&hub, &from_hub)["fields"]["short_description"] == "edge answers",
+    );
+    assert!(
+        queue_items(&hub, "inbound")
+            .iter()
+            .all(|i| i["status"] == "Processed")
+    );
+}
+
+#[test]
+fn an_edge_restored_from_an_older_copy_is_refused_at_validate_with_the_reason() {
+    let (edge, hub, mut edge_server, _hub_server) = crate::support::linked_pair(Default::default());
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=before the copy",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the first record",
+        Duration::from_secs(30),
+        || hub_records(&hub, "before the copy").len() == 1,
+    );
+    edge_server.stop();
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        edge.path().join("procsync.redb"),
+        copy.path().join("procsync.redb"),
+    )
+    .unwrap();
+    let edge_server = edge.serve();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=after the copy",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the second record",
+        Duration::from_secs(30),
+        || hub_records(&hub, "after the copy").len() == 1,
+    );
+    drop(edge_server);
+    std::fs::copy(
+        copy.path().join("procsync.redb"),
+        edge.path().join("procsync.redb"),
+    )
+    .unwrap();
+    let _edge_server = edge.serve();
+    let refused = edge.fails(&["remote", "validate", "hub"]);
+    assert!(
+        refused.contains("has already received sequence 2")
+            && refused.contains("whose last sequence for it is 1")
+            && refused.contains("restored from an older copy"),
+        "{refused}"
+    );
+}

@@ -101,6 +101,30 @@ impl Instance {
         self.dir.path()
     }
 
+    /// Wipes the data directory (`rm -rf`) and runs `procsync init` there
+    /// again under `name`: the same place and ports, a new identity.
+    pub fn reinit(&mut self, name: &str) {
+        std::fs::remove_dir_all(self.path()).unwrap();
+        std::fs::create_dir(self.path()).unwrap();
+        let out = Command::new(BIN)
+            .args(["init", "--name", name, "--data"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.fingerprint = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("fingerprint:"))
+            .expect("init prints the fingerprint")
+            .trim()
+            .to_string();
+    }
+
     /// Starts `procsync serve` and waits until its admin API answers.
     pub fn serve(&self) -> Server {
         self.serve_with(&[])
