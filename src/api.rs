@@ -403,17 +403,16 @@ impl Api {
         } else {
             file_name
         };
-        let config =
-            SyncConfig::parse(&file_name, &text).map_err(|e| ApiError::Invalid(e.to_string()))?;
-        for definition in &config.definitions {
-            if !definition.domain.is_within(&user.domain) {
-                return Err(ApiError::PermissionDenied(format!(
-                    "definition `{}` is in domain `{}`, outside your domain `{}`",
-                    definition.name, definition.domain, user.domain
-                )));
-            }
-        }
-        let report = self.store.apply_config(config).await?;
+        // An admin of a domain manages that subtree only: the objects
+        // outside it stay as they are, and the file may refer to them.
+        let stored = self.blocking(|store| store.sync_config()).await?;
+        let (_, kept) = stored.split_by_domain(&user.domain);
+        let config = SyncConfig::parse_for_domain(&file_name, &text, &user.domain, &kept)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let report = self
+            .store
+            .apply_config(config, user.domain.clone(), kept)
+            .await?;
         let store = self.store.clone();
         let sync = self.sync.clone();
         self.blocking(move |_| sync.refresh_allowed(&store)).await?;
@@ -423,9 +422,9 @@ impl Api {
     }
 
     pub async fn export_config(&self, token: Option<String>) -> Result<String, ApiError> {
-        self.authorize(token, Permission::ReadSync).await?;
+        let user = self.authorize(token, Permission::ReadSync).await?;
         let config = self.blocking(|store| store.sync_config()).await?;
-        Ok(config.to_toml())
+        Ok(config.split_by_domain(&user.domain).0.to_toml())
     }
 
     pub async fn list_remote_systems(
@@ -752,8 +751,15 @@ impl Api {
         name: String,
         value: String,
     ) -> Result<(String, String, String, String), ApiError> {
-        self.authorize(token.clone(), Permission::ManageUsers)
+        let user = self
+            .authorize(token.clone(), Permission::ManageInstance)
             .await?;
+        if !user.domain.is_global() {
+            return Err(ApiError::PermissionDenied(format!(
+                "properties are instance-wide settings, which only an admin of domain `global` may change; `{}` is an admin of `{}`",
+                user.name, user.domain
+            )));
+        }
         self.store.set_property(name.clone(), value).await?;
         self.sync.wake_outbound.notify_waiters();
         self.list_properties(token)

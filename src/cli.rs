@@ -415,12 +415,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply { file, connection } => {
             let text = read_file(&file)?;
             let shown = file.display().to_string();
-            // Validate offline first: every problem, with lines, before
-            // anything is sent.
-            if let Err(e) = SyncConfig::parse(&shown, &text) {
-                eprintln!("{e}");
-                return Ok(ExitCode::FAILURE);
-            }
+            // The instance validates the file with what it keeps beside it
+            // (another domain's objects the file may refer to) and answers
+            // every problem with its line.
             let report = client(&connection)
                 .await?
                 .apply_config(&text, &shown)

@@ -46,6 +46,11 @@ impl Domain {
         &self.0
     }
 
+    /// Whether this is the root, `global`.
+    pub fn is_global(&self) -> bool {
+        self.0 == GLOBAL
+    }
+
     /// Whether `self` is `ancestor` or lies beneath it.
     pub fn is_within(&self, ancestor: &Domain) -> bool {
         self.0 == ancestor.0

@@ -522,10 +522,25 @@ impl Store {
             .await
     }
 
-    /// Makes the stored process sync objects equal `config`, by name.
-    pub async fn apply_config(&self, config: SyncConfig) -> Result<ApplyReport, StoreError> {
+    /// Makes the stored process sync objects equal `config`, by name, for
+    /// an admin of `domain` who read `kept` as the objects outside it:
+    /// refused if those changed meanwhile.
+    pub async fn apply_config(
+        &self,
+        config: SyncConfig,
+        domain: crate::domain::Domain,
+        kept: SyncConfig,
+    ) -> Result<ApplyReport, StoreError> {
         self.writer
-            .submit(move |txn| writer::apply_config(txn, config))
+            .submit(move |txn| {
+                let stored = sync_config_of(&read_sync_objects(&txn.txn.open_table(SYNC_OBJECTS)?)?)?;
+                if stored.split_by_domain(&domain).1 != kept {
+                    return Err(StoreError::Conflict(
+                        "definitions outside your domain changed while this file was checked; apply it again".to_string(),
+                    ));
+                }
+                writer::apply_config(txn, config)
+            })
             .await
     }
 }

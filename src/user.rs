@@ -79,6 +79,8 @@ pub enum Permission {
     WriteSync,
     /// Manage users and tokens.
     ManageUsers,
+    /// Change instance-wide settings (properties).
+    ManageInstance,
 }
 
 impl Permission {
@@ -87,7 +89,7 @@ impl Permission {
             Permission::Records => &[Role::Admin, Role::ProcessSync, Role::ProcessSyncRunAs],
             Permission::ReadSync => &[Role::Admin, Role::ProcessSync],
             Permission::WriteSync => &[Role::Admin, Role::ProcessSync],
-            Permission::ManageUsers => &[Role::Admin],
+            Permission::ManageUsers | Permission::ManageInstance => &[Role::Admin],
         }
     }
 
@@ -97,6 +99,7 @@ impl Permission {
             Permission::ReadSync => "read process sync configuration and queues",
             Permission::WriteSync => "apply process sync configuration",
             Permission::ManageUsers => "manage users and tokens",
+            Permission::ManageInstance => "change instance-wide settings (properties)",
         }
     }
 }

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Problem, SourceLines, toml_problem};
+
+mod scope;
 use crate::condition::Query;
 use crate::domain::Domain;
 use crate::ids::is_sys_id;
@@ -129,6 +131,9 @@ pub struct RemoteSystem {
     pub inbound_api_user: String,
     /// The local user inbound flows from this peer run as.
     pub run_as: String,
+    /// Who manages this remote system: admins of this domain's subtree.
+    #[serde(default = "Domain::global", skip_serializing_if = "Domain::is_global")]
+    pub domain: Domain,
     /// Steps run when the outbound state becomes Error (retries exhausted,
     /// or the peer refused us).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,11 +246,39 @@ pub const KINDS: &[&str] = &[
 impl SyncConfig {
     /// Parses and validates definitions text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<SyncConfig, ConfigError> {
+        Self::parse_for_domain(file, text, &Domain::global(), &SyncConfig::default())
+    }
+
+    /// Parses definitions text applied by an admin of `domain`, beside
+    /// `kept` (the stored objects outside that domain, which the file may
+    /// refer to but neither hold nor change), validating the two together.
+    /// Returns the whole: the file's objects, then `kept`'s.
+    pub fn parse_for_domain(
+        file: &str,
+        text: &str,
+        domain: &Domain,
+        kept: &SyncConfig,
+    ) -> Result<SyncConfig, ConfigError> {
         let config: SyncConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_string(),
             problems: vec![toml_problem(text, &e)],
         })?;
-        let problems = config.problems(&SourceLines::scan(text));
+        let lines = SourceLines::scan(text);
+        let outside = config.outside_of(domain, kept);
+        if !outside.is_empty() {
+            return Err(ConfigError {
+                file: file.to_string(),
+                problems: outside
+                    .into_iter()
+                    .map(|(kind, index, message)| Problem {
+                        line: lines.line(kind, index, "name"),
+                        message,
+                    })
+                    .collect(),
+            });
+        }
+        let config = config.joined(kept);
+        let problems = config.problems(&lines);
         if problems.is_empty() {
             Ok(config)
         } else {

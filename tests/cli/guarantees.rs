@@ -391,3 +391,205 @@ fn an_edge_restored_from_an_older_copy_is_refused_at_validate_with_the_reason() 
         "{refused}"
     );
 }
+
+const GLOBAL_DEFINITIONS: &str = r#"
+[[definition]]
+name = "Global"
+
+[[process_event]]
+name = "global_event"
+definition = "Global"
+
+[[capture]]
+name = "Global capture"
+process_event = "global_event"
+table = "incident"
+fields = ["*"]
+
+[[remote_system]]
+name = "hub"
+endpoint = "https://127.0.0.1:9"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api_user"
+run_as = "runas_user"
+
+[[outbound_flow]]
+name = "Global to hub"
+process_event = "global_event"
+remote_system = "hub"
+"#;
+
+/// An acme file: its own definition, event and capture, and a flow to the
+/// global remote system `hub`, which it may name but not hold.
+const ACME_DEFINITIONS: &str = r#"
+[[definition]]
+name = "Acme"
+domain = "global/acme"
+
+[[process_event]]
+name = "acme_event"
+definition = "Acme"
+
+[[capture]]
+name = "Acme capture"
+process_event = "acme_event"
+table = "incident"
+fields = ["*"]
+
+[[outbound_flow]]
+name = "Acme to hub"
+process_event = "acme_event"
+remote_system = "hub"
+"#;
+
+fn output_text(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_domain_admin_applies_exports_and_removes_only_its_own_domain() {
+    use crate::support::as_user;
+    let instance = Instance::init("hub");
+    let _server = instance.serve();
+    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
+    instance.ok(&[
+        "user",
+        "add",
+        "runas_user",
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    let global = instance.file("global.toml", GLOBAL_DEFINITIONS);
+    instance.ok(&["apply", global.to_str().unwrap()]);
+    let acme_admin = instance
+        .ok(&[
+            "user",
+            "add",
+            "acme_admin",
+            "--roles",
+            "admin",
+            "--domain",
+            "global/acme",
+        ])
+        .trim()
+        .to_string();
+
+    let acme = instance.file("acme.toml", ACME_DEFINITIONS);
+    let (ok, text) = output_text(&as_user(
+        &instance,
+        &acme_admin,
+        &["apply", acme.to_str().unwrap()],
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        !text.contains("removed"),
+        "nothing outside acme is removed: {text}"
+    );
+    let everything = instance.ok(&["export"]);
+    for name in [
+        "Global capture",
+        "Global to hub",
+        "name = \"hub\"",
+        "Acme capture",
+        "Acme to hub",
+    ] {
+        assert!(everything.contains(name), "{name} in {everything}");
+    }
+    let (ok, exported) = output_text(&as_user(&instance, &acme_admin, &["export"]));
+    assert!(ok, "{exported}");
+    assert!(
+        exported.contains("Acme capture") && exported.contains("Acme to hub"),
+        "{exported}"
+    );
+    assert!(
+        !exported.contains("Global") && !exported.contains("name = \"hub\""),
+        "a domain admin's export holds only its subtree: {exported}"
+    );
+
+    // A file naming a global object is refused, whatever else it holds.
+    for (what, extra) in [
+        (
+            "definition `Global` is in domain `global`",
+            "\n[[definition]]\nname = \"Global\"\n",
+        ),
+        (
+            "remote_system `hub` is in domain `global`",
+            "\n[[remote_system]]\nname = \"hub\"\nendpoint = \"https://127.0.0.1:9\"\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ninbound_api_user = \"api_user\"\nrun_as = \"runas_user\"\n",
+        ),
+        (
+            "process_event `global_event` already exists in a domain outside yours",
+            "\n[[process_event]]\nname = \"global_event\"\ndefinition = \"Acme\"\n",
+        ),
+        (
+            "capture `Sneaky` is in domain `global`",
+            "\n[[capture]]\nname = \"Sneaky\"\nprocess_event = \"global_event\"\ntable = \"incident\"\nfields = [\"*\"]\n",
+        ),
+    ] {
+        let file = instance.file("bad.toml", &format!("{ACME_DEFINITIONS}{extra}"));
+        let (ok, text) = output_text(&as_user(
+            &instance,
+            &acme_admin,
+            &["apply", file.to_str().unwrap()],
+        ));
+        assert!(!ok && text.contains(what), "expected `{what}`: {text}");
+    }
+    assert_eq!(
+        instance.ok(&["export"]),
+        everything,
+        "refused files change nothing"
+    );
+
+    // An acme file without its capture and flow removes those two only.
+    let smaller = instance.file(
+        "smaller.toml",
+        "[[definition]]\nname = \"Acme\"\ndomain = \"global/acme\"\n\n[[process_event]]\nname = \"acme_event\"\ndefinition = \"Acme\"\n",
+    );
+    let (ok, text) = output_text(&as_user(
+        &instance,
+        &acme_admin,
+        &["apply", smaller.to_str().unwrap()],
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("capture `Acme capture`") && text.contains("outbound_flow `Acme to hub`"),
+        "{text}"
+    );
+    let after = instance.ok(&["export"]);
+    assert!(
+        after.contains("Global capture")
+            && after.contains("Global to hub")
+            && !after.contains("Acme capture")
+    );
+
+    // Instance-wide settings need an admin of `global`.
+    let (ok, text) = output_text(&as_user(
+        &instance,
+        &acme_admin,
+        &["property", "set", "purge.processed_age", "3600"],
+    ));
+    assert!(
+        !ok && text.contains("only an admin of domain `global` may change"),
+        "{text}"
+    );
+    let run_as = instance
+        .ok(&["user", "add", "flows", "--roles", "process_sync_run_as"])
+        .trim()
+        .to_string();
+    let (ok, text) = output_text(&as_user(
+        &instance,
+        &run_as,
+        &["property", "set", "purge.processed_age", "3600"],
+    ));
+    assert!(
+        !ok && text.contains("may not change instance-wide settings (properties)"),
+        "{text}"
+    );
+    instance.ok(&["property", "set", "purge.processed_age", "3600"]);
+}

@@ -52,6 +52,16 @@ pub fn wait_for(
     }
 }
 
+/// Runs the CLI against `instance` with `token` instead of its admin's.
+pub fn as_user(instance: &Instance, token: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("PROCSYNC_DATA", instance.path())
+        .env("PROCSYNC_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
 /// An instance's data directory (removed with the value).
 pub struct Instance {
     pub dir: tempfile::TempDir,

@@ -1,19 +1,8 @@
 //! Tokens, roles and domain separation.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{BIN, Instance};
-
-fn as_user(instance: &Instance, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("PROCSYNC_DATA", instance.path())
-        .env("PROCSYNC_TOKEN", token)
-        .output()
-        .unwrap()
-}
+use crate::support::{Instance, as_user};
 
 fn stdout(out: &std::process::Output) -> String {
     assert!(
