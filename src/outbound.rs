@@ -22,6 +22,9 @@ use crate::transport::peer::{CallError, PeerClient, PeerTarget};
 const WINDOW: usize = 1024;
 /// Acknowledged items marked Processed together.
 const ACK_BATCH: usize = 256;
+/// Longest wait for the next acknowledgment while items are in flight (at
+/// least three heartbeat intervals); missing it fails the attempt.
+const ACK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the dispatcher sends.
 #[derive(Clone, Debug)]
@@ -192,10 +195,33 @@ impl Outbound {
         }
     }
 
-    /// The dispatcher of one remote system.
+    /// The dispatcher of one remote system. Its retry state lives in the
+    /// store, so after a restart a remote in Error from passing failures is
+    /// probed on, on the schedule it had.
     async fn dispatch(self, remote: String) {
-        let mut attempts: u32 = 0;
         let mut stop = self.stop.clone();
+        let mut retry = {
+            let store = self.store.clone();
+            let name = remote.clone();
+            tokio::task::spawn_blocking(move || store.remote_retry(&name))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        };
+        let mut attempts = retry.attempts;
+        self.health.update(&remote, |h| {
+            h.attempts = retry.attempts;
+            h.last_error = retry.last_error.clone();
+            h.next_attempt_on = retry.next_attempt_on.map(format_time);
+        });
+        // A schedule carried over from before a restart is kept (at most
+        // one capped interval away); probing may cut it short.
+        let mut probe = true;
+        let mut resume_at = retry.next_attempt_on.map(|at| {
+            let wait = Duration::from_millis(at.saturating_sub(now_millis()));
+            tokio::time::Instant::now() + wait.min(self.policy().max_interval)
+        });
         loop {
             if *stop.borrow() {
                 return;
@@ -204,19 +230,40 @@ impl Outbound {
             let Some((outbound_state, _)) = state else {
                 return;
             };
-            if outbound_state != RemoteState::Active
-                && !(outbound_state == RemoteState::Error && attempts > 0)
-            {
-                // Disabled, or in Error waiting for the operator.
+            let probing = outbound_state == RemoteState::Error && !retry.refused;
+            if outbound_state != RemoteState::Active && !probing {
+                // Disabled, or refused by the peer: waiting for the operator.
                 self.health.update(&remote, |h| h.health = Health::Down);
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = stop.changed() => {}
                 }
+                if retry.refused
+                    && self.remote_state(&remote).await.map(|s| s.0) == Some(RemoteState::Active)
+                {
+                    // Validated: whatever refused us is settled.
+                    retry = Default::default();
+                    attempts = 0;
+                    let _ = self
+                        .store
+                        .set_remote_retry(remote.clone(), retry.clone())
+                        .await;
+                }
                 continue;
             }
-            let end = self.session(&remote, &mut attempts).await;
+            if let Some(until) = resume_at.take() {
+                self.wait_for_retry(&remote, until, probe, &mut stop).await;
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            let mut connected = false;
+            let end = self.session(&remote, &mut attempts, &mut connected).await;
+            if attempts == 0 && retry != Default::default() {
+                // The peer answered during the session.
+                retry = Default::default();
+            }
             match end {
                 SessionEnd::Stopped => return,
                 SessionEnd::NotActive => continue,
@@ -225,6 +272,7 @@ impl Outbound {
                     self.health.update(&remote, |h| {
                         h.health = Health::Down;
                         h.last_error = Some(reason.clone());
+                        h.next_attempt_on = None;
                     });
                     // In-flight items go back to Ready and wait for the operator.
                     let _ = self
@@ -235,19 +283,22 @@ impl Outbound {
                         .store
                         .set_remote_states(remote.clone(), Some(RemoteState::Error), None)
                         .await;
+                    retry = crate::property::RetryState {
+                        attempts,
+                        last_error: Some(reason.clone()),
+                        next_attempt_on: None,
+                        refused: true,
+                    };
+                    let _ = self
+                        .store
+                        .set_remote_retry(remote.clone(), retry.clone())
+                        .await;
                     self.run_error_handling(&remote, &reason, attempts).await;
                     attempts = 0;
                 }
                 SessionEnd::Failed(CallError::Transient(reason)) => {
                     attempts += 1;
-                    let policy = match self.store.retry_policy() {
-                        Ok(policy) => policy,
-                        Err(_) => crate::property::RetryPolicy {
-                            times: 3,
-                            interval: Duration::from_secs(60),
-                            max_interval: Duration::from_secs(900),
-                        },
-                    };
+                    let policy = self.policy();
                     let delay = policy.delay(attempts, jitter_seed(&remote, attempts));
                     let next = now_millis() + delay.as_millis() as u64;
                     // Items that were in flight carry the failure and the
@@ -255,6 +306,16 @@ impl Outbound {
                     let _ = self
                         .store
                         .reset_running(remote.clone(), Some((reason.clone(), Some(next))))
+                        .await;
+                    retry = crate::property::RetryState {
+                        attempts,
+                        last_error: Some(reason.clone()),
+                        next_attempt_on: Some(next),
+                        refused: false,
+                    };
+                    let _ = self
+                        .store
+                        .set_remote_retry(remote.clone(), retry.clone())
                         .await;
                     self.health.update(&remote, |h| {
                         h.health = Health::Down;
@@ -272,20 +333,73 @@ impl Outbound {
                     } else {
                         tracing::warn!(target: "outbound_queue", remote_system = %remote, attempts, retry_in_ms = delay.as_millis() as u64, error = %reason, "Sending to the peer failed; retrying on a timer.");
                     }
-                    let until = tokio::time::Instant::now() + delay;
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(until) => break,
-                            _ = self.wake.notified() => {
-                                if self.health.take_retry_now(&remote) {
-                                    tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer called us; retrying now.");
-                                    break;
-                                }
-                            }
-                            _ = stop.changed() => break,
-                        }
+                    resume_at = Some(tokio::time::Instant::now() + delay);
+                    // A peer we could not even reach is probed while we
+                    // wait; one that connected and then failed waits out
+                    // its backoff (probing it would only repeat the failure).
+                    probe = !connected;
+                }
+            }
+        }
+    }
+
+    /// The retry policy now in the properties (the defaults if the store
+    /// cannot say).
+    fn policy(&self) -> crate::property::RetryPolicy {
+        self.store
+            .retry_policy()
+            .unwrap_or(crate::property::RetryPolicy {
+                times: 3,
+                interval: Duration::from_secs(60),
+                max_interval: Duration::from_secs(900),
+            })
+    }
+
+    /// Waits until `until`, the next attempt's time, or less: when the peer
+    /// calls us, or when a probe (a connection and TLS handshake, every
+    /// heartbeat interval) finds it reachable again, the attempt is made at
+    /// once. Probes count no attempt, so a long backoff never leaves a
+    /// healed link idle for long.
+    async fn wait_for_retry(
+        &self,
+        remote: &str,
+        until: tokio::time::Instant,
+        probe_it: bool,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        let every = self
+            .store
+            .heartbeat()
+            .map(|(interval, _)| interval)
+            .unwrap_or(Duration::from_secs(10));
+        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = self.wake.notified() => {
+                    if self.health.take_retry_now(remote) {
+                        tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer called us; retrying now.");
+                        return;
                     }
                 }
+                _ = probe.tick(), if probe_it => {
+                    let try_it = async {
+                        match self.target(remote).await {
+                            Ok(target) => PeerClient::connect(&target).await.is_ok(),
+                            Err(_) => false,
+                        }
+                    };
+                    let reachable = tokio::select! {
+                        reachable = try_it => reachable,
+                        _ = stop.changed() => return,
+                    };
+                    if reachable {
+                        tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer is reachable again; retrying now.");
+                        return;
+                    }
+                }
+                _ = stop.changed() => return,
             }
         }
     }
@@ -307,18 +421,21 @@ impl Outbound {
     }
 
     /// One stream's life: connect, send, collect acks, until it fails.
-    async fn session(&self, remote: &str, attempts: &mut u32) -> SessionEnd {
-        let target = match self.target(remote).await {
-            Ok(target) => target,
-            Err(e) => return SessionEnd::Failed(e),
+    /// `connected` says whether the peer was reached at all.
+    async fn session(&self, remote: &str, attempts: &mut u32, connected: &mut bool) -> SessionEnd {
+        let mut stop = self.stop.clone();
+        let open = async {
+            let target = self.target(remote).await?;
+            let mut client = PeerClient::connect(&target).await?;
+            *connected = true;
+            client.sync().await
         };
-        let mut client = match PeerClient::connect(&target).await {
-            Ok(client) => client,
-            Err(e) => return SessionEnd::Failed(e),
-        };
-        let (items, mut events) = match client.sync().await {
-            Ok(stream) => stream,
-            Err(e) => return SessionEnd::Failed(e),
+        let (items, mut events) = tokio::select! {
+            opened = open => match opened {
+                Ok(stream) => stream,
+                Err(e) => return SessionEnd::Failed(e),
+            },
+            _ = stop.changed() => return SessionEnd::Stopped,
         };
         // Items left Running by an earlier session or process go again; the
         // peer drops the ones it already has.
@@ -336,8 +453,10 @@ impl Outbound {
         let mut in_flight: BTreeSet<u64> = BTreeSet::new();
         let mut acked: Vec<u64> = Vec::new();
         let mut cursor = 0u64;
-        let mut stop = self.stop.clone();
         let mut confirmed = false;
+        // The last ack, or the time the window went from empty to busy: a
+        // peer that answers pings but acknowledges nothing is stuck too.
+        let mut progress = Instant::now();
         self.health.update(remote, |h| h.health = Health::Up);
         loop {
             if self.health.is_disabled(remote) {
@@ -359,6 +478,9 @@ impl Outbound {
                         }
                         for (_, item) in batch {
                             cursor = cursor.max(item.sequence);
+                            if in_flight.is_empty() {
+                                progress = Instant::now();
+                            }
                             in_flight.insert(item.sequence);
                             if items.send(SendItem::Item(item)).await.is_err() {
                                 return SessionEnd::Failed(CallError::Transient(
@@ -379,6 +501,7 @@ impl Outbound {
             tokio::select! {
                 event = events.recv() => match event {
                     Some(SyncEvent::Ack(sequence)) => {
+                        progress = Instant::now();
                         in_flight.remove(&sequence);
                         acked.push(sequence);
                         if !confirmed {
@@ -417,6 +540,14 @@ impl Outbound {
                     }
                 },
                 _ = heartbeat.tick() => {
+                    let ack_deadline = ACK_DEADLINE.max(interval * 3);
+                    if !in_flight.is_empty() && progress.elapsed() > ack_deadline {
+                        let _ = self.flush_acks(remote, &mut acked).await;
+                        return SessionEnd::Failed(CallError::Transient(format!(
+                            "{} items were sent but the peer acknowledged none for {} s: it is stuck or cannot commit",
+                            in_flight.len(), progress.elapsed().as_secs()
+                        )));
+                    }
                     if let Some((_, sent_at)) = ping_sent {
                         if sent_at.elapsed() > interval * 3 {
                             let _ = self.flush_acks(remote, &mut acked).await;
@@ -472,12 +603,22 @@ impl Outbound {
         if *attempts > 0 {
             tracing::info!(target: "outbound_queue", remote_system = %remote, attempts = *attempts, "The peer answers again.");
         }
-        if let Some((RemoteState::Error, _)) = self.remote_state(remote).await {
+        let in_error = matches!(
+            self.remote_state(remote).await,
+            Some((RemoteState::Error, _))
+        );
+        if in_error {
             let _ = self
                 .store
                 .set_remote_states(remote.to_string(), Some(RemoteState::Active), None)
                 .await;
             tracing::info!(target: "outbound_queue", remote_system = %remote, "The remote system's outbound state is Active again.");
+        }
+        if *attempts > 0 || in_error {
+            let _ = self
+                .store
+                .set_remote_retry(remote.to_string(), Default::default())
+                .await;
         }
         *attempts = 0;
         self.health.update(remote, |h| {

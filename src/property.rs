@@ -140,6 +140,20 @@ pub fn check(name: &str, value: &str) -> Result<String, String> {
     Ok(number.to_string())
 }
 
+/// Where a remote system's sending retries stand, kept in the store so a
+/// restart resumes the schedule instead of forgetting it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryState {
+    /// Failed attempts since the peer last answered.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When the next attempt is due (milliseconds since the epoch).
+    pub next_attempt_on: Option<u64>,
+    /// The peer refused us (credentials, pins): nothing is tried until
+    /// `procsync remote validate` succeeds.
+    pub refused: bool,
+}
+
 /// The retry policy from the properties.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {

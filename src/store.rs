@@ -547,6 +547,7 @@ impl Store {
 
 fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REMOTE_SECRETS)?;
+    txn.open_table(REMOTE_RETRY)?;
     txn.open_table(INBOUND)?;
     txn.open_table(INBOUND_SEEN_BY_PEER)?;
     move_seen_by_name(txn)?;

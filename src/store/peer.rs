@@ -40,6 +40,35 @@ impl Store {
         }
     }
 
+    /// Where sending to `remote` stands; the default while the peer answers.
+    pub fn remote_retry(&self, remote: &str) -> Result<property::RetryState, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REMOTE_RETRY)?;
+        match table.get(remote)? {
+            Some(value) => decode(value.value()),
+            None => Ok(property::RetryState::default()),
+        }
+    }
+
+    /// Records where sending to `remote` stands (the default clears it).
+    pub async fn set_remote_retry(
+        &self,
+        remote: String,
+        state: property::RetryState,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut table = txn.txn.open_table(REMOTE_RETRY)?;
+                if state == property::RetryState::default() {
+                    table.remove(remote.as_str())?;
+                } else {
+                    table.insert(remote.as_str(), encode(&state).as_slice())?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// The key attachment grants are made with; never leaves the instance.
     pub fn attachment_secret(&self) -> Result<[u8; 32], StoreError> {
         let txn = self.db.begin_read()?;

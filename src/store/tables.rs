@@ -34,6 +34,11 @@ pub const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("outbound
 pub const OUTBOUND_BY_REMOTE: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("outbound_by_remote");
 
+/// Where sending to each remote system stands: remote system name →
+/// `RetryState` (attempts, last error, next attempt, refused). Absent
+/// while the peer answers.
+pub const REMOTE_RETRY: TableDefinition<&str, &[u8]> = TableDefinition::new("remote_retry");
+
 /// Tokens this instance presents to its peers: remote system name → token
 /// (versioned string). Never exported.
 pub const REMOTE_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("remote_secrets");

@@ -368,6 +368,28 @@ pub struct PeerTarget {
 pub struct PeerClient {
     inner: pb::peer_client::PeerClient<Channel>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    endpoint: String,
+}
+
+/// Longest wait for a connection (TCP and TLS) and for the answer that
+/// opens a call (response headers): a peer that accepts and then says
+/// nothing counts as a failed attempt instead of a wait without end.
+pub const OPEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `call` within `OPEN_DEADLINE`, else a transient failure saying that
+/// `endpoint` did not answer `what`.
+async fn within_deadline<T>(
+    endpoint: &str,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(OPEN_DEADLINE, call).await {
+        Ok(result) => result,
+        Err(_) => Err(CallError::Transient(format!(
+            "{endpoint} accepted the connection but did not answer {what} within {} s; the peer is stuck or something between us holds the traffic",
+            OPEN_DEADLINE.as_secs()
+        ))),
+    }
 }
 
 /// Why talking to a peer failed, split the way retries need it.
@@ -445,17 +467,29 @@ impl PeerClient {
             let address = address.clone();
             let host = host.clone();
             async move {
-                let tcp = TcpStream::connect(&address).await?;
-                tcp.set_nodelay(true)?;
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(tls::server_name(&host), tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
+                let connect = async {
+                    let tcp = TcpStream::connect(&address).await?;
+                    tcp.set_nodelay(true)?;
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(tls::server_name(&host), tcp)
+                        .await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                };
+                match tokio::time::timeout(OPEN_DEADLINE, connect).await {
+                    Ok(connected) => connected,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no TLS handshake within {} s (the address accepts connections but does not answer)",
+                            OPEN_DEADLINE.as_secs()
+                        ),
+                    )),
+                }
             }
         });
         let channel = Endpoint::from_shared(format!("http://{rest}"))
             .map_err(|e| CallError::Permanent(format!("endpoint `{}`: {e}", target.endpoint)))?
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(OPEN_DEADLINE)
             .http2_keep_alive_interval(std::time::Duration::from_secs(15))
             .keep_alive_timeout(std::time::Duration::from_secs(10))
             .keep_alive_while_idle(true)
@@ -483,6 +517,7 @@ impl PeerClient {
             inner: pb::peer_client::PeerClient::new(channel)
                 .max_decoding_message_size(64 * 1024 * 1024),
             authorization,
+            endpoint: target.endpoint.clone(),
         })
     }
 
@@ -504,11 +539,9 @@ impl PeerClient {
             process_events: hello.process_events,
             last_sequence: hello.last_sequence,
         });
-        let answer = self
-            .inner
-            .hello(request)
-            .await
-            .map_err(call_error)?
+        let call = async { self.inner.hello(request).await.map_err(call_error) };
+        let answer = within_deadline(&self.endpoint, "Hello", call)
+            .await?
             .into_inner();
         Ok(HelloAnswer {
             protocol_version: answer.protocol_version,
@@ -524,11 +557,9 @@ impl PeerClient {
             grant: Some(grant_to_pb(grant)),
             offset,
         });
-        let inner = self
-            .inner
-            .fetch(request)
-            .await
-            .map_err(call_error)?
+        let call = async { self.inner.fetch(request).await.map_err(call_error) };
+        let inner = within_deadline(&self.endpoint, "the fetch call", call)
+            .await?
             .into_inner();
         Ok(FetchStream { inner })
     }
@@ -570,11 +601,9 @@ impl PeerClient {
             },
         });
         let request = self.request(up);
-        let mut down = self
-            .inner
-            .sync(request)
-            .await
-            .map_err(call_error)?
+        let call = async { self.inner.sync(request).await.map_err(call_error) };
+        let mut down = within_deadline(&self.endpoint, "the sync call", call)
+            .await?
             .into_inner();
         let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
         tokio::spawn(async move {

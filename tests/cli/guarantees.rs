@@ -593,3 +593,228 @@ fn a_domain_admin_applies_exports_and_removes_only_its_own_domain() {
     );
     instance.ok(&["property", "set", "purge.processed_age", "3600"]);
 }
+
+fn remote_of(instance: &Instance, name: &str) -> Value {
+    instance.json(&["remote", "show", name, "--json"])
+}
+
+#[test]
+fn a_peer_that_never_answers_the_stream_is_a_failed_attempt_and_retried() {
+    let (edge, hub, mut edge_server, mut hub_server) =
+        crate::support::linked_pair(Default::default());
+    edge.fast_retries();
+    hub_server.stop();
+    let hung = crate::faults::HungPeer::start(&hub, &edge.fingerprint);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=held up",
+    ]);
+    wait_for(
+        &[&edge],
+        "failed attempts against the hung peer",
+        Duration::from_secs(60),
+        || {
+            let remote = remote_of(&edge, "hub");
+            remote["attempts"].as_u64().unwrap_or(0) >= 2
+                && remote["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("did not answer the sync call within 10 s")
+        },
+    );
+    let remote = remote_of(&edge, "hub");
+    assert_eq!(remote["health"], "Down", "{remote}");
+    assert!(remote["next_attempt_on"].is_string(), "{remote}");
+    // SIGTERM does not wait for the hung call.
+    let started = std::time::Instant::now();
+    assert!(edge_server.stop().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    hung.stop();
+    let _hub_server = hub.serve();
+    let _edge_server = edge.serve();
+    wait_for(
+        &[&edge, &hub],
+        "the record after the hub answers",
+        Duration::from_secs(60),
+        || hub_records(&hub, "held up").len() == 1,
+    );
+}
+
+#[test]
+fn a_remote_in_error_is_probed_after_a_restart_and_recovers_by_itself() {
+    let (edge, hub, mut edge_server, mut hub_server) =
+        crate::support::linked_pair(Default::default());
+    edge.ok(&["property", "set", "retry.times", "1"]);
+    edge.ok(&["property", "set", "retry.interval", "1"]);
+    edge.ok(&["property", "set", "retry.max_interval", "3"]);
+    edge.ok(&["property", "set", "heartbeat.interval", "1"]);
+    hub_server.stop();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=queued while down",
+    ]);
+    wait_for(
+        &[&edge],
+        "the remote in outbound Error",
+        Duration::from_secs(60),
+        || remote_of(&edge, "hub")["outbound_state"] == "Error",
+    );
+    let before = remote_of(&edge, "hub");
+    edge_server.kill9();
+    let _edge_server = edge.serve();
+    // The retry state survived the restart.
+    let after = remote_of(&edge, "hub");
+    assert_eq!(after["outbound_state"], "Error");
+    assert!(
+        after["attempts"].as_u64().unwrap() >= before["attempts"].as_u64().unwrap().min(2),
+        "{before} {after}"
+    );
+    assert!(
+        after["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("connect"),
+        "{after}"
+    );
+    let _hub_server = hub.serve();
+    wait_for(
+        &[&edge, &hub],
+        "the item after the hub returns",
+        Duration::from_secs(30),
+        || hub_records(&hub, "queued while down").len() == 1,
+    );
+    wait_for(
+        &[&edge],
+        "the remote Active again",
+        Duration::from_secs(30),
+        || {
+            let remote = remote_of(&edge, "hub");
+            remote["outbound_state"] == "Active"
+                && remote["attempts"] == 0
+                && remote["last_error"].as_str().unwrap_or("").is_empty()
+        },
+    );
+}
+
+/// Points `instance`'s remote system `remote` at `endpoint` (applied, so
+/// it needs validating again).
+fn point_at(instance: &Instance, old_endpoint: &str, endpoint: &str) {
+    let current = instance.ok(&["export"]);
+    assert!(current.contains(old_endpoint), "{current}");
+    let file = instance.file("repoint.toml", &current.replace(old_endpoint, endpoint));
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}
+
+#[test]
+fn links_resume_by_themselves_after_refused_and_blackholed_connections_both_ways() {
+    use crate::faults::{Mode, Proxy};
+    let (edge, hub, _edge_server, _hub_server) = crate::support::linked_pair(Default::default());
+    let to_hub = Proxy::start(format!("127.0.0.1:{}", hub.peer_port));
+    let to_edge = Proxy::start(format!("127.0.0.1:{}", edge.peer_port));
+    point_at(&edge, &hub.peer_endpoint(), &to_hub.endpoint());
+    point_at(&hub, &edge.peer_endpoint(), &to_edge.endpoint());
+    edge.ok(&["remote", "validate", "hub"]);
+    hub.ok(&["remote", "validate", "edge"]);
+    // Default retry properties but the first interval, so that Error comes
+    // within seconds; the probe runs every heartbeat interval (default).
+    edge.ok(&["property", "set", "retry.interval", "1"]);
+    hub.ok(&["property", "set", "retry.interval", "1"]);
+
+    to_hub.set(Mode::Refuse);
+    to_edge.set(Mode::Refuse);
+    for i in 0..10 {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=edge {i}"),
+        ]);
+        hub.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=hub {i}"),
+        ]);
+    }
+    wait_for(
+        &[&edge, &hub],
+        "both sides in outbound Error",
+        Duration::from_secs(60),
+        || {
+            remote_of(&edge, "hub")["outbound_state"] == "Error"
+                && remote_of(&hub, "edge")["outbound_state"] == "Error"
+        },
+    );
+    to_hub.set(Mode::Blackhole);
+    to_edge.set(Mode::Blackhole);
+    let attempts = |instance: &Instance, remote: &str| {
+        remote_of(instance, remote)["attempts"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (edge_before, hub_before) = (attempts(&edge, "hub"), attempts(&hub, "edge"));
+    for i in 10..15 {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=edge {i}"),
+        ]);
+        hub.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=hub {i}"),
+        ]);
+    }
+    wait_for(
+        &[&edge, &hub],
+        "attempts into the blackhole",
+        Duration::from_secs(90),
+        || attempts(&edge, "hub") > edge_before && attempts(&hub, "edge") > hub_before,
+    );
+    let blackholed = remote_of(&edge, "hub");
+    assert!(
+        blackholed["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("within 10 s"),
+        "{blackholed}"
+    );
+
+    to_hub.set(Mode::Forward);
+    to_edge.set(Mode::Forward);
+    let all = |instance: &Instance| {
+        instance
+            .json(&["record", "list", "sc_req_item", "--json", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_for(
+        &[&edge, &hub],
+        "both sides to hold all 30 records",
+        Duration::from_secs(60),
+        || all(&edge) == 30 && all(&hub) == 30,
+    );
+    for (instance, remote) in [(&edge, "hub"), (&hub, "edge")] {
+        wait_for(
+            &[instance],
+            "the remote Active again",
+            Duration::from_secs(30),
+            || remote_of(instance, remote)["outbound_state"] == "Active",
+        );
+        for i in 0..15 {
+            let text = format!("{} {i}", if remote == "hub" { "hub" } else { "edge" });
+            assert_eq!(hub_records(instance, &text).len(), 1, "{text} once");
+        }
+    }
+}

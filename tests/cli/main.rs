@@ -2,6 +2,7 @@
 //! the admin API, checked the way an operator would check them.
 
 mod support;
+mod faults;
 
 mod attachments;
 mod browser;
