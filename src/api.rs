@@ -3,6 +3,7 @@
 //! in `transport` only converts types and maps `ApiError` to a status.
 
 mod attachments;
+mod views;
 
 pub use attachments::UploadState;
 
@@ -612,6 +613,17 @@ impl Api {
             .await
     }
 
+    /// An outbound item as operators read it (`views`).
+    pub fn outbound_view(&self, item: &OutboundItem) -> serde_json::Value {
+        let remote = self.sync.health.get(&item.remote_system);
+        views::outbound_view(item, remote.as_ref(), crate::ids::now_millis())
+    }
+
+    /// An inbound item as operators read it (`views`).
+    pub fn inbound_view(&self, item: &crate::queue::InboundItem) -> serde_json::Value {
+        views::inbound_view(item, crate::ids::now_millis())
+    }
+
     /// One queue item as JSON.
     pub async fn queue_item(
         &self,
@@ -625,12 +637,12 @@ impl Api {
                 .blocking(move |store| store.inbound_item(id))
                 .await?
                 .filter(|i| i.domain.is_within(&user.domain))
-                .map(|i| serde_json::to_value(i).expect("items serialize")),
+                .map(|i| self.inbound_view(&i)),
             "outbound" => self
                 .blocking(move |store| store.outbound_item(id))
                 .await?
                 .filter(|i| i.domain.is_within(&user.domain))
-                .map(|i| serde_json::to_value(i).expect("items serialize")),
+                .map(|i| self.outbound_view(&i)),
             other => {
                 return Err(ApiError::Invalid(format!(
                     "unknown queue `{other}`; say inbound or outbound"

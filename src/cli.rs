@@ -604,12 +604,7 @@ async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCod
             json,
         } => {
             let items: Vec<serde_json::Value> = if queue == "outbound" {
-                client
-                    .list_outbound(&status, &remote, limit)
-                    .await?
-                    .into_iter()
-                    .map(|i| serde_json::to_value(i).expect("items serialize"))
-                    .collect()
+                client.list_outbound_json(&status, &remote, limit).await?
             } else {
                 client.list_inbound(&status, &remote, limit).await?
             };

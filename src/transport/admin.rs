@@ -446,6 +446,10 @@ impl Admin for AdminService {
             .map_err(status_of)?;
         Ok(Response::new(pb::ListOutboundResponse {
             items: items.iter().map(outbound_to_pb).collect(),
+            items_json: items
+                .iter()
+                .map(|item| self.api.outbound_view(item).to_string())
+                .collect(),
         }))
     }
 
@@ -521,7 +525,7 @@ impl Admin for AdminService {
         Ok(Response::new(pb::ListInboundResponse {
             items_json: items
                 .iter()
-                .map(|item| serde_json::to_string(item).unwrap_or_default())
+                .map(|item| self.api.inbound_view(item).to_string())
                 .collect(),
         }))
     }

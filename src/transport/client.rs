@@ -545,6 +545,22 @@ impl AdminClient {
         ))
     }
 
+    /// Outbound items as JSON objects, in the shape `queue_item` answers.
+    pub async fn list_outbound_json(
+        &mut self,
+        status: &str,
+        remote_system: &str,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        let request = self.request(pb::ListOutboundRequest {
+            status: status.to_string(),
+            remote_system: remote_system.to_string(),
+            limit,
+        });
+        let response = self.inner.list_outbound(request).await?.into_inner();
+        items_from_json(&response.items_json)
+    }
+
     pub async fn list_inbound(
         &mut self,
         status: &str,
@@ -557,15 +573,7 @@ impl AdminClient {
             limit,
         });
         let response = self.inner.list_inbound(request).await?.into_inner();
-        response
-            .items_json
-            .iter()
-            .map(|text| {
-                serde_json::from_str(text).map_err(|e| {
-                    ClientError::Invalid(format!("the server sent an unreadable item: {e}"))
-                })
-            })
-            .collect()
+        items_from_json(&response.items_json)
     }
 
     pub async fn queue_item(
@@ -778,4 +786,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Queue items the server sent as JSON text.
+fn items_from_json(texts: &[String]) -> Result<Vec<serde_json::Value>, ClientError> {
+    texts
+        .iter()
+        .map(|text| {
+            serde_json::from_str(text).map_err(|e| {
+                ClientError::Invalid(format!("the server sent an unreadable item: {e}"))
+            })
+        })
+        .collect()
 }

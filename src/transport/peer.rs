@@ -404,8 +404,12 @@ pub enum CallError {
 }
 
 fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
+    chain_from(error.to_string(), error.source())
+}
+
+/// `text` followed by each cause's own sentence (not repeated when one
+/// already holds the next).
+fn chain_from(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(cause) = source {
         let cause_text = cause.to_string();
         if !text.contains(&cause_text) {
@@ -425,8 +429,9 @@ fn call_error(status: Status) -> CallError {
             CallError::Permanent(message)
         }
         Code::Unavailable | Code::Unknown => {
-            // Transport failures carry the TLS cause in the source chain.
-            let text = chain(&status);
+            // Transport failures carry the TLS cause in the source chain
+            // (the status's own Display would add a debug dump of it).
+            let text = chain_from(message.clone(), std::error::Error::source(&status));
             if text.contains("pins")
                 || text.contains("matches no remote system")
                 || text.contains("certificate")

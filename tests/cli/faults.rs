@@ -116,6 +116,9 @@ impl Proxy {
                 let target = target.clone();
                 tokio::spawn(async move {
                     let born = generation.load(Ordering::SeqCst);
+                    if mode.load(Ordering::SeqCst) == Mode::Refuse as u8 {
+                        return;
+                    }
                     if mode.load(Ordering::SeqCst) == Mode::Blackhole as u8 {
                         let mut sink = [0u8; 4096];
                         use tokio::io::AsyncReadExt;

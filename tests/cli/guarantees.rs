@@ -818,3 +818,98 @@ fn links_resume_by_themselves_after_refused_and_blackholed_connections_both_ways
         }
     }
 }
+
+#[test]
+fn a_waiting_item_shows_its_remotes_retry_state_and_list_and_show_agree() {
+    let (edge, hub, _edge_server, mut hub_server) = crate::support::linked_pair(Default::default());
+    edge.fast_retries();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=delivered",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the first item",
+        Duration::from_secs(30),
+        || hub_records(&hub, "delivered").len() == 1,
+    );
+    hub_server.stop();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=waiting",
+    ]);
+    wait_for(
+        &[&edge],
+        "a refused attempt",
+        Duration::from_secs(30),
+        || {
+            remote_of(&edge, "hub")["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Connection refused")
+        },
+    );
+    let listed = queue_items(&edge, "outbound");
+    let waiting = listed
+        .iter()
+        .find(|i| i["status"] == "Ready")
+        .expect("a Ready item");
+    let id = waiting["id"].as_u64().unwrap().to_string();
+    let shown = edge.json(&["queue", "outbound", "show", &id]);
+    assert!(shown["attempts"].as_u64().unwrap() >= 1, "{shown}");
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["next_attempt_on"].as_str().unwrap().len(),
+        19,
+        "{shown}"
+    );
+    assert!(
+        shown["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("remote system `hub` is not answering"),
+        "{shown}"
+    );
+    assert!(
+        shown["time_in_queue_ms"].is_u64() && shown["processing_time_ms"].is_null(),
+        "{shown}"
+    );
+    let delivered = &listed.iter().find(|i| i["status"] == "Processed").unwrap();
+    assert!(delivered["processing_time_ms"].is_u64(), "{delivered}");
+
+    // The hub's inbound item, listed and shown, in one shape.
+    let _hub_server = hub.serve();
+    let inbound = queue_items(&hub, "inbound");
+    let first = &inbound[0];
+    let shown_inbound = hub.json(&["queue", "inbound", "show", &first["id"].to_string()]);
+    for (a, b) in [(waiting, &shown), (first, &shown_inbound)] {
+        for key in [
+            "created_on",
+            "payload",
+            "time_in_queue_ms",
+            "processing_time_ms",
+            "status",
+        ] {
+            assert_eq!(
+                std::mem::discriminant(&a[key]),
+                std::mem::discriminant(&b[key]),
+                "{key}: {} vs {}",
+                a[key],
+                b[key]
+            );
+        }
+        assert_eq!(a["created_on"].as_str().unwrap().len(), 19, "{a}");
+        assert!(a["payload"]["changed_fields"].is_array(), "{a}");
+    }
+    assert!(first["processing_time_ms"].is_u64(), "{first}");
+}
