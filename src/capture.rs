@@ -192,7 +192,18 @@ impl CaptureIndex {
                 })
                 .collect();
             let (attachments, removed_attachments) = capture.attachments_of(change);
+            // The filter decides when, `fields` what is sent: a change the
+            // filter's change operators watch (on any field, included or
+            // not) is worth sending even when no included field changed.
+            let watched_change = change.old.is_some_and(|old| {
+                capture
+                    .query
+                    .terms()
+                    .filter(|term| term.operator.is_change_operator())
+                    .any(|term| old.fields.get(&term.field) != change.new.fields.get(&term.field))
+            });
             if change.operation == Operation::Update
+                && !watched_change
                 && journal.is_empty()
                 && !changed_fields.iter().any(|f| f.changed)
                 && !attachments.iter().any(|a| a.added)

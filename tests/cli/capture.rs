@@ -218,3 +218,87 @@ fn operators_can_show_and_skip_outbound_items() {
     let err = instance.fails(&["queue", "outbound", "show", "99"]);
     assert!(err.contains("outbound item 99 not found"), "{err}");
 }
+
+#[test]
+fn a_change_operator_on_a_field_not_sent_still_decides_when_to_send() {
+    let instance = Instance::init("edge-1");
+    let _server = instance.serve();
+    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
+    instance.ok(&[
+        "user",
+        "add",
+        "runas_user",
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    let definitions = r#"
+[[definition]]
+name = "Requests"
+
+[[process_event]]
+name = "approved"
+definition = "Requests"
+
+[[capture]]
+name = "When approved"
+process_event = "approved"
+table = "sc_req_item"
+filter = "stateCHANGESTO2"
+fields = ["short_description"]
+
+[[remote_system]]
+name = "hub"
+endpoint = "https://127.0.0.1:9"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api_user"
+run_as = "runas_user"
+
+[[outbound_flow]]
+name = "Approved to hub"
+process_event = "approved"
+remote_system = "hub"
+"#;
+    let file = instance.file("defs.toml", definitions);
+    assert!(
+        instance
+            .ok(&["config", "validate", file.to_str().unwrap()])
+            .contains("valid")
+    );
+    instance.ok(&["apply", file.to_str().unwrap()]);
+    let sys_id = instance
+        .ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            "short_description=Laptop",
+            "state=1",
+        ])
+        .trim()
+        .to_string();
+    assert!(
+        items(&instance, &[]).is_empty(),
+        "state did not change to 2"
+    );
+    instance.ok(&["record", "update", "sc_req_item", &sys_id, "state=3"]);
+    assert!(
+        items(&instance, &[]).is_empty(),
+        "state changed, but not to 2"
+    );
+    instance.ok(&["record", "update", "sc_req_item", &sys_id, "state=2"]);
+    let queued = items(&instance, &[]);
+    assert_eq!(queued.len(), 1, "state became 2: {queued:?}");
+    let sent = field(&queued[0], "short_description");
+    assert_eq!(sent["value"], "Laptop");
+    assert_eq!(sent["changed"], false);
+    assert!(
+        queued[0]["payload"]["changed_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["key"] != "state"),
+        "fields decides what is sent"
+    );
+    // Another update while state stays 2 queues nothing.
+    instance.ok(&["record", "update", "sc_req_item", &sys_id, "priority=1"]);
+    assert_eq!(items(&instance, &[]).len(), 1);
+}
