@@ -104,12 +104,19 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             if json {
                 println!("{}", serde_json::to_string_pretty(&attachments)?);
             } else {
-                for a in &attachments {
-                    println!(
-                        "{}  {:>12}  {}  {}  {}",
-                        a.sys_id, a.size, a.created_on, a.content_type, a.file_name
-                    );
-                }
+                let rows = attachments
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.sys_id.clone(),
+                            a.size.to_string(),
+                            a.created_on.clone(),
+                            a.content_type.clone(),
+                            a.file_name.clone(),
+                        ]
+                    })
+                    .collect();
+                crate::cli::print_table(&["SYS_ID", "BYTES", "CREATED", "TYPE", "FILE"], rows);
             }
         }
         AttachmentCommand::Get {

@@ -718,6 +718,11 @@ pub async fn serve(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // The descriptor set also holds the peer service, which this port
+        // does not serve: list only what it does.
+        .with_service_name("procsync.admin.v1.Admin")
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .expect("the embedded descriptor sets are valid");
     let http = super::http::HttpLayer::new(api.clone());

@@ -229,11 +229,16 @@ impl Peer for PeerService {
                     Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
+                        if let Some(refusal) = refusal_of(&caller.name, &status) {
+                            let _ = replies.send(Err(refusal)).await;
+                        } else {
+                            tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
+                        }
                         break;
                     }
                 };
                 let mut batch = Vec::new();
+                let mut broken = None;
                 let mut pending = Some(first);
                 while let Some(message) = pending.take() {
                     match message.message {
@@ -270,13 +275,27 @@ impl Peer for PeerService {
                     // commit, without waiting for more.
                     tokio::select! {
                         biased;
-                        next = incoming.message() => if let Ok(Some(message)) = next {
-                            pending = Some(message);
+                        next = incoming.message() => match next {
+                            Ok(Some(message)) => pending = Some(message),
+                            Ok(None) => {}
+                            Err(status) => broken = Some(status),
                         },
                         _ = std::future::ready(()) => {}
                     }
                 }
+                // What arrived before a broken message is queued and
+                // acknowledged; then the stream ends, with the reason when
+                // the peer can act on it.
+                let refusal = broken
+                    .as_ref()
+                    .and_then(|status| refusal_of(&caller.name, status));
                 if batch.is_empty() {
+                    if let Some(refusal) = refusal {
+                        let _ = replies.send(Err(refusal)).await;
+                    }
+                    if broken.is_some() {
+                        return;
+                    }
                     continue;
                 }
                 match gate.receive(&caller, batch).await {
@@ -295,10 +314,38 @@ impl Peer for PeerService {
                         return;
                     }
                 }
+                if broken.is_some() {
+                    if let Some(refusal) = refusal {
+                        let _ = replies.send(Err(refusal)).await;
+                    }
+                    return;
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
     }
+}
+
+/// Largest peer message accepted (an item with its payload, or a chunk).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The answer to a peer whose message could not be read, when it can act
+/// on it: a message over the limit is refused with RESOURCE_EXHAUSTED
+/// naming the limit, and logged.
+fn refusal_of(remote: &str, status: &Status) -> Option<Status> {
+    let too_large = matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) || status.message().contains("too large");
+    if !too_large {
+        return None;
+    }
+    let text = format!(
+        "a message from `{remote}` is larger than this instance accepts ({} MiB): it was not queued; make the record or its payload smaller at the sender",
+        MAX_PEER_MESSAGE_BYTES / (1024 * 1024)
+    );
+    tracing::warn!(target: "transport", remote_system = %remote, limit_bytes = MAX_PEER_MESSAGE_BYTES, detail = %status.message(), "Refused an oversized peer message; the stream ends.");
+    Some(Status::resource_exhausted(text))
 }
 
 /// A bound peer listener, not yet serving.
@@ -343,7 +390,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(
             PeerServer::new(PeerService { gate, stopped })
-                .max_decoding_message_size(64 * 1024 * 1024),
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -148,6 +148,15 @@ fn attachments_cross_with_their_hash_once_per_content_and_removals_follow() {
     assert_eq!(on_hub["size"], size);
     assert_eq!(on_hub["hash"], hash.as_str());
     assert_eq!(on_hub["origin_remote_system"], "edge");
+    let table = hub.ok(&["attachment", "list", "sc_req_item", &hub_first]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["SYS_ID", "BYTES", "CREATED", "TYPE", "FILE"],
+        "{table}"
+    );
+    assert!(lines.next().unwrap().ends_with("manual.pdf"), "{table}");
     assert_eq!(
         saved_hash(&hub, &hub_first, "manual.pdf"),
         hash,

@@ -913,3 +913,54 @@ fn a_waiting_item_shows_its_remotes_retry_state_and_list_and_show_agree() {
     }
     assert!(first["processing_time_ms"].is_u64(), "{first}");
 }
+
+#[test]
+fn an_oversized_peer_message_is_refused_naming_the_limit() {
+    use procsync::outbound::{SendItem, SyncEvent};
+    let (edge, hub, mut edge_server, _hub_server) = crate::support::linked_pair(Default::default());
+    edge_server.stop();
+    let target = impersonate(&edge, "hub", &hub);
+    let huge = "x".repeat(65 * 1024 * 1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ended = runtime.block_on(async {
+        let mut client = procsync::transport::peer::PeerClient::connect(&target)
+            .await
+            .unwrap();
+        let (sender, mut events) = client.sync().await.unwrap();
+        sender
+            .send(SendItem::Item(crafted_item(
+                1,
+                &payload("small", "create"),
+                Vec::new(),
+            )))
+            .await
+            .unwrap();
+        sender
+            .send(SendItem::Item(crafted_item(2, &huge, Vec::new())))
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), events.recv())
+                .await
+                .unwrap()
+            {
+                Some(SyncEvent::Ack(sequence)) => acks.push(sequence),
+                Some(SyncEvent::Pong(_)) => {}
+                Some(SyncEvent::Closed(error)) => return (acks, error.to_string()),
+                None => return (acks, "ended without a reason".to_string()),
+            }
+        }
+    });
+    assert_eq!(ended.0, [1], "what came before is queued and acknowledged");
+    assert!(
+        ended
+            .1
+            .contains("larger than this instance accepts (64 MiB)"),
+        "{}",
+        ended.1
+    );
+    assert!(hub.logs().contains("Refused an oversized peer message"));
+    assert!(inbound_by_sequence(&hub, "edge", 2).is_none());
+    hub.ok(&["record", "list", "sc_req_item"]);
+}

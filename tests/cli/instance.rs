@@ -205,6 +205,10 @@ fn sigterm_shuts_down_cleanly_and_health_answers() {
             services.contains(&"grpc.health.v1.Health".to_string()),
             "{services:?}"
         );
+        assert!(
+            !services.iter().any(|s| s.contains("peer")),
+            "the admin port lists only what it serves: {services:?}"
+        );
 
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         health
