@@ -39,7 +39,15 @@ pub enum PeerError {
 
 impl From<StoreError> for PeerError {
     fn from(e: StoreError) -> Self {
-        PeerError::Unavailable(e.to_string())
+        match e {
+            StoreError::DiskFull => PeerError::Unavailable(
+                "the peer's disk is full: it cannot queue items now; they wait at the sender and go again once it has space".to_string(),
+            ),
+            e if e.is_disk_failure() => PeerError::Unavailable(format!(
+                "the peer cannot write to its disk right now ({e}); items wait at the sender and go again"
+            )),
+            e => PeerError::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 mod codec;
 mod content;
 mod context;
+mod handle;
 mod peer;
 mod purge;
 mod stats;
@@ -16,7 +17,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
@@ -66,25 +67,80 @@ pub enum StoreError {
     Storage(String),
     #[error("the store is shutting down; retry once the instance is back")]
     Closed,
+    #[error(
+        "the disk holding the store is full: the change was not saved; free space there and procsync carries on by itself (nothing it acknowledged is lost)"
+    )]
+    DiskFull,
+    #[error(
+        "the store cannot write after a disk error ({0}): the change was not saved; procsync reopens the store by itself once the disk accepts writes again"
+    )]
+    Unwritable(String),
+    #[error("the store is being reopened after a disk error; retry in a moment")]
+    Reopening,
+}
+
+impl StoreError {
+    /// Whether the disk failed under the store (full, or an I/O error),
+    /// after which redb needs the file reopened.
+    pub fn is_disk_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull | StoreError::Unwritable(_) | StoreError::Reopening
+        )
+    }
+}
+
+/// A redb storage error in our terms: disk failures get their own variants.
+fn storage_error(e: &redb::StorageError) -> StoreError {
+    match e {
+        redb::StorageError::Io(io)
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) =>
+        {
+            StoreError::DiskFull
+        }
+        redb::StorageError::Io(io) => StoreError::Unwritable(io.to_string()),
+        redb::StorageError::PreviousIo => {
+            StoreError::Unwritable("an earlier write to the disk failed".to_string())
+        }
+        other => StoreError::Storage(other.to_string()),
+    }
 }
 
 macro_rules! storage_errors {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for StoreError {
-            fn from(e: $ty) -> Self {
-                StoreError::Storage(e.to_string())
+    ($($ty:ident),*) => {$(
+        impl From<redb::$ty> for StoreError {
+            fn from(e: redb::$ty) -> Self {
+                match e {
+                    redb::$ty::Storage(storage) => storage_error(&storage),
+                    other => StoreError::Storage(other.to_string()),
+                }
             }
         }
     )*};
 }
-storage_errors!(
-    redb::Error,
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
+storage_errors!(TableError, TransactionError, CommitError);
+
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        storage_error(&e)
+    }
+}
+
+impl From<redb::SetDurabilityError> for StoreError {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(io) => storage_error(&redb::StorageError::Io(io)),
+            redb::Error::PreviousIo => storage_error(&redb::StorageError::PreviousIo),
+            other => StoreError::Storage(other.to_string()),
+        }
+    }
+}
 
 /// Who and what this instance is; written once by `init`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,7 +219,7 @@ pub struct QueueFilter {
 
 /// An open instance store.
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<handle::SharedDb>,
     dir: PathBuf,
     writer: writer::Writer,
 }
@@ -261,7 +317,10 @@ impl Store {
                 path: dir.display().to_string(),
             });
         }
-        let db = Arc::new(open_database(dir, false)?);
+        let db = Arc::new(handle::SharedDb::new(
+            open_database(dir, false)?,
+            dir.to_path_buf(),
+        ));
         let store_format: u8 = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -294,6 +353,13 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Why the store cannot write now (its disk failed), if it cannot.
+    pub fn write_failure(&self) -> Option<String> {
+        self.db.disk_failed().then(|| {
+            "the store cannot write: its disk is full or failing; it is reopened by itself as soon as the disk accepts writes again".to_string()
+        })
     }
 
     /// Stops the writer (finishing queued writes) and closes the file.
@@ -626,7 +692,7 @@ fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError
     )
 }
 
-fn read_sync_config(db: &Database) -> Result<SyncConfig, StoreError> {
+fn read_sync_config(db: &handle::SharedDb) -> Result<SyncConfig, StoreError> {
     let txn = db.begin_read()?;
     let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
     sync_config_of(&objects)

@@ -4,7 +4,7 @@
 //! transfer resumes after the last committed chunk. Callers verify
 //! the bytes (`attachment::Verifier`); this module only keeps them.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};

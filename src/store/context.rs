@@ -1,7 +1,7 @@
 //! Flow contexts in the store: written in the same transaction as the
 //! processing they describe, read by id, deleted with their item.
 
-use redb::{ReadableDatabase, WriteTransaction};
+use redb::WriteTransaction;
 
 use super::codec::{decode, encode};
 use super::tables::*;

@@ -2,7 +2,7 @@
 //! properties, the outbound queue's send states, the inbound queue and
 //! correlations. Reads are `Store` methods; writes are writer jobs.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::stats::Tally;

@@ -80,7 +80,6 @@ impl Store {
 
     /// Items purged so far, ever: (outbound, inbound, contents).
     pub fn purged_counts(&self) -> Result<Purged, StoreError> {
-        use redb::ReadableDatabase;
         let txn = self.db.begin_read()?;
         let counters = txn.open_table(COUNTERS)?;
         let read = |name: &str| -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@
 //! queue. A store written before the counters existed is counted once on
 //! open.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::tables::*;

@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
+
+use super::handle::SharedDb;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -55,7 +57,7 @@ pub struct Writer {
 type SharedCapture = Arc<RwLock<Arc<CaptureIndex>>>;
 
 impl Writer {
-    pub fn start(db: Arc<Database>, config: &SyncConfig) -> Result<Writer, StoreError> {
+    pub fn start(db: Arc<SharedDb>, config: &SyncConfig) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let capture: SharedCapture = Arc::new(RwLock::new(Arc::new(CaptureIndex::build(config))));
         let shared = capture.clone();
@@ -151,9 +153,29 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
+/// How often a store whose disk failed tries to write again.
+const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
     let mut capture = shared.read().expect("capture lock").clone();
-    while let Ok(first) = receiver.recv() {
+    let mut disk_failed = false;
+    loop {
+        if disk_failed {
+            disk_failed = !reopen_and_check(&db);
+            db.set_disk_failed(disk_failed);
+        }
+        let first = if disk_failed {
+            match receiver.recv_timeout(REOPEN_INTERVAL) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match receiver.try_recv() {
@@ -168,7 +190,15 @@ fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
             capture = new_capture;
         }
         if let Err(e) = &result {
-            tracing::error!(target: "store", error = %e, n_jobs, "A write transaction failed; its requests were answered with the error and nothing of them was saved.");
+            if e.is_disk_failure() {
+                if !disk_failed {
+                    tracing::error!(target: "store", error = %e, n_jobs, "The disk failed under the store; writes are refused until it accepts them again, then the store is reopened by itself.");
+                }
+                disk_failed = true;
+                db.set_disk_failed(true);
+            } else {
+                tracing::error!(target: "store", error = %e, n_jobs, "A write transaction failed; its requests were answered with the error and nothing of them was saved.");
+            }
         }
         for completion in completions {
             completion(result.clone());
@@ -181,8 +211,31 @@ fn run(db: Arc<Database>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
     clippy::type_complexity,
     reason = "a one-off tuple of the batch's outcome, read right at the call site"
 )]
+/// After a disk failure: reopens the database and makes one small durable
+/// commit; true when both worked and the store writes again.
+fn reopen_and_check(db: &SharedDb) -> bool {
+    let checked = db.reopen().and_then(|()| {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(META)?
+            .insert("last_write_check", encode(&now_millis()).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    });
+    match checked {
+        Ok(()) => {
+            tracing::info!(target: "store", "The disk accepts writes again; the store was reopened and writes resume.");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(target: "store", error = %e, "The store still cannot write.");
+            false
+        }
+    }
+}
+
 fn commit_batch(
-    db: &Database,
+    db: &SharedDb,
     batch: Vec<Job>,
     capture: Arc<CaptureIndex>,
 ) -> (
@@ -198,13 +251,10 @@ fn commit_batch(
     } else {
         Durability::None
     };
-    let opened = db
-        .begin_write()
-        .map_err(StoreError::from)
-        .and_then(|mut txn| {
-            txn.set_durability(durability)?;
-            Ok(txn)
-        });
+    let opened = db.begin_write().and_then(|mut txn| {
+        txn.set_durability(durability)?;
+        Ok(txn)
+    });
     let txn = match opened {
         Ok(txn) => txn,
         Err(error) => {

@@ -173,9 +173,16 @@ async fn route(api: Api, request: Request<Body>) -> Response<Body> {
     result.unwrap_or_else(error_response)
 }
 
-/// 200 when the store answers, 503 when it does not; no token needed.
+/// 200 when the store answers and can write, 503 when it cannot; no
+/// token needed.
 async fn healthz(api: &Api) -> Response<Body> {
     let store = api.store().clone();
+    if let Some(failure) = store.write_failure() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "unavailable", "error": failure }),
+        );
+    }
     let read = tokio::task::spawn_blocking(move || store.instance()).await;
     match read {
         Ok(Ok(instance)) => json_response(

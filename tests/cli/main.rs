@@ -10,6 +10,7 @@ mod capture;
 mod dashboard;
 mod definitions;
 mod demo;
+mod disk;
 mod durability;
 mod guarantees;
 mod instance;

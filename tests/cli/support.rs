@@ -82,7 +82,11 @@ pub fn free_port() -> u16 {
 
 impl Instance {
     pub fn init(name: &str) -> Instance {
-        let dir = tempfile::tempdir().unwrap();
+        Instance::init_in(name, tempfile::tempdir().unwrap())
+    }
+
+    /// `init` in `dir`, a directory of the test's choosing.
+    pub fn init_in(name: &str, dir: tempfile::TempDir) -> Instance {
         let out = Command::new(BIN)
             .args(["init", "--name", name, "--data"])
             .arg(dir.path())
