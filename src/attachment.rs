@@ -12,7 +12,7 @@ use crate::ids::{Millis, hex};
 
 /// Content is stored and sent in chunks of this many bytes (the last one
 /// shorter). Just under 1 MiB: redb stores a value of exactly 2^k bytes in
-/// a page twice that size (STACK.md pitfall 2).
+/// a page twice that size (measured: disk use doubles, writes halve).
 pub const CHUNK_BYTES: usize = (1 << 20) - 64;
 
 /// Longest file name accepted, in bytes.
