@@ -350,7 +350,9 @@ pub struct Processor {
     fetched: HashMap<String, Result<(), CallError>>,
     /// Contents whose fetch failed transiently: not before this time, and
     /// the failures so far.
-    fetch_backoff: HashMap<String, (std::time::Instant, u32)>,
+    /// Also the bytes held at the last failure: a try that moved bytes
+    /// since starts the backoff over.
+    fetch_backoff: HashMap<String, (std::time::Instant, u32, u64)>,
     transfers: crate::api::TransferBoard,
     wake: Arc<tokio::sync::Notify>,
 }
@@ -474,7 +476,14 @@ impl Processor {
                     )));
                 }
                 Some(Err(CallError::Transient(problem))) => {
-                    let failures = self.fetch_backoff.get(hash).map_or(0, |(_, n)| *n) + 1;
+                    let held = contents
+                        .get(hash)
+                        .and_then(Option::as_ref)
+                        .map_or(0, |c| c.received);
+                    let failures = match self.fetch_backoff.get(hash) {
+                        Some((_, n, held_before)) if held <= *held_before => n + 1,
+                        _ => 1,
+                    };
                     let wait = Duration::from_secs((1u64 << failures.min(6)).min(60));
                     tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
                     let again =
@@ -488,8 +497,10 @@ impl Processor {
                             ),
                         )
                         .await?;
-                    self.fetch_backoff
-                        .insert(hash.clone(), (std::time::Instant::now() + wait, failures));
+                    self.fetch_backoff.insert(
+                        hash.clone(),
+                        (std::time::Instant::now() + wait, failures, held),
+                    );
                     ready = AttachmentsReady::Wait;
                     continue;
                 }
@@ -499,7 +510,7 @@ impl Processor {
             if self
                 .fetch_backoff
                 .get(hash)
-                .is_some_and(|(due, _)| *due > std::time::Instant::now())
+                .is_some_and(|(due, _, _)| *due > std::time::Instant::now())
             {
                 ready = AttachmentsReady::Wait;
                 continue;

@@ -676,3 +676,75 @@ fn an_item_waiting_for_an_unreachable_sender_says_why_until_it_runs() {
         "{item:#}"
     );
 }
+
+#[test]
+fn a_fetch_that_made_progress_before_a_reset_is_not_backed_off_longer() {
+    use crate::faults::{Mode, Proxy};
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras {
+        capture: INCLUDE,
+        inbound: "",
+    });
+    // The hub fetches from the edge through a proxy that resets connections.
+    let to_edge = Proxy::start(format!("127.0.0.1:{}", edge.peer_port));
+    let current = hub.ok(&["export"]);
+    let file = hub.file(
+        "repoint.toml",
+        &current.replace(&edge.peer_endpoint(), &to_edge.endpoint()),
+    );
+    hub.ok(&["apply", file.to_str().unwrap()]);
+    hub.ok(&["remote", "validate", "edge"]);
+
+    let size: u64 = 128 << 20;
+    let (file, hash) = make_file(edge.path(), "big.bin", "resets", size);
+    let id = create(&edge, "reset");
+    edge.ok(&[
+        "attachment",
+        "add",
+        "sc_req_item",
+        &id,
+        file.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).unwrap();
+    let received = || {
+        remote(&hub, "edge")["attachment_bytes_received"]
+            .as_u64()
+            .unwrap()
+    };
+    let failures = || hub.logs().matches("Fetching an attachment failed").count();
+    let mut last = 0;
+    for reset in 1..=3 {
+        wait_for(
+            &[&edge, &hub],
+            "the fetch to move 8 MiB more",
+            Duration::from_secs(120),
+            || received() >= last + (8 << 20),
+        );
+        last = received();
+        assert!(
+            last < size,
+            "the file arrived before reset {reset}: make it larger"
+        );
+        to_edge.set(Mode::Refuse);
+        to_edge.set(Mode::Forward);
+        wait_for(
+            &[&hub],
+            "the fetch failure",
+            Duration::from_secs(30),
+            || failures() >= reset,
+        );
+    }
+    let hub_id = wait_for_attachment(&edge, &hub, "reset", Duration::from_secs(180));
+    assert_eq!(attachments(&hub, &hub_id)[0]["hash"], hash.as_str());
+    let logs = hub.logs();
+    let waits: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("Fetching an attachment failed"))
+        .filter_map(|l| l.split("retry_in_s=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap())
+        .collect();
+    assert!(waits.len() >= 3, "{logs}");
+    assert!(
+        waits.iter().all(|w| *w == "2"),
+        "each try moved bytes, so each reset waits the first interval: {waits:?}"
+    );
+}
