@@ -161,7 +161,14 @@ impl Api {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .map_err(|e| ApiError::Store(StoreError::Storage(format!("read task failed: {e}"))))?
+            .map_err(|e| {
+                // A read panics only inside the database, on a damaged page.
+                ApiError::Store(if e.is_panic() {
+                    StoreError::Corrupt("a read failed inside the database".to_string())
+                } else {
+                    StoreError::Storage(format!("a read was cancelled: {e}"))
+                })
+            })?
             .map_err(ApiError::from)
     }
 

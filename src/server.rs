@@ -120,6 +120,25 @@ pub async fn run(
     );
 
     let api = Api::new(store.clone(), config.limits.clone(), sync);
+    // A damaged store ends the instance as a shutdown does, then `serve`
+    // fails with the reason (the packaged unit restarts it; alerting sees it).
+    let (damaged_tx, damaged_rx) = tokio::sync::oneshot::channel::<String>();
+    let watched = store.clone();
+    let damage_watch = tokio::spawn(async move {
+        let why = watched.damaged().await;
+        let _ = damaged_tx.send(why);
+    });
+    let damaged = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = damaged.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            why = damaged_rx => if let Ok(why) = why {
+                tracing::error!(target: "server", error = %why, "The store is damaged: restore the data directory from a backup. Shutting down.");
+                *seen.lock().expect("damage lock") = Some(why);
+            },
+        }
+    };
     let served = crate::transport::admin::serve(
         api,
         listener,
@@ -128,6 +147,7 @@ pub async fn run(
         shutdown,
     )
     .await;
+    damage_watch.abort();
     tracing::info!(target: "server", "Stopped accepting admin calls; in-flight calls are finished.");
     let _ = stop.send(true);
     let deadline = std::time::Duration::from_secs(10);
@@ -143,6 +163,9 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     tracing::info!(target: "server", "The store writer finished its queued writes and stopped; the store is closed.");
     drop(store);
+    if let Some(why) = damaged.lock().expect("damage lock").take() {
+        return Err(ServeError::Store(StoreError::Corrupt(why)));
+    }
     served.map_err(|e| ServeError::Transport(e.to_string()))
 }
 

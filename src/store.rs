@@ -77,6 +77,10 @@ pub enum StoreError {
     Unwritable(String),
     #[error("the store is being reopened after a disk error; retry in a moment")]
     Reopening,
+    #[error(
+        "cannot open the store {0}; check the data directory's disk and permissions, or restore it from a backup"
+    )]
+    CannotOpen(String),
 }
 
 impl StoreError {
@@ -88,6 +92,15 @@ impl StoreError {
             StoreError::DiskFull | StoreError::Unwritable(_) | StoreError::Reopening
         )
     }
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no detail".to_string())
 }
 
 /// A redb storage error in our terms: disk failures get their own variants.
@@ -102,6 +115,7 @@ fn storage_error(e: &redb::StorageError) -> StoreError {
         redb::StorageError::PreviousIo => {
             StoreError::Unwritable("an earlier write to the disk failed".to_string())
         }
+        redb::StorageError::Corrupted(what) => StoreError::Corrupt(what.clone()),
         other => StoreError::Storage(other.to_string()),
     }
 }
@@ -242,14 +256,34 @@ fn open_database(dir: &Path, create: bool) -> Result<Database, StoreError> {
     // footprint.
     let mut builder = redb::Builder::new();
     builder.set_cache_size(CACHE_BYTES);
-    let result = if create {
-        builder.create(&path)
-    } else {
-        builder.open(&path)
-    };
+    // redb checks the pages it reads; on a damaged file it can panic (in
+    // debug builds, at open) instead of returning `Corrupted`.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if create {
+            builder.create(&path)
+        } else {
+            builder.open(&path)
+        }
+    }));
+    let result = opened.map_err(|panic| {
+        StoreError::Corrupt(format!(
+            "{} cannot be read: {}",
+            path.display(),
+            panic_text(panic.as_ref())
+        ))
+    })?;
     result.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: shown },
-        other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+            StoreError::Corrupt(format!("{}: {what}", path.display()))
+        }
+        redb::DatabaseError::Storage(storage) => match storage_error(&storage) {
+            StoreError::Storage(text) => {
+                StoreError::CannotOpen(format!("{}: {text}", path.display()))
+            }
+            other => other,
+        },
+        other => StoreError::CannotOpen(format!("{}: {other}", path.display())),
     })
 }
 
@@ -355,8 +389,26 @@ impl Store {
         &self.dir
     }
 
-    /// Why the store cannot write now (its disk failed), if it cannot.
+    /// Completes with the reason once the store is found damaged; the
+    /// instance must then stop (`serve` exits non-zero).
+    pub async fn damaged(&self) -> String {
+        let mut damaged = self.db.damaged();
+        loop {
+            if let Some(why) = damaged.borrow_and_update().clone() {
+                return why;
+            }
+            if damaged.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Why the store cannot write now (its disk failed, or it is damaged),
+    /// if it cannot.
     pub fn write_failure(&self) -> Option<String> {
+        if let Some(why) = self.db.damaged().borrow().clone() {
+            return Some(StoreError::Corrupt(why).to_string());
+        }
         self.db.disk_failed().then(|| {
             "the store cannot write: its disk is full or failing; it is reopened by itself as soon as the disk accepts writes again".to_string()
         })

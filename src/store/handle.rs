@@ -20,6 +20,9 @@ pub struct SharedDb {
     dir: PathBuf,
     /// Set by the writer while the disk refuses writes.
     disk_failed: std::sync::atomic::AtomicBool,
+    /// Set once the writer found the store damaged (it panicked inside the
+    /// database): the instance must stop and be restored.
+    damaged: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl SharedDb {
@@ -28,7 +31,17 @@ impl SharedDb {
             slot: RwLock::new(Some(Arc::new(db))),
             dir,
             disk_failed: Default::default(),
+            damaged: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Why the store is damaged, once it is.
+    pub fn damaged(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.damaged.subscribe()
+    }
+
+    pub fn set_damaged(&self, why: String) {
+        self.damaged.send_replace(Some(why));
     }
 
     /// Whether writes currently fail because the disk failed.

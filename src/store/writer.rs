@@ -185,7 +185,22 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
             }
         }
         let n_jobs = batch.len();
-        let (completions, result, new_capture) = commit_batch(&db, batch, capture.clone());
+        // A panic inside the database means a damaged file (redb checks its
+        // pages): nothing of the batch was committed, and the instance must
+        // stop rather than refuse every write forever.
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit_batch(&db, batch, capture.clone())
+        }));
+        let (completions, result, new_capture) = match committed {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let detail = super::panic_text(panic.as_ref());
+                let why = format!("a write failed inside the database ({detail})");
+                tracing::error!(target: "store", error = %why, n_jobs, "The store is damaged: restore the data directory from a backup. The instance stops; nothing of this batch was saved.");
+                db.set_damaged(why);
+                break;
+            }
+        };
         if let Some(new_capture) = new_capture {
             *shared.write().expect("capture lock") = new_capture.clone();
             capture = new_capture;
@@ -394,6 +409,14 @@ pub fn write_records(
     limits: &RecordWriteLimits,
     prepared: Option<PreparedWrites>,
 ) -> Result<Vec<WriteResult>, StoreError> {
+    // A named fault point for tests, in debug builds only: a write to this
+    // table panics on the writer thread, as redb does on a damaged page.
+    #[cfg(debug_assertions)]
+    if let Ok(table) = std::env::var("PROCSYNC_FAULT_PANIC_ON_TABLE") {
+        if writes.iter().any(|w| w.table == table) {
+            panic!("fault injected: a write to table `{table}`");
+        }
+    }
     let prepared = {
         let records = txn.txn.open_table(RECORDS)?;
         match prepared {

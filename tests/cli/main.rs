@@ -7,6 +7,7 @@ mod faults;
 mod attachments;
 mod browser;
 mod capture;
+mod damage;
 mod dashboard;
 mod definitions;
 mod demo;
