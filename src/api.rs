@@ -607,17 +607,21 @@ impl Api {
         self.remote_view(&name).await
     }
 
+    /// One page of the inbound queue, oldest first, and the token of the
+    /// next page (empty when this is the last).
     pub async fn list_inbound(
         &self,
         token: Option<String>,
         status: String,
         remote_system: String,
-        limit: usize,
-    ) -> Result<Vec<crate::queue::InboundItem>, ApiError> {
+        page: Page,
+    ) -> Result<(Vec<crate::queue::InboundItem>, String), ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
-        let filter = queue_filter(&user, &status, remote_system, limit)?;
-        self.blocking(move |store| store.inbound_items(&filter))
-            .await
+        let filter = self.queue_filter(&user, &status, remote_system, &page)?;
+        let items = self
+            .blocking(move |store| store.inbound_items(&filter))
+            .await?;
+        Ok(self.cut_page(items, page.limit, |i| i.id, |i| self.inbound_view(i)))
     }
 
     /// An outbound item as operators read it (`views`).
@@ -837,43 +841,99 @@ impl Api {
         ))
     }
 
+    /// One page of the outbound queue, oldest first, and the token of the
+    /// next page (empty when this is the last).
     pub async fn list_outbound(
         &self,
         token: Option<String>,
         status: String,
         remote_system: String,
-        limit: usize,
-    ) -> Result<Vec<OutboundItem>, ApiError> {
+        page: Page,
+    ) -> Result<(Vec<OutboundItem>, String), ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
-        let filter = queue_filter(&user, &status, remote_system, limit)?;
-        self.blocking(move |store| store.outbound_items(&filter))
-            .await
+        let filter = self.queue_filter(&user, &status, remote_system, &page)?;
+        let items = self
+            .blocking(move |store| store.outbound_items(&filter))
+            .await?;
+        Ok(self.cut_page(items, page.limit, |i| i.id, |i| self.outbound_view(i)))
+    }
+
+    /// The filter of a queue list: status by name, remote by name, the
+    /// caller's domain subtree, after the page token's item, at most the
+    /// page size (the default for 0, at most `limits.max_list_records`).
+    fn queue_filter(
+        &self,
+        user: &User,
+        status: &str,
+        remote_system: String,
+        page: &Page,
+    ) -> Result<QueueFilter, ApiError> {
+        let status = if status.trim().is_empty() {
+            None
+        } else {
+            Some(QueueStatus::parse(status).map_err(ApiError::Invalid)?)
+        };
+        let after = match page.token.trim() {
+            "" => 0,
+            text => text.parse::<u64>().map_err(|_| {
+                ApiError::Invalid(format!(
+                    "page token `{text}` is not one this instance gave out; list from the first page (no page token)"
+                ))
+            })?,
+        };
+        Ok(QueueFilter {
+            status,
+            remote_system: (!remote_system.is_empty()).then_some(remote_system),
+            domain: Some(user.domain.clone()),
+            limit: self.page_size(page.limit),
+            after,
+        })
+    }
+
+    fn page_size(&self, asked: usize) -> usize {
+        match asked {
+            0 => DEFAULT_LIST_LIMIT,
+            n => n.min(self.limits.max_list_records),
+        }
+    }
+
+    /// A full page ends with a token naming its last item; a page is also
+    /// cut short before its JSON outgrows a quarter of the admin message
+    /// limit (a response carries the items twice: typed and as JSON).
+    fn cut_page<T>(
+        &self,
+        mut items: Vec<T>,
+        asked: usize,
+        id: impl Fn(&T) -> u64,
+        view: impl Fn(&T) -> serde_json::Value,
+    ) -> (Vec<T>, String) {
+        let budget = self.limits.max_message_bytes / 4;
+        let mut bytes = 0;
+        let mut keep = items.len();
+        for (i, item) in items.iter().enumerate() {
+            bytes += view(item).to_string().len();
+            if bytes > budget && i > 0 {
+                keep = i;
+                break;
+            }
+        }
+        let cut = keep < items.len();
+        items.truncate(keep);
+        let full = items.len() >= self.page_size(asked);
+        let next = match items.last() {
+            Some(last) if cut || full => id(last).to_string(),
+            _ => String::new(),
+        };
+        (items, next)
     }
 }
 
-/// The filter of a queue list: status by name, remote by name, the caller's
-/// domain subtree, the default limit for 0.
-fn queue_filter(
-    user: &User,
-    status: &str,
-    remote_system: String,
-    limit: usize,
-) -> Result<QueueFilter, ApiError> {
-    let status = if status.trim().is_empty() {
-        None
-    } else {
-        Some(QueueStatus::parse(status).map_err(ApiError::Invalid)?)
-    };
-    Ok(QueueFilter {
-        status,
-        remote_system: (!remote_system.is_empty()).then_some(remote_system),
-        domain: Some(user.domain.clone()),
-        limit: if limit == 0 {
-            DEFAULT_LIST_LIMIT
-        } else {
-            limit
-        },
-    })
+/// Which page of a queue list: at most `limit` items (0: the default)
+/// after the item `token` names (empty: from the start).
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub limit: usize,
+    pub token: String,
 }
 
 fn parse_roles(roles: &[String]) -> Result<Vec<Role>, ApiError> {

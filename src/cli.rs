@@ -345,8 +345,12 @@ pub enum QueueAction {
         status: String,
         #[arg(long, default_value = "")]
         remote: String,
+        /// Items to list (fetched in pages; oldest first).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Start after this page token (a previous list printed it).
+        #[arg(long, default_value = "")]
+        page: String,
         #[arg(long)]
         json: bool,
     },
@@ -601,13 +605,22 @@ async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCod
             status,
             remote,
             limit,
+            page,
             json,
         } => {
-            let items: Vec<serde_json::Value> = if queue == "outbound" {
-                client.list_outbound_json(&status, &remote, limit).await?
+            let (items, next) = if queue == "outbound" {
+                client
+                    .list_outbound_json(&status, &remote, limit, &page)
+                    .await?
             } else {
-                client.list_inbound(&status, &remote, limit).await?
+                client.list_inbound(&status, &remote, limit, &page).await?
             };
+            if !next.is_empty() {
+                eprintln!(
+                    "more items follow: add --page {next} for the next {}",
+                    if limit == 0 { 100 } else { limit }
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
                 return Ok(ExitCode::SUCCESS);

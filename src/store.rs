@@ -229,6 +229,8 @@ pub struct QueueFilter {
     /// Only items whose domain lies in this subtree.
     pub domain: Option<Domain>,
     pub limit: usize,
+    /// Only items with an id above this one (the page before ended there).
+    pub after: u64,
 }
 
 /// An open instance store.
@@ -541,7 +543,8 @@ impl Store {
         };
         let mut out = Vec::new();
         let mut keep = |item: OutboundItem| {
-            let wanted = filter.status.is_none_or(|s| s == item.status)
+            let wanted = item.id > filter.after
+                && filter.status.is_none_or(|s| s == item.status)
                 && filter
                     .remote_system
                     .as_ref()
@@ -568,6 +571,11 @@ impl Store {
             let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
             for row in index.range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))? {
                 let (_, id) = row?;
+                // Ids grow with sequences: earlier pages are skipped by id
+                // without reading their items.
+                if id.value() <= filter.after {
+                    continue;
+                }
                 if let Some(value) = outbound.get(id.value())? {
                     if !keep(decode(value.value())?) {
                         break;
@@ -575,7 +583,7 @@ impl Store {
                 }
             }
         } else {
-            for row in outbound.iter()? {
+            for row in outbound.range(filter.after.saturating_add(1)..)? {
                 let (_, value) = row?;
                 if !keep(decode(value.value())?) {
                     break;

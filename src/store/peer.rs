@@ -183,7 +183,8 @@ impl Store {
         };
         let mut out = Vec::new();
         let mut keep = |item: InboundItem| {
-            let wanted = filter.status.is_none_or(|s| s == item.status)
+            let wanted = item.id > filter.after
+                && filter.status.is_none_or(|s| s == item.status)
                 && filter
                     .remote_system
                     .as_ref()
@@ -207,7 +208,7 @@ impl Store {
                 }
             }
         } else {
-            for row in table.iter()? {
+            for row in table.range(filter.after.saturating_add(1)..)? {
                 if !keep(decode(row?.1.value())?) {
                     break;
                 }

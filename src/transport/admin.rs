@@ -439,12 +439,17 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListOutboundResponse>, Status> {
         let token = token(&request);
         let req = request.into_inner();
-        let items = self
+        let page = crate::api::Page {
+            limit: req.limit as usize,
+            token: req.page_token,
+        };
+        let (items, next_page_token) = self
             .api
-            .list_outbound(token, req.status, req.remote_system, req.limit as usize)
+            .list_outbound(token, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListOutboundResponse {
+            next_page_token,
             items: items.iter().map(outbound_to_pb).collect(),
             items_json: items
                 .iter()
@@ -517,12 +522,17 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListInboundResponse>, Status> {
         let token = token(&request);
         let req = request.into_inner();
-        let items = self
+        let page = crate::api::Page {
+            limit: req.limit as usize,
+            token: req.page_token,
+        };
+        let (items, next_page_token) = self
             .api
-            .list_inbound(token, req.status, req.remote_system, req.limit as usize)
+            .list_inbound(token, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListInboundResponse {
+            next_page_token,
             items_json: items
                 .iter()
                 .map(|item| self.api.inbound_view(item).to_string())

@@ -545,35 +545,94 @@ impl AdminClient {
         ))
     }
 
-    /// Outbound items as JSON objects, in the shape `queue_item` answers.
+    /// One page of outbound items as JSON objects, in the shape
+    /// `queue_item` answers, and the next page's token (empty at the end).
+    pub async fn list_outbound_page(
+        &mut self,
+        status: &str,
+        remote_system: &str,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
+        let request = self.request(pb::ListOutboundRequest {
+            status: status.to_string(),
+            remote_system: remote_system.to_string(),
+            limit,
+            page_token: page_token.to_string(),
+        });
+        let response = self.inner.list_outbound(request).await?.into_inner();
+        Ok((
+            items_from_json(&response.items_json)?,
+            response.next_page_token,
+        ))
+    }
+
+    /// One page of inbound items, like `list_outbound_page`.
+    pub async fn list_inbound_page(
+        &mut self,
+        status: &str,
+        remote_system: &str,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
+        let request = self.request(pb::ListInboundRequest {
+            status: status.to_string(),
+            remote_system: remote_system.to_string(),
+            limit,
+            page_token: page_token.to_string(),
+        });
+        let response = self.inner.list_inbound(request).await?.into_inner();
+        Ok((
+            items_from_json(&response.items_json)?,
+            response.next_page_token,
+        ))
+    }
+
+    /// Up to `limit` outbound items (0: one default page), fetched page by
+    /// page from `page_token`, with the token of what follows.
     pub async fn list_outbound_json(
         &mut self,
         status: &str,
         remote_system: &str,
         limit: u32,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
-        let request = self.request(pb::ListOutboundRequest {
-            status: status.to_string(),
-            remote_system: remote_system.to_string(),
-            limit,
-        });
-        let response = self.inner.list_outbound(request).await?.into_inner();
-        items_from_json(&response.items_json)
+        page_token: &str,
+    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
+        let mut out = Vec::new();
+        let mut token = page_token.to_string();
+        loop {
+            let wanted = limit.saturating_sub(out.len() as u32);
+            let (page, next) = self
+                .list_outbound_page(status, remote_system, wanted, &token)
+                .await?;
+            out.extend(page);
+            token = next;
+            if token.is_empty() || limit == 0 || out.len() >= limit as usize {
+                return Ok((out, token));
+            }
+        }
     }
 
+    /// Like `list_outbound_json`, for the inbound queue.
     pub async fn list_inbound(
         &mut self,
         status: &str,
         remote_system: &str,
         limit: u32,
-    ) -> Result<Vec<serde_json::Value>, ClientError> {
-        let request = self.request(pb::ListInboundRequest {
-            status: status.to_string(),
-            remote_system: remote_system.to_string(),
-            limit,
-        });
-        let response = self.inner.list_inbound(request).await?.into_inner();
-        items_from_json(&response.items_json)
+        page_token: &str,
+    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
+        let mut out = Vec::new();
+        let mut token = page_token.to_string();
+        loop {
+            let wanted = limit.saturating_sub(out.len() as u32);
+            let (page, next) = self
+                .list_inbound_page(status, remote_system, wanted, &token)
+                .await?;
+            out.extend(page);
+            token = next;
+            if token.is_empty() || limit == 0 || out.len() >= limit as usize {
+                return Ok((out, token));
+            }
+        }
     }
 
     pub async fn queue_item(
@@ -678,14 +737,23 @@ impl AdminClient {
         remote_system: &str,
         limit: u32,
     ) -> Result<Vec<OutboundData>, ClientError> {
-        let request = self.request(pb::ListOutboundRequest {
-            status: status.to_string(),
-            remote_system: remote_system.to_string(),
-            limit,
-        });
-        let response = self.inner.list_outbound(request).await?.into_inner();
-        Ok(response
-            .items
+        let mut items = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = self.request(pb::ListOutboundRequest {
+                status: status.to_string(),
+                remote_system: remote_system.to_string(),
+                limit: limit.saturating_sub(items.len() as u32),
+                page_token: token,
+            });
+            let response = self.inner.list_outbound(request).await?.into_inner();
+            items.extend(response.items);
+            token = response.next_page_token;
+            if token.is_empty() || limit == 0 || items.len() >= limit as usize {
+                break;
+            }
+        }
+        Ok(items
             .into_iter()
             .map(|item| OutboundData {
                 operation: pb::Operation::try_from(item.operation)

@@ -202,16 +202,15 @@ async fn healthz(api: &Api) -> Response<Body> {
 
 /// Error items of both queues, newest first, as the dashboard lists them.
 async fn errors(api: &Api, token: Option<String>) -> Result<Response<Body>, ApiError> {
-    let outbound = api
-        .list_outbound(
-            token.clone(),
-            "Error".into(),
-            String::new(),
-            DASHBOARD_ERRORS,
-        )
+    let page = crate::api::Page {
+        limit: DASHBOARD_ERRORS,
+        token: String::new(),
+    };
+    let (outbound, _) = api
+        .list_outbound(token.clone(), "Error".into(), String::new(), page.clone())
         .await?;
-    let inbound = api
-        .list_inbound(token, "Error".into(), String::new(), DASHBOARD_ERRORS)
+    let (inbound, _) = api
+        .list_inbound(token, "Error".into(), String::new(), page)
         .await?;
     let row = |queue: Queue,
                id: u64,

@@ -363,3 +363,89 @@ fn every_processing_records_a_flow_context_the_item_links_to() {
     let missing = hub.fails(&["queue", "context", "999999"]);
     assert!(missing.contains("flow context 999999"), "{missing}");
 }
+
+#[test]
+fn queue_lists_come_in_pages_that_fit_a_message() {
+    let instance = Instance::init("edge");
+    let config = instance.file(
+        "server.toml",
+        "[limits]\nmax_list_records = 1000\nmax_message_bytes = 2097152\n",
+    );
+    let _server = instance.serve_with(&["--config", config.to_str().unwrap()]);
+    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
+    instance.ok(&[
+        "user",
+        "add",
+        "runas_user",
+        "--roles",
+        "process_sync_run_as",
+    ]);
+    let definitions = "[[definition]]\nname = \"D\"\n\n[[process_event]]\nname = \"e\"\ndefinition = \"D\"\n\n[[capture]]\nname = \"C\"\nprocess_event = \"e\"\ntable = \"incident\"\nfields = [\"*\"]\n\n[[remote_system]]\nname = \"hub\"\nendpoint = \"https://127.0.0.1:9\"\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ninbound_api_user = \"api_user\"\nrun_as = \"runas_user\"\n\n[[outbound_flow]]\nname = \"F\"\nprocess_event = \"e\"\nremote_system = \"hub\"\n";
+    let file = instance.file("defs.toml", definitions);
+    instance.ok(&["apply", file.to_str().unwrap()]);
+    // 2,500 records, each queuing an item of about 3 KB.
+    let filler = "z".repeat(3000);
+    let lines: String = (0..2500)
+        .map(|i| format!("{{\"n\":\"{i}\",\"text\":\"{filler}\"}}\n"))
+        .collect();
+    let import = instance.file("records.jsonl", &lines);
+    instance.ok(&[
+        "record",
+        "import",
+        "incident",
+        import.to_str().unwrap(),
+        "--batch",
+        "200",
+    ]);
+
+    // All of them, fetched page by page, each once, oldest first.
+    let all = instance.json(&["queue", "outbound", "list", "--json", "--limit", "2500"]);
+    let ids: Vec<u64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2500);
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no repeats"
+    );
+
+    // One page: the server cuts it to fit a quarter of the 2 MiB message
+    // limit and says where the next one starts.
+    let out = instance.cli(&["queue", "outbound", "list", "--json", "--limit", "1000"]);
+    assert!(out.status.success());
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let n_first = page.as_array().unwrap().len();
+    assert_eq!(n_first, 1000, "the client fetched pages until the limit");
+    let token = stderr
+        .split("--page ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no next page in: {stderr}"))
+        .to_string();
+    assert_eq!(token, ids[999].to_string());
+    let next = instance.json(&[
+        "queue", "outbound", "list", "--json", "--limit", "1000", "--page", &token,
+    ]);
+    assert_eq!(next[0]["id"].as_u64().unwrap(), ids[1000]);
+    // Over the raw API a single page stays under the message size.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (first_page, first_token) = runtime.block_on(async {
+        let mut client = instance.client().await;
+        let (page, token) = client.list_outbound_page("", "", 1000, "").await.unwrap();
+        (page.len(), token)
+    });
+    assert!(
+        first_page > 0 && first_page < 1000,
+        "cut to fit: {first_page}"
+    );
+    assert_eq!(first_token, ids[first_page - 1].to_string());
+    let bad = instance.fails(&["queue", "outbound", "list", "--page", "not-a-token"]);
+    assert!(
+        bad.contains("page token `not-a-token` is not one this instance gave out"),
+        "{bad}"
+    );
+}
