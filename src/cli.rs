@@ -608,13 +608,9 @@ async fn queue(command: QueueCommand, connection: &Connection) -> Result<ExitCod
             page,
             json,
         } => {
-            let (items, next) = if queue == "outbound" {
-                client
-                    .list_outbound_json(&status, &remote, limit, &page)
-                    .await?
-            } else {
-                client.list_inbound(&status, &remote, limit, &page).await?
-            };
+            let (items, next) = client
+                .list_queue(queue, &status, &remote, limit, &page)
+                .await?;
             if !next.is_empty() {
                 eprintln!(
                     "more items follow: add --page {next} for the next {}",

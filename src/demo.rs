@@ -39,7 +39,7 @@ async fn show_queues(node: &mut Node) -> Result<()> {
             item.status
         );
     }
-    for item in node.client.list_inbound("", "", 100, "").await?.0 {
+    for item in node.client.list_queue("inbound", "", "", 100, "").await?.0 {
         println!(
             "    {} inbound  #{} seq {} from {}: {} ({})",
             node.name,

@@ -545,53 +545,49 @@ impl AdminClient {
         ))
     }
 
-    /// One page of outbound items as JSON objects, in the shape
-    /// `queue_item` answers, and the next page's token (empty at the end).
-    pub async fn list_outbound_page(
+    /// One page of a queue ("outbound" or "inbound") as JSON objects, in
+    /// the shape `queue_item` answers, and the next page's token (empty at
+    /// the end).
+    pub async fn list_queue_page(
         &mut self,
+        queue: &str,
         status: &str,
         remote_system: &str,
         limit: u32,
         page_token: &str,
     ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
-        let request = self.request(pb::ListOutboundRequest {
-            status: status.to_string(),
-            remote_system: remote_system.to_string(),
-            limit,
-            page_token: page_token.to_string(),
-        });
-        let response = self.inner.list_outbound(request).await?.into_inner();
-        Ok((
-            items_from_json(&response.items_json)?,
-            response.next_page_token,
-        ))
+        let (status, remote_system, page_token) = (
+            status.to_string(),
+            remote_system.to_string(),
+            page_token.to_string(),
+        );
+        let (texts, next) = if queue == "outbound" {
+            let request = self.request(pb::ListOutboundRequest {
+                status,
+                remote_system,
+                limit,
+                page_token,
+            });
+            let response = self.inner.list_outbound(request).await?.into_inner();
+            (response.items_json, response.next_page_token)
+        } else {
+            let request = self.request(pb::ListInboundRequest {
+                status,
+                remote_system,
+                limit,
+                page_token,
+            });
+            let response = self.inner.list_inbound(request).await?.into_inner();
+            (response.items_json, response.next_page_token)
+        };
+        Ok((items_from_json(&texts)?, next))
     }
 
-    /// One page of inbound items, like `list_outbound_page`.
-    pub async fn list_inbound_page(
+    /// Up to `limit` items of a queue (0: one default page), fetched page
+    /// by page from `page_token`, with the token of what follows.
+    pub async fn list_queue(
         &mut self,
-        status: &str,
-        remote_system: &str,
-        limit: u32,
-        page_token: &str,
-    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
-        let request = self.request(pb::ListInboundRequest {
-            status: status.to_string(),
-            remote_system: remote_system.to_string(),
-            limit,
-            page_token: page_token.to_string(),
-        });
-        let response = self.inner.list_inbound(request).await?.into_inner();
-        Ok((
-            items_from_json(&response.items_json)?,
-            response.next_page_token,
-        ))
-    }
-
-    /// Up to `limit` outbound items (0: one default page), fetched page by
-    /// page from `page_token`, with the token of what follows.
-    pub async fn list_outbound_json(
-        &mut self,
+        queue: &str,
         status: &str,
         remote_system: &str,
         limit: u32,
@@ -602,30 +598,7 @@ impl AdminClient {
         loop {
             let wanted = limit.saturating_sub(out.len() as u32);
             let (page, next) = self
-                .list_outbound_page(status, remote_system, wanted, &token)
-                .await?;
-            out.extend(page);
-            token = next;
-            if token.is_empty() || limit == 0 || out.len() >= limit as usize {
-                return Ok((out, token));
-            }
-        }
-    }
-
-    /// Like `list_outbound_json`, for the inbound queue.
-    pub async fn list_inbound(
-        &mut self,
-        status: &str,
-        remote_system: &str,
-        limit: u32,
-        page_token: &str,
-    ) -> Result<(Vec<serde_json::Value>, String), ClientError> {
-        let mut out = Vec::new();
-        let mut token = page_token.to_string();
-        loop {
-            let wanted = limit.saturating_sub(out.len() as u32);
-            let (page, next) = self
-                .list_inbound_page(status, remote_system, wanted, &token)
+                .list_queue_page(queue, status, remote_system, wanted, &token)
                 .await?;
             out.extend(page);
             token = next;

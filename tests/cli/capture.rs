@@ -223,14 +223,6 @@ fn operators_can_show_and_skip_outbound_items() {
 fn a_change_operator_on_a_field_not_sent_still_decides_when_to_send() {
     let instance = Instance::init("edge-1");
     let _server = instance.serve();
-    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
-    instance.ok(&[
-        "user",
-        "add",
-        "runas_user",
-        "--roles",
-        "process_sync_run_as",
-    ]);
     let definitions = r#"
 [[definition]]
 name = "Requests"
@@ -246,25 +238,15 @@ table = "sc_req_item"
 filter = "stateCHANGESTO2"
 fields = ["short_description"]
 
-[[remote_system]]
-name = "hub"
-endpoint = "https://127.0.0.1:9"
-fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-inbound_api_user = "api_user"
-run_as = "runas_user"
-
 [[outbound_flow]]
 name = "Approved to hub"
 process_event = "approved"
 remote_system = "hub"
 "#;
-    let file = instance.file("defs.toml", definitions);
-    assert!(
-        instance
-            .ok(&["config", "validate", file.to_str().unwrap()])
-            .contains("valid")
-    );
-    instance.ok(&["apply", file.to_str().unwrap()]);
+    let definitions = format!("{definitions}{}", crate::support::UNREACHED_HUB);
+    let file = crate::support::apply_with_users(&instance, &definitions);
+    let validated = instance.ok(&["config", "validate", file.to_str().unwrap()]);
+    assert!(validated.contains("valid"), "{validated}");
     let sys_id = instance
         .ok(&[
             "record",

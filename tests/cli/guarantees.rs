@@ -406,13 +406,6 @@ process_event = "global_event"
 table = "incident"
 fields = ["*"]
 
-[[remote_system]]
-name = "hub"
-endpoint = "https://127.0.0.1:9"
-fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-inbound_api_user = "api_user"
-run_as = "runas_user"
-
 [[outbound_flow]]
 name = "Global to hub"
 process_event = "global_event"
@@ -458,16 +451,8 @@ fn a_domain_admin_applies_exports_and_removes_only_its_own_domain() {
     use crate::support::as_user;
     let instance = Instance::init("hub");
     let _server = instance.serve();
-    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
-    instance.ok(&[
-        "user",
-        "add",
-        "runas_user",
-        "--roles",
-        "process_sync_run_as",
-    ]);
-    let global = instance.file("global.toml", GLOBAL_DEFINITIONS);
-    instance.ok(&["apply", global.to_str().unwrap()]);
+    let global = format!("{GLOBAL_DEFINITIONS}{}", crate::support::UNREACHED_HUB);
+    crate::support::apply_with_users(&instance, &global);
     let acme_admin = instance
         .ok(&[
             "user",
@@ -713,16 +698,77 @@ fn point_at(instance: &Instance, old_endpoint: &str, endpoint: &str) {
     instance.ok(&["apply", file.to_str().unwrap()]);
 }
 
-#[test]
-fn links_resume_by_themselves_after_refused_and_blackholed_connections_both_ways() {
-    use crate::faults::{Mode, Proxy};
-    let (edge, hub, _edge_server, _hub_server) = crate::support::linked_pair(Default::default());
+/// A linked pair whose peer connections both go through proxies.
+fn pair_through_proxies() -> (
+    Instance,
+    Instance,
+    crate::support::Server,
+    crate::support::Server,
+    crate::faults::Proxy,
+    crate::faults::Proxy,
+) {
+    use crate::faults::Proxy;
+    let (edge, hub, edge_server, hub_server) = crate::support::linked_pair(Default::default());
     let to_hub = Proxy::start(format!("127.0.0.1:{}", hub.peer_port));
     let to_edge = Proxy::start(format!("127.0.0.1:{}", edge.peer_port));
     point_at(&edge, &hub.peer_endpoint(), &to_hub.endpoint());
     point_at(&hub, &edge.peer_endpoint(), &to_edge.endpoint());
     edge.ok(&["remote", "validate", "hub"]);
     hub.ok(&["remote", "validate", "edge"]);
+    (edge, hub, edge_server, hub_server, to_hub, to_edge)
+}
+
+#[test]
+fn with_default_retry_properties_a_healed_link_resumes_before_its_next_retry() {
+    use crate::faults::Mode;
+    let (edge, hub, _edge_server, _hub_server, to_hub, to_edge) = pair_through_proxies();
+    to_hub.set(Mode::Refuse);
+    to_edge.set(Mode::Refuse);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=from the edge",
+    ]);
+    hub.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=from the hub",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "a failed attempt each way",
+        Duration::from_secs(30),
+        || {
+            remote_of(&edge, "hub")["attempts"].as_u64().unwrap_or(0) >= 1
+                && remote_of(&hub, "edge")["attempts"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    to_hub.set(Mode::Blackhole);
+    to_edge.set(Mode::Blackhole);
+    std::thread::sleep(Duration::from_secs(3));
+    to_hub.set(Mode::Forward);
+    to_edge.set(Mode::Forward);
+    // The next retry is about a minute away (retry.interval 60 ± 20 %);
+    // the probe finds the healed link within a heartbeat interval or two.
+    let healed = std::time::Instant::now();
+    wait_for(
+        &[&edge, &hub],
+        "both records across",
+        Duration::from_secs(40),
+        || {
+            hub_records(&hub, "from the edge").len() == 1
+                && hub_records(&edge, "from the hub").len() == 1
+        },
+    );
+    assert!(healed.elapsed() < Duration::from_secs(40));
+}
+
+#[test]
+fn links_resume_by_themselves_after_refused_and_blackholed_connections_both_ways() {
+    use crate::faults::Mode;
+    let (edge, hub, _edge_server, _hub_server, to_hub, to_edge) = pair_through_proxies();
     // Default retry properties but the first interval, so that Error comes
     // within seconds; the probe runs every heartbeat interval (default).
     edge.ok(&["property", "set", "retry.interval", "1"]);

@@ -372,17 +372,12 @@ fn queue_lists_come_in_pages_that_fit_a_message() {
         "[limits]\nmax_list_records = 1000\nmax_message_bytes = 2097152\n",
     );
     let _server = instance.serve_with(&["--config", config.to_str().unwrap()]);
-    instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
-    instance.ok(&[
-        "user",
-        "add",
-        "runas_user",
-        "--roles",
-        "process_sync_run_as",
-    ]);
-    let definitions = "[[definition]]\nname = \"D\"\n\n[[process_event]]\nname = \"e\"\ndefinition = \"D\"\n\n[[capture]]\nname = \"C\"\nprocess_event = \"e\"\ntable = \"incident\"\nfields = [\"*\"]\n\n[[remote_system]]\nname = \"hub\"\nendpoint = \"https://127.0.0.1:9\"\nfingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\ninbound_api_user = \"api_user\"\nrun_as = \"runas_user\"\n\n[[outbound_flow]]\nname = \"F\"\nprocess_event = \"e\"\nremote_system = \"hub\"\n";
-    let file = instance.file("defs.toml", definitions);
-    instance.ok(&["apply", file.to_str().unwrap()]);
+    let definitions = format!(
+        "{}{}",
+        "[[definition]]\nname = \"D\"\n\n[[process_event]]\nname = \"e\"\ndefinition = \"D\"\n\n[[capture]]\nname = \"C\"\nprocess_event = \"e\"\ntable = \"incident\"\nfields = [\"*\"]\n\n[[outbound_flow]]\nname = \"F\"\nprocess_event = \"e\"\nremote_system = \"hub\"\n",
+        crate::support::UNREACHED_HUB
+    );
+    crate::support::apply_with_users(&instance, &definitions);
     // 2,500 records, each queuing an item of about 3 KB.
     let filler = "z".repeat(3000);
     let lines: String = (0..2500)
@@ -435,7 +430,10 @@ fn queue_lists_come_in_pages_that_fit_a_message() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (first_page, first_token) = runtime.block_on(async {
         let mut client = instance.client().await;
-        let (page, token) = client.list_outbound_page("", "", 1000, "").await.unwrap();
+        let (page, token) = client
+            .list_queue_page("outbound", "", "", 1000, "")
+            .await
+            .unwrap();
         (page.len(), token)
     });
     assert!(

@@ -352,6 +352,23 @@ table = "incident"
 
 /// Adds the users DEFINITIONS needs and applies it.
 pub fn apply_definitions(instance: &Instance) {
+    apply_with_users(instance, DEFINITIONS);
+}
+
+/// A remote system `hub` that nobody answers for, for definitions that
+/// only queue (its users are the ones `apply_with_users` adds).
+pub const UNREACHED_HUB: &str = r#"
+[[remote_system]]
+name = "hub"
+endpoint = "https://127.0.0.1:9"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+inbound_api_user = "api_user"
+run_as = "runas_user"
+"#;
+
+/// Adds `api_user` (process_sync_api) and `runas_user`
+/// (process_sync_run_as) and applies `definitions`; returns the file.
+pub fn apply_with_users(instance: &Instance, definitions: &str) -> PathBuf {
     instance.ok(&["user", "add", "api_user", "--roles", "process_sync_api"]);
     instance.ok(&[
         "user",
@@ -360,8 +377,9 @@ pub fn apply_definitions(instance: &Instance) {
         "--roles",
         "process_sync_run_as",
     ]);
-    let file = instance.file("defs.toml", DEFINITIONS);
+    let file = instance.file("defs.toml", definitions);
     instance.ok(&["apply", file.to_str().unwrap()]);
+    file
 }
 
 impl Instance {
