@@ -232,7 +232,7 @@ impl PeerGate {
         }
         if let Some(last) = hello.last_sequence.filter(|&last| last < received) {
             problems.push(format!(
-                "`{}` has already received sequence {received} from `{}`, whose last sequence for it is {last}: `{}`'s store was restored from an older copy, so its next items would be dropped as duplicates; give it a new identity (a fresh data directory with `procsync init`) and link it again, or restore its latest store",
+                "`{}` has already received sequence {received} from `{}`, whose last sequence for it is {last}: `{}`'s store was restored from an older copy (or its remote system for `{0}` was made anew), so its next items would be dropped as duplicates; give it a new identity (a fresh data directory with `procsync init`) and link it again, or restore its latest store",
                 instance.name, hello.instance_name, hello.instance_name
             ));
         }

@@ -160,8 +160,11 @@ const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
     let mut capture = shared.read().expect("capture lock").clone();
     let mut disk_failed = false;
+    // Reopening may make redb check the file: at most once per interval.
+    let mut last_reopen: Option<std::time::Instant> = None;
     loop {
-        if disk_failed {
+        if disk_failed && last_reopen.is_none_or(|at| at.elapsed() >= REOPEN_INTERVAL) {
+            last_reopen = Some(std::time::Instant::now());
             disk_failed = !reopen_and_check(&db);
             db.set_disk_failed(disk_failed);
         }
@@ -245,6 +248,9 @@ fn reopen_and_check(db: &SharedDb) -> bool {
         }
         Err(e) => {
             tracing::debug!(target: "store", error = %e, "The store still cannot write.");
+            // The failed check left the handle refusing everything: a fresh
+            // one lets reads go on while writes wait for the disk.
+            let _ = db.reopen();
             false
         }
     }
