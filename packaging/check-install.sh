@@ -58,7 +58,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 id="$(in_root /usr/bin/procsync record create incident --data /var/lib/procsync short_description=installed)"
-in_root /usr/bin/procsync record get incident "$id" --data /var/lib/procsync | grep -q installed
+in_root /usr/bin/procsync record get incident "$id" --data /var/lib/procsync | grep installed >/dev/null
 pkill -TERM -f "procsync serve --config /etc/procsync/procsync.toml --data /var/lib/procsync --admin-listen 127.0.0.1:17480"
 sleep 1
 grep -q "the store is closed" "$work/serve.log"
