@@ -58,6 +58,14 @@ pub async fn run(
             reason: e.to_string(),
         })?;
     let admin_address = listener.address;
+    // Both listeners are bound before the admin address file is written:
+    // whoever reads it finds an instance that is not about to fail to bind.
+    let peer_listener = crate::transport::peer::bind(config.peer.listen)
+        .await
+        .map_err(|e| ServeError::Bind {
+            address: config.peer.listen,
+            reason: e.to_string(),
+        })?;
     let addr_file = data_dir.join(ADMIN_ADDR_FILE);
     write_address(&addr_file, admin_address)?;
 
@@ -82,12 +90,6 @@ pub async fn run(
     let sync = SyncRuntime::default();
     sync.refresh_allowed(&store)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let peer_listener = crate::transport::peer::bind(config.peer.listen)
-        .await
-        .map_err(|e| ServeError::Bind {
-            address: config.peer.listen,
-            reason: e.to_string(),
-        })?;
     let peer_address = peer_listener.address;
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
