@@ -320,16 +320,37 @@ impl Store {
     }
 
     /// Marks outbound items Running (being sent).
+    /// Marks items Running as they leave, and notes in the same commit that
+    /// their records were sent to the remote (a correlation without the
+    /// peer's record yet): the peer may answer about a record before its
+    /// acknowledgment is even counted here.
     pub async fn mark_outbound_running(&self, ids: Vec<u64>) -> Result<(), StoreError> {
-        self.update_outbound(ids, |item, now| {
-            if item.status == QueueStatus::Ready {
-                item.status = QueueStatus::Running;
-                item.attempts += 1;
-                item.sent_on = Some(now);
-                item.next_attempt_on = None;
-            }
-        })
-        .await
+        self.writer
+            .submit(move |txn| {
+                let now = now_millis();
+                let mut table = txn.txn.open_table(OUTBOUND)?;
+                let mut correlations = txn.txn.open_table(CORRELATIONS)?;
+                let mut tally = Tally::new(now);
+                for id in ids {
+                    let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if item.status != QueueStatus::Ready {
+                        continue;
+                    }
+                    item.status = QueueStatus::Running;
+                    item.attempts += 1;
+                    item.sent_on = Some(now);
+                    item.next_attempt_on = None;
+                    table.insert(id, encode(&item).as_slice())?;
+                    tally.outbound(&item, Some(QueueStatus::Ready));
+                    note_sent(&mut correlations, &item, now)?;
+                }
+                tally.save(txn.txn)?;
+                Ok(())
+            })
+            .await
     }
 
     /// The inbound flow for `process_event` from `remote`, as last applied.
@@ -462,23 +483,7 @@ impl Store {
                     item.flow_contexts.push(context);
                     outbound.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(from));
-                    let key = (
-                        item.table.as_str(),
-                        item.local_correlation_id.as_str(),
-                        remote.as_str(),
-                    );
-                    if correlations.get(key)?.is_none() {
-                        let correlation = Correlation {
-                            remote_system: remote.clone(),
-                            remote_correlation_id: String::new(),
-                            table: item.table.clone(),
-                            local_correlation_id: item.local_correlation_id.clone(),
-                            active: item.operation != Operation::Delete,
-                            created_on: now,
-                            updated_on: now,
-                        };
-                        correlations.insert(key, encode(&correlation).as_slice())?;
-                    }
+                    note_sent(&mut correlations, &item, now)?;
                 }
                 counters.save()?;
                 tally.save(txn.txn)?;
@@ -573,32 +578,6 @@ impl Store {
         .await
     }
 
-    async fn update_outbound(
-        &self,
-        ids: Vec<u64>,
-        change: impl Fn(&mut OutboundItem, u64) + Send + 'static,
-    ) -> Result<(), StoreError> {
-        self.writer
-            .submit(move |txn| {
-                let now = now_millis();
-                let mut table = txn.txn.open_table(OUTBOUND)?;
-                let mut tally = Tally::new(now);
-                for id in ids {
-                    let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
-                        continue;
-                    };
-                    let mut item: OutboundItem = decode(&value)?;
-                    let from = item.status;
-                    change(&mut item, now);
-                    table.insert(id, encode(&item).as_slice())?;
-                    tally.outbound(&item, Some(from));
-                }
-                tally.save(txn.txn)?;
-                Ok(())
-            })
-            .await
-    }
-
     /// Queues items received from `remote`, sent by the instance with
     /// certificate `sender` (duplicates by that instance's sequence are
     /// recognised forever and not queued again) in one durable commit.
@@ -651,6 +630,33 @@ impl Store {
                 super::writer::apply_inbound(txn, id, &run_as, &limits)
             })
     }
+}
+
+/// Notes that `item`'s record went to its remote system: a correlation
+/// with no peer record yet, unless one exists.
+fn note_sent(
+    correlations: &mut redb::Table<'_, (&'static str, &'static str, &'static str), &'static [u8]>,
+    item: &OutboundItem,
+    now: u64,
+) -> Result<(), StoreError> {
+    let key = (
+        item.table.as_str(),
+        item.local_correlation_id.as_str(),
+        item.remote_system.as_str(),
+    );
+    if correlations.get(key)?.is_none() {
+        let correlation = Correlation {
+            remote_system: item.remote_system.clone(),
+            remote_correlation_id: String::new(),
+            table: item.table.clone(),
+            local_correlation_id: item.local_correlation_id.clone(),
+            active: item.operation != Operation::Delete,
+            created_on: now,
+            updated_on: now,
+        };
+        correlations.insert(key, encode(&correlation).as_slice())?;
+    }
+    Ok(())
 }
 
 /// The context of an outbound item's processing, told when the peer
