@@ -390,12 +390,6 @@ pub enum PropertyCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(
-        cli.command,
-        Command::Serve(_) | Command::Demo { .. } | Command::Bench { .. }
-    ) {
-        end_quietly_on_closed_pipe();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1182,22 +1176,6 @@ async fn user(command: UserCommand, connection: &Connection) -> Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A command whose output is piped into `head` or `grep -q` ends as other
-/// Unix tools do when the reader goes away (SIGPIPE), instead of panicking
-/// on the failed print. Not for `serve` and the commands that run one:
-/// their sockets rely on the runtime ignoring SIGPIPE.
-#[allow(
-    unsafe_code,
-    reason = "setting a signal disposition before any thread starts"
-)]
-fn end_quietly_on_closed_pipe() {
-    // SAFETY: called at the start of `main`, before the runtime or any other
-    // thread exists; SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
