@@ -375,14 +375,15 @@ impl Outbound {
         let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A call from the peer may have come while this dispatcher was
+            // busy recording the failure (its wake-up was then missed).
+            if self.health.take_retry_now(remote) {
+                tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer called us; retrying now.");
+                return;
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
-                _ = self.wake.notified() => {
-                    if self.health.take_retry_now(remote) {
-                        tracing::info!(target: "outbound_queue", remote_system = %remote, "The peer called us; retrying now.");
-                        return;
-                    }
-                }
+                _ = self.wake.notified() => {}
                 _ = probe.tick(), if probe_it => {
                     let try_it = async {
                         match self.target(remote).await {
