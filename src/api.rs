@@ -607,15 +607,14 @@ impl Api {
         self.remote_view(&name).await
     }
 
-    /// One page of the inbound queue, oldest first, and the token of the
-    /// next page (empty when this is the last).
+    /// One page of the inbound queue, oldest first.
     pub async fn list_inbound(
         &self,
         token: Option<String>,
         status: String,
         remote_system: String,
         page: Page,
-    ) -> Result<(Vec<crate::queue::InboundItem>, String), ApiError> {
+    ) -> Result<Listed<crate::queue::InboundItem>, ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
         let filter = self.queue_filter(&user, &status, remote_system, &page)?;
         let items = self
@@ -841,15 +840,14 @@ impl Api {
         ))
     }
 
-    /// One page of the outbound queue, oldest first, and the token of the
-    /// next page (empty when this is the last).
+    /// One page of the outbound queue, oldest first.
     pub async fn list_outbound(
         &self,
         token: Option<String>,
         status: String,
         remote_system: String,
         page: Page,
-    ) -> Result<(Vec<OutboundItem>, String), ApiError> {
+    ) -> Result<Listed<OutboundItem>, ApiError> {
         let user = self.authorize(token, Permission::ReadSync).await?;
         let filter = self.queue_filter(&user, &status, remote_system, &page)?;
         let items = self
@@ -899,33 +897,47 @@ impl Api {
 
     /// A full page ends with a token naming its last item; a page is also
     /// cut short before its JSON outgrows a quarter of the admin message
-    /// limit (a response carries the items twice: typed and as JSON).
+    /// limit (a response carries the items twice: typed and as JSON). Each
+    /// item's view is rendered once, here, and kept for the answer.
     fn cut_page<T>(
         &self,
         mut items: Vec<T>,
         asked: usize,
         id: impl Fn(&T) -> u64,
         view: impl Fn(&T) -> serde_json::Value,
-    ) -> (Vec<T>, String) {
+    ) -> Listed<T> {
         let budget = self.limits.max_message_bytes / 4;
         let mut bytes = 0;
-        let mut keep = items.len();
-        for (i, item) in items.iter().enumerate() {
-            bytes += view(item).to_string().len();
-            if bytes > budget && i > 0 {
-                keep = i;
+        let mut json = Vec::with_capacity(items.len());
+        for item in &items {
+            let text = view(item).to_string();
+            bytes += text.len();
+            if bytes > budget && !json.is_empty() {
                 break;
             }
+            json.push(text);
         }
-        let cut = keep < items.len();
-        items.truncate(keep);
+        let cut = json.len() < items.len();
+        items.truncate(json.len());
         let full = items.len() >= self.page_size(asked);
-        let next = match items.last() {
+        let next_page_token = match items.last() {
             Some(last) if cut || full => id(last).to_string(),
             _ => String::new(),
         };
-        (items, next)
+        Listed {
+            items,
+            json,
+            next_page_token,
+        }
     }
+}
+
+/// One page of a queue: the items, each as operators read it (JSON text,
+/// `views`), and the next page's token (empty when this is the last).
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub json: Vec<String>,
+    pub next_page_token: String,
 }
 
 /// Which page of a queue list: at most `limit` items (0: the default)

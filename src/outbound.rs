@@ -144,6 +144,13 @@ pub struct Outbound {
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Shows a retry state on a remote's health entry.
+fn show_retry(health: &mut RemoteHealth, retry: &crate::property::RetryState) {
+    health.attempts = retry.attempts;
+    health.last_error = retry.last_error.clone();
+    health.next_attempt_on = retry.next_attempt_on.map(format_time);
+}
+
 /// How one session ended.
 #[derive(Debug, PartialEq, Eq)]
 enum SessionEnd {
@@ -210,11 +217,7 @@ impl Outbound {
                 .unwrap_or_default()
         };
         let mut attempts = retry.attempts;
-        self.health.update(&remote, |h| {
-            h.attempts = retry.attempts;
-            h.last_error = retry.last_error.clone();
-            h.next_attempt_on = retry.next_attempt_on.map(format_time);
-        });
+        self.health.update(&remote, |h| show_retry(h, &retry));
         // A schedule carried over from before a restart is kept (at most
         // one capped interval away); probing may cut it short.
         let mut probe = true;
@@ -245,10 +248,7 @@ impl Outbound {
                     // Validated: whatever refused us is settled.
                     retry = Default::default();
                     attempts = 0;
-                    let _ = self
-                        .store
-                        .set_remote_retry(remote.clone(), retry.clone())
-                        .await;
+                    self.record_retry(&remote, &retry).await;
                 }
                 continue;
             }
@@ -269,11 +269,6 @@ impl Outbound {
                 SessionEnd::NotActive => continue,
                 SessionEnd::Failed(CallError::Permanent(reason)) => {
                     tracing::error!(target: "outbound_queue", remote_system = %remote, error = %reason, "The peer refused us; the remote system's outbound state is now Error until `procsync remote validate`.");
-                    self.health.update(&remote, |h| {
-                        h.health = Health::Down;
-                        h.last_error = Some(reason.clone());
-                        h.next_attempt_on = None;
-                    });
                     // In-flight items go back to Ready and wait for the operator.
                     let _ = self
                         .store
@@ -289,10 +284,7 @@ impl Outbound {
                         next_attempt_on: None,
                         refused: true,
                     };
-                    let _ = self
-                        .store
-                        .set_remote_retry(remote.clone(), retry.clone())
-                        .await;
+                    self.record_retry(&remote, &retry).await;
                     self.run_error_handling(&remote, &reason, attempts).await;
                     attempts = 0;
                 }
@@ -313,16 +305,7 @@ impl Outbound {
                         next_attempt_on: Some(next),
                         refused: false,
                     };
-                    let _ = self
-                        .store
-                        .set_remote_retry(remote.clone(), retry.clone())
-                        .await;
-                    self.health.update(&remote, |h| {
-                        h.health = Health::Down;
-                        h.last_error = Some(reason.clone());
-                        h.attempts = attempts;
-                        h.next_attempt_on = Some(format_time(next));
-                    });
+                    self.record_retry(&remote, &retry).await;
                     if attempts == policy.times + 1 {
                         tracing::error!(target: "outbound_queue", remote_system = %remote, attempts, error = %reason, "Retries are exhausted; the remote system's outbound state is now Error. Items stay queued and the peer is still probed.");
                         let _ = self
@@ -341,6 +324,22 @@ impl Outbound {
                 }
             }
         }
+    }
+
+    /// Where sending to `remote` stands, kept in the store (so a restart
+    /// resumes it) and shown on the health board; a failure also shows the
+    /// peer Down.
+    async fn record_retry(&self, remote: &str, retry: &crate::property::RetryState) {
+        self.health.update(remote, |h| {
+            show_retry(h, retry);
+            if retry.last_error.is_some() {
+                h.health = Health::Down;
+            }
+        });
+        let _ = self
+            .store
+            .set_remote_retry(remote.to_string(), retry.clone())
+            .await;
     }
 
     /// The retry policy now in the properties (the defaults if the store
@@ -616,17 +615,12 @@ impl Outbound {
             tracing::info!(target: "outbound_queue", remote_system = %remote, "The remote system's outbound state is Active again.");
         }
         if *attempts > 0 || in_error {
-            let _ = self
-                .store
-                .set_remote_retry(remote.to_string(), Default::default())
-                .await;
+            self.record_retry(remote, &Default::default()).await;
+        } else {
+            self.health
+                .update(remote, |h| show_retry(h, &Default::default()));
         }
         *attempts = 0;
-        self.health.update(remote, |h| {
-            h.attempts = 0;
-            h.last_error = None;
-            h.next_attempt_on = None;
-        });
     }
 
     async fn flush_acks(&self, remote: &str, acked: &mut Vec<u64>) -> Result<(), String> {

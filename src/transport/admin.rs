@@ -443,18 +443,15 @@ impl Admin for AdminService {
             limit: req.limit as usize,
             token: req.page_token,
         };
-        let (items, next_page_token) = self
+        let listed = self
             .api
             .list_outbound(token, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListOutboundResponse {
-            next_page_token,
-            items: items.iter().map(outbound_to_pb).collect(),
-            items_json: items
-                .iter()
-                .map(|item| self.api.outbound_view(item).to_string())
-                .collect(),
+            items: listed.items.iter().map(outbound_to_pb).collect(),
+            items_json: listed.json,
+            next_page_token: listed.next_page_token,
         }))
     }
 
@@ -526,17 +523,14 @@ impl Admin for AdminService {
             limit: req.limit as usize,
             token: req.page_token,
         };
-        let (items, next_page_token) = self
+        let listed = self
             .api
             .list_inbound(token, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListInboundResponse {
-            next_page_token,
-            items_json: items
-                .iter()
-                .map(|item| self.api.inbound_view(item).to_string())
-                .collect(),
+            items_json: listed.json,
+            next_page_token: listed.next_page_token,
         }))
     }
 

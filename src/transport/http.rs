@@ -206,12 +206,14 @@ async fn errors(api: &Api, token: Option<String>) -> Result<Response<Body>, ApiE
         limit: DASHBOARD_ERRORS,
         token: String::new(),
     };
-    let (outbound, _) = api
+    let outbound = api
         .list_outbound(token.clone(), "Error".into(), String::new(), page.clone())
-        .await?;
-    let (inbound, _) = api
+        .await?
+        .items;
+    let inbound = api
         .list_inbound(token, "Error".into(), String::new(), page)
-        .await?;
+        .await?
+        .items;
     let row = |queue: Queue,
                id: u64,
                remote: &str,
