@@ -307,3 +307,27 @@ impl FlowTrace {
         }
     }
 }
+
+/// Whether an operator may move a queue item from `from` to `to`: retry
+/// (Error → Ready) or skip (Error or Ready → Skipped); the refusal says
+/// what is allowed.
+pub fn operator_transition(
+    from: QueueStatus,
+    to: QueueStatus,
+    queue: &str,
+    id: u64,
+) -> Result<(), String> {
+    let allowed = match to {
+        QueueStatus::Ready => from == QueueStatus::Error,
+        QueueStatus::Skipped => matches!(from, QueueStatus::Error | QueueStatus::Ready),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{queue} item {id} is {}; only Error items can be retried, and only Error or Ready items skipped",
+            from.as_str()
+        ))
+    }
+}

@@ -1,18 +1,30 @@
 //! The store: the only module that touches redb. It owns the instance's one
 //! database file, declares its tables (`tables`), the stored value format
 //! (`codec`) and the single writer thread that batches concurrent writes into
-//! one durable transaction (`writer`). Reads run on the caller's thread in a
-//! read transaction; callers on the async runtime use `spawn_blocking`.
+//! one durable transaction (`writer`, the engine only). Each table family has
+//! one file holding its reads and its writer jobs. Reads run on the caller's
+//! thread in a read transaction; callers on the async runtime use
+//! `spawn_blocking`.
 
 mod codec;
-mod content;
-mod context;
 mod handle;
-mod peer;
-mod purge;
-mod stats;
 mod tables;
 mod writer;
+
+mod counters;
+mod properties;
+mod records;
+mod remotes;
+mod sync_objects;
+mod users;
+
+mod content;
+mod context;
+mod correlations;
+mod inbound;
+mod outbound;
+mod purge;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,16 +35,15 @@ use serde::{Deserialize, Serialize};
 pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
-pub use peer::ReceivedItem;
+pub use inbound::ReceivedItem;
 pub use purge::{PurgeBefore, Purged};
+pub use records::RecordWriteLimits;
+pub use sync_objects::{ApplyReport, RemoteState, RemoteSystemStatus, StoredSyncObject};
 use tables::*;
-pub use writer::{ApplyReport, RecordWriteLimits};
 
-use crate::config::sync::SyncConfig;
 use crate::domain::Domain;
 use crate::ids::{Millis, hex, new_sys_id, now_millis, token_hash};
-use crate::queue::{OutboundItem, QueueStatus};
-use crate::record::{JournalEntry, Record, RecordWrite, WriteResult};
+use crate::queue::QueueStatus;
 use crate::user::{Role, User};
 
 /// The database file's name inside the data directory.
@@ -84,6 +95,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a writer job failing with this error must abort the whole
+    /// batch: input errors are found before the job writes anything, so
+    /// the other jobs commit; anything else may have written half a change.
+    pub fn aborts_batch(&self) -> bool {
+        !matches!(
+            self,
+            StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_)
+        )
+    }
+
     /// Whether the disk failed under the store (full, or an I/O error),
     /// after which redb needs the file reopened.
     pub fn is_disk_failure(&self) -> bool {
@@ -171,49 +192,6 @@ pub struct InstanceInfo {
     pub fingerprint: String,
 }
 
-/// A stored process sync object with its identity and runtime state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredSyncObject {
-    pub sys_id: String,
-    pub kind: String,
-    pub name: String,
-    pub spec: serde_json::Value,
-    /// Remote systems only: Disabled until validated.
-    #[serde(default)]
-    pub outbound_state: Option<RemoteState>,
-    #[serde(default)]
-    pub inbound_state: Option<RemoteState>,
-    pub created_on: Millis,
-    pub updated_on: Millis,
-}
-
-/// A remote system's outbound or inbound state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RemoteState {
-    Disabled,
-    Active,
-    Error,
-}
-
-impl RemoteState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteState::Disabled => "Disabled",
-            RemoteState::Active => "Active",
-            RemoteState::Error => "Error",
-        }
-    }
-}
-
-/// A remote system as configured, with its identity and states.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RemoteSystemStatus {
-    pub sys_id: String,
-    pub spec: crate::config::sync::RemoteSystem,
-    pub outbound_state: RemoteState,
-    pub inbound_state: RemoteState,
-}
-
 /// Who is writing: the authenticated user's name and domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
@@ -231,6 +209,28 @@ pub struct QueueFilter {
     pub limit: usize,
     /// Only items with an id above this one (the page before ended there).
     pub after: u64,
+}
+
+impl QueueFilter {
+    /// Most items to return: `limit`, or all when it is 0.
+    fn page_size(&self) -> usize {
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
+    }
+
+    /// Whether an item with these properties belongs in the list.
+    fn admits(&self, id: u64, status: QueueStatus, remote_system: &str, domain: &Domain) -> bool {
+        id > self.after
+            && self.status.is_none_or(|s| s == status)
+            && self
+                .remote_system
+                .as_deref()
+                .is_none_or(|r| r == remote_system)
+            && self.domain.as_ref().is_none_or(|d| domain.is_within(d))
+    }
 }
 
 /// An open instance store.
@@ -333,15 +333,8 @@ impl Store {
                 token_hash(admin_token).as_slice(),
                 encode(&"admin").as_slice(),
             )?;
-            // Create every table so read transactions never meet a missing one.
-            txn.open_table(RECORDS)?;
-            txn.open_table(JOURNAL)?;
-            txn.open_table(SYNC_OBJECTS)?;
-            txn.open_table(COUNTERS)?;
-            txn.open_table(OUTBOUND)?;
-            txn.open_table(OUTBOUND_BY_REMOTE)?;
         }
-        create_later_tables(&txn)?;
+        upgrade(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -371,14 +364,12 @@ impl Store {
                 supported: FORMAT_VERSION,
             });
         }
-        // Tables added after format 1 was first written: create them in
-        // stores made by an older binary.
         {
             let txn = db.begin_write()?;
-            create_later_tables(&txn)?;
+            upgrade(&txn)?;
             txn.commit()?;
         }
-        let config = read_sync_config(&db)?;
+        let config = sync_objects::read_sync_config(&db)?;
         let writer = writer::Writer::start(db.clone(), &config)?;
         Ok(Store {
             db,
@@ -429,262 +420,15 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("no instance identity recorded".into()))?;
         decode(value.value())
     }
-
-    /// The user a token belongs to, if any.
-    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let tokens = txn.open_table(TOKENS)?;
-        let Some(name) = tokens.get(token_hash(token).as_slice())? else {
-            return Ok(None);
-        };
-        let name: String = decode(name.value())?;
-        let users = txn.open_table(USERS)?;
-        match users.get(name.as_str())? {
-            Some(user) => Ok(Some(decode(user.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        let mut out = Vec::new();
-        for row in users.iter()? {
-            let (_, value) = row?;
-            out.push(decode(value.value())?);
-        }
-        Ok(out)
-    }
-
-    /// A record and its journal, when it exists.
-    pub fn record(
-        &self,
-        table: &str,
-        sys_id: &str,
-    ) -> Result<Option<(Record, Vec<JournalEntry>)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let records = txn.open_table(RECORDS)?;
-        let Some(value) = records.get((table, sys_id))? else {
-            return Ok(None);
-        };
-        let record: Record = decode(value.value())?;
-        let journal = txn.open_table(JOURNAL)?;
-        let mut entries = Vec::new();
-        for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
-            let (_, value) = row?;
-            entries.push(decode(value.value())?);
-        }
-        Ok(Some((record, entries)))
-    }
-
-    /// Records of `table` for which `keep` holds, in sys_id order, at most
-    /// `limit`.
-    pub fn records(
-        &self,
-        table: &str,
-        limit: usize,
-        keep: &dyn Fn(&Record) -> bool,
-    ) -> Result<Vec<Record>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let records = txn.open_table(RECORDS)?;
-        let mut out = Vec::new();
-        for row in records.range((table, "")..)? {
-            let (key, value) = row?;
-            if key.value().0 != table {
-                break;
-            }
-            let record: Record = decode(value.value())?;
-            if keep(&record) {
-                out.push(record);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The process sync objects as stored, in (kind, name) order.
-    pub fn sync_objects(&self) -> Result<Vec<StoredSyncObject>, StoreError> {
-        let txn = self.db.begin_read()?;
-        read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)
-    }
-
-    /// Every remote system with its states, by name.
-    pub fn remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
-        self.sync_objects()?
-            .into_iter()
-            .filter(|o| o.kind == "remote_system")
-            .map(|o| {
-                let spec = serde_json::from_value(o.spec).map_err(|e| {
-                    StoreError::Corrupt(format!("remote system `{}` does not decode: {e}", o.name))
-                })?;
-                Ok(RemoteSystemStatus {
-                    sys_id: o.sys_id,
-                    spec,
-                    outbound_state: o.outbound_state.unwrap_or(RemoteState::Disabled),
-                    inbound_state: o.inbound_state.unwrap_or(RemoteState::Disabled),
-                })
-            })
-            .collect()
-    }
-
-    pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {
-        read_sync_config(&self.db)
-    }
-
-    /// Outbound items matching `filter`, oldest first.
-    pub fn outbound_items(&self, filter: &QueueFilter) -> Result<Vec<OutboundItem>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let limit = if filter.limit == 0 {
-            usize::MAX
-        } else {
-            filter.limit
-        };
-        let mut out = Vec::new();
-        let mut keep = |item: OutboundItem| {
-            let wanted = item.id > filter.after
-                && filter.status.is_none_or(|s| s == item.status)
-                && filter
-                    .remote_system
-                    .as_ref()
-                    .is_none_or(|r| *r == item.remote_system)
-                && filter
-                    .domain
-                    .as_ref()
-                    .is_none_or(|d| item.domain.is_within(d));
-            if wanted {
-                out.push(item);
-            }
-            out.len() < limit
-        };
-        let outbound = txn.open_table(OUTBOUND)?;
-        if filter.status == Some(QueueStatus::Error) {
-            for id in stats::error_ids(&txn, crate::stats::Queue::Outbound)? {
-                if let Some(value) = outbound.get(id)? {
-                    if !keep(decode(value.value())?) {
-                        break;
-                    }
-                }
-            }
-        } else if let Some(remote) = &filter.remote_system {
-            let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
-            for row in index.range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))? {
-                let (_, id) = row?;
-                // Ids grow with sequences: earlier pages are skipped by id
-                // without reading their items.
-                if id.value() <= filter.after {
-                    continue;
-                }
-                if let Some(value) = outbound.get(id.value())? {
-                    if !keep(decode(value.value())?) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            for row in outbound.range(filter.after.saturating_add(1)..)? {
-                let (_, value) = row?;
-                if !keep(decode(value.value())?) {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Creates, updates and deletes records in one durable transaction, with
-    /// capture. All or nothing: one invalid write rejects the whole call.
-    pub async fn write_records(
-        &self,
-        actor: Actor,
-        writes: Vec<RecordWrite>,
-        limits: RecordWriteLimits,
-    ) -> Result<Vec<WriteResult>, StoreError> {
-        // Validate, capture and encode against a read snapshot, so the single
-        // writer thread only checks and writes. Small requests do this on
-        // the calling task (a few microseconds of CPU on cached pages; a
-        // thread hop would cost more); batches go to a blocking thread.
-        const INLINE_WRITES: usize = 4;
-        let db = self.db.clone();
-        let capture = self.writer.capture();
-        let prepare = move |actor: Actor, writes: Vec<RecordWrite>, limits: RecordWriteLimits| {
-            let prepared = (|| {
-                let txn = db.begin_read()?;
-                let records = txn.open_table(RECORDS)?;
-                writer::prepare(&records, &actor, &writes, &limits, &capture, None)
-            })();
-            (actor, writes, limits, prepared)
-        };
-        let (actor, writes, limits, prepared) = if writes.len() <= INLINE_WRITES {
-            prepare(actor, writes, limits)
-        } else {
-            tokio::task::spawn_blocking(move || prepare(actor, writes, limits))
-                .await
-                .map_err(|e| StoreError::Storage(format!("the write preparation failed: {e}")))?
-        };
-        let prepared = prepared?;
-        self.writer
-            .submit(move |txn| writer::write_records(txn, &actor, writes, &limits, Some(prepared)))
-            .await
-    }
-
-    pub async fn add_user(&self, user: User, token: String) -> Result<User, StoreError> {
-        self.writer
-            .submit(move |txn| writer::add_user(txn, user, &token))
-            .await
-    }
-
-    /// Replaces every token of `name` with `token`.
-    pub async fn replace_token(&self, name: String, token: String) -> Result<(), StoreError> {
-        self.writer
-            .submit(move |txn| writer::replace_token(txn, &name, &token))
-            .await
-    }
-
-    pub async fn set_roles(&self, name: String, roles: Vec<Role>) -> Result<User, StoreError> {
-        self.writer
-            .submit(move |txn| writer::set_roles(txn, &name, roles))
-            .await
-    }
-
-    /// Makes the stored process sync objects equal `config`, by name, for
-    /// an admin of `domain` who read `kept` as the objects outside it:
-    /// refused if those changed meanwhile.
-    pub async fn apply_config(
-        &self,
-        config: SyncConfig,
-        domain: crate::domain::Domain,
-        kept: SyncConfig,
-    ) -> Result<ApplyReport, StoreError> {
-        self.writer
-            .submit(move |txn| {
-                let stored = sync_config_of(&read_sync_objects(&txn.txn.open_table(SYNC_OBJECTS)?)?)?;
-                if stored.split_by_domain(&domain).1 != kept {
-                    return Err(StoreError::Conflict(
-                        "definitions outside your domain changed while this file was checked; apply it again".to_string(),
-                    ));
-                }
-                writer::apply_config(txn, config)
-            })
-            .await
-    }
 }
 
-fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(REMOTE_SECRETS)?;
-    txn.open_table(REMOTE_RETRY)?;
-    txn.open_table(INBOUND)?;
-    txn.open_table(INBOUND_SEEN_BY_PEER)?;
-    move_seen_by_name(txn)?;
-    txn.open_table(CORRELATIONS)?;
-    txn.open_table(CORRELATIONS_BY_REMOTE)?;
-    txn.open_table(PROPERTIES)?;
-    txn.open_table(CONTENTS)?;
-    txn.open_table(CONTENT_BY_HASH)?;
-    txn.open_table(CHUNKS)?;
-    txn.open_table(FLOW_CONTEXTS)?;
-    txn.open_table(ERROR_ITEMS)?;
+/// Brings a store up to this binary: creates every table it lacks (a new
+/// store, or one made by an older binary: read transactions never meet a
+/// missing table), moves data kept the old way, counts the queues once and
+/// makes the attachment secret.
+fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    tables::create_all(txn)?;
+    inbound::move_seen_by_name(txn)?;
     stats::count_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {
@@ -695,65 +439,4 @@ fn create_later_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         meta.insert("attachment_secret", encode(&secret.to_vec()).as_slice())?;
     }
     Ok(())
-}
-
-/// Moves the sequences seen under a remote system's name (stores before
-/// `INBOUND_SEEN_BY_PEER`) under the fingerprint it pins now; a name with
-/// no remote system any more keeps its rows under `name:NAME`, which no
-/// caller presents.
-fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const MARK: &str = "inbound_seen_by_peer_v1";
-    let mut meta = txn.open_table(META)?;
-    if meta.get(MARK)?.is_some() {
-        return Ok(());
-    }
-    let pins: std::collections::HashMap<String, String> =
-        read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?
-            .into_iter()
-            .filter(|o| o.kind == "remote_system")
-            .filter_map(|o| {
-                let pinned = o.spec.get("fingerprint")?.as_str()?;
-                let fingerprint = crate::config::sync::normalize_fingerprint(pinned).ok()?;
-                Some((o.name, fingerprint))
-            })
-            .collect();
-    {
-        let old = txn.open_table(INBOUND_SEEN)?;
-        let mut new = txn.open_table(INBOUND_SEEN_BY_PEER)?;
-        for row in old.iter()? {
-            let (key, id) = row?;
-            let (name, sequence) = key.value();
-            let sender = pins
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| format!("name:{name}"));
-            new.insert((sender.as_str(), sequence), id.value())?;
-        }
-    }
-    txn.delete_table(INBOUND_SEEN)?;
-    meta.insert(MARK, encode(&true).as_slice())?;
-    Ok(())
-}
-
-fn read_sync_objects(
-    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
-) -> Result<Vec<StoredSyncObject>, StoreError> {
-    let mut out = Vec::new();
-    for row in table.iter()? {
-        let (_, value) = row?;
-        out.push(decode(value.value())?);
-    }
-    Ok(out)
-}
-
-fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
-    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone()))).map_err(
-        |e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")),
-    )
-}
-
-fn read_sync_config(db: &handle::SharedDb) -> Result<SyncConfig, StoreError> {
-    let txn = db.begin_read()?;
-    let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
-    sync_config_of(&objects)
 }

@@ -8,8 +8,8 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
+use super::counters::Counters;
 use super::tables::*;
-use super::writer::Counters;
 use super::{Store, StoreError};
 use crate::attachment::CHUNK_BYTES;
 use crate::ids::{Millis, now_millis};
@@ -97,13 +97,13 @@ impl Store {
     pub async fn begin_content(&self, hash: String, size: u64) -> Result<ContentInfo, StoreError> {
         self.writer
             .submit(move |txn| {
-                if let Some(info) = content_in(txn.txn, &hash)? {
+                if let Some(info) = content_in(txn, &hash)? {
                     if info.complete || info.size == size {
                         return Ok(info);
                     }
-                    delete_content(txn.txn, &info)?;
+                    delete_content(txn, &info)?;
                 }
-                let mut counters = Counters::load(txn.txn.open_table(COUNTERS)?);
+                let mut counters = Counters::load(txn.open_table(COUNTERS)?);
                 let id = counters.next("content")?;
                 counters.save()?;
                 let info = ContentInfo {
@@ -115,12 +115,9 @@ impl Store {
                     refs: 0,
                     created_on: now_millis(),
                 };
-                txn.txn
-                    .open_table(CONTENTS)?
+                txn.open_table(CONTENTS)?
                     .insert(id, encode(&info).as_slice())?;
-                txn.txn
-                    .open_table(CONTENT_BY_HASH)?
-                    .insert(hash.as_str(), id)?;
+                txn.open_table(CONTENT_BY_HASH)?.insert(hash.as_str(), id)?;
                 Ok(info)
             })
             .await
@@ -148,7 +145,7 @@ impl Store {
             redb::Durability::None
         };
         self.writer.enqueue(durability, move |txn| {
-                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let mut contents = txn.open_table(CONTENTS)?;
                 let mut info: ContentInfo = match contents.get(id)? {
                     Some(value) => decode(value.value())?,
                     None => return Err(StoreError::NotFound(format!("content {id}"))),
@@ -162,7 +159,7 @@ impl Store {
                         info.hash, info.received
                     )));
                 }
-                let mut table = txn.txn.open_table(CHUNKS)?;
+                let mut table = txn.open_table(CHUNKS)?;
                 let mut received = info.received;
                 for chunk in &chunks {
                     let chunk = chunk.as_ref();
@@ -192,7 +189,7 @@ impl Store {
     pub async fn complete_content(&self, id: u64) -> Result<ContentInfo, StoreError> {
         self.writer
             .submit(move |txn| {
-                let mut contents = txn.txn.open_table(CONTENTS)?;
+                let mut contents = txn.open_table(CONTENTS)?;
                 let mut info: ContentInfo = match contents.get(id)? {
                     Some(value) => decode(value.value())?,
                     None => return Err(StoreError::NotFound(format!("content {id}"))),
@@ -214,12 +211,12 @@ impl Store {
     pub async fn discard_content(&self, id: u64) -> Result<(), StoreError> {
         self.writer
             .submit(move |txn| {
-                let info: ContentInfo = match txn.txn.open_table(CONTENTS)?.get(id)? {
+                let info: ContentInfo = match txn.open_table(CONTENTS)?.get(id)? {
                     Some(value) => decode(value.value())?,
                     None => return Ok(()),
                 };
                 if !info.complete {
-                    delete_content(txn.txn, &info)?;
+                    delete_content(txn, &info)?;
                 }
                 Ok(())
             })
@@ -305,4 +302,19 @@ pub(super) fn delete_content(txn: &WriteTransaction, info: &ContentInfo) -> Resu
         by_hash.remove(info.hash.as_str())?;
     }
     Ok(())
+}
+
+impl Store {
+    /// The key attachment grants are made with; never leaves the instance.
+    pub fn attachment_secret(&self) -> Result<[u8; 32], StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let value = meta
+            .get("attachment_secret")?
+            .ok_or_else(|| StoreError::Corrupt("no attachment secret recorded".into()))?;
+        let secret: Vec<u8> = decode(value.value())?;
+        secret
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("the attachment secret is not 32 bytes".into()))
+    }
 }

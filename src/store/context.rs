@@ -20,7 +20,7 @@ pub(super) fn save(
     error: Option<String>,
 ) -> Result<u64, StoreError> {
     let id = {
-        let mut counters = super::writer::Counters::load(txn.open_table(COUNTERS)?);
+        let mut counters = super::counters::Counters::load(txn.open_table(COUNTERS)?);
         let id = counters.next(COUNTER)?;
         counters.save()?;
         id

@@ -49,16 +49,16 @@ impl Store {
     pub async fn purge(&self, before: PurgeBefore, batch: usize) -> Result<Purged, StoreError> {
         self.writer
             .submit(move |txn| {
-                let outbound = purge_outbound(txn.txn, before, batch)?;
-                let inbound = purge_inbound(txn.txn, before, batch)?;
-                let contents = purge_contents(txn.txn, before.contents, batch)?;
-                super::stats::trim_minutes(txn.txn, now_millis())?;
+                let outbound = purge_outbound(txn, before, batch)?;
+                let inbound = purge_inbound(txn, before, batch)?;
+                let contents = purge_contents(txn, before.contents, batch)?;
+                super::stats::trim_minutes(txn, now_millis())?;
                 let purged = Purged {
                     outbound,
                     inbound,
                     contents,
                 };
-                let mut counters = txn.txn.open_table(COUNTERS)?;
+                let mut counters = txn.open_table(COUNTERS)?;
                 for (name, n) in [
                     ("purged/outbound", outbound),
                     ("purged/inbound", inbound),

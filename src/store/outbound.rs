@@ -1,0 +1,335 @@
+//! The outbound queue: reads for the dispatchers and operators, and the
+//! jobs that move items as they are sent, acknowledged, reset or settled
+//! by an operator.
+
+use redb::ReadableTable;
+
+use super::codec::{decode, encode};
+use super::correlations::note_sent;
+use super::stats::Tally;
+use super::tables::*;
+use super::{QueueFilter, Store, StoreError};
+use crate::ids::now_millis;
+use crate::queue::{FlowTrace, OutboundItem, QueueStatus, operator_transition};
+
+impl Store {
+    /// Outbound items matching `filter`, oldest first.
+    pub fn outbound_items(&self, filter: &QueueFilter) -> Result<Vec<OutboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let limit = filter.page_size();
+        let mut out = Vec::new();
+        let mut keep = |item: OutboundItem| {
+            if filter.admits(item.id, item.status, &item.remote_system, &item.domain) {
+                out.push(item);
+            }
+            out.len() < limit
+        };
+        let outbound = txn.open_table(OUTBOUND)?;
+        if filter.status == Some(QueueStatus::Error) {
+            for id in super::stats::error_ids(&txn, crate::stats::Queue::Outbound)? {
+                if let Some(value) = outbound.get(id)? {
+                    if !keep(decode(value.value())?) {
+                        break;
+                    }
+                }
+            }
+        } else if let Some(remote) = &filter.remote_system {
+            let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+            for row in index.range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))? {
+                let (_, id) = row?;
+                // Ids grow with sequences: earlier pages are skipped by id
+                // without reading their items.
+                if id.value() <= filter.after {
+                    continue;
+                }
+                if let Some(value) = outbound.get(id.value())? {
+                    if !keep(decode(value.value())?) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            for row in outbound.range(filter.after.saturating_add(1)..)? {
+                let (_, value) = row?;
+                if !keep(decode(value.value())?) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ready items for `remote` with a sequence above `after`, in sequence
+    /// order, at most `limit`, each with the peer's record for it when
+    /// known (empty otherwise), all from one read transaction.
+    pub fn ready_outbound(
+        &self,
+        remote: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(OutboundItem, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+        let outbound = txn.open_table(OUTBOUND)?;
+        let correlations = txn.open_table(CORRELATIONS)?;
+        let mut out = Vec::new();
+        for row in index.range((remote, after.saturating_add(1))..=(remote, u64::MAX))? {
+            let (_, id) = row?;
+            let Some(value) = outbound.get(id.value())? else {
+                continue;
+            };
+            let item: OutboundItem = decode(value.value())?;
+            if item.status != QueueStatus::Ready {
+                continue;
+            }
+            let key = (
+                item.table.as_str(),
+                item.local_correlation_id.as_str(),
+                remote,
+            );
+            let remote_id = match correlations.get(key)? {
+                Some(value) => {
+                    decode::<crate::queue::Correlation>(value.value())?.remote_correlation_id
+                }
+                None => String::new(),
+            };
+            out.push((item, remote_id));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn outbound_item(&self, id: u64) -> Result<Option<OutboundItem>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOUND)?;
+        match table.get(id)? {
+            Some(value) => Ok(Some(decode(value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks outbound items Running (being sent).
+    /// Marks items Running as they leave, and notes in the same commit that
+    /// their records were sent to the remote (a correlation without the
+    /// peer's record yet): the peer may answer about a record before its
+    /// acknowledgment is even counted here.
+    pub async fn mark_outbound_running(&self, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let now = now_millis();
+                let mut table = txn.open_table(OUTBOUND)?;
+                let mut correlations = txn.open_table(CORRELATIONS)?;
+                let mut tally = Tally::new(now);
+                for id in ids {
+                    let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if item.status != QueueStatus::Ready {
+                        continue;
+                    }
+                    item.status = QueueStatus::Running;
+                    item.attempts += 1;
+                    item.sent_on = Some(now);
+                    item.next_attempt_on = None;
+                    table.insert(id, encode(&item).as_slice())?;
+                    tally.outbound(&item, Some(QueueStatus::Ready));
+                    note_sent(&mut correlations, &item, now)?;
+                }
+                tally.save(txn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Marks outbound items of `remote` Processed (the peer acknowledged a
+    /// durable commit) and records the correlation from our side.
+    pub async fn mark_outbound_processed(
+        &self,
+        remote: String,
+        sequences: Vec<u64>,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let now = now_millis();
+                let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+                let mut outbound = txn.open_table(OUTBOUND)?;
+                let mut correlations = txn.open_table(CORRELATIONS)?;
+                let mut counters = super::counters::Counters::load(txn.open_table(COUNTERS)?);
+                let mut tally = Tally::new(now);
+                for sequence in sequences {
+                    let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
+                    else {
+                        continue;
+                    };
+                    let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
+                        continue;
+                    }
+                    let from = item.status;
+                    item.status = QueueStatus::Processed;
+                    item.processed_on = Some(now);
+                    item.error = None;
+                    let context = counters.next(super::context::COUNTER)?;
+                    super::context::save_as(
+                        txn,
+                        context,
+                        outbound_trace(&item),
+                        "outbound",
+                        id,
+                        QueueStatus::Processed,
+                        None,
+                    )?;
+                    item.flow_contexts.push(context);
+                    outbound.insert(id, encode(&item).as_slice())?;
+                    tally.outbound(&item, Some(from));
+                    note_sent(&mut correlations, &item, now)?;
+                }
+                counters.save()?;
+                tally.save(txn)?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Puts `remote`'s Running items back to Ready (after a broken stream or
+    /// a restart: the peer drops any it already has), noting why and when
+    /// the next attempt is due: the retry metadata an operator sees.
+    pub async fn reset_running(
+        &self,
+        remote: String,
+        failure: Option<(String, Option<u64>)>,
+    ) -> Result<usize, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+                let mut outbound = txn.open_table(OUTBOUND)?;
+                let ids: Vec<u64> = index
+                    .range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))?
+                    .map(|row| row.map(|(_, id)| id.value()))
+                    .collect::<Result<_, _>>()?;
+                let mut n = 0;
+                let mut tally = Tally::new(now_millis());
+                for id in ids {
+                    let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut item: OutboundItem = decode(&value)?;
+                    if item.status == QueueStatus::Running {
+                        item.status = QueueStatus::Ready;
+                        if let Some((error, next_attempt_on)) = &failure {
+                            item.last_error = Some(error.clone());
+                            item.next_attempt_on = *next_attempt_on;
+                        }
+                        outbound.insert(id, encode(&item).as_slice())?;
+                        tally.outbound(&item, Some(QueueStatus::Running));
+                        n += 1;
+                    }
+                }
+                tally.save(txn)?;
+                Ok(n)
+            })
+            .await
+    }
+
+    /// The operator's retry (Error → Ready) or skip (→ Skipped) of an
+    /// outbound item.
+    pub async fn set_outbound_status(
+        &self,
+        id: u64,
+        status: QueueStatus,
+    ) -> Result<OutboundItem, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let mut table = txn.open_table(OUTBOUND)?;
+                let value = table
+                    .get(id)?
+                    .map(|v| v.value().to_vec())
+                    .ok_or_else(|| StoreError::NotFound(format!("outbound item {id}")))?;
+                let mut item: OutboundItem = decode(&value)?;
+                operator_transition(item.status, status, "outbound", id)
+                    .map_err(StoreError::Invalid)?;
+                let from = item.status;
+                item.status = status;
+                if status == QueueStatus::Ready {
+                    item.error = None;
+                    item.attempts = 0;
+                }
+                table.insert(id, encode(&item).as_slice())?;
+                Tally::count_outbound(txn, &item, Some(from))?;
+                Ok(item)
+            })
+            .await
+    }
+
+    /// The last outbound sequence given to an item for `remote`; 0 when none.
+    pub fn last_outbound_sequence(&self, remote: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let counters = txn.open_table(COUNTERS)?;
+        match counters.get(format!("outbound_seq/{remote}").as_str())? {
+            Some(value) => decode(value.value()),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The context of an outbound item's processing, told when the peer
+/// acknowledged it: capture, queueing, sending, acknowledgment.
+fn outbound_trace(item: &OutboundItem) -> FlowTrace {
+    let sent_on = item.sent_on.unwrap_or(item.created_on);
+    let mut trace = FlowTrace::start(sent_on);
+    trace.flow = item.outbound_flow.clone();
+    let payload: Option<crate::queue::Payload> = serde_json::from_str(item.payload.get()).ok();
+    let changed: Vec<&str> = payload
+        .iter()
+        .flat_map(|p| p.changed_fields.iter())
+        .filter(|f| f.changed)
+        .map(|f| f.key.as_str())
+        .collect();
+    trace.inputs = serde_json::json!({
+        "operation": item.operation, "table": item.table, "sys_id": item.local_correlation_id,
+        "process_event": item.process_event, "changed_fields": changed,
+    });
+    let at = |millis: u64| crate::ids::format_time(millis);
+    trace.step(
+        "capture",
+        format!(
+            "`{}` captured the {} of {}/{} at {}",
+            item.capture_definition,
+            item.operation.as_str(),
+            item.table,
+            item.local_correlation_id,
+            at(item.created_on)
+        ),
+    );
+    trace.step(
+        "queue",
+        format!(
+            "`{}` queued it for `{}` as sequence {}",
+            item.outbound_flow, item.remote_system, item.sequence
+        ),
+    );
+    let mut sent = format!("attempt {} at {}", item.attempts.max(1), at(sent_on));
+    if let Some(error) = &item.last_error {
+        sent.push_str(&format!(" (the one before failed: {error})"));
+    }
+    trace.step("send", sent);
+    let done = item.processed_on.unwrap_or(sent_on);
+    trace.duration_ms = Some(done.saturating_sub(sent_on));
+    trace.step(
+        "acknowledge",
+        format!("`{}` committed it at {}", item.remote_system, at(done)),
+    );
+    trace.outputs = serde_json::json!({
+        "remote_system": item.remote_system, "sequence": item.sequence,
+        "payload_bytes": item.payload.get().len(),
+        "journal_entries": payload.as_ref().map_or(0, |p| p.journal_entries.len()),
+        "attachments": item.attachment_hashes.len(),
+    });
+    trace
+}

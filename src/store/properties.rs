@@ -1,0 +1,57 @@
+//! Runtime properties: stored values over their defaults, and the typed
+//! readings the workers use (retry policy, heartbeat).
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::{Store, StoreError};
+use crate::property::{self, RetryPolicy};
+
+impl Store {
+    /// A property's value, or its default.
+    pub fn property(&self, name: &str) -> Result<String, StoreError> {
+        let def = property::find(name).map_err(StoreError::Invalid)?;
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROPERTIES)?;
+        match table.get(name)? {
+            Some(value) => decode(value.value()),
+            None => Ok(def.default.to_string()),
+        }
+    }
+
+    pub fn number(&self, name: &str) -> Result<u64, StoreError> {
+        self.property(name)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("property {name} is not a number")))
+    }
+
+    /// A flag property's value.
+    pub fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.property(name)? == "true")
+    }
+
+    pub fn retry_policy(&self) -> Result<RetryPolicy, StoreError> {
+        Ok(RetryPolicy {
+            times: self.number("retry.times")? as u32,
+            interval: std::time::Duration::from_secs(self.number("retry.interval")?),
+            max_interval: std::time::Duration::from_secs(self.number("retry.max_interval")?),
+        })
+    }
+
+    pub fn heartbeat(&self) -> Result<(std::time::Duration, std::time::Duration), StoreError> {
+        Ok((
+            std::time::Duration::from_secs(self.number("heartbeat.interval")?),
+            std::time::Duration::from_millis(self.number("heartbeat.slow_ms")?),
+        ))
+    }
+
+    pub async fn set_property(&self, name: String, value: String) -> Result<String, StoreError> {
+        let value = property::check(&name, &value).map_err(StoreError::Invalid)?;
+        self.writer
+            .submit(move |txn| {
+                txn.open_table(PROPERTIES)?
+                    .insert(name.as_str(), encode(&value).as_slice())?;
+                Ok(value)
+            })
+            .await
+    }
+}

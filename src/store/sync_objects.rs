@@ -1,0 +1,284 @@
+//! The process sync definitions as the instance holds them (remote systems,
+//! definitions, events, captures, flows): reads, and `apply_config`, which
+//! makes them equal a definitions file and rebuilds the capture rules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::writer::Txn;
+use super::{Store, StoreError};
+use crate::capture::CaptureIndex;
+use crate::config::sync::SyncConfig;
+use crate::ids::{Millis, new_sys_id, now_millis};
+use crate::user::{Role, User};
+
+/// A stored process sync object with its identity and runtime state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredSyncObject {
+    pub sys_id: String,
+    pub kind: String,
+    pub name: String,
+    pub spec: serde_json::Value,
+    /// Remote systems only: Disabled until validated.
+    #[serde(default)]
+    pub outbound_state: Option<RemoteState>,
+    #[serde(default)]
+    pub inbound_state: Option<RemoteState>,
+    pub created_on: Millis,
+    pub updated_on: Millis,
+}
+
+/// A remote system's outbound or inbound state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteState {
+    Disabled,
+    Active,
+    Error,
+}
+
+impl RemoteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteState::Disabled => "Disabled",
+            RemoteState::Active => "Active",
+            RemoteState::Error => "Error",
+        }
+    }
+}
+
+/// A remote system as configured, with its identity and states.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSystemStatus {
+    pub sys_id: String,
+    pub spec: crate::config::sync::RemoteSystem,
+    pub outbound_state: RemoteState,
+    pub inbound_state: RemoteState,
+}
+
+/// What `apply` did, each entry like ``capture `Capture requests` ``.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Fields of a remote system that, when changed, require validating it
+/// again: its states go back to Disabled.
+const REMOTE_IDENTITY_FIELDS: &[&str] =
+    &["endpoint", "fingerprint", "external_id", "inbound_api_user"];
+
+/// Whether a remote system's new spec pins a different certificate than
+/// its old one did: a certificate is made once per instance at `init`, so
+/// another one is another instance (one re-created under the same name).
+fn pins_new_instance(old: &serde_json::Value, new: &serde_json::Value) -> bool {
+    let pin = |spec: &serde_json::Value| {
+        spec.get("fingerprint")
+            .and_then(|f| f.as_str())
+            .and_then(|f| crate::config::sync::normalize_fingerprint(f).ok())
+    };
+    matches!((pin(old), pin(new)), (Some(old), Some(new)) if old != new)
+}
+
+pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport, StoreError> {
+    // Users named by remote systems must exist here.
+    {
+        let users = txn.open_table(USERS)?;
+        let mut problems = Vec::new();
+        for remote in &config.remote_systems {
+            for (key, name, role) in [
+                (
+                    "inbound_api_user",
+                    &remote.inbound_api_user,
+                    Role::ProcessSyncApi,
+                ),
+                ("run_as", &remote.run_as, Role::ProcessSyncRunAs),
+            ] {
+                match users.get(name.as_str())? {
+                    None => problems.push(format!(
+                        "remote_system `{}`: {key} `{name}` is not a user of this instance; create it with `procsync user add {name} --roles {}`",
+                        remote.name,
+                        role.as_str()
+                    )),
+                    Some(value) => {
+                        let user: User = decode(value.value())?;
+                        if !user.roles.contains(&role) && !user.roles.contains(&Role::Admin) {
+                            problems.push(format!(
+                                "remote_system `{}`: {key} `{name}` lacks role {}; add it with `procsync user roles {name} {}`",
+                                remote.name,
+                                role.as_str(),
+                                role.as_str()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Invalid(problems.join("\n")));
+        }
+    }
+
+    let mut table = txn.open_table(SYNC_OBJECTS)?;
+    let stored: BTreeMap<(String, String), StoredSyncObject> = read_sync_objects(&table)?
+        .into_iter()
+        .map(|o| ((o.kind.clone(), o.name.clone()), o))
+        .collect();
+    let now = now_millis();
+    let mut report = ApplyReport::default();
+    let mut wanted = std::collections::HashSet::new();
+    for (kind, name, spec) in config.objects() {
+        let label = format!("{kind} `{name}`");
+        wanted.insert((kind.to_string(), name.clone()));
+        let is_remote = kind == "remote_system";
+        let object = match stored.get(&(kind.to_string(), name.clone())) {
+            Some(old) if old.spec == spec => continue,
+            Some(old) => {
+                let identity_changed = is_remote
+                    && REMOTE_IDENTITY_FIELDS
+                        .iter()
+                        .any(|field| old.spec.get(field) != spec.get(field));
+                let new_instance = is_remote && pins_new_instance(&old.spec, &spec);
+                if new_instance {
+                    let released = super::correlations::release_correlations(txn, &name)?;
+                    report.changed.push(format!(
+                        "{label} (a different certificate: a new instance; {released} correlations with the old one released, its records will be created anew there)"
+                    ));
+                } else {
+                    report.changed.push(label);
+                }
+                StoredSyncObject {
+                    spec,
+                    updated_on: now,
+                    outbound_state: if identity_changed {
+                        Some(RemoteState::Disabled)
+                    } else {
+                        old.outbound_state
+                    },
+                    inbound_state: if identity_changed {
+                        Some(RemoteState::Disabled)
+                    } else {
+                        old.inbound_state
+                    },
+                    ..old.clone()
+                }
+            }
+            None => {
+                report.created.push(label);
+                StoredSyncObject {
+                    sys_id: new_sys_id(),
+                    kind: kind.to_string(),
+                    name: name.clone(),
+                    spec,
+                    outbound_state: is_remote.then_some(RemoteState::Disabled),
+                    inbound_state: is_remote.then_some(RemoteState::Disabled),
+                    created_on: now,
+                    updated_on: now,
+                }
+            }
+        };
+        table.insert((kind, name.as_str()), encode(&object).as_slice())?;
+    }
+    for (kind, name) in stored.keys() {
+        if !wanted.contains(&(kind.clone(), name.clone())) {
+            table.remove((kind.as_str(), name.as_str()))?;
+            report.removed.push(format!("{kind} `{name}`"));
+        }
+    }
+    drop(table);
+    txn.capture = Arc::new(CaptureIndex::build(&config));
+    Ok(report)
+}
+
+pub(super) fn read_sync_objects(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+) -> Result<Vec<StoredSyncObject>, StoreError> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (_, value) = row?;
+        out.push(decode(value.value())?);
+    }
+    Ok(out)
+}
+
+pub(super) fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
+    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone()))).map_err(
+        |e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")),
+    )
+}
+
+pub(super) fn read_sync_config(db: &super::handle::SharedDb) -> Result<SyncConfig, StoreError> {
+    let txn = db.begin_read()?;
+    let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
+    sync_config_of(&objects)
+}
+
+impl Store {
+    /// The process sync objects as stored, in (kind, name) order.
+    pub fn sync_objects(&self) -> Result<Vec<StoredSyncObject>, StoreError> {
+        let txn = self.db.begin_read()?;
+        read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)
+    }
+
+    /// Every remote system with its states, by name.
+    pub fn remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
+        self.sync_objects()?
+            .into_iter()
+            .filter(|o| o.kind == "remote_system")
+            .map(|o| {
+                let spec = serde_json::from_value(o.spec).map_err(|e| {
+                    StoreError::Corrupt(format!("remote system `{}` does not decode: {e}", o.name))
+                })?;
+                Ok(RemoteSystemStatus {
+                    sys_id: o.sys_id,
+                    spec,
+                    outbound_state: o.outbound_state.unwrap_or(RemoteState::Disabled),
+                    inbound_state: o.inbound_state.unwrap_or(RemoteState::Disabled),
+                })
+            })
+            .collect()
+    }
+
+    pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {
+        read_sync_config(&self.db)
+    }
+
+    /// Makes the stored process sync objects equal `config`, by name, for
+    /// an admin of `domain` who read `kept` as the objects outside it:
+    /// refused if those changed meanwhile.
+    pub async fn apply_config(
+        &self,
+        config: SyncConfig,
+        domain: crate::domain::Domain,
+        kept: SyncConfig,
+    ) -> Result<ApplyReport, StoreError> {
+        self.writer
+            .submit(move |txn| {
+                let stored = sync_config_of(&read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?)?;
+                if stored.split_by_domain(&domain).1 != kept {
+                    return Err(StoreError::Conflict(
+                        "definitions outside your domain changed while this file was checked; apply it again".to_string(),
+                    ));
+                }
+                apply_config(txn, config)
+            })
+            .await
+    }
+
+    /// The inbound flow for `process_event` from `remote`, as last applied.
+    pub fn inbound_flow(
+        &self,
+        process_event: &str,
+        remote: &str,
+    ) -> Option<crate::config::sync::InboundFlow> {
+        self.writer
+            .capture()
+            .inbound_flow(process_event, remote)
+            .cloned()
+    }
+}
