@@ -1,8 +1,11 @@
 //! Inbound flows: turning a received payload into a write on a local
-//! record. The Basic inbound template correlates (done by the caller),
-//! then creates when there is no correlation, updates when there is, and
-//! deletes; the field mapping renames, sets constants or copies display
-//! values. Pure: no storage, no I/O.
+//! record. The Basic inbound template correlates (`plan`: the whole apply
+//! of one item as a plan over facts the store read), then creates when
+//! there is no correlation, updates when there is, and deletes; the field
+//! mapping renames, sets constants or copies display values; the sandboxed
+//! script step comes last. Pure: no storage, no I/O.
+
+pub mod plan;
 
 use std::collections::BTreeMap;
 

@@ -98,3 +98,35 @@ impl Store {
         Ok(by_remote.get((remote, remote_id))?.is_some())
     }
 }
+
+/// Correlates our record `table/local_id` with `remote`'s record
+/// `remote_id` (both directions of the index).
+pub(super) fn correlate_with(
+    txn: &redb::WriteTransaction,
+    table: &str,
+    local_id: &str,
+    remote: &str,
+    remote_id: &str,
+    active: bool,
+) -> Result<(), StoreError> {
+    let now = now_millis();
+    let mut correlations = txn.open_table(CORRELATIONS)?;
+    let key = (table, local_id, remote);
+    let previous: Option<Correlation> = match correlations.get(key)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    let correlation = Correlation {
+        remote_system: remote.to_string(),
+        remote_correlation_id: remote_id.to_string(),
+        table: table.to_string(),
+        local_correlation_id: local_id.to_string(),
+        active,
+        created_on: previous.map(|p| p.created_on).unwrap_or(now),
+        updated_on: now,
+    };
+    correlations.insert(key, encode(&correlation).as_slice())?;
+    txn.open_table(CORRELATIONS_BY_REMOTE)?
+        .insert((remote, remote_id), (table, local_id))?;
+    Ok(())
+}

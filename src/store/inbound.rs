@@ -12,7 +12,7 @@ use super::tables::*;
 use super::writer::Txn;
 use super::{Actor, QueueFilter, Store, StoreError};
 use crate::domain::Domain;
-use crate::flow::FlowOutcome;
+use crate::flow::plan::{self, HeldRecord, InboundFacts, InboundPlan, Understood};
 use crate::ids::now_millis;
 use crate::queue::{Correlation, FlowTrace, InboundItem, QueueStatus, operator_transition};
 use crate::record::{JournalEntry, Operation, Record};
@@ -181,7 +181,8 @@ pub fn apply_inbound(
     Ok(item)
 }
 
-/// The flow itself; `Err` only when storage failed.
+/// Reads the facts of item `item`, has the flow plan its apply and writes
+/// the plan; `Err` only when storage failed.
 fn run_flow(
     txn: &mut Txn<'_>,
     item: &InboundItem,
@@ -189,152 +190,104 @@ fn run_flow(
     limits: &RecordWriteLimits,
     trace: &mut FlowTrace,
 ) -> Result<FlowResult, StoreError> {
-    trace.flow = item.process_event.clone();
-    trace.inputs = serde_json::json!({
-        "operation": item.operation, "source_table": item.source_table,
-        "remote_correlation_id": item.remote_correlation_id,
-        "local_correlation_id": item.local_correlation_id, "payload_bytes": item.payload.len(),
-    });
-    let payload: crate::queue::Payload = match serde_json::from_str(&item.payload) {
-        Ok(payload) => payload,
-        Err(e) => {
-            trace.step("payload", "does not parse");
-            return Ok(FlowResult::Failed(format!("malformed payload: {e}")));
-        }
-    };
-    trace.inputs["changed_fields"] = payload
-        .changed_fields
-        .iter()
-        .filter(|f| f.changed)
-        .map(|f| (f.key.clone(), serde_json::Value::from(f.value.clone())))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    trace.inputs["journal_entries"] = payload.journal_entries.len().into();
-    trace.inputs["attachments"] = payload.attachments.len().into();
-    trace.step(
-        "payload",
-        format!(
-            "{} fields ({} changed), {} journal entries, {} attachments",
-            payload.changed_fields.len(),
-            payload.changed_fields.iter().filter(|f| f.changed).count(),
-            payload.journal_entries.len(),
-            payload.attachments.len()
-        ),
-    );
-    let Some(flow) = txn
+    let flow = txn
         .capture
-        .inbound_flow(&item.process_event, &item.remote_system)
-        .cloned()
-    else {
-        trace.step("inbound flow", "none receives this process event");
-        return Ok(FlowResult::Failed(format!(
-            "no inbound flow receives process event `{}` from remote system `{}`; add one and retry this item",
-            item.process_event, item.remote_system
-        )));
+        .inbound_flow(&item.process_event, &item.remote_system);
+    let understood = match plan::understand(item, flow, trace) {
+        Ok(understood) => understood,
+        Err(problem) => return Ok(FlowResult::Failed(problem)),
     };
-    trace.flow = flow.name.clone();
-    trace.step(
-        "inbound flow",
-        format!("`{}` maps onto table `{}`", flow.name, flow.table),
-    );
+    let facts = read_facts(txn, item, &understood)?;
+    let planned = plan::plan(item, &understood, &facts, trace);
+    write_plan(
+        txn,
+        item,
+        planned,
+        understood.table(),
+        run_as,
+        limits,
+        trace,
+    )
+}
 
-    // Correlate: the peer's record we already know, else the record the
-    // peer says is ours, but only when that record is correlated with this
-    // very remote system (and not with another of its records): a peer
-    // reaches our records only through its own correlations.
-    let correlated = match correlate(txn, item, &flow.table)? {
-        Ok(correlated) => correlated,
-        Err(problem) => {
-            trace.step("correlate", "refused: the named record is not this peer's");
-            return Ok(FlowResult::Failed(problem));
-        }
-    };
-
-    trace.step(
-        "correlate",
-        match &correlated {
-            Some(sys_id) => format!("our record {}/{sys_id}", flow.table),
-            None => "no record yet: a new one".to_string(),
-        },
-    );
-
-    let mapping = if !flow.script.trim().is_empty() {
-        "the Basic template, then the flow's script"
-    } else {
-        "the Basic template"
-    };
-    let write =
-        match crate::flow::run_inbound(&flow, item.operation, &payload, correlated.as_deref()) {
-            FlowOutcome::Write(mut write) => {
-                trace.step(
-                    "map",
-                    format!(
-                        "{mapping}: {} of {} fields",
-                        write.operation.as_str(),
-                        write.fields.len()
-                    ),
-                );
-                if write.operation == Operation::Create {
-                    write
-                        .fields
-                        .insert("sys_domain".to_string(), item.domain.to_string());
-                }
-                write
-            }
-            FlowOutcome::Nothing => {
-                trace.step("map", format!("{mapping}: nothing to change"));
-                return Ok(FlowResult::Applied(correlated.unwrap_or_default()));
-            }
-            FlowOutcome::Skip(reason) => {
-                trace.step("map", format!("{mapping} skipped the item"));
-                return Ok(FlowResult::Skipped(reason));
-            }
-            FlowOutcome::Error(problem) => {
-                trace.step("map", format!("{mapping} failed"));
-                return Ok(FlowResult::Failed(problem));
-            }
+/// What the plan of `item` needs from the store: the sender's correlation
+/// in the flow's table, the record the item names and its correlation,
+/// those records' attachments and journal ids, the contents that arrived.
+fn read_facts(
+    txn: &Txn<'_>,
+    item: &InboundItem,
+    understood: &Understood,
+) -> Result<InboundFacts, StoreError> {
+    let table = understood.table();
+    let remote = item.remote_system.as_str();
+    let records = txn.open_table(RECORDS)?;
+    let journal = txn.open_table(JOURNAL)?;
+    let mut facts = InboundFacts::default();
+    let hold = |facts: &mut InboundFacts, sys_id: &str| -> Result<bool, StoreError> {
+        let Some(value) = records.get((table, sys_id))? else {
+            return Ok(false);
         };
-    // Journal entries the record already holds (by entry id) are not
-    // appended again, whatever path they came by.
-    let mut write = write;
-    if let Some(sys_id) = &correlated {
-        if write.journal.iter().any(|j| j.origin.is_some()) {
-            let journal = txn.open_table(JOURNAL)?;
-            let mut known = std::collections::HashSet::new();
-            for row in journal.range(
-                (flow.table.as_str(), sys_id.as_str(), 0u64)
-                    ..=(flow.table.as_str(), sys_id.as_str(), u64::MAX),
-            )? {
-                let (_, value) = row?;
-                let entry: JournalEntry = decode(value.value())?;
-                known.insert(entry.id);
-            }
-            write
-                .journal
-                .retain(|j| j.origin.as_ref().is_none_or(|o| !known.contains(&o.id)));
-        }
-    }
-    if write.operation != Operation::Delete
-        && (!payload.attachments.is_empty() || !payload.removed_attachments.is_empty())
-    {
-        match inbound_attachments(txn, item, &payload, &flow.table, correlated.as_deref())? {
-            Ok(changes) => {
-                trace.step(
-                    "attachments",
-                    format!(
-                        "{} to attach, {} to remove",
-                        changes.attach.len(),
-                        changes.detach.len()
-                    ),
-                );
-                write.attachments = changes;
-            }
-            Err(problem) => {
-                trace.step("attachments", "refused");
-                return Ok(FlowResult::Failed(problem));
+        let record: Record = decode(value.value())?;
+        let mut held = HeldRecord {
+            attachments: record.attachments,
+            journal_ids: Default::default(),
+        };
+        if understood.needs_journal_ids() {
+            for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
+                let entry: JournalEntry = decode(row?.1.value())?;
+                held.journal_ids.insert(entry.id);
             }
         }
+        facts.records.insert(sys_id.to_string(), held);
+        Ok(true)
+    };
+    let known = txn
+        .open_table(CORRELATIONS_BY_REMOTE)?
+        .get((remote, item.remote_correlation_id.as_str()))?
+        .map(|v| {
+            let (known_table, sys_id) = v.value();
+            (known_table.to_string(), sys_id.to_string())
+        })
+        .filter(|(known_table, _)| known_table == table)
+        .map(|(_, sys_id)| sys_id);
+    if let Some(sys_id) = known {
+        let exists = hold(&mut facts, &sys_id)?;
+        facts.known = Some((sys_id, exists));
     }
+    let named = item.local_correlation_id.as_str();
+    if !named.is_empty() && hold(&mut facts, named)? {
+        let correlation = txn
+            .open_table(CORRELATIONS)?
+            .get((table, named, remote))?
+            .map(|value| decode::<Correlation>(value.value()))
+            .transpose()?;
+        facts.named = Some(correlation.map(|c| c.remote_correlation_id));
+    }
+    for hash in understood.content_hashes() {
+        if let Some(size) = super::content::stored_size(txn, hash)? {
+            facts.contents.insert(hash.to_string(), size);
+        }
+    }
+    Ok(facts)
+}
+
+/// Writes what the plan says: the record change (captured for every
+/// remote but the sender) and the correlation, or nothing.
+fn write_plan(
+    txn: &mut Txn<'_>,
+    item: &InboundItem,
+    planned: InboundPlan,
+    table: &str,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+    trace: &mut FlowTrace,
+) -> Result<FlowResult, StoreError> {
+    let write = match planned {
+        InboundPlan::Write(write) => write,
+        InboundPlan::Nothing(local_id) => return Ok(FlowResult::Applied(local_id)),
+        InboundPlan::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
+        InboundPlan::Fail(problem) => return Ok(FlowResult::Failed(problem)),
+    };
     let prepared = {
         let records = txn.open_table(RECORDS)?;
         let capture = txn.capture.clone();
@@ -352,8 +305,8 @@ fn run_flow(
         Err(StoreError::Invalid(m) | StoreError::NotFound(m) | StoreError::Conflict(m)) => {
             trace.step("write", "refused");
             return Ok(FlowResult::Failed(format!(
-                "inbound flow `{}` (running as `{}`) could not write to `{}`: {m}",
-                flow.name, run_as.user, flow.table
+                "inbound flow `{}` (running as `{}`) could not write to `{table}`: {m}",
+                trace.flow, run_as.user
             )));
         }
         Err(other) => return Err(other),
@@ -363,169 +316,33 @@ fn run_flow(
     trace.step(
         "write",
         format!(
-            "{} {}/{local_id} as `{}`",
+            "{} {table}/{local_id} as `{}`",
             write.operation.as_str(),
-            flow.table,
             run_as.user
         ),
     );
     trace.outputs = serde_json::json!({
-        "table": flow.table, "sys_id": local_id, "operation": write.operation,
+        "table": table, "sys_id": local_id, "operation": write.operation,
         "fields": write.fields, "journal_entries": write.journal.len(),
         "attachments_added": write.attachments.attach.len(),
         "attachments_removed": write.attachments.detach.len(),
     });
-
-    let now = now_millis();
-    let mut correlations = txn.open_table(CORRELATIONS)?;
-    let key = (
-        flow.table.as_str(),
-        local_id.as_str(),
-        item.remote_system.as_str(),
-    );
-    let previous: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
-        None => None,
-    };
-    let correlation = Correlation {
-        remote_system: item.remote_system.clone(),
-        remote_correlation_id: item.remote_correlation_id.clone(),
-        table: flow.table.clone(),
-        local_correlation_id: local_id.clone(),
-        active: write.operation != Operation::Delete,
-        created_on: previous.map(|p| p.created_on).unwrap_or(now),
-        updated_on: now,
-    };
-    correlations.insert(key, encode(&correlation).as_slice())?;
-    txn.open_table(CORRELATIONS_BY_REMOTE)?.insert(
-        (
-            item.remote_system.as_str(),
-            item.remote_correlation_id.as_str(),
-        ),
-        (flow.table.as_str(), local_id.as_str()),
+    super::correlations::correlate_with(
+        txn,
+        table,
+        &local_id,
+        &item.remote_system,
+        &item.remote_correlation_id,
+        write.operation != Operation::Delete,
     )?;
     trace.step(
         "correlation",
         format!(
-            "{}/{local_id} is `{}`'s {}",
-            flow.table, item.remote_system, item.remote_correlation_id
+            "{table}/{local_id} is `{}`'s {}",
+            item.remote_system, item.remote_correlation_id
         ),
     );
     Ok(FlowResult::Applied(local_id))
-}
-
-/// The local record item `item` is about: the one correlated with the
-/// sender's record, else the one the sender names (`local_correlation_id`)
-/// when it is correlated with the sender, else none (a new record, also
-/// when the named record does not exist here). The
-/// inner `Err` refuses an item that names a record the sender has no
-/// correlation with (a record of this instance, or of another remote).
-fn correlate(
-    txn: &Txn<'_>,
-    item: &InboundItem,
-    table: &str,
-) -> Result<Result<Option<String>, String>, StoreError> {
-    let remote = item.remote_system.as_str();
-    let records = txn.open_table(RECORDS)?;
-    let exists =
-        |sys_id: &str| -> Result<bool, StoreError> { Ok(records.get((table, sys_id))?.is_some()) };
-    let known = txn
-        .open_table(CORRELATIONS_BY_REMOTE)?
-        .get((remote, item.remote_correlation_id.as_str()))?
-        .map(|v| {
-            let (known_table, sys_id) = v.value();
-            (known_table.to_string(), sys_id.to_string())
-        })
-        .filter(|(known_table, _)| known_table == table)
-        .map(|(_, sys_id)| sys_id);
-    if let Some(sys_id) = known {
-        return Ok(Ok(exists(&sys_id)?.then_some(sys_id)));
-    }
-    let named = item.local_correlation_id.as_str();
-    // Naming no record, or one we do not have (the sender's knowledge of
-    // us is older than our store), makes a new record: nothing of ours is
-    // reached.
-    if named.is_empty() || !exists(named)? {
-        return Ok(Ok(None));
-    }
-    let correlation: Option<Correlation> =
-        match txn.open_table(CORRELATIONS)?.get((table, named, remote))? {
-            Some(value) => Some(decode(value.value())?),
-            None => None,
-        };
-    match correlation {
-        // We sent this record to the sender and it answers about it (the
-        // correlation learns the sender's id with this item).
-        Some(c)
-            if c.remote_correlation_id.is_empty()
-                || c.remote_correlation_id == item.remote_correlation_id =>
-        {
-            Ok(Ok(Some(named.to_string())))
-        }
-        Some(c) => Ok(Err(format!(
-            "the item names record {table}/{named}, which is correlated with `{remote}`'s record {}, not with its record {}; nothing was written (skip this item, or check the sender's correlations)",
-            c.remote_correlation_id, item.remote_correlation_id
-        ))),
-        None => Ok(Err(format!(
-            "the item names record {table}/{named}, which is not correlated with remote system `{remote}`: a peer may change only records it sent or was sent; nothing was written (skip this item)"
-        ))),
-    }
-}
-
-/// The attachment changes an inbound item makes to its target record;
-/// the inner `Err` refuses the item. Every content to attach must have
-/// arrived (the inbound processor fetches them first) with the claimed size.
-fn inbound_attachments(
-    txn: &mut Txn<'_>,
-    item: &InboundItem,
-    payload: &crate::queue::Payload,
-    table: &str,
-    correlated: Option<&str>,
-) -> Result<Result<crate::record::AttachmentChanges, String>, StoreError> {
-    use crate::attachment::{AttachmentLimits, check_incoming, plan_inbound};
-    if let Err(problem) = check_incoming(
-        &payload.attachments,
-        &payload.removed_attachments,
-        &AttachmentLimits::default(),
-    ) {
-        return Ok(Err(problem));
-    }
-    let target = match correlated {
-        Some(sys_id) => {
-            let records = txn.open_table(RECORDS)?;
-            match records.get((table, sys_id))? {
-                Some(value) => decode::<Record>(value.value())?.attachments,
-                None => Vec::new(),
-            }
-        }
-        None => Vec::new(),
-    };
-    let changes = plan_inbound(
-        &payload.attachments,
-        &payload.removed_attachments,
-        payload.attachment_strategy.unwrap_or_default(),
-        correlated.is_none(),
-        &target,
-        &item.remote_system,
-    );
-    for attachment in &changes.attach {
-        match super::content::stored_size(txn, &attachment.hash)? {
-            None => {
-                return Ok(Err(format!(
-                    "attachment {:?} ({}) has not arrived from `{}`; retry this item",
-                    attachment.file_name, attachment.hash, item.remote_system
-                )));
-            }
-            Some(size) if size != attachment.size => {
-                return Ok(Err(format!(
-                    "attachment {:?} claims {} bytes, but its content ({}) has {size} (its size lies)",
-                    attachment.file_name, attachment.size, attachment.hash
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(Ok(changes))
 }
 
 /// What running an item's flow came to.
