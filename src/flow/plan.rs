@@ -30,6 +30,11 @@ impl Understood {
         !self.payload.journal_entries.is_empty()
     }
 
+    /// Whether the plan needs the attachments of the records it may reach.
+    pub fn needs_attachments(&self) -> bool {
+        !self.payload.attachments.is_empty() || !self.payload.removed_attachments.is_empty()
+    }
+
     /// The contents the payload's attachments name, whose stored sizes the
     /// plan needs.
     pub fn content_hashes(&self) -> impl Iterator<Item = &str> {
@@ -57,6 +62,7 @@ pub struct InboundFacts {
 /// A record as the plan needs to see it.
 #[derive(Clone, Debug, Default)]
 pub struct HeldRecord {
+    /// Read only when the payload lists or removes attachments.
     pub attachments: Vec<Attachment>,
     /// Ids of the journal entries it holds (read only when the payload
     /// carries journal entries).

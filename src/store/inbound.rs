@@ -227,11 +227,10 @@ fn read_facts(
         let Some(value) = records.get((table, sys_id))? else {
             return Ok(false);
         };
-        let record: Record = decode(value.value())?;
-        let mut held = HeldRecord {
-            attachments: record.attachments,
-            journal_ids: Default::default(),
-        };
+        let mut held = HeldRecord::default();
+        if understood.needs_attachments() {
+            held.attachments = decode::<Record>(value.value())?.attachments;
+        }
         if understood.needs_journal_ids() {
             for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
                 let entry: JournalEntry = decode(row?.1.value())?;
