@@ -155,6 +155,10 @@ const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
     let mut capture = shared.read().expect("capture lock").clone();
     let mut disk_failed = false;
+    // What failed first while the disk refuses writes: redb answers later
+    // writes with "an earlier write failed", and the operator (and a peer
+    // sending to us) should still read that the disk is full.
+    let mut disk_cause: Option<StoreError> = None;
     // Reopening may make redb check the file: at most once per interval.
     let mut last_reopen: Option<std::time::Instant> = None;
     loop {
@@ -162,6 +166,9 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
             last_reopen = Some(std::time::Instant::now());
             disk_failed = !reopen_and_check(&db);
             db.set_disk_failed(disk_failed);
+            if !disk_failed {
+                disk_cause = None;
+            }
         }
         let first = if disk_failed {
             match receiver.recv_timeout(REOPEN_INTERVAL) {
@@ -203,6 +210,10 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
             *shared.write().expect("capture lock") = new_capture.clone();
             capture = new_capture;
         }
+        let result = match result {
+            Err(e) if e.is_disk_failure() => Err(disk_cause.get_or_insert(e).clone()),
+            other => other,
+        };
         if let Err(e) = &result {
             if e.is_disk_failure() {
                 if !disk_failed {
