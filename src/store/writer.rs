@@ -194,7 +194,7 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
         // pages): nothing of the batch was committed, and the instance must
         // stop rather than refuse every write forever.
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(&db, batch, capture.clone())
+            commit_batch(&db, batch, capture.clone(), disk_cause.as_ref())
         }));
         let (completions, result, new_capture) = match committed {
             Ok(outcome) => outcome,
@@ -266,6 +266,7 @@ fn commit_batch(
     db: &SharedDb,
     batch: Vec<Job>,
     capture: Arc<CaptureIndex>,
+    disk_cause: Option<&StoreError>,
 ) -> (
     Vec<Completion>,
     Result<(), StoreError>,
@@ -286,6 +287,10 @@ fn commit_batch(
     let txn = match opened {
         Ok(txn) => txn,
         Err(error) => {
+            let error = match disk_cause {
+                Some(cause) if error.is_disk_failure() => cause.clone(),
+                _ => error,
+            };
             let completions = batch
                 .into_iter()
                 .map(|(_, job)| job(Err(error.clone())).0)

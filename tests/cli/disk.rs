@@ -174,7 +174,7 @@ fn a_full_disk_refuses_writes_clearly_and_heals_by_itself_on_either_side() {
     }
     assert_eq!(sent, 5, "the edge's disk is fine");
     wait_for(
-        &[&edge],
+        &[&edge, &hub],
         "the edge to see the hub's full disk",
         Duration::from_secs(60),
         || {
