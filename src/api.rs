@@ -17,6 +17,7 @@ use crate::domain::Domain;
 use crate::ids::new_token;
 use crate::queue::{OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Record, RecordView, RecordWrite, WriteResult, check_name};
+use crate::runtime::{RemoteHealth, SyncRuntime, TransferCounts};
 use crate::store::{
     Actor, ApplyReport, QueueFilter, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
     StoreError,
@@ -55,81 +56,11 @@ struct TokenCache {
     users: HashMap<[u8; 32], User>,
 }
 
-/// The running parts of peer sync the admin API talks to.
-#[derive(Clone, Default)]
-pub struct SyncRuntime {
-    /// Certificate fingerprints the peer listener accepts.
-    pub allowed: crate::transport::tls::AllowedPeers,
-    /// Wakes the outbound dispatchers (new items, state changes).
-    pub wake_outbound: Arc<tokio::sync::Notify>,
-    /// Wakes the inbound processor (retries, skips).
-    pub wake_inbound: Arc<tokio::sync::Notify>,
-    /// Tells the inbound processor to look at every item again (an
-    /// operator changed one).
-    pub rescan_inbound: Arc<std::sync::atomic::AtomicBool>,
-    pub health: crate::outbound::HealthBoard,
-    pub transfers: TransferBoard,
-}
-
-/// Attachment bytes moved per remote system since this process started.
-#[derive(Clone, Default)]
-pub struct TransferBoard(Arc<std::sync::Mutex<HashMap<String, TransferCounts>>>);
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TransferCounts {
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-}
-
-impl TransferBoard {
-    pub fn add(&self, remote: &str, sent: u64, received: u64) {
-        let mut board = self.0.lock().expect("transfer lock");
-        let counts = board.entry(remote.to_string()).or_default();
-        counts.bytes_sent += sent;
-        counts.bytes_received += received;
-    }
-
-    pub fn get(&self, remote: &str) -> TransferCounts {
-        self.0
-            .lock()
-            .expect("transfer lock")
-            .get(remote)
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-impl SyncRuntime {
-    /// Accepts exactly the fingerprints the remote systems pin, and tells
-    /// the dispatchers which remotes are Disabled.
-    pub fn refresh_allowed(&self, store: &Store) -> Result<(), StoreError> {
-        let remotes = store.remote_systems()?;
-        let fingerprints = remotes
-            .iter()
-            .filter_map(|r| crate::config::sync::normalize_fingerprint(&r.spec.fingerprint).ok());
-        self.allowed.replace(fingerprints);
-        self.health.set_disabled(
-            remotes
-                .iter()
-                .filter(|r| r.outbound_state == RemoteState::Disabled)
-                .map(|r| r.spec.name.clone()),
-        );
-        Ok(())
-    }
-
-    async fn refresh(&self, store: &Arc<Store>) -> Result<(), StoreError> {
-        let (sync, store) = (self.clone(), store.clone());
-        tokio::task::spawn_blocking(move || sync.refresh_allowed(&store))
-            .await
-            .map_err(|e| StoreError::Storage(e.to_string()))?
-    }
-}
-
 /// A remote system as the admin API shows it.
 #[derive(Clone, Debug)]
 pub struct RemoteView {
     pub status: RemoteSystemStatus,
-    pub health: Option<crate::outbound::RemoteHealth>,
+    pub health: Option<RemoteHealth>,
     pub has_token: bool,
     pub transfers: TransferCounts,
 }
@@ -507,7 +438,7 @@ impl Api {
                 Ok(f) => f,
                 Err(e) => return Ok((vec![e], remote)),
             };
-        let target = crate::transport::peer::PeerTarget {
+        let target = crate::transport::protocol::PeerTarget {
             endpoint: remote.status.spec.endpoint.clone(),
             fingerprint,
             token: secret,
@@ -520,8 +451,8 @@ impl Api {
             .filter(|f| f.remote_system == name)
             .map(|f| f.process_event.clone())
             .collect();
-        let hello = crate::inbound::Hello {
-            protocol_version: crate::inbound::PROTOCOL_VERSION,
+        let hello = crate::transport::protocol::Hello {
+            protocol_version: crate::transport::protocol::PROTOCOL_VERSION,
             instance_sys_id: instance.sys_id.clone(),
             instance_name: instance.name.clone(),
             remote_system_sys_id: remote.status.sys_id.clone(),
@@ -540,18 +471,18 @@ impl Api {
         };
         match answer {
             Ok(answer) => {
-                if answer.protocol_version != crate::inbound::PROTOCOL_VERSION {
+                if answer.protocol_version != crate::transport::protocol::PROTOCOL_VERSION {
                     problems.push(format!(
                         "the peer speaks protocol version {}, this instance {}; run the same procsync version on both",
                         answer.protocol_version,
-                        crate::inbound::PROTOCOL_VERSION
+                        crate::transport::protocol::PROTOCOL_VERSION
                     ));
                 }
                 problems.extend(answer.problems);
             }
             // With TLS 1.3 a peer that refuses our certificate does so after
             // the handshake: the call just breaks off.
-            Err((crate::transport::peer::CallError::Transient(text), true)) => problems.push(format!(
+            Err((crate::transport::protocol::CallError::Transient(text), true)) => problems.push(format!(
                 "the peer broke the call off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
                 instance.fingerprint
             )),

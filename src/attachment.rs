@@ -1,10 +1,8 @@
 //! Attachments: the files records hold, what a payload says about them, the
 //! keys that let one peer fetch another's content, and the checks a received
-//! file must pass. Pure values and functions, except `sink`, which writes
-//! arriving bytes into the store; content bytes live in the store
-//! (`store::content`), transfers in `inbound` and `transport`.
-
-pub mod sink;
+//! file must pass. Pure values and functions: content bytes live in the
+//! store (`store::content`, written as they arrive by `store::sink`),
+//! transfers in `inbound` and `transport`.
 
 use serde::{Deserialize, Serialize};
 
@@ -220,6 +218,20 @@ pub fn check_incoming(
     Ok(())
 }
 
+/// Attachments a write adds (their content already stored) and removes
+/// (by attachment sys_id).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttachmentChanges {
+    pub attach: Vec<Attachment>,
+    pub detach: Vec<String>,
+}
+
+impl AttachmentChanges {
+    pub fn is_empty(&self) -> bool {
+        self.attach.is_empty() && self.detach.is_empty()
+    }
+}
+
 /// What an inbound item does to the target record's attachments (`target`
 /// is empty for a new record): attach each wanted one the record lacks (by
 /// hash and file name), detach those removed at the origin.
@@ -230,8 +242,8 @@ pub fn plan_inbound(
     first_sync: bool,
     target: &[Attachment],
     remote_system: &str,
-) -> crate::record::AttachmentChanges {
-    let mut changes = crate::record::AttachmentChanges::default();
+) -> AttachmentChanges {
+    let mut changes = AttachmentChanges::default();
     for attachment in wanted(listed, strategy, first_sync) {
         let held = target
             .iter()

@@ -421,7 +421,8 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
     let record = created[0].sys_id.clone();
 
     let started = Instant::now();
-    let (hash, _) = crate::cli::attachment::upload_file(&mut edge.client, &file).await?;
+    let (hash, _) =
+        crate::transport::upload::upload_file(&mut edge.client, &file, |_, _| {}).await?;
     let upload_time = started.elapsed();
     std::fs::remove_file(&file)?;
 

@@ -32,7 +32,7 @@ pub fn version_line() -> &'static str {
             env!("CARGO_PKG_VERSION"),
             env!("PROCSYNC_GIT_COMMIT"),
             env!("PROCSYNC_BUILD_DATE"),
-            crate::inbound::PROTOCOL_VERSION
+            crate::transport::protocol::PROTOCOL_VERSION
         )
     })
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use crate::config::sync::InboundFlow;
 use crate::queue::Payload;
 use crate::record::{Operation, RecordWrite};
+use crate::script::{self, ScriptOutcome};
 
 /// Why a payload could not be applied.
 pub type FlowError = String;
@@ -102,48 +103,8 @@ pub enum FlowOutcome {
     Error(FlowError),
 }
 
-/// Most operations a flow script may run per item.
-const SCRIPT_MAX_OPERATIONS: u64 = 200_000;
-/// Longest a flow script may run per item.
-const SCRIPT_MAX_TIME: std::time::Duration = std::time::Duration::from_millis(100);
-/// What `skip()` throws, to tell a skip from an error.
-const SKIP_MARKER: &str = "procsync:skip:";
-
-/// A sandboxed script engine: Rhai has no file or network access, and
-/// these limits bound memory, depth, operations and time.
-fn engine() -> rhai::Engine {
-    let mut engine = rhai::Engine::new();
-    engine
-        .set_max_operations(SCRIPT_MAX_OPERATIONS)
-        .set_max_expr_depths(64, 32)
-        .set_max_call_levels(32)
-        .set_max_string_size(1024 * 1024)
-        .set_max_array_size(10_000)
-        .set_max_map_size(10_000);
-    engine.on_print(|text| tracing::info!(target: "flow", "script: {text}"));
-    engine.on_debug(|text, _, _| tracing::debug!(target: "flow", "script: {text}"));
-    engine.register_fn(
-        "skip",
-        |reason: &str| -> Result<(), Box<rhai::EvalAltResult>> {
-            Err(format!("{SKIP_MARKER}{reason}").into())
-        },
-    );
-    engine
-}
-
-/// Compiles a flow script, naming the line of a syntax error.
-pub fn check_script(script: &str) -> Result<(), String> {
-    engine()
-        .compile(script)
-        .map(|_| ())
-        .map_err(|e| format!("script does not compile: {e}"))
-}
-
 /// Runs an inbound flow: the Basic template's correlation and mapping, then
-/// the flow's script, if any. The script sees `payload` (fields, display
-/// values, changed flags, journal entries, capture metadata), `operation`,
-/// `correlation` (our record's sys_id, or "") and `fields` (what the mapping
-/// will write, which it may change); it may call `skip("why")` or `throw`.
+/// the flow's script, if any (`script::run` says what a script sees).
 pub fn run_inbound(
     flow: &InboundFlow,
     operation: Operation,
@@ -158,100 +119,21 @@ pub fn run_inbound(
     if flow.script.trim().is_empty() {
         return FlowOutcome::Write(write);
     }
-    let mut engine = engine();
-    let started = std::time::Instant::now();
-    engine.on_progress(move |_| {
-        (started.elapsed() > SCRIPT_MAX_TIME)
-            .then(|| rhai::Dynamic::from("the script ran too long"))
-    });
-    let ast = match engine.compile(&flow.script) {
-        Ok(ast) => ast,
-        Err(e) => {
-            return FlowOutcome::Error(format!(
-                "flow `{}`: script does not compile: {e}",
-                flow.name
-            ));
-        }
-    };
-    let mut scope = rhai::Scope::new();
-    scope.push("payload", payload_map(payload));
-    scope.push("operation", write.operation.as_str().to_string());
-    scope.push("correlation", correlated.unwrap_or("").to_string());
-    let fields: rhai::Map = write
-        .fields
-        .iter()
-        .map(|(k, v)| (k.as_str().into(), rhai::Dynamic::from(v.clone())))
-        .collect();
-    scope.push("fields", fields);
-    if let Err(error) = engine.run_ast_with_scope(&mut scope, &ast) {
-        let text = match &*error {
-            rhai::EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-            other => other.to_string(),
-        };
-        if let Some(reason) = text.strip_prefix(SKIP_MARKER) {
-            return FlowOutcome::Skip(reason.to_string());
-        }
-        let text = text.replace(SKIP_MARKER, "");
-        return FlowOutcome::Error(format!("flow `{}`: script: {text}", flow.name));
-    }
-    let Some(fields) = scope.get_value::<rhai::Map>("fields") else {
-        return FlowOutcome::Error(format!(
-            "flow `{}`: script: `fields` must stay a map",
-            flow.name
-        ));
-    };
     let mut write = write;
-    write.fields = fields
-        .into_iter()
-        .map(|(k, v)| {
-            let text = if v.is_unit() {
-                String::new()
-            } else {
-                v.to_string()
-            };
-            (k.to_string(), text)
-        })
-        .collect();
-    FlowOutcome::Write(write)
-}
-
-fn payload_map(payload: &Payload) -> rhai::Map {
-    let mut values = rhai::Map::new();
-    let mut display = rhai::Map::new();
-    let mut changed = rhai::Map::new();
-    for field in &payload.changed_fields {
-        values.insert(field.key.as_str().into(), field.value.clone().into());
-        display.insert(
-            field.key.as_str().into(),
-            field.display_value.clone().into(),
-        );
-        changed.insert(field.key.as_str().into(), field.changed.into());
+    match script::run(
+        &flow.script,
+        payload,
+        write.operation,
+        correlated,
+        &write.fields,
+    ) {
+        ScriptOutcome::Fields(fields) => write.fields = fields,
+        ScriptOutcome::Skip(reason) => return FlowOutcome::Skip(reason),
+        ScriptOutcome::Error(text) => {
+            return FlowOutcome::Error(format!("flow `{}`: {text}", flow.name));
+        }
     }
-    let journal: rhai::Array = payload
-        .journal_entries
-        .iter()
-        .map(|entry| {
-            let mut map = rhai::Map::new();
-            map.insert("field".into(), entry.field.clone().into());
-            map.insert("author".into(), entry.author.clone().into());
-            map.insert("time".into(), entry.time.clone().into());
-            map.insert("text".into(), entry.text.clone().into());
-            map.into()
-        })
-        .collect();
-    let meta = &payload.capture_metadata;
-    let mut metadata = rhai::Map::new();
-    metadata.insert("changed_by".into(), meta.changed_by.clone().into());
-    metadata.insert("timestamp".into(), meta.timestamp.clone().into());
-    metadata.insert("table".into(), meta.table.clone().into());
-    metadata.insert("sys_id".into(), meta.sys_id.clone().into());
-    let mut map = rhai::Map::new();
-    map.insert("fields".into(), values.into());
-    map.insert("display".into(), display.into());
-    map.insert("changed".into(), changed.into());
-    map.insert("journal".into(), journal.into());
-    map.insert("metadata".into(), metadata.into());
-    map
+    FlowOutcome::Write(write)
 }
 
 #[cfg(test)]
@@ -368,6 +250,10 @@ mod tests {
             panic!("expected an error");
         };
         assert!(error.contains("open"), "{error}");
-        assert!(check_script("fields.x = ").unwrap_err().contains("line 1"));
+        assert!(
+            crate::script::check("fields.x = ")
+                .unwrap_err()
+                .contains("line 1")
+        );
     }
 }

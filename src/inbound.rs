@@ -16,11 +16,8 @@ use crate::store::{
     Actor, ContentInfo, ReceivedItem, RecordWriteLimits, RemoteState, RemoteSystemStatus, Store,
     StoreError,
 };
-use crate::transport::peer::CallError;
+use crate::transport::protocol::{CallError, Hello, HelloAnswer, PROTOCOL_VERSION};
 use crate::user::{Permission, Role, User};
-
-/// The peer protocol version this binary speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Why a peer call is refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,29 +48,6 @@ impl From<StoreError> for PeerError {
     }
 }
 
-/// What a caller says about itself in `Hello`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hello {
-    pub protocol_version: u32,
-    pub instance_sys_id: String,
-    pub instance_name: String,
-    /// The caller's remote system record for us.
-    pub remote_system_sys_id: String,
-    /// The caller's external_id: our record for the caller.
-    pub external_id: String,
-    pub process_events: Vec<String>,
-    /// The last sequence the caller gave an item for us, if it says.
-    pub last_sequence: Option<u64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HelloAnswer {
-    pub protocol_version: u32,
-    pub instance_sys_id: String,
-    pub instance_name: String,
-    pub problems: Vec<String>,
-}
-
 /// An identified caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -90,11 +64,11 @@ pub struct Caller {
 #[derive(Clone)]
 pub struct PeerGate {
     store: Arc<Store>,
-    sync: crate::api::SyncRuntime,
+    sync: crate::runtime::SyncRuntime,
 }
 
 impl PeerGate {
-    pub fn new(store: Arc<Store>, sync: crate::api::SyncRuntime) -> PeerGate {
+    pub fn new(store: Arc<Store>, sync: crate::runtime::SyncRuntime) -> PeerGate {
         PeerGate { store, sync }
     }
 
@@ -353,7 +327,7 @@ pub struct Processor {
     /// Also the bytes held at the last failure: a try that moved bytes
     /// since starts the backoff over.
     fetch_backoff: HashMap<String, (std::time::Instant, u32, u64)>,
-    transfers: crate::api::TransferBoard,
+    transfers: crate::runtime::TransferBoard,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -380,7 +354,7 @@ impl Processor {
     pub fn new(
         store: Arc<Store>,
         limits: RecordWriteLimits,
-        sync: &crate::api::SyncRuntime,
+        sync: &crate::runtime::SyncRuntime,
     ) -> Processor {
         Processor {
             store,

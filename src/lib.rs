@@ -18,6 +18,8 @@ pub mod user;
 pub mod queue;
 /// Runtime properties: names, defaults, ranges.
 pub mod property;
+/// The sandboxed flow script engine (Rhai).
+pub mod script;
 /// Server config and process sync definitions files.
 pub mod config;
 /// Which capture definitions fire for a change, and what they carry.
@@ -34,6 +36,8 @@ pub mod store;
 pub mod identity;
 /// Creating an instance (`init`).
 pub mod instance;
+/// The running parts of peer sync: wake-ups, health and transfer boards.
+pub mod runtime;
 /// The admin API in domain terms: authentication, roles, domains.
 pub mod api;
 /// Receiving: peer identification, the inbound queue and its processor.

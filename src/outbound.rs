@@ -8,15 +8,14 @@
 //! from Slow from Down.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::ids::{format_time, now_millis};
-use crate::record::Operation;
+use crate::runtime::{Health, HealthBoard, RemoteHealth};
 use crate::store::{RemoteState, Store};
-use crate::transport::peer::{CallError, PeerClient, PeerTarget};
+use crate::transport::peer::PeerClient;
+use crate::transport::protocol::{CallError, PeerTarget, SendItem, SyncEvent, WireItem};
 
 /// Items in flight on one stream at most.
 const WINDOW: usize = 1024;
@@ -25,114 +24,6 @@ const ACK_BATCH: usize = 256;
 /// Longest wait for the next acknowledgment while items are in flight (at
 /// least three heartbeat intervals); missing it fails the attempt.
 const ACK_DEADLINE: Duration = Duration::from_secs(30);
-
-/// What the dispatcher sends.
-#[derive(Clone, Debug)]
-pub enum SendItem {
-    Item(WireItem),
-    Ping(u64),
-}
-
-/// One outbound item as it goes on the wire.
-#[derive(Clone, Debug)]
-pub struct WireItem {
-    pub sequence: u64,
-    pub process_event: String,
-    pub operation: Operation,
-    pub table: String,
-    pub local_correlation_id: String,
-    pub remote_correlation_id: String,
-    pub domain: String,
-    pub payload_json: String,
-    pub created_on: String,
-    /// Keys for the peer to fetch the payload's attachments with.
-    pub attachment_grants: Vec<crate::attachment::Grant>,
-}
-
-/// What comes back on a stream.
-#[derive(Clone, Debug)]
-pub enum SyncEvent {
-    Ack(u64),
-    Pong(u64),
-    Closed(CallError),
-}
-
-/// Connection health as `procsync remote list` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Health {
-    Up,
-    Slow,
-    Down,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Up => "Up",
-            Health::Slow => "Slow",
-            Health::Down => "Down",
-        }
-    }
-}
-
-/// What each dispatcher last saw, shared with the admin API.
-#[derive(Clone, Debug, Serialize)]
-pub struct RemoteHealth {
-    pub health: Health,
-    pub round_trip_ms: Option<u64>,
-    pub last_error: Option<String>,
-    pub attempts: u32,
-    pub next_attempt_on: Option<String>,
-}
-
-#[derive(Clone, Default)]
-pub struct HealthBoard(
-    Arc<Mutex<HashMap<String, RemoteHealth>>>,
-    Arc<Mutex<BTreeSet<String>>>,
-    /// Remote systems that are Disabled: dispatchers stop sending to them
-    /// at once, before their next look at the store.
-    Arc<Mutex<BTreeSet<String>>>,
-);
-
-impl HealthBoard {
-    /// Records which remote systems are Disabled, from the store's view.
-    pub fn set_disabled(&self, disabled: impl IntoIterator<Item = String>) {
-        *self.2.lock().expect("disabled lock") = disabled.into_iter().collect();
-    }
-
-    fn is_disabled(&self, remote: &str) -> bool {
-        self.2.lock().expect("disabled lock").contains(remote)
-    }
-
-    /// The peer just called us: it is alive, so a dispatcher waiting out a
-    /// backoff for it should try again now.
-    pub fn peer_seen(&self, remote: &str) {
-        self.1
-            .lock()
-            .expect("retry lock")
-            .insert(remote.to_string());
-    }
-
-    fn take_retry_now(&self, remote: &str) -> bool {
-        self.1.lock().expect("retry lock").remove(remote)
-    }
-
-    pub fn get(&self, remote: &str) -> Option<RemoteHealth> {
-        self.0.lock().expect("health lock").get(remote).cloned()
-    }
-
-    fn update(&self, remote: &str, change: impl FnOnce(&mut RemoteHealth)) {
-        let mut board = self.0.lock().expect("health lock");
-        let entry = board.entry(remote.to_string()).or_insert(RemoteHealth {
-            health: Health::Down,
-            round_trip_ms: None,
-            last_error: None,
-            attempts: 0,
-            next_attempt_on: None,
-        });
-        change(entry);
-    }
-}
 
 /// Shared by every dispatcher.
 #[derive(Clone)]
@@ -417,7 +308,7 @@ impl Outbound {
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {
-        peer_target(self.store.clone(), remote).await
+        crate::transport::peer::target_of(self.store.clone(), remote).await
     }
 
     /// One stream's life: connect, send, collect acks, until it fails.
@@ -728,40 +619,4 @@ impl Outbound {
 fn jitter_seed(remote: &str, attempt: u32) -> u64 {
     let hash = blake3::hash(format!("{remote}/{attempt}/{}", now_millis()).as_bytes());
     u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
-}
-
-/// How to reach `remote`: its endpoint and pin, our token for it, our
-/// certificate.
-pub async fn peer_target(store: Arc<Store>, remote: &str) -> Result<PeerTarget, CallError> {
-    let name = remote.to_string();
-    let found = tokio::task::spawn_blocking(move || {
-        let remote = store
-            .remote_systems()?
-            .into_iter()
-            .find(|r| r.spec.name == name);
-        let secret = store.remote_secret(&name)?;
-        let instance = store.instance()?;
-        Ok::<_, crate::store::StoreError>((remote, secret, instance))
-    })
-    .await
-    .map_err(|e| CallError::Transient(e.to_string()))?
-    .map_err(|e| CallError::Transient(e.to_string()))?;
-    let (Some(spec), secret, instance) = found else {
-        return Err(CallError::Permanent(format!(
-            "remote system `{remote}` no longer exists"
-        )));
-    };
-    let Some(token) = secret else {
-        return Err(CallError::Permanent(format!(
-            "no token to present to `{remote}`; set it with `procsync remote token {remote}`"
-        )));
-    };
-    Ok(PeerTarget {
-        endpoint: spec.spec.endpoint,
-        fingerprint: crate::config::sync::normalize_fingerprint(&spec.spec.fingerprint)
-            .map_err(CallError::Permanent)?,
-        token,
-        cert_pem: instance.cert_pem,
-        key_pem: instance.key_pem,
-    })
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::attachment::Attachment;
+use crate::attachment::{Attachment, AttachmentChanges};
 use crate::condition::Fields;
 use crate::domain::Domain;
 use crate::ids::{Millis, format_time};
@@ -176,20 +176,6 @@ pub struct RecordWrite {
     pub journal: Vec<JournalText>,
     /// Attachments to add and remove (updates only).
     pub attachments: AttachmentChanges,
-}
-
-/// Attachments a write adds (their content already stored) and removes
-/// (by attachment sys_id).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AttachmentChanges {
-    pub attach: Vec<Attachment>,
-    pub detach: Vec<String>,
-}
-
-impl AttachmentChanges {
-    pub fn is_empty(&self) -> bool {
-        self.attach.is_empty() && self.detach.is_empty()
-    }
 }
 
 /// What one write did.

@@ -1,20 +1,29 @@
 //! `procsync serve`: opens the instance, serves the admin API and tears down
 //! in a fixed order on SIGTERM/SIGINT: stop accepting and finish in-flight
 //! calls, stop the store writer (finishing queued writes), close the store.
+//! The services it runs are here too: the admin gRPC service (`admin`), the
+//! peer gRPC service (`peer`), plain HTTP on the admin port (`http`), and
+//! the one mapping of errors to gRPC statuses (`status`).
+
+pub mod admin;
+pub mod http;
+pub mod peer;
+pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::api::{Api, SyncRuntime};
+use crate::api::Api;
 use crate::config::server::ServerConfig;
 use crate::inbound::{PeerGate, Processor};
 use crate::instance::{ADMIN_ADDR_FILE, PEER_ADDR_FILE};
 use crate::outbound::Outbound;
+use crate::runtime::SyncRuntime;
 use crate::store::RecordWriteLimits;
 use crate::store::{Store, StoreError};
-use crate::transport::admin::AdminTls;
+use admin::AdminTls;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +61,14 @@ pub async fn run(
     let store = Arc::new(store);
     let instance = store.instance()?;
 
-    let listener =
-        crate::transport::admin::bind(config.admin.listen).map_err(|e| ServeError::Bind {
-            address: config.admin.listen,
-            reason: e.to_string(),
-        })?;
+    let listener = admin::bind(config.admin.listen).map_err(|e| ServeError::Bind {
+        address: config.admin.listen,
+        reason: e.to_string(),
+    })?;
     let admin_address = listener.address;
     // Both listeners are bound before the admin address file is written:
     // whoever reads it finds an instance that is not about to fail to bind.
-    let peer_listener = crate::transport::peer::bind(config.peer.listen)
+    let peer_listener = peer::bind(config.peer.listen)
         .await
         .map_err(|e| ServeError::Bind {
             address: config.peer.listen,
@@ -99,7 +107,7 @@ pub async fn run(
         let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            crate::transport::peer::serve(gate, peer_listener, &cert, &key, allowed, stopped).await
+            peer::serve(gate, peer_listener, &cert, &key, allowed, stopped).await
         })
     };
     let outbound_task = tokio::spawn(
@@ -141,7 +149,7 @@ pub async fn run(
             },
         }
     };
-    let served = crate::transport::admin::serve(
+    let served = admin::serve(
         api,
         listener,
         tls,

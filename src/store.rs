@@ -24,6 +24,7 @@ mod correlations;
 mod inbound;
 mod outbound;
 mod purge;
+pub mod sink;
 mod stats;
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,15 @@
-//! The transport: the only module that sees generated protobuf types. It
-//! holds the generated code (`pb`), the admin gRPC service (`admin`) and
-//! the admin client the CLI and the benchmark use (`client`), converting
-//! wire types to domain types at the edge.
+//! The transport: generated protobuf types (`pb`, seen only here and by the
+//! services in `server`), pinned TLS (`tls`), the peer protocol's nouns
+//! (`protocol`), the peer client (`peer`) and the admin client the CLI and
+//! the benchmark use (`client`), converting wire types to domain types at
+//! the edge. It sits below the sync layers: `outbound`, `inbound` and `api`
+//! dial peers through it; the services that answer calls are in `server`.
 
-pub mod admin;
 pub mod client;
-pub mod http;
 pub mod peer;
+pub mod protocol;
 pub mod tls;
+pub mod upload;
 
 /// Generated code for `proto/`.
 #[allow(
@@ -29,9 +31,7 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/procsync_descriptor.bin"));
 
-use crate::api::ApiError;
 use crate::record::Operation;
-use crate::store::StoreError;
 
 /// The token of an `authorization: Bearer TOKEN` value, for gRPC
 /// metadata and HTTP headers alike.
@@ -40,23 +40,6 @@ pub fn bearer_token(value: &str) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_string())
-}
-
-/// The one place errors become gRPC statuses.
-pub fn status_of(error: ApiError) -> tonic::Status {
-    use tonic::Status;
-    match error {
-        ApiError::Unauthenticated(m) => Status::unauthenticated(m),
-        ApiError::PermissionDenied(m) => Status::permission_denied(m),
-        ApiError::Invalid(m) => Status::invalid_argument(m),
-        ApiError::Store(e) => match e {
-            StoreError::Invalid(m) => Status::invalid_argument(m),
-            StoreError::NotFound(_) => Status::not_found(e.to_string()),
-            StoreError::Conflict(m) => Status::already_exists(m),
-            StoreError::Closed | StoreError::Storage(_) => Status::unavailable(e.to_string()),
-            other => Status::internal(other.to_string()),
-        },
-    }
 }
 
 impl From<Operation> for pb::admin::Operation {

@@ -3,10 +3,11 @@
 //! attachments. Attaching and removing are record writes, so capture sees
 //! them like any other change.
 
-use crate::attachment::sink::{ContentSink, SinkError};
+use crate::attachment::AttachmentChanges;
 use crate::attachment::{Attachment, AttachmentLimits, check_file_name, is_hash};
 use crate::ids::new_sys_id;
-use crate::record::{AttachmentChanges, Operation, RecordWrite, check_name};
+use crate::record::{Operation, RecordWrite, check_name};
+use crate::store::sink::{ContentSink, SinkError};
 use crate::store::{ContentInfo, StoreError};
 use crate::user::Permission;
 

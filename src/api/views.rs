@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use crate::ids::{Millis, format_time};
-use crate::outbound::RemoteHealth;
 use crate::queue::{InboundItem, OutboundItem, QueueStatus};
+use crate::runtime::RemoteHealth;
 
 /// Replaces epoch-millisecond times at `keys` with text (null stays null).
 fn times_as_text(view: &mut Value, keys: &[&str]) {

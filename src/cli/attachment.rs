@@ -3,16 +3,15 @@
 //! sits in memory. `add` hashes the file first, so content the instance
 //! already holds is not sent again and an interrupted upload resumes.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use super::{Connection, client};
-use crate::attachment::CHUNK_BYTES;
 use crate::ids::hex;
-use crate::transport::client::AdminClient;
+use crate::transport::upload::upload_file;
 
 #[derive(Subcommand, Debug)]
 pub enum AttachmentCommand {
@@ -75,7 +74,10 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             let content_type =
                 content_type.unwrap_or_else(|| guess_content_type(&file_name).to_string());
             let mut client = client(connection).await?;
-            let (hash, held) = upload_file(&mut client, &file).await?;
+            let (hash, held) = upload_file(&mut client, &file, |at, size| {
+                eprintln!("resuming the upload at byte {at} of {size}");
+            })
+            .await?;
             let attachment = client
                 .add_attachment(&table, &sys_id, &file_name, &content_type, &hash)
                 .await?;
@@ -192,89 +194,6 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
         }
     }
     Ok(())
-}
-
-/// Uploads the content of `file` unless the instance already holds it
-/// (then `true`), resuming an interrupted upload; returns its hash.
-pub async fn upload_file(client: &mut AdminClient, file: &Path) -> Result<(String, bool)> {
-    let (hash, size) = hash_file(file).await?;
-    let (received, complete) = client.begin_upload(&hash, size).await?;
-    if complete {
-        return Ok((hash, true));
-    }
-    if received > 0 {
-        eprintln!("resuming the upload at byte {received} of {size}");
-    }
-    let (pieces, stream) = tokio::sync::mpsc::channel(4);
-    let reader = read_pieces(file.to_path_buf(), received, pieces);
-    let (read, uploaded) = tokio::join!(reader, client.upload_content(&hash, size, stream));
-    read?;
-    if !uploaded? {
-        bail!(
-            "the instance did not finish storing {}; run the command again to resume",
-            file.display()
-        );
-    }
-    Ok((hash, false))
-}
-
-/// blake3 and size of a file, read once in chunks.
-async fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; CHUNK_BYTES];
-        let mut size = 0u64;
-        loop {
-            let n = file
-                .read(&mut buffer)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            size += n as u64;
-        }
-        Ok((hex(hasher.finalize().as_bytes()), size))
-    })
-    .await?
-}
-
-/// Reads the file from `offset` in whole chunks into `pieces`.
-async fn read_pieces(
-    path: PathBuf,
-    offset: u64,
-    pieces: tokio::sync::mpsc::Sender<(u64, bytes::Bytes)>,
-) -> Result<()> {
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut position = offset;
-        loop {
-            let mut buffer = vec![0u8; CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < CHUNK_BYTES {
-                let n = file.read(&mut buffer[filled..])?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                return Ok(());
-            }
-            buffer.truncate(filled);
-            if pieces.blocking_send((position, buffer.into())).is_err() {
-                // The upload ended early; its error says why.
-                return Ok(());
-            }
-            position += filled as u64;
-        }
-    })
-    .await?
 }
 
 fn guess_content_type(file_name: &str) -> &'static str {

@@ -172,7 +172,7 @@ pub struct InboundFlow {
     /// `work_notes`). Empty: entries keep their field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub journal_map: Vec<JournalMap>,
-    /// A Rhai script run after the mapping (see `flow::run_inbound`).
+    /// A Rhai script run after the mapping (see `script::run`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
     /// Largest attachment accepted from the peer, in MiB; 0: only the
@@ -609,7 +609,7 @@ impl SyncConfig {
         }
         for (i, flow) in self.inbound_flows.iter().enumerate() {
             if !flow.script.trim().is_empty() {
-                if let Err(message) = crate::flow::check_script(&flow.script) {
+                if let Err(message) = crate::script::check(&flow.script) {
                     report(
                         "inbound_flow",
                         i,

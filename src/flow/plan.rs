@@ -276,7 +276,7 @@ fn attachments(
     facts: &InboundFacts,
     held: Option<&HeldRecord>,
     first_sync: bool,
-) -> Result<crate::record::AttachmentChanges, String> {
+) -> Result<crate::attachment::AttachmentChanges, String> {
     check_incoming(
         &payload.attachments,
         &payload.removed_attachments,

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::api::TransferBoard;
 use crate::attachment::Grant;
-use crate::attachment::sink::{ContentSink, SinkError};
+use crate::runtime::TransferBoard;
+use crate::store::sink::{ContentSink, SinkError};
 use crate::store::{Store, StoreError};
-use crate::transport::peer::{CallError, PeerClient};
+use crate::transport::peer::PeerClient;
+use crate::transport::protocol::CallError;
 
 /// One content to fetch.
 #[derive(Clone, Debug)]
@@ -53,7 +54,7 @@ pub async fn fetch(
     if start > 0 {
         tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
     }
-    let target = crate::outbound::peer_target(store, &wanted.remote_system).await?;
+    let target = crate::transport::peer::target_of(store, &wanted.remote_system).await?;
     let mut client = PeerClient::connect(&target).await?;
     let mut stream = client.fetch(wanted.grant.clone(), start).await?;
     let mut complete = false;

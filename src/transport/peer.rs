@@ -1,45 +1,27 @@
-//! The peer gRPC service and client over pinned mutual TLS. The server side
-//! terminates TLS itself (rustls, client certificates verified against the
-//! remote systems' fingerprints) and hands the caller's certificate and
-//! token to `inbound::PeerGate`; the client side dials with our
-//! certificate and the peer's pinned fingerprint. Conversions between wire
-//! and domain types live here and nowhere else.
+//! The peer gRPC client over pinned mutual TLS: it dials with our
+//! certificate, pins the peer's fingerprint, and converts between wire and
+//! domain types (the server half, `server::peer`, shares the conversions
+//! here). The protocol's nouns are in `transport::protocol`.
 
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
 use super::pb::peer as pb;
-use super::pb::peer::peer_server::{Peer, PeerServer};
+use super::protocol::{CallError, Hello, HelloAnswer, PeerTarget, SendItem, SyncEvent};
 use super::tls;
-use crate::attachment::{CHUNK_BYTES, Grant};
-use crate::identity::fingerprint_of_der;
-use crate::inbound::{Caller, Hello, HelloAnswer, PeerError, PeerGate};
-use crate::outbound::{SendItem, SyncEvent};
+use crate::attachment::Grant;
 use crate::record::Operation;
-use crate::store::ReceivedItem;
+use crate::store::{Store, StoreError};
 
-/// Most items taken from a stream into one durable commit.
-const MAX_ITEMS_PER_COMMIT: usize = 256;
+/// Largest peer message accepted (an item with its payload, or a chunk).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-fn status_of(error: PeerError) -> Status {
-    match error {
-        PeerError::Unauthenticated(m) => Status::unauthenticated(m),
-        PeerError::PermissionDenied(m) => Status::permission_denied(m),
-        PeerError::NotActive(m) => Status::failed_precondition(m),
-        PeerError::Unavailable(m) => Status::unavailable(m),
-        PeerError::NotFound(m) => Status::not_found(m),
-    }
-}
-
-fn operation_from_pb(op: i32) -> Option<Operation> {
+pub fn operation_from_pb(op: i32) -> Option<Operation> {
     match pb::Operation::try_from(op).ok()? {
         pb::Operation::Create => Some(Operation::Create),
         pb::Operation::Update => Some(Operation::Update),
@@ -48,7 +30,7 @@ fn operation_from_pb(op: i32) -> Option<Operation> {
     }
 }
 
-fn operation_to_pb(op: Operation) -> pb::Operation {
+pub fn operation_to_pb(op: Operation) -> pb::Operation {
     match op {
         Operation::Create => pb::Operation::Create,
         Operation::Update => pb::Operation::Update,
@@ -56,7 +38,7 @@ fn operation_to_pb(op: Operation) -> pb::Operation {
     }
 }
 
-fn grant_from_pb(grant: pb::AttachmentGrant) -> Grant {
+pub fn grant_from_pb(grant: pb::AttachmentGrant) -> Grant {
     Grant {
         hash: grant.hash,
         expires_at: grant.expires_at,
@@ -64,7 +46,7 @@ fn grant_from_pb(grant: pb::AttachmentGrant) -> Grant {
     }
 }
 
-fn grant_to_pb(grant: Grant) -> pb::AttachmentGrant {
+pub fn grant_to_pb(grant: Grant) -> pb::AttachmentGrant {
     pb::AttachmentGrant {
         hash: grant.hash,
         expires_at: grant.expires_at,
@@ -72,342 +54,40 @@ fn grant_to_pb(grant: Grant) -> pb::AttachmentGrant {
     }
 }
 
-/// The caller's certificate fingerprint and bearer token.
-fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
-    let fingerprint = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|info| info.peer_certs())
-        .and_then(|certs| certs.first().map(|cert| fingerprint_of_der(cert)));
-    let token = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(super::bearer_token);
-    (fingerprint, token)
-}
-
-struct PeerService {
-    gate: PeerGate,
-    /// Set when the instance shuts down: open streams end so the listener
-    /// can close.
-    stopped: tokio::sync::watch::Receiver<bool>,
-}
-
-type ContentStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ContentChunk, Status>> + Send>>;
-
-type SyncDownStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
-
-impl PeerService {
-    /// The remote system the request's certificate and token identify.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let (fingerprint, token) = credentials(request);
-        self.gate
-            .identify(fingerprint, token)
-            .await
-            .map_err(status_of)
-    }
-}
-
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn hello(
-        &self,
-        request: Request<pb::HelloRequest>,
-    ) -> Result<Response<pb::HelloResponse>, Status> {
-        let caller = self.caller(&request).await?;
-        let req = request.into_inner();
-        let answer = self
-            .gate
-            .hello(
-                &caller,
-                Hello {
-                    protocol_version: req.protocol_version,
-                    instance_sys_id: req.instance_sys_id,
-                    instance_name: req.instance_name,
-                    remote_system_sys_id: req.remote_system_sys_id,
-                    external_id: req.external_id,
-                    process_events: req.process_events,
-                    last_sequence: req.last_sequence,
-                },
-            )
-            .await
-            .map_err(status_of)?;
-        Ok(Response::new(pb::HelloResponse {
-            protocol_version: answer.protocol_version,
-            instance_sys_id: answer.instance_sys_id,
-            instance_name: answer.instance_name,
-            problems: answer.problems,
-        }))
-    }
-
-    type FetchStream = ContentStream;
-
-    async fn fetch(
-        &self,
-        request: Request<pb::FetchRequest>,
-    ) -> Result<Response<Self::FetchStream>, Status> {
-        let caller = self.caller(&request).await?;
-        let request = request.into_inner();
-        let grant = request.grant.map(grant_from_pb).ok_or_else(|| {
-            Status::invalid_argument("a fetch needs the attachment key sent with the item")
-        })?;
-        let content = self
-            .gate
-            .open_content(&caller, &grant)
-            .await
-            .map_err(status_of)?;
-        let chunk_bytes = CHUNK_BYTES as u64;
-        if request.offset % chunk_bytes != 0 || request.offset > content.size {
-            return Err(Status::invalid_argument(format!(
-                "offset {} is not a chunk boundary (multiples of {CHUNK_BYTES}) within the {} bytes of the content",
-                request.offset, content.size
-            )));
-        }
-        // Two chunks in flight: the next is read while one is sent, and
-        // memory stays at a few MiB whatever the file size.
-        let (chunks, stream) = tokio::sync::mpsc::channel(2);
-        let gate = self.gate.clone();
-        let mut stopped = self.stopped.clone();
-        tokio::spawn(async move {
-            let first = (request.offset / chunk_bytes) as u32;
-            for index in first..content.chunk_count() {
-                let read = tokio::select! {
-                    read = gate.read_chunk(content.id, index) => read,
-                    _ = stopped.changed() => return,
-                };
-                let message = match read {
-                    Ok(data) => {
-                        let chunk_hash = blake3::hash(&data).as_bytes().to_vec();
-                        gate.count_sent(&caller.name, data.len() as u64);
-                        Ok(pb::ContentChunk {
-                            offset: index as u64 * chunk_bytes,
-                            data: data.into(),
-                            chunk_hash: chunk_hash.into(),
-                            complete: false,
-                        })
-                    }
-                    Err(error) => Err(status_of(error)),
-                };
-                let failed = message.is_err();
-                if chunks.send(message).await.is_err() || failed {
-                    return;
-                }
-            }
-            let complete = pb::ContentChunk {
-                offset: content.size,
-                data: Default::default(),
-                chunk_hash: Default::default(),
-                complete: true,
-            };
-            let _ = chunks.send(Ok(complete)).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
-    }
-
-    type SyncStream = SyncDownStream;
-
-    async fn sync(
-        &self,
-        request: Request<Streaming<pb::SyncUp>>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
-        let caller = self.caller(&request).await?;
-        self.gate.check_inbound_active(&caller).map_err(status_of)?;
-        let mut incoming = request.into_inner();
-        let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
-        let gate = self.gate.clone();
-        let mut stopped = self.stopped.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = incoming.message() => next,
-                    _ = stopped.changed() => break,
-                };
-                let first = match next {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => {
-                        if let Some(refusal) = refusal_of(&caller.name, &status) {
-                            let _ = replies.send(Err(refusal)).await;
-                        } else {
-                            tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
-                        }
-                        break;
-                    }
-                };
-                let mut batch = Vec::new();
-                let mut broken = None;
-                let mut pending = Some(first);
-                while let Some(message) = pending.take() {
-                    match message.message {
-                        Some(pb::sync_up::Message::Item(item)) => batch.push(ReceivedItem {
-                            sequence: item.sequence,
-                            process_event: item.process_event,
-                            operation: operation_from_pb(item.operation),
-                            source_table: item.table,
-                            remote_correlation_id: item.local_correlation_id,
-                            local_correlation_id: item.remote_correlation_id,
-                            payload: item.payload_json,
-                            attachment_grants: item
-                                .attachment_grants
-                                .into_iter()
-                                .map(grant_from_pb)
-                                .collect(),
-                        }),
-                        Some(pb::sync_up::Message::Ping(ping)) => {
-                            let pong = pb::SyncDown {
-                                message: Some(pb::sync_down::Message::Pong(pb::Pong {
-                                    nonce: ping.nonce,
-                                })),
-                            };
-                            if replies.send(Ok(pong)).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => {}
-                    }
-                    if batch.len() >= MAX_ITEMS_PER_COMMIT {
-                        break;
-                    }
-                    // Take whatever else has already arrived into the same
-                    // commit, without waiting for more.
-                    tokio::select! {
-                        biased;
-                        next = incoming.message() => match next {
-                            Ok(Some(message)) => pending = Some(message),
-                            Ok(None) => {}
-                            Err(status) => broken = Some(status),
-                        },
-                        _ = std::future::ready(()) => {}
-                    }
-                }
-                // What arrived before a broken message is queued and
-                // acknowledged; then the stream ends, with the reason when
-                // the peer can act on it.
-                let refusal = broken
-                    .as_ref()
-                    .and_then(|status| refusal_of(&caller.name, status));
-                if batch.is_empty() {
-                    if let Some(refusal) = refusal {
-                        let _ = replies.send(Err(refusal)).await;
-                    }
-                    if broken.is_some() {
-                        return;
-                    }
-                    continue;
-                }
-                match gate.receive(&caller, batch).await {
-                    Ok(acks) => {
-                        for sequence in acks {
-                            let ack = pb::SyncDown {
-                                message: Some(pb::sync_down::Message::Ack(pb::Ack { sequence })),
-                            };
-                            if replies.send(Ok(ack)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        let _ = replies.send(Err(status_of(error))).await;
-                        return;
-                    }
-                }
-                if broken.is_some() {
-                    if let Some(refusal) = refusal {
-                        let _ = replies.send(Err(refusal)).await;
-                    }
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
-    }
-}
-
-/// Largest peer message accepted (an item with its payload, or a chunk).
-pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// The answer to a peer whose message could not be read, when it can act
-/// on it: a message over the limit is refused with RESOURCE_EXHAUSTED
-/// naming the limit, and logged.
-fn refusal_of(remote: &str, status: &Status) -> Option<Status> {
-    let too_large = matches!(
-        status.code(),
-        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
-    ) || status.message().contains("too large");
-    if !too_large {
-        return None;
-    }
-    let text = format!(
-        "a message from `{remote}` is larger than this instance accepts ({} MiB): it was not queued; make the record or its payload smaller at the sender",
-        MAX_PEER_MESSAGE_BYTES / (1024 * 1024)
-    );
-    tracing::warn!(target: "transport", remote_system = %remote, limit_bytes = MAX_PEER_MESSAGE_BYTES, detail = %status.message(), "Refused an oversized peer message; the stream ends.");
-    Some(Status::resource_exhausted(text))
-}
-
-/// A bound peer listener, not yet serving.
-pub struct PeerListener {
-    listener: tokio::net::TcpListener,
-    pub address: SocketAddr,
-}
-
-pub async fn bind(address: SocketAddr) -> std::io::Result<PeerListener> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    let address = listener.local_addr()?;
-    Ok(PeerListener { listener, address })
-}
-
-/// Serves the peer API with pinned mutual TLS until `shutdown` completes.
-pub async fn serve(
-    gate: PeerGate,
-    listener: PeerListener,
-    cert_pem: &str,
-    key_pem: &str,
-    allowed: tls::AllowedPeers,
-    stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String> {
-    let shutdown = {
-        let mut stopped = stopped.clone();
-        async move {
-            while !*stopped.borrow() {
-                if stopped.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
+/// How to reach `remote`: its endpoint and pin, our token for it, our
+/// certificate.
+pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, CallError> {
+    let name = remote.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let remote = store
+            .remote_systems()?
+            .into_iter()
+            .find(|r| r.spec.name == name);
+        let secret = store.remote_secret(&name)?;
+        let instance = store.instance()?;
+        Ok::<_, StoreError>((remote, secret, instance))
+    })
+    .await
+    .map_err(|e| CallError::Transient(e.to_string()))?
+    .map_err(|e| CallError::Transient(e.to_string()))?;
+    let (Some(spec), secret, instance) = found else {
+        return Err(CallError::Permanent(format!(
+            "remote system `{remote}` no longer exists"
+        )));
     };
-    let config = tls::server_config(cert_pem, key_pem, allowed)?;
-    let (incoming, accept_loop) = tls::accept_tls(
-        tokio_stream::wrappers::TcpListenerStream::new(listener.listener),
-        config,
-        "peer",
-    );
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(
-            PeerServer::new(PeerService { gate, stopped })
-                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| e.to_string());
-    accept_loop.abort();
-    result
-}
-
-/// How to reach one peer.
-#[derive(Clone, Debug)]
-pub struct PeerTarget {
-    /// `https://host:port` from the remote system.
-    pub endpoint: String,
-    pub fingerprint: String,
-    pub token: String,
-    pub cert_pem: String,
-    pub key_pem: String,
+    let Some(token) = secret else {
+        return Err(CallError::Permanent(format!(
+            "no token to present to `{remote}`; set it with `procsync remote token {remote}`"
+        )));
+    };
+    Ok(PeerTarget {
+        endpoint: spec.spec.endpoint,
+        fingerprint: crate::config::sync::normalize_fingerprint(&spec.spec.fingerprint)
+            .map_err(CallError::Permanent)?,
+        token,
+        cert_pem: instance.cert_pem,
+        key_pem: instance.key_pem,
+    })
 }
 
 /// A connection to one peer.
@@ -437,17 +117,6 @@ async fn within_deadline<T>(
             OPEN_DEADLINE.as_secs()
         ))),
     }
-}
-
-/// Why talking to a peer failed, split the way retries need it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
-    /// Worth retrying: unreachable, timed out, not active yet, unavailable.
-    #[error("{0}")]
-    Transient(String),
-    /// Needs the operator: pinning, credentials, roles.
-    #[error("{0}")]
-    Permanent(String),
 }
 
 fn chain(error: &dyn std::error::Error) -> String {

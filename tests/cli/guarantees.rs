@@ -962,7 +962,7 @@ fn a_waiting_item_shows_its_remotes_retry_state_and_list_and_show_agree() {
 
 #[test]
 fn an_oversized_peer_message_is_refused_naming_the_limit() {
-    use procsync::outbound::{SendItem, SyncEvent};
+    use procsync::transport::protocol::{SendItem, SyncEvent};
     let (edge, hub, mut edge_server, _hub_server) = crate::support::linked_pair(Default::default());
     edge_server.stop();
     let target = impersonate(&edge, "hub", &hub);

@@ -606,12 +606,12 @@ pub fn impersonate(
     sender: &Instance,
     receiver_name: &str,
     receiver: &Instance,
-) -> procsync::transport::peer::PeerTarget {
+) -> procsync::transport::protocol::PeerTarget {
     let store = procsync::store::Store::open(sender.path()).unwrap();
     let info = store.instance().unwrap();
     let token = store.remote_secret(receiver_name).unwrap().unwrap();
     store.close();
-    procsync::transport::peer::PeerTarget {
+    procsync::transport::protocol::PeerTarget {
         endpoint: receiver.peer_endpoint(),
         fingerprint: receiver.fingerprint.clone(),
         token,
@@ -625,8 +625,8 @@ pub fn crafted_item(
     sequence: u64,
     payload: &str,
     grants: Vec<procsync::attachment::Grant>,
-) -> procsync::outbound::WireItem {
-    procsync::outbound::WireItem {
+) -> procsync::transport::protocol::WireItem {
+    procsync::transport::protocol::WireItem {
         sequence,
         process_event: "software_request".into(),
         operation: procsync::record::Operation::Create,
@@ -643,10 +643,10 @@ pub fn crafted_item(
 /// Sends `items` on one sync stream and returns the acknowledged
 /// sequences, in the order the acks came.
 pub fn send_items(
-    target: &procsync::transport::peer::PeerTarget,
-    items: Vec<procsync::outbound::WireItem>,
+    target: &procsync::transport::protocol::PeerTarget,
+    items: Vec<procsync::transport::protocol::WireItem>,
 ) -> Vec<u64> {
-    use procsync::outbound::{SendItem, SyncEvent};
+    use procsync::transport::protocol::{SendItem, SyncEvent};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = procsync::transport::peer::PeerClient::connect(target)

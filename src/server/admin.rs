@@ -7,14 +7,14 @@ use std::future::Future;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use super::pb::admin as pb;
-use super::pb::admin::admin_server::{Admin, AdminServer};
-use super::status_of;
+use super::status::status_of;
 use crate::api::Api;
 use crate::attachment::Attachment;
 use crate::ids::format_time;
 use crate::queue::OutboundItem;
 use crate::record::{JournalEntry, JournalText, Record, RecordWrite};
+use crate::transport::pb::admin as pb;
+use crate::transport::pb::admin::admin_server::{Admin, AdminServer};
 use crate::user::User;
 
 /// The service over one instance's `Api`.
@@ -23,7 +23,7 @@ pub struct AdminService {
 }
 
 fn token<T>(request: &Request<T>) -> Option<String> {
-    super::bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
+    crate::transport::bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
 }
 
 fn record_to_pb(record: &Record, journal: &[JournalEntry]) -> pb::Record {
@@ -720,7 +720,7 @@ pub async fn serve(
         .set_serving::<AdminServer<AdminService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(super::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::transport::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // The descriptor set also holds the peer service, which this port
         // does not serve: list only what it does.
@@ -749,9 +749,9 @@ pub async fn serve(
         // Our own TLS acceptor rather than tonic's: tonic offers only
         // HTTP/2 in ALPN, and `/metrics` scrapers speak HTTP/1.1.
         Some(tls) => {
-            let config = super::tls::admin_server_config(&tls.cert_pem, &tls.key_pem)?;
+            let config = crate::transport::tls::admin_server_config(&tls.cert_pem, &tls.key_pem)?;
             let (incoming, accept_loop) =
-                super::tls::accept_tls(listener.incoming, config, "admin client");
+                crate::transport::tls::accept_tls(listener.incoming, config, "admin client");
             let served = router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;

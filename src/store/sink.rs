@@ -1,15 +1,16 @@
 //! Writing a content that arrives in chunks (an admin upload, a fetch from
 //! a peer) into the store: each chunk checked as it comes and handed to the
-//! store's writer at once (a few in flight, committed together), the whole checked against the claimed size and hash before the content
-//! is marked complete. Bytes that fail a check are discarded, never kept.
+//! store's writer at once (a few in flight, committed together), the
+//! whole checked against the claimed size and hash before the content is
+//! marked complete. Bytes that fail a check are discarded, never kept.
 //! A sink opened on a partly stored content resumes after its last stored
 //! chunk. Memory stays at a few chunks whatever the file size.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::Verifier;
-use crate::store::{ContentInfo, Store, StoreError};
+use super::{ContentInfo, Store, StoreError};
+use crate::attachment::Verifier;
 
 /// Chunks handed to the store and not yet committed, at most. The store's
 /// writer commits whatever is queued together, so writing overlaps with

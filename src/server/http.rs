@@ -12,7 +12,7 @@ use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::codegen::http::{Method, Request, Response, StatusCode, header};
 
-use super::status_of;
+use super::status::status_of;
 use crate::api::{Api, ApiError};
 use crate::stats::Queue;
 
@@ -85,7 +85,7 @@ where
 }
 
 fn token(request: &Request<Body>) -> Option<String> {
-    super::bearer_token(
+    crate::transport::bearer_token(
         request
             .headers()
             .get(header::AUTHORIZATION)?

@@ -1,0 +1,352 @@
+//! The peer gRPC service over pinned mutual TLS. It terminates TLS itself
+//! (rustls, client certificates verified against the remote systems'
+//! fingerprints), hands the caller's certificate and token to
+//! `inbound::PeerGate`, and converts the wire messages to domain types
+//! (the conversions both halves share are in `transport::peer`).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::peer_status_of;
+use crate::attachment::CHUNK_BYTES;
+use crate::identity::fingerprint_of_der;
+use crate::inbound::{Caller, PeerGate};
+use crate::store::ReceivedItem;
+use crate::transport::pb::peer as pb;
+use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
+use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb, operation_from_pb};
+use crate::transport::protocol::Hello;
+use crate::transport::{bearer_token, tls};
+
+/// Most items taken from a stream into one durable commit.
+const MAX_ITEMS_PER_COMMIT: usize = 256;
+
+/// The caller's certificate fingerprint and bearer token.
+fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
+    let fingerprint = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().map(|cert| fingerprint_of_der(cert)));
+    let token = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    (fingerprint, token)
+}
+
+struct PeerService {
+    gate: PeerGate,
+    /// Set when the instance shuts down: open streams end so the listener
+    /// can close.
+    stopped: tokio::sync::watch::Receiver<bool>,
+}
+
+type ContentStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ContentChunk, Status>> + Send>>;
+
+type SyncDownStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
+
+impl PeerService {
+    /// The remote system the request's certificate and token identify.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let (fingerprint, token) = credentials(request);
+        self.gate
+            .identify(fingerprint, token)
+            .await
+            .map_err(peer_status_of)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let answer = self
+            .gate
+            .hello(
+                &caller,
+                Hello {
+                    protocol_version: req.protocol_version,
+                    instance_sys_id: req.instance_sys_id,
+                    instance_name: req.instance_name,
+                    remote_system_sys_id: req.remote_system_sys_id,
+                    external_id: req.external_id,
+                    process_events: req.process_events,
+                    last_sequence: req.last_sequence,
+                },
+            )
+            .await
+            .map_err(peer_status_of)?;
+        Ok(Response::new(pb::HelloResponse {
+            protocol_version: answer.protocol_version,
+            instance_sys_id: answer.instance_sys_id,
+            instance_name: answer.instance_name,
+            problems: answer.problems,
+        }))
+    }
+
+    type FetchStream = ContentStream;
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let grant = request.grant.map(grant_from_pb).ok_or_else(|| {
+            Status::invalid_argument("a fetch needs the attachment key sent with the item")
+        })?;
+        let content = self
+            .gate
+            .open_content(&caller, &grant)
+            .await
+            .map_err(peer_status_of)?;
+        let chunk_bytes = CHUNK_BYTES as u64;
+        if request.offset % chunk_bytes != 0 || request.offset > content.size {
+            return Err(Status::invalid_argument(format!(
+                "offset {} is not a chunk boundary (multiples of {CHUNK_BYTES}) within the {} bytes of the content",
+                request.offset, content.size
+            )));
+        }
+        // Two chunks in flight: the next is read while one is sent, and
+        // memory stays at a few MiB whatever the file size.
+        let (chunks, stream) = tokio::sync::mpsc::channel(2);
+        let gate = self.gate.clone();
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            let first = (request.offset / chunk_bytes) as u32;
+            for index in first..content.chunk_count() {
+                let read = tokio::select! {
+                    read = gate.read_chunk(content.id, index) => read,
+                    _ = stopped.changed() => return,
+                };
+                let message = match read {
+                    Ok(data) => {
+                        let chunk_hash = blake3::hash(&data).as_bytes().to_vec();
+                        gate.count_sent(&caller.name, data.len() as u64);
+                        Ok(pb::ContentChunk {
+                            offset: index as u64 * chunk_bytes,
+                            data: data.into(),
+                            chunk_hash: chunk_hash.into(),
+                            complete: false,
+                        })
+                    }
+                    Err(error) => Err(peer_status_of(error)),
+                };
+                let failed = message.is_err();
+                if chunks.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+            let complete = pb::ContentChunk {
+                offset: content.size,
+                data: Default::default(),
+                chunk_hash: Default::default(),
+                complete: true,
+            };
+            let _ = chunks.send(Ok(complete)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    type SyncStream = SyncDownStream;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<pb::SyncUp>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let caller = self.caller(&request).await?;
+        self.gate
+            .check_inbound_active(&caller)
+            .map_err(peer_status_of)?;
+        let mut incoming = request.into_inner();
+        let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
+        let gate = self.gate.clone();
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = stopped.changed() => break,
+                };
+                let first = match next {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(status) => {
+                        if let Some(refusal) = refusal_of(&caller.name, &status) {
+                            let _ = replies.send(Err(refusal)).await;
+                        } else {
+                            tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
+                        }
+                        break;
+                    }
+                };
+                let mut batch = Vec::new();
+                let mut broken = None;
+                let mut pending = Some(first);
+                while let Some(message) = pending.take() {
+                    match message.message {
+                        Some(pb::sync_up::Message::Item(item)) => batch.push(ReceivedItem {
+                            sequence: item.sequence,
+                            process_event: item.process_event,
+                            operation: operation_from_pb(item.operation),
+                            source_table: item.table,
+                            remote_correlation_id: item.local_correlation_id,
+                            local_correlation_id: item.remote_correlation_id,
+                            payload: item.payload_json,
+                            attachment_grants: item
+                                .attachment_grants
+                                .into_iter()
+                                .map(grant_from_pb)
+                                .collect(),
+                        }),
+                        Some(pb::sync_up::Message::Ping(ping)) => {
+                            let pong = pb::SyncDown {
+                                message: Some(pb::sync_down::Message::Pong(pb::Pong {
+                                    nonce: ping.nonce,
+                                })),
+                            };
+                            if replies.send(Ok(pong)).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => {}
+                    }
+                    if batch.len() >= MAX_ITEMS_PER_COMMIT {
+                        break;
+                    }
+                    // Take whatever else has already arrived into the same
+                    // commit, without waiting for more.
+                    tokio::select! {
+                        biased;
+                        next = incoming.message() => match next {
+                            Ok(Some(message)) => pending = Some(message),
+                            Ok(None) => {}
+                            Err(status) => broken = Some(status),
+                        },
+                        _ = std::future::ready(()) => {}
+                    }
+                }
+                // What arrived before a broken message is queued and
+                // acknowledged; then the stream ends, with the reason when
+                // the peer can act on it.
+                let refusal = broken
+                    .as_ref()
+                    .and_then(|status| refusal_of(&caller.name, status));
+                if batch.is_empty() {
+                    if let Some(refusal) = refusal {
+                        let _ = replies.send(Err(refusal)).await;
+                    }
+                    if broken.is_some() {
+                        return;
+                    }
+                    continue;
+                }
+                match gate.receive(&caller, batch).await {
+                    Ok(acks) => {
+                        for sequence in acks {
+                            let ack = pb::SyncDown {
+                                message: Some(pb::sync_down::Message::Ack(pb::Ack { sequence })),
+                            };
+                            if replies.send(Ok(ack)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = replies.send(Err(peer_status_of(error))).await;
+                        return;
+                    }
+                }
+                if broken.is_some() {
+                    if let Some(refusal) = refusal {
+                        let _ = replies.send(Err(refusal)).await;
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
+    }
+}
+
+/// The answer to a peer whose message could not be read, when it can act
+/// on it: a message over the limit is refused with RESOURCE_EXHAUSTED
+/// naming the limit, and logged.
+fn refusal_of(remote: &str, status: &Status) -> Option<Status> {
+    let too_large = matches!(
+        status.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) || status.message().contains("too large");
+    if !too_large {
+        return None;
+    }
+    let text = format!(
+        "a message from `{remote}` is larger than this instance accepts ({} MiB): it was not queued; make the record or its payload smaller at the sender",
+        MAX_PEER_MESSAGE_BYTES / (1024 * 1024)
+    );
+    tracing::warn!(target: "transport", remote_system = %remote, limit_bytes = MAX_PEER_MESSAGE_BYTES, detail = %status.message(), "Refused an oversized peer message; the stream ends.");
+    Some(Status::resource_exhausted(text))
+}
+
+/// A bound peer listener, not yet serving.
+pub struct PeerListener {
+    listener: tokio::net::TcpListener,
+    pub address: SocketAddr,
+}
+
+pub async fn bind(address: SocketAddr) -> std::io::Result<PeerListener> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let address = listener.local_addr()?;
+    Ok(PeerListener { listener, address })
+}
+
+/// Serves the peer API with pinned mutual TLS until `shutdown` completes.
+pub async fn serve(
+    gate: PeerGate,
+    listener: PeerListener,
+    cert_pem: &str,
+    key_pem: &str,
+    allowed: tls::AllowedPeers,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let shutdown = {
+        let mut stopped = stopped.clone();
+        async move {
+            while !*stopped.borrow() {
+                if stopped.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let config = tls::server_config(cert_pem, key_pem, allowed)?;
+    let (incoming, accept_loop) = tls::accept_tls(
+        tokio_stream::wrappers::TcpListenerStream::new(listener.listener),
+        config,
+        "peer",
+    );
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(
+            PeerServer::new(PeerService { gate, stopped })
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| e.to_string());
+    accept_loop.abort();
+    result
+}
