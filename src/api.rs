@@ -482,7 +482,11 @@ impl Api {
             }
             // With TLS 1.3 a peer that refuses our certificate does so after
             // the handshake: the call just breaks off.
-            Err((crate::transport::protocol::CallError::Transient(text), true)) => problems.push(format!(
+            Err((
+                crate::transport::protocol::CallError::Transient(text)
+                | crate::transport::protocol::CallError::Lost(text),
+                true,
+            )) => problems.push(format!(
                 "the peer broke the call off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
                 instance.fingerprint
             )),

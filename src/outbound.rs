@@ -25,6 +25,13 @@ const ACK_BATCH: usize = 256;
 /// least three heartbeat intervals); missing it fails the attempt.
 const ACK_DEADLINE: Duration = Duration::from_secs(30);
 
+/// First wait before probing a peer that could not be reached (a
+/// connection and TLS handshake, counting no attempt); doubled per probe
+/// (`property::backoff`) up to `PROBE_MAX`, so a healed link is used within
+/// seconds whatever the retry backoff.
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+
 /// Shared by every dispatcher.
 #[derive(Clone)]
 pub struct Outbound {
@@ -179,7 +186,9 @@ impl Outbound {
                     self.run_error_handling(&remote, &reason, attempts).await;
                     attempts = 0;
                 }
-                SessionEnd::Failed(CallError::Transient(reason)) => {
+                SessionEnd::Failed(error @ (CallError::Transient(_) | CallError::Lost(_))) => {
+                    let lost = matches!(error, CallError::Lost(_));
+                    let reason = error.to_string();
                     attempts += 1;
                     let policy = self.policy();
                     let delay = policy.delay(attempts, jitter_seed(&remote, attempts));
@@ -208,10 +217,11 @@ impl Outbound {
                         tracing::warn!(target: "outbound_queue", remote_system = %remote, attempts, retry_in_ms = delay.as_millis() as u64, error = %reason, "Sending to the peer failed; retrying on a timer.");
                     }
                     resume_at = Some(tokio::time::Instant::now() + delay);
-                    // A peer we could not even reach is probed while we
-                    // wait; one that connected and then failed waits out
-                    // its backoff (probing it would only repeat the failure).
-                    probe = !connected;
+                    // A peer we could not reach, or whose connection broke,
+                    // is probed while we wait, so a healed link is used
+                    // within seconds; one that answered with a failure waits
+                    // out its backoff (probing would only repeat it).
+                    probe = !connected || lost;
                 }
             }
         }
@@ -246,9 +256,9 @@ impl Outbound {
     }
 
     /// Waits until `until`, the next attempt's time, or less: when the peer
-    /// calls us, or when a probe (a connection and TLS handshake, every
-    /// heartbeat interval) finds it reachable again, the attempt is made at
-    /// once. Probes count no attempt, so a long backoff never leaves a
+    /// calls us, or when a probe (a connection and TLS handshake, at
+    /// `PROBE_FIRST` doubling up to `PROBE_MAX`) finds it reachable again,
+    /// the attempt is made at once. Probes count no attempt, so a long backoff never leaves a
     /// healed link idle for long.
     async fn wait_for_retry(
         &self,
@@ -257,13 +267,9 @@ impl Outbound {
         probe_it: bool,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) {
-        let every = self
-            .store
-            .heartbeat()
-            .map(|(interval, _)| interval)
-            .unwrap_or(Duration::from_secs(10));
-        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes = 0;
+        let mut next_probe =
+            tokio::time::Instant::now() + crate::property::backoff(PROBE_FIRST, PROBE_MAX, 1);
         loop {
             // A call from the peer may have come while this dispatcher was
             // busy recording the failure (its wake-up was then missed).
@@ -274,7 +280,10 @@ impl Outbound {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return,
                 _ = self.wake.notified() => {}
-                _ = probe.tick(), if probe_it => {
+                _ = tokio::time::sleep_until(next_probe), if probe_it => {
+                    probes += 1;
+                    next_probe = tokio::time::Instant::now()
+                        + crate::property::backoff(PROBE_FIRST, PROBE_MAX, probes + 1);
                     let try_it = async {
                         match self.target(remote).await {
                             Ok(target) => PeerClient::connect(&target).await.is_ok(),
@@ -374,7 +383,7 @@ impl Outbound {
                             }
                             in_flight.insert(item.sequence);
                             if items.send(SendItem::Item(item)).await.is_err() {
-                                return SessionEnd::Failed(CallError::Transient(
+                                return SessionEnd::Failed(CallError::Lost(
                                     "the stream closed".into(),
                                 ));
                             }
@@ -427,7 +436,7 @@ impl Outbound {
                     }
                     None => {
                         let _ = self.flush_acks(remote, &mut acked).await;
-                        return SessionEnd::Failed(CallError::Transient("the stream ended".into()));
+                        return SessionEnd::Failed(CallError::Lost("the stream ended".into()));
                     }
                 },
                 _ = heartbeat.tick() => {
@@ -442,7 +451,7 @@ impl Outbound {
                     if let Some((_, sent_at)) = ping_sent {
                         if sent_at.elapsed() > interval * 3 {
                             let _ = self.flush_acks(remote, &mut acked).await;
-                            return SessionEnd::Failed(CallError::Transient(format!(
+                            return SessionEnd::Failed(CallError::Lost(format!(
                                 "no heartbeat answer for {} s: the peer is down or stuck", sent_at.elapsed().as_secs()
                             )));
                         }
@@ -453,7 +462,7 @@ impl Outbound {
                         nonce += 1;
                         ping_sent = Some((nonce, Instant::now()));
                         if items.send(SendItem::Ping(nonce)).await.is_err() {
-                            return SessionEnd::Failed(CallError::Transient("the stream closed".into()));
+                            return SessionEnd::Failed(CallError::Lost("the stream closed".into()));
                         }
                     }
                     match self.remote_state(remote).await {

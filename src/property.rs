@@ -166,14 +166,19 @@ impl RetryPolicy {
     /// Delay before attempt `attempt` (1-based): interval × 2^(attempt−1),
     /// capped, with up to ±20 % jitter so many edges do not retry in step.
     pub fn delay(&self, attempt: u32, jitter_seed: u64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let base = self
-            .interval
-            .saturating_mul(1 << exponent)
-            .min(self.max_interval);
+        let base = backoff(self.interval, self.max_interval, attempt);
         let jitter = (jitter_seed % 401) as f64 / 1000.0 - 0.2;
         base.mul_f64(1.0 + jitter).min(self.max_interval)
     }
+}
+
+/// The one backoff every retry follows: `first` before attempt 1, doubled
+/// per attempt after it, capped at `max`. Sending to a peer uses it with the
+/// `retry.*` properties (and jitter), attachment fetches and probes of an
+/// unreachable peer with their own named constants.
+pub fn backoff(first: Duration, max: Duration, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    first.saturating_mul(1 << exponent).min(max)
 }
 
 #[cfg(test)]
@@ -205,6 +210,15 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown property")
         );
+    }
+
+    #[test]
+    fn one_backoff_for_every_retry() {
+        let (first, max) = (Duration::from_secs(2), Duration::from_secs(60));
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(first, max, n).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(first, max, 0), first);
+        assert_eq!(backoff(first, max, u32::MAX), max);
     }
 
     #[test]

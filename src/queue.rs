@@ -2,6 +2,8 @@
 //! staged for one remote system) and the payload a captured change carries.
 //! Pure values; the store persists them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::attachment::{AttachmentStrategy, Grant, PayloadAttachment, RemovedAttachment};
@@ -99,6 +101,19 @@ pub struct OutboundItem {
     /// Contexts of its processings, oldest first (`FlowContext` ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flow_contexts: Vec<u64>,
+}
+
+/// The retry state of one content's fetch for one inbound item.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRetry {
+    /// Failed fetches in a row that moved no bytes.
+    pub attempts: u32,
+    /// When the next fetch is due.
+    pub next_attempt_on: Millis,
+    /// Bytes of the content held at the last failure: a fetch that moved
+    /// bytes since starts the backoff over.
+    pub held: u64,
+    pub last_error: String,
 }
 
 /// What a captured change carries to the peer.
@@ -202,6 +217,11 @@ pub struct InboundItem {
     /// Contexts of its processings, oldest first (`FlowContext` ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flow_contexts: Vec<u64>,
+    /// Where fetching each of its attachments' contents stands after a
+    /// failure, by content hash: kept with the item so a restart neither
+    /// forgets the attempts nor fetches before the next one is due.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fetch_retries: BTreeMap<String, FetchRetry>,
 }
 
 /// Links a local record to its counterpart on one remote system.

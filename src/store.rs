@@ -24,13 +24,14 @@ mod correlations;
 mod inbound;
 mod outbound;
 mod purge;
+mod upgrade;
 pub mod sink;
 mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable};
+use redb::Database;
 use serde::{Deserialize, Serialize};
 
 pub use codec::FORMAT_VERSION;
@@ -335,7 +336,7 @@ impl Store {
                 encode(&"admin").as_slice(),
             )?;
         }
-        upgrade(&txn)?;
+        upgrade::upgrade(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -367,7 +368,7 @@ impl Store {
         }
         {
             let txn = db.begin_write()?;
-            upgrade(&txn)?;
+            upgrade::upgrade(&txn)?;
             txn.commit()?;
         }
         let config = sync_objects::read_sync_config(&db)?;
@@ -421,23 +422,4 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("no instance identity recorded".into()))?;
         decode(value.value())
     }
-}
-
-/// Brings a store up to this binary: creates every table it lacks (a new
-/// store, or one made by an older binary: read transactions never meet a
-/// missing table), moves data kept the old way, counts the queues once and
-/// makes the attachment secret.
-fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    tables::create_all(txn)?;
-    inbound::move_seen_by_name(txn)?;
-    stats::count_if_needed(txn)?;
-    let mut meta = txn.open_table(META)?;
-    if meta.get("attachment_secret")?.is_none() {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| {
-            StoreError::Storage(format!("no randomness for the attachment secret: {e}"))
-        })?;
-        meta.insert("attachment_secret", encode(&secret.to_vec()).as_slice())?;
-    }
-    Ok(())
 }

@@ -70,5 +70,10 @@ pub fn inbound_view(item: &InboundItem, now: Millis) -> Value {
         .into();
     view["processing_time_ms"] = item.processing_ms.into();
     times_as_text(&mut view, &["created_on", "processed_on"]);
+    if let Some(retries) = view.get_mut("fetch_retries").and_then(Value::as_object_mut) {
+        for retry in retries.values_mut() {
+            times_as_text(retry, &["next_attempt_on"]);
+        }
+    }
     view
 }

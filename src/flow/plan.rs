@@ -347,6 +347,7 @@ mod tests {
             processing_ms: None,
             attachment_grants: Vec::new(),
             flow_contexts: Vec::new(),
+            fetch_retries: Default::default(),
             waiting: None,
         }
     }

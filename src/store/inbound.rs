@@ -14,7 +14,9 @@ use super::{Actor, QueueFilter, Store, StoreError};
 use crate::domain::Domain;
 use crate::flow::plan::{self, HeldRecord, InboundFacts, InboundPlan, Understood};
 use crate::ids::now_millis;
-use crate::queue::{Correlation, FlowTrace, InboundItem, QueueStatus, operator_transition};
+use crate::queue::{
+    Correlation, FetchRetry, FlowTrace, InboundItem, QueueStatus, operator_transition,
+};
 use crate::record::{JournalEntry, Operation, Record};
 use crate::stats::Queue;
 
@@ -93,6 +95,7 @@ pub fn receive(
             processing_ms: None,
             attachment_grants: received.attachment_grants,
             flow_contexts: Vec::new(),
+            fetch_retries: Default::default(),
             waiting: None,
         };
         if let Some(error) = &item.error {
@@ -456,10 +459,18 @@ impl Store {
         .await
     }
 
-    /// Notes on a Ready inbound item why it has not run yet.
-    pub async fn note_inbound_waiting(&self, id: u64, reason: String) -> Result<(), StoreError> {
+    /// Notes on a Ready inbound item that fetching the content `hash`
+    /// failed, with its retry state, and why the item has not run yet.
+    pub async fn note_fetch_failure(
+        &self,
+        id: u64,
+        hash: String,
+        retry: FetchRetry,
+        reason: String,
+    ) -> Result<(), StoreError> {
         self.update_inbound(id, move |item| {
             if item.status == QueueStatus::Ready {
+                item.fetch_retries.insert(hash, retry);
                 item.waiting = Some(reason);
             }
             Ok(None)
@@ -505,7 +516,9 @@ impl Store {
             operator_transition(item.status, status, "inbound", id).map_err(StoreError::Invalid)?;
             item.status = status;
             if status == QueueStatus::Ready {
+                // A retry starts over, fetches included.
                 item.error = None;
+                item.fetch_retries.clear();
             }
             Ok(None)
         })
@@ -554,42 +567,4 @@ impl Store {
                 apply_inbound(txn, id, &run_as, &limits)
             })
     }
-}
-
-/// Moves the sequences seen under a remote system's name (stores before
-/// `INBOUND_SEEN_BY_PEER`) under the fingerprint it pins now; a name with
-/// no remote system any more keeps its rows under `name:NAME`, which no
-/// caller presents.
-pub(super) fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const MARK: &str = "inbound_seen_by_peer_v1";
-    let mut meta = txn.open_table(META)?;
-    if meta.get(MARK)?.is_some() {
-        return Ok(());
-    }
-    let pins: std::collections::HashMap<String, String> =
-        super::sync_objects::read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?
-            .into_iter()
-            .filter(|o| o.kind == "remote_system")
-            .filter_map(|o| {
-                let pinned = o.spec.get("fingerprint")?.as_str()?;
-                let fingerprint = crate::config::sync::normalize_fingerprint(pinned).ok()?;
-                Some((o.name, fingerprint))
-            })
-            .collect();
-    {
-        let old = txn.open_table(INBOUND_SEEN)?;
-        let mut new = txn.open_table(INBOUND_SEEN_BY_PEER)?;
-        for row in old.iter()? {
-            let (key, id) = row?;
-            let (name, sequence) = key.value();
-            let sender = pins
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| format!("name:{name}"));
-            new.insert((sender.as_str(), sequence), id.value())?;
-        }
-    }
-    txn.delete_table(INBOUND_SEEN)?;
-    meta.insert(MARK, encode(&true).as_slice())?;
-    Ok(())
 }

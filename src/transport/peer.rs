@@ -147,12 +147,17 @@ fn call_error(status: Status) -> CallError {
         Code::Unavailable | Code::Unknown => {
             // Transport failures carry the TLS cause in the source chain
             // (the status's own Display would add a debug dump of it).
-            let text = chain_from(message.clone(), std::error::Error::source(&status));
+            let source = std::error::Error::source(&status);
+            let text = chain_from(message.clone(), source);
             if text.contains("pins")
                 || text.contains("matches no remote system")
                 || text.contains("certificate")
             {
                 CallError::Permanent(text)
+            } else if source.is_some() {
+                // The connection failed under the call (the peer's own
+                // answers carry no source).
+                CallError::Lost(text)
             } else {
                 CallError::Transient(text)
             }
@@ -224,7 +229,7 @@ impl PeerClient {
                         target.endpoint
                     ))
                 } else {
-                    CallError::Transient(format!("cannot connect to {}: {text}", target.endpoint))
+                    CallError::Lost(format!("cannot connect to {}: {text}", target.endpoint))
                 }
             })?;
         let authorization = format!("Bearer {}", target.token.trim())
@@ -338,7 +343,7 @@ impl PeerClient {
                     })) => SyncEvent::Pong(pong.nonce),
                     Ok(Some(_)) => continue,
                     Ok(None) => {
-                        SyncEvent::Closed(CallError::Transient("the peer closed the stream".into()))
+                        SyncEvent::Closed(CallError::Lost("the peer closed the stream".into()))
                     }
                     Err(status) => SyncEvent::Closed(call_error(status)),
                 };

@@ -79,7 +79,14 @@ pub struct PeerTarget {
 /// Why talking to a peer failed, split the way retries need it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// Worth retrying: unreachable, timed out, not active yet, unavailable.
+    /// The connection could not be made, or it broke: the peer or the path
+    /// to it is down. Worth retrying as soon as the peer can be reached
+    /// again (the dispatcher probes for that while it waits).
+    #[error("{0}")]
+    Lost(String),
+    /// Worth retrying after a wait: the peer answered that it cannot take
+    /// the call now (not active yet, its disk is full), or it accepted the
+    /// connection and then did not answer in time.
     #[error("{0}")]
     Transient(String),
     /// Needs the operator: pinning, credentials, roles.

@@ -610,6 +610,43 @@ fn journal_entries_arrive_once_in_order_with_author_and_time() {
     assert_eq!(authors, ["alice", "bob", "alice", "bob", "alice"]);
 }
 
+/// Sends `hub`, as `edge` (which is down), an item with sequence
+/// `sequence` listing attachment `file_name` of content `hash` with a
+/// made-up key: its content cannot be fetched while the edge is down.
+fn send_unfetchable(
+    edge: &Instance,
+    hub: &Instance,
+    sequence: u64,
+    description: &str,
+    file_name: &str,
+    hash: &str,
+) {
+    let target = impersonate(edge, "hub", hub);
+    let key = procsync::attachment::Grant {
+        hash: hash.to_string(),
+        expires_at: procsync::ids::now_millis() + 3_600_000,
+        key: "00".repeat(32),
+    };
+    send_items(
+        &target,
+        vec![crafted_item(
+            sequence,
+            &payload_with(description, listed(file_name, 10, hash)),
+            vec![key],
+        )],
+    );
+}
+
+/// The inbound item the sender numbered `sequence`, as the CLI shows it.
+fn inbound_by_sequence(hub: &Instance, sequence: u64) -> Option<Value> {
+    hub.json(&["queue", "inbound", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sequence"] == sequence)
+        .cloned()
+}
+
 #[test]
 fn an_item_waiting_for_an_unreachable_sender_says_why_until_it_runs() {
     let (edge, hub, mut edge_server, _h) = linked_pair(Extras {
@@ -620,29 +657,15 @@ fn an_item_waiting_for_an_unreachable_sender_says_why_until_it_runs() {
     // hand-made peer with the edge's identity), and its content cannot be
     // fetched.
     edge_server.stop();
-    let target = impersonate(&edge, "hub", &hub);
-    let hash = "cd".repeat(32);
-    let key = procsync::attachment::Grant {
-        hash: hash.clone(),
-        expires_at: procsync::ids::now_millis() + 3_600_000,
-        key: "00".repeat(32),
-    };
-    send_items(
-        &target,
-        vec![crafted_item(
-            1_000_000,
-            &payload_with("waits", listed("notes.txt", 10, &hash)),
-            vec![key],
-        )],
+    send_unfetchable(
+        &edge,
+        &hub,
+        1_000_000,
+        "waits",
+        "notes.txt",
+        &"cd".repeat(32),
     );
-    let waiting = |hub: &Instance| -> Option<Value> {
-        hub.json(&["queue", "inbound", "list", "--json"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["sequence"] == 1_000_000)
-            .cloned()
-    };
+    let waiting = |hub: &Instance| inbound_by_sequence(hub, 1_000_000);
     wait_for(
         &[&hub],
         "the item to say why it waits",
@@ -746,5 +769,55 @@ fn a_fetch_that_made_progress_before_a_reset_is_not_backed_off_longer() {
     assert!(
         waits.iter().all(|w| *w == "2"),
         "each try moved bytes, so each reset waits the first interval: {waits:?}"
+    );
+}
+
+#[test]
+fn a_restart_during_a_fetch_backoff_keeps_its_attempts_and_its_time() {
+    let (edge, hub, mut edge_server, mut hub_server) = linked_pair(Extras {
+        capture: INCLUDE,
+        inbound: "",
+    });
+    // The edge is down for good: every fetch of the listed content fails,
+    // and the hub backs off 2, 4, 8, 16 s.
+    edge_server.stop();
+    let hash = "ef".repeat(32);
+    send_unfetchable(&edge, &hub, 2_000_000, "backs off", "report.pdf", &hash);
+    let item = |hub: &Instance| inbound_by_sequence(hub, 2_000_000).unwrap_or(Value::Null);
+    // "… trying again at TIME UTC (failure N)": the due time and N.
+    let due_and_failure = |item: &Value| -> Option<(u64, u64)> {
+        let reason = item["waiting"].as_str()?;
+        let (_, rest) = reason.split_once("trying again at ")?;
+        let (time, rest) = rest.split_once(" UTC (failure ")?;
+        let failure = rest.trim_end_matches(')').parse().ok()?;
+        Some((procsync::ids::parse_time(time)?, failure))
+    };
+    wait_for(
+        &[&hub],
+        "the third failed fetch",
+        Duration::from_secs(60),
+        || due_and_failure(&item(&hub)).is_some_and(|(_, n)| n == 3),
+    );
+    let (third_due, _) = due_and_failure(&item(&hub)).unwrap();
+    hub_server.kill9();
+    let _hub_server = hub.serve();
+    // The stored state came back with the item: three failures, not none.
+    let kept = item(&hub);
+    assert_eq!(kept["fetch_retries"][&hash]["attempts"], 3, "{kept:#}");
+    assert_eq!(kept["status"], "Ready");
+    wait_for(
+        &[&hub],
+        "the fourth failed fetch",
+        Duration::from_secs(60),
+        || due_and_failure(&item(&hub)).is_some_and(|(_, n)| n >= 4),
+    );
+    let (fourth_due, failure) = due_and_failure(&item(&hub)).unwrap();
+    assert_eq!(failure, 4, "the restart reset the attempts");
+    // The fourth try waited out the third's backoff: it was made at
+    // fourth_due − 16 s, not before third_due.
+    assert!(
+        fourth_due - 16_000 >= third_due,
+        "fetched early after the restart: due {third_due}, tried {}",
+        fourth_due - 16_000
     );
 }

@@ -751,7 +751,7 @@ fn with_default_retry_properties_a_healed_link_resumes_before_its_next_retry() {
     to_hub.set(Mode::Forward);
     to_edge.set(Mode::Forward);
     // The next retry is about a minute away (retry.interval 60 ± 20 %);
-    // the probe finds the healed link within a heartbeat interval or two.
+    // the probe (every 1, 2, 4, then 5 s) finds the healed link first.
     let healed = std::time::Instant::now();
     wait_for(
         &[&edge, &hub],
@@ -763,6 +763,57 @@ fn with_default_retry_properties_a_healed_link_resumes_before_its_next_retry() {
         },
     );
     assert!(healed.elapsed() < Duration::from_secs(40));
+}
+
+#[test]
+fn with_default_properties_a_link_that_broke_is_used_again_within_ten_seconds_of_healing() {
+    use crate::faults::Mode;
+    let (edge, hub, _edge_server, _hub_server, to_hub, to_edge) = pair_through_proxies();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=before the cut",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the first record across",
+        Duration::from_secs(30),
+        || hub_records(&hub, "before the cut").len() == 1,
+    );
+    // From now on the hub never reaches the edge, so it cannot prompt the
+    // edge by calling: only the edge's own probing can see the link heal.
+    to_edge.set(Mode::Refuse);
+    // The open stream breaks and the hub is unreachable for 5 seconds.
+    to_hub.set(Mode::Refuse);
+    let cut = std::time::Instant::now();
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=during the cut",
+    ]);
+    wait_for(
+        &[&edge],
+        "the broken stream to count as a failed attempt",
+        Duration::from_secs(10),
+        || remote_of(&edge, "hub")["attempts"].as_u64().unwrap_or(0) >= 1,
+    );
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(cut.elapsed()));
+    to_hub.set(Mode::Forward);
+    let healed = std::time::Instant::now();
+    // The next retry is a minute away (retry.interval 60 ± 20 %).
+    wait_for(
+        &[&edge, &hub],
+        "the record written during the cut",
+        Duration::from_secs(10),
+        || hub_records(&hub, "during the cut").len() == 1,
+    );
+    assert!(
+        healed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        healed.elapsed()
+    );
 }
 
 #[test]

@@ -1,0 +1,469 @@
+//! The inbound processor: runs each Ready item's inbound flow, oldest
+//! first and in order per record, after checking its attachments and
+//! fetching the contents it lacks (`transfer`, with a retry state kept on
+//! the item); an item in Error holds back later items of its record only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::transfer;
+use crate::attachment::{AttachmentLimits, check_incoming, wanted};
+use crate::queue::{FetchRetry, InboundItem, PayloadAttachments};
+use crate::store::{Actor, RecordWriteLimits, Store, StoreError};
+use crate::transport::protocol::CallError;
+use crate::user::Permission;
+
+/// What one pass of the inbound processor did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    pub processed: usize,
+    pub errors: usize,
+    pub held: usize,
+}
+
+/// Runs inbound flows for Ready items, oldest first. An item in Error holds
+/// back later items of the same record (same remote system and remote
+/// correlation id); other records flow on.
+pub struct Processor {
+    store: Arc<Store>,
+    limits: RecordWriteLimits,
+    /// Items up to this id are known not to be Ready: scans start after it.
+    cursor: u64,
+    /// Records with an item in Error; `None` until read from the store.
+    blocked: Option<HashSet<(String, String)>>,
+    /// Set by operator actions (retry, skip): rescan from the start.
+    rescan: Arc<std::sync::atomic::AtomicBool>,
+    /// Contents being fetched, by hash, and how the finished ones ended.
+    fetching: HashMap<String, tokio::task::JoinHandle<Result<(), CallError>>>,
+    fetched: HashMap<String, Result<(), CallError>>,
+    /// Contents whose fetch failed transiently, by hash: the latest retry
+    /// state of any item (each item also keeps its own, in the store).
+    fetch_backoff: HashMap<String, FetchRetry>,
+    transfers: crate::runtime::TransferBoard,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Contents fetched at once; more wait their turn.
+const MAX_FETCHES: usize = 2;
+
+/// Wait after a content's first failed fetch; doubled per failure that
+/// moved no bytes (`property::backoff`), up to `FETCH_RETRY_MAX`.
+const FETCH_RETRY_FIRST: Duration = Duration::from_secs(2);
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Whether an item's attachments let its flow run.
+enum AttachmentsReady {
+    Go,
+    /// A content is on its way (or waiting to be retried).
+    Wait,
+    Refuse(String),
+}
+
+/// Most items taken into one pass.
+const ITEMS_PER_PASS: usize = 1000;
+
+/// One item's apply, already queued to the store's writer.
+type ApplyFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<crate::queue::InboundItem, StoreError>> + Send>,
+>;
+
+impl Processor {
+    pub fn new(
+        store: Arc<Store>,
+        limits: RecordWriteLimits,
+        sync: &crate::runtime::SyncRuntime,
+    ) -> Processor {
+        Processor {
+            store,
+            limits,
+            cursor: 0,
+            blocked: None,
+            rescan: sync.rescan_inbound.clone(),
+            fetching: HashMap::new(),
+            fetched: HashMap::new(),
+            fetch_backoff: HashMap::new(),
+            transfers: sync.transfers.clone(),
+            wake: sync.wake_inbound.clone(),
+        }
+    }
+
+    /// Checks an item's attachments and gets the contents it needs:
+    /// refuses bad metadata before fetching anything, starts fetches (at
+    /// most `MAX_FETCHES` at once), and says Go once every content is here.
+    async fn attachments_ready(
+        &mut self,
+        item: &InboundItem,
+    ) -> Result<AttachmentsReady, StoreError> {
+        let Ok(payload) = serde_json::from_str::<PayloadAttachments>(&item.payload) else {
+            // The flow reports a malformed payload.
+            return Ok(AttachmentsReady::Go);
+        };
+        if item.operation == crate::record::Operation::Delete
+            || (payload.attachments.is_empty() && payload.removed_attachments.is_empty())
+        {
+            return Ok(AttachmentsReady::Go);
+        }
+        let store = self.store.clone();
+        let (event, remote, remote_id) = (
+            item.process_event.clone(),
+            item.remote_system.clone(),
+            item.remote_correlation_id.clone(),
+        );
+        let hashes: Vec<String> = payload.attachments.iter().map(|a| a.hash.clone()).collect();
+        let (flow, global_max_mb, correlated, contents) = tokio::task::spawn_blocking(move || {
+            let contents = hashes
+                .iter()
+                .map(|hash| Ok((hash.clone(), store.content(hash)?)))
+                .collect::<Result<HashMap<_, _>, StoreError>>()?;
+            Ok::<_, StoreError>((
+                store.inbound_flow(&event, &remote),
+                store.number("attachment.max_mb")?,
+                store.is_correlated(&remote, &remote_id)?,
+                contents,
+            ))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        let Some(flow) = flow else {
+            return Ok(AttachmentsReady::Go);
+        };
+        let max_mb = match (flow.max_attachment_mb, global_max_mb) {
+            (0, global) => global,
+            (own, 0) => own,
+            (own, global) => own.min(global),
+        };
+        let limits = AttachmentLimits::new(max_mb, &flow.allowed_extensions);
+        if let Err(problem) =
+            check_incoming(&payload.attachments, &payload.removed_attachments, &limits)
+        {
+            return Ok(AttachmentsReady::Refuse(problem));
+        }
+        let strategy = payload.attachment_strategy.unwrap_or_default();
+        let mut ready = AttachmentsReady::Go;
+        for attachment in wanted(&payload.attachments, strategy, !correlated) {
+            let hash = &attachment.hash;
+            match contents.get(hash).and_then(Option::as_ref) {
+                Some(content) if content.complete => {
+                    self.fetched.remove(hash);
+                    if content.size != attachment.size {
+                        return Ok(AttachmentsReady::Refuse(format!(
+                            "attachment {:?} claims {} bytes, but its content ({hash}) has {} (its size lies)",
+                            attachment.file_name, attachment.size, content.size
+                        )));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if self.fetching.contains_key(hash) {
+                ready = AttachmentsReady::Wait;
+                continue;
+            }
+            match self.fetched.remove(hash) {
+                Some(Err(CallError::Permanent(problem))) => {
+                    return Ok(AttachmentsReady::Refuse(format!(
+                        "attachment {:?} could not be fetched from `{}`: {problem}",
+                        attachment.file_name, item.remote_system
+                    )));
+                }
+                Some(Err(CallError::Transient(problem) | CallError::Lost(problem))) => {
+                    let held = contents
+                        .get(hash)
+                        .and_then(Option::as_ref)
+                        .map_or(0, |c| c.received);
+                    let failures = match self.fetch_retry(item, hash) {
+                        Some(before) if held <= before.held => before.attempts + 1,
+                        _ => 1,
+                    };
+                    let wait =
+                        crate::property::backoff(FETCH_RETRY_FIRST, FETCH_RETRY_MAX, failures);
+                    tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
+                    let retry = FetchRetry {
+                        attempts: failures,
+                        next_attempt_on: crate::ids::now_millis() + wait.as_millis() as u64,
+                        held,
+                        last_error: problem.clone(),
+                    };
+                    let again = crate::ids::format_time(retry.next_attempt_on);
+                    self.store
+                        .note_fetch_failure(
+                            item.id,
+                            hash.clone(),
+                            retry.clone(),
+                            format!(
+                                "attachment {:?} could not be fetched from `{}` ({problem}); trying again at {again} UTC (failure {failures})",
+                                attachment.file_name, item.remote_system
+                            ),
+                        )
+                        .await?;
+                    self.fetch_backoff.insert(hash.clone(), retry);
+                    ready = AttachmentsReady::Wait;
+                    continue;
+                }
+                // Done, but gone again (removed meanwhile): fetch anew.
+                Some(Ok(())) | None => {}
+            }
+            if self
+                .fetch_retry(item, hash)
+                .is_some_and(|retry| retry.next_attempt_on > crate::ids::now_millis())
+            {
+                ready = AttachmentsReady::Wait;
+                continue;
+            }
+            let Some(grant) = item.attachment_grants.iter().find(|g| g.hash == *hash) else {
+                return Ok(AttachmentsReady::Refuse(format!(
+                    "attachment {:?} came without a key to fetch it; the sender must send one",
+                    attachment.file_name
+                )));
+            };
+            ready = AttachmentsReady::Wait;
+            if self.fetching.len() >= MAX_FETCHES {
+                continue;
+            }
+            let wanted = transfer::Wanted {
+                remote_system: item.remote_system.clone(),
+                hash: hash.clone(),
+                size: attachment.size,
+                grant: grant.clone(),
+            };
+            let (store, transfers, wake) = (
+                self.store.clone(),
+                self.transfers.clone(),
+                self.wake.clone(),
+            );
+            tracing::debug!(target: "attachments", id = item.id, file_name = %attachment.file_name, size = attachment.size, "Fetching an attachment.");
+            self.fetching.insert(
+                hash.clone(),
+                tokio::spawn(async move {
+                    let result = transfer::fetch(store, transfers, wanted).await;
+                    wake.notify_one();
+                    result
+                }),
+            );
+        }
+        Ok(ready)
+    }
+
+    /// The latest retry state of fetching `hash`: this process's, or the
+    /// one `item` kept in the store (after a restart, the only one).
+    fn fetch_retry(&self, item: &InboundItem, hash: &str) -> Option<FetchRetry> {
+        let here = self.fetch_backoff.get(hash);
+        let kept = item.fetch_retries.get(hash);
+        match (here, kept) {
+            (Some(a), Some(b)) => Some(if b.next_attempt_on > a.next_attempt_on {
+                b
+            } else {
+                a
+            }),
+            (a, b) => a.or(b),
+        }
+        .cloned()
+    }
+
+    /// Collects the outcome of fetches that ended.
+    async fn reap_fetches(&mut self) {
+        let done: Vec<String> = self
+            .fetching
+            .iter()
+            .filter(|(_, task)| task.is_finished())
+            .map(|(hash, _)| hash.clone())
+            .collect();
+        for hash in done {
+            let Some(task) = self.fetching.remove(&hash) else {
+                continue;
+            };
+            let result = task.await.unwrap_or_else(|e| {
+                Err(CallError::Transient(format!("the fetch task failed: {e}")))
+            });
+            if result.is_ok() {
+                self.fetch_backoff.remove(&hash);
+            }
+            self.fetched.insert(hash, result);
+        }
+    }
+
+    /// One pass over the Ready items.
+    pub async fn tick(&mut self) -> Result<Tick, StoreError> {
+        let rescan = self.rescan.swap(false, std::sync::atomic::Ordering::AcqRel);
+        if rescan || self.blocked.is_none() {
+            let store = self.store.clone();
+            let blocked = tokio::task::spawn_blocking(move || store.blocked_correlations())
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()))??;
+            self.blocked = Some(blocked);
+            self.cursor = 0;
+        }
+        let store = self.store.clone();
+        let after = self.cursor;
+        let (items, remotes, users) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((
+                store.ready_inbound(after, ITEMS_PER_PASS)?,
+                store.remote_systems()?,
+                store.users()?,
+            ))
+        })
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        self.reap_fetches().await;
+        let mut blocked = self.blocked.take().unwrap_or_default();
+        let mut tick = Tick::default();
+        let mut held_now: HashSet<(String, String)> = HashSet::new();
+        let mut started: HashSet<(String, String)> = HashSet::new();
+        let mut applying: Vec<((String, String), ApplyFuture)> = Vec::new();
+        let mut first_held: Option<u64> = None;
+        let mut last_seen = self.cursor;
+        for item in items {
+            last_seen = last_seen.max(item.id);
+            let key = (
+                item.remote_system.clone(),
+                item.remote_correlation_id.clone(),
+            );
+            // A record's items run in order, each after the one before it
+            // has committed (and only if that one did not go to Error).
+            if started.contains(&key) {
+                for (key, apply) in applying.drain(..) {
+                    self.settle(apply.await?, key, &mut blocked, &mut tick)
+                        .await;
+                }
+                started.clear();
+            }
+            if blocked.contains(&key) || held_now.contains(&key) {
+                tick.held += 1;
+                first_held.get_or_insert(item.id);
+                continue;
+            }
+            let run_as = remotes
+                .iter()
+                .find(|r| r.spec.name == item.remote_system)
+                .and_then(|r| users.iter().find(|u| u.name == r.spec.run_as));
+            let actor = match run_as {
+                Some(user) if user.may(Permission::Records) => Actor {
+                    user: user.name.clone(),
+                    domain: user.domain.clone(),
+                },
+                _ => {
+                    // Without a usable run-as user nothing of this remote
+                    // can be applied; leave the items Ready and say why.
+                    tracing::error!(target: "inbound_queue", remote_system = %item.remote_system, "The remote system's run-as user is missing or lacks a role that may write records; inbound items wait.");
+                    held_now.insert(key);
+                    tick.held += 1;
+                    first_held.get_or_insert(item.id);
+                    continue;
+                }
+            };
+            match self.attachments_ready(&item).await? {
+                AttachmentsReady::Go => {
+                    started.insert(key.clone());
+                    let apply = self
+                        .store
+                        .queue_apply_inbound(item.id, actor, self.limits.clone());
+                    applying.push((key, Box::pin(apply)));
+                }
+                AttachmentsReady::Wait => {
+                    held_now.insert(key);
+                    tick.held += 1;
+                    first_held.get_or_insert(item.id);
+                }
+                AttachmentsReady::Refuse(problem) => {
+                    let refused = self.store.refuse_inbound(item.id, problem).await?;
+                    self.settle(refused, key, &mut blocked, &mut tick).await;
+                }
+            }
+        }
+        // The applies of different records went to the writer together, so
+        // its group commit makes them one durable transaction.
+        for (key, apply) in applying {
+            self.settle(apply.await?, key, &mut blocked, &mut tick)
+                .await;
+        }
+        // Held items are looked at again; everything before them is done.
+        self.cursor = match first_held {
+            Some(id) => id - 1,
+            None => last_seen,
+        };
+        self.blocked = Some(blocked);
+        Ok(tick)
+    }
+
+    /// Counts an item that ran (or was refused) and, when it went to
+    /// Error, holds its record's later items and runs the error steps.
+    async fn settle(
+        &self,
+        applied: crate::queue::InboundItem,
+        key: (String, String),
+        blocked: &mut HashSet<(String, String)>,
+        tick: &mut Tick,
+    ) {
+        match applied.status {
+            crate::queue::QueueStatus::Error => {
+                tracing::warn!(target: "inbound_queue", id = applied.id, remote_system = %applied.remote_system, error = applied.error.as_deref().unwrap_or(""), "An inbound item went to Error; later items of its record wait for retry or skip.");
+                blocked.insert(key);
+                tick.errors += 1;
+                self.on_error(&applied).await;
+            }
+            _ => {
+                tracing::debug!(target: "inbound_queue", id = applied.id, operation = applied.operation.as_str(), local = %applied.local_correlation_id, "Applied an inbound item.");
+                tick.processed += 1;
+            }
+        }
+    }
+
+    /// The inbound flow's `on_error` steps for an item that went to Error.
+    async fn on_error(&self, item: &crate::queue::InboundItem) {
+        let store = self.store.clone();
+        let (event, remote) = (item.process_event.clone(), item.remote_system.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let config = store.sync_config()?;
+            let steps = config
+                .inbound_flows
+                .into_iter()
+                .find(|f| f.process_event == event && f.remote_system == remote)
+                .map(|f| f.on_error)
+                .unwrap_or_default();
+            Ok::<_, StoreError>((steps, store.instance()?.name))
+        })
+        .await;
+        let Ok(Ok((steps, instance))) = found else {
+            return;
+        };
+        if steps.is_empty() {
+            return;
+        }
+        let event = crate::subflow::ErrorEvent {
+            kind: "inbound_item_error".to_string(),
+            instance,
+            remote_system: item.remote_system.clone(),
+            error: item.error.clone().unwrap_or_default(),
+            attempts: 1,
+            item_id: Some(item.id),
+            time: crate::ids::format_time(crate::ids::now_millis()),
+        };
+        crate::subflow::run(&steps, &event).await;
+    }
+
+    /// Runs passes until `stop`, waking on `notify` or every second.
+    pub async fn run(
+        mut self,
+        notify: Arc<tokio::sync::Notify>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.tick().await {
+                Ok(tick) if tick.processed + tick.errors > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(target: "inbound_queue", error = %e, "The inbound processor could not read or write the store.")
+                }
+            }
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
