@@ -186,8 +186,10 @@ impl Outbound {
                     self.run_error_handling(&remote, &reason, attempts).await;
                     attempts = 0;
                 }
-                SessionEnd::Failed(error @ (CallError::Transient(_) | CallError::Lost(_))) => {
-                    let lost = matches!(error, CallError::Lost(_));
+                SessionEnd::Failed(
+                    error @ (CallError::Transient(_) | CallError::Lost(_) | CallError::NotReady(_)),
+                ) => {
+                    let lost = matches!(error, CallError::Lost(_) | CallError::NotReady(_));
                     let reason = error.to_string();
                     attempts += 1;
                     let policy = self.policy();
@@ -217,9 +219,10 @@ impl Outbound {
                         tracing::warn!(target: "outbound_queue", remote_system = %remote, attempts, retry_in_ms = delay.as_millis() as u64, error = %reason, "Sending to the peer failed; retrying on a timer.");
                     }
                     resume_at = Some(tokio::time::Instant::now() + delay);
-                    // A peer we could not reach, or whose connection broke,
-                    // is probed while we wait, so a healed link is used
-                    // within seconds; one that answered with a failure waits
+                    // A peer we could not reach, whose connection broke, or
+                    // that has not validated us yet is probed while we wait,
+                    // so a healed link (or a validation) is used within
+                    // seconds; one that answered with another failure waits
                     // out its backoff (probing would only repeat it).
                     probe = !connected || lost;
                 }

@@ -3,15 +3,16 @@
 //! attachments. Attaching and removing are record writes, so capture sees
 //! them like any other change.
 
-use crate::attachment::AttachmentChanges;
-use crate::attachment::{Attachment, AttachmentLimits, check_file_name, is_hash};
+use crate::attachment::{
+    Attachment, AttachmentChanges, AttachmentLimits, check_file_name, is_hash,
+};
 use crate::ids::new_sys_id;
 use crate::record::{Operation, RecordWrite, check_name};
 use crate::store::sink::{ContentSink, SinkError};
 use crate::store::{ContentInfo, StoreError};
 use crate::user::Permission;
 
-use super::{Api, ApiError};
+use super::{Api, ApiError, Caller};
 
 /// How much of a content the instance holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +53,11 @@ impl Api {
     /// How much of content `hash` is stored; starts storing it if nothing is.
     pub async fn begin_upload(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         hash: String,
         size: u64,
     ) -> Result<UploadState, ApiError> {
-        self.authorize(token, Permission::Records).await?;
+        caller.require(Permission::Records)?;
         self.check_upload(&hash, size).await?;
         let content = self.store.begin_content(hash, size).await?;
         Ok(UploadState {
@@ -69,12 +70,12 @@ impl Api {
     /// `offset`; `None` when the content is already complete.
     pub async fn open_upload(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         hash: String,
         size: u64,
         offset: u64,
     ) -> Result<Option<ContentSink>, ApiError> {
-        self.authorize(token, Permission::Records).await?;
+        caller.require(Permission::Records)?;
         self.check_upload(&hash, size).await?;
         let Some(sink) = ContentSink::open(self.store.clone(), &hash, size).await? else {
             return Ok(None);
@@ -91,7 +92,7 @@ impl Api {
     /// Attaches the stored content `hash` to a record.
     pub async fn add_attachment(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         table: String,
         sys_id: String,
         file_name: String,
@@ -122,8 +123,8 @@ impl Api {
                 detach: Vec::new(),
             },
         };
-        self.write_records(token.clone(), vec![write]).await?;
-        self.find_attachment(token, table, sys_id, attachment.sys_id)
+        self.write_records(caller, vec![write]).await?;
+        self.find_attachment(caller, table, sys_id, attachment.sys_id)
             .await
             .map(|(attachment, _)| attachment)
     }
@@ -144,11 +145,11 @@ impl Api {
 
     pub async fn list_attachments(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         table: String,
         sys_id: String,
     ) -> Result<Vec<Attachment>, ApiError> {
-        let (record, _) = self.get_record(token, table, sys_id).await?;
+        let (record, _) = self.get_record(caller, table, sys_id).await?;
         Ok(record.attachments)
     }
 
@@ -156,13 +157,13 @@ impl Api {
     /// stored content.
     pub async fn find_attachment(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         table: String,
         sys_id: String,
         which: String,
     ) -> Result<(Attachment, ContentInfo), ApiError> {
         let (record, _) = self
-            .get_record(token, table.clone(), sys_id.clone())
+            .get_record(caller, table.clone(), sys_id.clone())
             .await?;
         let by_id = record.attachments.iter().find(|a| a.sys_id == which);
         let attachment = match by_id {
@@ -206,13 +207,13 @@ impl Api {
 
     pub async fn remove_attachment(
         &self,
-        token: Option<String>,
+        caller: &Caller,
         table: String,
         sys_id: String,
         which: String,
     ) -> Result<Attachment, ApiError> {
         let (attachment, _) = self
-            .find_attachment(token.clone(), table.clone(), sys_id.clone(), which)
+            .find_attachment(caller, table.clone(), sys_id.clone(), which)
             .await?;
         let write = RecordWrite {
             operation: Operation::Update,
@@ -225,7 +226,7 @@ impl Api {
                 detach: vec![attachment.sys_id.clone()],
             },
         };
-        self.write_records(token, vec![write]).await?;
+        self.write_records(caller, vec![write]).await?;
         Ok(attachment)
     }
 }

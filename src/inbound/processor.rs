@@ -167,7 +167,11 @@ impl Processor {
                         attachment.file_name, item.remote_system
                     )));
                 }
-                Some(Err(CallError::Transient(problem) | CallError::Lost(problem))) => {
+                Some(Err(
+                    CallError::Transient(problem)
+                    | CallError::Lost(problem)
+                    | CallError::NotReady(problem),
+                )) => {
                     let held = contents
                         .get(hash)
                         .and_then(Option::as_ref)

@@ -8,7 +8,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::status::status_of;
-use crate::api::Api;
+use crate::api::{Api, Caller};
 use crate::attachment::Attachment;
 use crate::ids::format_time;
 use crate::queue::OutboundItem;
@@ -24,6 +24,13 @@ pub struct AdminService {
 
 fn token<T>(request: &Request<T>) -> Option<String> {
     crate::transport::bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
+}
+
+impl AdminService {
+    /// The caller the request's bearer token authenticates, once per call.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.api.caller(token(request)).await.map_err(status_of)
+    }
 }
 
 fn record_to_pb(record: &Record, journal: &[JournalEntry]) -> pb::Record {
@@ -119,11 +126,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::BeginUploadRequest>,
     ) -> Result<Response<pb::UploadState>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let state = self
             .api
-            .begin_upload(token, req.hash, req.size)
+            .begin_upload(&caller, req.hash, req.size)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::UploadState {
@@ -136,14 +143,14 @@ impl Admin for AdminService {
         &self,
         request: Request<tonic::Streaming<pb::UploadChunk>>,
     ) -> Result<Response<pb::UploadState>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let mut chunks = request.into_inner();
         let Some(first) = chunks.message().await? else {
             return Err(Status::invalid_argument("the upload sent no chunk"));
         };
         let opened = self
             .api
-            .open_upload(token, first.hash.clone(), first.size, first.offset)
+            .open_upload(&caller, first.hash.clone(), first.size, first.offset)
             .await
             .map_err(status_of)?;
         let Some(mut sink) = opened else {
@@ -181,12 +188,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddAttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let attachment = self
             .api
             .add_attachment(
-                token,
+                &caller,
                 req.table.clone(),
                 req.sys_id.clone(),
                 req.file_name,
@@ -206,11 +213,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AttachmentsRequest>,
     ) -> Result<Response<pb::ListAttachmentsResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let attachments = self
             .api
-            .list_attachments(token, req.table.clone(), req.sys_id.clone())
+            .list_attachments(&caller, req.table.clone(), req.sys_id.clone())
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListAttachmentsResponse {
@@ -227,11 +234,16 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AttachmentRequest>,
     ) -> Result<Response<Self::GetAttachmentStream>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (attachment, content) = self
             .api
-            .find_attachment(token, req.table.clone(), req.sys_id.clone(), req.attachment)
+            .find_attachment(
+                &caller,
+                req.table.clone(),
+                req.sys_id.clone(),
+                req.attachment,
+            )
             .await
             .map_err(status_of)?;
         let (parts, stream) = tokio::sync::mpsc::channel(2);
@@ -269,11 +281,16 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AttachmentRequest>,
     ) -> Result<Response<pb::Attachment>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let attachment = self
             .api
-            .remove_attachment(token, req.table.clone(), req.sys_id.clone(), req.attachment)
+            .remove_attachment(
+                &caller,
+                req.table.clone(),
+                req.sys_id.clone(),
+                req.attachment,
+            )
             .await
             .map_err(status_of)?;
         Ok(Response::new(attachment_to_pb(
@@ -287,7 +304,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::WriteRecordsRequest>,
     ) -> Result<Response<pb::WriteRecordsResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let writes = request
             .into_inner()
             .writes
@@ -296,7 +313,7 @@ impl Admin for AdminService {
             .collect::<Result<Vec<_>, _>>()?;
         let results = self
             .api
-            .write_records(token, writes)
+            .write_records(&caller, writes)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::WriteRecordsResponse {
@@ -315,11 +332,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetRecordRequest>,
     ) -> Result<Response<pb::GetRecordResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (record, journal) = self
             .api
-            .get_record(token, req.table, req.sys_id)
+            .get_record(&caller, req.table, req.sys_id)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::GetRecordResponse {
@@ -331,11 +348,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListRecordsRequest>,
     ) -> Result<Response<pb::ListRecordsResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let records = self
             .api
-            .list_records(token, req.table, req.query, req.limit as usize)
+            .list_records(&caller, req.table, req.query, req.limit as usize)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListRecordsResponse {
@@ -347,11 +364,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddUserRequest>,
     ) -> Result<Response<pb::AddUserResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (user, new_token) = self
             .api
-            .add_user(token, req.name, req.roles, req.domain)
+            .add_user(&caller, req.name, req.roles, req.domain)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::AddUserResponse {
@@ -364,11 +381,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let users = self
-            .api
-            .list_users(token(&request))
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
+        let users = self.api.list_users(&caller).await.map_err(status_of)?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.iter().map(user_to_pb).collect(),
         }))
@@ -378,10 +392,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssueTokenResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let new_token = self
             .api
-            .issue_token(token, request.into_inner().name)
+            .issue_token(&caller, request.into_inner().name)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::IssueTokenResponse { token: new_token }))
@@ -391,11 +405,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetRolesRequest>,
     ) -> Result<Response<pb::SetRolesResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let user = self
             .api
-            .set_roles(token, req.name, req.roles)
+            .set_roles(&caller, req.name, req.roles)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::SetRolesResponse {
@@ -407,11 +421,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ApplyConfigRequest>,
     ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let report = self
             .api
-            .apply_config(token, req.toml, req.file_name)
+            .apply_config(&caller, req.toml, req.file_name)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ApplyConfigResponse {
@@ -425,11 +439,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ExportConfigRequest>,
     ) -> Result<Response<pb::ExportConfigResponse>, Status> {
-        let toml = self
-            .api
-            .export_config(token(&request))
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
+        let toml = self.api.export_config(&caller).await.map_err(status_of)?;
         Ok(Response::new(pb::ExportConfigResponse { toml }))
     }
 
@@ -437,7 +448,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListOutboundRequest>,
     ) -> Result<Response<pb::ListOutboundResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let page = crate::api::Page {
             limit: req.limit as usize,
@@ -445,7 +456,7 @@ impl Admin for AdminService {
         };
         let listed = self
             .api
-            .list_outbound(token, req.status, req.remote_system, page)
+            .list_outbound(&caller, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListOutboundResponse {
@@ -459,9 +470,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListRemoteSystemsRequest>,
     ) -> Result<Response<pb::ListRemoteSystemsResponse>, Status> {
+        let caller = self.caller(&request).await?;
         let remotes = self
             .api
-            .list_remote_systems(token(&request))
+            .list_remote_systems(&caller)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListRemoteSystemsResponse {
@@ -473,10 +485,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoteRequest>,
     ) -> Result<Response<pb::ValidateRemoteResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let (problems, remote) = self
             .api
-            .validate_remote(token, request.into_inner().name)
+            .validate_remote(&caller, request.into_inner().name)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ValidateRemoteResponse {
@@ -490,10 +502,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoteRequest>,
     ) -> Result<Response<pb::RemoteSystem>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let remote = self
             .api
-            .disable_remote(token, request.into_inner().name)
+            .disable_remote(&caller, request.into_inner().name)
             .await
             .map_err(status_of)?;
         Ok(Response::new(remote_to_pb(&remote)))
@@ -503,11 +515,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetRemoteTokenRequest>,
     ) -> Result<Response<pb::RemoteSystem>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let remote = self
             .api
-            .set_remote_token(token, req.name, req.token)
+            .set_remote_token(&caller, req.name, req.token)
             .await
             .map_err(status_of)?;
         Ok(Response::new(remote_to_pb(&remote)))
@@ -517,7 +529,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListInboundRequest>,
     ) -> Result<Response<pb::ListInboundResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let page = crate::api::Page {
             limit: req.limit as usize,
@@ -525,7 +537,7 @@ impl Admin for AdminService {
         };
         let listed = self
             .api
-            .list_inbound(token, req.status, req.remote_system, page)
+            .list_inbound(&caller, req.status, req.remote_system, page)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListInboundResponse {
@@ -538,11 +550,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::QueueItemRequest>,
     ) -> Result<Response<pb::QueueItemResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let item = self
             .api
-            .queue_item(token, req.queue, req.id)
+            .queue_item(&caller, req.queue, req.id)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::QueueItemResponse {
@@ -554,11 +566,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetQueueItemStatusRequest>,
     ) -> Result<Response<pb::QueueItemResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let item = self
             .api
-            .set_queue_item_status(token, req.queue, req.id, req.action)
+            .set_queue_item_status(&caller, req.queue, req.id, req.action)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::QueueItemResponse {
@@ -570,10 +582,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListCorrelationsRequest>,
     ) -> Result<Response<pb::ListCorrelationsResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let correlations = self
             .api
-            .list_correlations(token, request.into_inner().remote_system)
+            .list_correlations(&caller, request.into_inner().remote_system)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListCorrelationsResponse {
@@ -596,9 +608,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::FlowContextRequest>,
     ) -> Result<Response<pb::FlowContextResponse>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let id = request.into_inner().id;
-        let context = self.api.flow_context(token, id).await.map_err(status_of)?;
+        let context = self
+            .api
+            .flow_context(&caller, id)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(pb::FlowContextResponse {
             context_json: serde_json::to_string(&context).expect("contexts serialize"),
         }))
@@ -608,7 +624,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::StatsRequest>,
     ) -> Result<Response<pb::StatsResponse>, Status> {
-        let stats = self.api.stats(token(&request)).await.map_err(status_of)?;
+        let caller = self.caller(&request).await?;
+        let stats = self.api.stats(&caller).await.map_err(status_of)?;
         Ok(Response::new(pb::StatsResponse {
             stats_json: serde_json::to_string(&stats).expect("stats serialize"),
         }))
@@ -618,11 +635,8 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListPropertiesRequest>,
     ) -> Result<Response<pb::ListPropertiesResponse>, Status> {
-        let properties = self
-            .api
-            .list_properties(token(&request))
-            .await
-            .map_err(status_of)?;
+        let caller = self.caller(&request).await?;
+        let properties = self.api.list_properties(&caller).await.map_err(status_of)?;
         Ok(Response::new(pb::ListPropertiesResponse {
             properties: properties.into_iter().map(property_to_pb).collect(),
         }))
@@ -632,11 +646,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPropertyRequest>,
     ) -> Result<Response<pb::Property>, Status> {
-        let token = token(&request);
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let property = self
             .api
-            .set_property(token, req.name, req.value)
+            .set_property(&caller, req.name, req.value)
             .await
             .map_err(status_of)?;
         Ok(Response::new(property_to_pb(property)))

@@ -145,19 +145,8 @@ async fn route(api: Api, request: Request<Body>) -> Response<Body> {
                 DASHBOARD_HTML.into(),
             );
         }
-        (&Method::GET, ["metrics"]) => api.stats(token).await.map(|stats| {
-            respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                crate::stats::prometheus::render(&stats),
-            )
-        }),
-        (&Method::GET, ["api", "stats"]) => api.stats(token).await.map(|stats| {
-            json_response(
-                StatusCode::OK,
-                &serde_json::to_value(stats).expect("stats serialize"),
-            )
-        }),
+        (&Method::GET, ["metrics"]) => stats(&api, token, Format::Prometheus).await,
+        (&Method::GET, ["api", "stats"]) => stats(&api, token, Format::Json).await,
         (&Method::GET, ["api", "errors"]) => errors(&api, token).await,
         (&Method::POST, ["api", "queue", queue, id, action]) => {
             item_action(&api, token, queue, id, action).await
@@ -200,18 +189,45 @@ async fn healthz(api: &Api) -> Response<Body> {
     }
 }
 
+/// How the stats are rendered.
+enum Format {
+    Prometheus,
+    Json,
+}
+
+async fn stats(
+    api: &Api,
+    token: Option<String>,
+    format: Format,
+) -> Result<Response<Body>, ApiError> {
+    let caller = api.caller(token).await?;
+    let stats = api.stats(&caller).await?;
+    Ok(match format {
+        Format::Prometheus => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::stats::prometheus::render(&stats),
+        ),
+        Format::Json => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(stats).expect("stats serialize"),
+        ),
+    })
+}
+
 /// Error items of both queues, newest first, as the dashboard lists them.
 async fn errors(api: &Api, token: Option<String>) -> Result<Response<Body>, ApiError> {
+    let caller = api.caller(token).await?;
     let page = crate::api::Page {
         limit: DASHBOARD_ERRORS,
         token: String::new(),
     };
     let outbound = api
-        .list_outbound(token.clone(), "Error".into(), String::new(), page.clone())
+        .list_outbound(&caller, "Error".into(), String::new(), page.clone())
         .await?
         .items;
     let inbound = api
-        .list_inbound(token, "Error".into(), String::new(), page)
+        .list_inbound(&caller, "Error".into(), String::new(), page)
         .await?
         .items;
     let row = |queue: Queue,
@@ -262,8 +278,9 @@ async fn item_action(
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::Invalid(format!("`{id}` is not a queue item id")))?;
+    let caller = api.caller(token).await?;
     let item = api
-        .set_queue_item_status(token, queue.to_string(), id, action.to_string())
+        .set_queue_item_status(&caller, queue.to_string(), id, action.to_string())
         .await?;
     Ok(json_response(StatusCode::OK, &item))
 }

@@ -162,6 +162,7 @@ fn call_error(status: Status) -> CallError {
                 CallError::Transient(text)
             }
         }
+        Code::FailedPrecondition => CallError::NotReady(message),
         _ => CallError::Transient(message),
     }
 }

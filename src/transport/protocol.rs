@@ -84,9 +84,15 @@ pub enum CallError {
     /// again (the dispatcher probes for that while it waits).
     #[error("{0}")]
     Lost(String),
+    /// The peer answered that it does not take our calls yet: its inbound
+    /// state for us is not Active (it has not validated us, or disabled
+    /// us). Retried as often as a lost connection (its operator's
+    /// `remote validate` is likely under way), counting attempts as usual.
+    #[error("{0}")]
+    NotReady(String),
     /// Worth retrying after a wait: the peer answered that it cannot take
-    /// the call now (not active yet, its disk is full), or it accepted the
-    /// connection and then did not answer in time.
+    /// the call now (its disk is full, say), or it accepted the connection
+    /// and then did not answer in time.
     #[error("{0}")]
     Transient(String),
     /// Needs the operator: pinning, credentials, roles.

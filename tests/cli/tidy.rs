@@ -84,16 +84,6 @@ const MAX_FILE_LINES: usize = 600;
 /// file.
 const LONG_FILES: &[(&str, usize, &str)] = &[
     (
-        "src/cli.rs",
-        1210,
-        "argument types and every command; splits into one file per command family",
-    ),
-    (
-        "src/api.rs",
-        900,
-        "every admin call; splits into one file per family with a Caller",
-    ),
-    (
         "src/transport/client.rs",
         850,
         "the admin client's calls, one small function each",
@@ -110,7 +100,7 @@ const LONG_FILES: &[(&str, usize, &str)] = &[
     ),
     (
         "src/server/admin.rs",
-        770,
+        780,
         "the admin service's wire conversions, one per call",
     ),
     (

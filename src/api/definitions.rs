@@ -1,0 +1,89 @@
+//! Definition calls: applying and exporting the process sync definitions
+//! (scoped to the caller's domain) and the runtime properties.
+
+use super::{Api, ApiError, Caller};
+use crate::config::sync::SyncConfig;
+use crate::store::ApplyReport;
+use crate::user::Permission;
+
+impl Api {
+    pub async fn apply_config(
+        &self,
+        caller: &Caller,
+        text: String,
+        file_name: String,
+    ) -> Result<ApplyReport, ApiError> {
+        let user = caller.require(Permission::WriteSync)?.clone();
+        let file_name = if file_name.is_empty() {
+            "(request)".to_string()
+        } else {
+            file_name
+        };
+        // An admin of a domain manages that subtree only: the objects
+        // outside it stay as they are, and the file may refer to them.
+        let stored = self.blocking(|store| store.sync_config()).await?;
+        let (_, kept) = stored.split_by_domain(&user.domain);
+        let config = SyncConfig::parse_for_domain(&file_name, &text, &user.domain, &kept)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let report = self
+            .store
+            .apply_config(config, user.domain.clone(), kept)
+            .await?;
+        let store = self.store.clone();
+        let sync = self.sync.clone();
+        self.blocking(move |_| sync.refresh_allowed(&store)).await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.sync.wake_inbound.notify_one();
+        Ok(report)
+    }
+
+    pub async fn export_config(&self, caller: &Caller) -> Result<String, ApiError> {
+        let user = caller.require(Permission::ReadSync)?.clone();
+        let config = self.blocking(|store| store.sync_config()).await?;
+        Ok(config.split_by_domain(&user.domain).0.to_toml())
+    }
+
+    /// Every property: (name, value, default, description).
+    pub async fn list_properties(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<(String, String, String, String)>, ApiError> {
+        caller.require(Permission::ReadSync)?;
+        self.blocking(|store| {
+            crate::property::PROPERTIES
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p.name.to_string(),
+                        store.property(p.name)?,
+                        p.default.to_string(),
+                        p.description.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn set_property(
+        &self,
+        caller: &Caller,
+        name: String,
+        value: String,
+    ) -> Result<(String, String, String, String), ApiError> {
+        let user = caller.require(Permission::ManageInstance)?.clone();
+        if !user.domain.is_global() {
+            return Err(ApiError::PermissionDenied(format!(
+                "properties are instance-wide settings, which only an admin of domain `global` may change; `{}` is an admin of `{}`",
+                user.name, user.domain
+            )));
+        }
+        self.store.set_property(name.clone(), value).await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.list_properties(caller)
+            .await?
+            .into_iter()
+            .find(|p| p.0 == name)
+            .ok_or_else(|| ApiError::Invalid(format!("unknown property `{name}`")))
+    }
+}

@@ -1,0 +1,192 @@
+//! Remote system calls: listing them with their health and transfers,
+//! validating a link (the `Hello` exchange), disabling, storing the token
+//! presented to a peer.
+
+use super::{Api, ApiError, Caller};
+use crate::runtime::{RemoteHealth, TransferCounts};
+use crate::store::{RemoteState, RemoteSystemStatus, StoreError};
+use crate::user::Permission;
+
+/// A remote system as the admin API shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteView {
+    pub status: RemoteSystemStatus,
+    pub health: Option<RemoteHealth>,
+    pub has_token: bool,
+    pub transfers: TransferCounts,
+}
+
+impl Api {
+    pub async fn list_remote_systems(&self, caller: &Caller) -> Result<Vec<RemoteView>, ApiError> {
+        caller.require(Permission::ReadSync)?;
+        self.remote_views().await
+    }
+
+    pub(super) async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
+        let rows = self
+            .blocking(|store| {
+                let mut out = Vec::new();
+                for status in store.remote_systems()? {
+                    let has_token = store.remote_secret(&status.spec.name)?.is_some();
+                    out.push((status, has_token));
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, has_token)| RemoteView {
+                health: self.sync.health.get(&status.spec.name),
+                transfers: self.sync.transfers.get(&status.spec.name),
+                status,
+                has_token,
+            })
+            .collect())
+    }
+
+    async fn remote_view(&self, name: &str) -> Result<RemoteView, ApiError> {
+        self.remote_views()
+            .await?
+            .into_iter()
+            .find(|r| r.status.spec.name == name)
+            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("remote system `{name}`"))))
+    }
+
+    /// Connects to the peer and checks, both ways, that the two remote
+    /// system records point at each other, that the credentials and pins
+    /// work, and that our outbound process events exist there. On success
+    /// both states become Active. Returns every problem found.
+    pub async fn validate_remote(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<(Vec<String>, RemoteView), ApiError> {
+        caller.require(Permission::WriteSync)?;
+        let remote = self.remote_view(&name).await?;
+        let lookup = name.clone();
+        let (instance, config, secret, last_sequence) = self
+            .blocking(move |store| {
+                Ok((
+                    store.instance()?,
+                    store.sync_config()?,
+                    store.remote_secret(&lookup)?,
+                    store.last_outbound_sequence(&lookup)?,
+                ))
+            })
+            .await?;
+        let mut problems = Vec::new();
+        let Some(secret) = secret else {
+            problems.push(format!(
+                "no token to present to `{name}`: create the peer's inbound API user there (`procsync user add … --roles process_sync_api`) and store its token here with `procsync remote token {name}`"
+            ));
+            return Ok((problems, remote));
+        };
+        let fingerprint =
+            match crate::config::sync::normalize_fingerprint(&remote.status.spec.fingerprint) {
+                Ok(f) => f,
+                Err(e) => return Ok((vec![e], remote)),
+            };
+        let target = crate::transport::protocol::PeerTarget {
+            endpoint: remote.status.spec.endpoint.clone(),
+            fingerprint,
+            token: secret,
+            cert_pem: instance.cert_pem.clone(),
+            key_pem: instance.key_pem.clone(),
+        };
+        let process_events: Vec<String> = config
+            .outbound_flows
+            .iter()
+            .filter(|f| f.remote_system == name)
+            .map(|f| f.process_event.clone())
+            .collect();
+        let hello = crate::transport::protocol::Hello {
+            protocol_version: crate::transport::protocol::PROTOCOL_VERSION,
+            instance_sys_id: instance.sys_id.clone(),
+            instance_name: instance.name.clone(),
+            remote_system_sys_id: remote.status.sys_id.clone(),
+            external_id: remote.status.spec.external_id.clone(),
+            process_events,
+            last_sequence: Some(last_sequence),
+        };
+        if remote.status.spec.external_id.is_empty() {
+            problems.push(format!(
+                "remote system `{name}` has no external_id: set it to the sys_id of the peer's remote system for this instance (`procsync remote list` there)"
+            ));
+        }
+        let answer = match crate::transport::peer::PeerClient::connect(&target).await {
+            Ok(mut client) => client.hello(hello).await.map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
+        };
+        match answer {
+            Ok(answer) => {
+                if answer.protocol_version != crate::transport::protocol::PROTOCOL_VERSION {
+                    problems.push(format!(
+                        "the peer speaks protocol version {}, this instance {}; run the same procsync version on both",
+                        answer.protocol_version,
+                        crate::transport::protocol::PROTOCOL_VERSION
+                    ));
+                }
+                problems.extend(answer.problems);
+            }
+            // With TLS 1.3 a peer that refuses our certificate does so after
+            // the handshake: the call just breaks off.
+            Err((
+                crate::transport::protocol::CallError::Transient(text)
+                | crate::transport::protocol::CallError::Lost(text),
+                true,
+            )) => problems.push(format!(
+                "the peer broke the call off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
+                instance.fingerprint
+            )),
+            Err((e, _)) => problems.push(e.to_string()),
+        }
+        if problems.is_empty() {
+            self.store
+                .set_remote_states(
+                    name.clone(),
+                    Some(RemoteState::Active),
+                    Some(RemoteState::Active),
+                )
+                .await?;
+            self.sync.refresh(&self.store).await?;
+            self.sync.wake_outbound.notify_waiters();
+            tracing::info!(target: "transport", remote_system = %name, "Remote system validated; outbound and inbound states are Active.");
+        } else {
+            tracing::warn!(target: "transport", remote_system = %name, problems = problems.len(), "Remote system validation found problems.");
+        }
+        Ok((problems, self.remote_view(&name).await?))
+    }
+
+    pub async fn disable_remote(
+        &self,
+        caller: &Caller,
+        name: String,
+    ) -> Result<RemoteView, ApiError> {
+        caller.require(Permission::WriteSync)?;
+        self.store
+            .set_remote_states(
+                name.clone(),
+                Some(RemoteState::Disabled),
+                Some(RemoteState::Disabled),
+            )
+            .await?;
+        self.sync.refresh(&self.store).await?;
+        self.sync.wake_outbound.notify_waiters();
+        self.remote_view(&name).await
+    }
+
+    pub async fn set_remote_token(
+        &self,
+        caller: &Caller,
+        name: String,
+        secret: String,
+    ) -> Result<RemoteView, ApiError> {
+        caller.require(Permission::WriteSync)?;
+        let secret = secret.trim().to_string();
+        if secret.is_empty() || !secret.is_ascii() {
+            return Err(ApiError::Invalid("the token is empty or not ASCII; pass the token the peer's `procsync user add` printed".into()));
+        }
+        self.store.set_remote_secret(name.clone(), secret).await?;
+        self.remote_view(&name).await
+    }
+}

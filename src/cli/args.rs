@@ -1,0 +1,361 @@
+//! The command line's argument types (clap): the commands, their
+//! arguments and how to reach the running instance.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::server::LogFormat;
+
+use super::attachment::AttachmentCommand;
+use super::version_line;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "procsync",
+    version = version_line(),
+    about = "Remote Process Sync as one self-contained binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the running instance.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The instance's data directory: the admin address and token are read
+    /// from it unless given otherwise.
+    #[arg(long, env = "PROCSYNC_DATA", global = true)]
+    pub data: Option<PathBuf>,
+    /// Admin API address, HOST:PORT.
+    #[arg(long, env = "PROCSYNC_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// API token.
+    #[arg(long, env = "PROCSYNC_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The instance certificate (PEM) when the admin API uses TLS.
+    #[arg(long, global = true)]
+    pub tls_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new instance in a data directory.
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Run the instance.
+    Serve(ServeArgs),
+    /// Check configuration files offline.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Apply a process sync definitions file (idempotent by name).
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print the instance's process sync definitions as TOML.
+    Export {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create, change and read records.
+    Record {
+        #[command(subcommand)]
+        command: RecordCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Attach files to records, list, save and remove them.
+    Attachment {
+        #[command(subcommand)]
+        command: AttachmentCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Append to journal fields (comments, work notes).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Manage users, roles and tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Remote systems (peer instances).
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Links between local records and their peers' records.
+    Correlation {
+        #[command(subcommand)]
+        command: CorrelationCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Queue figures: counts by status, throughput, errors, remote health.
+    Stats {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Runtime settings (retries, heartbeats).
+    Property {
+        #[command(subcommand)]
+        command: PropertyCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Inspect the queues.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Run two linked instances on this machine through a sample process
+    /// (an edge office requests software, the hub fulfils it), narrated.
+    Demo {
+        /// Keep the instances' data directories afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Measure the instance.
+    Bench {
+        #[command(subcommand)]
+        command: crate::bench::BenchCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The data directory (overrides `data_dir` of the config file).
+    #[arg(long, env = "PROCSYNC_DATA")]
+    pub data: Option<PathBuf>,
+    /// The server config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Admin API address (overrides `admin.listen`).
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Peer API address (overrides `peer.listen`).
+    #[arg(long)]
+    pub peer_listen: Option<std::net::SocketAddr>,
+    /// Log format (overrides `log.format`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a server config or process sync definitions file.
+    Validate {
+        file: PathBuf,
+        /// Which kind of file; guessed from its contents when absent.
+        #[arg(long, value_enum)]
+        kind: Option<FileKind>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileKind {
+    Server,
+    Sync,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecordCommand {
+    /// Create a record; prints its sys_id.
+    Create {
+        table: String,
+        /// Fields as key=value.
+        fields: Vec<String>,
+        /// Fields as a JSON object (`-` reads stdin).
+        #[arg(long)]
+        json: Option<String>,
+    },
+    /// Update fields of a record (an empty value clears a field).
+    Update {
+        table: String,
+        sys_id: String,
+        fields: Vec<String>,
+        #[arg(long)]
+        json: Option<String>,
+    },
+    Delete {
+        table: String,
+        sys_id: String,
+    },
+    Get {
+        table: String,
+        sys_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    List {
+        table: String,
+        /// Encoded query, e.g. `state=2^priority<=2`.
+        #[arg(long, short, default_value = "")]
+        query: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Columns to show (default: sys_id and every field).
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bulk-load records from a file of JSON objects, one per line, through
+    /// the batch write call.
+    Import {
+        table: String,
+        file: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JournalCommand {
+    /// Append an entry to a journal field.
+    Add {
+        table: String,
+        sys_id: String,
+        field: String,
+        text: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user and print its first token.
+    Add {
+        name: String,
+        /// Comma-separated roles.
+        #[arg(long, default_value = "")]
+        roles: String,
+        /// Domain path (default: yours).
+        #[arg(long, default_value = "")]
+        domain: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new token for a user, replacing the old ones.
+    Token { name: String },
+    /// Set a user's roles.
+    Roles { name: String, roles: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// List remote systems with their sys_id (the peer's external_id),
+    /// states and connection health (Up / Slow / Down).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One remote system, with its last error and retry state.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect and check both sides; on success outbound and inbound
+    /// states become Active.
+    Validate { name: String },
+    /// Set outbound and inbound state to Disabled.
+    Disable { name: String },
+    /// Store the token this instance presents to the peer (the token of
+    /// the peer's inbound API user); read from stdin when not given.
+    Token {
+        name: String,
+        #[arg(value_name = "TOKEN")]
+        secret: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    Outbound {
+        #[command(subcommand)]
+        command: QueueAction,
+    },
+    Inbound {
+        #[command(subcommand)]
+        command: QueueAction,
+    },
+    /// What one processing of an item did (an id from the item's
+    /// `flow_contexts`; `show` includes the latest).
+    Context { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueAction {
+    List {
+        #[arg(long, default_value = "")]
+        status: String,
+        #[arg(long, default_value = "")]
+        remote: String,
+        /// Items to list (fetched in pages; oldest first).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this page token (a previous list printed it).
+        #[arg(long, default_value = "")]
+        page: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item, whole, as JSON.
+    Show { id: u64 },
+    /// Put an Error item back to Ready.
+    Retry { id: u64 },
+    /// Mark an Error or Ready item Skipped.
+    Skip { id: u64 },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CorrelationCommand {
+    List {
+        #[arg(long, default_value = "")]
+        remote: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PropertyCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Get {
+        name: String,
+    },
+    Set {
+        name: String,
+        value: String,
+    },
+}

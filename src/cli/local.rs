@@ -1,0 +1,109 @@
+//! The commands that work on this machine without a running instance:
+//! `init`, `serve` and `config validate`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+
+use super::{FileKind, ServeArgs, read_file};
+use crate::config::ConfigError;
+use crate::config::server::{LogFormat, ServerConfig};
+use crate::config::sync::SyncConfig;
+use crate::instance::CERT_FILE;
+
+pub fn init(data: &Path, name: &str) -> Result<ExitCode> {
+    let made = crate::instance::init(data, name)?;
+    println!(
+        "Created instance `{}` in {}",
+        made.info.name,
+        data.display()
+    );
+    println!("  sys_id:      {}", made.info.sys_id);
+    println!("  fingerprint: {}", made.info.fingerprint);
+    println!("  certificate: {}", data.join(CERT_FILE).display());
+    println!("  admin token: {} (mode 0600)", made.token_file.display());
+    println!(
+        "Peers pin the fingerprint in their remote_system definition. Start with: procsync serve --data {}",
+        data.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = read_file(path)?;
+            ServerConfig::parse(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(listen) = args.peer_listen {
+        config.peer.listen = listen;
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    let data = args
+        .data
+        .or_else(|| config.data_dir.clone())
+        .ok_or_else(|| {
+            anyhow!("no data directory: pass --data DIR or set data_dir in the server config")
+        })?;
+    init_tracing(&config);
+    crate::server::run(data, config, crate::server::shutdown_signal(), |_| {}).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn init_tracing(config: &ServerConfig) {
+    crate::logging::init(&config.log.level, config.log.format == LogFormat::Json);
+}
+
+pub fn validate(file: &Path, kind: Option<FileKind>) -> Result<ExitCode> {
+    let text = read_file(file)?;
+    let shown = file.display().to_string();
+    let kind = kind.unwrap_or_else(|| guess_kind(&text));
+    let result: Result<String, ConfigError> = match kind {
+        FileKind::Server => {
+            ServerConfig::parse(&shown, &text).map(|_| "a valid server config".to_string())
+        }
+        FileKind::Sync => SyncConfig::parse(&shown, &text).map(|c| {
+            format!(
+                "valid process sync definitions ({} objects)",
+                c.objects().len()
+            )
+        }),
+    };
+    match result {
+        Ok(what) => {
+            println!("{shown}: {what}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "{shown}: {} problem(s) found; nothing was applied",
+                e.problems.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A file with any `[[kind]]` of the definitions is a definitions file.
+pub fn guess_kind(text: &str) -> FileKind {
+    let is_sync = text.lines().any(|line| {
+        let line = line.trim();
+        crate::config::sync::KINDS
+            .iter()
+            .any(|kind| line.starts_with(&format!("[[{kind}]]")))
+    });
+    if is_sync {
+        FileKind::Sync
+    } else {
+        FileKind::Server
+    }
+}
