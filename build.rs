@@ -44,7 +44,7 @@ fn build_date() -> String {
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
                 .unwrap_or(0)
         });
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).

@@ -13,6 +13,24 @@ use crate::ids::{Millis, hex};
 /// a page twice that size (measured: disk use doubles, writes halve).
 pub const CHUNK_BYTES: usize = (1 << 20) - 64;
 
+/// The index of the chunk that holds byte `offset` of a content.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "2^32 chunks of just under 1 MiB is 4 PiB, far past any content the limits allow"
+)]
+pub fn chunk_index(offset: u64) -> u32 {
+    (offset / CHUNK_BYTES as u64) as u32
+}
+
+/// How many chunks a content of `size` bytes has.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "2^32 chunks of just under 1 MiB is 4 PiB, far past any content the limits allow"
+)]
+pub fn chunk_count(size: u64) -> u32 {
+    size.div_ceil(CHUNK_BYTES as u64) as u32
+}
+
 /// Longest file name accepted, in bytes.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 

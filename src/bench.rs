@@ -151,6 +151,11 @@ fn incident(n: u64) -> RecordWrite {
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a rank between 0 and the sample count, clamped into it"
+)]
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -194,6 +199,10 @@ async fn configured_server(base: &Path) -> Result<(BenchServer, Target)> {
     Ok((server, target))
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the write benchmark's three phases read best in order, start to end"
+)]
 async fn write_bench(args: WriteBench) -> Result<()> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let (server, target) = configured_server(&base).await?;
@@ -300,7 +309,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     let mut n = 9_000_000_000u64;
     while start.elapsed() < phase {
         let scheduled = ticker.tick().await;
-        let mut client = clients[(n as usize) % connections].clone();
+        let mut client = clients[usize::try_from(n).unwrap_or(0) % connections].clone();
         n += 1;
         tasks.push(tokio::spawn(async move {
             client.write_records(vec![incident(n)]).await?;
@@ -376,6 +385,10 @@ async fn attachment_bench(args: AttachmentBench) -> Result<()> {
     result
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the attachment benchmark's phases read best in order, start to end"
+)]
 async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
     use std::io::Write;
     println!(
@@ -389,7 +402,7 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
         let mut buffer = vec![0u8; 1 << 20];
         let mut left = size;
         while left > 0 {
-            let n = left.min(buffer.len() as u64) as usize;
+            let n = usize::try_from(left).map_or(buffer.len(), |left| left.min(buffer.len()));
             stream.fill(&mut buffer[..n]);
             out.write_all(&buffer[..n])?;
             left -= n as u64;

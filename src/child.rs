@@ -84,9 +84,11 @@ impl Drop for ServeChild {
         reason = "sending SIGTERM to our own child needs libc::kill"
     )]
     fn drop(&mut self) {
-        // SAFETY: plain libc call with the pid of a child we own.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: plain libc call with the pid of a child we own.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
         }
         let _ = self.child.wait();
     }

@@ -91,6 +91,7 @@ pub async fn run(keep: bool) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_lines, reason = "the demo is one story told in order")]
 async fn demo(base: &Path) -> Result<()> {
     println!("Starting two instances in {}:", base.display());
     let mut edge = start(base, "edge").await?;

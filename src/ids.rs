@@ -11,8 +11,19 @@ pub type Millis = u64;
 pub fn now_millis() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(millis)
         .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds (saturating: no duration here comes
+/// near the 584 million years that fill a `u64`).
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A duration in whole microseconds (saturating).
+pub fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A new `sys_id`: 32 lowercase hex digits. The first 12 hold the creation
@@ -88,7 +99,7 @@ fn fill_random(buf: &mut [u8]) {
 /// ServiceNow shows `sys_created_on`.
 pub fn format_time(millis: Millis) -> String {
     let secs = millis / 1000;
-    let days = (secs / 86_400) as i64;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX);
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
     format!(
@@ -128,6 +139,11 @@ pub fn parse_time(text: &str) -> Option<Millis> {
 
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's well-known algorithm).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the day (1..=31) and month (1..=12) the algorithm yields are small and positive"
+)]
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

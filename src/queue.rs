@@ -297,7 +297,7 @@ impl FlowTrace {
         self.steps.push(FlowStep {
             name: name.to_string(),
             detail: detail.into(),
-            at_us: self.started.elapsed().as_micros() as u64,
+            at_us: crate::ids::micros(self.started.elapsed()),
         });
     }
 
@@ -318,7 +318,7 @@ impl FlowTrace {
             started_on: self.started_on,
             duration_ms: self
                 .duration_ms
-                .unwrap_or_else(|| self.started.elapsed().as_millis() as u64),
+                .unwrap_or_else(|| crate::ids::millis(self.started.elapsed())),
             outcome,
             steps: self.steps,
             inputs: self.inputs,

@@ -68,7 +68,7 @@ impl Scheduler {
             skipped: millis.saturating_sub(skipped_age * 1000),
             contents: millis.saturating_sub(processed_age.max(skipped_age) * 1000),
         };
-        let batch = batch as usize;
+        let batch = usize::try_from(batch).unwrap_or(usize::MAX);
         loop {
             let purged = self.store.purge(before, batch).await?;
             tick.purged.outbound += purged.outbound;
@@ -76,7 +76,7 @@ impl Scheduler {
             tick.purged.contents += purged.contents;
             let full = [purged.outbound, purged.inbound, purged.contents]
                 .iter()
-                .any(|n| *n as usize >= batch);
+                .any(|n| usize::try_from(*n).unwrap_or(usize::MAX) >= batch);
             if !full {
                 break;
             }

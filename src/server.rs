@@ -47,6 +47,10 @@ pub struct Running {
 
 /// Runs the instance in `data_dir` until `shutdown` completes. `started`
 /// is called once the admin API is listening.
+#[allow(
+    clippy::too_many_lines,
+    reason = "start-up and the fixed shutdown order read best as one sequence"
+)]
 pub async fn run(
     data_dir: PathBuf,
     config: ServerConfig,

@@ -55,6 +55,10 @@ pub enum AttachmentCommand {
     },
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one match arm per attachment command, each short"
+)]
 pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<()> {
     match command {
         AttachmentCommand::Add {

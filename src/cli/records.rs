@@ -11,6 +11,10 @@ use super::{Connection, RecordCommand, client, print_table};
 use crate::record::{JournalText, Operation, RecordWrite};
 use crate::transport::client::{AdminClient, RecordData};
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "one match arm per record command, each short"
+)]
 pub async fn run(command: RecordCommand, connection: &Connection) -> Result<ExitCode> {
     let mut client = client(connection).await?;
     match command {

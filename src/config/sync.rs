@@ -342,6 +342,10 @@ impl SyncConfig {
         toml::to_string_pretty(self).expect("config serializes to TOML")
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the offline checks, one short block per rule, in the order the file is read"
+    )]
     fn problems(&self, lines: &SourceLines) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut report = |kind: &str, index: usize, key: &str, message: String| {

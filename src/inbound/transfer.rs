@@ -76,9 +76,9 @@ pub async fn fetch(
             wanted.size
         )));
     }
-    let store_wait_ms = sink.store_wait().as_millis() as u64;
+    let store_wait_ms = crate::ids::millis(sink.store_wait());
     sink.finish().await.map_err(sink_failure)?;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let elapsed_ms = crate::ids::millis(started.elapsed());
     tracing::info!(target: "attachments", hash = %wanted.hash, size = wanted.size, remote_system = %wanted.remote_system, elapsed_ms, store_wait_ms, "An attachment content arrived and matches its hash.");
     Ok(())
 }

@@ -64,6 +64,10 @@ impl PeerService {
     }
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "the peer service's calls, each a short conversion around the gate"
+)]
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn hello(
@@ -125,7 +129,7 @@ impl Peer for PeerService {
         let gate = self.gate.clone();
         let mut stopped = self.stopped.clone();
         tokio::spawn(async move {
-            let first = (request.offset / chunk_bytes) as u32;
+            let first = crate::attachment::chunk_index(request.offset);
             for index in first..content.chunk_count() {
                 let read = tokio::select! {
                     read = gate.read_chunk(content.id, index) => read,

@@ -30,7 +30,7 @@ pub struct ContentInfo {
 
 impl ContentInfo {
     pub fn chunk_count(&self) -> u32 {
-        self.size.div_ceil(CHUNK_BYTES as u64) as u32
+        crate::attachment::chunk_count(self.size)
     }
 }
 
@@ -66,7 +66,7 @@ impl Store {
         bytes: u64,
         mut each: impl FnMut(&[u8]),
     ) -> Result<(), StoreError> {
-        let count = bytes.div_ceil(CHUNK_BYTES as u64) as u32;
+        let count = crate::attachment::chunk_count(bytes);
         if count == 0 {
             return Ok(());
         }
@@ -174,7 +174,7 @@ impl Store {
                             info.size
                         )));
                     }
-                    let index = (received / CHUNK_BYTES as u64) as u32;
+                    let index = crate::attachment::chunk_index(received);
                     table.insert((id, index), chunk)?;
                     received += chunk.len() as u64;
                 }

@@ -174,7 +174,7 @@ pub fn apply_inbound(
     }
     let now = now_millis();
     item.processed_on = Some(now);
-    item.processing_ms = Some(started.elapsed().as_millis() as u64);
+    item.processing_ms = Some(crate::ids::millis(started.elapsed()));
     item.waiting = None;
     trace.step("finish", format!("the item is {}", item.status.as_str()));
     super::context::link_inbound(txn, trace, &mut item)?;

@@ -31,7 +31,7 @@ impl Store {
 
     pub fn retry_policy(&self) -> Result<RetryPolicy, StoreError> {
         Ok(RetryPolicy {
-            times: self.number("retry.times")? as u32,
+            times: u32::try_from(self.number("retry.times")?).unwrap_or(u32::MAX),
             interval: std::time::Duration::from_secs(self.number("retry.interval")?),
             max_interval: std::time::Duration::from_secs(self.number("retry.max_interval")?),
         })

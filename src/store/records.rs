@@ -267,6 +267,10 @@ struct Context<'a> {
     origin_remote: Option<&'a str>,
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "validation, overlay, journal and capture in one transaction; the next function to cut"
+)]
 fn plan_write<T>(
     records: &T,
     overlay: &mut HashMap<(String, String), Option<Record>>,
@@ -504,7 +508,7 @@ where
     let result = WriteResult {
         sys_id: record.sys_id.clone(),
         mod_count: record.mod_count,
-        queued: items.len() as u32,
+        queued: u32::try_from(items.len()).unwrap_or(u32::MAX),
     };
     let prepared = PreparedWrite {
         operation: write.operation,

@@ -85,6 +85,10 @@ fn pins_new_instance(old: &serde_json::Value, new: &serde_json::Value) -> bool {
     matches!((pin(old), pin(new)), (Some(old), Some(new)) if old != new)
 }
 
+#[allow(
+    clippy::too_many_lines,
+    reason = "apply's scope check, diff and writes must read as one transaction"
+)]
 pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport, StoreError> {
     // Users named by remote systems must exist here.
     {

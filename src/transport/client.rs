@@ -596,7 +596,7 @@ impl AdminClient {
         let mut out = Vec::new();
         let mut token = page_token.to_string();
         loop {
-            let wanted = limit.saturating_sub(out.len() as u32);
+            let wanted = limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
             let (page, next) = self
                 .list_queue_page(queue, status, remote_system, wanted, &token)
                 .await?;
@@ -716,7 +716,7 @@ impl AdminClient {
             let request = self.request(pb::ListOutboundRequest {
                 status: status.to_string(),
                 remote_system: remote_system.to_string(),
-                limit: limit.saturating_sub(items.len() as u32),
+                limit: limit.saturating_sub(u32::try_from(items.len()).unwrap_or(u32::MAX)),
                 page_token: token,
             });
             let response = self.inner.list_outbound(request).await?.into_inner();

@@ -22,7 +22,7 @@ fn make_file(dir: &Path, name: &str, seed: &str, size: u64) -> (PathBuf, String)
     let mut buffer = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
-        let n = left.min(buffer.len() as u64) as usize;
+        let n = usize::try_from(left).map_or(buffer.len(), |left| left.min(buffer.len()));
         stream.fill(&mut buffer[..n]);
         hasher.update(&buffer[..n]);
         file.write_all(&buffer[..n]).unwrap();
@@ -480,7 +480,11 @@ fn an_interrupted_upload_resumes_and_a_wrong_one_is_discarded() {
         // Two chunks, then the client stops.
         let (pieces, stream) = tokio::sync::mpsc::channel(4);
         for i in 0..2u64 {
-            let piece = bytes[(i * chunk) as usize..((i + 1) * chunk) as usize].to_vec();
+            let (from, to) = (
+                usize::try_from(i * chunk).unwrap(),
+                usize::try_from((i + 1) * chunk).unwrap(),
+            );
+            let piece = bytes[from..to].to_vec();
             pieces.send((i * chunk, piece.into())).await.unwrap();
         }
         drop(pieces);
@@ -493,7 +497,7 @@ fn an_interrupted_upload_resumes_and_a_wrong_one_is_discarded() {
         // Starting over at 0 is refused: the instance says where to resume.
         let (pieces, stream) = tokio::sync::mpsc::channel(4);
         pieces
-            .send((0, bytes[..chunk as usize].to_vec().into()))
+            .send((0, bytes[..usize::try_from(chunk).unwrap()].to_vec().into()))
             .await
             .unwrap();
         drop(pieces);

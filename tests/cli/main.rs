@@ -1,6 +1,11 @@
 //! Integration tests: real `procsync` processes, driven through the CLI and
 //! the admin API, checked the way an operator would check them.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test is one scenario, told from start to end"
+)]
+
 mod support;
 mod faults;
 
