@@ -71,8 +71,6 @@ impl PeerGate {
 
     /// The remote system whose pinned fingerprint the caller's certificate
     /// matches and whose inbound API user owns the token.
-    /// The remote system whose pinned fingerprint the caller's certificate
-    /// matches and whose inbound API user owns the token.
     pub async fn identify(
         &self,
         fingerprint: Option<String>,

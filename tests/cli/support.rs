@@ -71,13 +71,23 @@ pub struct Instance {
     pub peer_port: u16,
 }
 
-/// A port free right now on loopback.
+/// A loopback port free right now, from below the kernel's ephemeral range
+/// (32768–60999 on Linux). Every `bind(0)` (a server's admin listener) and
+/// every outgoing connection takes its port from that range, so a port
+/// handed out here cannot be taken by another test between now and its use
+/// (CI once failed on that: a peer port chosen with `bind(0)` was in use
+/// when its server started). Each test process has its own stretch of
+/// ports, by pid, and hands none out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let stretch = 10_000 + u16::try_from(std::process::id() % 20).unwrap() * 1_000;
+    loop {
+        let port = stretch + NEXT.fetch_add(1, Ordering::SeqCst) % 1_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Instance {
