@@ -127,7 +127,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 /// already holds the next).
 fn chain_from(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
+        let cause_text = without_doc_links(&cause.to_string());
         if !text.contains(&cause_text) {
             text.push_str(": ");
             text.push_str(&cause_text);
@@ -135,6 +135,16 @@ fn chain_from(mut text: String, mut source: Option<&dyn std::error::Error>) -> S
         source = cause.source();
     }
     text
+}
+
+/// `text` without the documentation links some libraries append to their
+/// messages (rustls: "…close_notify: https://docs.rs/…"): an operator reads
+/// what failed, not where a library explains it.
+fn without_doc_links(text: &str) -> String {
+    text.split(": ")
+        .filter(|part| !part.starts_with("https://docs.rs/"))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn call_error(status: Status) -> CallError {
@@ -333,6 +343,7 @@ impl PeerClient {
             .await?
             .into_inner();
         let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
+        let endpoint = self.endpoint.clone();
         tokio::spawn(async move {
             loop {
                 let event = match down.message().await {
@@ -343,10 +354,15 @@ impl PeerClient {
                         message: Some(pb::sync_down::Message::Pong(pong)),
                     })) => SyncEvent::Pong(pong.nonce),
                     Ok(Some(_)) => continue,
-                    Ok(None) => {
-                        SyncEvent::Closed(CallError::Lost("the peer closed the stream".into()))
-                    }
-                    Err(status) => SyncEvent::Closed(call_error(status)),
+                    Ok(None) => SyncEvent::Closed(CallError::Lost(format!(
+                        "{endpoint} closed the stream (the peer stopped or restarts)"
+                    ))),
+                    Err(status) => SyncEvent::Closed(match call_error(status) {
+                        CallError::Lost(cause) => CallError::Lost(format!(
+                            "the connection to {endpoint} broke mid-stream ({cause})"
+                        )),
+                        other => other,
+                    }),
                 };
                 let closed = matches!(event, SyncEvent::Closed(_));
                 if events.send(event).await.is_err() || closed {

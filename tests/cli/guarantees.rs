@@ -1061,3 +1061,107 @@ fn an_oversized_peer_message_is_refused_naming_the_limit() {
     assert!(inbound_by_sequence(&hub, "edge", 2).is_none());
     hub.ok(&["record", "list", "sc_req_item"]);
 }
+
+/// Whether an operator-facing text reads as a sentence rather than a Rust
+/// debug dump of a library error.
+fn reads_as_a_sentence(text: &str) -> bool {
+    ![
+        "Error {",
+        "Os {",
+        "kind: ",
+        "Custom {",
+        "source: Some",
+        "Kind(",
+        "Io(",
+    ]
+    .iter()
+    .any(|dump| text.contains(dump))
+}
+
+#[test]
+fn transport_failures_read_as_sentences_in_last_error_and_the_log() {
+    use crate::faults::Mode;
+    let (edge, hub, _edge_server, _hub_server, to_hub, _to_edge) = pair_through_proxies();
+    edge.fast_retries();
+    let last_error = || {
+        remote_of(&edge, "hub")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // Refused: nothing listens.
+    to_hub.set(Mode::Refuse);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=refused",
+    ]);
+    wait_for(
+        &[&edge],
+        "a refused connection",
+        Duration::from_secs(30),
+        || last_error().contains("Connection refused"),
+    );
+    let refused = last_error();
+    assert!(
+        refused.contains(&format!("cannot connect to {}", to_hub.endpoint())),
+        "{refused}"
+    );
+    // Reset mid-stream: the link works, then the open stream is cut.
+    to_hub.set(Mode::Forward);
+    wait_for(
+        &[&edge, &hub],
+        "the record after the refusals",
+        Duration::from_secs(30),
+        || hub_records(&hub, "refused").len() == 1,
+    );
+    to_hub.set(Mode::Refuse);
+    to_hub.set(Mode::Forward);
+    wait_for(
+        &[&edge],
+        "the broken stream logged",
+        Duration::from_secs(30),
+        || edge.logs().contains("broke mid-stream"),
+    );
+    // Timeout: connections are accepted and nothing answers.
+    to_hub.set(Mode::Blackhole);
+    edge.ok(&["record", "create", "sc_req_item", "short_description=held"]);
+    wait_for(
+        &[&edge],
+        "a call that timed out",
+        Duration::from_secs(60),
+        || last_error().contains("within 10 s"),
+    );
+    let timed_out = last_error();
+    to_hub.set(Mode::Forward);
+    wait_for(
+        &[&edge, &hub],
+        "the record after the timeouts",
+        Duration::from_secs(60),
+        || hub_records(&hub, "held").len() == 1,
+    );
+    for text in [&refused, &timed_out] {
+        assert!(reads_as_a_sentence(text), "{text}");
+    }
+    // Every failure the dispatcher logged on the way (the reset included)
+    // reads as a sentence too.
+    let logs = edge.logs();
+    let failures: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(failures.len() >= 3, "{logs}");
+    for line in failures {
+        assert!(reads_as_a_sentence(line), "{line}");
+        assert!(!line.contains("docs.rs"), "{line}");
+    }
+    let broke = logs
+        .lines()
+        .find(|l| l.contains("broke mid-stream"))
+        .unwrap();
+    assert!(
+        broke.contains(&format!("the connection to {}", to_hub.endpoint())),
+        "{broke}"
+    );
+}
