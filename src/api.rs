@@ -65,10 +65,6 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn user(&self) -> &User {
-        &self.user
-    }
-
     /// The caller's user, when it may do what `permission` allows.
     pub fn require(&self, permission: Permission) -> Result<&User, ApiError> {
         if self.user.may(permission) {
@@ -127,7 +123,7 @@ impl Api {
     }
 
     /// The user a bearer token belongs to.
-    pub async fn authenticate(&self, token: Option<String>) -> Result<User, ApiError> {
+    async fn authenticate(&self, token: Option<String>) -> Result<User, ApiError> {
         let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
             return Err(ApiError::Unauthenticated(
                 "no API token: send `authorization: Bearer TOKEN` (the CLI reads --token, PROCSYNC_TOKEN or DATA_DIR/admin.token)".to_string(),

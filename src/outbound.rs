@@ -190,10 +190,7 @@ impl Outbound {
                     self.run_error_handling(&remote, &reason, attempts).await;
                     attempts = 0;
                 }
-                SessionEnd::Failed(
-                    error @ (CallError::Transient(_) | CallError::Lost(_) | CallError::NotReady(_)),
-                ) => {
-                    let lost = matches!(error, CallError::Lost(_) | CallError::NotReady(_));
+                SessionEnd::Failed(error) => {
                     let reason = error.to_string();
                     attempts += 1;
                     let policy = self.policy();
@@ -223,12 +220,9 @@ impl Outbound {
                         tracing::warn!(target: "outbound_queue", remote_system = %remote, attempts, retry_in_ms = crate::ids::millis(delay), error = %reason, "Sending to the peer failed; retrying on a timer.");
                     }
                     resume_at = Some(tokio::time::Instant::now() + delay);
-                    // A peer we could not reach, whose connection broke, or
-                    // that has not validated us yet is probed while we wait,
-                    // so a healed link (or a validation) is used within
-                    // seconds; one that answered with another failure waits
-                    // out its backoff (probing would only repeat it).
-                    probe = !connected || lost;
+                    // So a healed link (or a finished validation) is used
+                    // within seconds (`CallError::worth_probing`).
+                    probe = !connected || error.worth_probing();
                 }
             }
         }
@@ -274,9 +268,8 @@ impl Outbound {
         probe_it: bool,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut probes = 0;
-        let mut next_probe =
-            tokio::time::Instant::now() + crate::property::backoff(PROBE_FIRST, PROBE_MAX, 1);
+        let mut probes = 1;
+        let mut next_probe = tokio::time::Instant::now() + PROBE_FIRST;
         loop {
             // A call from the peer may have come while this dispatcher was
             // busy recording the failure (its wake-up was then missed).
@@ -290,7 +283,7 @@ impl Outbound {
                 _ = tokio::time::sleep_until(next_probe), if probe_it => {
                     probes += 1;
                     next_probe = tokio::time::Instant::now()
-                        + crate::property::backoff(PROBE_FIRST, PROBE_MAX, probes + 1);
+                        + crate::property::backoff(PROBE_FIRST, PROBE_MAX, probes);
                     let try_it = async {
                         match self.target(remote).await {
                             Ok(target) => PeerClient::connect(&target).await.is_ok(),

@@ -171,11 +171,8 @@ impl Processor {
                         attachment.file_name, item.remote_system
                     )));
                 }
-                Some(Err(
-                    CallError::Transient(problem)
-                    | CallError::Lost(problem)
-                    | CallError::NotReady(problem),
-                )) => {
+                Some(Err(error)) => {
+                    let problem = error.to_string();
                     let held = contents
                         .get(hash)
                         .and_then(Option::as_ref)
@@ -256,17 +253,11 @@ impl Processor {
     /// The latest retry state of fetching `hash`: this process's, or the
     /// one `item` kept in the store (after a restart, the only one).
     fn fetch_retry(&self, item: &InboundItem, hash: &str) -> Option<FetchRetry> {
-        let here = self.fetch_backoff.get(hash);
-        let kept = item.fetch_retries.get(hash);
-        match (here, kept) {
-            (Some(a), Some(b)) => Some(if b.next_attempt_on > a.next_attempt_on {
-                b
-            } else {
-                a
-            }),
-            (a, b) => a.or(b),
-        }
-        .cloned()
+        [self.fetch_backoff.get(hash), item.fetch_retries.get(hash)]
+            .into_iter()
+            .flatten()
+            .max_by_key(|retry| retry.next_attempt_on)
+            .cloned()
     }
 
     /// Collects the outcome of fetches that ended.

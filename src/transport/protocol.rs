@@ -99,3 +99,13 @@ pub enum CallError {
     #[error("{0}")]
     Permanent(String),
 }
+
+impl CallError {
+    /// Whether the peer is worth probing while a retry waits: it could not
+    /// be reached, its connection broke, or it has not validated us yet, so
+    /// it may answer again any moment. A peer that answered with another
+    /// failure waits out its backoff (probing would only repeat it).
+    pub fn worth_probing(&self) -> bool {
+        matches!(self, CallError::Lost(_) | CallError::NotReady(_))
+    }
+}
