@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::server::Limits;
+use crate::domain::Domain;
+use crate::failure::{Classified, Failure};
 use crate::runtime::SyncRuntime;
 use crate::store::{Actor, Store, StoreError};
 use crate::user::{Permission, User};
@@ -28,14 +30,113 @@ use crate::user::{Permission, User};
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    Unauthenticated(String),
-    #[error("{0}")]
-    PermissionDenied(String),
+    #[error(
+        "no API token: send `authorization: Bearer TOKEN` (the CLI reads --token, PROCSYNC_TOKEN or DATA_DIR/admin.token)"
+    )]
+    NoToken,
+    #[error(
+        "the API token is not valid: it is unknown or was replaced; ask an admin for a new one (`procsync user token NAME`)"
+    )]
+    BadToken,
+    #[error("user `{user}` may not {action}: it needs one of the roles {}", roles.join(", "))]
+    MissingRole {
+        user: String,
+        action: &'static str,
+        roles: Vec<&'static str>,
+    },
+    #[error("domain `{domain}` is outside your domain `{yours}`")]
+    OutsideDomain { domain: Domain, yours: Domain },
+    #[error(
+        "properties are instance-wide settings, which only an admin of domain `global` may change; `{user}` is an admin of `{domain}`"
+    )]
+    NotGlobalAdmin { user: String, domain: Domain },
+    #[error("unknown queue `{name}`; say inbound or outbound")]
+    UnknownQueue { name: String },
+    #[error("unknown action `{name}`; say retry or skip")]
+    UnknownAction { name: String },
+    #[error("unknown property `{name}`")]
+    UnknownProperty { name: String },
+    #[error(
+        "page token `{token}` is not one this instance gave out; list from the first page (no page token)"
+    )]
+    BadPageToken { token: String },
+    #[error("`{text}` is not a queue item id")]
+    NotAnItemId { text: String },
+    #[error("`{text}` is not a blake3 hash (64 lowercase hex digits)")]
+    NotAHash { text: String },
+    #[error("no writes in the request")]
+    NoWrites,
+    #[error(
+        "{count} writes in one call, over the limit of {limit} (limits.max_batch_records); split the batch"
+    )]
+    TooManyWrites { count: usize, limit: usize },
+    #[error("you cannot remove the admin role from yourself; ask another admin")]
+    OwnAdminRole,
+    #[error(
+        "the token is empty or not ASCII; pass the token the peer's `procsync user add` printed"
+    )]
+    EmptyToken,
+    #[error("query `{query}`: {reason}")]
+    BadQuery { query: String, reason: String },
+    #[error("the upload was refused and discarded: {problem}; upload the file again")]
+    UploadRefused { problem: String },
+    #[error(
+        "the instance holds {held} bytes of this file; resume the upload there, not at {offset}"
+    )]
+    UploadOffset { held: u64, offset: u64 },
+    #[error("content {hash} has {received} of {size} bytes; finish the upload first")]
+    UploadUnfinished {
+        hash: String,
+        received: u64,
+        size: u64,
+    },
+    #[error("no content with hash {hash} is stored; upload it first")]
+    NoContent { hash: String },
+    #[error(
+        "record {table}/{sys_id} has {count} attachments named `{name}`; name one by its sys_id"
+    )]
+    AmbiguousAttachment {
+        table: String,
+        sys_id: String,
+        name: String,
+        count: usize,
+    },
+    /// Input a domain check refused (a name, a role, a domain, a
+    /// definitions file); its text says why.
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Classified for ApiError {
+    fn failure(&self) -> Failure {
+        use ApiError::*;
+        match self {
+            NoToken | BadToken => Failure::Unauthenticated,
+            MissingRole { .. } | OutsideDomain { .. } | NotGlobalAdmin { .. } => {
+                Failure::PermissionDenied
+            }
+            Store(e) => e.failure(),
+            UnknownQueue { .. }
+            | UnknownAction { .. }
+            | UnknownProperty { .. }
+            | BadPageToken { .. }
+            | NotAnItemId { .. }
+            | NotAHash { .. }
+            | NoWrites
+            | TooManyWrites { .. }
+            | OwnAdminRole
+            | EmptyToken
+            | BadQuery { .. }
+            | UploadRefused { .. }
+            | UploadOffset { .. }
+            | UploadUnfinished { .. }
+            | NoContent { .. }
+            | AmbiguousAttachment { .. }
+            | Invalid(_) => Failure::Invalid,
+        }
+    }
 }
 
 /// The admin API of one instance.
@@ -70,17 +171,15 @@ impl Caller {
         if self.user.may(permission) {
             return Ok(&self.user);
         }
-        let roles: Vec<&str> = permission
-            .allowed_roles()
-            .iter()
-            .map(|r| r.as_str())
-            .collect();
-        Err(ApiError::PermissionDenied(format!(
-            "user `{}` may not {}: it needs one of the roles {}",
-            self.user.name,
-            permission.describe(),
-            roles.join(", ")
-        )))
+        Err(ApiError::MissingRole {
+            user: self.user.name.clone(),
+            action: permission.describe(),
+            roles: permission
+                .allowed_roles()
+                .iter()
+                .map(|r| r.as_str())
+                .collect(),
+        })
     }
 }
 
@@ -125,9 +224,7 @@ impl Api {
     /// The user a bearer token belongs to.
     async fn authenticate(&self, token: Option<String>) -> Result<User, ApiError> {
         let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
-            return Err(ApiError::Unauthenticated(
-                "no API token: send `authorization: Bearer TOKEN` (the CLI reads --token, PROCSYNC_TOKEN or DATA_DIR/admin.token)".to_string(),
-            ));
+            return Err(ApiError::NoToken);
         };
         let hash = crate::ids::token_hash(&token);
         let generation = {
@@ -149,11 +246,7 @@ impl Api {
                 cache.users.insert(hash, user.clone());
             }
         }
-        user.ok_or_else(|| {
-            ApiError::Unauthenticated(
-                "the API token is not valid: it is unknown or was replaced; ask an admin for a new one (`procsync user token NAME`)".to_string(),
-            )
-        })
+        user.ok_or(ApiError::BadToken)
     }
 
     /// Who is calling: the user `token` belongs to, authenticated once

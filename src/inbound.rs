@@ -11,7 +11,8 @@ pub use processor::{Processor, Tick};
 
 use std::sync::Arc;
 
-use crate::attachment::Grant;
+use crate::attachment::{Grant, GrantError};
+use crate::failure::{Classified, Failure};
 use crate::store::{ContentInfo, ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
 use crate::transport::protocol::{Hello, HelloAnswer, PROTOCOL_VERSION};
 use crate::user::{Role, User};
@@ -19,28 +20,73 @@ use crate::user::{Role, User};
 /// Why a peer call is refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
-    #[error("{0}")]
-    Unauthenticated(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    NotActive(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    NotFound(String),
+    #[error("no client certificate was presented")]
+    NoCertificate,
+    #[error("certificate {fingerprint} matches no remote system of this instance")]
+    UnknownCertificate { fingerprint: String },
+    #[error(
+        "the token presented for remote system `{}` is not valid here; set the inbound API user's token on the caller with `procsync remote token`",
+        remotes.join("`, `")
+    )]
+    UnknownToken { remotes: Vec<String> },
+    #[error("user `{user}` is not the inbound API user of the remote system with this certificate")]
+    NotInboundUser { user: String },
+    #[error("user `{user}` lacks role process_sync_api; add it with `procsync user roles`")]
+    LacksSyncRole { user: String },
+    #[error(
+        "the inbound state of remote system `{remote}` is {state} on this instance; run `procsync remote validate {remote}` here"
+    )]
+    InboundNotActive { remote: String, state: &'static str },
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("attachment content {hash} is no longer stored here (removed at the origin)")]
+    ContentGone { hash: String },
+    #[error("chunk {index} of content {id} is not stored here")]
+    ChunkGone { id: u64, index: u32 },
+    #[error(
+        "the peer's disk is full: it cannot queue items now; they wait at the sender and go again once it has space"
+    )]
+    DiskFull,
+    #[error(
+        "the peer cannot write to its disk right now ({0}); items wait at the sender and go again"
+    )]
+    DiskFailed(StoreError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl From<StoreError> for PeerError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DiskFull => PeerError::Unavailable(
-                "the peer's disk is full: it cannot queue items now; they wait at the sender and go again once it has space".to_string(),
-            ),
-            e if e.is_disk_failure() => PeerError::Unavailable(format!(
-                "the peer cannot write to its disk right now ({e}); items wait at the sender and go again"
-            )),
-            e => PeerError::Unavailable(e.to_string()),
+            StoreError::DiskFull => PeerError::DiskFull,
+            e if e.is_disk_failure() => PeerError::DiskFailed(e),
+            e => PeerError::Store(e),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for PeerError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        PeerError::Store(e.into())
+    }
+}
+
+impl Classified for PeerError {
+    fn failure(&self) -> Failure {
+        match self {
+            PeerError::NoCertificate
+            | PeerError::UnknownCertificate { .. }
+            | PeerError::UnknownToken { .. } => Failure::Unauthenticated,
+            PeerError::NotInboundUser { .. }
+            | PeerError::LacksSyncRole { .. }
+            | PeerError::Grant(_) => Failure::PermissionDenied,
+            PeerError::InboundNotActive { .. } => Failure::NotReady,
+            PeerError::ContentGone { .. } | PeerError::ChunkGone { .. } => Failure::NotFound,
+            // Whatever the store says, the peer's call was fine: it may
+            // come again.
+            PeerError::DiskFull | PeerError::DiskFailed(_) | PeerError::Store(_) => {
+                Failure::Unavailable
+            }
         }
     }
 }
@@ -91,9 +137,7 @@ impl PeerGate {
     ) -> Result<Caller, PeerError> {
         let presented = token.clone();
         let Some(fingerprint) = fingerprint else {
-            return Err(PeerError::Unauthenticated(
-                "no client certificate was presented".into(),
-            ));
+            return Err(PeerError::NoCertificate);
         };
         let store = self.store.clone();
         let (remotes, user) = tokio::task::spawn_blocking(move || {
@@ -104,8 +148,7 @@ impl PeerGate {
             };
             Ok::<_, StoreError>((remotes, user))
         })
-        .await
-        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
+        .await??;
         let candidates: Vec<RemoteSystemStatus> = remotes
             .into_iter()
             .filter(|r| {
@@ -117,34 +160,23 @@ impl PeerGate {
             .collect();
         if candidates.is_empty() {
             tracing::warn!(target: "transport", %fingerprint, "Refused a peer call: its certificate matches no remote system.");
-            return Err(PeerError::Unauthenticated(format!(
-                "certificate {fingerprint} matches no remote system of this instance"
-            )));
+            return Err(PeerError::UnknownCertificate { fingerprint });
         }
         let Some(user) = user else {
-            let names: Vec<&str> = candidates.iter().map(|r| r.spec.name.as_str()).collect();
-            tracing::warn!(target: "transport", remote_system = ?names, "Refused a peer call: its token is unknown.");
-            return Err(PeerError::Unauthenticated(format!(
-                "the token presented for remote system `{}` is not valid here; set the inbound API user's token on the caller with `procsync remote token`",
-                names.join("`, `")
-            )));
+            let remotes: Vec<String> = candidates.into_iter().map(|r| r.spec.name).collect();
+            tracing::warn!(target: "transport", remote_system = ?remotes, "Refused a peer call: its token is unknown.");
+            return Err(PeerError::UnknownToken { remotes });
         };
         let Some(remote) = candidates
             .into_iter()
             .find(|r| r.spec.inbound_api_user == user.name)
         else {
             tracing::warn!(target: "transport", user = %user.name, "Refused a peer call: the token's user is not the remote system's inbound API user.");
-            return Err(PeerError::PermissionDenied(format!(
-                "user `{}` is not the inbound API user of the remote system with this certificate",
-                user.name
-            )));
+            return Err(PeerError::NotInboundUser { user: user.name });
         };
         if !user.roles.contains(&Role::ProcessSyncApi) {
             tracing::warn!(target: "transport", user = %user.name, "Refused a peer call: the inbound API user lacks process_sync_api.");
-            return Err(PeerError::PermissionDenied(format!(
-                "user `{}` lacks role process_sync_api; add it with `procsync user roles`",
-                user.name
-            )));
+            return Err(PeerError::LacksSyncRole { user: user.name });
         }
         Ok(Caller {
             name: remote.spec.name.clone(),
@@ -159,12 +191,10 @@ impl PeerGate {
         if caller.remote.inbound_state == RemoteState::Active {
             return Ok(());
         }
-        Err(PeerError::NotActive(format!(
-            "the inbound state of remote system `{}` is {} on this instance; run `procsync remote validate {}` here",
-            caller.name,
-            caller.remote.inbound_state.as_str(),
-            caller.name
-        )))
+        Err(PeerError::InboundNotActive {
+            remote: caller.name.clone(),
+            state: caller.remote.inbound_state.as_str(),
+        })
     }
 
     /// Checks that both sides agree on who they are.
@@ -178,8 +208,7 @@ impl PeerGate {
                 store.highest_received(&sender)?,
             ))
         })
-        .await
-        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
+        .await??;
         let mut problems = Vec::new();
         if hello.protocol_version != PROTOCOL_VERSION {
             problems.push(format!(
@@ -242,17 +271,13 @@ impl PeerGate {
         let (secret, content) = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((store.attachment_secret()?, store.content(&hash)?))
         })
-        .await
-        .map_err(|e| PeerError::Unavailable(e.to_string()))??;
-        grant
-            .verify(&secret, &caller.name, crate::ids::now_millis())
-            .map_err(|e| PeerError::PermissionDenied(e.to_string()))?;
+        .await??;
+        grant.verify(&secret, &caller.name, crate::ids::now_millis())?;
         match content {
             Some(content) if content.complete => Ok(content),
-            _ => Err(PeerError::NotFound(format!(
-                "attachment content {} is no longer stored here (removed at the origin)",
-                grant.hash
-            ))),
+            _ => Err(PeerError::ContentGone {
+                hash: grant.hash.clone(),
+            }),
         }
     }
 
@@ -260,9 +285,8 @@ impl PeerGate {
     pub async fn read_chunk(&self, id: u64, index: u32) -> Result<Vec<u8>, PeerError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.read_chunk(id, index))
-            .await
-            .map_err(|e| PeerError::Unavailable(e.to_string()))??
-            .ok_or_else(|| PeerError::NotFound(format!("chunk {index} of content {id}")))
+            .await??
+            .ok_or(PeerError::ChunkGone { id, index })
     }
 
     /// Counts attachment bytes sent to `remote`.

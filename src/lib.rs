@@ -4,6 +4,8 @@
 
 /// Identifiers, tokens and timestamps.
 pub mod ids;
+/// Kinds of failure, shared by every error type.
+pub mod failure;
 /// Domain paths and the subtree rule.
 pub mod domain;
 /// Encoded-query filters: parsing, rendering, evaluation.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::ids::{format_time, now_millis};
 use crate::runtime::{Health, HealthBoard, RemoteHealth};
-use crate::store::{RemoteState, Store};
+use crate::store::{RemoteState, Store, StoreError};
 use crate::transport::peer::PeerClient;
 use crate::transport::protocol::{CallError, PeerTarget, SendItem, SyncEvent, WireItem};
 
@@ -50,7 +50,7 @@ fn show_retry(health: &mut RemoteHealth, retry: &crate::property::RetryState) {
 }
 
 /// How one session ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum SessionEnd {
     /// The remote is no longer Active (disabled, removed, or in Error).
     NotActive,
@@ -169,7 +169,10 @@ impl Outbound {
             match end {
                 SessionEnd::Stopped => return,
                 SessionEnd::NotActive => continue,
-                SessionEnd::Failed(CallError::Permanent(reason)) => {
+                SessionEnd::Failed(refusal) if refusal.is_permanent() => {
+                    let reason = format!(
+                        "{refusal}; nothing is sent until `procsync remote validate {remote}` succeeds"
+                    );
                     tracing::error!(target: "outbound_queue", remote_system = %remote, error = %reason, "The peer refused us; the remote system's outbound state is now Error until `procsync remote validate`.");
                     // In-flight items go back to Ready and wait for the operator.
                     let _ = self
@@ -191,11 +194,11 @@ impl Outbound {
                     attempts = 0;
                 }
                 SessionEnd::Failed(error) => {
-                    let reason = error.to_string();
                     attempts += 1;
                     let policy = self.policy();
                     let delay = policy.delay(attempts, jitter_seed(&remote, attempts));
                     let next = now_millis() + crate::ids::millis(delay);
+                    let reason = format!("{error}; retrying at {}", format_time(next));
                     // Items that were in flight carry the failure and the
                     // next attempt's time until they go again.
                     let _ = self
@@ -344,7 +347,7 @@ impl Outbound {
         // Items left Running by an earlier session or process go again; the
         // peer drops the ones it already has.
         if let Err(e) = self.store.reset_running(remote.to_string(), None).await {
-            return SessionEnd::Failed(CallError::Transient(e.to_string()));
+            return SessionEnd::Failed(CallError::Store(e));
         }
         let (mut interval, mut slow) = self
             .store
@@ -378,7 +381,7 @@ impl Outbound {
                     Ok(batch) if !batch.is_empty() => {
                         let ids: Vec<u64> = batch.iter().map(|(id, _)| *id).collect();
                         if let Err(e) = self.store.mark_outbound_running(ids).await {
-                            return SessionEnd::Failed(CallError::Transient(e.to_string()));
+                            return SessionEnd::Failed(CallError::Store(e));
                         }
                         for (_, item) in batch {
                             cursor = cursor.max(item.sequence);
@@ -387,14 +390,15 @@ impl Outbound {
                             }
                             in_flight.insert(item.sequence);
                             if items.send(SendItem::Item(item)).await.is_err() {
-                                return SessionEnd::Failed(CallError::Lost(
-                                    "the stream closed".into(),
-                                ));
+                                return SessionEnd::Failed(CallError::StreamGone {
+                                    remote: remote.to_string(),
+                                    how: "closed",
+                                });
                             }
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => return SessionEnd::Failed(CallError::Transient(e)),
+                    Err(e) => return SessionEnd::Failed(CallError::Store(e)),
                 }
             }
             let flush = tokio::time::sleep(Duration::from_millis(if acked.is_empty() {
@@ -414,7 +418,7 @@ impl Outbound {
                         }
                         if acked.len() >= ACK_BATCH {
                             if let Err(e) = self.flush_acks(remote, &mut acked).await {
-                                return SessionEnd::Failed(CallError::Transient(e));
+                                return SessionEnd::Failed(CallError::Store(e));
                             }
                         }
                     }
@@ -440,24 +444,24 @@ impl Outbound {
                     }
                     None => {
                         let _ = self.flush_acks(remote, &mut acked).await;
-                        return SessionEnd::Failed(CallError::Lost("the stream ended".into()));
+                        return SessionEnd::Failed(CallError::StreamGone { remote: remote.to_string(), how: "ended" });
                     }
                 },
                 _ = heartbeat.tick() => {
                     let ack_deadline = ACK_DEADLINE.max(interval * 3);
                     if !in_flight.is_empty() && progress.elapsed() > ack_deadline {
                         let _ = self.flush_acks(remote, &mut acked).await;
-                        return SessionEnd::Failed(CallError::Transient(format!(
-                            "{} items were sent but the peer acknowledged none for {} s: it is stuck or cannot commit",
-                            in_flight.len(), progress.elapsed().as_secs()
-                        )));
+                        return SessionEnd::Failed(CallError::Unacknowledged {
+                            items: in_flight.len(),
+                            secs: progress.elapsed().as_secs(),
+                        });
                     }
                     if let Some((_, sent_at)) = ping_sent {
                         if sent_at.elapsed() > interval * 3 {
                             let _ = self.flush_acks(remote, &mut acked).await;
-                            return SessionEnd::Failed(CallError::Lost(format!(
-                                "no heartbeat answer for {} s: the peer is down or stuck", sent_at.elapsed().as_secs()
-                            )));
+                            return SessionEnd::Failed(CallError::NoHeartbeat {
+                                secs: sent_at.elapsed().as_secs(),
+                            });
                         }
                         if sent_at.elapsed() > slow {
                             self.health.update(remote, |h| h.health = Health::Slow);
@@ -466,7 +470,7 @@ impl Outbound {
                         nonce += 1;
                         ping_sent = Some((nonce, Instant::now()));
                         if items.send(SendItem::Ping(nonce)).await.is_err() {
-                            return SessionEnd::Failed(CallError::Lost("the stream closed".into()));
+                            return SessionEnd::Failed(CallError::StreamGone { remote: remote.to_string(), how: "closed" });
                         }
                     }
                     match self.remote_state(remote).await {
@@ -490,7 +494,7 @@ impl Outbound {
                 _ = self.wake.notified() => {}
                 _ = flush => {
                     if let Err(e) = self.flush_acks(remote, &mut acked).await {
-                        return SessionEnd::Failed(CallError::Transient(e));
+                        return SessionEnd::Failed(CallError::Store(e));
                     }
                 }
                 _ = stop.changed() => {
@@ -527,7 +531,7 @@ impl Outbound {
         *attempts = 0;
     }
 
-    async fn flush_acks(&self, remote: &str, acked: &mut Vec<u64>) -> Result<(), String> {
+    async fn flush_acks(&self, remote: &str, acked: &mut Vec<u64>) -> Result<(), StoreError> {
         if acked.is_empty() {
             return Ok(());
         }
@@ -535,7 +539,6 @@ impl Outbound {
         self.store
             .mark_outbound_processed(remote.to_string(), sequences)
             .await
-            .map_err(|e| e.to_string())
     }
 
     async fn next_items(
@@ -543,7 +546,7 @@ impl Outbound {
         remote: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, WireItem)>, String> {
+    ) -> Result<Vec<(u64, WireItem)>, StoreError> {
         let store = self.store.clone();
         let remote = remote.to_string();
         tokio::task::spawn_blocking(move || {
@@ -587,11 +590,9 @@ impl Outbound {
                     },
                 ));
             }
-            Ok::<_, crate::store::StoreError>(out)
+            Ok::<_, StoreError>(out)
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .await?
     }
 
     /// The remote system's error subflow: its configured steps, or a log

@@ -79,7 +79,7 @@ impl SyncRuntime {
         let (sync, store) = (self.clone(), store.clone());
         tokio::task::spawn_blocking(move || sync.refresh_allowed(&store))
             .await
-            .map_err(|e| StoreError::Storage(e.to_string()))?
+            .map_err(StoreError::from)?
     }
 }
 

@@ -46,7 +46,7 @@ impl Scheduler {
                 ))
             })
             .await
-            .map_err(|e| StoreError::Storage(e.to_string()))??;
+            .map_err(StoreError::from)??;
         if debug != self.sync_debug {
             self.sync_debug = debug;
             crate::logging::set_sync_debug(debug);

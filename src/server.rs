@@ -189,7 +189,7 @@ fn write_address(path: &std::path::Path, address: SocketAddr) -> Result<(), Stor
     let partial = path.with_extension("partial");
     std::fs::write(&partial, format!("{address}\n"))
         .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| StoreError::file("write", path, &e))
 }
 
 /// Completes on SIGTERM or SIGINT.

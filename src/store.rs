@@ -44,6 +44,7 @@ pub use sync_objects::{ApplyReport, RemoteState, RemoteSystemStatus, StoredSyncO
 use tables::*;
 
 use crate::domain::Domain;
+use crate::failure::{Classified, Failure};
 use crate::ids::{Millis, hex, new_sys_id, now_millis, token_hash};
 use crate::queue::QueueStatus;
 use crate::user::{Role, User};
@@ -64,20 +65,96 @@ pub enum StoreError {
         "an instance already exists at {path}; procsync init never touches an existing instance (choose another --data directory)"
     )]
     AlreadyExists { path: String },
+    /// Input a domain check refused; its text says why and what to do.
     #[error("{0}")]
     Invalid(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
+    #[error("record {table}/{sys_id} not found")]
+    RecordNotFound { table: String, sys_id: String },
+    #[error("record {table}/{sys_id} already exists; update it instead")]
+    RecordExists { table: String, sys_id: String },
+    #[error("attachment {attachment} of record {table}/{sys_id} not found")]
+    AttachmentNotFound {
+        table: String,
+        sys_id: String,
+        attachment: String,
+    },
+    #[error("record {table}/{sys_id} already has attachment {attachment}")]
+    AttachmentExists {
+        table: String,
+        sys_id: String,
+        attachment: String,
+    },
+    #[error("user `{name}` not found")]
+    UserNotFound { name: String },
+    #[error(
+        "user `{name}` already exists; use `procsync user roles` or `procsync user token` to change it"
+    )]
+    UserExists { name: String },
+    #[error("remote system `{name}` not found")]
+    RemoteNotFound { name: String },
+    #[error("{queue} item {id} not found")]
+    ItemNotFound { queue: &'static str, id: u64 },
+    #[error("flow context {id} not found")]
+    ContextNotFound { id: u64 },
+    #[error("content {id} not found")]
+    ContentNotFound { id: u64 },
+    #[error("chunk {index} of content {hash} not found")]
+    ChunkNotFound { hash: String, index: u32 },
+    #[error(
+        "content {hash} has {stored} bytes stored; the next chunk must start there, not at {offset}"
+    )]
+    ChunkOutOfPlace {
+        hash: String,
+        stored: u64,
+        offset: u64,
+    },
+    #[error(
+        "a chunk of {len} bytes at offset {offset} does not fit content {hash} of {size} bytes (chunks are {chunk} bytes, the last one shorter)",
+        chunk = crate::attachment::CHUNK_BYTES
+    )]
+    ChunkDoesNotFit {
+        hash: String,
+        len: usize,
+        offset: u64,
+        size: u64,
+    },
+    #[error("content {hash} has {received} of {size} bytes; send the rest first")]
+    ContentIncomplete {
+        hash: String,
+        received: u64,
+        size: u64,
+    },
+    #[error("definitions outside your domain changed while this file was checked; apply it again")]
+    DefinitionsChanged,
+    /// One write of a batch failed; `source` says how.
+    #[error("write {position} of {count}: {source}")]
+    InBatch {
+        position: usize,
+        count: usize,
+        source: Box<StoreError>,
+    },
     #[error(
         "the store holds data written by a newer procsync (format {found}; this binary reads up to {supported}); upgrade procsync"
     )]
     NewerFormat { found: u8, supported: u8 },
     #[error("the store is damaged: {0}; restore the data directory from a backup")]
     Corrupt(String),
+    /// A database failure redb reported (not a disk failure: those have
+    /// their own variants), in redb's words.
     #[error("storage failure: {0}; the change was not saved, retry it")]
     Storage(String),
+    #[error(
+        "cannot {action} {path}: {detail}; check the disk and the permissions of that directory"
+    )]
+    File {
+        action: &'static str,
+        path: String,
+        detail: String,
+    },
+    #[error(
+        "a background task of the store stopped ({detail}); the change was not saved, retry it"
+    )]
+    TaskFailed { detail: String },
     #[error("the store is shutting down; retry once the instance is back")]
     Closed,
     #[error(
@@ -101,10 +178,16 @@ impl StoreError {
     /// batch: input errors are found before the job writes anything, so
     /// the other jobs commit; anything else may have written half a change.
     pub fn aborts_batch(&self) -> bool {
-        !matches!(
-            self,
-            StoreError::Invalid(_) | StoreError::NotFound(_) | StoreError::Conflict(_)
-        )
+        !self.failure().is_input()
+    }
+
+    /// A file the store could not `action` ("create", "write").
+    pub fn file(action: &'static str, path: &Path, error: &std::io::Error) -> StoreError {
+        StoreError::File {
+            action,
+            path: path.display().to_string(),
+            detail: error.to_string(),
+        }
     }
 
     /// Whether the disk failed under the store (full, or an I/O error),
@@ -114,6 +197,47 @@ impl StoreError {
             self,
             StoreError::DiskFull | StoreError::Unwritable(_) | StoreError::Reopening
         )
+    }
+}
+
+impl Classified for StoreError {
+    fn failure(&self) -> Failure {
+        use StoreError::*;
+        match self {
+            Invalid(_) | ChunkDoesNotFit { .. } | ContentIncomplete { .. } => Failure::Invalid,
+            RecordNotFound { .. }
+            | AttachmentNotFound { .. }
+            | UserNotFound { .. }
+            | RemoteNotFound { .. }
+            | ItemNotFound { .. }
+            | ContextNotFound { .. }
+            | ContentNotFound { .. }
+            | ChunkNotFound { .. } => Failure::NotFound,
+            RecordExists { .. }
+            | AttachmentExists { .. }
+            | UserExists { .. }
+            | ChunkOutOfPlace { .. }
+            | DefinitionsChanged => Failure::Conflict,
+            InBatch { source, .. } => source.failure(),
+            Closed | Storage(_) | TaskFailed { .. } | DiskFull | Unwritable(_) | Reopening => {
+                Failure::Unavailable
+            }
+            InUse { .. }
+            | NoInstance { .. }
+            | AlreadyExists { .. }
+            | NewerFormat { .. }
+            | Corrupt(_)
+            | File { .. }
+            | CannotOpen(_) => Failure::Internal,
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StoreError::TaskFailed {
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -301,8 +425,7 @@ impl Store {
                 path: dir.display().to_string(),
             });
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::file("create", dir, &e))?;
         // Create the file with mode 0600 first: it will hold the private key.
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -311,9 +434,7 @@ impl Store {
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .map_err(|e| {
-                    StoreError::Storage(format!("cannot create {}: {e}", path.display()))
-                })?;
+                .map_err(|e| StoreError::file("create", &path, &e))?;
         }
         let db = open_database(dir, true)?;
         let txn = db.begin_write()?;

@@ -24,9 +24,7 @@ pub struct UploadState {
 impl From<SinkError> for ApiError {
     fn from(error: SinkError) -> ApiError {
         match error {
-            SinkError::Refused(problem) => ApiError::Invalid(format!(
-                "the upload was refused and discarded: {problem}; upload the file again"
-            )),
+            SinkError::Refused(problem) => ApiError::UploadRefused { problem },
             SinkError::Store(e) => ApiError::Store(e),
         }
     }
@@ -35,9 +33,9 @@ impl From<SinkError> for ApiError {
 impl Api {
     async fn check_upload(&self, hash: &str, size: u64) -> Result<(), ApiError> {
         if !is_hash(hash) {
-            return Err(ApiError::Invalid(format!(
-                "`{hash}` is not a blake3 hash (64 lowercase hex digits)"
-            )));
+            return Err(ApiError::NotAHash {
+                text: hash.to_string(),
+            });
         }
         let max_mb = self
             .blocking(|store| store.number("attachment.max_mb"))
@@ -81,10 +79,10 @@ impl Api {
             return Ok(None);
         };
         if sink.received() != offset {
-            return Err(ApiError::Invalid(format!(
-                "the instance holds {} bytes of this file; resume the upload there, not at {offset}",
-                sink.received()
-            )));
+            return Err(ApiError::UploadOffset {
+                held: sink.received(),
+                offset,
+            });
         }
         Ok(Some(sink))
     }
@@ -133,13 +131,14 @@ impl Api {
         let wanted = hash.to_string();
         match self.blocking(move |store| store.content(&wanted)).await? {
             Some(content) if content.complete => Ok(content),
-            Some(content) => Err(ApiError::Invalid(format!(
-                "content {hash} has {} of {} bytes; finish the upload first",
-                content.received, content.size
-            ))),
-            None => Err(ApiError::Invalid(format!(
-                "no content with hash {hash} is stored; upload it first"
-            ))),
+            Some(content) => Err(ApiError::UploadUnfinished {
+                hash: content.hash,
+                received: content.received,
+                size: content.size,
+            }),
+            None => Err(ApiError::NoContent {
+                hash: hash.to_string(),
+            }),
         }
     }
 
@@ -177,15 +176,19 @@ impl Api {
                 match named.as_slice() {
                     [one] => (*one).clone(),
                     [] => {
-                        return Err(ApiError::Store(StoreError::NotFound(format!(
-                            "attachment `{which}` of record {table}/{sys_id}"
-                        ))));
+                        return Err(ApiError::Store(StoreError::AttachmentNotFound {
+                            table,
+                            sys_id,
+                            attachment: format!("`{which}`"),
+                        }));
                     }
                     _ => {
-                        return Err(ApiError::Invalid(format!(
-                            "record {table}/{sys_id} has {} attachments named `{which}`; name one by its sys_id",
-                            named.len()
-                        )));
+                        return Err(ApiError::AmbiguousAttachment {
+                            count: named.len(),
+                            table,
+                            sys_id,
+                            name: which,
+                        });
                     }
                 }
             }
@@ -200,7 +203,7 @@ impl Api {
         self.blocking(move |store| {
             store
                 .read_chunk(id, index)?
-                .ok_or_else(|| StoreError::NotFound(format!("chunk {index} of content {hash}")))
+                .ok_or(StoreError::ChunkNotFound { hash, index })
         })
         .await
     }

@@ -73,10 +73,10 @@ impl Api {
     ) -> Result<(String, String, String, String), ApiError> {
         let user = caller.require(Permission::ManageInstance)?.clone();
         if !user.domain.is_global() {
-            return Err(ApiError::PermissionDenied(format!(
-                "properties are instance-wide settings, which only an admin of domain `global` may change; `{}` is an admin of `{}`",
-                user.name, user.domain
-            )));
+            return Err(ApiError::NotGlobalAdmin {
+                user: user.name,
+                domain: user.domain,
+            });
         }
         self.store.set_property(name.clone(), value).await?;
         self.sync.wake_outbound.notify_waiters();
@@ -84,6 +84,6 @@ impl Api {
             .await?
             .into_iter()
             .find(|p| p.0 == name)
-            .ok_or_else(|| ApiError::Invalid(format!("unknown property `{name}`")))
+            .ok_or(ApiError::UnknownProperty { name })
     }
 }

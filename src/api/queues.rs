@@ -58,25 +58,28 @@ impl Api {
         id: u64,
     ) -> Result<serde_json::Value, ApiError> {
         let user = caller.require(Permission::ReadSync)?.clone();
-        let found = match queue.as_str() {
-            "inbound" => self
-                .blocking(move |store| store.inbound_item(id))
-                .await?
-                .filter(|i| i.domain.is_within(&user.domain))
-                .map(|i| self.inbound_view(&i)),
-            "outbound" => self
-                .blocking(move |store| store.outbound_item(id))
-                .await?
-                .filter(|i| i.domain.is_within(&user.domain))
-                .map(|i| self.outbound_view(&i)),
+        let (found, queue) = match queue.as_str() {
+            "inbound" => (
+                self.blocking(move |store| store.inbound_item(id))
+                    .await?
+                    .filter(|i| i.domain.is_within(&user.domain))
+                    .map(|i| self.inbound_view(&i)),
+                "inbound",
+            ),
+            "outbound" => (
+                self.blocking(move |store| store.outbound_item(id))
+                    .await?
+                    .filter(|i| i.domain.is_within(&user.domain))
+                    .map(|i| self.outbound_view(&i)),
+                "outbound",
+            ),
             other => {
-                return Err(ApiError::Invalid(format!(
-                    "unknown queue `{other}`; say inbound or outbound"
-                )));
+                return Err(ApiError::UnknownQueue {
+                    name: other.to_string(),
+                });
             }
         };
-        let mut found = found
-            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("{queue} item {id}"))))?;
+        let mut found = found.ok_or(ApiError::Store(StoreError::ItemNotFound { queue, id }))?;
         // The latest processing's context comes with the item; earlier ones
         // by id (`flow_contexts`).
         if let Some(latest) = found["flow_contexts"]
@@ -104,7 +107,7 @@ impl Api {
         let context = self
             .blocking(move |store| store.flow_context(id))
             .await?
-            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("flow context {id}"))))?;
+            .ok_or(ApiError::Store(StoreError::ContextNotFound { id }))?;
         self.queue_item(caller, context.queue.clone(), context.item_id)
             .await?;
         Ok(context)
@@ -123,9 +126,9 @@ impl Api {
             "retry" => QueueStatus::Ready,
             "skip" => QueueStatus::Skipped,
             other => {
-                return Err(ApiError::Invalid(format!(
-                    "unknown action `{other}`; say retry or skip"
-                )));
+                return Err(ApiError::UnknownAction {
+                    name: other.to_string(),
+                });
             }
         };
         // Scope check: the item must be visible to the caller.
@@ -243,10 +246,8 @@ impl Api {
         };
         let after = match page.token.trim() {
             "" => 0,
-            text => text.parse::<u64>().map_err(|_| {
-                ApiError::Invalid(format!(
-                    "page token `{text}` is not one this instance gave out; list from the first page (no page token)"
-                ))
+            text => text.parse::<u64>().map_err(|_| ApiError::BadPageToken {
+                token: text.to_string(),
             })?,
         };
         Ok(QueueFilter {

@@ -15,14 +15,13 @@ impl Api {
     ) -> Result<Vec<WriteResult>, ApiError> {
         let user = caller.require(Permission::Records)?.clone();
         if writes.is_empty() {
-            return Err(ApiError::Invalid("no writes in the request".to_string()));
+            return Err(ApiError::NoWrites);
         }
         if writes.len() > self.limits.max_batch_records {
-            return Err(ApiError::Invalid(format!(
-                "{} writes in one call, over the limit of {} (limits.max_batch_records); split the batch",
-                writes.len(),
-                self.limits.max_batch_records
-            )));
+            return Err(ApiError::TooManyWrites {
+                count: writes.len(),
+                limit: self.limits.max_batch_records,
+            });
         }
         let limits = RecordWriteLimits {
             max_record_bytes: self.limits.max_record_bytes,
@@ -45,13 +44,16 @@ impl Api {
     ) -> Result<(Record, Vec<JournalEntry>), ApiError> {
         let user = caller.require(Permission::Records)?.clone();
         check_name("table", &table).map_err(ApiError::Invalid)?;
-        let shown = format!("record {table}/{sys_id}");
+        let (wanted_table, wanted_id) = (table.clone(), sys_id.clone());
         let found = self
-            .blocking(move |store| store.record(&table, &sys_id))
+            .blocking(move |store| store.record(&wanted_table, &wanted_id))
             .await?;
         found
             .filter(|(record, _)| record.domain.is_within(&user.domain))
-            .ok_or(ApiError::Store(StoreError::NotFound(shown)))
+            .ok_or(ApiError::Store(StoreError::RecordNotFound {
+                table,
+                sys_id,
+            }))
     }
 
     pub async fn list_records(
@@ -63,8 +65,10 @@ impl Api {
     ) -> Result<Vec<Record>, ApiError> {
         let user = caller.require(Permission::Records)?.clone();
         check_name("table", &table).map_err(ApiError::Invalid)?;
-        let query =
-            Query::parse(&query).map_err(|e| ApiError::Invalid(format!("query `{query}`: {e}")))?;
+        let query = Query::parse(&query).map_err(|e| ApiError::BadQuery {
+            query: query.clone(),
+            reason: e.to_string(),
+        })?;
         let limit = match limit {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(self.limits.max_list_records),

@@ -5,6 +5,7 @@
 use super::{Api, ApiError, Caller};
 use crate::runtime::{RemoteHealth, TransferCounts};
 use crate::store::{RemoteState, RemoteSystemStatus, StoreError};
+use crate::transport::protocol::Retry;
 use crate::user::Permission;
 
 /// A remote system as the admin API shows it.
@@ -49,7 +50,11 @@ impl Api {
             .await?
             .into_iter()
             .find(|r| r.status.spec.name == name)
-            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("remote system `{name}`"))))
+            .ok_or_else(|| {
+                ApiError::Store(StoreError::RemoteNotFound {
+                    name: name.to_string(),
+                })
+            })
     }
 
     /// Connects to the peer and checks, both ways, that the two remote
@@ -130,12 +135,8 @@ impl Api {
             }
             // With TLS 1.3 a peer that refuses our certificate does so after
             // the handshake: the call just breaks off.
-            Err((
-                crate::transport::protocol::CallError::Transient(text)
-                | crate::transport::protocol::CallError::Lost(text),
-                true,
-            )) => problems.push(format!(
-                "the peer broke the call off ({text}); if its log says it refused a certificate, its remote system for this instance must pin {}",
+            Err((e, true)) if !e.is_permanent() && e.retry() != Retry::NotReady => problems.push(format!(
+                "the peer broke the call off ({e}); if its log says it refused a certificate, its remote system for this instance must pin {}",
                 instance.fingerprint
             )),
             Err((e, _)) => problems.push(e.to_string()),
@@ -184,7 +185,7 @@ impl Api {
         caller.require(Permission::WriteSync)?;
         let secret = secret.trim().to_string();
         if secret.is_empty() || !secret.is_ascii() {
-            return Err(ApiError::Invalid("the token is empty or not ASCII; pass the token the peer's `procsync user add` printed".into()));
+            return Err(ApiError::EmptyToken);
         }
         self.store.set_remote_secret(name.clone(), secret).await?;
         self.remote_view(&name).await

@@ -40,10 +40,10 @@ impl Api {
             Domain::parse(&domain).map_err(ApiError::Invalid)?
         };
         if !domain.is_within(&admin.domain) {
-            return Err(ApiError::PermissionDenied(format!(
-                "domain `{domain}` is outside your domain `{}`",
-                admin.domain
-            )));
+            return Err(ApiError::OutsideDomain {
+                domain,
+                yours: admin.domain,
+            });
         }
         let token = new_token();
         let user = User {
@@ -74,7 +74,11 @@ impl Api {
         users
             .into_iter()
             .find(|u| u.name == wanted && u.domain.is_within(&admin.domain))
-            .ok_or_else(|| ApiError::Store(StoreError::NotFound(format!("user `{wanted}`"))))
+            .ok_or_else(|| {
+                ApiError::Store(StoreError::UserNotFound {
+                    name: wanted.to_string(),
+                })
+            })
     }
 
     /// Issues a new token for `name`, replacing its old ones.
@@ -98,9 +102,7 @@ impl Api {
         let roles = parse_roles(&roles)?;
         self.user_in_scope(&admin, &name).await?;
         if name == admin.name && !roles.contains(&Role::Admin) {
-            return Err(ApiError::Invalid(
-                "you cannot remove the admin role from yourself; ask another admin".to_string(),
-            ));
+            return Err(ApiError::OwnAdminRole);
         }
         let user = self.store.set_roles(name, roles).await;
         self.forget_tokens();

@@ -128,7 +128,7 @@ impl Processor {
             ))
         })
         .await
-        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        .map_err(StoreError::from)??;
         let Some(flow) = flow else {
             return Ok(AttachmentsReady::Go);
         };
@@ -165,7 +165,7 @@ impl Processor {
                 continue;
             }
             match self.fetched.remove(hash) {
-                Some(Err(CallError::Permanent(problem))) => {
+                Some(Err(problem)) if problem.is_permanent() => {
                     return Ok(AttachmentsReady::Refuse(format!(
                         "attachment {:?} could not be fetched from `{}`: {problem}",
                         attachment.file_name, item.remote_system
@@ -272,9 +272,7 @@ impl Processor {
             let Some(task) = self.fetching.remove(&hash) else {
                 continue;
             };
-            let result = task.await.unwrap_or_else(|e| {
-                Err(CallError::Transient(format!("the fetch task failed: {e}")))
-            });
+            let result = task.await.unwrap_or_else(|e| Err(CallError::from(e)));
             if result.is_ok() {
                 self.fetch_backoff.remove(&hash);
             }
@@ -289,7 +287,7 @@ impl Processor {
             let store = self.store.clone();
             let blocked = tokio::task::spawn_blocking(move || store.blocked_correlations())
                 .await
-                .map_err(|e| StoreError::Storage(e.to_string()))??;
+                .map_err(StoreError::from)??;
             self.blocked = Some(blocked);
             self.cursor = 0;
         }
@@ -303,7 +301,7 @@ impl Processor {
             ))
         })
         .await
-        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        .map_err(StoreError::from)??;
         self.reap_fetches().await;
         let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();

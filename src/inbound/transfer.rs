@@ -23,14 +23,14 @@ pub struct Wanted {
 fn store_failure(error: StoreError) -> CallError {
     match error {
         // Another transfer or upload of the same content is under way.
-        StoreError::Conflict(m) => CallError::Transient(m),
-        other => CallError::Transient(format!("the store failed: {other}")),
+        StoreError::ChunkOutOfPlace { hash, .. } => CallError::ContentBusy { hash },
+        other => CallError::Store(other),
     }
 }
 
 fn sink_failure(error: SinkError) -> CallError {
     match error {
-        SinkError::Refused(problem) => CallError::Permanent(problem),
+        SinkError::Refused(problem) => CallError::BadContent { problem },
         SinkError::Store(e) => store_failure(e),
     }
 }
@@ -71,10 +71,10 @@ pub async fn fetch(
     }
     if !complete {
         let stored = sink.pause().await.map_err(store_failure)?;
-        return Err(CallError::Transient(format!(
-            "the transfer was interrupted after {stored} of {} bytes; it resumes from there",
-            wanted.size
-        )));
+        return Err(CallError::Interrupted {
+            stored,
+            size: wanted.size,
+        });
     }
     let store_wait_ms = crate::ids::millis(sink.store_wait());
     sink.finish().await.map_err(sink_failure)?;

@@ -8,11 +8,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::status::status_of;
-use crate::api::{Api, Caller};
+use crate::api::{Api, ApiError, Caller};
 use crate::attachment::Attachment;
 use crate::ids::format_time;
 use crate::queue::OutboundItem;
 use crate::record::{JournalEntry, JournalText, Record, RecordWrite};
+use crate::store::sink::SinkError;
 use crate::transport::pb::admin as pb;
 use crate::transport::pb::admin::admin_server::{Admin, AdminServer};
 use crate::user::User;
@@ -160,24 +161,25 @@ impl Admin for AdminService {
             }));
         };
         let size = first.size;
+        let refused = |e: SinkError| status_of(ApiError::from(e));
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
             if !chunk.data.is_empty() {
                 sink.push(chunk.offset, chunk.data, &chunk.chunk_hash)
                     .await
-                    .map_err(|e| status_of(e.into()))?;
+                    .map_err(refused)?;
             }
             next = chunks.message().await?;
         }
         if sink.received() < size {
             // The client stopped early: keep what arrived for it to resume.
-            let received = sink.pause().await.map_err(|e| status_of(e.into()))?;
+            let received = sink.pause().await.map_err(status_of)?;
             return Ok(Response::new(pb::UploadState {
                 received,
                 complete: false,
             }));
         }
-        let content = sink.finish().await.map_err(|e| status_of(e.into()))?;
+        let content = sink.finish().await.map_err(refused)?;
         Ok(Response::new(pb::UploadState {
             received: content.received,
             complete: content.complete,

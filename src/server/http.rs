@@ -275,9 +275,9 @@ async fn item_action(
     id: &str,
     action: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::Invalid(format!("`{id}` is not a queue item id")))?;
+    let id: u64 = id.parse().map_err(|_| ApiError::NotAnItemId {
+        text: id.to_string(),
+    })?;
     let caller = api.caller(token).await?;
     let item = api
         .set_queue_item_status(&caller, queue.to_string(), id, action.to_string())

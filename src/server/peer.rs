@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::peer_status_of;
+use super::status::status_of;
 use crate::attachment::CHUNK_BYTES;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
@@ -60,7 +60,7 @@ impl PeerService {
         self.gate
             .identify(fingerprint, token)
             .await
-            .map_err(peer_status_of)
+            .map_err(status_of)
     }
 }
 
@@ -91,7 +91,7 @@ impl Peer for PeerService {
                 },
             )
             .await
-            .map_err(peer_status_of)?;
+            .map_err(status_of)?;
         Ok(Response::new(pb::HelloResponse {
             protocol_version: answer.protocol_version,
             instance_sys_id: answer.instance_sys_id,
@@ -115,7 +115,7 @@ impl Peer for PeerService {
             .gate
             .open_content(&caller, &grant)
             .await
-            .map_err(peer_status_of)?;
+            .map_err(status_of)?;
         let chunk_bytes = CHUNK_BYTES as u64;
         if request.offset % chunk_bytes != 0 || request.offset > content.size {
             return Err(Status::invalid_argument(format!(
@@ -146,7 +146,7 @@ impl Peer for PeerService {
                             complete: false,
                         })
                     }
-                    Err(error) => Err(peer_status_of(error)),
+                    Err(error) => Err(status_of(error)),
                 };
                 let failed = message.is_err();
                 if chunks.send(message).await.is_err() || failed {
@@ -171,9 +171,7 @@ impl Peer for PeerService {
         request: Request<Streaming<pb::SyncUp>>,
     ) -> Result<Response<Self::SyncStream>, Status> {
         let caller = self.caller(&request).await?;
-        self.gate
-            .check_inbound_active(&caller)
-            .map_err(peer_status_of)?;
+        self.gate.check_inbound_active(&caller).map_err(status_of)?;
         let mut incoming = request.into_inner();
         let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
         let gate = self.gate.clone();
@@ -269,7 +267,7 @@ impl Peer for PeerService {
                         }
                     }
                     Err(error) => {
-                        let _ = replies.send(Err(peer_status_of(error))).await;
+                        let _ = replies.send(Err(status_of(error))).await;
                         return;
                     }
                 }

@@ -145,43 +145,43 @@ impl Store {
             redb::Durability::None
         };
         self.writer.enqueue(durability, move |txn| {
-                let mut contents = txn.open_table(CONTENTS)?;
-                let mut info: ContentInfo = match contents.get(id)? {
-                    Some(value) => decode(value.value())?,
-                    None => return Err(StoreError::NotFound(format!("content {id}"))),
-                };
-                if info.complete {
-                    return Ok(info.received);
+            let mut contents = txn.open_table(CONTENTS)?;
+            let mut info: ContentInfo = match contents.get(id)? {
+                Some(value) => decode(value.value())?,
+                None => return Err(StoreError::ContentNotFound { id }),
+            };
+            if info.complete {
+                return Ok(info.received);
+            }
+            if offset != info.received {
+                return Err(StoreError::ChunkOutOfPlace {
+                    hash: info.hash,
+                    stored: info.received,
+                    offset,
+                });
+            }
+            let mut table = txn.open_table(CHUNKS)?;
+            let mut received = info.received;
+            for chunk in &chunks {
+                let chunk = chunk.as_ref();
+                let whole = received % CHUNK_BYTES as u64 == 0
+                    && (chunk.len() == CHUNK_BYTES || received + chunk.len() as u64 == info.size);
+                if chunk.is_empty() || !whole || received + chunk.len() as u64 > info.size {
+                    return Err(StoreError::ChunkDoesNotFit {
+                        hash: info.hash,
+                        len: chunk.len(),
+                        offset: received,
+                        size: info.size,
+                    });
                 }
-                if offset != info.received {
-                    return Err(StoreError::Conflict(format!(
-                        "content {} has {} bytes stored; the next chunk must start there, not at {offset}",
-                        info.hash, info.received
-                    )));
-                }
-                let mut table = txn.open_table(CHUNKS)?;
-                let mut received = info.received;
-                for chunk in &chunks {
-                    let chunk = chunk.as_ref();
-                    let whole = received % CHUNK_BYTES as u64 == 0
-                        && (chunk.len() == CHUNK_BYTES
-                            || received + chunk.len() as u64 == info.size);
-                    if chunk.is_empty() || !whole || received + chunk.len() as u64 > info.size {
-                        return Err(StoreError::Invalid(format!(
-                            "a chunk of {} bytes at offset {received} does not fit content {} of {} bytes (chunks are {CHUNK_BYTES} bytes, the last one shorter)",
-                            chunk.len(),
-                            info.hash,
-                            info.size
-                        )));
-                    }
-                    let index = crate::attachment::chunk_index(received);
-                    table.insert((id, index), chunk)?;
-                    received += chunk.len() as u64;
-                }
-                info.received = received;
-                contents.insert(id, encode(&info).as_slice())?;
-                Ok(received)
-            })
+                let index = crate::attachment::chunk_index(received);
+                table.insert((id, index), chunk)?;
+                received += chunk.len() as u64;
+            }
+            info.received = received;
+            contents.insert(id, encode(&info).as_slice())?;
+            Ok(received)
+        })
     }
 
     /// Marks a fully stored content complete (its bytes verified by the
@@ -192,13 +192,14 @@ impl Store {
                 let mut contents = txn.open_table(CONTENTS)?;
                 let mut info: ContentInfo = match contents.get(id)? {
                     Some(value) => decode(value.value())?,
-                    None => return Err(StoreError::NotFound(format!("content {id}"))),
+                    None => return Err(StoreError::ContentNotFound { id }),
                 };
                 if info.received != info.size {
-                    return Err(StoreError::Invalid(format!(
-                        "content {} has {} of {} bytes; send the rest first",
-                        info.hash, info.received, info.size
-                    )));
+                    return Err(StoreError::ContentIncomplete {
+                        hash: info.hash,
+                        received: info.received,
+                        size: info.size,
+                    });
                 }
                 info.complete = true;
                 contents.insert(id, encode(&info).as_slice())?;

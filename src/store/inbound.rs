@@ -2,6 +2,7 @@
 //! instance's sequence, forever), reads for the processor and operators,
 //! the apply of one item's flow, refusals and operator moves.
 
+use crate::failure::Classified;
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
@@ -148,9 +149,10 @@ pub fn apply_inbound(
     let started = std::time::Instant::now();
     let mut item: InboundItem = {
         let table = txn.open_table(INBOUND)?;
-        let value = table
-            .get(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
+        let value = table.get(id)?.ok_or(StoreError::ItemNotFound {
+            queue: "inbound",
+            id,
+        })?;
         decode(value.value())?
     };
     if item.status != QueueStatus::Ready {
@@ -304,10 +306,10 @@ fn write_plan(
     };
     let prepared = match prepared {
         Ok(prepared) => prepared,
-        Err(StoreError::Invalid(m) | StoreError::NotFound(m) | StoreError::Conflict(m)) => {
+        Err(refused) if refused.failure().is_input() => {
             trace.step("write", "refused");
             return Ok(FlowResult::Failed(format!(
-                "inbound flow `{}` (running as `{}`) could not write to `{table}`: {m}",
+                "inbound flow `{}` (running as `{}`) could not write to `{table}`: {refused}",
                 trace.flow, run_as.user
             )));
         }
@@ -490,10 +492,14 @@ impl Store {
         self.writer
             .submit(move |txn| {
                 let mut table = txn.open_table(INBOUND)?;
-                let value = table
-                    .get(id)?
-                    .map(|v| v.value().to_vec())
-                    .ok_or_else(|| StoreError::NotFound(format!("inbound item {id}")))?;
+                let value =
+                    table
+                        .get(id)?
+                        .map(|v| v.value().to_vec())
+                        .ok_or(StoreError::ItemNotFound {
+                            queue: "inbound",
+                            id,
+                        })?;
                 let mut item: InboundItem = decode(&value)?;
                 let from = item.status;
                 if let Some(trace) = change(&mut item)? {

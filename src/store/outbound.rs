@@ -247,10 +247,14 @@ impl Store {
         self.writer
             .submit(move |txn| {
                 let mut table = txn.open_table(OUTBOUND)?;
-                let value = table
-                    .get(id)?
-                    .map(|v| v.value().to_vec())
-                    .ok_or_else(|| StoreError::NotFound(format!("outbound item {id}")))?;
+                let value =
+                    table
+                        .get(id)?
+                        .map(|v| v.value().to_vec())
+                        .ok_or(StoreError::ItemNotFound {
+                            queue: "outbound",
+                            id,
+                        })?;
                 let mut item: OutboundItem = decode(&value)?;
                 operator_transition(item.status, status, "outbound", id)
                     .map_err(StoreError::Invalid)?;

@@ -2,6 +2,7 @@
 //! validates, captures and writes a batch of changes together with their
 //! outbound queue items (preparing off the writer thread when it can).
 
+use crate::failure::Classified;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -96,12 +97,13 @@ where
             if n_writes == 1 {
                 return e;
             }
-            let prefix = format!("write {} of {n_writes}: ", i + 1);
-            match e {
-                StoreError::Invalid(m) => StoreError::Invalid(prefix + m.as_str()),
-                StoreError::NotFound(m) => StoreError::NotFound(prefix + m.as_str()),
-                StoreError::Conflict(m) => StoreError::Conflict(prefix + m.as_str()),
-                other => other,
+            if !e.failure().is_input() {
+                return e;
+            }
+            StoreError::InBatch {
+                position: i + 1,
+                count: n_writes,
+                source: Box::new(e),
             }
         })?;
         prepared.push(plan);
@@ -351,7 +353,10 @@ where
             }
         }
     };
-    let not_found = |sys_id: &str| StoreError::NotFound(format!("record {}/{sys_id}", write.table));
+    let not_found = |sys_id: &str| StoreError::RecordNotFound {
+        table: write.table.clone(),
+        sys_id: sys_id.to_string(),
+    };
 
     let (old, mut record) = match write.operation {
         Operation::Create => {
@@ -363,10 +368,10 @@ where
                         )));
                     }
                     if lookup(id)?.is_some() {
-                        return Err(StoreError::Conflict(format!(
-                            "record {}/{id} already exists; update it instead",
-                            write.table
-                        )));
+                        return Err(StoreError::RecordExists {
+                            table: write.table.clone(),
+                            sys_id: id.clone(),
+                        });
                     }
                     id.clone()
                 }
@@ -552,10 +557,11 @@ fn plan_attachments(
     let mut released = Vec::new();
     for sys_id in &write.attachments.detach {
         let Some(position) = record.attachments.iter().position(|a| a.sys_id == *sys_id) else {
-            return Err(StoreError::NotFound(format!(
-                "attachment {sys_id} of record {}/{}",
-                record.table, record.sys_id
-            )));
+            return Err(StoreError::AttachmentNotFound {
+                table: record.table.clone(),
+                sys_id: record.sys_id.clone(),
+                attachment: sys_id.clone(),
+            });
         };
         released.push(record.attachments.remove(position).hash);
     }
@@ -576,10 +582,11 @@ fn plan_attachments(
             .iter()
             .any(|a| a.sys_id == attachment.sys_id)
         {
-            return Err(StoreError::Conflict(format!(
-                "record {}/{} already has attachment {}",
-                record.table, record.sys_id, attachment.sys_id
-            )));
+            return Err(StoreError::AttachmentExists {
+                table: record.table.clone(),
+                sys_id: record.sys_id.clone(),
+                attachment: attachment.sys_id,
+            });
         }
         if attachment.created_by.is_empty() {
             attachment.created_by = actor.user.clone();
@@ -671,7 +678,7 @@ impl Store {
         } else {
             tokio::task::spawn_blocking(move || prepare(actor, writes, limits))
                 .await
-                .map_err(|e| StoreError::Storage(format!("the write preparation failed: {e}")))?
+                .map_err(StoreError::from)?
         };
         let prepared = prepared?;
         self.writer

@@ -91,8 +91,11 @@ impl Store {
 
 fn find_remote(txn: &Txn<'_>, remote: &str) -> Result<StoredSyncObject, StoreError> {
     let table = txn.open_table(SYNC_OBJECTS)?;
-    let value = table
-        .get(("remote_system", remote))?
-        .ok_or_else(|| StoreError::NotFound(format!("remote system `{remote}`")))?;
+    let value =
+        table
+            .get(("remote_system", remote))?
+            .ok_or_else(|| StoreError::RemoteNotFound {
+                name: remote.to_string(),
+            })?;
     decode(value.value())
 }

@@ -72,7 +72,7 @@ impl ContentSink {
             Ok::<_, StoreError>(verifier)
         })
         .await
-        .map_err(|e| StoreError::Storage(e.to_string()))??;
+        .map_err(StoreError::from)??;
         Ok(Some(ContentSink {
             store,
             content,

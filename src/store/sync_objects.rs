@@ -265,9 +265,7 @@ impl Store {
             .submit(move |txn| {
                 let stored = sync_config_of(&read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?)?;
                 if stored.split_by_domain(&domain).1 != kept {
-                    return Err(StoreError::Conflict(
-                        "definitions outside your domain changed while this file was checked; apply it again".to_string(),
-                    ));
+                    return Err(StoreError::DefinitionsChanged);
                 }
                 apply_config(txn, config)
             })

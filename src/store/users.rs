@@ -13,10 +13,7 @@ use crate::user::{Role, User};
 pub fn add_user(txn: &mut Txn<'_>, mut user: User, token: &str) -> Result<User, StoreError> {
     let mut users = txn.open_table(USERS)?;
     if users.get(user.name.as_str())?.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "user `{}` already exists; use `procsync user roles` or `procsync user token` to change it",
-            user.name
-        )));
+        return Err(StoreError::UserExists { name: user.name });
     }
     let hash = token_hash(token);
     user.token_hashes = vec![hex(&hash)];
@@ -32,7 +29,9 @@ fn load_user(
 ) -> Result<User, StoreError> {
     match users.get(name)? {
         Some(value) => decode(value.value()),
-        None => Err(StoreError::NotFound(format!("user `{name}`"))),
+        None => Err(StoreError::UserNotFound {
+            name: name.to_string(),
+        }),
     }
 }
 

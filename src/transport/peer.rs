@@ -67,23 +67,21 @@ pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, Ca
         let instance = store.instance()?;
         Ok::<_, StoreError>((remote, secret, instance))
     })
-    .await
-    .map_err(|e| CallError::Transient(e.to_string()))?
-    .map_err(|e| CallError::Transient(e.to_string()))?;
+    .await??;
     let (Some(spec), secret, instance) = found else {
-        return Err(CallError::Permanent(format!(
-            "remote system `{remote}` no longer exists"
-        )));
+        return Err(CallError::RemoteGone {
+            remote: remote.to_string(),
+        });
     };
     let Some(token) = secret else {
-        return Err(CallError::Permanent(format!(
-            "no token to present to `{remote}`; set it with `procsync remote token {remote}`"
-        )));
+        return Err(CallError::NoToken {
+            remote: remote.to_string(),
+        });
     };
     Ok(PeerTarget {
         endpoint: spec.spec.endpoint,
         fingerprint: crate::config::sync::normalize_fingerprint(&spec.spec.fingerprint)
-            .map_err(CallError::Permanent)?,
+            .map_err(CallError::Misconfigured)?,
         token,
         cert_pem: instance.cert_pem,
         key_pem: instance.key_pem,
@@ -107,15 +105,16 @@ pub const OPEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10
 /// `endpoint` did not answer `what`.
 async fn within_deadline<T>(
     endpoint: &str,
-    what: &str,
+    what: &'static str,
     call: impl std::future::Future<Output = Result<T, CallError>>,
 ) -> Result<T, CallError> {
     match tokio::time::timeout(OPEN_DEADLINE, call).await {
         Ok(result) => result,
-        Err(_) => Err(CallError::Transient(format!(
-            "{endpoint} accepted the connection but did not answer {what} within {} s; the peer is stuck or something between us holds the traffic",
-            OPEN_DEADLINE.as_secs()
-        ))),
+        Err(_) => Err(CallError::NoAnswer {
+            endpoint: endpoint.to_string(),
+            what,
+            secs: OPEN_DEADLINE.as_secs(),
+        }),
     }
 }
 
@@ -147,33 +146,45 @@ fn without_doc_links(text: &str) -> String {
         .join(": ")
 }
 
-fn call_error(status: Status) -> CallError {
+/// A failed call to `endpoint` in our terms.
+fn call_error(endpoint: &str, status: Status) -> CallError {
     use tonic::Code;
     let message = status.message().to_string();
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied | Code::NotFound | Code::InvalidArgument => {
-            CallError::Permanent(message)
+            CallError::Refused {
+                endpoint: endpoint.to_string(),
+                message,
+            }
         }
         Code::Unavailable | Code::Unknown => {
             // Transport failures carry the TLS cause in the source chain
             // (the status's own Display would add a debug dump of it).
             let source = std::error::Error::source(&status);
             let text = chain_from(message.clone(), source);
-            if text.contains("pins")
-                || text.contains("matches no remote system")
-                || text.contains("certificate")
-            {
-                CallError::Permanent(text)
+            if text.contains("pins") || text.contains("certificate") {
+                CallError::Pinning {
+                    endpoint: endpoint.to_string(),
+                    cause: text,
+                }
+            } else if text.contains("matches no remote system") {
+                CallError::Refused {
+                    endpoint: endpoint.to_string(),
+                    message: text,
+                }
             } else if source.is_some() {
                 // The connection failed under the call (the peer's own
                 // answers carry no source).
-                CallError::Lost(text)
+                CallError::CallBroke {
+                    endpoint: endpoint.to_string(),
+                    cause: text,
+                }
             } else {
-                CallError::Transient(text)
+                CallError::PeerBusy { message: text }
             }
         }
-        Code::FailedPrecondition => CallError::NotReady(message),
-        _ => CallError::Transient(message),
+        Code::FailedPrecondition => CallError::NotValidated { message },
+        _ => CallError::PeerBusy { message },
     }
 }
 
@@ -183,7 +194,7 @@ impl PeerClient {
             .endpoint
             .strip_prefix("https://")
             .ok_or_else(|| {
-                CallError::Permanent(format!(
+                CallError::Misconfigured(format!(
                     "endpoint `{}` must start with https://",
                     target.endpoint
                 ))
@@ -196,7 +207,7 @@ impl PeerClient {
             .unwrap_or_default();
         let config = Arc::new(
             tls::client_config(&target.cert_pem, &target.key_pem, &target.fingerprint)
-                .map_err(CallError::Permanent)?,
+                .map_err(CallError::Misconfigured)?,
         );
         let address = rest.clone();
         let connector = tower::service_fn(move |_uri: tonic::codegen::http::Uri| {
@@ -225,8 +236,10 @@ impl PeerClient {
             }
         });
         let channel = Endpoint::from_shared(format!("http://{rest}"))
-            .map_err(|e| CallError::Permanent(format!("endpoint `{}`: {e}", target.endpoint)))?
-            .connect_timeout(OPEN_DEADLINE)
+            .map_err(|e| CallError::Misconfigured(format!("endpoint `{}`: {e}", target.endpoint)))?
+            // Our connector gives up first, with a sentence of its own;
+            // this is only the backstop.
+            .connect_timeout(OPEN_DEADLINE + std::time::Duration::from_secs(2))
             .http2_keep_alive_interval(std::time::Duration::from_secs(15))
             .keep_alive_timeout(std::time::Duration::from_secs(10))
             .keep_alive_while_idle(true)
@@ -234,22 +247,25 @@ impl PeerClient {
             .await
             .map_err(|e| {
                 let text = chain(&e);
-                if text.contains("pins") || text.contains("CertificateUnknown") || text.contains("BadCertificate") || text.contains("certificate") {
-                    CallError::Permanent(format!(
-                        "TLS with {} failed: {text}; check that each side pins the other's fingerprint",
-                        target.endpoint
-                    ))
+                let endpoint = target.endpoint.clone();
+                if text.contains("pins")
+                    || text.contains("certificate")
+                    || text.contains("Certificate")
+                {
+                    CallError::Pinning {
+                        endpoint,
+                        cause: text,
+                    }
                 } else {
-                    CallError::Lost(format!("cannot connect to {}: {text}", target.endpoint))
+                    CallError::Unreachable {
+                        endpoint,
+                        cause: text,
+                    }
                 }
             })?;
         let authorization = format!("Bearer {}", target.token.trim())
             .parse()
-            .map_err(|_| {
-                CallError::Permanent(
-                    "the remote system's token holds characters that cannot be sent".into(),
-                )
-            })?;
+            .map_err(|_| CallError::TokenNotSendable)?;
         Ok(PeerClient {
             inner: pb::peer_client::PeerClient::new(channel)
                 .max_decoding_message_size(64 * 1024 * 1024),
@@ -276,7 +292,12 @@ impl PeerClient {
             process_events: hello.process_events,
             last_sequence: hello.last_sequence,
         });
-        let call = async { self.inner.hello(request).await.map_err(call_error) };
+        let call = async {
+            self.inner
+                .hello(request)
+                .await
+                .map_err(|s| call_error(&self.endpoint, s))
+        };
         let answer = within_deadline(&self.endpoint, "Hello", call)
             .await?
             .into_inner();
@@ -294,11 +315,19 @@ impl PeerClient {
             grant: Some(grant_to_pb(grant)),
             offset,
         });
-        let call = async { self.inner.fetch(request).await.map_err(call_error) };
+        let call = async {
+            self.inner
+                .fetch(request)
+                .await
+                .map_err(|s| call_error(&self.endpoint, s))
+        };
         let inner = within_deadline(&self.endpoint, "the fetch call", call)
             .await?
             .into_inner();
-        Ok(FetchStream { inner })
+        Ok(FetchStream {
+            inner,
+            endpoint: self.endpoint.clone(),
+        })
     }
 
     /// Opens the sync stream: items and pings go into the returned sender,
@@ -338,7 +367,12 @@ impl PeerClient {
             },
         });
         let request = self.request(up);
-        let call = async { self.inner.sync(request).await.map_err(call_error) };
+        let call = async {
+            self.inner
+                .sync(request)
+                .await
+                .map_err(|s| call_error(&self.endpoint, s))
+        };
         let mut down = within_deadline(&self.endpoint, "the sync call", call)
             .await?
             .into_inner();
@@ -354,13 +388,13 @@ impl PeerClient {
                         message: Some(pb::sync_down::Message::Pong(pong)),
                     })) => SyncEvent::Pong(pong.nonce),
                     Ok(Some(_)) => continue,
-                    Ok(None) => SyncEvent::Closed(CallError::Lost(format!(
-                        "{endpoint} closed the stream (the peer stopped or restarts)"
-                    ))),
-                    Err(status) => SyncEvent::Closed(match call_error(status) {
-                        CallError::Lost(cause) => CallError::Lost(format!(
-                            "the connection to {endpoint} broke mid-stream ({cause})"
-                        )),
+                    Ok(None) => SyncEvent::Closed(CallError::ClosedByPeer {
+                        endpoint: endpoint.clone(),
+                    }),
+                    Err(status) => SyncEvent::Closed(match call_error(&endpoint, status) {
+                        CallError::CallBroke { endpoint, cause } => {
+                            CallError::StreamBroke { endpoint, cause }
+                        }
                         other => other,
                     }),
                 };
@@ -386,6 +420,7 @@ pub struct FetchedChunk {
 /// A content arriving from a peer.
 pub struct FetchStream {
     inner: Streaming<pb::ContentChunk>,
+    endpoint: String,
 }
 
 impl FetchStream {
@@ -399,7 +434,7 @@ impl FetchStream {
                 complete: chunk.complete,
             })),
             Ok(None) => Ok(None),
-            Err(status) => Err(call_error(status)),
+            Err(status) => Err(call_error(&self.endpoint, status)),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::attachment::Grant;
 use crate::record::Operation;
+use crate::store::StoreError;
 
 /// The peer protocol version this binary speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -76,36 +77,138 @@ pub struct PeerTarget {
     pub key_pem: String,
 }
 
-/// Why talking to a peer failed, split the way retries need it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why talking to a peer failed. Each failure names what happened with
+/// what; `retry()` says how the dispatcher and the fetches retry it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
+    #[error("cannot connect to {endpoint}: {cause}")]
+    Unreachable { endpoint: String, cause: String },
+    #[error("the call to {endpoint} failed: {cause}")]
+    CallBroke { endpoint: String, cause: String },
+    #[error("the connection to {endpoint} broke mid-stream ({cause})")]
+    StreamBroke { endpoint: String, cause: String },
+    #[error("{endpoint} closed the stream (the peer stopped or restarts)")]
+    ClosedByPeer { endpoint: String },
+    #[error("the stream to `{remote}` {how}")]
+    StreamGone { remote: String, how: &'static str },
+    #[error("no heartbeat answer for {secs} s: the peer is down or stuck")]
+    NoHeartbeat { secs: u64 },
+    /// The peer's inbound state for us is not Active; its words.
+    #[error("{message}")]
+    NotValidated { message: String },
+    #[error(
+        "{endpoint} accepted the connection but did not answer {what} within {secs} s; the peer is stuck or something between us holds the traffic"
+    )]
+    NoAnswer {
+        endpoint: String,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error(
+        "{items} items were sent but the peer acknowledged none for {secs} s: it is stuck or cannot commit"
+    )]
+    Unacknowledged { items: usize, secs: u64 },
+    /// The peer answered that it cannot take the call now; its words.
+    #[error("{message}")]
+    PeerBusy { message: String },
+    #[error("the transfer was interrupted after {stored} of {size} bytes; it resumes from there")]
+    Interrupted { stored: u64, size: u64 },
+    #[error("another transfer or upload of content {hash} is under way; this one tries again")]
+    ContentBusy { hash: String },
+    #[error("this instance's store failed: {0}")]
+    Store(StoreError),
+    #[error(
+        "TLS with {endpoint} failed: {cause}; check that each side pins the other's fingerprint"
+    )]
+    Pinning { endpoint: String, cause: String },
+    /// The peer refused the call (credentials, roles, what was asked);
+    /// `message` is its words.
+    #[error("{endpoint} refused the call: {message}")]
+    Refused { endpoint: String, message: String },
+    /// What the peer sent does not check out (bytes that do not match).
+    #[error("{problem}")]
+    BadContent { problem: String },
+    #[error("remote system `{remote}` no longer exists")]
+    RemoteGone { remote: String },
+    #[error("no token to present to `{remote}`; set it with `procsync remote token {remote}`")]
+    NoToken { remote: String },
+    #[error("the remote system's token holds characters that cannot be sent")]
+    TokenNotSendable,
+    /// This side's settings for the peer are unusable (an endpoint, a
+    /// pinned fingerprint); the text says which and how to fix it.
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+/// How a failed call is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
     /// The connection could not be made, or it broke: the peer or the path
     /// to it is down. Worth retrying as soon as the peer can be reached
     /// again (the dispatcher probes for that while it waits).
-    #[error("{0}")]
-    Lost(String),
+    Lost,
     /// The peer answered that it does not take our calls yet: its inbound
     /// state for us is not Active (it has not validated us, or disabled
     /// us). Retried as often as a lost connection (its operator's
     /// `remote validate` is likely under way), counting attempts as usual.
-    #[error("{0}")]
-    NotReady(String),
+    NotReady,
     /// Worth retrying after a wait: the peer answered that it cannot take
-    /// the call now (its disk is full, say), or it accepted the connection
-    /// and then did not answer in time.
-    #[error("{0}")]
-    Transient(String),
-    /// Needs the operator: pinning, credentials, roles.
-    #[error("{0}")]
-    Permanent(String),
+    /// the call now (its disk is full, say), it accepted the connection and
+    /// then did not answer in time, or this side's store failed.
+    Transient,
+    /// Needs the operator: pinning, credentials, roles, settings.
+    Permanent,
 }
 
 impl CallError {
+    pub fn retry(&self) -> Retry {
+        use CallError::*;
+        match self {
+            Unreachable { .. }
+            | CallBroke { .. }
+            | StreamBroke { .. }
+            | ClosedByPeer { .. }
+            | StreamGone { .. }
+            | NoHeartbeat { .. } => Retry::Lost,
+            NotValidated { .. } => Retry::NotReady,
+            NoAnswer { .. }
+            | Unacknowledged { .. }
+            | PeerBusy { .. }
+            | Interrupted { .. }
+            | ContentBusy { .. }
+            | Store(_) => Retry::Transient,
+            Pinning { .. }
+            | Refused { .. }
+            | BadContent { .. }
+            | RemoteGone { .. }
+            | NoToken { .. }
+            | TokenNotSendable
+            | Misconfigured(_) => Retry::Permanent,
+        }
+    }
+
+    /// Whether only the operator can settle it.
+    pub fn is_permanent(&self) -> bool {
+        self.retry() == Retry::Permanent
+    }
+
     /// Whether the peer is worth probing while a retry waits: it could not
     /// be reached, its connection broke, or it has not validated us yet, so
     /// it may answer again any moment. A peer that answered with another
     /// failure waits out its backoff (probing would only repeat it).
     pub fn worth_probing(&self) -> bool {
-        matches!(self, CallError::Lost(_) | CallError::NotReady(_))
+        matches!(self.retry(), Retry::Lost | Retry::NotReady)
+    }
+}
+
+impl From<StoreError> for CallError {
+    fn from(e: StoreError) -> Self {
+        CallError::Store(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for CallError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        CallError::Store(e.into())
     }
 }

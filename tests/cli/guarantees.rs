@@ -1143,6 +1143,61 @@ fn transport_failures_read_as_sentences_in_last_error_and_the_log() {
     );
     for text in [&refused, &timed_out] {
         assert!(reads_as_a_sentence(text), "{text}");
+        assert!(text.contains("; retrying at 20"), "{text}");
+    }
+
+    // A wrong pin: the edge pins some other certificate for the hub.
+    let definitions = edge.ok(&["export"]);
+    let other = Instance::init("impostor");
+    let wrong = edge.file(
+        "wrong-pin.toml",
+        &definitions.replace(&hub.fingerprint, &other.fingerprint),
+    );
+    edge.ok(&["apply", wrong.to_str().unwrap()]);
+    let pinned = edge.fails(&["remote", "validate", "hub"]);
+    assert!(
+        pinned.contains(&format!("TLS with {} failed", to_hub.endpoint()))
+            && pinned.contains("check that each side pins the other's fingerprint"),
+        "{pinned}"
+    );
+    let right = edge.file("right-pin.toml", &definitions);
+    edge.ok(&["apply", right.to_str().unwrap()]);
+    edge.ok(&["remote", "validate", "hub"]);
+
+    // TLS closed by the peer: the hub pins some other certificate for the
+    // edge, so it ends every connection the edge makes after the handshake.
+    let hub_definitions = hub.ok(&["export"]);
+    let wrong = hub.file(
+        "wrong-pin.toml",
+        &hub_definitions.replace(&edge.fingerprint, &other.fingerprint),
+    );
+    hub.ok(&["apply", wrong.to_str().unwrap()]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=closed",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "a connection the peer closed",
+        Duration::from_secs(60),
+        || !last_error().is_empty(),
+    );
+    // Whether the edge reads the peer's alert as a pin mismatch (no
+    // retry until validated) or as a broken call (retried), the text says
+    // with whom and what happens next.
+    let closed = last_error();
+    assert!(
+        closed.contains(&to_hub.endpoint())
+            && (closed.contains("; retrying at 20")
+                || closed
+                    .contains("; nothing is sent until `procsync remote validate hub` succeeds")),
+        "{closed}"
+    );
+    for text in [&pinned, &closed] {
+        assert!(reads_as_a_sentence(text), "{text}");
+        assert!(!text.contains("docs.rs"), "{text}");
     }
     // Every failure the dispatcher logged on the way (the reset included)
     // reads as a sentence too.
