@@ -40,6 +40,11 @@ pub mod identity;
 pub mod instance;
 /// The running parts of peer sync: wake-ups, health and transfer boards.
 pub mod runtime;
+/// Background work as stepped workers, and the runner that stops them.
+pub mod worker;
+/// Fixtures for unit tests that need a real store.
+#[cfg(test)]
+mod testing;
 /// The admin API in domain terms: authentication, roles, domains.
 pub mod api;
 /// Receiving: peer identification, the inbound queue and its processor.

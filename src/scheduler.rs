@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::ids::now_millis;
 use crate::store::{PurgeBefore, Purged, Store, StoreError};
+use crate::worker::{Step, Worker};
 
 /// What one tick did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,20 +87,22 @@ impl Scheduler {
         }
         Ok(tick)
     }
+}
 
-    /// Ticks every second until `stop`.
-    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if let Err(e) = self.tick().await {
-                tracing::error!(target: "purge", error = %e, "The scheduler could not read or write the store.");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => {}
-            }
+/// How often the scheduler ticks.
+const TICK_EVERY: Duration = Duration::from_secs(1);
+
+impl Worker for Scheduler {
+    type Output = ();
+
+    fn name(&self) -> String {
+        "scheduler".to_string()
+    }
+
+    async fn step(&mut self) -> Step<()> {
+        if let Err(e) = self.tick().await {
+            tracing::error!(target: "purge", error = %e, "The scheduler could not read or write the store.");
         }
+        Step::Idle(Some(tokio::time::Instant::now() + TICK_EVERY))
     }
 }

@@ -19,10 +19,11 @@ use crate::api::Api;
 use crate::config::server::ServerConfig;
 use crate::inbound::{PeerGate, Processor};
 use crate::instance::{ADMIN_ADDR_FILE, PEER_ADDR_FILE};
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, Supervisor};
 use crate::runtime::SyncRuntime;
 use crate::store::RecordWriteLimits;
 use crate::store::{Store, StoreError};
+use crate::worker::{EXIT_DEADLINE, Workers};
 use admin::AdminTls;
 
 /// Why the server could not run.
@@ -97,11 +98,12 @@ pub async fn run(
     );
     started(&Running { admin_address });
 
-    // Peer sync: the peer listener, one dispatcher per remote system, and
-    // the inbound processor, all stopped by one signal.
+    // Peer sync: the peer listener, and the workers (the outbound
+    // supervisor and its dispatchers, the inbound processor and its
+    // fetches, the scheduler), all stopped by the runner's one signal.
     let sync = SyncRuntime::default();
     sync.refresh_allowed(&store)?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = Workers::new();
     let peer_address = peer_listener.address;
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
@@ -109,28 +111,31 @@ pub async fn run(
     let peer_task = {
         let allowed = sync.allowed.clone();
         let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
-        let stopped = stopped.clone();
+        let stopped = workers.stop_signal();
         tokio::spawn(async move {
             peer::serve(gate, peer_listener, &cert, &key, allowed, stopped).await
         })
     };
-    let outbound_task = tokio::spawn(
-        Outbound {
-            store: store.clone(),
-            health: sync.health.clone(),
-            wake: sync.wake_outbound.clone(),
-            stop: stopped.clone(),
-        }
-        .run(),
+    let outbound = Outbound {
+        store: store.clone(),
+        health: sync.health.clone(),
+        wake: sync.wake_outbound.clone(),
+        stop: workers.stop_signal(),
+    };
+    workers.spawn(
+        Supervisor::new(outbound, workers.clone()),
+        sync.wake_outbound.clone(),
     );
     let limits = RecordWriteLimits {
         max_record_bytes: config.limits.max_record_bytes,
     };
-    let scheduler_task =
-        tokio::spawn(crate::scheduler::Scheduler::new(store.clone()).run(stopped.clone()));
-    let inbound_task = tokio::spawn(
-        Processor::new(store.clone(), limits, &sync)
-            .run(sync.wake_inbound.clone(), stopped.clone()),
+    workers.spawn(
+        crate::scheduler::Scheduler::new(store.clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    workers.spawn(
+        Processor::new(store.clone(), limits, &sync, workers.clone()),
+        sync.wake_inbound.clone(),
     );
 
     let api = Api::new(store.clone(), config.limits.clone(), sync);
@@ -163,14 +168,18 @@ pub async fn run(
     .await;
     damage_watch.abort();
     tracing::info!(target: "server", "Stopped accepting admin calls; in-flight calls are finished.");
-    let _ = stop.send(true);
-    let deadline = std::time::Duration::from_secs(10);
-    let _ = tokio::time::timeout(deadline, peer_task).await;
-    tracing::info!(target: "server", "Stopped accepting peer calls.");
-    let _ = tokio::time::timeout(deadline, outbound_task).await;
-    let _ = tokio::time::timeout(deadline, inbound_task).await;
-    let _ = tokio::time::timeout(deadline, scheduler_task).await;
-    tracing::info!(target: "server", "The outbound dispatchers, the inbound processor and the scheduler stopped.");
+    let (late, peer_stopped) = tokio::join!(
+        workers.stop(EXIT_DEADLINE),
+        tokio::time::timeout(EXIT_DEADLINE, peer_task)
+    );
+    if peer_stopped.is_err() {
+        tracing::warn!(target: "server", deadline_s = EXIT_DEADLINE.as_secs(), "The peer API did not finish its calls within the exit deadline; they are cut off and the peers retry them.");
+    } else {
+        tracing::info!(target: "server", "Stopped accepting peer calls.");
+    }
+    if late.is_empty() {
+        tracing::info!(target: "server", "The outbound dispatchers, the inbound processor and the scheduler stopped.");
+    }
     let _ = std::fs::remove_file(data_dir.join(PEER_ADDR_FILE));
     let _ = std::fs::remove_file(&addr_file);
     let closing = store.clone();

@@ -13,6 +13,7 @@ use crate::queue::{FetchRetry, InboundItem, PayloadAttachments};
 use crate::store::{Actor, RecordWriteLimits, Store, StoreError};
 use crate::transport::protocol::CallError;
 use crate::user::Permission;
+use crate::worker::{Step, Worker, Workers};
 
 /// What one pass of the inbound processor did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,15 +35,27 @@ pub struct Processor {
     blocked: Option<HashSet<(String, String)>>,
     /// Set by operator actions (retry, skip): rescan from the start.
     rescan: Arc<std::sync::atomic::AtomicBool>,
-    /// Contents being fetched, by hash, and how the finished ones ended.
-    fetching: HashMap<String, tokio::task::JoinHandle<Result<(), CallError>>>,
+    /// Contents being fetched, by hash, and how the finished ones ended
+    /// (`outcomes` as the fetches leave them, `fetched` once collected).
+    fetching: HashMap<String, tokio::task::JoinHandle<Option<()>>>,
+    outcomes: transfer::Outcomes,
     fetched: HashMap<String, Result<(), CallError>>,
+    /// Runs the fetches; its stop signal ends the processor.
+    workers: Workers,
     /// Contents whose fetch failed transiently, by hash: the latest retry
     /// state of any item (each item also keeps its own, in the store).
     fetch_backoff: HashMap<String, FetchRetry>,
     transfers: crate::runtime::TransferBoard,
     wake: Arc<tokio::sync::Notify>,
 }
+
+/// See `Processor::attachment_facts`.
+type AttachmentFacts = (
+    Option<crate::config::sync::InboundFlow>,
+    u64,
+    bool,
+    HashMap<String, Option<crate::store::ContentInfo>>,
+);
 
 /// Contents fetched at once; more wait their turn.
 const MAX_FETCHES: usize = 2;
@@ -69,10 +82,12 @@ type ApplyFuture = std::pin::Pin<
 >;
 
 impl Processor {
+    /// Fetches run on `workers`, and the processor stops with them.
     pub fn new(
         store: Arc<Store>,
         limits: RecordWriteLimits,
         sync: &crate::runtime::SyncRuntime,
+        workers: Workers,
     ) -> Processor {
         Processor {
             store,
@@ -81,7 +96,9 @@ impl Processor {
             blocked: None,
             rescan: sync.rescan_inbound.clone(),
             fetching: HashMap::new(),
+            outcomes: transfer::Outcomes::default(),
             fetched: HashMap::new(),
+            workers,
             fetch_backoff: HashMap::new(),
             transfers: sync.transfers.clone(),
             wake: sync.wake_inbound.clone(),
@@ -91,10 +108,6 @@ impl Processor {
     /// Checks an item's attachments and gets the contents it needs:
     /// refuses bad metadata before fetching anything, starts fetches (at
     /// most `MAX_FETCHES` at once), and says Go once every content is here.
-    #[allow(
-        clippy::too_many_lines,
-        reason = "the attachment checks run in order per content; the worker split (issue 12 point 4) cuts it"
-    )]
     async fn attachments_ready(
         &mut self,
         item: &InboundItem,
@@ -108,27 +121,9 @@ impl Processor {
         {
             return Ok(AttachmentsReady::Go);
         }
-        let store = self.store.clone();
-        let (event, remote, remote_id) = (
-            item.process_event.clone(),
-            item.remote_system.clone(),
-            item.remote_correlation_id.clone(),
-        );
         let hashes: Vec<String> = payload.attachments.iter().map(|a| a.hash.clone()).collect();
-        let (flow, global_max_mb, correlated, contents) = tokio::task::spawn_blocking(move || {
-            let contents = hashes
-                .iter()
-                .map(|hash| Ok((hash.clone(), store.content(hash)?)))
-                .collect::<Result<HashMap<_, _>, StoreError>>()?;
-            Ok::<_, StoreError>((
-                store.inbound_flow(&event, &remote),
-                store.number("attachment.max_mb")?,
-                store.is_correlated(&remote, &remote_id)?,
-                contents,
-            ))
-        })
-        .await
-        .map_err(StoreError::from)??;
+        let (flow, global_max_mb, correlated, contents) =
+            self.attachment_facts(item, hashes).await?;
         let Some(flow) = flow else {
             return Ok(AttachmentsReady::Go);
         };
@@ -172,37 +167,12 @@ impl Processor {
                     )));
                 }
                 Some(Err(error)) => {
-                    let problem = error.to_string();
                     let held = contents
                         .get(hash)
                         .and_then(Option::as_ref)
                         .map_or(0, |c| c.received);
-                    let failures = match self.fetch_retry(item, hash) {
-                        Some(before) if held <= before.held => before.attempts + 1,
-                        _ => 1,
-                    };
-                    let wait =
-                        crate::property::backoff(FETCH_RETRY_FIRST, FETCH_RETRY_MAX, failures);
-                    tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
-                    let retry = FetchRetry {
-                        attempts: failures,
-                        next_attempt_on: crate::ids::now_millis() + crate::ids::millis(wait),
-                        held,
-                        last_error: problem.clone(),
-                    };
-                    let again = crate::ids::format_time(retry.next_attempt_on);
-                    self.store
-                        .note_fetch_failure(
-                            item.id,
-                            hash.clone(),
-                            retry.clone(),
-                            format!(
-                                "attachment {:?} could not be fetched from `{}` ({problem}); trying again at {again} UTC (failure {failures})",
-                                attachment.file_name, item.remote_system
-                            ),
-                        )
+                    self.note_fetch_failure(item, attachment, &error, held)
                         .await?;
-                    self.fetch_backoff.insert(hash.clone(), retry);
                     ready = AttachmentsReady::Wait;
                     continue;
                 }
@@ -226,28 +196,108 @@ impl Processor {
             if self.fetching.len() >= MAX_FETCHES {
                 continue;
             }
-            let wanted = transfer::Wanted {
-                remote_system: item.remote_system.clone(),
-                hash: hash.clone(),
-                size: attachment.size,
-                grant: grant.clone(),
-            };
-            let (store, transfers, wake) = (
-                self.store.clone(),
-                self.transfers.clone(),
-                self.wake.clone(),
-            );
-            tracing::debug!(target: "attachments", id = item.id, file_name = %attachment.file_name, size = attachment.size, "Fetching an attachment.");
-            self.fetching.insert(
-                hash.clone(),
-                tokio::spawn(async move {
-                    let result = transfer::fetch(store, transfers, wanted).await;
-                    wake.notify_one();
-                    result
-                }),
-            );
+            self.start_fetch(item, attachment, grant.clone());
         }
         Ok(ready)
+    }
+
+    /// What the store holds for an item's attachments: its inbound flow,
+    /// the instance's size limit, whether its record is correlated, and
+    /// each content (by hash) as far as it arrived.
+    async fn attachment_facts(
+        &self,
+        item: &InboundItem,
+        hashes: Vec<String>,
+    ) -> Result<AttachmentFacts, StoreError> {
+        let store = self.store.clone();
+        let (event, remote, remote_id) = (
+            item.process_event.clone(),
+            item.remote_system.clone(),
+            item.remote_correlation_id.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let contents = hashes
+                .iter()
+                .map(|hash| Ok((hash.clone(), store.content(hash)?)))
+                .collect::<Result<HashMap<_, _>, StoreError>>()?;
+            Ok::<_, StoreError>((
+                store.inbound_flow(&event, &remote),
+                store.number("attachment.max_mb")?,
+                store.is_correlated(&remote, &remote_id)?,
+                contents,
+            ))
+        })
+        .await
+        .map_err(StoreError::from)?
+    }
+
+    /// Keeps a transient fetch failure on the item (its error info and the
+    /// retry state, so a restart neither resets the attempts nor fires
+    /// early) and backs the content off. A failure that moved no bytes
+    /// past `held` counts one more attempt.
+    async fn note_fetch_failure(
+        &mut self,
+        item: &InboundItem,
+        attachment: &crate::attachment::PayloadAttachment,
+        error: &CallError,
+        held: u64,
+    ) -> Result<(), StoreError> {
+        let problem = error.to_string();
+        let hash = &attachment.hash;
+        let failures = match self.fetch_retry(item, hash) {
+            Some(before) if held <= before.held => before.attempts + 1,
+            _ => 1,
+        };
+        let wait = crate::property::backoff(FETCH_RETRY_FIRST, FETCH_RETRY_MAX, failures);
+        tracing::warn!(target: "attachments", id = item.id, remote_system = %item.remote_system, file_name = %attachment.file_name, error = %problem, retry_in_s = wait.as_secs(), "Fetching an attachment failed; it will be tried again.");
+        let retry = FetchRetry {
+            attempts: failures,
+            next_attempt_on: crate::ids::now_millis() + crate::ids::millis(wait),
+            held,
+            last_error: problem.clone(),
+        };
+        let again = crate::ids::format_time(retry.next_attempt_on);
+        self.store
+            .note_fetch_failure(
+                item.id,
+                hash.clone(),
+                retry.clone(),
+                format!(
+                    "attachment {:?} could not be fetched from `{}` ({problem}); trying again at {again} UTC (failure {failures})",
+                    attachment.file_name, item.remote_system
+                ),
+            )
+            .await?;
+        self.fetch_backoff.insert(hash.clone(), retry);
+        Ok(())
+    }
+
+    /// Starts fetching one content, as a worker on the processor's runner.
+    fn start_fetch(
+        &mut self,
+        item: &InboundItem,
+        attachment: &crate::attachment::PayloadAttachment,
+        grant: crate::attachment::Grant,
+    ) {
+        let wanted = transfer::Wanted {
+            remote_system: item.remote_system.clone(),
+            hash: attachment.hash.clone(),
+            size: attachment.size,
+            grant,
+        };
+        tracing::debug!(target: "attachments", id = item.id, file_name = %attachment.file_name, size = attachment.size, "Fetching an attachment.");
+        let fetch = transfer::Fetch::new(
+            self.store.clone(),
+            self.transfers.clone(),
+            wanted,
+            &self.workers,
+            self.wake.clone(),
+            self.outcomes.clone(),
+        );
+        let task = self
+            .workers
+            .spawn(fetch, Arc::new(tokio::sync::Notify::new()));
+        self.fetching.insert(attachment.hash.clone(), task);
     }
 
     /// The latest retry state of fetching `hash`: this process's, or the
@@ -260,24 +310,18 @@ impl Processor {
             .cloned()
     }
 
-    /// Collects the outcome of fetches that ended.
-    async fn reap_fetches(&mut self) {
-        let done: Vec<String> = self
-            .fetching
-            .iter()
-            .filter(|(_, task)| task.is_finished())
-            .map(|(hash, _)| hash.clone())
-            .collect();
-        for hash in done {
-            let Some(task) = self.fetching.remove(&hash) else {
-                continue;
-            };
-            let result = task.await.unwrap_or_else(|e| Err(CallError::from(e)));
+    /// Collects the outcome of fetches that ended. One cut off by a stop
+    /// leaves none: its content is fetched again (resumed) later.
+    fn reap_fetches(&mut self) {
+        let outcomes = std::mem::take(&mut *self.outcomes.lock().expect("fetch outcomes"));
+        for (hash, result) in outcomes {
             if result.is_ok() {
                 self.fetch_backoff.remove(&hash);
             }
+            self.fetching.remove(&hash);
             self.fetched.insert(hash, result);
         }
+        self.fetching.retain(|_, task| !task.is_finished());
     }
 
     /// One pass over the Ready items.
@@ -302,7 +346,7 @@ impl Processor {
         })
         .await
         .map_err(StoreError::from)??;
-        self.reap_fetches().await;
+        self.reap_fetches();
         let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();
         let mut held_now: HashSet<(String, String)> = HashSet::new();
@@ -438,29 +482,106 @@ impl Processor {
         };
         crate::subflow::run(&steps, &event).await;
     }
+}
 
-    /// Runs passes until `stop`, waking on `notify` or every second.
-    pub async fn run(
-        mut self,
-        notify: Arc<tokio::sync::Notify>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            match self.tick().await {
-                Ok(tick) if tick.processed + tick.errors > 0 => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(target: "inbound_queue", error = %e, "The inbound processor could not read or write the store.")
-                }
-            }
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => {}
+/// How long the processor idles without a wake-up.
+const IDLE_PASS: Duration = Duration::from_secs(1);
+
+impl Worker for Processor {
+    type Output = ();
+
+    fn name(&self) -> String {
+        "inbound processor".to_string()
+    }
+
+    /// One pass; busy while passes find work, else idle until woken (new
+    /// items, a finished fetch, an operator's retry) or a second passes.
+    async fn step(&mut self) -> Step<()> {
+        if self.workers.stopping() {
+            return Step::Done(());
+        }
+        match self.tick().await {
+            Ok(tick) if tick.processed + tick.errors > 0 => Step::Busy,
+            Ok(_) => Step::Idle(Some(tokio::time::Instant::now() + IDLE_PASS)),
+            Err(e) => {
+                tracing::error!(target: "inbound_queue", error = %e, "The inbound processor could not read or write the store.");
+                Step::Idle(Some(tokio::time::Instant::now() + IDLE_PASS))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Domain;
+    use crate::queue::QueueStatus;
+    use crate::store::{QueueFilter, ReceivedItem};
+    use crate::testing::{create_incidents, linked_store};
+
+    /// The items this store queued for `hub`, as if `hub` had sent them.
+    fn as_received(store: &Store) -> Vec<ReceivedItem> {
+        store
+            .outbound_items(&QueueFilter::default())
+            .expect("the outbound queue reads")
+            .into_iter()
+            .map(|item| ReceivedItem {
+                sequence: item.sequence,
+                process_event: item.process_event,
+                operation: Some(item.operation),
+                source_table: item.table,
+                remote_correlation_id: item.local_correlation_id,
+                local_correlation_id: String::new(),
+                payload: item.payload.get().to_string(),
+                attachment_grants: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn inbound_statuses(store: &Store) -> Vec<QueueStatus> {
+        store
+            .inbound_items(&QueueFilter::default())
+            .expect("the inbound queue reads")
+            .into_iter()
+            .map(|item| item.status)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_processor_applies_what_is_ready_then_idles_until_woken_or_stopped() {
+        let (_dir, store) = linked_store().await;
+        create_incidents(&store, 3).await;
+        let received = as_received(&store);
+        store
+            .receive(
+                "hub".to_string(),
+                "sha256:hub".to_string(),
+                Domain::global(),
+                received,
+            )
+            .await
+            .expect("the items are queued");
+        let workers = Workers::new();
+        let sync = crate::runtime::SyncRuntime::default();
+        let limits = RecordWriteLimits {
+            max_record_bytes: 1 << 20,
+        };
+        let mut processor = Processor::new(store.clone(), limits, &sync, workers.clone());
+
+        assert_eq!(processor.step().await, Step::Busy, "three items applied");
+        assert_eq!(inbound_statuses(&store), vec![QueueStatus::Processed; 3]);
+        let incidents = store
+            .records("incident", 100, &|_| true)
+            .expect("the records read");
+        let applied = incidents
+            .iter()
+            .filter(|r| r.fields.get("short_description").map(String::as_str) == Some("incident 2"))
+            .count();
+        assert_eq!(applied, 2, "the original and its copy from `hub`");
+
+        let now = tokio::time::Instant::now();
+        assert_eq!(processor.step().await, Step::Idle(Some(now + IDLE_PASS)));
+        assert!(workers.stop(crate::worker::EXIT_DEADLINE).await.is_empty());
+        assert_eq!(processor.step().await, Step::Done(()));
     }
 }

@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{Notify, watch};
+
 use crate::attachment::Grant;
 use crate::runtime::TransferBoard;
 use crate::store::sink::{ContentSink, SinkError};
 use crate::store::{Store, StoreError};
-use crate::transport::peer::PeerClient;
+use crate::transport::peer::{FetchStream, PeerClient};
 use crate::transport::protocol::CallError;
+use crate::worker::{Step, Worker, stopped};
 
 /// One content to fetch.
 #[derive(Clone, Debug)]
@@ -35,50 +38,150 @@ fn sink_failure(error: SinkError) -> CallError {
     }
 }
 
-/// Fetches `wanted` into the store, complete and verified, or says why not.
-/// `Permanent` means the peer or its data is at fault (key refused, bytes
-/// that do not match); `Transient` is worth trying again.
-pub async fn fetch(
+/// Fetches one content into the store, complete and verified, as a
+/// worker: the first step opens the store's sink and the peer's stream
+/// (resuming after what is stored), each next step stores one chunk, and
+/// the last checks the whole. Its outcome: `Ok` once the content is held,
+/// or why not (`CallError::retry` says whether to try again). Stopped
+/// mid-way, it keeps the chunks that arrived for the next start to resume.
+pub struct Fetch {
     store: Arc<Store>,
     transfers: TransferBoard,
     wanted: Wanted,
-) -> Result<(), CallError> {
-    let Some(mut sink) = ContentSink::open(store.clone(), &wanted.hash, wanted.size)
-        .await
-        .map_err(store_failure)?
-    else {
-        return Ok(());
-    };
-    let started = std::time::Instant::now();
-    let start = sink.received();
-    if start > 0 {
-        tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
-    }
-    let target = crate::transport::peer::target_of(store, &wanted.remote_system).await?;
-    let mut client = PeerClient::connect(&target).await?;
-    let mut stream = client.fetch(wanted.grant.clone(), start).await?;
-    let mut complete = false;
-    while let Some(chunk) = stream.next().await? {
-        if chunk.complete {
-            complete = true;
-            break;
+    stop: watch::Receiver<bool>,
+    /// Told when the outcome is known (the inbound processor).
+    done: Arc<Notify>,
+    /// Where the outcome goes before `done` is told.
+    outcomes: Outcomes,
+    started: std::time::Instant,
+    receiving: Option<(ContentSink, FetchStream)>,
+}
+
+/// Outcomes of finished fetches, by hash, for the processor to collect.
+pub type Outcomes = Arc<std::sync::Mutex<Vec<(String, Result<(), CallError>)>>>;
+
+impl Fetch {
+    pub fn new(
+        store: Arc<Store>,
+        transfers: TransferBoard,
+        wanted: Wanted,
+        workers: &crate::worker::Workers,
+        done: Arc<Notify>,
+        outcomes: Outcomes,
+    ) -> Fetch {
+        Fetch {
+            store,
+            transfers,
+            wanted,
+            stop: workers.stop_signal(),
+            done,
+            outcomes,
+            started: std::time::Instant::now(),
+            receiving: None,
         }
-        let n_bytes = chunk.data.len() as u64;
-        sink.push(chunk.offset, chunk.data, &chunk.chunk_hash)
+    }
+
+    /// Opens the sink and the stream; `None` when the content is already
+    /// held.
+    async fn open(
+        store: Arc<Store>,
+        wanted: &Wanted,
+    ) -> Result<Option<(ContentSink, FetchStream)>, CallError> {
+        let Some(sink) = ContentSink::open(store.clone(), &wanted.hash, wanted.size)
             .await
-            .map_err(sink_failure)?;
-        transfers.add(&wanted.remote_system, 0, n_bytes);
+            .map_err(store_failure)?
+        else {
+            return Ok(None);
+        };
+        let start = sink.received();
+        if start > 0 {
+            tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
+        }
+        let target = crate::transport::peer::target_of(store, &wanted.remote_system).await?;
+        let mut client = PeerClient::connect(&target).await?;
+        let stream = client.fetch(wanted.grant.clone(), start).await?;
+        Ok(Some((sink, stream)))
     }
-    if !complete {
-        let stored = sink.pause().await.map_err(store_failure)?;
-        return Err(CallError::Interrupted {
-            stored,
-            size: wanted.size,
-        });
+
+    /// Takes the next chunk: `Ok(true)` once the peer says the content is
+    /// complete and the whole is checked.
+    async fn receive(&mut self) -> Result<bool, CallError> {
+        let Some((sink, stream)) = &mut self.receiving else {
+            return Ok(true);
+        };
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = stopped(&mut self.stop) => Ok(None),
+        };
+        match next {
+            Ok(Some(chunk)) if chunk.complete => {}
+            Ok(Some(chunk)) => {
+                let n_bytes = chunk.data.len() as u64;
+                sink.push(chunk.offset, chunk.data, &chunk.chunk_hash)
+                    .await
+                    .map_err(sink_failure)?;
+                self.transfers.add(&self.wanted.remote_system, 0, n_bytes);
+                return Ok(false);
+            }
+            // Ended early (or stopped): keep what arrived.
+            Ok(None) => {
+                let (sink, _) = self.receiving.take().expect("receiving");
+                let stored = sink.pause().await.map_err(store_failure)?;
+                return Err(CallError::Interrupted {
+                    stored,
+                    size: self.wanted.size,
+                });
+            }
+            Err(e) => {
+                let (sink, _) = self.receiving.take().expect("receiving");
+                let _ = sink.pause().await;
+                return Err(e);
+            }
+        }
+        let (sink, _) = self.receiving.take().expect("receiving");
+        let store_wait_ms = crate::ids::millis(sink.store_wait());
+        sink.finish().await.map_err(sink_failure)?;
+        let elapsed_ms = crate::ids::millis(self.started.elapsed());
+        tracing::info!(target: "attachments", hash = %self.wanted.hash, size = self.wanted.size, remote_system = %self.wanted.remote_system, elapsed_ms, store_wait_ms, "An attachment content arrived and matches its hash.");
+        Ok(true)
     }
-    let store_wait_ms = crate::ids::millis(sink.store_wait());
-    sink.finish().await.map_err(sink_failure)?;
-    let elapsed_ms = crate::ids::millis(started.elapsed());
-    tracing::info!(target: "attachments", hash = %wanted.hash, size = wanted.size, remote_system = %wanted.remote_system, elapsed_ms, store_wait_ms, "An attachment content arrived and matches its hash.");
-    Ok(())
+
+    fn done(&self, outcome: Result<(), CallError>) -> Step<()> {
+        self.outcomes
+            .lock()
+            .expect("fetch outcomes")
+            .push((self.wanted.hash.clone(), outcome));
+        self.done.notify_one();
+        Step::Done(())
+    }
+}
+
+impl Worker for Fetch {
+    type Output = ();
+
+    fn name(&self) -> String {
+        format!(
+            "attachment fetch of {} from `{}`",
+            self.wanted.hash, self.wanted.remote_system
+        )
+    }
+
+    async fn step(&mut self) -> Step<()> {
+        if self.receiving.is_none() {
+            if *self.stop.borrow() {
+                return Step::Done(());
+            }
+            match Fetch::open(self.store.clone(), &self.wanted).await {
+                Ok(None) => return self.done(Ok(())),
+                Ok(Some(receiving)) => self.receiving = Some(receiving),
+                Err(e) => return self.done(Err(e)),
+            }
+            return Step::Busy;
+        }
+        match self.receive().await {
+            Ok(false) => Step::Busy,
+            Ok(true) => self.done(Ok(())),
+            Err(e) => self.done(Err(e)),
+        }
+    }
 }

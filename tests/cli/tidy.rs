@@ -94,11 +94,6 @@ const LONG_FILES: &[(&str, usize, &str)] = &[
         "the definitions file: types, parsing and offline validation with file:line",
     ),
     (
-        "src/outbound.rs",
-        650,
-        "the dispatcher; becomes a worker with a closed event enum",
-    ),
-    (
         "src/server/admin.rs",
         780,
         "the admin service's wire conversions, one per call",
@@ -240,6 +235,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
         &[
             "attachment",
             "config",
+            "domain",
             "failure",
             "ids",
             "property",
@@ -248,8 +244,10 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "runtime",
             "store",
             "subflow",
+            "testing",
             "transport",
             "user",
+            "worker",
         ],
     ),
     ("instance", &["identity", "ids", "store"]),
@@ -259,17 +257,20 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "attachment",
             "ids",
             "property",
+            "queue",
             "runtime",
             "store",
             "subflow",
+            "testing",
             "transport",
+            "worker",
         ],
     ),
     ("pair", &["child", "instance", "transport"]),
     ("queue", &["attachment", "domain", "ids", "record"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
     ("runtime", &["config", "store", "transport"]),
-    ("scheduler", &["ids", "logging", "store"]),
+    ("scheduler", &["ids", "logging", "store", "worker"]),
     ("script", &["queue", "record"]),
     (
         "server",
@@ -291,6 +292,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "store",
             "transport",
             "user",
+            "worker",
         ],
     ),
     ("stats", &["ids", "queue"]),
@@ -323,7 +325,12 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "store",
         ],
     ),
+    (
+        "testing",
+        &["config", "domain", "ids", "record", "store", "user"],
+    ),
     ("user", &["domain", "ids"]),
+    ("worker", &[]),
 ];
 
 /// The top-level module a source file belongs to (`src/store/inbound.rs`
