@@ -121,7 +121,7 @@ async fn start_server(base: &Path) -> Result<(BenchServer, Target)> {
         crate::ids::now_millis()
     ));
     crate::instance::init(&dir, "bench")?;
-    let server = ServeChild::start(&dir, "127.0.0.1:0").await?;
+    let server = ServeChild::start(&dir, 0).await?;
     let target = server.target.clone();
     Ok((
         BenchServer {

@@ -3,7 +3,7 @@
 //! admin API listens, and stopped with SIGTERM when dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,28 +21,16 @@ pub struct ServeChild {
 
 impl ServeChild {
     /// Starts `serve` on the instance in `dir`, its admin API on a free
-    /// loopback port and its peer API on `peer_listen`, logging to
+    /// loopback port and its peer API on `peer_port`, logging to
     /// `dir/serve.log`.
-    pub async fn start(dir: &Path, peer_listen: &str) -> Result<ServeChild> {
+    pub async fn start(dir: &Path, peer_port: u16) -> Result<ServeChild> {
         let addr_file = dir.join(ADMIN_ADDR_FILE);
-        let _ = std::fs::remove_file(&addr_file);
         let log = std::fs::File::create(dir.join("serve.log"))?;
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .args([
-                "serve",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--peer-listen",
-                peer_listen,
-                "--data",
-            ])
-            .arg(dir)
+        let child = crate::link::serve_command(&std::env::current_exe()?, dir, peer_port, log)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
             )
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .context("cannot start procsync serve")?;
         let mut started = ServeChild {
@@ -55,7 +43,7 @@ impl ServeChild {
             },
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !addr_file.exists() {
+        while !crate::link::is_listening(dir) {
             if Instant::now() > deadline || started.child.try_wait()?.is_some() {
                 bail!(
                     "procsync serve did not start; see {}",

@@ -61,6 +61,9 @@ pub mod logging;
 pub mod server;
 /// A `serve` child process, for the demo and the benchmark.
 pub mod child;
+/// Starting local instances and linking them, for every tool that needs
+/// linked instances on one machine (demo, benchmarks, tests).
+pub mod link;
 /// Two linked local instances, for the demo and the benchmark.
 pub mod pair;
 /// The demo: two instances running a sample process.

@@ -2,7 +2,7 @@
 //! loopback port 0, the CLI run as a real process, and deadline waits.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use procsync::transport::client::{AdminClient, Target};
@@ -71,23 +71,11 @@ pub struct Instance {
     pub peer_port: u16,
 }
 
-/// A loopback port free right now, from below the kernel's ephemeral range
-/// (32768–60999 on Linux). Every `bind(0)` (a server's admin listener) and
-/// every outgoing connection takes its port from that range, so a port
-/// handed out here cannot be taken by another test between now and its use
-/// (CI once failed on that: a peer port chosen with `bind(0)` was in use
-/// when its server started). Each test process has its own stretch of
-/// ports, by pid, and hands none out twice.
+/// A loopback port free right now (`procsync::link::free_port`: from below
+/// the kernel's ephemeral range, a stretch per test process, never handed
+/// out twice).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let stretch = 10_000 + u16::try_from(std::process::id() % 20).unwrap() * 1_000;
-    loop {
-        let port = stretch + NEXT.fetch_add(1, Ordering::SeqCst) % 1_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    procsync::link::free_port().unwrap()
 }
 
 impl Instance {
@@ -155,18 +143,10 @@ impl Instance {
     }
 
     pub fn serve_with(&self, extra: &[&str]) -> Server {
-        let addr_file = self.path().join("admin.addr");
-        let _ = std::fs::remove_file(&addr_file);
         let log =
             std::fs::File::create(self.path().join(format!("serve-{}.log", now_nanos()))).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--admin-listen", "127.0.0.1:0", "--peer-listen"])
-            .arg(format!("127.0.0.1:{}", self.peer_port))
-            .arg("--data")
-            .arg(self.path())
+        let child = procsync::link::serve_command(Path::new(BIN), self.path(), self.peer_port, log)
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
             .spawn()
             .unwrap();
         let mut server = Server { child: Some(child) };
@@ -174,7 +154,7 @@ impl Instance {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("serve exited early with {status}: {}", self.logs());
             }
-            addr_file.exists()
+            procsync::link::is_listening(self.path())
         });
         server
     }
@@ -417,13 +397,7 @@ pub struct Peer<'a> {
     pub instance: &'a Instance,
 }
 
-/// One remote system block of a definitions file.
-pub struct RemoteSpec<'a> {
-    pub name: &'a str,
-    pub endpoint: String,
-    pub fingerprint: &'a str,
-    pub external_id: String,
-}
+pub use procsync::link::RemoteSpec;
 
 /// Extra lines for the blocks `definitions` writes.
 #[derive(Clone, Copy, Default)]
@@ -436,12 +410,12 @@ pub struct Extras<'a> {
 
 /// Definitions for one instance: capture `sc_req_item` for every remote,
 /// and an inbound flow from each into `sc_req_item`.
-pub fn definitions(remotes: &[RemoteSpec<'_>]) -> String {
+pub fn definitions(remotes: &[RemoteSpec]) -> String {
     definitions_with(remotes, Extras::default())
 }
 
 /// `definitions` with extra lines in its blocks.
-pub fn definitions_with(remotes: &[RemoteSpec<'_>], extras: Extras<'_>) -> String {
+pub fn definitions_with(remotes: &[RemoteSpec], extras: Extras<'_>) -> String {
     let mut text = String::from(
         r#"
 [[definition]]
@@ -504,9 +478,9 @@ pub fn sync_definitions(
     external_id: &str,
 ) -> String {
     definitions(&[RemoteSpec {
-        name: remote,
+        name: remote.to_string(),
         endpoint: endpoint.to_string(),
-        fingerprint,
+        fingerprint: fingerprint.to_string(),
         external_id: external_id.to_string(),
     }])
 }
@@ -525,87 +499,71 @@ pub fn link_all(peers: &[Peer<'_>], edges: &[(usize, usize)]) {
 
 /// `link_all` with extra lines in the definitions.
 pub fn link_all_with(peers: &[Peer<'_>], edges: &[(usize, usize)], extras: Extras<'_>) {
-    let neighbours = |i: usize| -> Vec<usize> {
-        edges
+    let mut sides: Vec<Peer<'_>> = peers
+        .iter()
+        .map(|p| Peer {
+            name: p.name,
+            instance: p.instance,
+        })
+        .collect();
+    let mut sides: Vec<&mut Peer<'_>> = sides.iter_mut().collect();
+    let definitions = |remotes: &[RemoteSpec]| definitions_with(remotes, extras);
+    let linking = procsync::link::link_all(&mut sides, edges, &definitions);
+    let linked: Result<(), std::convert::Infallible> =
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(linking);
+    linked.unwrap();
+}
+
+/// Each linking step through the command line; a failing step fails the
+/// test with the command's error.
+impl procsync::link::Side for Peer<'_> {
+    type Error = std::convert::Infallible;
+
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn endpoint(&self) -> String {
+        self.instance.peer_endpoint()
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.instance.fingerprint
+    }
+
+    async fn add_user(&mut self, name: &str, role: &str) -> Result<String, Self::Error> {
+        let token = self.instance.ok(&["user", "add", name, "--roles", role]);
+        Ok(token.trim().to_string())
+    }
+
+    async fn apply(&mut self, definitions: &str) -> Result<(), Self::Error> {
+        let file = self.instance.file("sync.toml", definitions);
+        self.instance.ok(&["apply", file.to_str().unwrap()]);
+        Ok(())
+    }
+
+    async fn remote_sys_id(&mut self, remote: &str) -> Result<String, Self::Error> {
+        let remotes = self.instance.json(&["remote", "list", "--json"]);
+        let record = remotes
+            .as_array()
+            .unwrap()
             .iter()
-            .filter_map(|&(a, b)| {
-                if a == i {
-                    Some(b)
-                } else if b == i {
-                    Some(a)
-                } else {
-                    None
-                }
-            })
-            .collect()
-    };
-    // tokens[i][j]: the token of peer i's inbound API user for peer j.
-    let mut tokens = std::collections::HashMap::new();
-    for (i, me) in peers.iter().enumerate() {
-        for j in neighbours(i) {
-            let other = peers[j].name;
-            let token = me.instance.ok(&[
-                "user",
-                "add",
-                &format!("{other}_api"),
-                "--roles",
-                "process_sync_api",
-            ]);
-            me.instance.ok(&[
-                "user",
-                "add",
-                &format!("{other}_runas"),
-                "--roles",
-                "process_sync_run_as",
-            ]);
-            tokens.insert((i, j), token.trim().to_string());
-        }
+            .find(|r| r["name"] == remote)
+            .unwrap_or_else(|| panic!("{} has no remote system `{remote}`", self.name));
+        Ok(record["sys_id"].as_str().unwrap().to_string())
     }
-    let apply = |i: usize, external: &dyn Fn(usize, usize) -> String| {
-        let specs: Vec<RemoteSpec<'_>> = neighbours(i)
-            .into_iter()
-            .map(|j| RemoteSpec {
-                name: peers[j].name,
-                endpoint: peers[j].instance.peer_endpoint(),
-                fingerprint: &peers[j].instance.fingerprint,
-                external_id: external(i, j),
-            })
-            .collect();
-        let file = peers[i]
-            .instance
-            .file("sync.toml", &definitions_with(&specs, extras));
-        peers[i].instance.ok(&["apply", file.to_str().unwrap()]);
-    };
-    for i in 0..peers.len() {
-        apply(i, &|_, _| String::new());
+
+    async fn set_token(&mut self, remote: &str, token: &str) -> Result<(), Self::Error> {
+        self.instance.ok(&["remote", "token", remote, token]);
+        Ok(())
     }
-    // sys_ids[(i, j)]: the sys_id of i's remote system record for j.
-    let mut sys_ids = std::collections::HashMap::new();
-    for (i, me) in peers.iter().enumerate() {
-        let remotes = me.instance.json(&["remote", "list", "--json"]);
-        for j in neighbours(i) {
-            let record = remotes
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["name"] == peers[j].name)
-                .unwrap();
-            sys_ids.insert((i, j), record["sys_id"].as_str().unwrap().to_string());
-        }
-    }
-    for i in 0..peers.len() {
-        apply(i, &|me, other| sys_ids[&(other, me)].clone());
-    }
-    for (i, me) in peers.iter().enumerate() {
-        for j in neighbours(i) {
-            me.instance
-                .ok(&["remote", "token", peers[j].name, &tokens[&(j, i)]]);
-        }
-    }
-    for (i, me) in peers.iter().enumerate() {
-        for j in neighbours(i) {
-            me.instance.ok(&["remote", "validate", peers[j].name]);
-        }
+
+    async fn validate(&mut self, remote: &str) -> Result<(), Self::Error> {
+        self.instance.ok(&["remote", "validate", remote]);
+        Ok(())
     }
 }
 

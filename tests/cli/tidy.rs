@@ -186,7 +186,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "record",
         ],
     ),
-    ("child", &["instance", "transport"]),
+    ("child", &["instance", "link", "transport"]),
     (
         "cli",
         &[
@@ -266,7 +266,8 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "worker",
         ],
     ),
-    ("pair", &["child", "instance", "transport"]),
+    ("link", &["instance"]),
+    ("pair", &["child", "instance", "link", "transport"]),
     ("queue", &["attachment", "domain", "ids", "record"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
     ("runtime", &["config", "store", "transport"]),
