@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The package check .ci/run calls: builds the .deb with cargo-deb (installed
-# from the registry if missing), lists its contents and checks the expected
-# paths, the conffile and the maintainer scripts, extracts it into a
+# The package check .ci/run calls: builds the .deb (packaging/make-deb.sh),
+# lists its contents and checks the expected paths (the manual page and
+# the shell completions among them), the conffile and the maintainer
+# scripts, extracts it into a
 # temporary root, runs the packaged binary's --version and `config
 # validate` on the packaged config, and verifies the unit with
 # systemd-analyze where that tool exists.
@@ -11,24 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CARGO_DEB_VERSION=3.8.0
 PROFILE="${PROCSYNC_DEB_PROFILE:-dev}"
-
-if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
-    echo "--- installing cargo-deb $CARGO_DEB_VERSION from crates.io"
-    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
-fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 echo "--- building the .deb ($PROFILE profile)"
-if [ "$PROFILE" = release ]; then
-    cargo deb --locked -o "$work/"
-else
-    # cargo-deb warns that dev builds are for testing only: so is this one.
-    cargo deb --locked --profile "$PROFILE" --strip -o "$work/" 2>&1 | grep -v "dev profile\|debug symbols set" || true
-fi
+PROCSYNC_DEB_PROFILE="$PROFILE" packaging/make-deb.sh "$work/"
 deb="$(ls "$work"/*.deb)"
 
 echo "--- contents of $(basename "$deb")"
@@ -38,7 +28,12 @@ for path in \
     ./lib/systemd/system/procsync.service \
     ./etc/procsync/procsync.toml \
     ./usr/share/doc/procsync/README.md \
-    ./usr/share/doc/procsync/sync.example.toml; do
+    ./usr/share/doc/procsync/sync.example.toml \
+    ./usr/share/man/man1/procsync.1.gz \
+    ./usr/share/man/man1/procsync-remote-validate.1.gz \
+    ./usr/share/bash-completion/completions/procsync \
+    ./usr/share/zsh/vendor-completions/_procsync \
+    ./usr/share/fish/vendor_completions.d/procsync.fish; do
     if ! grep -q " $path\$" "$work/contents"; then
         echo "FAIL: the package lacks $path" >&2
         exit 1
@@ -66,6 +61,20 @@ dpkg-deb -x "$deb" "$work/root"
 "$work/root/usr/bin/procsync" --version
 "$work/root/usr/bin/procsync" config validate --kind server "$work/root/etc/procsync/procsync.toml"
 "$work/root/usr/bin/procsync" config validate "$work/root/usr/share/doc/procsync/sync.example.toml"
+echo "--- the packaged manual page and bash completion"
+zcat "$work/root/usr/share/man/man1/procsync.1.gz" | grep -q '^\.TH procsync 1' || {
+    echo "FAIL: the manual page is not procsync(1)" >&2
+    exit 1
+}
+if command -v groff >/dev/null; then
+    zcat "$work/root/usr/share/man/man1/procsync.1.gz" | groff -man -Tutf8 -P -cbou | grep -q 'Remote Process Sync' || {
+        echo "FAIL: the manual page does not render" >&2
+        exit 1
+    }
+fi
+offered="$(bash -c "source '$work/root/usr/share/bash-completion/completions/procsync'
+COMP_WORDS=(procsync rem); COMP_CWORD=1; _procsync procsync rem procsync; echo \"\${COMPREPLY[*]}\"")"
+[ "$offered" = remote ] || { echo "FAIL: bash completes 'procsync rem' to '$offered'" >&2; exit 1; }
 
 if command -v systemd-analyze >/dev/null; then
     echo "--- systemd-analyze verify"

@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "$deb" ]; then
-    cargo deb --locked --profile dev --strip -o "$work/" 2>&1 | grep -v "dev profile\|debug symbols set" || true
+    PROCSYNC_DEB_PROFILE=dev packaging/make-deb.sh "$work/"
     deb="$(ls "$work"/*.deb)"
 fi
 if [ "$(id -u)" != 0 ]; then

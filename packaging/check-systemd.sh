@@ -23,7 +23,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 if [ -z "$deb" ]; then
-    cargo deb --locked --profile dev --strip -o "$work/" 2>&1 | grep -v "dev profile\|debug symbols set" || true
+    PROCSYNC_DEB_PROFILE=dev packaging/make-deb.sh "$work/"
     deb="$(ls "$work"/*.deb)"
 fi
 command -v debootstrap >/dev/null || apt-get install -y debootstrap >/dev/null

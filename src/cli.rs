@@ -121,6 +121,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => properties::run(command, &connection).await,
         Command::Demo { keep } => crate::demo::run(keep).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => crate::bench::run(command).await.map(|()| ExitCode::SUCCESS),
+        Command::Completions { shell } => local::completions(shell),
+        Command::Man { dir } => local::man_page(dir.as_deref()),
     }
 }
 

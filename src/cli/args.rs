@@ -145,6 +145,20 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::bench::BenchCommand,
     },
+    /// Print shell completions to standard output (for example
+    /// `procsync completions bash > /etc/bash_completion.d/procsync`).
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output (`procsync man |
+    /// man -l -`), or write a page per command into a directory.
+    Man {
+        /// Write procsync.1 and a page per command (procsync-remote.1,
+        /// procsync-remote-validate.1, …) into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,5 +1,6 @@
 //! The commands that work on this machine without a running instance:
-//! `init`, `serve` and `config validate`.
+//! `init`, `serve`, `config validate`, and the shell completions and
+//! manual page generated from the argument definitions.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -106,4 +107,39 @@ pub fn guess_kind(text: &str) -> FileKind {
     } else {
         FileKind::Server
     }
+}
+
+/// `procsync completions SHELL`: the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut command = super::Cli::command();
+    // Into memory first: the library panics on a failed write.
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut command, "procsync", &mut out);
+    print_generated(&out, "the completions")
+}
+
+/// Prints generated text; a reader that went away is a clear error.
+fn print_generated(text: &[u8], what: &str) -> Result<ExitCode> {
+    std::io::Write::write_all(&mut std::io::stdout(), text)
+        .map_err(|e| anyhow!("cannot print {what}: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `procsync man`: the manual page, in roff; with `dir`, a page per
+/// command written there.
+pub fn man_page(dir: Option<&Path>) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let command = super::Cli::command();
+    if let Some(dir) = dir {
+        clap_mangen::generate_to(command, dir)
+            .map_err(|e| anyhow!("cannot write the manual pages into {}: {e}", dir.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // As `generate_to` does: `help` is no command with a page of its own.
+    let mut command = command.disable_help_subcommand(true);
+    command.build();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command).render(&mut out)?;
+    print_generated(&out, "the manual page")
 }

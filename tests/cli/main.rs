@@ -22,6 +22,7 @@ mod guarantees;
 mod instance;
 mod operating;
 mod records;
+mod shell;
 mod sync;
 mod tidy;
 mod upgrade;

@@ -62,6 +62,18 @@ pub fn as_user(instance: &Instance, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The stdout of `procsync ARGS` that ran as `out`, failing the test (with
+/// its stderr) when it did not succeed.
+pub fn succeeded(args: &[&str], out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "`procsync {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 /// An instance's data directory (removed with the value).
 pub struct Instance {
     pub dir: tempfile::TempDir,
@@ -183,14 +195,7 @@ impl Instance {
 
     /// Runs the CLI and returns stdout, failing the test on an error.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "`procsync {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, &self.cli(args))
     }
 
     /// Runs the CLI expecting failure; returns stderr.
