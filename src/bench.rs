@@ -435,7 +435,8 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
 
     let started = Instant::now();
     let (hash, _) =
-        crate::transport::upload::upload_file(&mut edge.client, &file, |_, _| {}).await?;
+        crate::transport::upload::upload_file(&mut edge.client, &file, std::sync::Arc::new(()))
+            .await?;
     let upload_time = started.elapsed();
     std::fs::remove_file(&file)?;
 

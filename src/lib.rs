@@ -59,6 +59,8 @@ pub mod scheduler;
 pub mod logging;
 /// `serve`: running an instance and shutting it down.
 pub mod server;
+/// Progress bars on the terminal for long commands and benchmarks.
+pub mod progress;
 /// A `serve` child process, for the demo and the benchmark.
 pub mod child;
 /// Starting local instances and linking them, for every tool that needs

@@ -56,6 +56,7 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
     );
     let started = Instant::now();
     let mut written = 0;
+    let bar = crate::progress::items(args.records, "writing");
     while written < args.records {
         let batch: Vec<RecordWrite> = (written..(written + args.batch_size).min(args.records))
             .map(|n| RecordWrite {
@@ -76,7 +77,9 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
             .collect();
         written += batch.len() as u64;
         edge.client.write_records(batch).await?;
+        bar.set_position(written);
     }
+    drop(bar);
     let write_time = started.elapsed();
     println!(
         "wrote {written} records on the edge in {:.1} s ({:.0} records/s, each queuing one item)",
@@ -85,18 +88,24 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
     );
     let deadline = started + Duration::from_secs(1800);
     let (mut applied_at, mut acknowledged_at) = (None, None);
+    let bar = crate::progress::items(written, "applying");
     while applied_at.is_none() || acknowledged_at.is_none() {
         if Instant::now() > deadline {
             bail!("the items did not all arrive within 30 minutes");
         }
-        if applied_at.is_none() && hub.client.stats().await?.inbound.processed >= written {
-            applied_at = Some(started.elapsed());
+        if applied_at.is_none() {
+            let applied = hub.client.stats().await?.inbound.processed;
+            bar.set_position(applied.min(written));
+            if applied >= written {
+                applied_at = Some(started.elapsed());
+            }
         }
         if acknowledged_at.is_none() && edge.client.stats().await?.outbound.processed >= written {
             acknowledged_at = Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    drop(bar);
     let (applied, acknowledged) = (applied_at.unwrap(), acknowledged_at.unwrap());
     let cpu = (
         cpu_seconds(edge.server.pid()) - cpu_before.0,

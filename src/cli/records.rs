@@ -95,14 +95,16 @@ pub async fn run(command: RecordCommand, connection: &Connection) -> Result<Exit
             }
         }
         RecordCommand::Import { table, file, batch } => {
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?,
-            );
+            let opened = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let size = opened.metadata().map_or(0, |m| m.len());
+            let reader = std::io::BufReader::new(opened);
+            let bar = crate::progress::bytes(size, "importing");
             let mut pending = Vec::new();
             let mut total = 0usize;
             for (i, line) in reader.lines().enumerate() {
                 let line = line?;
+                bar.inc(line.len() as u64 + 1);
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -126,6 +128,7 @@ pub async fn run(command: RecordCommand, connection: &Connection) -> Result<Exit
             if !pending.is_empty() {
                 total += client.write_records(pending).await?.len();
             }
+            drop(bar);
             println!("imported {total} record(s) into {table}");
         }
     }

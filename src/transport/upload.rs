@@ -4,6 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
@@ -11,24 +12,37 @@ use super::client::AdminClient;
 use crate::attachment::CHUNK_BYTES;
 use crate::ids::hex;
 
+/// Hears how an upload goes (a progress bar, say). Every method does
+/// nothing unless given.
+pub trait UploadWatch: Send + Sync {
+    /// Hashing starts over a file of `size` bytes.
+    fn hashing(&self, _size: u64) {}
+    /// `bytes` more of the file were read and hashed, or read and sent.
+    fn advanced(&self, _bytes: u64) {}
+    /// Sending starts at byte `from` of `size` (after the bytes the
+    /// instance already holds; `from` > 0 is a resumed upload).
+    fn sending(&self, _from: u64, _size: u64) {}
+}
+
+/// Hears nothing.
+impl UploadWatch for () {}
+
 /// Uploads the content of `file` unless the instance already holds it
-/// (then `true`), resuming an interrupted upload (`resuming` hears at which
-/// byte of how many); returns its hash.
+/// (then `true`), resuming an interrupted upload; `watch` hears how it
+/// goes. Returns its hash.
 pub async fn upload_file(
     client: &mut AdminClient,
     file: &Path,
-    resuming: impl FnOnce(u64, u64),
+    watch: Arc<dyn UploadWatch>,
 ) -> Result<(String, bool)> {
-    let (hash, size) = hash_file(file).await?;
+    let (hash, size) = hash_file(file, watch.clone()).await?;
     let (received, complete) = client.begin_upload(&hash, size).await?;
     if complete {
         return Ok((hash, true));
     }
-    if received > 0 {
-        resuming(received, size);
-    }
+    watch.sending(received, size);
     let (pieces, stream) = tokio::sync::mpsc::channel(4);
-    let reader = read_pieces(file.to_path_buf(), received, pieces);
+    let reader = read_pieces(file.to_path_buf(), received, pieces, watch);
     let (read, uploaded) = tokio::join!(reader, client.upload_content(&hash, size, stream));
     read?;
     if !uploaded? {
@@ -41,11 +55,14 @@ pub async fn upload_file(
 }
 
 /// blake3 and size of a file, read once in chunks.
-async fn hash_file(path: &Path) -> Result<(String, u64)> {
+async fn hash_file(path: &Path, watch: Arc<dyn UploadWatch>) -> Result<(String, u64)> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        if let Ok(meta) = file.metadata() {
+            watch.hashing(meta.len());
+        }
         let mut hasher = blake3::Hasher::new();
         let mut buffer = vec![0u8; CHUNK_BYTES];
         let mut size = 0u64;
@@ -58,6 +75,7 @@ async fn hash_file(path: &Path) -> Result<(String, u64)> {
             }
             hasher.update(&buffer[..n]);
             size += n as u64;
+            watch.advanced(n as u64);
         }
         Ok((hex(hasher.finalize().as_bytes()), size))
     })
@@ -69,6 +87,7 @@ async fn read_pieces(
     path: PathBuf,
     offset: u64,
     pieces: tokio::sync::mpsc::Sender<(u64, bytes::Bytes)>,
+    watch: Arc<dyn UploadWatch>,
 ) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)
@@ -94,6 +113,7 @@ async fn read_pieces(
                 return Ok(());
             }
             position += filled as u64;
+            watch.advanced(filled as u64);
         }
     })
     .await?

@@ -21,6 +21,7 @@ mod durability;
 mod guarantees;
 mod instance;
 mod operating;
+mod progress;
 mod records;
 mod shell;
 mod sync;
