@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the .deb: the binary, then the manual pages and the bash, zsh and
-# fish completions the binary generates from its argument definitions
-# (into target/assets), then cargo-deb (installed from the registry if
-# missing) packages them with the unit, the config and the docs.
+# fish completions the binary generates from its argument definitions (into
+# packaging/generated, not committed), then cargo-deb (installed from the
+# registry if missing) packages them with the unit, the config and the docs.
 #
 #   packaging/make-deb.sh [OUTDIR]     # default target/debian
 #
@@ -22,19 +22,23 @@ fi
 
 echo "--- building procsync ($PROFILE profile)"
 cargo build --locked --profile "$PROFILE"
+target_dir="${CARGO_TARGET_DIR:-target}"
 case "$PROFILE" in
-    dev) bin=target/debug/procsync ;;
-    *) bin="target/$PROFILE/procsync" ;;
+    dev) bin="$target_dir/debug/procsync" ;;
+    *) bin="$target_dir/$PROFILE/procsync" ;;
 esac
 
 echo "--- generating the manual page and shell completions"
-rm -rf target/assets
-mkdir -p target/assets/man
-"$bin" man --dir target/assets/man
-gzip -9n target/assets/man/*.1
-"$bin" completions bash >target/assets/procsync.bash
-"$bin" completions zsh >target/assets/_procsync
-"$bin" completions fish >target/assets/procsync.fish
+# Beside the sources (not in the target directory, which CARGO_TARGET_DIR
+# may move): the package's asset paths are relative to Cargo.toml.
+assets=packaging/generated
+rm -rf "$assets"
+mkdir -p "$assets/man"
+"$bin" man --dir "$assets/man"
+gzip -9n "$assets"/man/*.1
+"$bin" completions bash >"$assets/procsync.bash"
+"$bin" completions zsh >"$assets/_procsync"
+"$bin" completions fish >"$assets/procsync.fish"
 
 echo "--- packaging"
 if [ "$PROFILE" = release ]; then

@@ -137,6 +137,23 @@ pub fn target(connection: &Connection) -> Result<Target> {
             .exists()
             .then(|| PathBuf::from(DEFAULT_DATA_DIR))
     });
+    if let (None, Some(dir)) = (&connection.addr, &connection.data) {
+        if !dir.join(crate::store::DB_FILE).exists() {
+            bail!(
+                "{} holds no procsync instance; create one with `procsync init --data {} --name NAME`, or pass the right --data",
+                dir.display(),
+                dir.display()
+            );
+        }
+        if !dir.join(ADMIN_ADDR_FILE).exists() {
+            bail!(
+                "the instance in {} is not running (`procsync serve` writes {} while it runs); start it with `procsync serve --data {}`, or pass --addr",
+                dir.display(),
+                dir.join(ADMIN_ADDR_FILE).display(),
+                dir.display()
+            );
+        }
+    }
     let address = match (&connection.addr, &data) {
         (Some(addr), _) => addr.clone(),
         (None, Some(dir)) if dir.join(ADMIN_ADDR_FILE).exists() => {
@@ -157,6 +174,14 @@ pub fn target(connection: &Connection) -> Result<Target> {
         );
     };
     let tls_cert_pem = connection.tls_cert.as_deref().map(read_file).transpose()?;
+    if let (Some(pem), Some(path)) = (&tls_cert_pem, &connection.tls_cert) {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            bail!(
+                "{} holds no PEM certificate; pass the instance's instance.crt (from its data directory) with --tls-cert",
+                path.display()
+            );
+        }
+    }
     Ok(Target {
         address,
         token: token.trim().to_string(),

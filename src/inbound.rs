@@ -164,7 +164,7 @@ impl PeerGate {
         }
         let Some(user) = user else {
             let remotes: Vec<String> = candidates.into_iter().map(|r| r.spec.name).collect();
-            tracing::warn!(target: "transport", remote_system = ?remotes, "Refused a peer call: its token is unknown.");
+            tracing::warn!(target: "transport", remote_systems = %remotes.join(", "), "Refused a peer call: its token is unknown.");
             return Err(PeerError::UnknownToken { remotes });
         };
         let Some(remote) = candidates

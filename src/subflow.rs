@@ -30,6 +30,17 @@ pub enum Step {
     },
 }
 
+/// A step as the log names it: `log`, `webhook http://…`, `command /path`.
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Log => write!(f, "log"),
+            Step::Webhook { url } => write!(f, "webhook {url}"),
+            Step::Command { command, .. } => write!(f, "command {command}"),
+        }
+    }
+}
+
 /// What went wrong, as the steps report it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ErrorEvent {
@@ -92,7 +103,7 @@ pub async fn run(steps: &[Step], event: &ErrorEvent) {
             ))
         });
         if let Err(problem) = result {
-            tracing::error!(target: "subflow", step = ?step, remote_system = %event.remote_system, problem = %problem, "An error handling step failed.");
+            tracing::error!(target: "subflow", step = %step, remote_system = %event.remote_system, problem = %problem, "An error handling step failed.");
         }
     }
 }
@@ -105,7 +116,7 @@ async fn run_step(step: &Step, event: &ErrorEvent) -> Result<(), String> {
                 kind = %event.kind,
                 remote_system = %event.remote_system,
                 attempts = event.attempts,
-                item = ?event.item_id,
+                item = event.item_id.map_or_else(String::new, |id| id.to_string()),
                 error = %event.error,
                 "Error subflow: {} needs attention.",
                 event.remote_system

@@ -5,6 +5,7 @@
 //! the edge. It sits below the sync layers: `outbound`, `inbound` and `api`
 //! dial peers through it; the services that answer calls are in `server`.
 
+pub mod cause;
 pub mod client;
 pub mod peer;
 pub mod protocol;

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 
+use super::cause::{chain, chain_from};
 use super::pb::peer as pb;
 use super::protocol::{CallError, Hello, HelloAnswer, PeerTarget, SendItem, SyncEvent};
 use super::tls;
@@ -116,34 +117,6 @@ async fn within_deadline<T>(
             secs: OPEN_DEADLINE.as_secs(),
         }),
     }
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    chain_from(error.to_string(), error.source())
-}
-
-/// `text` followed by each cause's own sentence (not repeated when one
-/// already holds the next).
-fn chain_from(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
-    while let Some(cause) = source {
-        let cause_text = without_doc_links(&cause.to_string());
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// `text` without the documentation links some libraries append to their
-/// messages (rustls: "…close_notify: https://docs.rs/…"): an operator reads
-/// what failed, not where a library explains it.
-fn without_doc_links(text: &str) -> String {
-    text.split(": ")
-        .filter(|part| !part.starts_with("https://docs.rs/"))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// A failed call to `endpoint` in our terms.

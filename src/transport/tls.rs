@@ -112,7 +112,9 @@ where
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let remote = tcp.peer_addr().ok();
+            let remote = tcp
+                .peer_addr()
+                .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
             let acceptor = acceptor.clone();
             let connections = connections.clone();
             tokio::spawn(async move {
@@ -121,10 +123,10 @@ where
                         let _ = connections.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(target: "transport", remote = ?remote, error = %e, "A {what}'s TLS handshake failed.");
+                        tracing::warn!(target: "transport", %remote, error = %e, "A {what}'s TLS handshake failed.");
                     }
                     Err(_) => {
-                        tracing::warn!(target: "transport", remote = ?remote, "A {what}'s TLS handshake timed out.");
+                        tracing::warn!(target: "transport", %remote, "A {what}'s TLS handshake timed out.");
                     }
                 }
             });

@@ -18,6 +18,7 @@ mod definitions;
 mod demo;
 mod disk;
 mod durability;
+mod errors;
 mod guarantees;
 mod instance;
 mod operating;
