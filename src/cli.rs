@@ -138,7 +138,7 @@ pub fn target(connection: &Connection) -> Result<Target> {
             .then(|| PathBuf::from(DEFAULT_DATA_DIR))
     });
     if let (None, Some(dir)) = (&connection.addr, &connection.data) {
-        if !dir.join(crate::store::DB_FILE).exists() {
+        if !dir.join(crate::instance::DB_FILE).exists() {
             bail!(
                 "{} holds no procsync instance; create one with `procsync init --data {} --name NAME`, or pass the right --data",
                 dir.display(),

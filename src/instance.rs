@@ -2,6 +2,9 @@
 //! identity and the first `admin` user, whose token goes to a 0600 file.
 //! Never touches an existing instance.
 
+/// The store's file in a data directory.
+pub use crate::store::DB_FILE;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

@@ -53,6 +53,8 @@ pub mod inbound;
 pub mod outbound;
 /// gRPC: generated types, the admin and peer services, their clients.
 pub mod transport;
+/// Alert thresholds checked per remote system, raising its error subflow.
+pub mod alert;
 /// Periodic work: the debug-logging switch, purging old queue items.
 pub mod scheduler;
 /// The tracing subscriber, with sync debug logging switchable at runtime.

@@ -108,9 +108,65 @@ pub const PROPERTIES: &[PropertyDef] = &[
         range: (1, 100_000),
         kind: Kind::Number,
     },
+    PropertyDef {
+        name: "alert.backlog",
+        default: "0",
+        description: "Alert when a remote system's outbound items waiting to be sent or acknowledged reach this many (0: off; `alert.backlog@NAME` for one remote system)",
+        range: (0, u64::MAX),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "alert.oldest_s",
+        default: "0",
+        description: "Alert when a remote system's oldest outbound item not yet acknowledged is this many seconds old (0: off; `@NAME` for one remote system)",
+        range: (0, 10 * 365 * 86_400),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "alert.errors",
+        default: "0",
+        description: "Alert when this many of a remote system's items (outbound or inbound) went to Error within `alert.window_s` (0: off; `@NAME` for one remote system)",
+        range: (0, u64::MAX),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "alert.window_s",
+        default: "300",
+        description: "The window, in seconds, that `alert.errors` counts over (whole minutes, rounded up)",
+        range: (60, 86_400),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "alert.down_s",
+        default: "0",
+        description: "Alert when a remote system has been Down for this many seconds (0: off; `@NAME` for one remote system)",
+        range: (0, 10 * 365 * 86_400),
+        kind: Kind::Number,
+    },
+];
+
+/// Alert thresholds a remote system may have its own value of, as
+/// `NAME@REMOTE`.
+pub const PER_REMOTE: &[&str] = &[
+    "alert.backlog",
+    "alert.oldest_s",
+    "alert.errors",
+    "alert.down_s",
 ];
 
 pub fn find(name: &str) -> Result<&'static PropertyDef, String> {
+    if let Some((base, remote)) = name.split_once('@') {
+        if !PER_REMOTE.contains(&base) {
+            return Err(format!(
+                "property `{base}` has no value per remote system; only {} do (as NAME@REMOTE)",
+                PER_REMOTE.join(", ")
+            ));
+        }
+        if remote.trim().is_empty() {
+            return Err(format!("`{name}` names no remote system after the @"));
+        }
+        return find(base);
+    }
     PROPERTIES.iter().find(|p| p.name == name).ok_or_else(|| {
         let names: Vec<&str> = PROPERTIES.iter().map(|p| p.name).collect();
         format!("unknown property `{name}`; known: {}", names.join(", "))

@@ -109,6 +109,11 @@ pub struct RemoteHealth {
     pub last_error: Option<String>,
     pub attempts: u32,
     pub next_attempt_on: Option<String>,
+    /// Age in seconds of the oldest outbound item not yet acknowledged
+    /// (from the alert checks; `None` when nothing waits).
+    pub oldest_waiting_s: Option<u64>,
+    /// The alert thresholds it is over now, each as a sentence.
+    pub alerts: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -155,6 +160,8 @@ impl HealthBoard {
             last_error: None,
             attempts: 0,
             next_attempt_on: None,
+            oldest_waiting_s: None,
+            alerts: Vec::new(),
         });
         change(entry);
     }

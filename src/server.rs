@@ -137,6 +137,10 @@ pub async fn run(
         Processor::new(store.clone(), limits, &sync, workers.clone()),
         sync.wake_inbound.clone(),
     );
+    workers.spawn(
+        crate::alert::Alerts::new(store.clone(), sync.health.clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
 
     let api = Api::new(store.clone(), config.limits.clone(), sync);
     // A damaged store ends the instance as a shutdown does, then `serve`

@@ -248,6 +248,12 @@ pub struct RemoteStats {
     pub health: String,
     pub round_trip_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Age in seconds of the oldest outbound item not yet acknowledged.
+    #[serde(default)]
+    pub oldest_waiting_s: Option<u64>,
+    /// The alert thresholds it is over now, each as a sentence.
+    #[serde(default)]
+    pub alerts: Vec<String>,
 }
 
 /// Items deleted by the purge since the store was created.

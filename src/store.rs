@@ -38,6 +38,7 @@ pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
 pub use inbound::ReceivedItem;
+pub use outbound::Waiting;
 pub use purge::{PurgeBefore, Purged};
 pub use records::RecordWriteLimits;
 pub use sync_objects::{ApplyReport, RemoteState, RemoteSystemStatus, StoredSyncObject};

@@ -43,14 +43,15 @@ impl Api {
         Ok(config.split_by_domain(&user.domain).0.to_toml())
     }
 
-    /// Every property: (name, value, default, description).
+    /// Every property: (name, value, default, description), then the
+    /// values set for one remote system (`NAME@REMOTE`).
     pub async fn list_properties(
         &self,
         caller: &Caller,
     ) -> Result<Vec<(String, String, String, String)>, ApiError> {
         caller.require(Permission::ReadSync)?;
         self.blocking(|store| {
-            crate::property::PROPERTIES
+            let mut rows = crate::property::PROPERTIES
                 .iter()
                 .map(|p| {
                     Ok((
@@ -60,7 +61,18 @@ impl Api {
                         p.description.to_string(),
                     ))
                 })
-                .collect()
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+            for (name, value) in store.per_remote_properties()? {
+                if let Ok(def) = crate::property::find(&name) {
+                    let base = def.name;
+                    let description = format!(
+                        "{} (for one remote system; `{base}` for the others)",
+                        def.description
+                    );
+                    rows.push((name, value, def.default.to_string(), description));
+                }
+            }
+            Ok(rows)
         })
         .await
     }
@@ -78,12 +90,16 @@ impl Api {
                 domain: user.domain,
             });
         }
-        self.store.set_property(name.clone(), value).await?;
+        let value = self.store.set_property(name.clone(), value).await?;
         self.sync.wake_outbound.notify_waiters();
-        self.list_properties(caller)
-            .await?
-            .into_iter()
-            .find(|p| p.0 == name)
-            .ok_or(ApiError::UnknownProperty { name })
+        // `NAME@REMOTE` is described by its NAME.
+        let def = crate::property::find(&name)
+            .map_err(|_| ApiError::UnknownProperty { name: name.clone() })?;
+        Ok((
+            name,
+            value,
+            def.default.to_string(),
+            def.description.to_string(),
+        ))
     }
 }

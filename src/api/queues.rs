@@ -196,6 +196,12 @@ impl Api {
                     .unwrap_or("Down")
                     .to_string(),
                 round_trip_ms: remote.health.as_ref().and_then(|h| h.round_trip_ms),
+                oldest_waiting_s: remote.health.as_ref().and_then(|h| h.oldest_waiting_s),
+                alerts: remote
+                    .health
+                    .as_ref()
+                    .map(|h| h.alerts.clone())
+                    .unwrap_or_default(),
                 last_error: remote.health.and_then(|h| h.last_error),
             })
             .collect();

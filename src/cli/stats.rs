@@ -89,6 +89,15 @@ fn print_stats(stats: &Stats) {
         lines,
     );
     println!();
+    print_remotes(stats);
+    println!(
+        "purged: {} outbound, {} inbound, {} contents",
+        stats.purged.outbound, stats.purged.inbound, stats.purged.contents
+    );
+}
+
+/// The remote systems' table, then what is over an alert threshold.
+fn print_remotes(stats: &Stats) {
     let remotes = stats
         .remote_systems
         .iter()
@@ -101,6 +110,14 @@ fn print_stats(stats: &Stats) {
                 r.round_trip_ms
                     .map(|ms| ms.to_string())
                     .unwrap_or_else(|| "-".into()),
+                r.oldest_waiting_s
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if r.alerts.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} !", r.alerts.len())
+                },
                 r.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -112,13 +129,23 @@ fn print_stats(stats: &Stats) {
             "INBOUND",
             "HEALTH",
             "RTT MS",
+            "OLDEST S",
+            "ALERTS",
             "LAST ERROR",
         ],
         remotes,
     );
     println!();
-    println!(
-        "purged: {} outbound, {} inbound, {} contents",
-        stats.purged.outbound, stats.purged.inbound, stats.purged.contents
-    );
+    let alerts: Vec<&String> = stats
+        .remote_systems
+        .iter()
+        .flat_map(|r| &r.alerts)
+        .collect();
+    if !alerts.is_empty() {
+        println!("OVER AN ALERT THRESHOLD:");
+        for alert in alerts {
+            println!("  ! {alert}");
+        }
+        println!();
+    }
 }

@@ -180,6 +180,34 @@ pub fn render(stats: &Stats) -> String {
     }
     family(
         &mut out,
+        "procsync_outbound_oldest_waiting_seconds",
+        "gauge",
+        "Age of a remote system's oldest outbound item not yet acknowledged (Ready or Running); 0 when none waits.",
+    );
+    for remote in &stats.remote_systems {
+        let _ = writeln!(
+            out,
+            "procsync_outbound_oldest_waiting_seconds{{remote_system=\"{}\"}} {}",
+            label(&remote.name),
+            remote.oldest_waiting_s.unwrap_or(0)
+        );
+    }
+    family(
+        &mut out,
+        "procsync_alerts_active",
+        "gauge",
+        "Alert thresholds a remote system is over now.",
+    );
+    for remote in &stats.remote_systems {
+        let _ = writeln!(
+            out,
+            "procsync_alerts_active{{remote_system=\"{}\"}} {}",
+            label(&remote.name),
+            remote.alerts.len()
+        );
+    }
+    family(
+        &mut out,
         "procsync_purged_total",
         "counter",
         "Queue items and unused contents deleted by the purge.",

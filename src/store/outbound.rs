@@ -12,6 +12,14 @@ use super::{QueueFilter, Store, StoreError};
 use crate::ids::now_millis;
 use crate::queue::{FlowTrace, OutboundItem, QueueStatus, operator_transition};
 
+/// See `Store::oldest_waiting`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    Found(u64, crate::ids::Millis),
+    None,
+    Scanned(u64),
+}
+
 impl Store {
     /// Outbound items matching `filter`, oldest first.
     pub fn outbound_items(&self, filter: &QueueFilter) -> Result<Vec<OutboundItem>, StoreError> {
@@ -99,6 +107,41 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The oldest of `remote`'s outbound items not yet acknowledged (Ready
+    /// or Running), looking from sequence `from` on at most `budget` index
+    /// entries: `Found(sequence, created_on)`, `None` when there is none,
+    /// or `Scanned(next)` to go on from next time.
+    pub fn oldest_waiting(
+        &self,
+        remote: &str,
+        from: u64,
+        budget: usize,
+    ) -> Result<Waiting, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+        let outbound = txn.open_table(OUTBOUND)?;
+        let (mut last, mut seen) = (from, 0);
+        for row in index
+            .range((remote, from)..=(remote, u64::MAX))?
+            .take(budget)
+        {
+            let (key, id) = row?;
+            last = key.value().1;
+            seen += 1;
+            let Some(value) = outbound.get(id.value())? else {
+                continue;
+            };
+            let item: OutboundItem = decode(value.value())?;
+            if matches!(item.status, QueueStatus::Ready | QueueStatus::Running) {
+                return Ok(Waiting::Found(item.sequence, item.created_on));
+            }
+        }
+        if seen < budget {
+            return Ok(Waiting::None);
+        }
+        Ok(Waiting::Scanned(last.saturating_add(1)))
     }
 
     pub fn outbound_item(&self, id: u64) -> Result<Option<OutboundItem>, StoreError> {

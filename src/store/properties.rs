@@ -1,6 +1,8 @@
 //! Runtime properties: stored values over their defaults, and the typed
 //! readings the workers use (retry policy, heartbeat).
 
+use redb::ReadableTable;
+
 use super::codec::{decode, encode};
 use super::tables::*;
 use super::{Store, StoreError};
@@ -16,6 +18,36 @@ impl Store {
             Some(value) => decode(value.value()),
             None => Ok(def.default.to_string()),
         }
+    }
+
+    /// The values set for one remote system (`NAME@REMOTE`), by name.
+    pub fn per_remote_properties(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROPERTIES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (name, value) = row?;
+            if name.value().contains('@') {
+                out.push((name.value().to_string(), decode(value.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// An alert threshold for `remote`: its own value (`NAME@REMOTE`) when
+    /// set, else the instance's.
+    pub fn threshold(&self, name: &str, remote: &str) -> Result<u64, StoreError> {
+        let own = format!("{name}@{remote}");
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROPERTIES)?;
+        if let Some(value) = table.get(own.as_str())? {
+            let text: String = decode(value.value())?;
+            return text
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("property {own} is not a number")));
+        }
+        drop(table);
+        self.number(name)
     }
 
     pub fn number(&self, name: &str) -> Result<u64, StoreError> {

@@ -390,4 +390,36 @@ impl Store {
         }
         Ok((out, chart))
     }
+
+    /// Per remote system: outbound items waiting (Ready or Running) from the
+    /// counters, and items of either queue that went to Error in the
+    /// minutes from `since_minute` on.
+    pub fn alert_figures(
+        &self,
+        since_minute: u64,
+    ) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut figures: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        for row in txn.open_table(QUEUE_STATS)?.iter()? {
+            let (key, value) = row?;
+            let (queue, remote, _) = key.value();
+            if Queue::parse(queue) != Some(Queue::Outbound) {
+                continue;
+            }
+            let counters: QueueCounters = decode(value.value())?;
+            let waiting =
+                counters.counts.get(QueueStatus::Ready) + counters.counts.get(QueueStatus::Running);
+            figures.entry(remote.to_string()).or_default().0 += waiting;
+        }
+        for row in txn
+            .open_table(QUEUE_MINUTES)?
+            .range((since_minute, "", "", "")..)?
+        {
+            let (key, value) = row?;
+            let (_, _, remote, _) = key.value();
+            let counts: MinuteCounts = decode(value.value())?;
+            figures.entry(remote.to_string()).or_default().1 += counts.errors;
+        }
+        Ok(figures)
+    }
 }

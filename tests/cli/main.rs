@@ -9,6 +9,7 @@
 mod support;
 mod faults;
 
+mod alerts;
 mod attachments;
 mod browser;
 mod capture;

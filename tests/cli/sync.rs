@@ -286,42 +286,6 @@ fn a_peer_down_for_a_while_gets_everything_in_order_exactly_once() {
     assert_eq!(remote["attempts"], 0);
 }
 
-/// A one-shot HTTP server: returns its address and the body it receives.
-fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (bodies, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-                        let _ = bodies.send(body.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    (address, received)
-}
-
 #[test]
 fn exhausted_retries_put_the_remote_in_error_run_its_subflow_and_it_recovers_by_itself() {
     let (edge, hub, _edge_server, mut hub_server) = linked_pair(Extras::default());
@@ -329,7 +293,7 @@ fn exhausted_retries_put_the_remote_in_error_run_its_subflow_and_it_recovers_by_
     edge.ok(&["property", "set", "retry.times", "2"]);
 
     // The hub's error subflow: a log event, a webhook, a command.
-    let (webhook, bodies) = webhook_receiver();
+    let (webhook, bodies) = crate::support::webhook_receiver();
     let marker = edge.path().join("subflow.env");
     let subflow = format!(
         "error_subflow = [{{ action = \"log\" }}, {{ action = \"webhook\", url = \"http://{webhook}/alerts\" }}, {{ action = \"command\", command = \"/bin/sh\", args = [\"-c\", \"env | grep ^PROCSYNC_ > {}\"] }}]\n",

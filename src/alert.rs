@@ -1,0 +1,299 @@
+//! Alerts: thresholds an operator sets as properties (`alert.backlog`,
+//! `alert.oldest_s`, `alert.errors` over `alert.window_s`, `alert.down_s`,
+//! each also per remote system as `NAME@REMOTE`), checked every few seconds
+//! for each remote system by a worker. Crossing one runs the remote
+//! system's error subflow once with the figures (kind `alert`); falling back
+//! under it runs it again (kind `alert_cleared`). What is over, and the age
+//! of the oldest item not yet acknowledged, show on the health board, so
+//! `procsync stats`, `/metrics` and the dashboard see them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ids::{format_time, now_millis};
+use crate::runtime::{Health, HealthBoard};
+use crate::store::{RemoteState, Store, StoreError, Waiting};
+use crate::worker::{Step, Worker};
+
+/// How often the thresholds are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Index entries looked at per remote system and check while finding the
+/// oldest waiting item (the look goes on from there next time).
+const SCAN_BUDGET: usize = 10_000;
+/// How often that look starts again from the first item kept, so an item
+/// an operator sent again (Error to Ready) below it is seen.
+const RESCAN_EVERY: Duration = Duration::from_secs(600);
+
+/// The thresholds, by what they watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Watch {
+    Backlog,
+    Oldest,
+    Errors,
+    Down,
+}
+
+impl Watch {
+    const ALL: [Watch; 4] = [Watch::Backlog, Watch::Oldest, Watch::Errors, Watch::Down];
+
+    fn property(self) -> &'static str {
+        match self {
+            Watch::Backlog => "alert.backlog",
+            Watch::Oldest => "alert.oldest_s",
+            Watch::Errors => "alert.errors",
+            Watch::Down => "alert.down_s",
+        }
+    }
+
+    /// The figure in words: "outbound backlog of 12 items".
+    fn figure(self, value: u64, window_s: u64) -> String {
+        match self {
+            Watch::Backlog => format!("outbound backlog of {value} item(s)"),
+            Watch::Oldest => format!("oldest unacknowledged outbound item of {value} s"),
+            Watch::Errors => format!("{value} item(s) in Error within {window_s} s"),
+            Watch::Down => format!("Down for {value} s"),
+        }
+    }
+}
+
+/// What one remote system's figures are now.
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    backlog: u64,
+    oldest_s: Option<u64>,
+    errors: u64,
+    down_s: Option<u64>,
+}
+
+impl Figures {
+    fn of(&self, watch: Watch) -> u64 {
+        match watch {
+            Watch::Backlog => self.backlog,
+            Watch::Oldest => self.oldest_s.unwrap_or(0),
+            Watch::Errors => self.errors,
+            Watch::Down => self.down_s.unwrap_or(0),
+        }
+    }
+}
+
+pub struct Alerts {
+    store: Arc<Store>,
+    health: HealthBoard,
+    /// Per remote system: the sequence the look for its oldest waiting
+    /// item starts from.
+    low: HashMap<String, u64>,
+    last_rescan: tokio::time::Instant,
+    /// When each remote system was first seen Down (milliseconds).
+    down_since: HashMap<String, u64>,
+    /// The thresholds each remote system is over now.
+    active: HashSet<(String, Watch)>,
+}
+
+impl Alerts {
+    pub fn new(store: Arc<Store>, health: HealthBoard) -> Alerts {
+        Alerts {
+            store,
+            health,
+            low: HashMap::new(),
+            last_rescan: tokio::time::Instant::now(),
+            down_since: HashMap::new(),
+            active: HashSet::new(),
+        }
+    }
+
+    /// The age of `remote`'s oldest waiting item, going on from where the
+    /// last look stopped.
+    fn oldest_waiting(&mut self, remote: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        let from = self.low.get(remote).copied().unwrap_or(0);
+        match self.store.oldest_waiting(remote, from, SCAN_BUDGET)? {
+            Waiting::Found(sequence, created_on) => {
+                self.low.insert(remote.to_string(), sequence);
+                Ok(Some(now.saturating_sub(created_on) / 1000))
+            }
+            Waiting::None => Ok(None),
+            Waiting::Scanned(next) => {
+                self.low.insert(remote.to_string(), next);
+                Ok(None)
+            }
+        }
+    }
+
+    /// One check of every remote system.
+    async fn check(&mut self) -> Result<(), StoreError> {
+        if self.last_rescan.elapsed() >= RESCAN_EVERY {
+            self.low.clear();
+            self.last_rescan = tokio::time::Instant::now();
+        }
+        let store = self.store.clone();
+        let now = now_millis();
+        let (remotes, window_s, counted, instance) = tokio::task::spawn_blocking(move || {
+            let window_s = store.number("alert.window_s")?;
+            let since = crate::stats::minute_of(now.saturating_sub(window_s * 1000));
+            Ok::<_, StoreError>((
+                store.remote_systems()?,
+                window_s,
+                store.alert_figures(since)?,
+                store.instance()?.name,
+            ))
+        })
+        .await
+        .map_err(StoreError::from)??;
+        for remote in remotes {
+            let name = remote.spec.name.clone();
+            let (backlog, errors) = counted.get(&name).copied().unwrap_or_default();
+            let watched = remote.outbound_state != RemoteState::Disabled;
+            let is_down = self
+                .health
+                .get(&name)
+                .is_none_or(|h| h.health == Health::Down);
+            let down_s = if watched && is_down {
+                let since = *self.down_since.entry(name.clone()).or_insert(now);
+                Some(now.saturating_sub(since) / 1000)
+            } else {
+                self.down_since.remove(&name);
+                None
+            };
+            let figures = Figures {
+                backlog,
+                oldest_s: self.oldest_waiting(&name, now)?,
+                errors,
+                down_s,
+            };
+            let mut over = Vec::new();
+            for watch in Watch::ALL {
+                let threshold = self.store.threshold(watch.property(), &name)?;
+                let value = figures.of(watch);
+                let is_over = threshold > 0 && value >= threshold;
+                let key = (name.clone(), watch);
+                let text = format!(
+                    "{} for `{name}` {} the alert threshold of {threshold} ({})",
+                    watch.figure(value, window_s),
+                    if is_over {
+                        "is at or over"
+                    } else {
+                        "is back under"
+                    },
+                    watch.property()
+                );
+                if is_over {
+                    over.push(text.clone());
+                }
+                let was_over = self.active.contains(&key);
+                if is_over && !was_over {
+                    tracing::warn!(target: "alerts", remote_system = %name, alert = %text, "An alert threshold was crossed; the remote system's error subflow runs.");
+                    self.active.insert(key);
+                    raise(&remote.spec.error_subflow, "alert", &instance, &name, &text);
+                } else if was_over && !is_over {
+                    tracing::info!(target: "alerts", remote_system = %name, alert = %text, "An alert cleared; the remote system's error subflow runs again.");
+                    self.active.remove(&key);
+                    raise(
+                        &remote.spec.error_subflow,
+                        "alert_cleared",
+                        &instance,
+                        &name,
+                        &text,
+                    );
+                }
+            }
+            self.health.update(&name, |h| {
+                h.oldest_waiting_s = figures.oldest_s;
+                h.alerts = over;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Runs the error subflow (a log event when it has no steps) for an alert,
+/// on its own task: a slow webhook does not hold up the checks.
+fn raise(steps: &[crate::subflow::Step], kind: &str, instance: &str, remote: &str, text: &str) {
+    let mut steps = steps.to_vec();
+    if steps.is_empty() {
+        steps.push(crate::subflow::Step::Log);
+    }
+    let event = crate::subflow::ErrorEvent {
+        kind: kind.to_string(),
+        instance: instance.to_string(),
+        remote_system: remote.to_string(),
+        error: text.to_string(),
+        attempts: 0,
+        item_id: None,
+        time: format_time(now_millis()),
+    };
+    tokio::spawn(async move { crate::subflow::run(&steps, &event).await });
+}
+
+impl Worker for Alerts {
+    type Output = ();
+
+    fn name(&self) -> String {
+        "alert checks".to_string()
+    }
+
+    async fn step(&mut self) -> Step<()> {
+        if let Err(e) = self.check().await {
+            tracing::error!(target: "alerts", error = %e, "The alert checks could not read the store; they try again in a few seconds.");
+        }
+        Step::Idle(Some(tokio::time::Instant::now() + CHECK_EVERY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Domain;
+    use crate::store::ReceivedItem;
+    use crate::testing::{create_incidents, linked_store};
+
+    #[tokio::test]
+    async fn errors_backlog_and_age_are_measured_per_remote_against_its_thresholds() {
+        let (_dir, store) = linked_store().await;
+        create_incidents(&store, 2).await;
+        // An item from `hub` that cannot even be read goes to Error.
+        let broken = ReceivedItem {
+            sequence: 1,
+            process_event: "incident_sync".to_string(),
+            operation: None,
+            source_table: "incident".to_string(),
+            remote_correlation_id: "r1".to_string(),
+            local_correlation_id: String::new(),
+            payload: "not json".to_string(),
+            attachment_grants: Vec::new(),
+        };
+        store
+            .receive(
+                "hub".to_string(),
+                "sha256:hub".to_string(),
+                Domain::global(),
+                vec![broken],
+            )
+            .await
+            .unwrap();
+        for (name, value) in [("alert.errors", "1"), ("alert.backlog@hub", "2")] {
+            store
+                .set_property(name.to_string(), value.to_string())
+                .await
+                .unwrap();
+        }
+        let health = HealthBoard::default();
+        let mut alerts = Alerts::new(store.clone(), health.clone());
+        alerts.check().await.unwrap();
+        let seen = health.get("hub").unwrap();
+        assert_eq!(
+            seen.alerts,
+            vec![
+                "outbound backlog of 2 item(s) for `hub` is at or over the alert threshold of 2 (alert.backlog)".to_string(),
+                "1 item(s) in Error within 300 s for `hub` is at or over the alert threshold of 1 (alert.errors)".to_string(),
+            ]
+        );
+        assert_eq!(seen.oldest_waiting_s, Some(0), "created just now");
+        // Above the threshold for another remote system's own value.
+        store
+            .set_property("alert.backlog@hub".to_string(), "3".to_string())
+            .await
+            .unwrap();
+        alerts.check().await.unwrap();
+        assert_eq!(health.get("hub").unwrap().alerts.len(), 1);
+    }
+}
