@@ -218,6 +218,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     );
 
     // Phase 1: concurrent single-record writes.
+    let bar = crate::progress::timed(phase, "single");
     let connections = 4;
     let mut clients = Vec::new();
     for _ in 0..connections {
@@ -249,6 +250,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
         queued += q;
     }
     let elapsed = start.elapsed();
+    drop(bar);
     latencies.sort();
     println!(
         "single writes, {} clients: {:.0} records/s ({} records, {} outbound items queued), p50 {}, p99 {}",
@@ -261,6 +263,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     );
 
     // Phase 2: batch writes.
+    let bar = crate::progress::timed(phase, "batches");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.batch_clients {
@@ -289,6 +292,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
         latencies.extend(l);
     }
     let elapsed = start.elapsed();
+    drop(bar);
     latencies.sort();
     println!(
         "batch writes, {} clients x {} records per call: {:.0} records/s ({} records), p50 {} per call",
@@ -304,6 +308,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let bar = crate::progress::timed(phase, "latency");
     let start = Instant::now();
     let mut tasks = Vec::new();
     let mut n = 9_000_000_000u64;
@@ -321,6 +326,7 @@ async fn write_bench(args: WriteBench) -> Result<()> {
         latencies.push(task.await??);
     }
     let elapsed = start.elapsed();
+    drop(bar);
     latencies.sort();
     println!(
         "offered {} writes/s for {} s: achieved {:.0} writes/s, p50 {}, p99 {}, max {}",
@@ -434,9 +440,11 @@ async fn attachment_phases(base: &Path, size: u64) -> Result<()> {
     let record = created[0].sys_id.clone();
 
     let started = Instant::now();
-    let (hash, _) =
-        crate::transport::upload::upload_file(&mut edge.client, &file, std::sync::Arc::new(()))
-            .await?;
+    let upload_bar = std::sync::Arc::new(crate::progress::UploadBar::default());
+    let uploaded =
+        crate::transport::upload::upload_file(&mut edge.client, &file, upload_bar.clone()).await;
+    upload_bar.done();
+    let (hash, _) = uploaded?;
     let upload_time = started.elapsed();
     std::fs::remove_file(&file)?;
 

@@ -43,6 +43,25 @@ pub fn items(total: u64, message: &str) -> Bar {
     )
 }
 
+/// A bar over a phase that runs for `length`, moved by the clock (a task
+/// that ends when the bar is dropped).
+pub fn timed(length: Duration, message: &str) -> Bar {
+    let shown = bar(
+        length.as_secs().max(1),
+        message,
+        "{msg:>10} [{bar:30}] {pos}/{len} s",
+    );
+    let clock = shown.0.clone();
+    let started = std::time::Instant::now();
+    tokio::spawn(async move {
+        while !clock.is_finished() {
+            clock.set_position(started.elapsed().as_secs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    shown
+}
+
 fn bar(total: u64, message: &str, template: &str) -> Bar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -56,4 +75,47 @@ fn bar(total: u64, message: &str, template: &str) -> Bar {
 /// A bar that never shows (until replaced).
 pub fn hidden() -> Bar {
     Bar(ProgressBar::hidden())
+}
+
+/// The bar of an upload (`attachment add`, the attachment benchmark):
+/// hashing, then uploading.
+pub struct UploadBar(std::sync::Mutex<Bar>);
+
+impl Default for UploadBar {
+    fn default() -> UploadBar {
+        UploadBar(std::sync::Mutex::new(hidden()))
+    }
+}
+
+impl crate::transport::upload::UploadWatch for UploadBar {
+    fn hashing(&self, size: u64) {
+        *self.bar() = bytes(size, "hashing");
+    }
+
+    fn advanced(&self, bytes: u64) {
+        self.bar().inc(bytes);
+    }
+
+    fn sending(&self, from: u64, size: u64) {
+        let mut bar = self.bar();
+        *bar = hidden();
+        if from > 0 {
+            eprintln!("resuming the upload at byte {from} of {size}");
+        }
+        *bar = bytes(size, "uploading");
+        bar.set_position(from);
+    }
+}
+
+impl UploadBar {
+    fn bar(&self) -> std::sync::MutexGuard<'_, Bar> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Clears the bar: the upload ended (or failed).
+    pub fn done(&self) {
+        *self.bar() = hidden();
+    }
 }

@@ -11,7 +11,7 @@ use clap::Subcommand;
 
 use super::{Connection, client};
 use crate::ids::hex;
-use crate::transport::upload::{UploadWatch, upload_file};
+use crate::transport::upload::upload_file;
 
 #[derive(Subcommand, Debug)]
 pub enum AttachmentCommand {
@@ -78,10 +78,9 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
             let content_type =
                 content_type.unwrap_or_else(|| guess_content_type(&file_name).to_string());
             let mut client = client(connection).await?;
-            let watch =
-                std::sync::Arc::new(UploadBar(std::sync::Mutex::new(crate::progress::hidden())));
+            let watch = std::sync::Arc::new(crate::progress::UploadBar::default());
             let uploaded = upload_file(&mut client, &file, watch.clone()).await;
-            *watch.bar() = crate::progress::hidden();
+            watch.done();
             let (hash, held) = uploaded?;
             let attachment = client
                 .add_attachment(&table, &sys_id, &file_name, &content_type, &hash)
@@ -202,37 +201,6 @@ pub async fn run(command: AttachmentCommand, connection: &Connection) -> Result<
         }
     }
     Ok(())
-}
-
-/// The bar of `attachment add`: hashing, then uploading.
-struct UploadBar(std::sync::Mutex<crate::progress::Bar>);
-
-impl UploadWatch for UploadBar {
-    fn hashing(&self, size: u64) {
-        *self.bar() = crate::progress::bytes(size, "hashing");
-    }
-
-    fn advanced(&self, bytes: u64) {
-        self.bar().inc(bytes);
-    }
-
-    fn sending(&self, from: u64, size: u64) {
-        let mut bar = self.bar();
-        *bar = crate::progress::hidden();
-        if from > 0 {
-            eprintln!("resuming the upload at byte {from} of {size}");
-        }
-        *bar = crate::progress::bytes(size, "uploading");
-        bar.set_position(from);
-    }
-}
-
-impl UploadBar {
-    fn bar(&self) -> std::sync::MutexGuard<'_, crate::progress::Bar> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 fn guess_content_type(file_name: &str) -> &'static str {

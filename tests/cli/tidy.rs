@@ -276,7 +276,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
     ),
     ("link", &["instance"]),
     ("pair", &["child", "instance", "link", "transport"]),
-    ("progress", &[]),
+    ("progress", &["transport"]),
     ("queue", &["attachment", "domain", "ids", "record"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
     ("runtime", &["config", "store", "transport"]),
