@@ -104,9 +104,15 @@ impl Alerts {
 
     /// The age of `remote`'s oldest waiting item, going on from where the
     /// last look stopped.
-    fn oldest_waiting(&mut self, remote: &str, now: u64) -> Result<Option<u64>, StoreError> {
+    async fn oldest_waiting(&mut self, remote: &str, now: u64) -> Result<Option<u64>, StoreError> {
         let from = self.low.get(remote).copied().unwrap_or(0);
-        match self.store.oldest_waiting(remote, from, SCAN_BUDGET)? {
+        let (store, name) = (self.store.clone(), remote.to_string());
+        // Up to SCAN_BUDGET index entries and items: off the async threads.
+        let found =
+            tokio::task::spawn_blocking(move || store.oldest_waiting(&name, from, SCAN_BUDGET))
+                .await
+                .map_err(StoreError::from)??;
+        match found {
             Waiting::Found(sequence, created_on) => {
                 self.low.insert(remote.to_string(), sequence);
                 Ok(Some(now.saturating_sub(created_on) / 1000))
@@ -156,7 +162,7 @@ impl Alerts {
             };
             let figures = Figures {
                 backlog,
-                oldest_s: self.oldest_waiting(&name, now)?,
+                oldest_s: self.oldest_waiting(&name, now).await?,
                 errors,
                 down_s,
             };
