@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ids::{format_time, now_millis};
+use crate::ids::now_millis;
 use crate::runtime::{Health, HealthBoard};
 use crate::store::{RemoteState, Store, StoreError, Waiting};
 use crate::worker::{Step, Worker};
@@ -136,8 +136,16 @@ impl Alerts {
         let (remotes, window_s, counted, instance) = tokio::task::spawn_blocking(move || {
             let window_s = store.number("alert.window_s")?;
             let since = crate::stats::minute_of(now.saturating_sub(window_s * 1000));
+            let mut remotes = Vec::new();
+            for remote in store.remote_systems()? {
+                let mut thresholds = [0; Watch::ALL.len()];
+                for (threshold, watch) in thresholds.iter_mut().zip(Watch::ALL) {
+                    *threshold = store.threshold(watch.property(), &remote.spec.name)?;
+                }
+                remotes.push((remote, thresholds));
+            }
             Ok::<_, StoreError>((
-                store.remote_systems()?,
+                remotes,
                 window_s,
                 store.alert_figures(since)?,
                 store.instance()?.name,
@@ -145,7 +153,7 @@ impl Alerts {
         })
         .await
         .map_err(StoreError::from)??;
-        for remote in remotes {
+        for (remote, thresholds) in remotes {
             let name = remote.spec.name.clone();
             let (backlog, errors) = counted.get(&name).copied().unwrap_or_default();
             let watched = remote.outbound_state != RemoteState::Disabled;
@@ -167,8 +175,7 @@ impl Alerts {
                 down_s,
             };
             let mut over = Vec::new();
-            for watch in Watch::ALL {
-                let threshold = self.store.threshold(watch.property(), &name)?;
+            for (watch, threshold) in Watch::ALL.into_iter().zip(thresholds) {
                 let value = figures.of(watch);
                 let is_over = threshold > 0 && value >= threshold;
                 let key = (name.clone(), watch);
@@ -211,23 +218,19 @@ impl Alerts {
     }
 }
 
-/// Runs the error subflow (a log event when it has no steps) for an alert,
-/// on its own task: a slow webhook does not hold up the checks.
+/// Runs the error subflow for an alert on its own task: a slow webhook
+/// does not hold up the checks.
 fn raise(steps: &[crate::subflow::Step], kind: &str, instance: &str, remote: &str, text: &str) {
-    let mut steps = steps.to_vec();
-    if steps.is_empty() {
-        steps.push(crate::subflow::Step::Log);
-    }
-    let event = crate::subflow::ErrorEvent {
-        kind: kind.to_string(),
-        instance: instance.to_string(),
-        remote_system: remote.to_string(),
-        error: text.to_string(),
-        attempts: 0,
-        item_id: None,
-        time: format_time(now_millis()),
-    };
-    tokio::spawn(async move { crate::subflow::run(&steps, &event).await });
+    let (steps, kind, instance, remote, text) = (
+        steps.to_vec(),
+        kind.to_string(),
+        instance.to_string(),
+        remote.to_string(),
+        text.to_string(),
+    );
+    tokio::spawn(async move {
+        crate::subflow::run_for_remote(&steps, &kind, &instance, &remote, &text, 0).await;
+    });
 }
 
 impl Worker for Alerts {

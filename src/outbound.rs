@@ -268,23 +268,19 @@ impl Outbound {
             Ok::<_, crate::store::StoreError>((steps, store.instance()?.name))
         })
         .await;
-        let (mut steps, instance) = match found {
+        let (steps, instance) = match found {
             Ok(Ok(found)) => found,
             _ => (Vec::new(), String::new()),
         };
-        if steps.is_empty() {
-            steps.push(crate::subflow::Step::Log);
-        }
-        let event = crate::subflow::ErrorEvent {
-            kind: "remote_system_error".to_string(),
-            instance,
-            remote_system: remote.to_string(),
-            error: reason.to_string(),
+        crate::subflow::run_for_remote(
+            &steps,
+            "remote_system_error",
+            &instance,
+            remote,
+            reason,
             attempts,
-            item_id: None,
-            time: format_time(now_millis()),
-        };
-        crate::subflow::run(&steps, &event).await;
+        )
+        .await;
     }
 }
 

@@ -92,6 +92,32 @@ fn parse_http_url(url: &str) -> Result<(String, String), String> {
     Ok((authority, path.to_string()))
 }
 
+/// Runs a remote system's error subflow for `kind` (`remote_system_error`,
+/// `alert`, `alert_cleared`): its steps, or a log event when it has none.
+pub async fn run_for_remote(
+    steps: &[Step],
+    kind: &str,
+    instance: &str,
+    remote: &str,
+    error: &str,
+    attempts: u32,
+) {
+    let event = ErrorEvent {
+        kind: kind.to_string(),
+        instance: instance.to_string(),
+        remote_system: remote.to_string(),
+        error: error.to_string(),
+        attempts,
+        item_id: None,
+        time: crate::ids::format_time(crate::ids::now_millis()),
+    };
+    if steps.is_empty() {
+        run(&[Step::Log], &event).await;
+    } else {
+        run(steps, &event).await;
+    }
+}
+
 /// Runs every step in order.
 pub async fn run(steps: &[Step], event: &ErrorEvent) {
     for step in steps {

@@ -307,6 +307,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("stats", &["ids", "queue"]),
+    ("subflow", &["ids"]),
     (
         "store",
         &[
