@@ -6,6 +6,7 @@
 //! `server` only convert types and map `ApiError` to a status.
 
 mod attachments;
+mod browse;
 mod definitions;
 mod queues;
 mod records;
@@ -14,6 +15,7 @@ mod users;
 mod views;
 
 pub use attachments::UploadState;
+pub use browse::BrowseQuery;
 pub use queues::{Listed, Page};
 pub use remotes::RemoteView;
 

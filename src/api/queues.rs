@@ -265,7 +265,7 @@ impl Api {
         })
     }
 
-    fn page_size(&self, asked: usize) -> usize {
+    pub(super) fn page_size(&self, asked: usize) -> usize {
         match asked {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(self.limits.max_list_records),

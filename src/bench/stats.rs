@@ -1,8 +1,9 @@
 //! `procsync bench stats`: how long the stats take with many queued items.
 //! Fills one instance's outbound queue through batch writes (the peer never
 //! answers, so every item stays queued), then times the admin `GetStats`
-//! call, a `/metrics` scrape and the dashboard's error list over HTTP, and
-//! a whole `procsync stats --json` process.
+//! call, a `/metrics` scrape, the dashboard's error list, pages of its
+//! queue browser and an item view over HTTP, and a whole
+//! `procsync stats --json` process.
 
 use std::time::{Duration, Instant};
 
@@ -38,28 +39,8 @@ pub async fn run(args: StatsBench) -> Result<()> {
         !cfg!(debug_assertions)
     );
 
-    // Fill: two clients, batches of captured incidents (priority ≤ 3).
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    let per_client = args.items.div_ceil(2);
-    for c in 0..2u64 {
-        let mut client = AdminClient::connect(&target).await?;
-        tasks.push(tokio::spawn(async move {
-            let mut n = c * per_client;
-            let end = (c + 1) * per_client;
-            while n < end {
-                let batch: Vec<RecordWrite> = (n..(n + FILL_BATCH).min(end))
-                    .map(|k| incident(k * 4))
-                    .collect();
-                n += batch.len() as u64;
-                client.write_records(batch).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    fill(&target, args.items).await?;
     let mut admin = AdminClient::connect(&target).await?;
     let stats = admin.stats().await?;
     let queued = stats.outbound.total();
@@ -90,10 +71,34 @@ pub async fn run(args: StatsBench) -> Result<()> {
     }
     report("GetStats over gRPC", times);
 
+    // Item ids start at 1, so the middle of the queue is about here.
+    let middle = format!(
+        "/api/queue/outbound?status=Ready&remote_system=hub&process_event=bench_event&limit=50&before={}",
+        queued / 2
+    );
+    let one_item = format!("/api/queue/outbound/{}", queued / 2);
     for (path, what) in [
         ("/metrics", "/metrics scrape over HTTP"),
         ("/api/errors", "the dashboard's error list (/api/errors)"),
+        (
+            "/api/queue/outbound?limit=50",
+            "queue browser, newest 50, no filter",
+        ),
+        (
+            "/api/queue/outbound?status=Ready&limit=50",
+            "queue browser, newest 50 Ready",
+        ),
+        (
+            middle.as_str(),
+            "queue browser, 50 Ready for hub and bench_event from the middle",
+        ),
+        (
+            "/api/queue/outbound?status=Error&limit=50",
+            "queue browser, Error (none among them)",
+        ),
+        (one_item.as_str(), "the item view of one item"),
     ] {
+        let path = path.to_string();
         let address = target.address.clone();
         let token = target.token.clone();
         let repeat = args.repeat;
@@ -101,7 +106,7 @@ pub async fn run(args: StatsBench) -> Result<()> {
             let mut times = Vec::new();
             for _ in 0..repeat {
                 let sent = Instant::now();
-                get(&address, &token, path)?;
+                get(&address, &token, &path)?;
                 times.push(sent.elapsed());
             }
             Ok(times)
@@ -128,6 +133,32 @@ pub async fn run(args: StatsBench) -> Result<()> {
     }
     report("procsync stats --json (whole process)", times);
     drop(server);
+    Ok(())
+}
+
+/// Queues `items` outbound items: two clients, batches of captured
+/// incidents (priority ≤ 3).
+async fn fill(target: &crate::transport::client::Target, items: u64) -> Result<()> {
+    let mut tasks = Vec::new();
+    let per_client = items.div_ceil(2);
+    for c in 0..2u64 {
+        let mut client = AdminClient::connect(target).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut n = c * per_client;
+            let end = (c + 1) * per_client;
+            while n < end {
+                let batch: Vec<RecordWrite> = (n..(n + FILL_BATCH).min(end))
+                    .map(|k| incident(k * 4))
+                    .collect();
+                n += batch.len() as u64;
+                client.write_records(batch).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
     Ok(())
 }
 

@@ -148,6 +148,11 @@ async fn route(api: Api, request: Request<Body>) -> Response<Body> {
         (&Method::GET, ["metrics"]) => stats(&api, token, Format::Prometheus).await,
         (&Method::GET, ["api", "stats"]) => stats(&api, token, Format::Json).await,
         (&Method::GET, ["api", "errors"]) => errors(&api, token).await,
+        (&Method::GET, ["api", "definitions"]) => definitions(&api, token).await,
+        (&Method::GET, ["api", "queue", queue]) => {
+            browse(&api, token, queue, request.uri().query().unwrap_or("")).await
+        }
+        (&Method::GET, ["api", "queue", queue, id]) => item(&api, token, queue, id).await,
         (&Method::POST, ["api", "queue", queue, id, action]) => {
             item_action(&api, token, queue, id, action).await
         }
@@ -275,12 +280,92 @@ async fn item_action(
     id: &str,
     action: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::NotAnItemId {
-        text: id.to_string(),
-    })?;
+    let id = item_id(id)?;
     let caller = api.caller(token).await?;
     let item = api
         .set_queue_item_status(&caller, queue.to_string(), id, action.to_string())
         .await?;
     Ok(json_response(StatusCode::OK, &item))
+}
+
+/// The query string's `key=value` pairs, percent-decoded (`+` is a space).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(&text.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+/// A page of a queue: `?status=&remote_system=&process_event=&before=&limit=`.
+async fn browse(
+    api: &Api,
+    token: Option<String>,
+    queue: &str,
+    query: &str,
+) -> Result<Response<Body>, ApiError> {
+    let mut asked = crate::api::BrowseQuery {
+        queue: queue.to_string(),
+        ..Default::default()
+    };
+    for (key, value) in query_pairs(query) {
+        match key.as_str() {
+            "status" => asked.status = value,
+            "remote_system" => asked.remote_system = value,
+            "process_event" => asked.process_event = value,
+            "before" => asked.before = value,
+            "limit" => {
+                asked.limit = value.trim().parse().map_err(|_| {
+                    ApiError::Invalid(format!(
+                        "limit `{value}` is not a number of items; give a whole number such as 50"
+                    ))
+                })?
+            }
+            other => {
+                return Err(ApiError::Invalid(format!(
+                    "unknown query parameter `{other}`; a queue page takes status, remote_system, process_event, before and limit"
+                )));
+            }
+        }
+    }
+    let caller = api.caller(token).await?;
+    let page = api.browse_queue(&caller, asked).await?;
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// One queue item with its payload, retry state and flow contexts.
+async fn item(
+    api: &Api,
+    token: Option<String>,
+    queue: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let id = item_id(id)?;
+    let caller = api.caller(token).await?;
+    let item = api
+        .queue_item_in_full(&caller, queue.to_string(), id)
+        .await?;
+    Ok(json_response(StatusCode::OK, &item))
+}
+
+/// The process sync definitions the caller may see, read only.
+async fn definitions(api: &Api, token: Option<String>) -> Result<Response<Body>, ApiError> {
+    let caller = api.caller(token).await?;
+    let view = api.definitions_view(&caller).await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// A queue item id from the path.
+fn item_id(text: &str) -> Result<u64, ApiError> {
+    text.parse().map_err(|_| ApiError::NotAnItemId {
+        text: text.to_string(),
+    })
 }

@@ -373,7 +373,7 @@ impl Store {
         };
         // Error items come from their index, the rest from the queue.
         if filter.status == Some(QueueStatus::Error) {
-            for id in super::stats::error_ids(&txn, Queue::Inbound)? {
+            for id in super::queue_index::error_ids(&txn, Queue::Inbound)? {
                 if let Some(value) = table.get(id)? {
                     if !keep(decode(value.value())?) {
                         break;

@@ -34,7 +34,7 @@ impl Store {
         };
         let outbound = txn.open_table(OUTBOUND)?;
         if filter.status == Some(QueueStatus::Error) {
-            for id in super::stats::error_ids(&txn, crate::stats::Queue::Outbound)? {
+            for id in super::queue_index::error_ids(&txn, crate::stats::Queue::Outbound)? {
                 if let Some(value) = outbound.get(id)? {
                     if !keep(decode(value.value())?) {
                         break;

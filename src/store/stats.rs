@@ -7,6 +7,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
+use super::queue_index::Move;
 use super::tables::*;
 use super::{Store, StoreError};
 use crate::ids::Millis;
@@ -47,7 +48,18 @@ fn entry<'a, T: Default>(
     remote: &str,
     event: &str,
 ) -> &'a mut T {
-    let index = match list
+    let index = place(list, queue, remote, event);
+    &mut list[index].1
+}
+
+/// Where (queue, remote, event) is in `list`, added (default) when missing.
+fn place<T: Default>(
+    list: &mut Vec<(StatsKey, T)>,
+    queue: Queue,
+    remote: &str,
+    event: &str,
+) -> usize {
+    match list
         .iter()
         .position(|((q, r, e), _)| *q == queue && r == remote && e == event)
     {
@@ -56,8 +68,7 @@ fn entry<'a, T: Default>(
             list.push(((queue, remote.to_string(), event.to_string()), T::default()));
             list.len() - 1
         }
-    };
-    &mut list[index].1
+    }
 }
 
 /// The parts of a queue item the counters need.
@@ -75,8 +86,8 @@ struct ItemRef<'a> {
 pub(super) struct Tally {
     now: Millis,
     changes: Vec<(StatsKey, Change)>,
-    /// Items that went into Error (true) or left it (false).
-    errors: Vec<(Queue, u64, bool)>,
+    /// Items that moved: (their key's place in `changes`, id, from, to).
+    moves: Vec<(usize, u64, Option<QueueStatus>, Option<QueueStatus>)>,
 }
 
 impl Tally {
@@ -84,7 +95,7 @@ impl Tally {
         Tally {
             now,
             changes: Vec::new(),
-            errors: Vec::new(),
+            moves: Vec::new(),
         }
     }
 
@@ -105,14 +116,10 @@ impl Tally {
         if from == to {
             return;
         }
-        if from == Some(QueueStatus::Error) {
-            self.errors.push((queue, id, false));
-        }
-        if to == Some(QueueStatus::Error) {
-            self.errors.push((queue, id, true));
-        }
+        let key = place(&mut self.changes, queue, remote, event);
+        self.moves.push((key, id, from, to));
         let now = self.now;
-        let change = self.change(queue, remote, event);
+        let change = &mut self.changes[key].1;
         if let Some(from) = from {
             change.counts[status_index(from)] -= 1;
         }
@@ -205,16 +212,23 @@ impl Tally {
 
     /// Adds the changes to the stored counters and this minute's history.
     pub(super) fn save(self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        if !self.errors.is_empty() {
-            let mut index = txn.open_table(ERROR_ITEMS)?;
-            for (queue, id, in_error) in &self.errors {
-                if *in_error {
-                    index.insert((queue.as_str(), *id), ())?;
-                } else {
-                    index.remove((queue.as_str(), *id))?;
+        let moves: Vec<Move<'_>> = self
+            .moves
+            .iter()
+            .map(|&(key, id, from, to)| {
+                let (queue, remote, event) = &self.changes[key].0;
+                Move {
+                    queue: *queue,
+                    remote,
+                    event,
+                    id,
+                    from,
+                    to,
                 }
-            }
-        }
+            })
+            .collect();
+        super::queue_index::apply(txn, &moves)?;
+        drop(moves);
         if self.changes.is_empty() {
             return Ok(());
         }
@@ -274,8 +288,6 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     }
     let mut table = txn.open_table(QUEUE_STATS)?;
     table.retain(|_, _| false)?;
-    let mut errors = txn.open_table(ERROR_ITEMS)?;
-    errors.retain(|_, _| false)?;
     let mut counted: Vec<(StatsKey, QueueCounters)> = Vec::new();
     let mut count = |queue: Queue, remote: &str, event: &str, status: QueueStatus| {
         *entry(&mut counted, queue, remote, event)
@@ -291,9 +303,6 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
             &item.process_event,
             item.status,
         );
-        if item.status == QueueStatus::Error {
-            errors.insert((Queue::Outbound.as_str(), item.id), ())?;
-        }
     }
     for row in txn.open_table(INBOUND)?.iter()? {
         let (_, value) = row?;
@@ -304,9 +313,6 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
             &item.process_event,
             item.status,
         );
-        if item.status == QueueStatus::Error {
-            errors.insert((Queue::Inbound.as_str(), item.id), ())?;
-        }
     }
     for ((queue, remote, event), counters) in &counted {
         table.insert(
@@ -327,15 +333,6 @@ pub(super) fn trim_minutes(txn: &WriteTransaction, now: Millis) -> Result<(), St
     let mut minutes = txn.open_table(QUEUE_MINUTES)?;
     minutes.retain_in((0u64, "", "", "")..(keep_from, "", "", ""), |_, _| false)?;
     Ok(())
-}
-
-/// Ids of the items in Error in `queue`, oldest first, from the index.
-pub(super) fn error_ids(txn: &redb::ReadTransaction, queue: Queue) -> Result<Vec<u64>, StoreError> {
-    let index = txn.open_table(ERROR_ITEMS)?;
-    let range = index.range((queue.as_str(), 0u64)..=(queue.as_str(), u64::MAX))?;
-    range
-        .map(|row| Ok(row?.0.value().1))
-        .collect::<Result<_, StoreError>>()
 }
 
 impl Store {

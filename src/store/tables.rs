@@ -81,14 +81,20 @@ tables! {
     /// (numbered by the `flow_context` counter) → `queue::FlowContext`. Items
     /// list theirs; the purge deletes them with the item.
     FLOW_CONTEXTS: u64 => &[u8] = "flow_contexts";
-    /// Index of the items in Error: (queue, item id), kept by the queue
-    /// counters' `Tally` with every status change. The dashboard's error list,
-    /// `queue … list --status Error` and the inbound processor's held records
-    /// read it instead of scanning a queue.
-    ERROR_ITEMS: (&str, u64) => () = "error_items";
+    /// Every queue item by status: (queue, status as its place in
+    /// `queue::ALL_STATUSES`, remote system, process event, item id), kept
+    /// by the queue counters' `Tally` with every status change
+    /// (`queue_index`). The queue browser, the Error lists and the inbound
+    /// processor's held records read it instead of scanning a queue.
+    QUEUE_BY_STATUS: (&str, u8, &str, &str, u64) => () = "queue_by_status";
 }
 
 /// The former `INBOUND_SEEN_BY_PEER`, keyed by remote system name: moved
 /// under each remote's pinned fingerprint once on open, then deleted; not
 /// in `create_all`.
 pub const INBOUND_SEEN: TableDefinition<(&str, u64), u64> = TableDefinition::new("inbound_seen");
+
+/// The former index of the items in Error alone, (queue, item id): its
+/// entries are in `QUEUE_BY_STATUS`; deleted on open, not in `create_all`.
+pub const FORMER_ERROR_ITEMS: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("error_items");

@@ -16,6 +16,7 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     super::tables::create_all(txn)?;
     move_seen_by_name(txn)?;
     super::stats::count_if_needed(txn)?;
+    super::queue_index::build_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
     if meta.get("attachment_secret")?.is_none() {
         let mut secret = [0u8; 32];

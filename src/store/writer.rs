@@ -214,6 +214,15 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
             Err(e) if e.is_disk_failure() => Err(disk_cause.get_or_insert(e).clone()),
             other => other,
         };
+        if disk_failed && result.is_ok() {
+            // The handle the last failed check left takes writes again: the
+            // disk has room before the next check came round. Say so before
+            // answering, so nobody reads "disk full" after a write worked.
+            disk_failed = false;
+            disk_cause = None;
+            db.set_disk_failed(false);
+            tracing::info!(target: "store", "The disk accepts writes again; the store was reopened and writes resume.");
+        }
         if let Err(e) = &result {
             if e.is_disk_failure() {
                 if !disk_failed {

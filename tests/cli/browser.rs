@@ -176,6 +176,29 @@ impl Browser {
         );
     }
 
+    /// Sets the window's outer size in pixels.
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
+    /// Saves what the window shows, from the top of the page, as a PNG at
+    /// `path`.
+    pub fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        self.script("window.scrollTo(0, 0); return true;");
+        let encoded = self.command("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().expect("a screenshot is base64 text"))
+            .expect("a screenshot decodes");
+        assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
+        std::fs::write(path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        eprintln!("screenshot: {}", path.display());
+    }
+
     /// Runs a script in the page and returns its value.
     pub fn script(&self, script: &str) -> Value {
         self.command(
@@ -193,4 +216,16 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Where a test's screenshots go: `screenshots/TEST` under the directory
+/// Cargo gives integration tests for their output (`target/tmp`), emptied
+/// first.
+pub fn screenshot_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("screenshots")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("making {}: {e}", dir.display()));
+    dir
 }

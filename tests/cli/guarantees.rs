@@ -453,18 +453,7 @@ fn a_domain_admin_applies_exports_and_removes_only_its_own_domain() {
     let _server = instance.serve();
     let global = format!("{GLOBAL_DEFINITIONS}{}", crate::support::UNREACHED_HUB);
     crate::support::apply_with_users(&instance, &global);
-    let acme_admin = instance
-        .ok(&[
-            "user",
-            "add",
-            "acme_admin",
-            "--roles",
-            "admin",
-            "--domain",
-            "global/acme",
-        ])
-        .trim()
-        .to_string();
+    let acme_admin = instance.add_user("acme_admin", "admin", Some("global/acme"));
 
     let acme = instance.file("acme.toml", ACME_DEFINITIONS);
     let (ok, text) = output_text(&as_user(

@@ -11,6 +11,7 @@ mod faults;
 
 mod alerts;
 mod attachments;
+mod browse;
 mod browser;
 mod capture;
 mod damage;

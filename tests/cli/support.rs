@@ -198,6 +198,16 @@ impl Instance {
         succeeded(args, &self.cli(args))
     }
 
+    /// Adds a user with these roles (comma-separated), in `domain` when
+    /// given; returns its API token.
+    pub fn add_user(&self, name: &str, roles: &str, domain: Option<&str>) -> String {
+        let mut args = vec!["user", "add", name, "--roles", roles];
+        if let Some(domain) = domain {
+            args.extend(["--domain", domain]);
+        }
+        self.ok(&args).trim().to_string()
+    }
+
     /// Runs the CLI expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -157,6 +157,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "runtime",
             "stats",
             "store",
+            "testing",
             "transport",
             "user",
         ],

@@ -109,30 +109,8 @@ fn wrong_tokens_and_missing_roles_are_refused() {
 fn users_see_and_write_only_their_domain_subtree() {
     let instance = Instance::init("edge-1");
     let _server = instance.serve();
-    let acme = instance
-        .ok(&[
-            "user",
-            "add",
-            "acme_agent",
-            "--roles",
-            "process_sync",
-            "--domain",
-            "global/acme",
-        ])
-        .trim()
-        .to_string();
-    let acme_admin = instance
-        .ok(&[
-            "user",
-            "add",
-            "acme_admin",
-            "--roles",
-            "admin",
-            "--domain",
-            "global/acme",
-        ])
-        .trim()
-        .to_string();
+    let acme = instance.add_user("acme_agent", "process_sync", Some("global/acme"));
+    let acme_admin = instance.add_user("acme_admin", "admin", Some("global/acme"));
 
     let global_record = instance
         .ok(&["record", "create", "incident", "title=global one"])

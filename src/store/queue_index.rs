@@ -1,0 +1,298 @@
+//! The queue items by status: every item of both queues under (queue,
+//! status, remote system, process event, id), kept by the counters'
+//! `Tally` in the transaction that moves the item. The dashboard's queue
+//! browser pages through it newest first, whatever the filter, without
+//! reading the items it skips; the Error lists and the inbound processor's
+//! held records read its Error part.
+
+use std::collections::BinaryHeap;
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::de::DeserializeOwned;
+
+use super::codec::{decode, encode};
+use super::tables::*;
+use super::{Store, StoreError};
+use crate::domain::Domain;
+use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
+use crate::stats::Queue;
+
+/// META key saying the index holds every item of both queues.
+const INDEXED_MARK: &str = "queue_by_status_v1";
+
+/// Index entries a browse page looks at, at most, for items the caller may
+/// not see (another domain's); the page then ends short with a token to go
+/// on from there.
+const SCAN_LIMIT: usize = 20_000;
+
+/// A status as it is kept in the index key: its place in `ALL_STATUSES`.
+fn code(status: QueueStatus) -> u8 {
+    match status {
+        QueueStatus::Ready => 0,
+        QueueStatus::Running => 1,
+        QueueStatus::Processed => 2,
+        QueueStatus::Error => 3,
+        QueueStatus::Skipped => 4,
+    }
+}
+
+/// One item's move from one status to another (`None`: not in the queue).
+pub(super) struct Move<'a> {
+    pub queue: Queue,
+    pub remote: &'a str,
+    pub event: &'a str,
+    pub id: u64,
+    pub from: Option<QueueStatus>,
+    pub to: Option<QueueStatus>,
+}
+
+/// Moves the items' index entries (and their Error entries) in `txn`.
+pub(super) fn apply(txn: &WriteTransaction, moves: &[Move<'_>]) -> Result<(), StoreError> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut index = txn.open_table(QUEUE_BY_STATUS)?;
+    for m in moves {
+        let key = |status| (m.queue.as_str(), code(status), m.remote, m.event, m.id);
+        if let Some(from) = m.from {
+            index.remove(key(from))?;
+        }
+        if let Some(to) = m.to {
+            index.insert(key(to), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// Indexes every queued item once, for a store written before the index
+/// existed; the former index of Error items alone is dropped. Run on open.
+pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get(INDEXED_MARK)?.is_some() {
+        return Ok(());
+    }
+    let mut index = txn.open_table(QUEUE_BY_STATUS)?;
+    index.retain(|_, _| false)?;
+    let mut indexed = 0u64;
+    let mut add = |queue: Queue, status, remote: &str, event: &str, id| {
+        indexed += 1;
+        index
+            .insert((queue.as_str(), code(status), remote, event, id), ())
+            .map(drop)
+    };
+    for row in txn.open_table(OUTBOUND)?.iter()? {
+        let item: OutboundItem = decode(row?.1.value())?;
+        let OutboundItem {
+            status,
+            remote_system,
+            process_event,
+            id,
+            ..
+        } = &item;
+        add(Queue::Outbound, *status, remote_system, process_event, *id)?;
+    }
+    for row in txn.open_table(INBOUND)?.iter()? {
+        let item: InboundItem = decode(row?.1.value())?;
+        let InboundItem {
+            status,
+            remote_system,
+            process_event,
+            id,
+            ..
+        } = &item;
+        add(Queue::Inbound, *status, remote_system, process_event, *id)?;
+    }
+    txn.delete_table(FORMER_ERROR_ITEMS)?;
+    meta.insert(INDEXED_MARK, encode(&true).as_slice())?;
+    if indexed > 0 {
+        tracing::info!(target: "store", items = indexed, "Indexed the queued items by status (once, for a store from an earlier version).");
+    }
+    Ok(())
+}
+
+/// Ids of the items in Error in `queue`, oldest first.
+pub(super) fn error_ids(txn: &ReadTransaction, queue: Queue) -> Result<Vec<u64>, StoreError> {
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let error = code(QueueStatus::Error);
+    let q = queue.as_str();
+    let mut ids = index
+        .range((q, error, "", "", 0u64)..(q, error + 1, "", "", 0u64))?
+        .map(|row| Ok(row?.0.value().4))
+        .collect::<Result<Vec<u64>, StoreError>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// What the queue browser asks for: items of one queue, optionally only
+/// those with a status, a remote system, a process event, in a domain
+/// subtree; newest first, older than the item `before`, at most `limit`.
+#[derive(Clone, Debug, Default)]
+pub struct Browse {
+    pub status: Option<QueueStatus>,
+    pub remote_system: Option<String>,
+    pub process_event: Option<String>,
+    pub domain: Option<Domain>,
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+impl Browse {
+    fn unfiltered(&self) -> bool {
+        self.status.is_none() && self.remote_system.is_none() && self.process_event.is_none()
+    }
+}
+
+/// One page of a browse: the items, the token of the next (older) page
+/// when there is one, and how many items of the whole instance match the
+/// status, remote and event asked for (from the counters).
+#[derive(Debug)]
+pub struct Browsed<T> {
+    pub items: Vec<T>,
+    pub next_before: Option<u64>,
+    pub total: u64,
+}
+
+/// The (remote system, process event) pairs of `queue` that `browse`
+/// admits, and how many items they hold in the statuses it admits.
+fn matching_keys(
+    txn: &ReadTransaction,
+    queue: Queue,
+    browse: &Browse,
+) -> Result<(Vec<(String, String)>, u64), StoreError> {
+    let mut keys = Vec::new();
+    let mut total = 0;
+    for row in txn.open_table(QUEUE_STATS)?.iter()? {
+        let (key, value) = row?;
+        let (q, remote, event) = key.value();
+        let admitted = q == queue.as_str()
+            && browse.remote_system.as_deref().is_none_or(|r| r == remote)
+            && browse.process_event.as_deref().is_none_or(|e| e == event);
+        if !admitted {
+            continue;
+        }
+        let counters: crate::stats::QueueCounters = decode(value.value())?;
+        total += match browse.status {
+            Some(status) => counters.counts.get(status),
+            None => ALL_STATUSES.iter().map(|&s| counters.counts.get(s)).sum(),
+        };
+        keys.push((remote.to_string(), event.to_string()));
+    }
+    Ok((keys, total))
+}
+
+/// Calls `visit` with the ids `browse` admits, newest first, until it
+/// returns false. Unfiltered, that is the queue itself backwards; else one
+/// backwards range of the index per (status, remote, event) admitted,
+/// merged by id.
+fn newest_ids(
+    txn: &ReadTransaction,
+    queue: Queue,
+    browse: &Browse,
+    keys: &[(String, String)],
+    mut visit: impl FnMut(u64) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let before = browse.before.unwrap_or(u64::MAX);
+    if browse.unfiltered() {
+        for row in txn.open_table(queue_table(queue))?.range(..before)?.rev() {
+            if !visit(row?.0.value())? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let statuses = match browse.status {
+        Some(status) => vec![status],
+        None => ALL_STATUSES.to_vec(),
+    };
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let q = queue.as_str();
+    let mut ranges = Vec::with_capacity(statuses.len() * keys.len());
+    for &status in &statuses {
+        for (remote, event) in keys {
+            let (s, r, e) = (code(status), remote.as_str(), event.as_str());
+            ranges.push(index.range((q, s, r, e, 0u64)..(q, s, r, e, before))?.rev());
+        }
+    }
+    let mut heads = BinaryHeap::with_capacity(ranges.len());
+    for (i, range) in ranges.iter_mut().enumerate() {
+        if let Some(row) = range.next() {
+            heads.push((row?.0.value().4, i));
+        }
+    }
+    while let Some((id, i)) = heads.pop() {
+        if !visit(id)? {
+            break;
+        }
+        if let Some(row) = ranges[i].next() {
+            heads.push((row?.0.value().4, i));
+        }
+    }
+    Ok(())
+}
+
+fn queue_table(queue: Queue) -> redb::TableDefinition<'static, u64, &'static [u8]> {
+    match queue {
+        Queue::Outbound => OUTBOUND,
+        Queue::Inbound => INBOUND,
+    }
+}
+
+impl Store {
+    /// A page of the outbound queue, newest first, from the index.
+    pub fn browse_outbound(&self, browse: &Browse) -> Result<Browsed<OutboundItem>, StoreError> {
+        self.browse(Queue::Outbound, browse, |item: &OutboundItem| &item.domain)
+    }
+
+    /// A page of the inbound queue, newest first, from the index.
+    pub fn browse_inbound(&self, browse: &Browse) -> Result<Browsed<InboundItem>, StoreError> {
+        self.browse(Queue::Inbound, browse, |item: &InboundItem| &item.domain)
+    }
+
+    fn browse<T: DeserializeOwned>(
+        &self,
+        queue: Queue,
+        browse: &Browse,
+        domain_of: impl Fn(&T) -> &Domain,
+    ) -> Result<Browsed<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (keys, total) = matching_keys(&txn, queue, browse)?;
+        let table = txn.open_table(queue_table(queue))?;
+        let limit = browse.limit.max(1);
+        let mut items = Vec::new();
+        let (mut scanned, mut last, mut more) = (0, None, false);
+        newest_ids(&txn, queue, browse, &keys, |id| {
+            if items.len() == limit || scanned == SCAN_LIMIT {
+                more = true;
+                return Ok(false);
+            }
+            scanned += 1;
+            last = Some(id);
+            if let Some(value) = table.get(id)? {
+                let item: T = decode(value.value())?;
+                if browse
+                    .domain
+                    .as_ref()
+                    .is_none_or(|d| domain_of(&item).is_within(d))
+                {
+                    items.push(item);
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(Browsed {
+            items,
+            next_before: if more { last } else { None },
+            total,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_status_is_kept_as_its_place_among_all_statuses() {
+        for (place, &status) in super::ALL_STATUSES.iter().enumerate() {
+            assert_eq!(usize::from(super::code(status)), place, "{status:?}");
+        }
+    }
+}
