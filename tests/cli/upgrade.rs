@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use procsync::store::{QueueFilter, Store};
+use procsync::queue::QueueStatus;
+use procsync::store::{Browse, QueueFilter, Store};
 
 use crate::support::Instance;
 
@@ -53,6 +54,19 @@ fn a_format_1_store_opens_with_everything_in_it() {
         let ready: u64 = lines.iter().map(|l| l.counts.ready).sum();
         assert_eq!(ready, 4, "{lines:?}");
         assert_eq!(lines.len(), 2, "one line per remote system: {lines:?}");
+        // Nor an index by status: the items are indexed on open, and the
+        // queue browser pages through them newest first.
+        let ready = store
+            .browse_outbound(&Browse {
+                status: Some(QueueStatus::Ready),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let newest_first: Vec<u64> = items.iter().rev().map(|i| i.id).collect();
+        let browsed: Vec<u64> = ready.items.iter().map(|i| i.id).collect();
+        assert_eq!(browsed, newest_first);
+        assert_eq!((ready.total, ready.next_before), (4, None));
         store.close();
     }
 
