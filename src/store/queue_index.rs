@@ -47,8 +47,12 @@ pub(super) struct Move<'a> {
 }
 
 /// Moves the items' index entries (and their Error entries) in `txn`.
-pub(super) fn apply(txn: &WriteTransaction, moves: &[Move<'_>]) -> Result<(), StoreError> {
-    if moves.is_empty() {
+pub(super) fn apply<'a>(
+    txn: &WriteTransaction,
+    moves: impl IntoIterator<Item = Move<'a>>,
+) -> Result<(), StoreError> {
+    let mut moves = moves.into_iter().peekable();
+    if moves.peek().is_none() {
         return Ok(());
     }
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;

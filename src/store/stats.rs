@@ -212,11 +212,11 @@ impl Tally {
 
     /// Adds the changes to the stored counters and this minute's history.
     pub(super) fn save(self, txn: &WriteTransaction) -> Result<(), StoreError> {
-        let moves: Vec<Move<'_>> = self
-            .moves
-            .iter()
-            .map(|&(key, id, from, to)| {
-                let (queue, remote, event) = &self.changes[key].0;
+        let changes = &self.changes;
+        super::queue_index::apply(
+            txn,
+            self.moves.iter().map(|&(key, id, from, to)| {
+                let (queue, remote, event) = &changes[key].0;
                 Move {
                     queue: *queue,
                     remote,
@@ -225,10 +225,8 @@ impl Tally {
                     from,
                     to,
                 }
-            })
-            .collect();
-        super::queue_index::apply(txn, &moves)?;
-        drop(moves);
+            }),
+        )?;
         if self.changes.is_empty() {
             return Ok(());
         }

@@ -59,23 +59,11 @@ fn shown_ids(browser: &Browser) -> Vec<u64> {
 
 /// Waits until the queue table shows exactly `expected`.
 fn wait_for_rows(browser: &Browser, what: &str, expected: &[u64]) {
-    let mut shown = Vec::new();
-    let found = wait_until_ok(Duration::from_secs(20), || {
-        shown = shown_ids(browser);
-        shown == expected
-    });
-    assert!(found, "{what}: the page shows {shown:?}, not {expected:?}");
-}
-
-fn wait_until_ok(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    condition()
+    wait_until(
+        &format!("{what}: the page to show {expected:?}"),
+        Duration::from_secs(20),
+        || shown_ids(browser) == expected,
+    );
 }
 
 /// Only the view `id` is on the screen, and every table of it fits its
