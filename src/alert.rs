@@ -269,6 +269,9 @@ mod tests {
             local_correlation_id: String::new(),
             payload: "not json".to_string(),
             attachment_grants: Vec::new(),
+            bases: Vec::new(),
+            changed_on: 0,
+            settles: false,
         };
         store
             .receive(

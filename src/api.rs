@@ -54,7 +54,9 @@ pub enum ApiError {
     NotGlobalAdmin { user: String, domain: Domain },
     #[error("unknown queue `{name}`; say inbound or outbound")]
     UnknownQueue { name: String },
-    #[error("unknown action `{name}`; say retry or skip")]
+    #[error(
+        "unknown action `{name}`; say retry or skip (or, for an inbound item held by a conflict, take_peer or take_local)"
+    )]
     UnknownAction { name: String },
     #[error("unknown property `{name}`")]
     UnknownProperty { name: String },

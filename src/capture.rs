@@ -23,6 +23,8 @@ pub struct CaptureIndex {
     /// Inbound flows by (process event, remote system); the inbound
     /// processor reads them in the same transaction as it applies.
     inbound: HashMap<(String, String), crate::config::sync::InboundFlow>,
+    /// Outbound flow names by (process event, remote system).
+    outbound: HashMap<(String, String), String>,
 }
 
 #[derive(Debug)]
@@ -129,7 +131,29 @@ impl CaptureIndex {
                 )
             })
             .collect();
-        CaptureIndex { by_table, inbound }
+        let outbound = config
+            .outbound_flows
+            .iter()
+            .map(|flow| {
+                (
+                    (flow.process_event.clone(), flow.remote_system.clone()),
+                    flow.name.clone(),
+                )
+            })
+            .collect();
+        CaptureIndex {
+            by_table,
+            inbound,
+            outbound,
+        }
+    }
+
+    /// The outbound flow sending items of `process_event` to
+    /// `remote_system`, if one does.
+    pub fn outbound_flow(&self, process_event: &str, remote_system: &str) -> Option<&str> {
+        self.outbound
+            .get(&(process_event.to_string(), remote_system.to_string()))
+            .map(String::as_str)
     }
 
     /// The inbound flow for items of `process_event` from `remote_system`.

@@ -5,6 +5,7 @@
 //! mapping renames, sets constants or copies display values; the sandboxed
 //! script step comes last. Pure: no storage, no I/O.
 
+pub mod conflict;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -116,10 +117,24 @@ pub fn run_inbound(
         Ok(None) => return FlowOutcome::Nothing,
         Err(problem) => return FlowOutcome::Error(problem),
     };
-    if flow.script.trim().is_empty() {
-        return FlowOutcome::Write(write);
-    }
     let mut write = write;
+    match run_script(flow, payload, &mut write, correlated) {
+        Some(stopped) => stopped,
+        None => FlowOutcome::Write(write),
+    }
+}
+
+/// Runs the flow's script, if any, over the mapped `write`; `Some` when it
+/// skipped or failed the item.
+pub fn run_script(
+    flow: &InboundFlow,
+    payload: &Payload,
+    write: &mut RecordWrite,
+    correlated: Option<&str>,
+) -> Option<FlowOutcome> {
+    if flow.script.trim().is_empty() {
+        return None;
+    }
     match script::run(
         &flow.script,
         payload,
@@ -127,13 +142,15 @@ pub fn run_inbound(
         correlated,
         &write.fields,
     ) {
-        ScriptOutcome::Fields(fields) => write.fields = fields,
-        ScriptOutcome::Skip(reason) => return FlowOutcome::Skip(reason),
+        ScriptOutcome::Fields(fields) => {
+            write.fields = fields;
+            None
+        }
+        ScriptOutcome::Skip(reason) => Some(FlowOutcome::Skip(reason)),
         ScriptOutcome::Error(text) => {
-            return FlowOutcome::Error(format!("flow `{}`: {text}", flow.name));
+            Some(FlowOutcome::Error(format!("flow `{}`: {text}", flow.name)))
         }
     }
-    FlowOutcome::Write(write)
 }
 
 #[cfg(test)]
@@ -154,6 +171,7 @@ mod tests {
             script: script.into(),
             max_attachment_mb: 0,
             allowed_extensions: Vec::new(),
+            conflict: Default::default(),
         }
     }
 

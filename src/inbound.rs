@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::attachment::{Grant, GrantError};
 use crate::failure::{Classified, Failure};
+use crate::queue::ConflictRule;
 use crate::store::{ContentInfo, ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
 use crate::transport::protocol::{Hello, HelloAnswer, PROTOCOL_VERSION};
 use crate::user::{Role, User};
@@ -248,6 +249,25 @@ impl PeerGate {
                 problems.push(format!(
                     "`{}` has no inbound flow for process event `{event}` from remote system `{}`",
                     instance.name, caller.name
+                ));
+            }
+        }
+        for (event, rule) in &hello.conflict_rules {
+            let Some(flow) = config
+                .inbound_flows
+                .iter()
+                .find(|f| &f.process_event == event && f.remote_system == caller.name)
+            else {
+                continue;
+            };
+            let theirs = ConflictRule::parse(rule);
+            if let Some(why) = theirs.and_then(|theirs| flow.conflict.disagreement(theirs)) {
+                problems.push(format!(
+                    "the conflict rules for process event `{event}` would leave the two sides different: `{}`'s inbound flow `{}` says `{}` and `{}`'s says `{rule}`: {why}",
+                    instance.name,
+                    flow.name,
+                    flow.conflict.as_str(),
+                    hello.instance_name
                 ));
             }
         }

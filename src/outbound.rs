@@ -245,6 +245,9 @@ impl Outbound {
                         payload_json: item.payload.get().to_string(),
                         created_on: format_time(item.created_on),
                         attachment_grants,
+                        bases: item.bases,
+                        changed_on: item.created_on,
+                        settles: item.settles,
                     },
                 ));
             }

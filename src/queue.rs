@@ -101,6 +101,15 @@ pub struct OutboundItem {
     /// Contexts of its processings, oldest first (`FlowContext` ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flow_contexts: Vec<u64>,
+    /// What the fields it changes replace, as last exchanged with the
+    /// remote system (the receiver tells a field only we changed from one
+    /// both sides changed by them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<FieldBase>,
+    /// Set on the item a resolved conflict sends: the receiver applies its
+    /// fields as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settles: bool,
 }
 
 /// The retry state of one content's fetch for one inbound item.
@@ -222,6 +231,20 @@ pub struct InboundItem {
     /// forgets the attempts nor fetches before the next one is due.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fetch_retries: BTreeMap<String, FetchRetry>,
+    /// The sender's last exchanged value of each field it changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<FieldBase>,
+    /// When the sender made the change (its clock, milliseconds); 0 from
+    /// a sender that does not say.
+    #[serde(default)]
+    pub changed_on: Millis,
+    /// The sender settled a conflict with this item: applied as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settles: bool,
+    /// The conflicts holding it in Error (the `error` rule), until
+    /// `queue inbound resolve` settles them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FieldConflict>,
 }
 
 /// Links a local record to its counterpart on one remote system.
@@ -235,6 +258,163 @@ pub struct Correlation {
     pub active: bool,
     pub created_on: Millis,
     pub updated_on: Millis,
+    /// What was last exchanged with the remote system for each synced
+    /// field (by our field name): sent by a capture or applied from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub synced: BTreeMap<String, Synced>,
+    /// When our record was deleted (by us, captured for the remote, or by
+    /// the remote's delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_on: Option<Millis>,
+    /// Made by a capture whose item has not been sent yet: the remote
+    /// cannot know the record, so it may not name it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsent: bool,
+}
+
+/// What applying a remote's change leaves as last exchanged in the
+/// correlation: these fields, and the deletion (when it deleted).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncUpdate {
+    pub fields: BTreeMap<String, Synced>,
+    pub deleted_on: Option<Millis>,
+}
+
+/// One field as last exchanged: a digest of its value and the time of the
+/// change that set it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    pub digest: String,
+    pub on: Millis,
+    /// Set by applying the remote's change (not by a capture of ours): a
+    /// field still holding it has not changed here since.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_peer: bool,
+}
+
+/// How an inbound flow settles a conflict: a field the incoming change
+/// sets that was also changed here since the last exchange, to another
+/// value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictRule {
+    /// The item waits in Error for a person (`queue inbound resolve`).
+    Error,
+    /// The later change wins; equal times: the greater value (a deletion
+    /// beats an update), so both sides pick the same winner.
+    #[default]
+    NewestWins,
+    PeerWins,
+    ThisSideWins,
+}
+
+impl ConflictRule {
+    pub const ALL: &[ConflictRule] = &[
+        ConflictRule::Error,
+        ConflictRule::NewestWins,
+        ConflictRule::PeerWins,
+        ConflictRule::ThisSideWins,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictRule::Error => "error",
+            ConflictRule::NewestWins => "newest_wins",
+            ConflictRule::PeerWins => "peer_wins",
+            ConflictRule::ThisSideWins => "this_side_wins",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ConflictRule> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == text.trim())
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == ConflictRule::default()
+    }
+
+    /// Why this side's rule and the peer's rule for the same process event
+    /// would leave the two sides with different values, if they would.
+    pub fn disagreement(self, peer: ConflictRule) -> Option<&'static str> {
+        use ConflictRule::*;
+        match (self, peer) {
+            (PeerWins, PeerWins) => Some(
+                "both sides take the peer's value, so each takes the other's and they swap; make one side `this_side_wins`, or both `newest_wins`",
+            ),
+            (ThisSideWins, ThisSideWins) => Some(
+                "both sides keep their own value, so neither takes the other's; make one side `peer_wins`, or both `newest_wins`",
+            ),
+            (Error, Error) => Some(
+                "both sides hold conflicts for a person, and each side's choice is sent to the other, so two different choices swap; keep `error` on one side only",
+            ),
+            (NewestWins, PeerWins | ThisSideWins) | (PeerWins | ThisSideWins, NewestWins) => Some(
+                "`newest_wins` on one side and a fixed winner on the other pick different winners whenever the older change is the fixed one; use `newest_wins` on both sides, or `peer_wins` against `this_side_wins`",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Which side's value a conflict settled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Winner {
+    Peer,
+    Here,
+    /// Held for a person (the `error` rule).
+    Undecided,
+}
+
+/// One conflict as the item's flow context and error show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldConflict {
+    /// Our field, or `(record)` when a change meets a deletion.
+    pub field: String,
+    /// The value here (`(deleted)` for a deleted record).
+    pub here: String,
+    /// The value the remote system sent (`(deleted)` for its deletion).
+    pub peer: String,
+    /// When each side's change was made (0: not known here, a change made
+    /// without capture).
+    pub here_on: Millis,
+    pub peer_on: Millis,
+    pub rule: ConflictRule,
+    pub winner: Winner,
+}
+
+impl FieldConflict {
+    /// One line: the field, both values and who won.
+    pub fn describe(&self, remote: &str) -> String {
+        let winner = match self.winner {
+            Winner::Peer => format!("`{remote}`'s value kept"),
+            Winner::Here => "this side's value kept".to_string(),
+            Winner::Undecided => "held for a person".to_string(),
+        };
+        format!(
+            "`{}`: here {:?}, from `{remote}` {:?} ({}: {winner})",
+            self.field,
+            self.here,
+            self.peer,
+            self.rule.as_str()
+        )
+    }
+}
+
+/// The value a change replaces, as its sender last exchanged it with the
+/// receiver: the digest of field `field`'s value (`value_digest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldBase {
+    pub field: String,
+    pub digest: String,
+}
+
+/// The digest both sides compare a field's value by: 16 hex digits of its
+/// blake3 hash.
+pub fn value_digest(value: &str) -> String {
+    blake3::hash(value.as_bytes()).to_hex()[..16].to_string()
 }
 
 /// What one processing of a queue item did: the steps run, what went in

@@ -254,6 +254,9 @@ pub struct RemoteStats {
     /// The alert thresholds it is over now, each as a sentence.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// Conflicts met applying its changes, over the store's life.
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// Items deleted by the purge since the store was created.

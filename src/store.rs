@@ -18,6 +18,8 @@ mod remotes;
 mod sync_objects;
 mod users;
 
+mod apply;
+mod conflicts;
 mod content;
 mod context;
 mod correlations;

@@ -122,6 +122,19 @@ impl Api {
         action: String,
     ) -> Result<serde_json::Value, ApiError> {
         let user = caller.require(Permission::WriteSync)?.clone();
+        if let Some(take) = action.strip_prefix("take_") {
+            let take = match (queue.as_str(), take) {
+                ("inbound", "peer") => crate::queue::Winner::Peer,
+                ("inbound", "local") => crate::queue::Winner::Here,
+                _ => {
+                    return Err(ApiError::UnknownAction { name: action });
+                }
+            };
+            self.queue_item(caller, queue.clone(), id).await?;
+            let item = self.resolve_inbound(id, take).await?;
+            tracing::info!(target: "queue", queue = %queue, id, action = %action, user = %user.name, "An operator settled a conflict.");
+            return Ok(serde_json::to_value(item).expect("items serialize"));
+        }
         let status = match action.as_str() {
             "retry" => QueueStatus::Ready,
             "skip" => QueueStatus::Skipped,
@@ -152,6 +165,50 @@ impl Api {
         Ok(value)
     }
 
+    /// Settles a conflicting inbound item as its remote's run-as user,
+    /// sending the settled values on.
+    async fn resolve_inbound(
+        &self,
+        id: u64,
+        take: crate::queue::Winner,
+    ) -> Result<crate::queue::InboundItem, ApiError> {
+        let item = self
+            .blocking(move |store| {
+                store.inbound_item(id)?.ok_or(StoreError::ItemNotFound {
+                    queue: "inbound",
+                    id,
+                })
+            })
+            .await?;
+        let remote = item.remote_system.clone();
+        let (remotes, users) = self
+            .blocking(|store| Ok((store.remote_systems()?, store.users()?)))
+            .await?;
+        let run_as = remotes
+            .iter()
+            .find(|r| r.spec.name == remote)
+            .and_then(|r| users.iter().find(|u| u.name == r.spec.run_as))
+            .filter(|u| u.may(Permission::Records))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "remote system `{remote}` has no run-as user that may write records, so its items cannot be applied; set its run_as and resolve again"
+                ))
+            })?;
+        let limits = crate::store::RecordWriteLimits {
+            max_record_bytes: self.limits.max_record_bytes,
+        };
+        let item = self
+            .store
+            .resolve_inbound(id, take, Self::actor(run_as), limits)
+            .await?;
+        self.sync
+            .rescan_inbound
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.sync.wake_inbound.notify_one();
+        self.sync.wake_outbound.notify_waiters();
+        Ok(item)
+    }
+
     pub async fn list_correlations(
         &self,
         caller: &Caller,
@@ -170,7 +227,7 @@ impl Api {
     pub async fn stats(&self, caller: &Caller) -> Result<crate::stats::Stats, ApiError> {
         caller.require(Permission::ReadSync)?;
         let now = crate::ids::now_millis();
-        let (queues, chart, purged, instance) = self
+        let (queues, chart, purged, instance, conflicts) = self
             .blocking(move |store| {
                 let (queues, chart) = store.queue_stats(now)?;
                 Ok((
@@ -178,6 +235,7 @@ impl Api {
                     chart,
                     store.purged_counts()?,
                     store.instance()?.name,
+                    store.conflicts_by_remote()?,
                 ))
             })
             .await?;
@@ -186,6 +244,10 @@ impl Api {
             .await?
             .into_iter()
             .map(|remote| crate::stats::RemoteStats {
+                conflicts: conflicts
+                    .get(&remote.status.spec.name)
+                    .copied()
+                    .unwrap_or(0),
                 name: remote.status.spec.name.clone(),
                 outbound_state: remote.status.outbound_state.as_str().to_string(),
                 inbound_state: remote.status.inbound_state.as_str().to_string(),

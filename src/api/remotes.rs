@@ -112,6 +112,12 @@ impl Api {
             external_id: remote.status.spec.external_id.clone(),
             process_events,
             last_sequence: Some(last_sequence),
+            conflict_rules: config
+                .inbound_flows
+                .iter()
+                .filter(|f| f.remote_system == name)
+                .map(|f| (f.process_event.clone(), f.conflict.as_str().to_string()))
+                .collect(),
         };
         if remote.status.spec.external_id.is_empty() {
             problems.push(format!(

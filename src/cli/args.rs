@@ -347,6 +347,14 @@ pub enum QueueAction {
     Retry { id: u64 },
     /// Mark an Error or Ready item Skipped.
     Skip { id: u64 },
+    /// Settle an inbound item its flow's `error` rule holds in conflict:
+    /// take the peer's values or keep ours; the settled values are sent on
+    /// to the peer.
+    Resolve {
+        id: u64,
+        #[arg(long, value_parser = ["peer", "local"])]
+        take: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

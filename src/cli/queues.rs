@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::{Connection, QueueAction, QueueCommand, client, print_table};
+use super::{AdminClient, Connection, QueueAction, QueueCommand, client, print_table};
 
 pub async fn run(command: QueueCommand, connection: &Connection) -> Result<ExitCode> {
     let mut client = client(connection).await?;
@@ -81,20 +81,19 @@ pub async fn run(command: QueueCommand, connection: &Connection) -> Result<ExitC
                 serde_json::to_string_pretty(&client.queue_item(queue, id).await?)?
             );
         }
-        QueueAction::Retry { id } => {
-            let item = client.set_queue_item_status(queue, id, "retry").await?;
+        QueueAction::Retry { id } => moved(&mut client, queue, id, "retry").await?,
+        QueueAction::Resolve { id, take } => {
+            let item = client
+                .set_queue_item_status(queue, id, &format!("take_{take}"))
+                .await?;
             println!(
-                "{queue} item {id} is {}",
-                item["status"].as_str().unwrap_or("?")
+                "{queue} item {id} is {}: settled with the {} values, which go back to `{}` when an outbound flow sends it this process event",
+                item["status"].as_str().unwrap_or("?"),
+                if take == "peer" { "peer's" } else { "local" },
+                item["remote_system"].as_str().unwrap_or("?")
             );
         }
-        QueueAction::Skip { id } => {
-            let item = client.set_queue_item_status(queue, id, "skip").await?;
-            println!(
-                "{queue} item {id} is {}",
-                item["status"].as_str().unwrap_or("?")
-            );
-        }
+        QueueAction::Skip { id } => moved(&mut client, queue, id, "skip").await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -129,4 +128,14 @@ pub async fn correlations(remote: String, json: bool, connection: &Connection) -
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An operator's retry or skip of one item, and the status it ends in.
+async fn moved(client: &mut AdminClient, queue: &str, id: u64, action: &str) -> Result<()> {
+    let item = client.set_queue_item_status(queue, id, action).await?;
+    println!(
+        "{queue} item {id} is {}",
+        item["status"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }

@@ -13,6 +13,7 @@ mod scope;
 use crate::condition::Query;
 use crate::domain::Domain;
 use crate::ids::is_sys_id;
+pub use crate::queue::ConflictRule;
 use crate::record::{Operation, check_name};
 use crate::user::check_user_name;
 
@@ -182,6 +183,9 @@ pub struct InboundFlow {
     /// Extensions accepted from the peer; empty accepts every one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_extensions: Vec<String>,
+    /// How a field both sides changed since the last exchange is settled.
+    #[serde(default, skip_serializing_if = "ConflictRule::is_default")]
+    pub conflict: ConflictRule,
 }
 
 fn is_zero(value: &u64) -> bool {

@@ -6,10 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{FlowOutcome, run_inbound};
+use super::conflict::{self, Here, Incoming};
+use super::{FlowOutcome, basic_inbound, run_script};
 use crate::attachment::{Attachment, AttachmentLimits, check_incoming, plan_inbound};
 use crate::config::sync::InboundFlow;
-use crate::queue::{FlowTrace, InboundItem, Payload};
+use crate::queue::{
+    ConflictRule, FieldConflict, FlowTrace, InboundItem, Payload, SyncUpdate, Synced, Winner,
+    value_digest,
+};
 use crate::record::{Operation, RecordWrite};
 
 /// An item whose payload parsed and whose inbound flow is known: what the
@@ -17,6 +21,9 @@ use crate::record::{Operation, RecordWrite};
 pub struct Understood {
     pub payload: Payload,
     pub flow: InboundFlow,
+    /// How a conflict is settled: the flow's rule, or the operator's
+    /// choice when `queue inbound resolve` runs the item again.
+    pub rule: ConflictRule,
 }
 
 impl Understood {
@@ -57,6 +64,10 @@ pub struct InboundFacts {
     pub records: BTreeMap<String, HeldRecord>,
     /// Stored sizes of the complete contents the payload names.
     pub contents: BTreeMap<String, u64>,
+    /// What the known record's correlation says was last exchanged.
+    pub synced: BTreeMap<String, Synced>,
+    /// When the known record was deleted here, if the correlation says.
+    pub deleted_on: Option<u64>,
 }
 
 /// A record as the plan needs to see it.
@@ -67,6 +78,8 @@ pub struct HeldRecord {
     /// Ids of the journal entries it holds (read only when the payload
     /// carries journal entries).
     pub journal_ids: BTreeSet<String>,
+    /// Its fields (read only when the item says what its fields replace).
+    pub fields: BTreeMap<String, String>,
 }
 
 /// What applying one item comes to.
@@ -82,6 +95,28 @@ pub enum InboundPlan {
     Skip(String),
     /// The item is at fault; nothing is written and it goes to Error.
     Fail(String),
+    /// The flow's rule is `error` and the item conflicts with changes made
+    /// here: nothing is written and it waits in Error for a person.
+    Hold(String),
+}
+
+/// The plan with what it settled: the conflicts it met and what the
+/// correlation is to say was last exchanged once the write is made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub plan: InboundPlan,
+    pub conflicts: Vec<FieldConflict>,
+    pub sync: SyncUpdate,
+}
+
+impl From<InboundPlan> for Planned {
+    fn from(plan: InboundPlan) -> Planned {
+        Planned {
+            plan,
+            conflicts: Vec::new(),
+            sync: SyncUpdate::default(),
+        }
+    }
 }
 
 /// Parses the payload and finds the flow; `Err` says why the item fails
@@ -135,53 +170,101 @@ pub fn understand(
         "inbound flow",
         format!("`{}` maps onto table `{}`", flow.name, flow.table),
     );
-    Ok(Understood { payload, flow })
+    let rule = flow.conflict;
+    Ok(Understood {
+        payload,
+        flow,
+        rule,
+    })
 }
 
-/// Correlates, maps (Basic template, then the script), drops journal
-/// entries the record already holds and plans the attachments: the write
-/// the store is to make, or why there is none.
+/// Correlates, maps (Basic template), settles conflicts with changes
+/// made here, runs the script, drops journal entries the record already
+/// holds and plans the attachments: the write the store is to make, or
+/// why there is none, with what it settled.
 pub fn plan(
     item: &InboundItem,
     understood: &Understood,
     facts: &InboundFacts,
     trace: &mut FlowTrace,
-) -> InboundPlan {
-    let Understood { payload, flow } = understood;
+) -> Planned {
+    let Understood {
+        payload,
+        flow,
+        rule,
+    } = understood;
     let correlated = match correlate(item, &flow.table, facts) {
         Ok(correlated) => correlated,
         Err(problem) => {
             trace.step("correlate", "refused: the named record is not this peer's");
-            return InboundPlan::Fail(problem);
+            return InboundPlan::Fail(problem).into();
         }
     };
     trace.step(
         "correlate",
         match &correlated {
             Some(sys_id) => format!("our record {}/{sys_id}", flow.table),
+            None if facts.known.is_some() => "our record was deleted here".to_string(),
             None => "no record yet: a new one".to_string(),
         },
     );
+    let bases = bases_of(item);
+    let incoming = incoming(item, *rule, &bases);
+    let mut conflicts = match against_deletion(item, facts, &incoming, trace) {
+        Ok(conflicts) => conflicts,
+        Err(planned) => return *planned,
+    };
     let mapping = if flow.script.trim().is_empty() {
         "the Basic template"
     } else {
         "the Basic template, then the flow's script"
     };
-    let mut write = match run_inbound(flow, item.operation, payload, correlated.as_deref()) {
-        FlowOutcome::Write(write) => write,
-        FlowOutcome::Nothing => {
+    let mut write = match basic_inbound(flow, item.operation, payload, correlated.as_deref()) {
+        Ok(Some(write)) => write,
+        Ok(None) => {
             trace.step("map", format!("{mapping}: nothing to change"));
-            return InboundPlan::Nothing(correlated.unwrap_or_default());
+            return InboundPlan::Nothing(correlated.unwrap_or_default()).into();
         }
-        FlowOutcome::Skip(reason) => {
-            trace.step("map", format!("{mapping} skipped the item"));
-            return InboundPlan::Skip(reason);
-        }
-        FlowOutcome::Error(problem) => {
+        Err(problem) => {
             trace.step("map", format!("{mapping} failed"));
-            return InboundPlan::Fail(problem);
+            return InboundPlan::Fail(problem).into();
         }
     };
+    if let (Some((sys_id, false)), Operation::Create) = (&facts.known, write.operation) {
+        // The record comes back under its own sys_id, so every
+        // correlation with it still holds.
+        write.sys_id = Some(sys_id.clone());
+    }
+    if let (Some(sys_id), false) = (&correlated, item.settles) {
+        let found = against_ours(understood, facts, sys_id, &mut write, &incoming);
+        if !found.is_empty() {
+            note_conflicts(trace, item, &found);
+            let undecided = found.iter().any(|c| c.winner == Winner::Undecided);
+            let kept = write.operation == Operation::Delete && found[0].winner == Winner::Here;
+            conflicts.extend(found);
+            if undecided {
+                return held(item, conflicts);
+            }
+            if kept {
+                return settled(InboundPlan::Nothing(sys_id.clone()), conflicts);
+            }
+        }
+    }
+    if let Some(outcome) = run_script(flow, payload, &mut write, correlated.as_deref()) {
+        return match outcome {
+            FlowOutcome::Skip(reason) => {
+                trace.step("map", format!("{mapping} skipped the item"));
+                settled(InboundPlan::Skip(reason), conflicts)
+            }
+            FlowOutcome::Error(problem) => {
+                trace.step("map", format!("{mapping} failed"));
+                settled(InboundPlan::Fail(problem), conflicts)
+            }
+            FlowOutcome::Write(_) | FlowOutcome::Nothing => {
+                unreachable!("a script only stops an item by skipping or failing it")
+            }
+        };
+    }
     trace.step(
         "map",
         format!(
@@ -190,43 +273,203 @@ pub fn plan(
             write.fields.len()
         ),
     );
+    let sync = exchanged(&write, incoming.changed_on);
     if write.operation == Operation::Create {
         write
             .fields
             .insert("sys_domain".to_string(), item.domain.to_string());
     }
-    let held = correlated.as_ref().and_then(|id| facts.records.get(id));
+    if let Err(problem) =
+        journal_and_attachments(item, payload, facts, &correlated, &mut write, trace)
+    {
+        return settled(InboundPlan::Fail(problem), conflicts);
+    }
+    Planned {
+        plan: InboundPlan::Write(write),
+        conflicts,
+        sync,
+    }
+}
+
+/// Drops journal entries the record already holds and plans the
+/// attachments; `Err` refuses the item.
+fn journal_and_attachments(
+    item: &InboundItem,
+    payload: &Payload,
+    facts: &InboundFacts,
+    correlated: &Option<String>,
+    write: &mut RecordWrite,
+    trace: &mut FlowTrace,
+) -> Result<(), String> {
+    let held_record = correlated.as_ref().and_then(|id| facts.records.get(id));
     // Journal entries the record already holds (by entry id) are not
     // appended again, whatever path they came by.
-    if let Some(held) = held {
+    if let Some(held_record) = held_record {
         write.journal.retain(|j| {
             j.origin
                 .as_ref()
-                .is_none_or(|o| !held.journal_ids.contains(&o.id))
+                .is_none_or(|o| !held_record.journal_ids.contains(&o.id))
         });
     }
-    if write.operation != Operation::Delete
-        && (!payload.attachments.is_empty() || !payload.removed_attachments.is_empty())
+    if write.operation == Operation::Delete
+        || (payload.attachments.is_empty() && payload.removed_attachments.is_empty())
     {
-        match attachments(item, payload, facts, held, correlated.is_none()) {
-            Ok(changes) => {
-                trace.step(
-                    "attachments",
-                    format!(
-                        "{} to attach, {} to remove",
-                        changes.attach.len(),
-                        changes.detach.len()
-                    ),
-                );
-                write.attachments = changes;
-            }
-            Err(problem) => {
-                trace.step("attachments", "refused");
-                return InboundPlan::Fail(problem);
-            }
+        return Ok(());
+    }
+    match attachments(item, payload, facts, held_record, correlated.is_none()) {
+        Ok(changes) => {
+            trace.step(
+                "attachments",
+                format!(
+                    "{} to attach, {} to remove",
+                    changes.attach.len(),
+                    changes.detach.len()
+                ),
+            );
+            write.attachments = changes;
+            Ok(())
+        }
+        Err(problem) => {
+            trace.step("attachments", "refused");
+            Err(problem)
         }
     }
-    InboundPlan::Write(write)
+}
+
+/// The sender's bases of the item, by its field name.
+fn bases_of(item: &InboundItem) -> BTreeMap<String, String> {
+    item.bases
+        .iter()
+        .map(|b| (b.field.clone(), b.digest.clone()))
+        .collect()
+}
+
+/// The item as the conflict rules see it; a sender that does not say
+/// when it made the change made it when it arrived.
+fn incoming<'a>(
+    item: &InboundItem,
+    rule: ConflictRule,
+    bases: &'a BTreeMap<String, String>,
+) -> Incoming<'a> {
+    Incoming {
+        rule,
+        changed_on: if item.changed_on > 0 {
+            item.changed_on
+        } else {
+            item.created_on
+        },
+        bases,
+    }
+}
+
+/// A change of our record deleted here meets the deletion by the rule;
+/// `Err` ends the plan (the deletion stays, or the item is held).
+fn against_deletion(
+    item: &InboundItem,
+    facts: &InboundFacts,
+    incoming: &Incoming<'_>,
+    trace: &mut FlowTrace,
+) -> Result<Vec<FieldConflict>, Box<Planned>> {
+    if !matches!(facts.known, Some((_, false)))
+        || item.operation == Operation::Delete
+        || item.settles
+    {
+        return Ok(Vec::new());
+    }
+    let deleted_on = facts.deleted_on.unwrap_or(0);
+    let found = conflict::settle_deleted_here(item.operation, deleted_on, incoming);
+    let winner = found.winner;
+    let conflicts = vec![found];
+    note_conflicts(trace, item, &conflicts);
+    match winner {
+        Winner::Here => Err(Box::new(settled(
+            InboundPlan::Nothing(String::new()),
+            conflicts,
+        ))),
+        Winner::Undecided => Err(Box::new(held(item, conflicts))),
+        Winner::Peer => Ok(conflicts),
+    }
+}
+
+/// The conflicts of an update or delete of our record `sys_id` with
+/// changes made here; the fields the peer loses leave `write`.
+fn against_ours(
+    understood: &Understood,
+    facts: &InboundFacts,
+    sys_id: &str,
+    write: &mut RecordWrite,
+    incoming: &Incoming<'_>,
+) -> Vec<FieldConflict> {
+    let none = BTreeMap::new();
+    let here = Here {
+        fields: facts.records.get(sys_id).map_or(&none, |h| &h.fields),
+        synced: &facts.synced,
+    };
+    if write.operation == Operation::Delete {
+        let snapshot = understood
+            .payload
+            .changed_fields
+            .iter()
+            .map(|f| (f.key.clone(), f.value.clone()))
+            .collect();
+        conflict::settle_delete(&understood.flow, &snapshot, incoming, &here)
+            .into_iter()
+            .collect()
+    } else {
+        conflict::settle_update(&understood.flow, write, incoming, &here)
+    }
+}
+
+/// What the correlation is to say was last exchanged once `write` (the
+/// peer's change made at `on`) is made.
+fn exchanged(write: &RecordWrite, on: u64) -> SyncUpdate {
+    SyncUpdate {
+        fields: write
+            .fields
+            .iter()
+            .filter(|(name, _)| !name.starts_with("sys_"))
+            .map(|(name, value)| {
+                let synced = Synced {
+                    digest: value_digest(value),
+                    on,
+                    by_peer: true,
+                };
+                (name.clone(), synced)
+            })
+            .collect(),
+        deleted_on: (write.operation == Operation::Delete).then_some(on),
+    }
+}
+
+fn settled(plan: InboundPlan, conflicts: Vec<FieldConflict>) -> Planned {
+    Planned {
+        plan,
+        conflicts,
+        sync: SyncUpdate::default(),
+    }
+}
+
+/// The `error` rule's plan: the item waits, saying what conflicts.
+fn held(item: &InboundItem, conflicts: Vec<FieldConflict>) -> Planned {
+    let fields: Vec<String> = conflicts
+        .iter()
+        .map(|c| c.describe(&item.remote_system))
+        .collect();
+    let problem = format!(
+        "conflict with changes made here since the last exchange with `{}`: {}; nothing was written: settle it with `procsync queue inbound resolve {} --take peer` or `--take local`",
+        item.remote_system,
+        fields.join("; "),
+        item.id
+    );
+    settled(InboundPlan::Hold(problem), conflicts)
+}
+
+/// Notes each conflict in the trace: a step and the outputs.
+fn note_conflicts(trace: &mut FlowTrace, item: &InboundItem, conflicts: &[FieldConflict]) {
+    for conflict in conflicts {
+        trace.step("conflict", conflict.describe(&item.remote_system));
+    }
+    trace.outputs["conflicts"] = serde_json::to_value(conflicts).unwrap_or_default();
 }
 
 /// The local record the item is about: the one correlated with the
@@ -312,257 +555,4 @@ fn attachments(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::Domain;
-    use crate::queue::QueueStatus;
-
-    const PEER_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    const OURS: &str = "cccccccccccccccccccccccccccccccc";
-    const HASH: &str = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
-
-    fn flow() -> InboundFlow {
-        serde_json::from_value(serde_json::json!({
-            "name": "in", "process_event": "e", "remote_system": "edge", "table": "incident",
-        }))
-        .expect("a flow")
-    }
-
-    fn item(operation: Operation, named: &str, payload: serde_json::Value) -> InboundItem {
-        InboundItem {
-            id: 1,
-            sequence: 1,
-            remote_system: "edge".into(),
-            process_event: "e".into(),
-            operation,
-            source_table: "incident".into(),
-            remote_correlation_id: PEER_ID.into(),
-            local_correlation_id: named.into(),
-            domain: Domain::global(),
-            status: QueueStatus::Ready,
-            created_on: 0,
-            payload: payload.to_string(),
-            error: None,
-            processed_on: None,
-            processing_ms: None,
-            attachment_grants: Vec::new(),
-            flow_contexts: Vec::new(),
-            fetch_retries: Default::default(),
-            waiting: None,
-        }
-    }
-
-    fn payload(journal: serde_json::Value, attachments: serde_json::Value) -> serde_json::Value {
-        serde_json::json!({
-            "capture_metadata": {"changed_by": "alice", "timestamp": "2026-12-02 10:00:00",
-                "operation": "update", "table": "incident", "sys_id": PEER_ID, "process_event": "e"},
-            "changed_fields": [
-                {"key": "state", "value": "2", "display_value": "In progress", "changed": true},
-                {"key": "priority", "value": "1", "display_value": "1", "changed": false},
-            ],
-            "journal_entries": journal,
-            "attachments": attachments,
-        })
-    }
-
-    /// Understands and plans `item` against `facts`.
-    fn planned(item: &InboundItem, facts: &InboundFacts) -> InboundPlan {
-        let mut trace = FlowTrace::start(0);
-        let understood = understand(item, Some(&flow()), &mut trace).expect("understood");
-        plan(item, &understood, facts, &mut trace)
-    }
-
-    fn held(journal_ids: &[&str]) -> BTreeMap<String, HeldRecord> {
-        let record = HeldRecord {
-            attachments: Vec::new(),
-            journal_ids: journal_ids.iter().map(|s| s.to_string()).collect(),
-        };
-        BTreeMap::from([(OURS.to_string(), record)])
-    }
-
-    #[test]
-    fn an_uncorrelated_item_creates_the_whole_record_in_the_items_domain() {
-        let item = item(
-            Operation::Update,
-            "",
-            payload(serde_json::json!([]), serde_json::json!([])),
-        );
-        let InboundPlan::Write(write) = planned(&item, &InboundFacts::default()) else {
-            panic!("a write")
-        };
-        assert_eq!(write.operation, Operation::Create);
-        assert_eq!(write.sys_id, None);
-        assert_eq!(write.fields["state"], "2");
-        assert_eq!(write.fields["priority"], "1");
-        assert_eq!(write.fields["sys_domain"], "global");
-    }
-
-    #[test]
-    fn a_correlated_item_updates_only_the_changed_fields_of_our_record() {
-        let item = item(
-            Operation::Update,
-            "",
-            payload(serde_json::json!([]), serde_json::json!([])),
-        );
-        let facts = InboundFacts {
-            known: Some((OURS.into(), true)),
-            records: held(&[]),
-            ..Default::default()
-        };
-        let InboundPlan::Write(write) = planned(&item, &facts) else {
-            panic!("a write")
-        };
-        assert_eq!(write.operation, Operation::Update);
-        assert_eq!(write.sys_id.as_deref(), Some(OURS));
-        assert_eq!(write.fields.keys().collect::<Vec<_>>(), ["state"]);
-    }
-
-    #[test]
-    fn a_named_record_is_reached_only_through_the_senders_correlation() {
-        let item = item(
-            Operation::Update,
-            OURS,
-            payload(serde_json::json!([]), serde_json::json!([])),
-        );
-        // We sent it and no answer came yet: the item answers about it.
-        let sent = InboundFacts {
-            named: Some(Some(String::new())),
-            ..Default::default()
-        };
-        assert_eq!(
-            correlate(&item, "incident", &sent),
-            Ok(Some(OURS.to_string()))
-        );
-        // Correlated with another of the sender's records, or not with the
-        // sender at all: refused, nothing written.
-        let other = InboundFacts {
-            named: Some(Some("e".repeat(32))),
-            ..Default::default()
-        };
-        let InboundPlan::Fail(problem) = planned(&item, &other) else {
-            panic!("refused")
-        };
-        assert!(problem.contains("not with its record"), "{problem}");
-        let foreign = InboundFacts {
-            named: Some(None),
-            ..Default::default()
-        };
-        let InboundPlan::Fail(problem) = planned(&item, &foreign) else {
-            panic!("refused")
-        };
-        assert!(
-            problem.contains("not correlated with remote system `edge`"),
-            "{problem}"
-        );
-        // A named record we do not hold makes a new one.
-        assert_eq!(
-            correlate(&item, "incident", &InboundFacts::default()),
-            Ok(None)
-        );
-    }
-
-    #[test]
-    fn a_delete_of_a_record_never_correlated_changes_nothing() {
-        let item = item(
-            Operation::Delete,
-            "",
-            payload(serde_json::json!([]), serde_json::json!([])),
-        );
-        assert_eq!(
-            planned(&item, &InboundFacts::default()),
-            InboundPlan::Nothing(String::new())
-        );
-    }
-
-    #[test]
-    fn journal_entries_the_record_holds_are_not_appended_again() {
-        let journal = serde_json::json!([
-            {"field": "comments", "id": "j1", "author": "alice", "time": "2026-12-02 09:00:00", "text": "old"},
-            {"field": "comments", "id": "j2", "author": "bob", "time": "2026-12-02 09:30:00", "text": "new"},
-        ]);
-        let item = item(
-            Operation::Update,
-            "",
-            payload(journal, serde_json::json!([])),
-        );
-        let facts = InboundFacts {
-            known: Some((OURS.into(), true)),
-            records: held(&["j1"]),
-            ..Default::default()
-        };
-        let InboundPlan::Write(write) = planned(&item, &facts) else {
-            panic!("a write")
-        };
-        let texts: Vec<_> = write.journal.iter().map(|j| j.text.as_str()).collect();
-        assert_eq!(texts, ["new"]);
-        let origin = write.journal[0].origin.as_ref().expect("origin");
-        assert_eq!((origin.id.as_str(), origin.author.as_str()), ("j2", "bob"));
-    }
-
-    #[test]
-    fn an_attachment_is_attached_only_once_its_content_arrived_with_its_size() {
-        let attachments = serde_json::json!([{"sys_id": "a1", "file_name": "log.txt",
-            "content_type": "text/plain", "size": 5, "hash": HASH, "added": true}]);
-        let item = item(
-            Operation::Update,
-            "",
-            payload(serde_json::json!([]), attachments),
-        );
-        let InboundPlan::Fail(problem) = planned(&item, &InboundFacts::default()) else {
-            panic!("refused")
-        };
-        assert!(problem.contains("has not arrived from `edge`"), "{problem}");
-        let lying = InboundFacts {
-            contents: BTreeMap::from([(HASH.to_string(), 6)]),
-            ..Default::default()
-        };
-        let InboundPlan::Fail(problem) = planned(&item, &lying) else {
-            panic!("refused")
-        };
-        assert!(problem.contains("its size lies"), "{problem}");
-        let arrived = InboundFacts {
-            contents: BTreeMap::from([(HASH.to_string(), 5)]),
-            ..Default::default()
-        };
-        let InboundPlan::Write(write) = planned(&item, &arrived) else {
-            panic!("a write")
-        };
-        assert_eq!(write.attachments.attach.len(), 1);
-        assert_eq!(write.attachments.attach[0].file_name, "log.txt");
-    }
-
-    #[test]
-    fn a_malformed_payload_or_an_unknown_event_fails_the_item() {
-        let mut broken = item(Operation::Update, "", serde_json::json!({"nope": 1}));
-        let mut trace = FlowTrace::start(0);
-        let Err(problem) = understand(&broken, Some(&flow()), &mut trace) else {
-            panic!("refused")
-        };
-        assert!(problem.starts_with("malformed payload"), "{problem}");
-        broken.payload = payload(serde_json::json!([]), serde_json::json!([])).to_string();
-        let Err(problem) = understand(&broken, None, &mut trace) else {
-            panic!("refused")
-        };
-        assert!(
-            problem.contains("no inbound flow receives process event `e`"),
-            "{problem}"
-        );
-    }
-
-    #[test]
-    fn a_script_skip_is_the_plan() {
-        let item = item(
-            Operation::Update,
-            "",
-            payload(serde_json::json!([]), serde_json::json!([])),
-        );
-        let mut flow = flow();
-        flow.script = r#"if payload.fields.state == "2" { skip("not ours") }"#.into();
-        let mut trace = FlowTrace::start(0);
-        let understood = understand(&item, Some(&flow), &mut trace).expect("understood");
-        assert_eq!(
-            plan(&item, &understood, &InboundFacts::default(), &mut trace),
-            InboundPlan::Skip("not ours".into())
-        );
-    }
-}
+mod tests;

@@ -534,6 +534,9 @@ mod tests {
                 local_correlation_id: String::new(),
                 payload: item.payload.get().to_string(),
                 attachment_grants: Vec::new(),
+                bases: item.bases,
+                changed_on: item.created_on,
+                settles: item.settles,
             })
             .collect()
     }

@@ -142,7 +142,12 @@ impl Session {
                 self.progress = Instant::now();
             }
             self.in_flight.insert(item.sequence);
-            if self.items.send(SendItem::Item(item)).await.is_err() {
+            if self
+                .items
+                .send(SendItem::Item(Box::new(item)))
+                .await
+                .is_err()
+            {
                 return Err(self.gone("closed"));
             }
         }

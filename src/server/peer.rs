@@ -15,6 +15,7 @@ use super::status::status_of;
 use crate::attachment::CHUNK_BYTES;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
+use crate::queue::FieldBase;
 use crate::store::ReceivedItem;
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
@@ -88,6 +89,11 @@ impl Peer for PeerService {
                     external_id: req.external_id,
                     process_events: req.process_events,
                     last_sequence: req.last_sequence,
+                    conflict_rules: req
+                        .conflict_rules
+                        .into_iter()
+                        .map(|r| (r.process_event, r.rule))
+                        .collect(),
                 },
             )
             .await
@@ -212,6 +218,16 @@ impl Peer for PeerService {
                                 .into_iter()
                                 .map(grant_from_pb)
                                 .collect(),
+                            bases: item
+                                .bases
+                                .into_iter()
+                                .map(|b| FieldBase {
+                                    field: b.field,
+                                    digest: b.digest,
+                                })
+                                .collect(),
+                            changed_on: item.changed_on_ms,
+                            settles: item.settles,
                         }),
                         Some(pb::sync_up::Message::Ping(ping)) => {
                             let pong = pb::SyncDown {

@@ -208,6 +208,20 @@ pub fn render(stats: &Stats) -> String {
     }
     family(
         &mut out,
+        "procsync_conflicts_total",
+        "counter",
+        "Conflicts met applying a remote system's changes: fields both sides changed since the last exchange, settled by the inbound flow's rule.",
+    );
+    for remote in &stats.remote_systems {
+        let _ = writeln!(
+            out,
+            "procsync_conflicts_total{{remote_system=\"{}\"}} {}",
+            label(&remote.name),
+            remote.conflicts
+        );
+    }
+    family(
+        &mut out,
         "procsync_purged_total",
         "counter",
         "Queue items and unused contents deleted by the purge.",

@@ -2,13 +2,15 @@
 //! system. Noted when a record leaves, learned from the answer, released
 //! when a remote turns out to be another instance.
 
+use std::collections::BTreeMap;
+
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::tables::*;
 use super::{Store, StoreError};
-use crate::ids::now_millis;
-use crate::queue::{Correlation, OutboundItem};
+use crate::ids::{Millis, now_millis};
+use crate::queue::{Correlation, FieldBase, OutboundItem, SyncUpdate, Synced};
 use crate::record::Operation;
 
 /// Forgets which of `remote`'s records each of our correlated records is:
@@ -42,6 +44,9 @@ pub(super) fn release_correlations(
         };
         if let Some(mut correlation) = stored {
             correlation.remote_correlation_id = String::new();
+            // What was exchanged was exchanged with another instance.
+            correlation.synced.clear();
+            correlation.deleted_on = None;
             correlation.updated_on = now;
             correlations.insert(key, encode(&correlation).as_slice())?;
         }
@@ -61,7 +66,14 @@ pub(super) fn note_sent(
         item.local_correlation_id.as_str(),
         item.remote_system.as_str(),
     );
-    if correlations.get(key)?.is_none() {
+    let stored: Option<Correlation> = match correlations.get(key)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    if let Some(mut correlation) = stored.filter(|c| c.unsent) {
+        correlation.unsent = false;
+        correlations.insert(key, encode(&correlation).as_slice())?;
+    } else if correlations.get(key)?.is_none() {
         let correlation = Correlation {
             remote_system: item.remote_system.clone(),
             remote_correlation_id: String::new(),
@@ -70,10 +82,84 @@ pub(super) fn note_sent(
             active: item.operation != Operation::Delete,
             created_on: now,
             updated_on: now,
+            synced: BTreeMap::new(),
+            deleted_on: None,
+            unsent: false,
         };
         correlations.insert(key, encode(&correlation).as_slice())?;
     }
     Ok(())
+}
+
+/// One field of a captured payload, as the sync state needs it.
+pub(super) struct SentField {
+    pub name: String,
+    pub digest: String,
+    pub changed: bool,
+}
+
+type CorrelationsTable<'t> =
+    redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>;
+
+/// Notes in the correlation of `(table, sys_id, remote)` what a capture
+/// sends: the fields it changes (every field of a record new to the
+/// remote) as last exchanged, and the deletion. Returns what the changed
+/// fields replace as last exchanged (on a delete, every field's), for the
+/// receiver to tell its own changes from ours.
+pub(super) fn note_captured(
+    correlations: &mut CorrelationsTable<'_>,
+    (table, sys_id, remote): (&str, &str, &str),
+    operation: Operation,
+    fields: &[SentField],
+    now: Millis,
+) -> Result<Vec<FieldBase>, StoreError> {
+    let key = (table, sys_id, remote);
+    let stored: Option<Correlation> = match correlations.get(key)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    let first = stored.is_none() || operation == Operation::Create;
+    let mut correlation = stored.unwrap_or_else(|| Correlation {
+        remote_system: remote.to_string(),
+        remote_correlation_id: String::new(),
+        table: table.to_string(),
+        local_correlation_id: sys_id.to_string(),
+        active: true,
+        created_on: now,
+        updated_on: now,
+        synced: BTreeMap::new(),
+        deleted_on: None,
+        unsent: true,
+    });
+    let mut bases = Vec::new();
+    for field in fields {
+        let wanted = field.changed || operation == Operation::Delete;
+        if let Some(synced) = correlation.synced.get(&field.name).filter(|_| wanted) {
+            bases.push(FieldBase {
+                field: field.name.clone(),
+                digest: synced.digest.clone(),
+            });
+        }
+        if operation != Operation::Delete && (field.changed || first) {
+            correlation.synced.insert(
+                field.name.clone(),
+                Synced {
+                    digest: field.digest.clone(),
+                    on: now,
+                    by_peer: false,
+                },
+            );
+        }
+    }
+    if operation == Operation::Delete {
+        correlation.deleted_on = Some(now);
+        correlation.active = false;
+    } else {
+        correlation.deleted_on = None;
+        correlation.active = true;
+    }
+    correlations.insert(key, encode(&correlation).as_slice())?;
+    Ok(bases)
 }
 
 impl Store {
@@ -108,6 +194,7 @@ pub(super) fn correlate_with(
     remote: &str,
     remote_id: &str,
     active: bool,
+    update: SyncUpdate,
 ) -> Result<(), StoreError> {
     let now = now_millis();
     let mut correlations = txn.open_table(CORRELATIONS)?;
@@ -116,14 +203,21 @@ pub(super) fn correlate_with(
         Some(value) => Some(decode(value.value())?),
         None => None,
     };
+    let (created_on, mut synced) = previous
+        .map(|p| (p.created_on, p.synced))
+        .unwrap_or((now, BTreeMap::new()));
+    synced.extend(update.fields);
     let correlation = Correlation {
         remote_system: remote.to_string(),
         remote_correlation_id: remote_id.to_string(),
         table: table.to_string(),
         local_correlation_id: local_id.to_string(),
         active,
-        created_on: previous.map(|p| p.created_on).unwrap_or(now),
+        created_on,
         updated_on: now,
+        synced,
+        deleted_on: update.deleted_on,
+        unsent: false,
     };
     correlations.insert(key, encode(&correlation).as_slice())?;
     txn.open_table(CORRELATIONS_BY_REMOTE)?

@@ -1,24 +1,19 @@
 //! The inbound queue: receiving a peer's batch (dedupe by the sending
 //! instance's sequence, forever), reads for the processor and operators,
-//! the apply of one item's flow, refusals and operator moves.
+//! refusals and operator moves. The apply of one item is in `apply`.
 
-use crate::failure::Classified;
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::counters::Counters;
-use super::records::{RecordWriteLimits, prepare, write_prepared};
 use super::stats::Tally;
 use super::tables::*;
 use super::writer::Txn;
-use super::{Actor, QueueFilter, Store, StoreError};
+use super::{QueueFilter, Store, StoreError};
 use crate::domain::Domain;
-use crate::flow::plan::{self, HeldRecord, InboundFacts, InboundPlan, Understood};
 use crate::ids::now_millis;
-use crate::queue::{
-    Correlation, FetchRetry, FlowTrace, InboundItem, QueueStatus, operator_transition,
-};
-use crate::record::{JournalEntry, Operation, Record};
+use crate::queue::{FetchRetry, FlowTrace, InboundItem, QueueStatus, operator_transition};
+use crate::record::Operation;
 use crate::stats::Queue;
 
 /// An item as it arrived from a peer, before it is queued.
@@ -32,6 +27,9 @@ pub struct ReceivedItem {
     pub local_correlation_id: String,
     pub payload: String,
     pub attachment_grants: Vec<crate::attachment::Grant>,
+    pub bases: Vec<crate::queue::FieldBase>,
+    pub changed_on: crate::ids::Millis,
+    pub settles: bool,
 }
 
 /// Queues items received from `remote`; see `Store::receive`.
@@ -98,6 +96,10 @@ pub fn receive(
             flow_contexts: Vec::new(),
             fetch_retries: Default::default(),
             waiting: None,
+            bases: received.bases,
+            changed_on: received.changed_on,
+            settles: received.settles,
+            conflicts: Vec::new(),
         };
         if let Some(error) = &item.error {
             tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
@@ -133,230 +135,6 @@ pub fn receive(
     counters.save()?;
     tally.save(txn)?;
     Ok(acks)
-}
-
-/// Runs the inbound flow of item `id` as `run_as`: correlate, map, write
-/// the record (capturing it for every remote but the sender), update the
-/// correlation and mark the item Processed, all in this transaction. A
-/// problem with the item puts it in Error instead, with nothing else
-/// written.
-pub fn apply_inbound(
-    txn: &mut Txn<'_>,
-    id: u64,
-    run_as: &Actor,
-    limits: &RecordWriteLimits,
-) -> Result<InboundItem, StoreError> {
-    let started = std::time::Instant::now();
-    let mut item: InboundItem = {
-        let table = txn.open_table(INBOUND)?;
-        let value = table.get(id)?.ok_or(StoreError::ItemNotFound {
-            queue: "inbound",
-            id,
-        })?;
-        decode(value.value())?
-    };
-    if item.status != QueueStatus::Ready {
-        return Ok(item);
-    }
-    let mut trace = FlowTrace::start(now_millis());
-    match run_flow(txn, &item, run_as, limits, &mut trace)? {
-        FlowResult::Applied(local_id) => {
-            item.status = QueueStatus::Processed;
-            item.local_correlation_id = local_id;
-            item.error = None;
-        }
-        FlowResult::Skipped(reason) => {
-            item.status = QueueStatus::Skipped;
-            item.error = Some(format!("skipped by the flow's script: {reason}"));
-        }
-        FlowResult::Failed(problem) => {
-            item.status = QueueStatus::Error;
-            item.error = Some(problem);
-        }
-    }
-    let now = now_millis();
-    item.processed_on = Some(now);
-    item.processing_ms = Some(crate::ids::millis(started.elapsed()));
-    item.waiting = None;
-    trace.step("finish", format!("the item is {}", item.status.as_str()));
-    super::context::link_inbound(txn, trace, &mut item)?;
-    txn.open_table(INBOUND)?
-        .insert(id, encode(&item).as_slice())?;
-    super::stats::Tally::count_inbound(txn, &item, Some(QueueStatus::Ready))?;
-    Ok(item)
-}
-
-/// Reads the facts of item `item`, has the flow plan its apply and writes
-/// the plan; `Err` only when storage failed.
-fn run_flow(
-    txn: &mut Txn<'_>,
-    item: &InboundItem,
-    run_as: &Actor,
-    limits: &RecordWriteLimits,
-    trace: &mut FlowTrace,
-) -> Result<FlowResult, StoreError> {
-    let flow = txn
-        .capture
-        .inbound_flow(&item.process_event, &item.remote_system);
-    let understood = match plan::understand(item, flow, trace) {
-        Ok(understood) => understood,
-        Err(problem) => return Ok(FlowResult::Failed(problem)),
-    };
-    let facts = read_facts(txn, item, &understood)?;
-    let planned = plan::plan(item, &understood, &facts, trace);
-    write_plan(
-        txn,
-        item,
-        planned,
-        understood.table(),
-        run_as,
-        limits,
-        trace,
-    )
-}
-
-/// What the plan of `item` needs from the store: the sender's correlation
-/// in the flow's table, the record the item names and its correlation,
-/// those records' attachments and journal ids, the contents that arrived.
-fn read_facts(
-    txn: &Txn<'_>,
-    item: &InboundItem,
-    understood: &Understood,
-) -> Result<InboundFacts, StoreError> {
-    let table = understood.table();
-    let remote = item.remote_system.as_str();
-    let records = txn.open_table(RECORDS)?;
-    let journal = txn.open_table(JOURNAL)?;
-    let mut facts = InboundFacts::default();
-    let hold = |facts: &mut InboundFacts, sys_id: &str| -> Result<bool, StoreError> {
-        let Some(value) = records.get((table, sys_id))? else {
-            return Ok(false);
-        };
-        let mut held = HeldRecord::default();
-        if understood.needs_attachments() {
-            held.attachments = decode::<Record>(value.value())?.attachments;
-        }
-        if understood.needs_journal_ids() {
-            for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
-                let entry: JournalEntry = decode(row?.1.value())?;
-                held.journal_ids.insert(entry.id);
-            }
-        }
-        facts.records.insert(sys_id.to_string(), held);
-        Ok(true)
-    };
-    let known = txn
-        .open_table(CORRELATIONS_BY_REMOTE)?
-        .get((remote, item.remote_correlation_id.as_str()))?
-        .map(|v| {
-            let (known_table, sys_id) = v.value();
-            (known_table.to_string(), sys_id.to_string())
-        })
-        .filter(|(known_table, _)| known_table == table)
-        .map(|(_, sys_id)| sys_id);
-    if let Some(sys_id) = known {
-        let exists = hold(&mut facts, &sys_id)?;
-        facts.known = Some((sys_id, exists));
-    }
-    let named = item.local_correlation_id.as_str();
-    if !named.is_empty() && hold(&mut facts, named)? {
-        let correlation = txn
-            .open_table(CORRELATIONS)?
-            .get((table, named, remote))?
-            .map(|value| decode::<Correlation>(value.value()))
-            .transpose()?;
-        facts.named = Some(correlation.map(|c| c.remote_correlation_id));
-    }
-    for hash in understood.content_hashes() {
-        if let Some(size) = super::content::stored_size(txn, hash)? {
-            facts.contents.insert(hash.to_string(), size);
-        }
-    }
-    Ok(facts)
-}
-
-/// Writes what the plan says: the record change (captured for every
-/// remote but the sender) and the correlation, or nothing.
-fn write_plan(
-    txn: &mut Txn<'_>,
-    item: &InboundItem,
-    planned: InboundPlan,
-    table: &str,
-    run_as: &Actor,
-    limits: &RecordWriteLimits,
-    trace: &mut FlowTrace,
-) -> Result<FlowResult, StoreError> {
-    let write = match planned {
-        InboundPlan::Write(write) => write,
-        InboundPlan::Nothing(local_id) => return Ok(FlowResult::Applied(local_id)),
-        InboundPlan::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
-        InboundPlan::Fail(problem) => return Ok(FlowResult::Failed(problem)),
-    };
-    let prepared = {
-        let records = txn.open_table(RECORDS)?;
-        let capture = txn.capture.clone();
-        prepare(
-            &records,
-            run_as,
-            std::slice::from_ref(&write),
-            limits,
-            &capture,
-            Some(&item.remote_system),
-        )
-    };
-    let prepared = match prepared {
-        Ok(prepared) => prepared,
-        Err(refused) if refused.failure().is_input() => {
-            trace.step("write", "refused");
-            return Ok(FlowResult::Failed(format!(
-                "inbound flow `{}` (running as `{}`) could not write to `{table}`: {refused}",
-                trace.flow, run_as.user
-            )));
-        }
-        Err(other) => return Err(other),
-    };
-    let results = write_prepared(txn, prepared)?;
-    let local_id = results[0].sys_id.clone();
-    trace.step(
-        "write",
-        format!(
-            "{} {table}/{local_id} as `{}`",
-            write.operation.as_str(),
-            run_as.user
-        ),
-    );
-    trace.outputs = serde_json::json!({
-        "table": table, "sys_id": local_id, "operation": write.operation,
-        "fields": write.fields, "journal_entries": write.journal.len(),
-        "attachments_added": write.attachments.attach.len(),
-        "attachments_removed": write.attachments.detach.len(),
-    });
-    super::correlations::correlate_with(
-        txn,
-        table,
-        &local_id,
-        &item.remote_system,
-        &item.remote_correlation_id,
-        write.operation != Operation::Delete,
-    )?;
-    trace.step(
-        "correlation",
-        format!(
-            "{table}/{local_id} is `{}`'s {}",
-            item.remote_system, item.remote_correlation_id
-        ),
-    );
-    Ok(FlowResult::Applied(local_id))
-}
-
-/// What running an item's flow came to.
-enum FlowResult {
-    /// Applied to this local record (empty when nothing needed doing).
-    Applied(String),
-    /// The flow's script skipped the item.
-    Skipped(String),
-    /// The item is at fault; nothing was written.
-    Failed(String),
 }
 
 impl Store {
@@ -570,7 +348,7 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<InboundItem, StoreError>> + Send + 'static {
         self.writer
             .enqueue(redb::Durability::Immediate, move |txn| {
-                apply_inbound(txn, id, &run_as, &limits)
+                super::apply::apply_inbound(txn, id, &run_as, &limits)
             })
     }
 }

@@ -65,6 +65,8 @@ struct PreparedItem {
     outbound_flow: String,
     payload: Box<RawValue>,
     attachment_hashes: Vec<String>,
+    /// The payload's fields, for the correlation's sync state.
+    fields: Vec<super::correlations::SentField>,
 }
 
 type RecordsTable = (&'static str, &'static str);
@@ -155,6 +157,7 @@ pub(super) fn write_prepared(
     let mut journal = txn.open_table(JOURNAL)?;
     let mut outbound = txn.open_table(OUTBOUND)?;
     let mut by_remote = txn.open_table(OUTBOUND_BY_REMOTE)?;
+    let mut correlations = txn.open_table(CORRELATIONS)?;
     let mut counters = Counters::load(txn.open_table(COUNTERS)?);
     let now = now_millis();
     let mut tally = super::stats::Tally::new(now);
@@ -198,6 +201,13 @@ pub(super) fn write_prepared(
         for item in write.items {
             let id = counters.next("outbound_item")?;
             let sequence = counters.next(&format!("outbound_seq/{}", item.remote_system))?;
+            let bases = super::correlations::note_captured(
+                &mut correlations,
+                (&write.table, &write.sys_id, &item.remote_system),
+                write.operation,
+                &item.fields,
+                now,
+            )?;
             let item = OutboundItem {
                 id,
                 sequence,
@@ -220,6 +230,8 @@ pub(super) fn write_prepared(
                 last_error: None,
                 attachment_hashes: item.attachment_hashes,
                 flow_contexts: Vec::new(),
+                bases,
+                settles: false,
             };
             outbound.insert(id, encode(&item).as_slice())?;
             by_remote.insert((item.remote_system.as_str(), sequence), id)?;
@@ -495,6 +507,16 @@ where
     let items = captured
         .into_iter()
         .map(|c| PreparedItem {
+            fields: c
+                .payload
+                .changed_fields
+                .iter()
+                .map(|f| super::correlations::SentField {
+                    name: f.key.clone(),
+                    digest: crate::queue::value_digest(&f.value),
+                    changed: f.changed,
+                })
+                .collect(),
             attachment_hashes: c
                 .payload
                 .attachments

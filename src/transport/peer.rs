@@ -264,6 +264,14 @@ impl PeerClient {
             external_id: hello.external_id,
             process_events: hello.process_events,
             last_sequence: hello.last_sequence,
+            conflict_rules: hello
+                .conflict_rules
+                .into_iter()
+                .map(|(process_event, rule)| pb::ConflictRule {
+                    process_event,
+                    rule,
+                })
+                .collect(),
         });
         let call = async {
             self.inner
@@ -317,24 +325,37 @@ impl PeerClient {
         let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
         let up = ReceiverStream::new(outgoing);
         let up = tokio_stream::StreamExt::map(up, |item| match item {
-            SendItem::Item(item) => pb::SyncUp {
-                message: Some(pb::sync_up::Message::Item(pb::Item {
-                    sequence: item.sequence,
-                    process_event: item.process_event,
-                    operation: operation_to_pb(item.operation) as i32,
-                    table: item.table,
-                    local_correlation_id: item.local_correlation_id,
-                    remote_correlation_id: item.remote_correlation_id,
-                    domain: item.domain,
-                    payload_json: item.payload_json,
-                    created_on: item.created_on,
-                    attachment_grants: item
-                        .attachment_grants
-                        .into_iter()
-                        .map(grant_to_pb)
-                        .collect(),
-                })),
-            },
+            SendItem::Item(item) => {
+                let item = *item;
+                pb::SyncUp {
+                    message: Some(pb::sync_up::Message::Item(pb::Item {
+                        sequence: item.sequence,
+                        process_event: item.process_event,
+                        operation: operation_to_pb(item.operation) as i32,
+                        table: item.table,
+                        local_correlation_id: item.local_correlation_id,
+                        remote_correlation_id: item.remote_correlation_id,
+                        domain: item.domain,
+                        payload_json: item.payload_json,
+                        created_on: item.created_on,
+                        attachment_grants: item
+                            .attachment_grants
+                            .into_iter()
+                            .map(grant_to_pb)
+                            .collect(),
+                        bases: item
+                            .bases
+                            .into_iter()
+                            .map(|b| pb::FieldBase {
+                                field: b.field,
+                                digest: b.digest,
+                            })
+                            .collect(),
+                        changed_on_ms: item.changed_on,
+                        settles: item.settles,
+                    })),
+                }
+            }
             SendItem::Ping(nonce) => pb::SyncUp {
                 message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
             },

@@ -5,6 +5,7 @@
 //! wire encoding is in `transport::peer` and `server::peer`.
 
 use crate::attachment::Grant;
+use crate::queue::FieldBase;
 use crate::record::Operation;
 use crate::store::StoreError;
 
@@ -24,6 +25,9 @@ pub struct Hello {
     pub process_events: Vec<String>,
     /// The last sequence the caller gave an item for us, if it says.
     pub last_sequence: Option<u64>,
+    /// How the caller's inbound flows from us settle conflicts: (process
+    /// event, rule).
+    pub conflict_rules: Vec<(String, String)>,
 }
 
 /// What the called side answers, with what it finds wrong in the link.
@@ -38,7 +42,7 @@ pub struct HelloAnswer {
 /// What the dispatcher sends.
 #[derive(Clone, Debug)]
 pub enum SendItem {
-    Item(WireItem),
+    Item(Box<WireItem>),
     Ping(u64),
 }
 
@@ -56,6 +60,10 @@ pub struct WireItem {
     pub created_on: String,
     /// Keys for the peer to fetch the payload's attachments with.
     pub attachment_grants: Vec<Grant>,
+    pub bases: Vec<FieldBase>,
+    /// When the change was made (milliseconds).
+    pub changed_on: u64,
+    pub settles: bool,
 }
 
 /// What comes back on a stream.

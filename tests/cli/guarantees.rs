@@ -1014,15 +1014,15 @@ fn an_oversized_peer_message_is_refused_naming_the_limit() {
             .unwrap();
         let (sender, mut events) = client.sync().await.unwrap();
         sender
-            .send(SendItem::Item(crafted_item(
+            .send(SendItem::Item(Box::new(crafted_item(
                 1,
                 &payload("small", "create"),
                 Vec::new(),
-            )))
+            ))))
             .await
             .unwrap();
         sender
-            .send(SendItem::Item(crafted_item(2, &huge, Vec::new())))
+            .send(SendItem::Item(Box::new(crafted_item(2, &huge, Vec::new()))))
             .await
             .unwrap();
         let mut acks = Vec::new();

@@ -14,6 +14,7 @@ mod attachments;
 mod browse;
 mod browser;
 mod capture;
+mod conflicts;
 mod damage;
 mod dashboard;
 mod definitions;

@@ -620,6 +620,9 @@ pub fn crafted_item(
         payload_json: payload.into(),
         created_on: "2026-11-27 12:00:00".into(),
         attachment_grants: grants,
+        bases: Vec::new(),
+        changed_on: 0,
+        settles: false,
     }
 }
 
@@ -638,7 +641,7 @@ pub fn send_items(
         let (sender, mut events) = client.sync().await.unwrap();
         let n_items = items.len();
         for item in items {
-            sender.send(SendItem::Item(item)).await.unwrap();
+            sender.send(SendItem::Item(Box::new(item))).await.unwrap();
         }
         let mut acks = Vec::new();
         while acks.len() < n_items {

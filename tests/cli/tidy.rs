@@ -100,8 +100,8 @@ const LONG_FILES: &[(&str, usize, &str)] = &[
     ),
     (
         "src/store/records.rs",
-        690,
-        "record-write planning (validation, capture, attachments) and its writer job",
+        720,
+        "record-write planning (validation, capture, attachments, sync state) and its writer job",
     ),
     (
         "src/attachment.rs",
@@ -219,6 +219,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "condition",
             "domain",
             "ids",
+            "queue",
             "record",
             "script",
             "subflow",
@@ -333,6 +334,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "config",
             "identity",
             "ids",
+            "queue",
             "record",
             "stats",
             "store",

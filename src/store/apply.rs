@@ -1,0 +1,313 @@
+//! The apply of one inbound item: read the facts its plan needs in the
+//! writer's transaction, have the flow plan it (`flow::plan`), and write
+//! the plan: the record change (captured for every remote but the
+//! sender), the correlation with what was exchanged, the item's status.
+
+use redb::ReadableTable;
+
+use super::codec::{decode, encode};
+use super::counters::Counters;
+use super::records::{RecordWriteLimits, prepare, write_prepared};
+use super::tables::*;
+use super::writer::Txn;
+use super::{Actor, StoreError};
+use crate::failure::Classified;
+use crate::flow::plan::{self, HeldRecord, InboundFacts, InboundPlan, Planned, Understood};
+use crate::ids::now_millis;
+use crate::queue::{ConflictRule, Correlation, FieldConflict, FlowTrace, InboundItem, QueueStatus};
+use crate::record::{JournalEntry, Operation, Record};
+
+/// Runs the inbound flow of item `id` as `run_as`: correlate, map, write
+/// the record (capturing it for every remote but the sender), update the
+/// correlation and mark the item Processed, all in this transaction. A
+/// problem with the item puts it in Error instead, with nothing else
+/// written.
+pub fn apply_inbound(
+    txn: &mut Txn<'_>,
+    id: u64,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+) -> Result<InboundItem, StoreError> {
+    apply_inbound_settling(txn, id, run_as, limits, None)
+}
+
+/// `apply_inbound`, settling conflicts by `rule` instead of the flow's
+/// rule when given (an operator's `resolve`).
+pub(super) fn apply_inbound_settling(
+    txn: &mut Txn<'_>,
+    id: u64,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+    rule: Option<ConflictRule>,
+) -> Result<InboundItem, StoreError> {
+    let started = std::time::Instant::now();
+    let mut item = load_inbound(txn, id)?;
+    if item.status != QueueStatus::Ready {
+        return Ok(item);
+    }
+    let mut trace = FlowTrace::start(now_millis());
+    match run_flow(txn, &item, run_as, limits, rule, &mut trace)? {
+        FlowResult::Applied(local_id) => {
+            item.status = QueueStatus::Processed;
+            item.local_correlation_id = local_id;
+            item.error = None;
+            item.conflicts.clear();
+        }
+        FlowResult::Held(problem, conflicts) => {
+            item.status = QueueStatus::Error;
+            item.error = Some(problem);
+            item.conflicts = conflicts;
+        }
+        FlowResult::Skipped(reason) => {
+            item.status = QueueStatus::Skipped;
+            item.error = Some(format!("skipped by the flow's script: {reason}"));
+        }
+        FlowResult::Failed(problem) => {
+            item.status = QueueStatus::Error;
+            item.error = Some(problem);
+        }
+    }
+    let now = now_millis();
+    item.processed_on = Some(now);
+    item.processing_ms = Some(crate::ids::millis(started.elapsed()));
+    item.waiting = None;
+    trace.step("finish", format!("the item is {}", item.status.as_str()));
+    super::context::link_inbound(txn, trace, &mut item)?;
+    txn.open_table(INBOUND)?
+        .insert(id, encode(&item).as_slice())?;
+    super::stats::Tally::count_inbound(txn, &item, Some(QueueStatus::Ready))?;
+    Ok(item)
+}
+
+/// Reads the facts of item `item`, has the flow plan its apply and writes
+/// the plan; `Err` only when storage failed.
+fn run_flow(
+    txn: &mut Txn<'_>,
+    item: &InboundItem,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+    rule: Option<ConflictRule>,
+    trace: &mut FlowTrace,
+) -> Result<FlowResult, StoreError> {
+    let flow = txn
+        .capture
+        .inbound_flow(&item.process_event, &item.remote_system);
+    let mut understood = match plan::understand(item, flow, trace) {
+        Ok(understood) => understood,
+        Err(problem) => return Ok(FlowResult::Failed(problem)),
+    };
+    if let Some(rule) = rule {
+        understood.rule = rule;
+    }
+    let facts = read_facts(txn, item, &understood)?;
+    let mut planned = plan::plan(item, &understood, &facts, trace);
+    if rule.is_some() {
+        // Settling a conflict already counted when it held the item.
+        planned.conflicts.clear();
+    }
+    write_plan(
+        txn,
+        item,
+        planned,
+        understood.table(),
+        run_as,
+        limits,
+        trace,
+    )
+}
+
+/// What the plan of `item` needs from the store: the sender's correlation
+/// in the flow's table, the record the item names and its correlation,
+/// those records' attachments and journal ids, the contents that arrived.
+fn read_facts(
+    txn: &Txn<'_>,
+    item: &InboundItem,
+    understood: &Understood,
+) -> Result<InboundFacts, StoreError> {
+    let table = understood.table();
+    let remote = item.remote_system.as_str();
+    let records = txn.open_table(RECORDS)?;
+    let journal = txn.open_table(JOURNAL)?;
+    let mut facts = InboundFacts::default();
+    let hold = |facts: &mut InboundFacts, sys_id: &str| -> Result<bool, StoreError> {
+        let Some(value) = records.get((table, sys_id))? else {
+            return Ok(false);
+        };
+        let mut held = HeldRecord::default();
+        if understood.needs_attachments() || !item.bases.is_empty() {
+            let record = decode::<Record>(value.value())?;
+            held.attachments = record.attachments;
+            held.fields = record.fields;
+        }
+        if understood.needs_journal_ids() {
+            for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
+                let entry: JournalEntry = decode(row?.1.value())?;
+                held.journal_ids.insert(entry.id);
+            }
+        }
+        facts.records.insert(sys_id.to_string(), held);
+        Ok(true)
+    };
+    let known = txn
+        .open_table(CORRELATIONS_BY_REMOTE)?
+        .get((remote, item.remote_correlation_id.as_str()))?
+        .map(|v| {
+            let (known_table, sys_id) = v.value();
+            (known_table.to_string(), sys_id.to_string())
+        })
+        .filter(|(known_table, _)| known_table == table)
+        .map(|(_, sys_id)| sys_id);
+    if let Some(sys_id) = known {
+        let exists = hold(&mut facts, &sys_id)?;
+        let correlation = txn
+            .open_table(CORRELATIONS)?
+            .get((table, sys_id.as_str(), remote))?
+            .map(|value| decode::<Correlation>(value.value()))
+            .transpose()?;
+        if let Some(correlation) = correlation {
+            facts.synced = correlation.synced;
+            facts.deleted_on = correlation.deleted_on;
+        }
+        facts.known = Some((sys_id, exists));
+    }
+    let named = item.local_correlation_id.as_str();
+    if !named.is_empty() && hold(&mut facts, named)? {
+        let correlation = txn
+            .open_table(CORRELATIONS)?
+            .get((table, named, remote))?
+            .map(|value| decode::<Correlation>(value.value()))
+            .transpose()?;
+        // A correlation whose item was not sent yet gives the sender
+        // nothing: it cannot know the record.
+        facts.named = Some(
+            correlation
+                .filter(|c| !c.unsent)
+                .map(|c| c.remote_correlation_id),
+        );
+    }
+    for hash in understood.content_hashes() {
+        if let Some(size) = super::content::stored_size(txn, hash)? {
+            facts.contents.insert(hash.to_string(), size);
+        }
+    }
+    Ok(facts)
+}
+
+/// Writes what the plan says: the record change (captured for every
+/// remote but the sender) and the correlation, or nothing.
+fn write_plan(
+    txn: &mut Txn<'_>,
+    item: &InboundItem,
+    planned: Planned,
+    table: &str,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+    trace: &mut FlowTrace,
+) -> Result<FlowResult, StoreError> {
+    let Planned {
+        plan,
+        conflicts,
+        sync,
+    } = planned;
+    if !conflicts.is_empty() {
+        let mut counters = Counters::load(txn.open_table(COUNTERS)?);
+        for _ in &conflicts {
+            counters.next(&conflicts_counter(&item.remote_system))?;
+        }
+        counters.save()?;
+    }
+    let write = match plan {
+        InboundPlan::Write(write) => write,
+        InboundPlan::Nothing(local_id) => return Ok(FlowResult::Applied(local_id)),
+        InboundPlan::Skip(reason) => return Ok(FlowResult::Skipped(reason)),
+        InboundPlan::Fail(problem) => return Ok(FlowResult::Failed(problem)),
+        InboundPlan::Hold(problem) => return Ok(FlowResult::Held(problem, conflicts)),
+    };
+    let prepared = {
+        let records = txn.open_table(RECORDS)?;
+        let capture = txn.capture.clone();
+        prepare(
+            &records,
+            run_as,
+            std::slice::from_ref(&write),
+            limits,
+            &capture,
+            Some(&item.remote_system),
+        )
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(refused) if refused.failure().is_input() => {
+            trace.step("write", "refused");
+            return Ok(FlowResult::Failed(format!(
+                "inbound flow `{}` (running as `{}`) could not write to `{table}`: {refused}",
+                trace.flow, run_as.user
+            )));
+        }
+        Err(other) => return Err(other),
+    };
+    let results = write_prepared(txn, prepared)?;
+    let local_id = results[0].sys_id.clone();
+    trace.step(
+        "write",
+        format!(
+            "{} {table}/{local_id} as `{}`",
+            write.operation.as_str(),
+            run_as.user
+        ),
+    );
+    let conflicts_noted = trace.outputs.get("conflicts").cloned();
+    trace.outputs = serde_json::json!({
+        "table": table, "sys_id": local_id, "operation": write.operation,
+        "fields": write.fields, "journal_entries": write.journal.len(),
+        "attachments_added": write.attachments.attach.len(),
+        "attachments_removed": write.attachments.detach.len(),
+    });
+    if let Some(noted) = conflicts_noted {
+        trace.outputs["conflicts"] = noted;
+    }
+    super::correlations::correlate_with(
+        txn,
+        table,
+        &local_id,
+        &item.remote_system,
+        &item.remote_correlation_id,
+        write.operation != Operation::Delete,
+        sync,
+    )?;
+    trace.step(
+        "correlation",
+        format!(
+            "{table}/{local_id} is `{}`'s {}",
+            item.remote_system, item.remote_correlation_id
+        ),
+    );
+    Ok(FlowResult::Applied(local_id))
+}
+
+/// What running an item's flow came to.
+enum FlowResult {
+    /// Applied to this local record (empty when nothing needed doing).
+    Applied(String),
+    /// The flow's script skipped the item.
+    Skipped(String),
+    /// The item is at fault; nothing was written.
+    Failed(String),
+    /// The item conflicts with changes made here and waits for a person.
+    Held(String, Vec<FieldConflict>),
+}
+
+/// Inbound item `id` as stored.
+pub(super) fn load_inbound(txn: &Txn<'_>, id: u64) -> Result<InboundItem, StoreError> {
+    let table = txn.open_table(INBOUND)?;
+    let value = table.get(id)?.ok_or(StoreError::ItemNotFound {
+        queue: "inbound",
+        id,
+    })?;
+    decode(value.value())
+}
+
+/// The counter of conflicts met in items from `remote`.
+pub(super) fn conflicts_counter(remote: &str) -> String {
+    format!("conflicts/{remote}")
+}
