@@ -148,6 +148,24 @@ impl CaptureIndex {
         }
     }
 
+    /// The tables whose records captures send to `remote_system` (of
+    /// `process_event` only, when given), sorted.
+    pub fn tables_sent_to(&self, remote_system: &str, process_event: Option<&str>) -> Vec<String> {
+        let mut tables: Vec<String> = self
+            .by_table
+            .iter()
+            .filter(|(_, captures)| {
+                captures.iter().any(|c| {
+                    process_event.is_none_or(|e| e == c.process_event)
+                        && c.targets.iter().any(|(_, remote)| remote == remote_system)
+                })
+            })
+            .map(|(table, _)| table.clone())
+            .collect();
+        tables.sort();
+        tables
+    }
+
     /// The outbound flow sending items of `process_event` to
     /// `remote_system`, if one does.
     pub fn outbound_flow(&self, process_event: &str, remote_system: &str) -> Option<&str> {

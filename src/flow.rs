@@ -172,6 +172,7 @@ mod tests {
             max_attachment_mb: 0,
             allowed_extensions: Vec::new(),
             conflict: Default::default(),
+            match_on: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! from Slow from Down.
 
 mod dispatcher;
+pub mod load;
 pub mod session;
 
 use std::collections::{BTreeSet, HashMap};

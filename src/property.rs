@@ -109,6 +109,13 @@ pub const PROPERTIES: &[PropertyDef] = &[
         kind: Kind::Number,
     },
     PropertyDef {
+        name: "load.batch",
+        default: "500",
+        description: "Most records an initial load (`remote load`) queues per transaction; live writes flow between batches",
+        range: (1, 100_000),
+        kind: Kind::Number,
+    },
+    PropertyDef {
         name: "alert.backlog",
         default: "0",
         description: "Alert when a remote system's outbound items waiting to be sent or acknowledged reach this many (0: off; `alert.backlog@NAME` for one remote system)",

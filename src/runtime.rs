@@ -24,6 +24,8 @@ pub struct SyncRuntime {
     /// Tells the inbound processor to look at every item again (an
     /// operator changed one).
     pub rescan_inbound: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the loader (a load started).
+    pub wake_load: Arc<tokio::sync::Notify>,
     pub health: HealthBoard,
     pub transfers: TransferBoard,
 }

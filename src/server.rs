@@ -130,6 +130,10 @@ pub async fn run(
         max_record_bytes: config.limits.max_record_bytes,
     };
     workers.spawn(
+        crate::outbound::load::Loader::new(store.clone(), sync.wake_outbound.clone()),
+        sync.wake_load.clone(),
+    );
+    workers.spawn(
         crate::scheduler::Scheduler::new(store.clone()),
         Arc::new(tokio::sync::Notify::new()),
     );

@@ -257,6 +257,9 @@ pub struct RemoteStats {
     /// Conflicts met applying its changes, over the store's life.
     #[serde(default)]
     pub conflicts: u64,
+    /// Its last initial load in one line, if one ran.
+    #[serde(default)]
+    pub load: Option<String>,
 }
 
 /// Items deleted by the purge since the store was created.

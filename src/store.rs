@@ -13,7 +13,9 @@ mod writer;
 
 mod counters;
 mod properties;
+mod load;
 mod records;
+mod staging;
 mod remotes;
 mod sync_objects;
 mod users;
@@ -41,6 +43,7 @@ pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
 pub use inbound::ReceivedItem;
+pub use load::{Load, LoadState};
 pub use outbound::Waiting;
 pub use purge::{PurgeBefore, Purged};
 pub use queue_index::{Browse, Browsed};

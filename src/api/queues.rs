@@ -244,6 +244,7 @@ impl Api {
             .await?
             .into_iter()
             .map(|remote| crate::stats::RemoteStats {
+                load: remote.load.as_ref().map(crate::store::Load::summary),
                 conflicts: conflicts
                     .get(&remote.status.spec.name)
                     .copied()

@@ -15,6 +15,8 @@ pub struct RemoteView {
     pub health: Option<RemoteHealth>,
     pub has_token: bool,
     pub transfers: TransferCounts,
+    /// Its last initial load.
+    pub load: Option<crate::store::Load>,
 }
 
 impl Api {
@@ -24,14 +26,14 @@ impl Api {
     }
 
     pub(super) async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
-        let rows = self
+        let (rows, loads) = self
             .blocking(|store| {
                 let mut out = Vec::new();
                 for status in store.remote_systems()? {
                     let has_token = store.remote_secret(&status.spec.name)?.is_some();
                     out.push((status, has_token));
                 }
-                Ok(out)
+                Ok((out, store.loads()?))
             })
             .await?;
         Ok(rows
@@ -39,6 +41,10 @@ impl Api {
             .map(|(status, has_token)| RemoteView {
                 health: self.sync.health.get(&status.spec.name),
                 transfers: self.sync.transfers.get(&status.spec.name),
+                load: loads
+                    .iter()
+                    .find(|l| l.remote_system == status.spec.name)
+                    .cloned(),
                 status,
                 has_token,
             })
@@ -162,6 +168,66 @@ impl Api {
             tracing::warn!(target: "transport", remote_system = %name, problems = problems.len(), "Remote system validation found problems.");
         }
         Ok((problems, self.remote_view(&name).await?))
+    }
+
+    /// Starts (`start`), cancels (`cancel`) or reads (`status`) the
+    /// initial load of remote system `name`: the records that exist now
+    /// and match the capture definitions of its outbound flows (of
+    /// `process_event` only, and matching `query`, when given).
+    pub async fn remote_load(
+        &self,
+        caller: &Caller,
+        name: String,
+        action: String,
+        process_event: String,
+        query: String,
+    ) -> Result<Option<crate::store::Load>, ApiError> {
+        let user = caller.require(Permission::WriteSync)?.clone();
+        let remote = self.remote_view(&name).await?;
+        match action.as_str() {
+            "status" => Ok(remote.load),
+            "cancel" => {
+                let load = self.store.cancel_load(name.clone()).await?;
+                tracing::info!(target: "load", remote_system = %name, user = %user.name, "An initial load was cancelled.");
+                Ok(Some(load))
+            }
+            "start" => {
+                if remote.status.outbound_state != crate::store::RemoteState::Active {
+                    return Err(ApiError::Store(StoreError::Invalid(format!(
+                        "remote system `{name}` is {} outbound, not Active, so a load would wait unsent; run `procsync remote validate {name}` first",
+                        remote.status.outbound_state.as_str()
+                    ))));
+                }
+                if let Err(e) = crate::condition::Query::parse(&query) {
+                    return Err(ApiError::Store(StoreError::Invalid(format!(
+                        "the load's query does not parse: {e}"
+                    ))));
+                }
+                let event = (!process_event.is_empty()).then_some(process_event);
+                if let Some(event) = &event {
+                    let config = self.blocking(|store| store.sync_config()).await?;
+                    if !config
+                        .outbound_flows
+                        .iter()
+                        .any(|f| f.remote_system == name && &f.process_event == event)
+                    {
+                        return Err(ApiError::Store(StoreError::Invalid(format!(
+                            "no outbound flow sends process event `{event}` to `{name}`; `procsync export` shows the flows"
+                        ))));
+                    }
+                }
+                let load = self
+                    .store
+                    .start_load(name.clone(), event, query, user.name.clone())
+                    .await?;
+                self.sync.wake_load.notify_one();
+                tracing::info!(target: "load", remote_system = %name, user = %user.name, records = load.total, "An initial load started.");
+                Ok(Some(load))
+            }
+            other => Err(ApiError::UnknownAction {
+                name: other.to_string(),
+            }),
+        }
     }
 
     pub async fn disable_remote(

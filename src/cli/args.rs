@@ -301,6 +301,27 @@ pub enum RemoteCommand {
     Validate { name: String },
     /// Set outbound and inbound state to Disabled.
     Disable { name: String },
+    /// Queue the records that exist now and match the capture definitions
+    /// of the remote's outbound flows, as create items in its normal
+    /// sequence (in batches of `load.batch`; it survives restarts). Shows
+    /// progress until it ends; Ctrl-C stops watching, not the load.
+    Load {
+        name: String,
+        /// Only this process event's captures.
+        #[arg(long, default_value = "")]
+        event: String,
+        /// Only records matching this encoded query.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// Cancel the running load (what it queued stays queued).
+        #[arg(long)]
+        cancel: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Store the token this instance presents to the peer (the token of
     /// the peer's inbound API user); read from stdin when not given.
     Token {

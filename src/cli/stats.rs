@@ -118,6 +118,7 @@ fn print_remotes(stats: &Stats) {
                 } else {
                     format!("{} !", r.alerts.len())
                 },
+                r.conflicts.to_string(),
                 r.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -131,6 +132,7 @@ fn print_remotes(stats: &Stats) {
             "RTT MS",
             "OLDEST S",
             "ALERTS",
+            "CONFLICTS",
             "LAST ERROR",
         ],
         remotes,

@@ -186,6 +186,11 @@ pub struct InboundFlow {
     /// How a field both sides changed since the last exchange is settled.
     #[serde(default, skip_serializing_if = "ConflictRule::is_default")]
     pub conflict: ConflictRule,
+    /// Fields (ours) that identify the same record on both sides: an item
+    /// for a record not correlated yet correlates with our record holding
+    /// the same values, instead of creating a copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_on: Vec<String>,
 }
 
 fn is_zero(value: &u64) -> bool {

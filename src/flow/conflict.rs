@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::sync::InboundFlow;
-use crate::queue::{ConflictRule, FieldConflict, Synced, Winner, value_digest};
+use crate::queue::{
+    ConflictRule, FieldConflict, InboundItem, SyncUpdate, Synced, Winner, value_digest,
+};
 use crate::record::{Operation, RecordWrite};
 
 /// What a deleted record shows as its value in a conflict.
@@ -181,6 +183,53 @@ pub fn settle_deleted_here(
         peer_on: incoming.changed_on,
         rule: incoming.rule,
         winner,
+    }
+}
+
+/// The sender's bases of the item, by its field name.
+pub fn bases_of(item: &InboundItem) -> BTreeMap<String, String> {
+    item.bases
+        .iter()
+        .map(|b| (b.field.clone(), b.digest.clone()))
+        .collect()
+}
+
+/// The item as the conflict rules see it; a sender that does not say
+/// when it made the change made it when it arrived.
+pub fn incoming<'a>(
+    item: &InboundItem,
+    rule: ConflictRule,
+    bases: &'a BTreeMap<String, String>,
+) -> Incoming<'a> {
+    Incoming {
+        rule,
+        changed_on: if item.changed_on > 0 {
+            item.changed_on
+        } else {
+            item.created_on
+        },
+        bases,
+    }
+}
+
+/// What the correlation is to say was last exchanged once `write` (the
+/// peer's change made at `on`) is made.
+pub fn exchanged(write: &RecordWrite, on: u64) -> SyncUpdate {
+    SyncUpdate {
+        fields: write
+            .fields
+            .iter()
+            .filter(|(name, _)| !name.starts_with("sys_"))
+            .map(|(name, value)| {
+                let synced = Synced {
+                    digest: value_digest(value),
+                    on,
+                    by_peer: true,
+                };
+                (name.clone(), synced)
+            })
+            .collect(),
+        deleted_on: (write.operation == Operation::Delete).then_some(on),
     }
 }
 

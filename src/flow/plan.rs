@@ -12,7 +12,6 @@ use crate::attachment::{Attachment, AttachmentLimits, check_incoming, plan_inbou
 use crate::config::sync::InboundFlow;
 use crate::queue::{
     ConflictRule, FieldConflict, FlowTrace, InboundItem, Payload, SyncUpdate, Synced, Winner,
-    value_digest,
 };
 use crate::record::{Operation, RecordWrite};
 
@@ -42,6 +41,40 @@ impl Understood {
         !self.payload.attachments.is_empty() || !self.payload.removed_attachments.is_empty()
     }
 
+    /// The values the item carries for the flow's `match_on` fields (ours),
+    /// when it has them; `Err` names the first it lacks.
+    pub fn match_values(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for field in &self.flow.match_on {
+            let source = if self.flow.map.is_empty() {
+                Some(field.as_str())
+            } else {
+                self.flow
+                    .map
+                    .iter()
+                    .find(|m| &m.to == field && m.constant.is_none())
+                    .and_then(|m| m.from.as_deref())
+            };
+            let value = source.and_then(|source| {
+                self.payload
+                    .changed_fields
+                    .iter()
+                    .find(|f| f.key == source)
+                    .map(|f| f.value.clone())
+            });
+            match value {
+                Some(value) => out.push((field.clone(), value)),
+                None => {
+                    return Err(format!(
+                        "inbound flow `{}` matches records on `{field}`, which the payload does not carry; add it to the sender's capture fields (or remove it from match_on) and retry this item",
+                        self.flow.name
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The contents the payload's attachments name, whose stored sizes the
     /// plan needs.
     pub fn content_hashes(&self) -> impl Iterator<Item = &str> {
@@ -68,6 +101,10 @@ pub struct InboundFacts {
     pub synced: BTreeMap<String, Synced>,
     /// When the known record was deleted here, if the correlation says.
     pub deleted_on: Option<u64>,
+    /// Our record not yet correlated with the sender that holds the same
+    /// values of the flow's `match_on` fields, when the item reaches no
+    /// record otherwise.
+    pub matched: Option<String>,
 }
 
 /// A record as the plan needs to see it.
@@ -193,23 +230,12 @@ pub fn plan(
         flow,
         rule,
     } = understood;
-    let correlated = match correlate(item, &flow.table, facts) {
+    let correlated = match correlated(item, understood, facts, trace) {
         Ok(correlated) => correlated,
-        Err(problem) => {
-            trace.step("correlate", "refused: the named record is not this peer's");
-            return InboundPlan::Fail(problem).into();
-        }
+        Err(problem) => return InboundPlan::Fail(problem).into(),
     };
-    trace.step(
-        "correlate",
-        match &correlated {
-            Some(sys_id) => format!("our record {}/{sys_id}", flow.table),
-            None if facts.known.is_some() => "our record was deleted here".to_string(),
-            None => "no record yet: a new one".to_string(),
-        },
-    );
-    let bases = bases_of(item);
-    let incoming = incoming(item, *rule, &bases);
+    let bases = conflict::bases_of(item);
+    let incoming = conflict::incoming(item, *rule, &bases);
     let mut conflicts = match against_deletion(item, facts, &incoming, trace) {
         Ok(conflicts) => conflicts,
         Err(planned) => return *planned,
@@ -273,7 +299,7 @@ pub fn plan(
             write.fields.len()
         ),
     );
-    let sync = exchanged(&write, incoming.changed_on);
+    let sync = conflict::exchanged(&write, incoming.changed_on);
     if write.operation == Operation::Create {
         write
             .fields
@@ -336,32 +362,6 @@ fn journal_and_attachments(
     }
 }
 
-/// The sender's bases of the item, by its field name.
-fn bases_of(item: &InboundItem) -> BTreeMap<String, String> {
-    item.bases
-        .iter()
-        .map(|b| (b.field.clone(), b.digest.clone()))
-        .collect()
-}
-
-/// The item as the conflict rules see it; a sender that does not say
-/// when it made the change made it when it arrived.
-fn incoming<'a>(
-    item: &InboundItem,
-    rule: ConflictRule,
-    bases: &'a BTreeMap<String, String>,
-) -> Incoming<'a> {
-    Incoming {
-        rule,
-        changed_on: if item.changed_on > 0 {
-            item.changed_on
-        } else {
-            item.created_on
-        },
-        bases,
-    }
-}
-
 /// A change of our record deleted here meets the deletion by the rule;
 /// `Err` ends the plan (the deletion stays, or the item is held).
 fn against_deletion(
@@ -420,24 +420,59 @@ fn against_ours(
     }
 }
 
-/// What the correlation is to say was last exchanged once `write` (the
-/// peer's change made at `on`) is made.
-fn exchanged(write: &RecordWrite, on: u64) -> SyncUpdate {
-    SyncUpdate {
-        fields: write
-            .fields
-            .iter()
-            .filter(|(name, _)| !name.starts_with("sys_"))
-            .map(|(name, value)| {
-                let synced = Synced {
-                    digest: value_digest(value),
-                    on,
-                    by_peer: true,
-                };
-                (name.clone(), synced)
-            })
-            .collect(),
-        deleted_on: (write.operation == Operation::Delete).then_some(on),
+/// The record the item is about (see `correlate`, then the flow's
+/// `match_on`), noted in the trace; `Err` fails the item.
+fn correlated(
+    item: &InboundItem,
+    understood: &Understood,
+    facts: &InboundFacts,
+    trace: &mut FlowTrace,
+) -> Result<Option<String>, String> {
+    let flow = &understood.flow;
+    let correlated = match correlate(item, &flow.table, facts) {
+        Ok(correlated) => correlated,
+        Err(problem) => {
+            trace.step("correlate", "refused: the named record is not this peer's");
+            return Err(problem);
+        }
+    };
+    if let Some(problem) = unmatchable(item, understood, facts, correlated.as_deref()) {
+        trace.step("correlate", "refused: a match_on field is missing");
+        return Err(problem);
+    }
+    trace.step(
+        "correlate",
+        match &correlated {
+            Some(sys_id) if facts.matched.as_ref() == Some(sys_id) => {
+                format!(
+                    "our record {}/{sys_id}, matched on {:?}",
+                    flow.table, flow.match_on
+                )
+            }
+            Some(sys_id) => format!("our record {}/{sys_id}", flow.table),
+            None if facts.known.is_some() => "our record was deleted here".to_string(),
+            None => "no record yet: a new one".to_string(),
+        },
+    );
+    Ok(correlated)
+}
+
+/// Why an item that reaches no record cannot be matched by the flow's
+/// `match_on` fields (the payload lacks one), if it cannot.
+fn unmatchable(
+    item: &InboundItem,
+    understood: &Understood,
+    facts: &InboundFacts,
+    correlated: Option<&str>,
+) -> Option<String> {
+    let looks = correlated.is_none()
+        && facts.known.is_none()
+        && !understood.flow.match_on.is_empty()
+        && item.operation != Operation::Delete;
+    if looks {
+        understood.match_values().err()
+    } else {
+        None
     }
 }
 
@@ -491,7 +526,8 @@ pub fn correlate(
     // us is older than our store), makes a new record: nothing of ours is
     // reached.
     let Some(correlation) = facts.named.as_ref().filter(|_| !named.is_empty()) else {
-        return Ok(None);
+        // A copy we already hold, found by the flow's match_on fields.
+        return Ok(facts.matched.clone());
     };
     let remote = item.remote_system.as_str();
     match correlation {

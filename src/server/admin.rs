@@ -513,6 +513,22 @@ impl Admin for AdminService {
         Ok(Response::new(remote_to_pb(&remote)))
     }
 
+    async fn remote_load(
+        &self,
+        request: Request<pb::RemoteLoadRequest>,
+    ) -> Result<Response<pb::RemoteLoadResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let load = self
+            .api
+            .remote_load(&caller, r.name, r.action, r.process_event, r.query)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RemoteLoadResponse {
+            load_json: serde_json::to_string(&load).expect("loads serialize"),
+        }))
+    }
+
     async fn set_remote_token(
         &self,
         request: Request<pb::SetRemoteTokenRequest>,
@@ -698,6 +714,11 @@ fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
         round_trip_ms: health.and_then(|h| h.round_trip_ms).unwrap_or(0),
         attachment_bytes_sent: remote.transfers.bytes_sent,
         attachment_bytes_received: remote.transfers.bytes_received,
+        load: remote
+            .load
+            .as_ref()
+            .map(crate::store::Load::summary)
+            .unwrap_or_default(),
     }
 }
 

@@ -185,6 +185,13 @@ fn read_facts(
                 .map(|c| c.remote_correlation_id),
         );
     }
+    if facts.known.is_none()
+        && facts.named.is_none()
+        && !understood.flow.match_on.is_empty()
+        && item.operation != Operation::Delete
+    {
+        facts.matched = matching(txn, &records, (remote, table), &understood.match_values())?;
+    }
     for hash in understood.content_hashes() {
         if let Some(size) = super::content::stored_size(txn, hash)? {
             facts.contents.insert(hash.to_string(), size);
@@ -295,6 +302,55 @@ enum FlowResult {
     Failed(String),
     /// The item conflicts with changes made here and waits for a person.
     Held(String, Vec<FieldConflict>),
+}
+
+/// Our record of `table` holding these `match_on` values and not yet
+/// correlated with `remote`: a scan of the table (an index would make it
+/// cheaper with many records). No values (the payload lacks a field, or a
+/// value is empty) match nothing; the plan then fails or creates.
+fn matching(
+    txn: &Txn<'_>,
+    records: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+    (remote, table): (&str, &str),
+    values: &Result<Vec<(String, String)>, String>,
+) -> Result<Option<String>, StoreError> {
+    let Ok(values) = values else {
+        return Ok(None);
+    };
+    if values.iter().any(|(_, v)| v.is_empty()) {
+        return Ok(None);
+    }
+    let correlations = txn.open_table(CORRELATIONS)?;
+    for row in records.range((table, "")..)? {
+        let (key, value) = row?;
+        let (row_table, sys_id) = key.value();
+        if row_table != table {
+            break;
+        }
+        // Cheap first: every value must appear in the stored bytes.
+        let bytes = value.value();
+        if !values.iter().all(|(_, v)| contains(bytes, v.as_bytes())) {
+            continue;
+        }
+        let record: Record = decode(bytes)?;
+        if !values.iter().all(|(f, v)| record.fields.get(f) == Some(v)) {
+            continue;
+        }
+        let taken = match correlations.get((table, sys_id, remote))? {
+            Some(c) => !decode::<Correlation>(c.value())?
+                .remote_correlation_id
+                .is_empty(),
+            None => false,
+        };
+        if !taken {
+            return Ok(Some(sys_id.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Inbound item `id` as stored.

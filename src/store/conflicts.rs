@@ -9,8 +9,8 @@ use redb::ReadableTable;
 
 use super::apply::{apply_inbound_settling, conflicts_counter, load_inbound};
 use super::codec::{decode, encode};
-use super::counters::Counters;
 use super::records::RecordWriteLimits;
+use super::staging::{NewItem, Staging};
 use super::stats::Tally;
 use super::tables::*;
 use super::writer::Txn;
@@ -18,8 +18,8 @@ use super::{Actor, Store, StoreError};
 use crate::flow::conflict::RECORD;
 use crate::ids::{format_time, now_millis};
 use crate::queue::{
-    CaptureMetadata, ChangedField, ConflictRule, FieldConflict, InboundItem, OutboundItem, Payload,
-    QueueStatus, Winner,
+    CaptureMetadata, ChangedField, ConflictRule, FieldConflict, InboundItem, Payload, QueueStatus,
+    Winner,
 };
 use crate::record::{Operation, Record};
 
@@ -147,52 +147,24 @@ fn send_on(
             changed: true,
         })
         .collect();
-    let mut counters = Counters::load(txn.open_table(COUNTERS)?);
-    let mut tally = Tally::new(now);
-    super::correlations::note_captured(
-        &mut txn.open_table(CORRELATIONS)?,
-        (&table, &sys_id, remote),
-        operation,
-        &sent,
-        now,
-    )?;
-    let id = counters.next("outbound_item")?;
-    let sequence = counters.next(&format!("outbound_seq/{remote}"))?;
-    let outbound = OutboundItem {
-        id,
-        sequence,
+    let mut staging = Staging::open(txn, now)?;
+    staging.stage(NewItem {
         remote_system: remote.to_string(),
         process_event: item.process_event.clone(),
         capture_definition: "(conflict resolution)".to_string(),
         outbound_flow: flow,
         operation,
         table,
-        local_correlation_id: sys_id,
+        sys_id,
         domain: record
             .map(|r| r.domain)
             .unwrap_or_else(|| item.domain.clone()),
-        status: QueueStatus::Ready,
-        created_on: now,
         payload: serde_json::value::to_raw_value(&payload).expect("payloads always serialize"),
-        error: None,
-        attempts: 0,
-        next_attempt_on: None,
-        sent_on: None,
-        processed_on: None,
-        last_error: None,
         attachment_hashes: Vec::new(),
-        flow_contexts: Vec::new(),
-        bases: Vec::new(),
+        fields: sent,
         settles: true,
-    };
-    txn.open_table(OUTBOUND)?
-        .insert(id, encode(&outbound).as_slice())?;
-    txn.open_table(OUTBOUND_BY_REMOTE)?
-        .insert((remote, sequence), id)?;
-    tally.outbound(&outbound, None);
-    counters.save()?;
-    tally.save(txn)?;
-    Ok(())
+    })?;
+    staging.finish(txn)
 }
 
 /// The payload of the item that sends settled values: `fields` changed.

@@ -7,17 +7,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use redb::ReadableTable;
-use serde_json::value::RawValue;
 
 use super::codec::{decode, encode};
-use super::counters::Counters;
+use super::staging::{NewItem, Staging};
 use super::tables::*;
 use super::writer::Txn;
 use super::{Actor, Store, StoreError};
 use crate::capture::{CaptureIndex, Captured, Change};
 use crate::domain::Domain;
 use crate::ids::{is_sys_id, new_sys_id, now_millis};
-use crate::queue::{OutboundItem, QueueStatus};
 use crate::record::{JournalEntry, Operation, Record, RecordWrite, WriteResult, check_name};
 
 /// Limits applied to record writes.
@@ -37,10 +35,8 @@ pub struct PreparedWrites {
 }
 
 struct PreparedWrite {
-    operation: Operation,
     table: String,
     sys_id: String,
-    domain: Domain,
     /// What the store held for this record when it was read: `Some(None)`
     /// absent, `Some(Some(bytes))` those bytes. `None` when nothing was read
     /// from the store (a fresh sys_id, or a record an earlier write of the
@@ -53,20 +49,9 @@ struct PreparedWrite {
     /// Contents newly used by the record's attachments, and released.
     attached: Vec<String>,
     released: Vec<String>,
-    items: Vec<PreparedItem>,
+    items: Vec<NewItem>,
     result: WriteResult,
     unchanged: bool,
-}
-
-struct PreparedItem {
-    remote_system: String,
-    process_event: String,
-    capture_definition: String,
-    outbound_flow: String,
-    payload: Box<RawValue>,
-    attachment_hashes: Vec<String>,
-    /// The payload's fields, for the correlation's sync state.
-    fields: Vec<super::correlations::SentField>,
 }
 
 type RecordsTable = (&'static str, &'static str);
@@ -155,12 +140,7 @@ pub(super) fn write_prepared(
 ) -> Result<Vec<WriteResult>, StoreError> {
     let mut records = txn.open_table(RECORDS)?;
     let mut journal = txn.open_table(JOURNAL)?;
-    let mut outbound = txn.open_table(OUTBOUND)?;
-    let mut by_remote = txn.open_table(OUTBOUND_BY_REMOTE)?;
-    let mut correlations = txn.open_table(CORRELATIONS)?;
-    let mut counters = Counters::load(txn.open_table(COUNTERS)?);
-    let now = now_millis();
-    let mut tally = super::stats::Tally::new(now);
+    let mut staging = Staging::open(txn, now_millis())?;
     // Before writing anything: every content to attach must be stored.
     for hash in prepared.writes.iter().flat_map(|w| &w.attached) {
         if let Some(problem) = super::content::missing_content(txn, hash)? {
@@ -199,48 +179,12 @@ pub(super) fn write_prepared(
             }
         }
         for item in write.items {
-            let id = counters.next("outbound_item")?;
-            let sequence = counters.next(&format!("outbound_seq/{}", item.remote_system))?;
-            let bases = super::correlations::note_captured(
-                &mut correlations,
-                (&write.table, &write.sys_id, &item.remote_system),
-                write.operation,
-                &item.fields,
-                now,
-            )?;
-            let item = OutboundItem {
-                id,
-                sequence,
-                remote_system: item.remote_system,
-                process_event: item.process_event,
-                capture_definition: item.capture_definition,
-                outbound_flow: item.outbound_flow,
-                operation: write.operation,
-                table: write.table.clone(),
-                local_correlation_id: write.sys_id.clone(),
-                domain: write.domain.clone(),
-                status: QueueStatus::Ready,
-                created_on: now,
-                payload: item.payload,
-                error: None,
-                attempts: 0,
-                next_attempt_on: None,
-                sent_on: None,
-                processed_on: None,
-                last_error: None,
-                attachment_hashes: item.attachment_hashes,
-                flow_contexts: Vec::new(),
-                bases,
-                settles: false,
-            };
-            outbound.insert(id, encode(&item).as_slice())?;
-            by_remote.insert((item.remote_system.as_str(), sequence), id)?;
-            tally.outbound(&item, None);
+            staging.stage(item)?;
         }
         results.push(write.result);
     }
-    counters.save()?;
-    tally.save(txn)?;
+    drop((records, journal));
+    staging.finish(txn)?;
     Ok(results)
 }
 
@@ -506,30 +450,7 @@ where
     };
     let items = captured
         .into_iter()
-        .map(|c| PreparedItem {
-            fields: c
-                .payload
-                .changed_fields
-                .iter()
-                .map(|f| super::correlations::SentField {
-                    name: f.key.clone(),
-                    digest: crate::queue::value_digest(&f.value),
-                    changed: f.changed,
-                })
-                .collect(),
-            attachment_hashes: c
-                .payload
-                .attachments
-                .iter()
-                .map(|a| a.hash.clone())
-                .collect(),
-            payload: serde_json::value::to_raw_value(&c.payload)
-                .expect("payloads always serialize"),
-            remote_system: c.remote_system,
-            process_event: c.process_event,
-            capture_definition: c.capture_definition,
-            outbound_flow: c.outbound_flow,
-        })
+        .map(|c| NewItem::captured(c, write.operation, &record))
         .collect::<Vec<_>>();
     let deleted = write.operation == Operation::Delete;
     let result = WriteResult {
@@ -538,10 +459,8 @@ where
         queued: u32::try_from(items.len()).unwrap_or(u32::MAX),
     };
     let prepared = PreparedWrite {
-        operation: write.operation,
         table: record.table.clone(),
         sys_id: record.sys_id.clone(),
-        domain: record.domain.clone(),
         expected,
         record: (!deleted).then(|| encode(&record)),
         journal: journal

@@ -57,6 +57,8 @@ tables! {
     /// Correlations, one per (local record, remote system): (table, sys_id,
     /// remote system) → `Correlation`.
     CORRELATIONS: (&str, &str, &str) => &[u8] = "correlations";
+    /// Initial loads, one per remote system (the last one): name → `Load`.
+    LOADS: &str => &[u8] = "loads";
     /// Index of correlations by the peer's record: (remote system, remote
     /// sys_id) → (table, local sys_id).
     CORRELATIONS_BY_REMOTE: (&str, &str) => (&str, &str) = "correlations_by_remote";

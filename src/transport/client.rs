@@ -81,6 +81,8 @@ pub struct RemoteSystemData {
     pub round_trip_ms: u64,
     pub attachment_bytes_sent: u64,
     pub attachment_bytes_received: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub load: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -499,6 +501,26 @@ impl AdminClient {
         Ok((response.problems, remote))
     }
 
+    /// Starts, cancels or reads (`action`) a remote system's initial load;
+    /// the load as JSON (null when none ran).
+    pub async fn remote_load(
+        &mut self,
+        name: &str,
+        action: &str,
+        process_event: &str,
+        query: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let request = self.request(pb::RemoteLoadRequest {
+            name: name.to_string(),
+            action: action.to_string(),
+            process_event: process_event.to_string(),
+            query: query.to_string(),
+        });
+        let answer = self.inner.remote_load(request).await?.into_inner();
+        serde_json::from_str(&answer.load_json)
+            .map_err(|e| ClientError::Invalid(format!("the server's load does not parse: {e}")))
+    }
+
     pub async fn disable_remote(&mut self, name: &str) -> Result<RemoteSystemData, ClientError> {
         let request = self.request(pb::RemoteRequest {
             name: name.to_string(),
@@ -758,6 +780,7 @@ fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
         round_trip_ms: r.round_trip_ms,
         attachment_bytes_sent: r.attachment_bytes_sent,
         attachment_bytes_received: r.attachment_bytes_received,
+        load: r.load,
     }
 }
 

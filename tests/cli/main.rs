@@ -24,6 +24,7 @@ mod durability;
 mod errors;
 mod guarantees;
 mod instance;
+mod load;
 mod operating;
 mod progress;
 mod records;

@@ -505,6 +505,21 @@ pub fn link(a: Peer<'_>, b: Peer<'_>) {
     link_all(&[a, b], &[(0, 1)]);
 }
 
+/// Links running `edge` and `hub` both ways, each calling the other by
+/// that name.
+pub fn link_edge_hub(edge: &Instance, hub: &Instance) {
+    link(
+        Peer {
+            name: "edge",
+            instance: edge,
+        },
+        Peer {
+            name: "hub",
+            instance: hub,
+        },
+    );
+}
+
 /// Links running instances along `edges` (pairs of indexes into `peers`),
 /// both ways: users, definitions, external ids, tokens and validation. Each
 /// instance calls its peers by their names.

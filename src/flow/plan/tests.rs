@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::Domain;
-use crate::queue::QueueStatus;
+use crate::queue::{QueueStatus, value_digest};
 
 const PEER_ID: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const OURS: &str = "cccccccccccccccccccccccccccccccc";

@@ -1,0 +1,156 @@
+//! Staging outbound items inside a write transaction: each gets the next
+//! item id and the next sequence of its remote system, notes in the
+//! record's correlation what it sends (and says what that replaces), and
+//! is counted. Captures, settled conflicts and initial loads all stage
+//! their items here.
+
+use redb::WriteTransaction;
+use serde_json::value::RawValue;
+
+use super::StoreError;
+use super::codec::encode;
+use super::correlations::{SentField, note_captured};
+use super::counters::Counters;
+use super::stats::Tally;
+use super::tables::*;
+use crate::capture::Captured;
+use crate::domain::Domain;
+use crate::ids::Millis;
+use crate::queue::{OutboundItem, QueueStatus, value_digest};
+use crate::record::{Operation, Record};
+
+/// One outbound item to stage.
+pub(super) struct NewItem {
+    pub remote_system: String,
+    pub process_event: String,
+    pub capture_definition: String,
+    pub outbound_flow: String,
+    pub operation: Operation,
+    pub table: String,
+    pub sys_id: String,
+    pub domain: Domain,
+    pub payload: Box<RawValue>,
+    pub attachment_hashes: Vec<String>,
+    /// The payload's fields, for the correlation's sync state.
+    pub fields: Vec<SentField>,
+    /// Settles a conflict: the receiver applies it as it is.
+    pub settles: bool,
+}
+
+impl NewItem {
+    /// The item a capture makes for `record`'s change by `operation`.
+    pub(super) fn captured(c: Captured, operation: Operation, record: &Record) -> NewItem {
+        NewItem {
+            fields: c
+                .payload
+                .changed_fields
+                .iter()
+                .map(|f| SentField {
+                    name: f.key.clone(),
+                    digest: value_digest(&f.value),
+                    changed: f.changed,
+                })
+                .collect(),
+            attachment_hashes: c
+                .payload
+                .attachments
+                .iter()
+                .map(|a| a.hash.clone())
+                .collect(),
+            payload: serde_json::value::to_raw_value(&c.payload)
+                .expect("payloads always serialize"),
+            remote_system: c.remote_system,
+            process_event: c.process_event,
+            capture_definition: c.capture_definition,
+            outbound_flow: c.outbound_flow,
+            operation,
+            table: record.table.clone(),
+            sys_id: record.sys_id.clone(),
+            domain: record.domain.clone(),
+            settles: false,
+        }
+    }
+}
+
+/// The tables staging writes, open for one transaction.
+pub(super) struct Staging<'t> {
+    outbound: redb::Table<'t, u64, &'static [u8]>,
+    by_remote: redb::Table<'t, (&'static str, u64), u64>,
+    correlations: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    pub counters: Counters<'t>,
+    tally: Tally,
+    now: Millis,
+}
+
+impl<'t> Staging<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction, now: Millis) -> Result<Staging<'t>, StoreError> {
+        Ok(Staging {
+            outbound: txn.open_table(OUTBOUND)?,
+            by_remote: txn.open_table(OUTBOUND_BY_REMOTE)?,
+            correlations: txn.open_table(CORRELATIONS)?,
+            counters: Counters::load(txn.open_table(COUNTERS)?),
+            tally: Tally::new(now),
+            now,
+        })
+    }
+
+    /// Stages `item` as Ready, created now.
+    pub(super) fn stage(&mut self, item: NewItem) -> Result<(), StoreError> {
+        let id = self.counters.next("outbound_item")?;
+        let sequence = self
+            .counters
+            .next(&format!("outbound_seq/{}", item.remote_system))?;
+        let bases = note_captured(
+            &mut self.correlations,
+            (&item.table, &item.sys_id, &item.remote_system),
+            item.operation,
+            &item.fields,
+            self.now,
+        )?;
+        let staged = OutboundItem {
+            id,
+            sequence,
+            remote_system: item.remote_system,
+            process_event: item.process_event,
+            capture_definition: item.capture_definition,
+            outbound_flow: item.outbound_flow,
+            operation: item.operation,
+            table: item.table,
+            local_correlation_id: item.sys_id,
+            domain: item.domain,
+            status: QueueStatus::Ready,
+            created_on: self.now,
+            payload: item.payload,
+            error: None,
+            attempts: 0,
+            next_attempt_on: None,
+            sent_on: None,
+            processed_on: None,
+            last_error: None,
+            attachment_hashes: item.attachment_hashes,
+            flow_contexts: Vec::new(),
+            bases,
+            settles: item.settles,
+        };
+        self.outbound.insert(id, encode(&staged).as_slice())?;
+        self.by_remote
+            .insert((staged.remote_system.as_str(), sequence), id)?;
+        self.tally.outbound(&staged, None);
+        Ok(())
+    }
+
+    /// Saves the counters and the tally.
+    pub(super) fn finish(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let Staging {
+            outbound,
+            by_remote,
+            correlations,
+            counters,
+            tally,
+            ..
+        } = self;
+        drop((outbound, by_remote, correlations));
+        counters.save()?;
+        tally.save(txn)
+    }
+}
