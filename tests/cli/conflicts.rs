@@ -266,3 +266,67 @@ fn rules_that_would_leave_the_sides_different_are_refused_at_validate() {
     let refused = hub.fails(&["apply", file.to_str().unwrap()]);
     assert!(refused.contains("loudest_wins"), "{refused}");
 }
+
+#[test]
+fn an_operator_settles_a_held_conflict_in_the_dashboard() {
+    use crate::browser::Browser;
+    let (edge, hub, _servers, edge_id, hub_id) = pair_with_rules("peer_wins", "error");
+    cut(&edge, &hub);
+    update(&edge, &edge_id, "state=edge");
+    update(&hub, &hub_id, "state=hub");
+    heal(&edge, &hub);
+    let held = queue_items(&hub, "inbound")
+        .into_iter()
+        .find(|i| i["status"] == "Error")
+        .expect("an item in Error");
+    let id = held["id"].to_string();
+
+    let browser = Browser::start();
+    browser.set_window_size(1280, 1000);
+    let shots = crate::browser::screenshot_dir("conflict");
+    browser.open(&format!(
+        "http://{}/dashboard#token={}",
+        hub.admin_address(),
+        hub.token()
+    ));
+    browser.wait_for("#board:not([hidden]) tr[data-remote='edge']");
+    crate::support::wait_until(
+        "the overview to count the conflict",
+        Duration::from_secs(20),
+        || browser.text_of("tr[data-remote='edge'] td.conflicts") == "1",
+    );
+    browser.script(&format!("location.hash = '#/item/inbound/{id}'; return 1"));
+    browser.wait_for("#item-conflict-section:not([hidden]) #item-conflicts tr");
+    let shown = browser.text_of("#item-conflicts");
+    assert!(
+        shown.contains("state") && shown.contains("hub") && shown.contains("edge"),
+        "{shown}"
+    );
+    browser.screenshot(&shots.join("item-conflict.png"));
+    // Keep the hub's value (the edge's peer_wins took it already); it is
+    // sent on all the same.
+    browser.click_on("#item-take-local");
+    crate::support::wait_until(
+        "the item view to show it Processed",
+        Duration::from_secs(20),
+        || {
+            browser.script("return document.body.dataset.item || ''")
+                == format!("inbound/{id}/Processed")
+        },
+    );
+    assert!(
+        browser
+            .find("#item-conflict-section:not([hidden])")
+            .is_none()
+    );
+    wait_for(
+        &[&edge, &hub],
+        "both sides to hold the hub's value",
+        Duration::from_secs(30),
+        || {
+            settled(&edge, &hub)
+                && record(&edge, &edge_id)["state"] == "hub"
+                && record(&hub, &hub_id)["state"] == "hub"
+        },
+    );
+}
