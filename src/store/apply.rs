@@ -171,19 +171,27 @@ fn read_facts(
         facts.known = Some((sys_id, exists));
     }
     let named = item.local_correlation_id.as_str();
-    if !named.is_empty() && hold(&mut facts, named)? {
+    if !named.is_empty() && facts.known.is_none() {
+        let held = hold(&mut facts, named)?;
+        // A correlation whose item was not sent yet gives the sender
+        // nothing: it cannot know the record.
         let correlation = txn
             .open_table(CORRELATIONS)?
             .get((table, named, remote))?
             .map(|value| decode::<Correlation>(value.value()))
-            .transpose()?;
-        // A correlation whose item was not sent yet gives the sender
-        // nothing: it cannot know the record.
-        facts.named = Some(
-            correlation
-                .filter(|c| !c.unsent)
-                .map(|c| c.remote_correlation_id),
-        );
+            .transpose()?
+            .filter(|c| !c.unsent);
+        if held {
+            facts.named = Some(correlation.map(|c| c.remote_correlation_id));
+        } else if let Some(correlation) = correlation.filter(|c| {
+            c.remote_correlation_id.is_empty()
+                || c.remote_correlation_id == item.remote_correlation_id
+        }) {
+            // Our record we sent the sender, deleted here since: the
+            // change meets the deletion (see `flow::conflict`).
+            facts.deleted_on = correlation.deleted_on;
+            facts.known = Some((named.to_string(), false));
+        }
     }
     if facts.known.is_none()
         && facts.named.is_none()

@@ -391,3 +391,35 @@ fn a_change_meets_a_deletion_by_the_same_rule() {
         assert_eq!(gone.plan, InboundPlan::Nothing(String::new()), "at {at}");
     }
 }
+
+#[test]
+fn a_deletion_of_a_record_changed_here_later_keeps_it() {
+    let mut delete = item(
+        Operation::Delete,
+        "",
+        payload(serde_json::json!([]), serde_json::json!([])),
+    );
+    delete.bases = vec![crate::queue::FieldBase {
+        field: "state".into(),
+        digest: value_digest("1"),
+    }];
+    delete.changed_on = 100;
+    let mut records = held(&[]);
+    records.get_mut(OURS).expect("held").fields =
+        BTreeMap::from([("state".to_string(), "3".to_string())]);
+    let facts = InboundFacts {
+        known: Some((OURS.into(), true)),
+        records,
+        synced: BTreeMap::from([("state".to_string(), ours_at(200).unwrap())]),
+        ..Default::default()
+    };
+    let mut trace = FlowTrace::start(0);
+    let understood = understand(&delete, Some(&flow()), &mut trace).expect("understood");
+    let kept = plan(&delete, &understood, &facts, &mut trace);
+    assert_eq!(
+        kept.plan,
+        InboundPlan::Nothing(OURS.to_string()),
+        "{kept:?}"
+    );
+    assert_eq!(kept.conflicts[0].winner, Winner::Here);
+}
