@@ -182,6 +182,12 @@ fn read_facts(
             .transpose()?
             .filter(|c| !c.unsent);
         if held {
+            // What was exchanged with the sender about it counts as for a
+            // known record (the sender names it before we know its id).
+            if let Some(c) = &correlation {
+                facts.synced = c.synced.clone();
+                facts.deleted_on = c.deleted_on;
+            }
             facts.named = Some(correlation.map(|c| c.remote_correlation_id));
         } else if let Some(correlation) = correlation.filter(|c| {
             c.remote_correlation_id.is_empty()

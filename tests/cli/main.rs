@@ -15,6 +15,7 @@ mod browse;
 mod browser;
 mod capture;
 mod conflicts;
+mod convergence;
 mod damage;
 mod dashboard;
 mod definitions;
