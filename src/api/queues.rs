@@ -172,23 +172,20 @@ impl Api {
         id: u64,
         take: crate::queue::Winner,
     ) -> Result<crate::queue::InboundItem, ApiError> {
-        let item = self
+        let (item, remotes, users) = self
             .blocking(move |store| {
-                store.inbound_item(id)?.ok_or(StoreError::ItemNotFound {
+                let item = store.inbound_item(id)?.ok_or(StoreError::ItemNotFound {
                     queue: "inbound",
                     id,
-                })
+                })?;
+                Ok((item, store.remote_systems()?, store.users()?))
             })
             .await?;
         let remote = item.remote_system.clone();
-        let (remotes, users) = self
-            .blocking(|store| Ok((store.remote_systems()?, store.users()?)))
-            .await?;
         let run_as = remotes
             .iter()
             .find(|r| r.spec.name == remote)
-            .and_then(|r| users.iter().find(|u| u.name == r.spec.run_as))
-            .filter(|u| u.may(Permission::Records))
+            .and_then(|r| r.run_as_user(&users))
             .ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "remote system `{remote}` has no run-as user that may write records, so its items cannot be applied; set its run_as and resolve again"

@@ -49,10 +49,10 @@ pub fn winner(rule: ConflictRule, here: (u64, &str), peer: (u64, &str)) -> Winne
     }
 }
 
-/// The local fields an update or delete reaches, each with the sender's
-/// field it comes from: the flow's mapping (constants excepted), or every
-/// field under its own name.
-fn sources<'a>(
+/// The local fields an item reaches, each with the sender's field it
+/// comes from: the flow's mapping (constants excepted), or every field of
+/// `fields` (the sender's) under its own name.
+pub fn sources<'a>(
     flow: &'a InboundFlow,
     fields: &'a BTreeMap<String, String>,
 ) -> Vec<(&'a str, &'a str)> {

@@ -44,24 +44,19 @@ impl Understood {
     /// The values the item carries for the flow's `match_on` fields (ours),
     /// when it has them; `Err` names the first it lacks.
     pub fn match_values(&self) -> Result<Vec<(String, String)>, String> {
+        let sent: BTreeMap<String, String> = self
+            .payload
+            .changed_fields
+            .iter()
+            .map(|f| (f.key.clone(), f.value.clone()))
+            .collect();
+        let sources = conflict::sources(&self.flow, &sent);
         let mut out = Vec::new();
         for field in &self.flow.match_on {
-            let source = if self.flow.map.is_empty() {
-                Some(field.as_str())
-            } else {
-                self.flow
-                    .map
-                    .iter()
-                    .find(|m| &m.to == field && m.constant.is_none())
-                    .and_then(|m| m.from.as_deref())
-            };
-            let value = source.and_then(|source| {
-                self.payload
-                    .changed_fields
-                    .iter()
-                    .find(|f| f.key == source)
-                    .map(|f| f.value.clone())
-            });
+            let value = sources
+                .iter()
+                .find(|(to, _)| to == field)
+                .and_then(|(_, from)| sent.get(*from).cloned());
             match value {
                 Some(value) => out.push((field.clone(), value)),
                 None => {

@@ -12,7 +12,6 @@ use crate::attachment::{AttachmentLimits, check_incoming, wanted};
 use crate::queue::{FetchRetry, InboundItem, PayloadAttachments};
 use crate::store::{Actor, RecordWriteLimits, Store, StoreError};
 use crate::transport::protocol::CallError;
-use crate::user::Permission;
 use crate::worker::{Step, Worker, Workers};
 
 /// What one pass of the inbound processor did.
@@ -377,9 +376,9 @@ impl Processor {
             let run_as = remotes
                 .iter()
                 .find(|r| r.spec.name == item.remote_system)
-                .and_then(|r| users.iter().find(|u| u.name == r.spec.run_as));
+                .and_then(|r| r.run_as_user(&users));
             let actor = match run_as {
-                Some(user) if user.may(Permission::Records) => Actor {
+                Some(user) => Actor {
                     user: user.name.clone(),
                     domain: user.domain.clone(),
                 },

@@ -157,17 +157,25 @@ fn read_facts(
         })
         .filter(|(known_table, _)| known_table == table)
         .map(|(_, sys_id)| sys_id);
-    if let Some(sys_id) = known {
-        let exists = hold(&mut facts, &sys_id)?;
+    // What was exchanged with the sender about a record (the known one,
+    // or the one it names before we learned its id) is read the same way.
+    // Returns the sender's id for the record and whether our item for it
+    // is still unsent.
+    let with_sender = |sys_id: &str, facts: &mut InboundFacts| {
         let correlation = txn
             .open_table(CORRELATIONS)?
-            .get((table, sys_id.as_str(), remote))?
+            .get((table, sys_id, remote))?
             .map(|value| decode::<Correlation>(value.value()))
             .transpose()?;
-        if let Some(correlation) = correlation {
-            facts.synced = correlation.synced;
-            facts.deleted_on = correlation.deleted_on;
-        }
+        Ok::<_, StoreError>(correlation.map(|c| {
+            facts.synced = c.synced;
+            facts.deleted_on = c.deleted_on;
+            (c.remote_correlation_id, c.unsent)
+        }))
+    };
+    if let Some(sys_id) = known {
+        let exists = hold(&mut facts, &sys_id)?;
+        with_sender(&sys_id, &mut facts)?;
         facts.known = Some((sys_id, exists));
     }
     let named = item.local_correlation_id.as_str();
@@ -175,27 +183,14 @@ fn read_facts(
         let held = hold(&mut facts, named)?;
         // A correlation whose item was not sent yet gives the sender
         // nothing: it cannot know the record.
-        let correlation = txn
-            .open_table(CORRELATIONS)?
-            .get((table, named, remote))?
-            .map(|value| decode::<Correlation>(value.value()))
-            .transpose()?
-            .filter(|c| !c.unsent);
+        let peer_id = with_sender(named, &mut facts)?
+            .filter(|(_, unsent)| !unsent)
+            .map(|(peer_id, _)| peer_id);
         if held {
-            // What was exchanged with the sender about it counts as for a
-            // known record (the sender names it before we know its id).
-            if let Some(c) = &correlation {
-                facts.synced = c.synced.clone();
-                facts.deleted_on = c.deleted_on;
-            }
-            facts.named = Some(correlation.map(|c| c.remote_correlation_id));
-        } else if let Some(correlation) = correlation.filter(|c| {
-            c.remote_correlation_id.is_empty()
-                || c.remote_correlation_id == item.remote_correlation_id
-        }) {
+            facts.named = Some(peer_id);
+        } else if peer_id.is_some_and(|id| id.is_empty() || id == item.remote_correlation_id) {
             // Our record we sent the sender, deleted here since: the
             // change meets the deletion (see `flow::conflict`).
-            facts.deleted_on = correlation.deleted_on;
             facts.known = Some((named.to_string(), false));
         }
     }

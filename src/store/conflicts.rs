@@ -139,14 +139,7 @@ fn send_on(
     };
     let now = now_millis();
     let payload = settled_payload(item, (&table, &sys_id), operation, &fields, changed_by, now);
-    let sent: Vec<super::correlations::SentField> = fields
-        .iter()
-        .map(|(name, value)| super::correlations::SentField {
-            name: name.clone(),
-            digest: crate::queue::value_digest(value),
-            changed: true,
-        })
-        .collect();
+    let sent = super::staging::sent_fields(&payload);
     let mut staging = Staging::open(txn, now)?;
     staging.stage(NewItem {
         remote_system: remote.to_string(),

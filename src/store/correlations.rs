@@ -70,10 +70,13 @@ pub(super) fn note_sent(
         Some(value) => Some(decode(value.value())?),
         None => None,
     };
-    if let Some(mut correlation) = stored.filter(|c| c.unsent) {
-        correlation.unsent = false;
-        correlations.insert(key, encode(&correlation).as_slice())?;
-    } else if correlations.get(key)?.is_none() {
+    if let Some(mut correlation) = stored {
+        if correlation.unsent {
+            correlation.unsent = false;
+            correlations.insert(key, encode(&correlation).as_slice())?;
+        }
+    } else {
+        // Captured before captures kept correlations.
         let correlation = Correlation {
             remote_system: item.remote_system.clone(),
             remote_correlation_id: String::new(),

@@ -16,7 +16,7 @@ use super::tables::*;
 use crate::capture::Captured;
 use crate::domain::Domain;
 use crate::ids::Millis;
-use crate::queue::{OutboundItem, QueueStatus, value_digest};
+use crate::queue::{OutboundItem, Payload, QueueStatus, value_digest};
 use crate::record::{Operation, Record};
 
 /// One outbound item to stage.
@@ -41,16 +41,7 @@ impl NewItem {
     /// The item a capture makes for `record`'s change by `operation`.
     pub(super) fn captured(c: Captured, operation: Operation, record: &Record) -> NewItem {
         NewItem {
-            fields: c
-                .payload
-                .changed_fields
-                .iter()
-                .map(|f| SentField {
-                    name: f.key.clone(),
-                    digest: value_digest(&f.value),
-                    changed: f.changed,
-                })
-                .collect(),
+            fields: sent_fields(&c.payload),
             attachment_hashes: c
                 .payload
                 .attachments
@@ -72,12 +63,25 @@ impl NewItem {
     }
 }
 
+/// A payload's fields as the correlation's sync state notes them.
+pub(super) fn sent_fields(payload: &Payload) -> Vec<SentField> {
+    payload
+        .changed_fields
+        .iter()
+        .map(|f| SentField {
+            name: f.key.clone(),
+            digest: value_digest(&f.value),
+            changed: f.changed,
+        })
+        .collect()
+}
+
 /// The tables staging writes, open for one transaction.
 pub(super) struct Staging<'t> {
     outbound: redb::Table<'t, u64, &'static [u8]>,
     by_remote: redb::Table<'t, (&'static str, u64), u64>,
     correlations: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
-    pub counters: Counters<'t>,
+    counters: Counters<'t>,
     tally: Tally,
     now: Millis,
 }

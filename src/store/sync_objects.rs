@@ -60,6 +60,17 @@ pub struct RemoteSystemStatus {
     pub inbound_state: RemoteState,
 }
 
+impl RemoteSystemStatus {
+    /// The user its inbound flows run as, among `users`, when it exists
+    /// and may write records; `None` leaves its items unapplied.
+    pub fn run_as_user<'u>(&self, users: &'u [User]) -> Option<&'u User> {
+        users
+            .iter()
+            .find(|u| u.name == self.spec.run_as)
+            .filter(|u| u.may(crate::user::Permission::Records))
+    }
+}
+
 /// What `apply` did, each entry like ``capture `Capture requests` ``.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
