@@ -3,6 +3,7 @@
 //! directory, with capture configured, and removes it afterwards. Never a
 //! test: tests stay fast and deterministic.
 
+mod load;
 mod stats;
 mod sync;
 
@@ -32,6 +33,10 @@ pub enum BenchCommand {
     /// Captured changes end to end between two linked instances: records
     /// written on an edge until the hub applied every item.
     Sync(sync::SyncBench),
+    /// The initial load of records made before the link, edge to hub,
+    /// then a reconciliation that finds records changed on the hub with
+    /// its capture off.
+    Load(load::LoadBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -98,6 +103,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Attachment(args) => attachment_bench(args).await,
         BenchCommand::Stats(args) => stats::run(args).await,
         BenchCommand::Sync(args) => sync::run(args).await,
+        BenchCommand::Load(args) => load::run(args).await,
     }
 }
 
@@ -341,12 +347,37 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     Ok(())
 }
 
+/// A new directory for one run's temporary instances, under `dir` (the
+/// system temp dir by default).
+fn run_dir(dir: Option<&Path>, bench: &str) -> std::io::Result<PathBuf> {
+    let base = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!(
+            "procsync-bench-{bench}-{}-{}",
+            std::process::id(),
+            crate::ids::now_millis()
+        ));
+    std::fs::create_dir_all(&base)?;
+    Ok(base)
+}
+
+/// Resident memory of process `pid` now, in MiB (VmRSS).
+fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
 /// Peak resident memory of process `pid` so far, in MiB (VmHWM).
 fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of `/proc/PID/status` (given in kB), in MiB.
+fn status_mib(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .trim_end_matches("kB")
         .trim()

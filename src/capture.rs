@@ -166,6 +166,18 @@ impl CaptureIndex {
         tables
     }
 
+    /// The first active capture definition (in order) that sends records
+    /// of `table` to `remote_system`: (its name, its process event, the
+    /// outbound flow).
+    pub fn sender_of(&self, table: &str, remote_system: &str) -> Option<(String, String, String)> {
+        self.by_table.get(table)?.iter().find_map(|c| {
+            c.targets
+                .iter()
+                .find(|(_, remote)| remote == remote_system)
+                .map(|(flow, _)| (c.name.clone(), c.process_event.clone(), flow.clone()))
+        })
+    }
+
     /// The outbound flow sending items of `process_event` to
     /// `remote_system`, if one does.
     pub fn outbound_flow(&self, process_event: &str, remote_system: &str) -> Option<&str> {

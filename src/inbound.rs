@@ -5,9 +5,11 @@
 //! item's inbound flow in order per correlation. Transport-neutral.
 
 mod processor;
+mod reconcile;
 mod transfer;
 
 pub use processor::{Processor, Tick};
+pub use reconcile::Responder;
 
 use std::sync::Arc;
 
@@ -52,6 +54,21 @@ pub enum PeerError {
         "the peer cannot write to its disk right now ({0}); items wait at the sender and go again"
     )]
     DiskFailed(StoreError),
+    #[error(
+        "no flow of this instance syncs table `{table}` with remote system `{remote}`, so it has nothing to compare there; the two sides' definitions name different tables"
+    )]
+    TableNotSynced { table: String, remote: String },
+    #[error("a reconciliation must open a table before asking about its records")]
+    NothingOpen,
+    #[error("a reconciliation may ask about at most {most} ranges or records at once")]
+    TooMuchAsked { most: usize },
+    #[error(
+        "record `{sys_id}` of `{table}` is not one of the correlated records compared here, so it is not sent"
+    )]
+    NotCompared { sys_id: String, table: String },
+    /// The caller's message does not decode; what is wrong with it.
+    #[error("{0}")]
+    BadAsk(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -83,6 +100,11 @@ impl Classified for PeerError {
             | PeerError::Grant(_) => Failure::PermissionDenied,
             PeerError::InboundNotActive { .. } => Failure::NotReady,
             PeerError::ContentGone { .. } | PeerError::ChunkGone { .. } => Failure::NotFound,
+            PeerError::TableNotSynced { .. }
+            | PeerError::NothingOpen
+            | PeerError::TooMuchAsked { .. }
+            | PeerError::NotCompared { .. }
+            | PeerError::BadAsk(_) => Failure::Invalid,
             // Whatever the store says, the peer's call was fine: it may
             // come again.
             PeerError::DiskFull | PeerError::DiskFailed(_) | PeerError::Store(_) => {

@@ -28,6 +28,8 @@ pub mod config;
 pub mod capture;
 /// Inbound flows: mapping a received payload onto a local write.
 pub mod flow;
+/// Reconciliation rules: comparing correlated records by range digests.
+pub mod reconcile;
 /// Error handling steps: log, webhook, command.
 pub mod subflow;
 /// Queue statistics: counters, recent figures, the stats report.

@@ -9,6 +9,7 @@
 
 mod dispatcher;
 pub mod load;
+pub mod reconcile;
 pub mod session;
 
 use std::collections::{BTreeSet, HashMap};

@@ -72,6 +72,18 @@ fn bar(total: u64, message: &str, template: &str) -> Bar {
     Bar(bar)
 }
 
+/// A spinner with the time spent, for work of unknown length; hidden
+/// unless standard error is a terminal.
+pub fn spinner(message: &str) -> Bar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Bar(bar)
+}
+
 /// A bar that never shows (until replaced).
 pub fn hidden() -> Bar {
     Bar(ProgressBar::hidden())

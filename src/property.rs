@@ -116,6 +116,20 @@ pub const PROPERTIES: &[PropertyDef] = &[
         kind: Kind::Number,
     },
     PropertyDef {
+        name: "reconcile.interval_s",
+        default: "0",
+        description: "Seconds between scheduled reconciliations with each Active remote system (`remote reconcile`; 0: only when asked)",
+        range: (0, 31_536_000),
+        kind: Kind::Number,
+    },
+    PropertyDef {
+        name: "reconcile.repair",
+        default: "false",
+        description: "Whether scheduled reconciliations also send what makes the differences equal (as `remote reconcile --repair`)",
+        range: (0, 1),
+        kind: Kind::Flag,
+    },
+    PropertyDef {
         name: "alert.backlog",
         default: "0",
         description: "Alert when a remote system's outbound items waiting to be sent or acknowledged reach this many (0: off; `alert.backlog@NAME` for one remote system)",

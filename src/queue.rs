@@ -270,6 +270,12 @@ pub struct Correlation {
     /// cannot know the record, so it may not name it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsent: bool,
+    /// Whether the pair was made from the peer's record (an item of its
+    /// made or matched ours) rather than ours (a capture of ours): the
+    /// key reconciliation gives the pair on both sides. `None` for
+    /// correlations made before it was noted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_remote: Option<bool>,
 }
 
 /// What applying a remote's change leaves as last exchanged in the

@@ -26,6 +26,8 @@ pub struct SyncRuntime {
     pub rescan_inbound: Arc<std::sync::atomic::AtomicBool>,
     /// Wakes the loader (a load started).
     pub wake_load: Arc<tokio::sync::Notify>,
+    /// Wakes the reconciler (a reconciliation was asked for).
+    pub wake_reconcile: Arc<tokio::sync::Notify>,
     pub health: HealthBoard,
     pub transfers: TransferBoard,
 }

@@ -134,6 +134,10 @@ pub async fn run(
         sync.wake_load.clone(),
     );
     workers.spawn(
+        crate::outbound::reconcile::Reconciler::new(store.clone(), sync.wake_outbound.clone()),
+        sync.wake_reconcile.clone(),
+    );
+    workers.spawn(
         crate::scheduler::Scheduler::new(store.clone()),
         Arc::new(tokio::sync::Notify::new()),
     );

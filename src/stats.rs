@@ -260,6 +260,23 @@ pub struct RemoteStats {
     /// Its last initial load in one line, if one ran.
     #[serde(default)]
     pub load: Option<String>,
+    /// Its last reconciliation in one line, if one ran.
+    #[serde(default)]
+    pub reconcile: Option<String>,
+    /// The figures of its last finished reconciliation.
+    #[serde(default)]
+    pub reconciled: Option<Reconciled>,
+}
+
+/// What a remote system's last finished reconciliation found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciled {
+    /// When it ended, seconds since the Unix epoch.
+    pub finished_s: u64,
+    pub differences: u64,
+    /// Items sent to settle them.
+    pub repaired: u64,
+    pub failed: bool,
 }
 
 /// Items deleted by the purge since the store was created.

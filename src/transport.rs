@@ -9,6 +9,7 @@ pub mod cause;
 pub mod client;
 pub mod peer;
 pub mod protocol;
+pub mod reconcile;
 pub mod tls;
 pub mod upload;
 

@@ -242,6 +242,18 @@ impl Api {
             .into_iter()
             .map(|remote| crate::stats::RemoteStats {
                 load: remote.load.as_ref().map(crate::store::Load::summary),
+                reconcile: remote
+                    .reconcile
+                    .as_ref()
+                    .map(crate::store::Reconciliation::summary),
+                reconciled: remote.reconcile.as_ref().and_then(|r| {
+                    Some(crate::stats::Reconciled {
+                        finished_s: r.finished_on? / 1000,
+                        differences: r.differences(),
+                        repaired: r.repaired(),
+                        failed: r.state == crate::store::ReconcileState::Failed,
+                    })
+                }),
                 conflicts: conflicts
                     .get(&remote.status.spec.name)
                     .copied()

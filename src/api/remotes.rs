@@ -17,6 +17,8 @@ pub struct RemoteView {
     pub transfers: TransferCounts,
     /// Its last initial load.
     pub load: Option<crate::store::Load>,
+    /// Its last reconciliation.
+    pub reconcile: Option<crate::store::Reconciliation>,
 }
 
 impl Api {
@@ -26,14 +28,14 @@ impl Api {
     }
 
     pub(super) async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
-        let (rows, loads) = self
+        let (rows, loads, reconciliations) = self
             .blocking(|store| {
                 let mut out = Vec::new();
                 for status in store.remote_systems()? {
                     let has_token = store.remote_secret(&status.spec.name)?.is_some();
                     out.push((status, has_token));
                 }
-                Ok((out, store.loads()?))
+                Ok((out, store.loads()?, store.reconciliations()?))
             })
             .await?;
         Ok(rows
@@ -44,6 +46,10 @@ impl Api {
                 load: loads
                     .iter()
                     .find(|l| l.remote_system == status.spec.name)
+                    .cloned(),
+                reconcile: reconciliations
+                    .iter()
+                    .find(|r| r.remote_system == status.spec.name)
                     .cloned(),
                 status,
                 has_token,
@@ -223,6 +229,57 @@ impl Api {
                 self.sync.wake_load.notify_one();
                 tracing::info!(target: "load", remote_system = %name, user = %user.name, records = load.total, "An initial load started.");
                 Ok(Some(load))
+            }
+            other => Err(ApiError::UnknownAction {
+                name: other.to_string(),
+            }),
+        }
+    }
+
+    /// Asks for (`start`) or reads (`status`) a reconciliation with
+    /// remote system `name`: its correlated records of `table` (of every
+    /// synced table when empty) compared with the peer's, and with
+    /// `repair` the differences settled.
+    pub async fn remote_reconcile(
+        &self,
+        caller: &Caller,
+        name: String,
+        action: String,
+        table: String,
+        repair: bool,
+    ) -> Result<Option<crate::store::Reconciliation>, ApiError> {
+        let user = caller.require(Permission::WriteSync)?.clone();
+        let remote = self.remote_view(&name).await?;
+        match action.as_str() {
+            "status" => Ok(remote.reconcile),
+            "start" => {
+                for (direction, state) in [
+                    ("outbound", remote.status.outbound_state),
+                    ("inbound", remote.status.inbound_state),
+                ] {
+                    if state != RemoteState::Active {
+                        return Err(ApiError::Store(StoreError::Invalid(format!(
+                            "remote system `{name}` is {} {direction}, not Active, so the two sides cannot be compared; run `procsync remote validate {name}` first",
+                            state.as_str()
+                        ))));
+                    }
+                }
+                let table = (!table.is_empty()).then_some(table);
+                if let Some(table) = &table {
+                    let config = self.blocking(|store| store.sync_config()).await?;
+                    if !crate::reconcile::Description::of(&config, &name).syncs_table(table) {
+                        return Err(ApiError::Store(StoreError::Invalid(format!(
+                            "no flow syncs table `{table}` with `{name}`; `procsync export` shows the captures and inbound flows"
+                        ))));
+                    }
+                }
+                let asked = self
+                    .store
+                    .request_reconcile(name.clone(), table, repair, user.name.clone())
+                    .await?;
+                self.sync.wake_reconcile.notify_one();
+                tracing::info!(target: "reconcile", remote_system = %name, user = %user.name, repair, "A reconciliation was asked for.");
+                Ok(Some(asked))
             }
             other => Err(ApiError::UnknownAction {
                 name: other.to_string(),

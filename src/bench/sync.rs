@@ -26,16 +26,7 @@ pub struct SyncBench {
 }
 
 pub async fn run(args: SyncBench) -> Result<()> {
-    let base = args
-        .dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!(
-            "procsync-bench-sync-{}-{}",
-            std::process::id(),
-            crate::ids::now_millis()
-        ));
-    std::fs::create_dir_all(&base)?;
+    let base = super::run_dir(args.dir.as_deref(), "sync")?;
     let result = phases(&base, &args).await;
     let _ = std::fs::remove_dir_all(&base);
     result

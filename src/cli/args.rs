@@ -322,6 +322,26 @@ pub enum RemoteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the records this instance and the remote have correlated
+    /// (through digests over key ranges: the work grows with the
+    /// differences, not the records) and report, per table, the records
+    /// missing on either side and those whose synced fields differ. With
+    /// --repair, send what makes them equal, settled by the conflict
+    /// rules. Waits until it ends; `remote show` keeps the last result.
+    Reconcile {
+        name: String,
+        /// Only this table of ours.
+        #[arg(long, default_value = "")]
+        table: String,
+        /// Also send what makes the differences equal.
+        #[arg(long)]
+        repair: bool,
+        /// Ask for it and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Store the token this instance presents to the peer (the token of
     /// the peer's inbound API user); read from stdin when not given.
     Token {

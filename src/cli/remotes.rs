@@ -53,6 +53,13 @@ pub async fn run(command: RemoteCommand, connection: &Connection) -> Result<Exit
             no_wait,
             json,
         } => load(&mut client, &name, (&event, &query), cancel, no_wait, json).await?,
+        RemoteCommand::Reconcile {
+            name,
+            table,
+            repair,
+            no_wait,
+            json,
+        } => return reconcile(&mut client, &name, &table, repair, no_wait, json).await,
         RemoteCommand::Validate { name } => {
             let (problems, remote) = client.validate_remote(&name).await?;
             if !problems.is_empty() {
@@ -144,6 +151,124 @@ async fn load(
         );
     }
     Ok(())
+}
+
+/// `remote reconcile`: asks for the reconciliation, waits for it unless
+/// told not to, and prints what it found; fails when it failed.
+async fn reconcile(
+    client: &mut super::AdminClient,
+    name: &str,
+    table: &str,
+    repair: bool,
+    no_wait: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut found = client
+        .remote_reconcile(name, "start", table, repair)
+        .await?;
+    let spinner = (!no_wait && !json).then(|| crate::progress::spinner("comparing"));
+    while !no_wait && matches!(found["state"].as_str(), Some("requested" | "running")) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found = client.remote_reconcile(name, "status", "", false).await?;
+    }
+    drop(spinner);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        print_reconcile(name, &found);
+    }
+    if found["state"] == "failed" {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_reconcile(name: &str, found: &serde_json::Value) {
+    let state = found["state"].as_str().unwrap_or("?");
+    if state == "failed" {
+        eprintln!(
+            "reconciliation with `{name}` failed: {}",
+            found["error"].as_str().unwrap_or("no reason given")
+        );
+        return;
+    }
+    println!("reconciliation with `{name}` {state}");
+    let tables = found["tables"].as_array().cloned().unwrap_or_default();
+    let rows = tables
+        .iter()
+        .map(|t| {
+            [
+                "table",
+                "peer_table",
+                "here",
+                "peer",
+                "missing_here",
+                "missing_there",
+                "differing",
+                "repaired",
+            ]
+            .iter()
+            .map(|k| {
+                t[*k]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| t[*k].to_string())
+            })
+            .collect()
+        })
+        .collect();
+    print_table(
+        &[
+            "TABLE",
+            "PEER_TABLE",
+            "HERE",
+            "PEER",
+            "MISSING_HERE",
+            "MISSING_THERE",
+            "DIFFERING",
+            "REPAIRED",
+        ],
+        rows,
+    );
+    for table in &tables {
+        for difference in table["differences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(20)
+        {
+            let kind = &difference["kind"];
+            let what = match kind {
+                serde_json::Value::Object(o) if o.contains_key("differs") => format!(
+                    "differs in {}",
+                    kind["differs"]["fields"]
+                        .as_array()
+                        .map(|f| f
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                ),
+                other => other.as_str().unwrap_or("?").replace('_', " "),
+            };
+            println!(
+                "  {}: here {} / peer {}: {what}",
+                table["table"].as_str().unwrap_or("?"),
+                difference["here"].as_str().unwrap_or("-"),
+                difference["peer"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    if found["repair"] == true {
+        println!(
+            "items queued to settle the differences: {}",
+            tables
+                .iter()
+                .filter_map(|t| t["repaired"].as_u64())
+                .sum::<u64>()
+        );
+    }
 }
 
 /// `remote show`: one remote system, as JSON or a field a line.

@@ -119,6 +119,15 @@ fn print_remotes(stats: &Stats) {
                     format!("{} !", r.alerts.len())
                 },
                 r.conflicts.to_string(),
+                r.reconciled
+                    .map(|found| {
+                        if found.failed {
+                            "failed".to_string()
+                        } else {
+                            format!("{} diff, {} repaired", found.differences, found.repaired)
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into()),
                 r.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -133,6 +142,7 @@ fn print_remotes(stats: &Stats) {
             "OLDEST S",
             "ALERTS",
             "CONFLICTS",
+            "RECONCILED",
             "LAST ERROR",
         ],
         remotes,

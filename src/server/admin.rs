@@ -529,6 +529,23 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn remote_reconcile(
+        &self,
+        request: Request<pb::RemoteReconcileRequest>,
+    ) -> Result<Response<pb::RemoteReconcileResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let r = request.into_inner();
+        let reconciliation = self
+            .api
+            .remote_reconcile(&caller, r.name, r.action, r.table, r.repair)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RemoteReconcileResponse {
+            reconcile_json: serde_json::to_string(&reconciliation)
+                .expect("reconciliations serialize"),
+        }))
+    }
+
     async fn set_remote_token(
         &self,
         request: Request<pb::SetRemoteTokenRequest>,
@@ -718,6 +735,11 @@ fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
             .load
             .as_ref()
             .map(crate::store::Load::summary)
+            .unwrap_or_default(),
+        reconcile: remote
+            .reconcile
+            .as_ref()
+            .map(crate::store::Reconciliation::summary)
             .unwrap_or_default(),
     }
 }

@@ -21,6 +21,7 @@ use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
 use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb, operation_from_pb};
 use crate::transport::protocol::Hello;
+use crate::transport::reconcile as reconcile_wire;
 use crate::transport::{bearer_token, tls};
 
 /// Most items taken from a stream into one durable commit.
@@ -50,6 +51,12 @@ struct PeerService {
 
 type ContentStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ContentChunk, Status>> + Send>>;
+
+type ReconcileDownStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReconcileDown, Status>> + Send>>;
+
+/// How long a reconciliation call may wait for the caller's next question.
+const RECONCILE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 type SyncDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
@@ -292,6 +299,53 @@ impl Peer for PeerService {
                         let _ = replies.send(Err(refusal)).await;
                     }
                     return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
+    }
+
+    type ReconcileStream = ReconcileDownStream;
+
+    async fn reconcile(
+        &self,
+        request: Request<Streaming<pb::ReconcileUp>>,
+    ) -> Result<Response<Self::ReconcileStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let name = caller.name.clone();
+        let mut responder = self.gate.reconcile(caller).await.map_err(status_of)?;
+        let mut incoming = request.into_inner();
+        let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::ReconcileDown, Status>>(2);
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = tokio::time::timeout(RECONCILE_IDLE, incoming.message()) => next,
+                    _ = stopped.changed() => break,
+                };
+                let up = match next {
+                    Ok(Ok(Some(up))) => up,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(status)) => {
+                        tracing::debug!(target: "reconcile", remote_system = %name, error = %status, "A peer's reconciliation call ended.");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(target: "reconcile", remote_system = %name, secs = RECONCILE_IDLE.as_secs(), "Ended a peer's reconciliation call that asked nothing for too long.");
+                        break;
+                    }
+                };
+                let answer = match reconcile_wire::ask_from_pb(up) {
+                    Ok(ask) => responder.answer(ask).await,
+                    Err(problem) => Err(crate::inbound::PeerError::BadAsk(problem)),
+                };
+                let reply = answer.map(reconcile_wire::answer_to_pb).map_err(|e| {
+                    tracing::warn!(target: "reconcile", remote_system = %name, error = %e, "Refused a peer's reconciliation question.");
+                    status_of(e)
+                });
+                let failed = reply.is_err();
+                if replies.send(reply).await.is_err() || failed {
+                    break;
                 }
             }
         });

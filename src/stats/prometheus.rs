@@ -220,6 +220,50 @@ pub fn render(stats: &Stats) -> String {
             remote.conflicts
         );
     }
+    let reconciled: Vec<(&str, crate::stats::Reconciled)> = stats
+        .remote_systems
+        .iter()
+        .filter_map(|r| r.reconciled.map(|found| (r.name.as_str(), found)))
+        .collect();
+    for (name, kind, help, value) in [
+        (
+            "procsync_reconcile_last_finished_seconds",
+            "gauge",
+            "When the last reconciliation with a remote system ended, seconds since the Unix epoch.",
+            (|r: &crate::stats::Reconciled| r.finished_s) as fn(&crate::stats::Reconciled) -> u64,
+        ),
+        (
+            "procsync_reconcile_last_differences",
+            "gauge",
+            "Records the last reconciliation with a remote system found missing on either side or different.",
+            |r| r.differences,
+        ),
+        (
+            "procsync_reconcile_last_repaired",
+            "gauge",
+            "Items the last reconciliation with a remote system sent to settle its differences.",
+            |r| r.repaired,
+        ),
+        (
+            "procsync_reconcile_last_failed",
+            "gauge",
+            "1 when the last reconciliation with a remote system failed.",
+            |r| u64::from(r.failed),
+        ),
+    ] {
+        if reconciled.is_empty() {
+            break;
+        }
+        family(&mut out, name, kind, help);
+        for (remote, found) in &reconciled {
+            let _ = writeln!(
+                out,
+                "{name}{{remote_system=\"{}\"}} {}",
+                label(remote),
+                value(found)
+            );
+        }
+    }
     family(
         &mut out,
         "procsync_purged_total",

@@ -47,6 +47,8 @@ pub(super) fn release_correlations(
             // What was exchanged was exchanged with another instance.
             correlation.synced.clear();
             correlation.deleted_on = None;
+            // The record is ours to send again.
+            correlation.origin_remote = Some(false);
             correlation.updated_on = now;
             correlations.insert(key, encode(&correlation).as_slice())?;
         }
@@ -88,6 +90,7 @@ pub(super) fn note_sent(
             synced: BTreeMap::new(),
             deleted_on: None,
             unsent: false,
+            origin_remote: Some(false),
         };
         correlations.insert(key, encode(&correlation).as_slice())?;
     }
@@ -133,6 +136,7 @@ pub(super) fn note_captured(
         synced: BTreeMap::new(),
         deleted_on: None,
         unsent: true,
+        origin_remote: Some(false),
     });
     let mut bases = Vec::new();
     for field in fields {
@@ -206,9 +210,11 @@ pub(super) fn correlate_with(
         Some(value) => Some(decode(value.value())?),
         None => None,
     };
-    let (created_on, mut synced) = previous
-        .map(|p| (p.created_on, p.synced))
-        .unwrap_or((now, BTreeMap::new()));
+    // A pair made here from the peer's record keeps saying so; one we
+    // made by sending keeps saying that.
+    let (created_on, mut synced, origin_remote) = previous
+        .map(|p| (p.created_on, p.synced, p.origin_remote))
+        .unwrap_or((now, BTreeMap::new(), Some(true)));
     synced.extend(update.fields);
     let correlation = Correlation {
         remote_system: remote.to_string(),
@@ -221,6 +227,7 @@ pub(super) fn correlate_with(
         synced,
         deleted_on: update.deleted_on,
         unsent: false,
+        origin_remote,
     };
     correlations.insert(key, encode(&correlation).as_slice())?;
     txn.open_table(CORRELATIONS_BY_REMOTE)?

@@ -59,6 +59,9 @@ tables! {
     CORRELATIONS: (&str, &str, &str) => &[u8] = "correlations";
     /// Initial loads, one per remote system (the last one): name → `Load`.
     LOADS: &str => &[u8] = "loads";
+    /// Reconciliations, one per remote system (the last one): name →
+    /// `Reconciliation`.
+    RECONCILES: &str => &[u8] = "reconciles";
     /// Index of correlations by the peer's record: (remote system, remote
     /// sys_id) → (table, local sys_id).
     CORRELATIONS_BY_REMOTE: (&str, &str) => (&str, &str) = "correlations_by_remote";

@@ -83,6 +83,8 @@ pub struct RemoteSystemData {
     pub attachment_bytes_received: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub load: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reconcile: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -521,6 +523,27 @@ impl AdminClient {
             .map_err(|e| ClientError::Invalid(format!("the server's load does not parse: {e}")))
     }
 
+    /// Asks for (`start`) or reads (`status`) a reconciliation with a
+    /// remote system; the reconciliation as JSON (null when none ran).
+    pub async fn remote_reconcile(
+        &mut self,
+        name: &str,
+        action: &str,
+        table: &str,
+        repair: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        let request = self.request(pb::RemoteReconcileRequest {
+            name: name.to_string(),
+            action: action.to_string(),
+            table: table.to_string(),
+            repair,
+        });
+        let answer = self.inner.remote_reconcile(request).await?.into_inner();
+        serde_json::from_str(&answer.reconcile_json).map_err(|e| {
+            ClientError::Invalid(format!("the server's reconciliation does not parse: {e}"))
+        })
+    }
+
     pub async fn disable_remote(&mut self, name: &str) -> Result<RemoteSystemData, ClientError> {
         let request = self.request(pb::RemoteRequest {
             name: name.to_string(),
@@ -781,6 +804,7 @@ fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
         attachment_bytes_sent: r.attachment_bytes_sent,
         attachment_bytes_received: r.attachment_bytes_received,
         load: r.load,
+        reconcile: r.reconcile,
     }
 }
 

@@ -92,9 +92,9 @@ pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, Ca
 /// A connection to one peer.
 #[derive(Clone)]
 pub struct PeerClient {
-    inner: pb::peer_client::PeerClient<Channel>,
+    pub(super) inner: pb::peer_client::PeerClient<Channel>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    endpoint: String,
+    pub(super) endpoint: String,
 }
 
 /// Longest wait for a connection (TCP and TLS) and for the answer that
@@ -104,7 +104,7 @@ pub const OPEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10
 
 /// `call` within `OPEN_DEADLINE`, else a transient failure saying that
 /// `endpoint` did not answer `what`.
-async fn within_deadline<T>(
+pub(super) async fn within_deadline<T>(
     endpoint: &str,
     what: &'static str,
     call: impl std::future::Future<Output = Result<T, CallError>>,
@@ -120,7 +120,7 @@ async fn within_deadline<T>(
 }
 
 /// A failed call to `endpoint` in our terms.
-fn call_error(endpoint: &str, status: Status) -> CallError {
+pub(super) fn call_error(endpoint: &str, status: Status) -> CallError {
     use tonic::Code;
     let message = status.message().to_string();
     match status.code() {
@@ -247,7 +247,7 @@ impl PeerClient {
         })
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    pub(super) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request
             .metadata_mut()

@@ -220,3 +220,33 @@ impl From<tokio::task::JoinError> for CallError {
         CallError::Store(e.into())
     }
 }
+
+/// What the caller of a reconciliation asks, one message at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReconcileAsk {
+    /// What the caller syncs with us; answered by what we sync with it.
+    Describe(crate::reconcile::Description),
+    /// Start comparing our `table` over `column`; `names` are the
+    /// caller's names for the same fields.
+    Open {
+        table: String,
+        column: crate::reconcile::Column,
+        names: Vec<String>,
+    },
+    Summarize(Vec<crate::reconcile::KeyRange>),
+    List(Vec<crate::reconcile::KeyRange>),
+    Send(Vec<crate::reconcile::SendRecord>),
+}
+
+/// The callee's answer to one `ReconcileAsk`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReconcileAnswer {
+    Description(crate::reconcile::Description),
+    Opened {
+        count: u64,
+        bounds: Option<crate::reconcile::KeyRange>,
+    },
+    Summaries(Vec<crate::reconcile::Summary>),
+    Entries(Vec<crate::reconcile::Entry>),
+    Sent(u64),
+}

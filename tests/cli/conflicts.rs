@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Extras, Instance, Server, http, linked_pair, queue_items, wait_for};
+use crate::support::{
+    Extras, Instance, Server, http, linked_pair, queue_items, queues_settled, wait_for,
+};
 
 /// Sets the conflict rule of `instance`'s inbound flow (the definitions'
 /// last `table = "sc_req_item"` line is the inbound flow's).
@@ -46,17 +48,6 @@ fn hub_copy(hub: &Instance, edge_id: &str) -> Option<String> {
         .and_then(|i| i["local_correlation_id"].as_str().map(str::to_string))
 }
 
-/// No item Ready or Running on either side, in either queue.
-fn settled(edge: &Instance, hub: &Instance) -> bool {
-    [edge, hub].iter().all(|i| {
-        ["outbound", "inbound"].iter().all(|q| {
-            queue_items(i, q)
-                .iter()
-                .all(|item| item["status"] != "Ready" && item["status"] != "Running")
-        })
-    })
-}
-
 /// Two linked instances with these rules (edge's flow from the hub, the
 /// hub's flow from the edge), validated, and a record made on the edge
 /// that reached the hub: (edge, hub, servers, edge's id, hub's id).
@@ -84,7 +75,7 @@ fn pair_with_rules(
         &[&edge, &hub],
         "the record on the hub",
         Duration::from_secs(30),
-        || hub_copy(&hub, &edge_id).is_some() && settled(&edge, &hub),
+        || hub_copy(&hub, &edge_id).is_some() && queues_settled(&[&edge, &hub]),
     );
     let hub_id = hub_copy(&hub, &edge_id).unwrap();
     (edge, hub, (edge_server, hub_server), edge_id, hub_id)
@@ -104,7 +95,7 @@ fn heal(edge: &Instance, hub: &Instance) {
         &[edge, hub],
         "both queues to settle",
         Duration::from_secs(30),
-        || settled(edge, hub),
+        || queues_settled(&[edge, hub]),
     );
 }
 
@@ -218,7 +209,7 @@ fn the_error_rule_holds_the_item_until_a_person_takes_a_side() {
         "the settled value on both sides",
         Duration::from_secs(30),
         || {
-            settled(&edge, &hub)
+            queues_settled(&[&edge, &hub])
                 && record(&edge, &edge_id)["state"] == "edge"
                 && record(&hub, &hub_id)["state"] == "edge"
         },
@@ -324,7 +315,7 @@ fn an_operator_settles_a_held_conflict_in_the_dashboard() {
         "both sides to hold the hub's value",
         Duration::from_secs(30),
         || {
-            settled(&edge, &hub)
+            queues_settled(&[&edge, &hub])
                 && record(&edge, &edge_id)["state"] == "hub"
                 && record(&hub, &hub_id)["state"] == "hub"
         },

@@ -28,6 +28,7 @@ mod instance;
 mod load;
 mod operating;
 mod progress;
+mod reconcile;
 mod records;
 mod shell;
 mod sync;

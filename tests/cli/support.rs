@@ -708,6 +708,17 @@ pub fn send_unknown_event(edge: &Instance) {
     edge.ok(&["apply", file.to_str().unwrap()]);
 }
 
+/// No item Ready or Running on any of `instances`, in either queue.
+pub fn queues_settled(instances: &[&Instance]) -> bool {
+    instances.iter().all(|i| {
+        ["outbound", "inbound"].iter().all(|q| {
+            queue_items(i, q)
+                .iter()
+                .all(|item| item["status"] != "Ready" && item["status"] != "Running")
+        })
+    })
+}
+
 /// Every item of `queue` ("outbound" or "inbound"), up to 1,000.
 pub fn queue_items(instance: &Instance, queue: &str) -> Vec<serde_json::Value> {
     instance

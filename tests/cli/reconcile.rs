@@ -1,0 +1,295 @@
+//! Reconciliation between real `serve` processes: after a hand-made
+//! divergence (an item the hub's operator skipped, a field changed on the
+//! hub while its capture was off), `remote reconcile` finds exactly those
+//! records from either side, `--repair` makes both sides equal by the
+//! conflict rule, and bad requests are refused with the reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    Extras, Instance, impersonate, linked_pair, queue_items, queues_settled, wait_for,
+};
+
+/// Every record of `sc_req_item` on `instance`: short_description → its
+/// fields but the `sys_` ones.
+fn by_description(instance: &Instance) -> BTreeMap<String, BTreeMap<String, Value>> {
+    instance
+        .json(&["record", "list", "sc_req_item", "--json", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let fields: BTreeMap<String, Value> = r["fields"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| !k.starts_with("sys_"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (
+                fields["short_description"].as_str().unwrap().to_string(),
+                fields,
+            )
+        })
+        .collect()
+}
+
+/// `instance`'s definitions with the capture's `active` set to `active`.
+fn capture_active(instance: &Instance, active: bool) {
+    let text: String = instance
+        .ok(&["export"])
+        .lines()
+        .filter(|line| !line.starts_with("active = "))
+        .map(|line| {
+            if line == "name = \"Capture requests\"" {
+                format!("{line}\nactive = {active}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let file = instance.file("capture.toml", &text);
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}
+
+/// `instance`'s definitions without any inbound flow script.
+fn drop_scripts(instance: &Instance) {
+    let text: String = instance
+        .ok(&["export"])
+        .lines()
+        .filter(|line| !line.starts_with("script = "))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let file = instance.file("plain.toml", &text);
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}
+
+fn reconcile(instance: &Instance, remote: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["remote", "reconcile", remote, "--json"];
+    args.extend_from_slice(extra);
+    let found = instance.json(&args);
+    assert_eq!(found["state"], "done", "{found}");
+    found
+}
+
+#[test]
+fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
+    let (edge, hub, edge_server, _hub_server) = linked_pair(Extras {
+        capture: "",
+        inbound: "script = 'if payload.fields.state == \"8\" { throw \"state 8 needs a person\" }'",
+    });
+    for n in 0..6 {
+        edge.ok(&[
+            "record",
+            "create",
+            "sc_req_item",
+            &format!("short_description=request {n}"),
+            "state=1",
+            "priority=3",
+        ]);
+    }
+    let lost = edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=request lost",
+        "state=8",
+    ]);
+    let lost = lost.trim().to_string();
+    wait_for(
+        &[&edge, &hub],
+        "six records on the hub and the seventh in Error there",
+        Duration::from_secs(30),
+        || {
+            by_description(&hub).len() == 6
+                && queue_items(&hub, "inbound")
+                    .iter()
+                    .any(|i| i["status"] == "Error")
+        },
+    );
+    // The hub's operator skips the item it could not apply.
+    let failed = queue_items(&hub, "inbound")
+        .into_iter()
+        .find(|i| i["status"] == "Error")
+        .unwrap();
+    hub.ok(&["queue", "inbound", "skip", &failed["id"].to_string()]);
+
+    // On the hub, one field changed while its capture was off: nothing
+    // was sent, and the edge never hears of it.
+    let hub_copy = hub.json(&[
+        "record",
+        "list",
+        "sc_req_item",
+        "--json",
+        "--query",
+        "short_description=request 2",
+    ]);
+    let hub_copy = hub_copy[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    capture_active(&hub, false);
+    hub.ok(&["record", "update", "sc_req_item", &hub_copy, "priority=1"]);
+    capture_active(&hub, true);
+    wait_for(
+        &[&edge, &hub],
+        "the queues to settle",
+        Duration::from_secs(30),
+        || queues_settled(&[&edge, &hub]),
+    );
+
+    // From the edge: one record missing on the hub, one that differs, in
+    // the field that differs; nothing else.
+    let found = reconcile(&edge, "hub", &[]);
+    let table = &found["tables"][0];
+    assert_eq!(table["table"], "sc_req_item", "{found}");
+    assert_eq!(table["here"], 7, "{found}");
+    assert_eq!(table["peer"], 6, "{found}");
+    assert_eq!(table["missing_there"], 1, "{found}");
+    assert_eq!(table["missing_here"], 0, "{found}");
+    assert_eq!(table["differing"], 1, "{found}");
+    let differences = table["differences"].as_array().unwrap();
+    assert_eq!(differences.len(), 2, "{found}");
+    let missing = differences
+        .iter()
+        .find(|d| d["kind"] == "missing_there")
+        .unwrap();
+    assert_eq!(missing["here"], lost.as_str(), "{found}");
+    let differs = differences
+        .iter()
+        .find(|d| d["kind"].get("differs").is_some())
+        .unwrap();
+    assert_eq!(differs["peer"], hub_copy.as_str(), "{found}");
+    assert_eq!(
+        differs["kind"]["differs"]["fields"],
+        serde_json::json!(["priority"]),
+        "{found}"
+    );
+    assert_eq!(table["repaired"], 0, "nothing is sent without --repair");
+    // The hub sees the same from its side.
+    let from_hub = reconcile(&hub, "edge", &[]);
+    assert_eq!(from_hub["tables"][0]["missing_here"], 1, "{from_hub}");
+    assert_eq!(from_hub["tables"][0]["differing"], 1, "{from_hub}");
+    // The result is kept where operators look.
+    let shown = edge.ok(&["remote", "show", "hub"]);
+    assert!(shown.contains("2 differences, 0 repaired"), "{shown}");
+    let stats = edge.json(&["stats", "--json"]);
+    assert!(
+        stats["remote_systems"][0]["reconcile"]
+            .as_str()
+            .is_some_and(|r| r.contains("2 differences")),
+        "{stats}"
+    );
+    let text = edge.ok(&["remote", "reconcile", "hub"]);
+    assert!(text.contains("MISSING_THERE"), "{text}");
+    assert!(
+        text.contains(&format!("here {lost} / peer -: missing there")),
+        "{text}"
+    );
+
+    // The hub's flow is fixed; the repair sends the missing record, and
+    // the newer value (the hub's) goes to the edge.
+    drop_scripts(&hub);
+    let repaired = reconcile(&edge, "hub", &["--repair"]);
+    assert_eq!(repaired["tables"][0]["repaired"], 2, "{repaired}");
+    wait_for(
+        &[&edge, &hub],
+        "both sides to hold the same seven records",
+        Duration::from_secs(30),
+        || queues_settled(&[&edge, &hub]) && by_description(&hub) == by_description(&edge),
+    );
+    let on_edge = by_description(&edge);
+    assert_eq!(on_edge.len(), 7);
+    assert_eq!(
+        on_edge["request 2"]["priority"], "1",
+        "the newer change won"
+    );
+    assert_eq!(by_description(&hub)["request lost"]["state"], "8");
+    let again = reconcile(&edge, "hub", &[]);
+    assert_eq!(
+        again["tables"][0]["differences"],
+        serde_json::json!([]),
+        "{again}"
+    );
+    assert!(
+        edge.ok(&["remote", "show", "hub"])
+            .contains("0 differences"),
+        "the last result is the latest"
+    );
+
+    // Bad requests: each refused with the reason, nothing queued.
+    let queued = queue_items(&edge, "outbound").len();
+    let refused = edge.fails(&["remote", "reconcile", "hub", "--table", "incident"]);
+    assert!(
+        refused.contains("no flow syncs table `incident` with `hub`"),
+        "{refused}"
+    );
+    edge.ok(&["remote", "disable", "hub"]);
+    let refused = edge.fails(&["remote", "reconcile", "hub"]);
+    assert!(
+        refused.contains("not Active") && refused.contains("remote validate hub"),
+        "{refused}"
+    );
+    assert_eq!(queue_items(&edge, "outbound").len(), queued);
+    edge.ok(&["remote", "validate", "hub"]);
+
+    // A peer asking about a table none of the hub's flows sync with it,
+    // or for a record outside the comparison, is refused; the hub goes on.
+    let mut edge_server = edge_server;
+    edge_server.stop();
+    let target = impersonate(&edge, "hub", &hub);
+    let answers = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use procsync::reconcile::{Column, SendRecord};
+        use procsync::transport::protocol::ReconcileAsk;
+        let mut client = procsync::transport::peer::PeerClient::connect(&target)
+            .await
+            .unwrap();
+        let mut call = client.reconcile().await.unwrap();
+        let stranger = call
+            .ask(ReconcileAsk::Open {
+                table: "incident".into(),
+                column: Column::All,
+                names: vec![],
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        let mut call = client.reconcile().await.unwrap();
+        call.ask(ReconcileAsk::Open {
+            table: "sc_req_item".into(),
+            column: Column::All,
+            names: vec![],
+        })
+        .await
+        .unwrap();
+        let outsider = call
+            .ask(ReconcileAsk::Send(vec![SendRecord {
+                sys_id: "0".repeat(32),
+                create: true,
+                settles: true,
+            }]))
+            .await
+            .unwrap_err()
+            .to_string();
+        (stranger, outsider)
+    });
+    assert!(
+        answers
+            .0
+            .contains("no flow of this instance syncs table `incident`"),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .1
+            .contains("is not one of the correlated records compared here"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        hub.json(&["stats", "--json"])["remote_systems"][0]["name"],
+        "edge"
+    );
+}
