@@ -14,6 +14,7 @@ mod writer;
 mod counters;
 mod properties;
 mod load;
+mod match_index;
 mod records;
 mod staging;
 mod remotes;
@@ -503,6 +504,12 @@ impl Store {
             txn.commit()?;
         }
         let config = sync_objects::read_sync_config(&db)?;
+        {
+            let txn = db.begin_write()?;
+            let matched = crate::capture::CaptureIndex::build(&config).matched();
+            match_index::follow(&txn, &matched)?;
+            txn.commit()?;
+        }
         let writer = writer::Writer::start(db.clone(), &config)?;
         Ok(Store {
             db,

@@ -25,6 +25,8 @@ use crate::worker::{Step, Worker};
 
 /// Most ranges asked about in one question.
 const RANGES_PER_ASK: usize = 4096;
+/// How soon a changed schedule property is seen.
+const PROPERTY_LOOK: Duration = Duration::from_secs(2);
 /// Most records asked for in one send.
 const SENDS_PER_ASK: usize = 4096;
 
@@ -95,7 +97,8 @@ impl Worker for Reconciler {
             return Step::Busy;
         }
         if board.interval_s == 0 {
-            return Step::Idle(None);
+            // The schedule may be switched on at any time: look again soon.
+            return Step::Idle(Some(tokio::time::Instant::now() + PROPERTY_LOOK));
         }
         let interval_ms = board.interval_s.saturating_mul(1000);
         let now = now_millis();
@@ -122,7 +125,7 @@ impl Worker for Reconciler {
                 next_due = next_due.min(due);
             }
         }
-        let wait = Duration::from_millis(next_due.saturating_sub(now).max(1000));
+        let wait = Duration::from_millis(next_due.saturating_sub(now).max(1000)).min(PROPERTY_LOOK);
         Step::Idle(Some(tokio::time::Instant::now() + wait))
     }
 }

@@ -314,9 +314,9 @@ enum FlowResult {
 }
 
 /// Our record of `table` holding these `match_on` values and not yet
-/// correlated with `remote`: a scan of the table (an index would make it
-/// cheaper with many records). No values (the payload lacks a field, or a
-/// value is empty) match nothing; the plan then fails or creates.
+/// correlated with `remote`, found through the index of matched fields
+/// (`match_index`). No values (the payload lacks a field, or a value is
+/// empty) match nothing; the plan then fails or creates.
 fn matching(
     txn: &Txn<'_>,
     records: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
@@ -326,40 +326,36 @@ fn matching(
     let Ok(values) = values else {
         return Ok(None);
     };
+    let Some((first_field, first_value)) = values.first() else {
+        return Ok(None);
+    };
     if values.iter().any(|(_, v)| v.is_empty()) {
         return Ok(None);
     }
+    let by_value = txn.open_table(RECORDS_BY_VALUE)?;
+    let candidates = super::match_index::candidates(&by_value, (table, first_field, first_value))?;
     let correlations = txn.open_table(CORRELATIONS)?;
-    for row in records.range((table, "")..)? {
-        let (key, value) = row?;
-        let (row_table, sys_id) = key.value();
-        if row_table != table {
-            break;
-        }
-        // Cheap first: every value must appear in the stored bytes.
-        let bytes = value.value();
-        if !values.iter().all(|(_, v)| contains(bytes, v.as_bytes())) {
+    for sys_id in candidates {
+        let Some(value) = records.get((table, sys_id.as_str()))? else {
             continue;
+        };
+        if values.len() > 1 {
+            let record: Record = decode(value.value())?;
+            if !values.iter().all(|(f, v)| record.fields.get(f) == Some(v)) {
+                continue;
+            }
         }
-        let record: Record = decode(bytes)?;
-        if !values.iter().all(|(f, v)| record.fields.get(f) == Some(v)) {
-            continue;
-        }
-        let taken = match correlations.get((table, sys_id, remote))? {
+        let taken = match correlations.get((table, sys_id.as_str(), remote))? {
             Some(c) => !decode::<Correlation>(c.value())?
                 .remote_correlation_id
                 .is_empty(),
             None => false,
         };
         if !taken {
-            return Ok(Some(sys_id.to_string()));
+            return Ok(Some(sys_id));
         }
     }
     Ok(None)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Inbound item `id` as stored.

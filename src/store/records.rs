@@ -50,6 +50,8 @@ struct PreparedWrite {
     attached: Vec<String>,
     released: Vec<String>,
     items: Vec<NewItem>,
+    /// The values of the fields inbound flows match on, before and after.
+    matched: Vec<(String, Option<String>, Option<String>)>,
     result: WriteResult,
     unchanged: bool,
 }
@@ -140,6 +142,7 @@ pub(super) fn write_prepared(
 ) -> Result<Vec<WriteResult>, StoreError> {
     let mut records = txn.open_table(RECORDS)?;
     let mut journal = txn.open_table(JOURNAL)?;
+    let mut by_value = txn.open_table(RECORDS_BY_VALUE)?;
     let mut staging = Staging::open(txn, now_millis())?;
     // Before writing anything: every content to attach must be stored.
     for hash in prepared.writes.iter().flat_map(|w| &w.attached) {
@@ -178,12 +181,13 @@ pub(super) fn write_prepared(
                 }
             }
         }
+        super::match_index::note(&mut by_value, key, &write.matched)?;
         for item in write.items {
             staging.stage(item)?;
         }
         results.push(write.result);
     }
-    drop((records, journal));
+    drop((records, journal, by_value));
     staging.finish(txn)?;
     Ok(results)
 }
@@ -458,7 +462,13 @@ where
         mod_count: record.mod_count,
         queued: u32::try_from(items.len()).unwrap_or(u32::MAX),
     };
+    let matched = super::match_index::changes(
+        capture.matched_fields(&record.table),
+        old.as_ref(),
+        (!deleted).then_some(&record),
+    );
     let prepared = PreparedWrite {
+        matched,
         table: record.table.clone(),
         sys_id: record.sys_id.clone(),
         expected,

@@ -207,6 +207,7 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
     }
     drop(table);
     txn.capture = Arc::new(CaptureIndex::build(&config));
+    super::match_index::follow(txn, &txn.capture.matched())?;
     Ok(report)
 }
 

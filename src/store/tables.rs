@@ -59,6 +59,11 @@ tables! {
     CORRELATIONS: (&str, &str, &str) => &[u8] = "correlations";
     /// Initial loads, one per remote system (the last one): name → `Load`.
     LOADS: &str => &[u8] = "loads";
+    /// Records by the values of the fields inbound flows match on
+    /// (`match_on`): (table, field, value, sys_id) → (). Kept with every
+    /// record write; the fields indexed are listed under `match_index` in
+    /// `META` and follow the definitions (`store/match_index.rs`).
+    RECORDS_BY_VALUE: (&str, &str, &str, &str) => () = "records_by_value";
     /// Reconciliations, one per remote system (the last one): name →
     /// `Reconciliation`.
     RECONCILES: &str => &[u8] = "reconciles";

@@ -11,7 +11,7 @@ use crate::support::{Instance, link_edge_hub, queue_items, wait_for};
 
 fn records(instance: &Instance) -> Vec<Value> {
     instance
-        .json(&["record", "list", "sc_req_item", "--json", "--limit", "1000"])
+        .json(&["record", "list", "sc_req_item", "--json", "--limit", "5000"])
         .as_array()
         .unwrap()
         .iter()
@@ -161,15 +161,17 @@ fn a_load_between_instances_holding_copies_matches_them_on_key_fields() {
     let hub = Instance::init("hub");
     let _edge_server = edge.serve();
     let _hub_server = hub.serve();
-    // 100 records both sides already hold (same number), 100 only the edge.
-    for n in 0..200 {
-        let number = format!("number=RITM{n:05}");
-        let text = format!("short_description=request {n}");
-        edge.ok(&["record", "create", "sc_req_item", &number, &text]);
-        if n < 100 {
-            hub.ok(&["record", "create", "sc_req_item", &number, &text]);
-        }
-    }
+    // 1,000 records both sides already hold (same number), 1,000 only
+    // the edge.
+    let line = |n: u32| {
+        format!("{{\"number\": \"RITM{n:05}\", \"short_description\": \"request {n}\"}}\n")
+    };
+    let both: String = (0..1000).map(line).collect();
+    let edge_only: String = (1000..2000).map(line).collect();
+    let file = edge.file("records.jsonl", &format!("{both}{edge_only}"));
+    edge.ok(&["record", "import", "sc_req_item", file.to_str().unwrap()]);
+    let file = hub.file("records.jsonl", &both);
+    hub.ok(&["record", "import", "sc_req_item", file.to_str().unwrap()]);
     link_edge_hub(&edge, &hub);
     // The hub matches on a field the edge does not send yet: the item
     // says so and waits, nothing is created.
@@ -196,7 +198,7 @@ fn a_load_between_instances_holding_copies_matches_them_on_key_fields() {
         error.contains("matches records on `number`, which the payload does not carry"),
         "{error}"
     );
-    assert_eq!(records(&hub).len(), 100);
+    assert_eq!(records(&hub).len(), 1000);
     hub.ok(&["queue", "inbound", "skip", &held["id"].to_string()]);
 
     capture_number(&edge, false);
@@ -206,21 +208,15 @@ fn a_load_between_instances_holding_copies_matches_them_on_key_fields() {
     wait_for(
         &[&edge, &hub],
         "the load applied on the hub",
-        Duration::from_secs(60),
-        || {
-            queue_items(&hub, "inbound")
-                .iter()
-                .filter(|i| i["status"] == "Processed")
-                .count()
-                == 201
-        },
+        Duration::from_secs(120),
+        || hub.json(&["stats", "--json"])["inbound"]["processed"] == 2001,
     );
-    // 201 records here now (the 100 copies matched, 101 new), each once,
-    // and every one correlated with the edge's.
+    // 2,001 records here now (the 1,000 copies matched, 1,001 new), each
+    // once, and every one correlated with the edge's.
     let on_hub = records(&hub);
-    assert_eq!(on_hub.len(), 201, "no duplicates");
+    assert_eq!(on_hub.len(), 2001, "no duplicates");
     let numbers: BTreeSet<&str> = on_hub.iter().filter_map(|r| r["number"].as_str()).collect();
-    assert_eq!(numbers.len(), 200);
+    assert_eq!(numbers.len(), 2000);
     let correlations = hub.json(&["correlation", "list", "--remote", "edge", "--json"]);
     let peers: BTreeSet<&str> = correlations
         .as_array()
@@ -229,5 +225,5 @@ fn a_load_between_instances_holding_copies_matches_them_on_key_fields() {
         .filter_map(|c| c["remote_correlation_id"].as_str())
         .filter(|id| !id.is_empty())
         .collect();
-    assert_eq!(peers.len(), 201, "every record is correlated once");
+    assert_eq!(peers.len(), 2001, "every record is correlated once");
 }

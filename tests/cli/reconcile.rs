@@ -293,3 +293,61 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
         "edge"
     );
 }
+
+#[test]
+fn a_property_schedules_reconciliations_that_repair_when_told() {
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=kept",
+        "state=1",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the record on the hub",
+        Duration::from_secs(30),
+        || by_description(&hub).len() == 1 && queues_settled(&[&edge, &hub]),
+    );
+    // Changed on the hub while its capture is off: only a repair brings
+    // the edge along.
+    let copy = hub.json(&["record", "list", "sc_req_item", "--json"])[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    capture_active(&hub, false);
+    hub.ok(&["record", "update", "sc_req_item", &copy, "state=3"]);
+    capture_active(&hub, true);
+    edge.ok(&["property", "set", "reconcile.repair", "true"]);
+    edge.ok(&["property", "set", "reconcile.interval_s", "1"]);
+    wait_for(
+        &[&edge, &hub],
+        "a scheduled reconciliation to bring the edge along",
+        Duration::from_secs(30),
+        || by_description(&edge)["kept"]["state"] == "3",
+    );
+    // The scheduled run says so in stats.
+    let status = edge.json(&["stats", "--json"]);
+    let reconciled = &status["remote_systems"][0]["reconciled"];
+    assert!(reconciled["finished_s"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        status["remote_systems"][0]["reconcile"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("done")),
+        "{status}"
+    );
+    let auth = format!("Bearer {}", edge.token());
+    let metrics = crate::support::http(
+        &edge.admin_address(),
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .body;
+    assert!(
+        metrics.contains("procsync_reconcile_last_differences{remote_system=\"hub\"}"),
+        "{metrics}"
+    );
+}

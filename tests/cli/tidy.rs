@@ -99,11 +99,6 @@ const LONG_FILES: &[(&str, usize, &str)] = &[
         "the admin service's wire conversions, one per call",
     ),
     (
-        "src/capture.rs",
-        630,
-        "the capture rules in the order the design states them, with their unit tests",
-    ),
-    (
         "src/store/records.rs",
         720,
         "record-write planning (validation, capture, attachments, sync state) and its writer job",
