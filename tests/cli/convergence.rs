@@ -1,13 +1,17 @@
 //! Convergence between three real `serve` processes (a hub and two
-//! stores): every instance changes, comments on and deletes the same
-//! correlated records while all links are down, the hub is killed with
-//! SIGKILL as the links heal, and in the end every instance holds the same
-//! records with the same values and comments, none twice.
+//! stores), every link through a TCP proxy: every instance changes,
+//! comments on and deletes the same correlated records while all links are
+//! down, the hub is killed with SIGKILL as the links heal, then changes go
+//! on while the proxies refuse, blackhole and cut connections at random
+//! and a store is killed too; in the end every instance holds the same
+//! records with the same values and comments, none twice, and
+//! reconciliation finds no difference.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::{Extras, Instance, Peer, link_all_with, queue_items, wait_for};
+use crate::faults::{Mode, Proxy};
+use crate::support::{Extras, Instance, Peer, link_all_with, point_at, queue_items, wait_for};
 
 const NAMES: [&str; 3] = ["hub", "store1", "store2"];
 /// The records deleted while apart (by the instance at that index).
@@ -99,6 +103,23 @@ fn three_instances_changing_the_same_records_while_apart_end_identical() {
         instance.fast_retries();
     }
     let all: Vec<&Instance> = instances.iter().collect();
+    // Every link through a proxy: (dialling instance, dialled instance).
+    let links = [(0, 1), (0, 2), (1, 0), (2, 0)];
+    let proxies: Vec<Proxy> = links
+        .iter()
+        .map(|&(from, to)| {
+            let proxy = Proxy::start(format!("127.0.0.1:{}", instances[to].peer_port));
+            point_at(
+                &instances[from],
+                &instances[to].peer_endpoint(),
+                &proxy.endpoint(),
+            );
+            proxy
+        })
+        .collect();
+    for &(from, to) in &links {
+        instances[from].ok(&["remote", "validate", NAMES[to]]);
+    }
 
     // Four records made on each instance reach the other two.
     let mut names = Vec::new();
@@ -190,6 +211,53 @@ fn three_instances_changing_the_same_records_while_apart_end_identical() {
     servers[0].kill9();
     servers[0] = instances[0].serve();
 
+    // For a bounded time, changes go on while the proxies refuse,
+    // blackhole and cut connections at random, and a store is killed.
+    for round in 12..24 {
+        for proxy in &proxies {
+            proxy.set(match dice.roll(4) {
+                0 => Mode::Refuse,
+                1 => Mode::Blackhole,
+                _ => Mode::Forward,
+            });
+        }
+        for (i, instance) in instances.iter().enumerate() {
+            let record = &names[dice.roll(names.len())];
+            if DELETED.contains(&record.as_str()) {
+                continue;
+            }
+            let Some(sys_id) = sys_id_of(instance, record) else {
+                continue;
+            };
+            if dice.roll(2) == 0 {
+                instance.ok(&[
+                    "record",
+                    "update",
+                    "sc_req_item",
+                    &sys_id,
+                    &format!("state={}-{round}", NAMES[i]),
+                ]);
+            } else {
+                instance.ok(&[
+                    "journal",
+                    "add",
+                    "sc_req_item",
+                    &sys_id,
+                    "comments",
+                    &format!("{} says {round}", NAMES[i]),
+                ]);
+            }
+        }
+        if round == 18 {
+            servers[1].kill9();
+            servers[1] = instances[1].serve();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    for proxy in &proxies {
+        proxy.set(Mode::Forward);
+    }
+
     wait_for(
         &all,
         "the three instances to agree",
@@ -213,5 +281,15 @@ fn three_instances_changing_the_same_records_while_apart_end_identical() {
         let mut unique = comments.clone();
         unique.dedup();
         assert_eq!(&unique, comments, "comments of {record} once each");
+    }
+    // Reconciliation agrees: nothing differs between the hub and either
+    // store.
+    for store in ["store1", "store2"] {
+        let found = instances[0].json(&["remote", "reconcile", store, "--json"]);
+        assert_eq!(found["state"], "done", "{found}");
+        for table in found["tables"].as_array().unwrap() {
+            assert_eq!(table["differences"], serde_json::json!([]), "{found}");
+            assert_eq!(table["here"], table["peer"], "{found}");
+        }
     }
 }

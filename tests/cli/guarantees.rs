@@ -680,13 +680,6 @@ fn a_remote_in_error_is_probed_after_a_restart_and_recovers_by_itself() {
 
 /// Points `instance`'s remote system `remote` at `endpoint` (applied, so
 /// it needs validating again).
-fn point_at(instance: &Instance, old_endpoint: &str, endpoint: &str) {
-    let current = instance.ok(&["export"]);
-    assert!(current.contains(old_endpoint), "{current}");
-    let file = instance.file("repoint.toml", &current.replace(old_endpoint, endpoint));
-    instance.ok(&["apply", file.to_str().unwrap()]);
-}
-
 /// A linked pair whose peer connections both go through proxies.
 fn pair_through_proxies() -> (
     Instance,
@@ -700,8 +693,8 @@ fn pair_through_proxies() -> (
     let (edge, hub, edge_server, hub_server) = crate::support::linked_pair(Default::default());
     let to_hub = Proxy::start(format!("127.0.0.1:{}", hub.peer_port));
     let to_edge = Proxy::start(format!("127.0.0.1:{}", edge.peer_port));
-    point_at(&edge, &hub.peer_endpoint(), &to_hub.endpoint());
-    point_at(&hub, &edge.peer_endpoint(), &to_edge.endpoint());
+    crate::support::point_at(&edge, &hub.peer_endpoint(), &to_hub.endpoint());
+    crate::support::point_at(&hub, &edge.peer_endpoint(), &to_edge.endpoint());
     edge.ok(&["remote", "validate", "hub"]);
     hub.ok(&["remote", "validate", "edge"]);
     (edge, hub, edge_server, hub_server, to_hub, to_edge)

@@ -708,6 +708,15 @@ pub fn send_unknown_event(edge: &Instance) {
     edge.ok(&["apply", file.to_str().unwrap()]);
 }
 
+/// Points `instance`'s remote system at `old_endpoint` to `endpoint`
+/// (a proxy, say) through its definitions.
+pub fn point_at(instance: &Instance, old_endpoint: &str, endpoint: &str) {
+    let current = instance.ok(&["export"]);
+    assert!(current.contains(old_endpoint), "{current}");
+    let file = instance.file("repoint.toml", &current.replace(old_endpoint, endpoint));
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}
+
 /// No item Ready or Running on any of `instances`, in either queue.
 pub fn queues_settled(instances: &[&Instance]) -> bool {
     instances.iter().all(|i| {
