@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Millis;
-use crate::queue::{ConflictRule, Correlation};
+use crate::queue::ConflictRule;
 
 mod shape;
 
@@ -31,16 +31,14 @@ pub const FANOUT: u128 = 16;
 /// The key both sides give a correlated pair of records: the sys_id of the
 /// record the pair was made from (ours when our capture made the
 /// correlation, the peer's when its item did), as a number.
-pub fn pair_key(correlation: &Correlation) -> u128 {
-    let origin = match correlation.origin_remote {
-        Some(true) => &correlation.remote_correlation_id,
-        Some(false) => &correlation.local_correlation_id,
+/// (`Correlation::origin_remote`, its local and remote correlation ids.)
+pub fn pair_key(origin_remote: Option<bool>, local: &str, remote: &str) -> u128 {
+    let origin = match origin_remote {
+        Some(true) => remote,
+        Some(false) => local,
         // Made before correlations said where they came from.
-        None if correlation.remote_correlation_id.is_empty() => &correlation.local_correlation_id,
-        None => std::cmp::min(
-            &correlation.local_correlation_id,
-            &correlation.remote_correlation_id,
-        ),
+        None if remote.is_empty() => local,
+        None => std::cmp::min(local, remote),
     };
     key_of(origin)
 }

@@ -79,6 +79,11 @@ async fn phases(base: &std::path::Path, args: &LoadBench) -> Result<()> {
         cpu_seconds(edge.server.pid()),
         cpu_seconds(hub.server.pid()),
     );
+    println!(
+        "  resident memory before the load: edge {:.0} MiB, hub {:.0} MiB",
+        rss_mib(edge.server.pid()).unwrap_or(0.0),
+        rss_mib(hub.server.pid()).unwrap_or(0.0)
+    );
     let started = Instant::now();
     edge.client.remote_load("hub", "start", "", "").await?;
     let deadline = started + Duration::from_secs(3600);
@@ -136,10 +141,17 @@ async fn reconcile(
     differences: u64,
 ) -> Result<()> {
     let definitions = hub.client.export_config().await?;
-    let off = definitions.replace(
-        "name = \"Capture software requests\"\n",
-        "name = \"Capture software requests\"\nactive = false\n",
-    );
+    let off: String = definitions
+        .lines()
+        .filter(|line| !line.starts_with("active = "))
+        .map(|line| {
+            if line == "name = \"Capture software requests\"" {
+                format!("{line}\nactive = false\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
     hub.client.apply_config(&off, "bench").await?;
     let records = hub
         .client

@@ -238,6 +238,14 @@ async fn compare_table(
         crate::reconcile::Columns::All => Vec::new(),
         crate::reconcile::Columns::Pairs(pairs) => pairs.iter().map(|(o, _)| o.clone()).collect(),
     };
+    // The peer reads its side while we read ours.
+    call.send(ReconcileAsk::Open {
+        table: pair.peer.clone(),
+        column: pair.columns.side(false),
+        names: names.clone(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let (read, read_remote, read_table, read_column) = (
         store.clone(),
         remote.to_string(),
@@ -250,12 +258,7 @@ async fn compare_table(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
-    let open = ReconcileAsk::Open {
-        table: pair.peer.clone(),
-        column: pair.columns.side(false),
-        names: names.clone(),
-    };
-    let (peer_count, peer_bounds) = match call.ask(open).await {
+    let (peer_count, peer_bounds) = match call.answer().await {
         Ok(ReconcileAnswer::Opened { count, bounds }) => (count, bounds),
         other => return Err(unexpected(other)),
     };

@@ -144,9 +144,9 @@ impl Store {
             if row_remote != remote {
                 continue;
             }
-            let correlation: Correlation = decode(value.value())?;
+            let correlation: PairFacts = decode(value.value())?;
             let record = match records.get((table, sys_id))? {
-                Some(value) if correlation.active => Some(decode::<Record>(value.value())?),
+                Some(value) if correlation.active => Some(decode::<RecordFacts>(value.value())?),
                 _ => None,
             };
             entries.push(entry_of(&correlation, record.as_ref(), column));
@@ -252,8 +252,34 @@ impl Store {
     }
 }
 
-fn entry_of(correlation: &Correlation, record: Option<&Record>, column: &Column) -> Entry {
-    let key = pair_key(correlation);
+/// What a comparison reads of a correlation: the rest (its sync state)
+/// is skipped, not decoded.
+#[derive(Deserialize)]
+struct PairFacts {
+    remote_correlation_id: String,
+    local_correlation_id: String,
+    active: bool,
+    updated_on: Millis,
+    #[serde(default)]
+    deleted_on: Option<Millis>,
+    #[serde(default)]
+    origin_remote: Option<bool>,
+}
+
+/// What a comparison reads of a record.
+#[derive(Deserialize)]
+struct RecordFacts {
+    sys_id: String,
+    updated_on: Millis,
+    fields: std::collections::BTreeMap<String, String>,
+}
+
+fn entry_of(correlation: &PairFacts, record: Option<&RecordFacts>, column: &Column) -> Entry {
+    let key = pair_key(
+        correlation.origin_remote,
+        &correlation.local_correlation_id,
+        &correlation.remote_correlation_id,
+    );
     match record {
         Some(record) => Entry {
             key,

@@ -235,13 +235,21 @@ pub struct ReconcileCall {
 impl ReconcileCall {
     /// Sends `ask` and waits for its answer.
     pub async fn ask(&mut self, ask: ReconcileAsk) -> Result<ReconcileAnswer, CallError> {
+        self.send(ask).await?;
+        self.answer().await
+    }
+
+    /// Sends `ask` without waiting: its answer is the next `answer`.
+    pub async fn send(&mut self, ask: ReconcileAsk) -> Result<(), CallError> {
         let up = ask_to_pb(ask);
         self.bytes += up.encoded_len() as u64;
-        if self.up.send(up).await.is_err() {
-            return Err(CallError::ClosedByPeer {
-                endpoint: self.endpoint.clone(),
-            });
-        }
+        self.up.send(up).await.map_err(|_| CallError::ClosedByPeer {
+            endpoint: self.endpoint.clone(),
+        })
+    }
+
+    /// The answer to the oldest ask not answered yet.
+    pub async fn answer(&mut self) -> Result<ReconcileAnswer, CallError> {
         let answer = tokio::time::timeout(ANSWER_DEADLINE, self.down.message()).await;
         let down = match answer {
             Err(_) => {
