@@ -350,4 +350,23 @@ fn a_property_schedules_reconciliations_that_repair_when_told() {
         metrics.contains("procsync_reconcile_last_differences{remote_system=\"hub\"}"),
         "{metrics}"
     );
+    // And in the dashboard's remote systems table.
+    let browser = crate::browser::Browser::start();
+    browser.set_window_size(1280, 1000);
+    browser.open(&format!(
+        "http://{}/dashboard#token={}",
+        edge.admin_address(),
+        edge.token()
+    ));
+    browser.wait_for("#board:not([hidden]) tr[data-remote='hub']");
+    crate::support::wait_until(
+        "the overview to show the last reconciliation",
+        Duration::from_secs(20),
+        || {
+            let shown = browser.text_of("tr[data-remote='hub'] td.reconcile");
+            shown.contains("diff") && shown.contains("fixed")
+        },
+    );
+    let shots = crate::browser::screenshot_dir("reconcile");
+    browser.screenshot(&shots.join("overview.png"));
 }
