@@ -53,6 +53,14 @@ pub fn key_of(sys_id: &str) -> u128 {
     first_128(blake3::hash(sys_id.as_bytes()).as_bytes())
 }
 
+/// Whether `text` is a record sys_id: 32 lowercase hex digits.
+pub fn is_sys_id(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// A key as the sys_id-like text reports show.
 pub fn key_text(key: u128) -> String {
     format!("{key:032x}")
@@ -175,48 +183,89 @@ pub struct Summary {
     pub digest: u128,
 }
 
+/// One entry as a comparison keeps it while it runs: numbers only (a
+/// million of them take about 64 MB, with the running digest 80).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: u128,
+    digest: u128,
+    sys_id: u128,
+    on: Millis,
+    deleted: bool,
+}
+
 /// One side's entries for a table pair, sorted by key, with the running
-/// digest that answers any range at the cost of two searches.
+/// digest that answers any range at the cost of two searches. Record
+/// sys_ids are 32 hex digits (the store makes and checks them so), kept
+/// as numbers.
 #[derive(Debug, Default)]
 pub struct Digests {
-    entries: Vec<Entry>,
+    slots: Vec<Slot>,
     /// `prefix[i]`: the digests of the first `i` entries combined.
     prefix: Vec<u128>,
 }
 
-impl Digests {
-    pub fn new(mut entries: Vec<Entry>) -> Digests {
-        entries.sort_by_key(|e| e.key);
-        entries.dedup_by_key(|e| e.key);
-        let mut prefix = Vec::with_capacity(entries.len() + 1);
+/// Collects a side's entries one at a time, keeping only their numbers.
+#[derive(Debug, Default)]
+pub struct DigestsBuilder {
+    slots: Vec<Slot>,
+}
+
+impl DigestsBuilder {
+    pub fn push(&mut self, e: &Entry) {
+        self.slots.push(Slot {
+            key: e.key,
+            digest: e.digest,
+            sys_id: key_of(&e.sys_id),
+            on: e.on,
+            deleted: e.deleted,
+        });
+    }
+
+    pub fn finish(self) -> Digests {
+        let mut slots = self.slots;
+        slots.sort_unstable_by_key(|e| e.key);
+        slots.dedup_by_key(|e| e.key);
+        slots.shrink_to_fit();
+        let mut prefix = Vec::with_capacity(slots.len() + 1);
         let mut running = 0u128;
         prefix.push(running);
-        for entry in &entries {
-            running ^= mix(entry);
+        for slot in &slots {
+            running ^= mix(slot.key, slot.digest, slot.deleted);
             prefix.push(running);
         }
-        Digests { entries, prefix }
+        Digests { slots, prefix }
+    }
+}
+
+impl Digests {
+    pub fn new(entries: impl IntoIterator<Item = Entry>) -> Digests {
+        let mut builder = DigestsBuilder::default();
+        for entry in entries {
+            builder.push(&entry);
+        }
+        builder.finish()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     /// The smallest range holding every entry.
     pub fn bounds(&self) -> Option<KeyRange> {
         Some(KeyRange {
-            first: self.entries.first()?.key,
-            last: self.entries.last()?.key,
+            first: self.slots.first()?.key,
+            last: self.slots.last()?.key,
         })
     }
 
     fn positions(&self, range: KeyRange) -> (usize, usize) {
-        let start = self.entries.partition_point(|e| e.key < range.first);
-        let end = self.entries.partition_point(|e| e.key <= range.last);
+        let start = self.slots.partition_point(|e| e.key < range.first);
+        let end = self.slots.partition_point(|e| e.key <= range.last);
         (start, end.max(start))
     }
 
@@ -228,24 +277,35 @@ impl Digests {
         }
     }
 
-    pub fn within(&self, range: KeyRange) -> &[Entry] {
+    /// The entries in `range` (without their fields' digests).
+    pub fn within(&self, range: KeyRange) -> Vec<Entry> {
         let (start, end) = self.positions(range);
-        &self.entries[start..end]
+        self.slots[start..end]
+            .iter()
+            .map(|s| Entry {
+                key: s.key,
+                digest: s.digest,
+                on: s.on,
+                deleted: s.deleted,
+                sys_id: key_text(s.sys_id),
+                fields: Vec::new(),
+            })
+            .collect()
     }
 
-    pub fn get(&self, key: u128) -> Option<&Entry> {
-        self.entries
-            .binary_search_by_key(&key, |e| e.key)
-            .ok()
-            .map(|i| &self.entries[i])
+    /// The records compared, by sys_id, sorted.
+    pub fn sys_ids(&self) -> Vec<u128> {
+        let mut ids: Vec<u128> = self.slots.iter().map(|s| s.sys_id).collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
-fn mix(entry: &Entry) -> u128 {
+fn mix(key: u128, digest: u128, deleted: bool) -> u128 {
     let mut bytes = [0u8; 33];
-    bytes[..16].copy_from_slice(&entry.key.to_be_bytes());
-    bytes[16..32].copy_from_slice(&entry.digest.to_be_bytes());
-    bytes[32] = u8::from(entry.deleted);
+    bytes[..16].copy_from_slice(&key.to_be_bytes());
+    bytes[16..32].copy_from_slice(&digest.to_be_bytes());
+    bytes[32] = u8::from(deleted);
     first_128(blake3::hash(&bytes).as_bytes())
 }
 

@@ -4,11 +4,10 @@
 //! and listings from them, and queues for the caller the records it asks
 //! us to send (only records of that comparison). Transport-neutral.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{Caller, PeerError, PeerGate};
-use crate::reconcile::{Column, Description, Digests, Entry, KeyRange};
+use crate::reconcile::{Column, Description, Digests, Entry, KeyRange, key_of};
 use crate::store::Store;
 use crate::transport::protocol::{ReconcileAnswer, ReconcileAsk};
 
@@ -21,8 +20,8 @@ struct Opened {
     column: Column,
     names: Vec<String>,
     digests: Digests,
-    /// Our records in it, built at the first send.
-    sys_ids: Option<HashSet<String>>,
+    /// Our records in it (sorted), built at the first send.
+    sys_ids: Option<Vec<u128>>,
 }
 
 /// Our side of one reconciliation call.
@@ -71,15 +70,14 @@ impl Responder {
             ReconcileAsk::Send(records) => {
                 let remote = self.caller.name.clone();
                 let opened = self.opened_mut(records.len())?;
-                let known = opened.sys_ids.get_or_insert_with(|| {
-                    opened
-                        .digests
-                        .within(KeyRange::ALL)
-                        .iter()
-                        .map(|e| e.sys_id.clone())
-                        .collect()
-                });
-                if let Some(stranger) = records.iter().find(|r| !known.contains(&r.sys_id)) {
+                let known = opened
+                    .sys_ids
+                    .get_or_insert_with(|| opened.digests.sys_ids());
+                let compared = |sys_id: &str| {
+                    crate::reconcile::is_sys_id(sys_id)
+                        && known.binary_search(&key_of(sys_id)).is_ok()
+                };
+                if let Some(stranger) = records.iter().find(|r| !compared(&r.sys_id)) {
                     return Err(PeerError::NotCompared {
                         sys_id: stranger.sys_id.clone(),
                         table: opened.table.clone(),
@@ -133,7 +131,7 @@ impl Responder {
         let opened = self.opened(ranges.len())?;
         let mut entries: Vec<Entry> = Vec::new();
         for range in ranges {
-            entries.extend(opened.digests.within(range).iter().cloned());
+            entries.extend(opened.digests.within(range));
             if entries.len() > MOST_PER_ASK {
                 return Err(PeerError::TooMuchAsked { most: MOST_PER_ASK });
             }

@@ -284,10 +284,7 @@ async fn compare_table(
             Ok(ReconcileAnswer::Entries(entries)) => entries,
             other => return Err(unexpected(other)),
         };
-        let mut here: Vec<Entry> = chunk
-            .iter()
-            .flat_map(|r| ours.within(*r).iter().cloned())
-            .collect();
+        let mut here: Vec<Entry> = chunk.iter().flat_map(|r| ours.within(*r)).collect();
         let (read, table, read_column, read_names) = (
             store.clone(),
             pair.here.clone(),

@@ -71,8 +71,9 @@ fn narrowing_finds_exactly_the_differing_entries() {
     };
     let mut found = Vec::new();
     for range in listed {
-        let here: Vec<&Entry> = ours.within(range).iter().collect();
-        found.extend(differences(&pair, &here, theirs.within(range)));
+        let here = ours.within(range);
+        let here: Vec<&Entry> = here.iter().collect();
+        found.extend(differences(&pair, &here, &theirs.within(range)));
     }
     let kinds: Vec<(String, Kind)> = found.into_iter().map(|d| (d.key, d.kind)).collect();
     assert_eq!(

@@ -17,7 +17,8 @@ use crate::domain::Domain;
 use crate::ids::{Millis, format_time, now_millis};
 use crate::queue::{CaptureMetadata, Correlation, Payload};
 use crate::reconcile::{
-    Column, Difference, Digests, Entry, SendRecord, deleted_digest, pair_key, record_digest,
+    Column, Difference, Digests, DigestsBuilder, Entry, SendRecord, deleted_digest, pair_key,
+    record_digest,
 };
 use crate::record::{JournalEntry, Operation, Record};
 
@@ -134,7 +135,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let correlations = txn.open_table(CORRELATIONS)?;
         let records = txn.open_table(RECORDS)?;
-        let mut entries = Vec::new();
+        let mut entries = DigestsBuilder::default();
         for row in correlations.range((table, "", "")..)? {
             let (key, value) = row?;
             let (row_table, sys_id, row_remote) = key.value();
@@ -149,9 +150,9 @@ impl Store {
                 Some(value) if correlation.active => Some(decode::<RecordFacts>(value.value())?),
                 _ => None,
             };
-            entries.push(entry_of(&correlation, record.as_ref(), column));
+            entries.push(&entry_of(&correlation, record.as_ref(), column));
         }
-        Ok(Digests::new(entries))
+        Ok(entries.finish())
     }
 
     /// The compared fields of `entries` (ours, of `table`), named by
