@@ -227,3 +227,92 @@ fn a_load_between_instances_holding_copies_matches_them_on_key_fields() {
         .collect();
     assert_eq!(peers.len(), 2001, "every record is correlated once");
 }
+
+#[test]
+fn a_load_brings_each_record_with_its_comments_and_attachments_per_the_capture() {
+    let edge = Instance::init("edge");
+    let hub = Instance::init("hub");
+    let _edge_server = edge.serve();
+    let _hub_server = hub.serve();
+    // A record with a comment and a file, made before any definitions.
+    let sys_id = edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=with a manual",
+    ]);
+    let sys_id = sys_id.trim();
+    edge.ok(&[
+        "journal",
+        "add",
+        "sc_req_item",
+        sys_id,
+        "comments",
+        "see the manual",
+    ]);
+    let bytes: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+    let file = edge.path().join("manual.pdf");
+    std::fs::write(&file, &bytes).unwrap();
+    edge.ok(&[
+        "attachment",
+        "add",
+        "sc_req_item",
+        sys_id,
+        file.to_str().unwrap(),
+    ]);
+    crate::support::link_all_with(
+        &[
+            crate::support::Peer {
+                name: "edge",
+                instance: &edge,
+            },
+            crate::support::Peer {
+                name: "hub",
+                instance: &hub,
+            },
+        ],
+        &[(0, 1)],
+        crate::support::Extras {
+            capture: "include_attachments = true",
+            inbound: "",
+        },
+    );
+    edge.ok(&["remote", "load", "hub"]);
+    let hub_copy = || {
+        hub.json(&["record", "list", "sc_req_item", "--json"])
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|r| r["fields"]["sys_id"].as_str().unwrap().to_string())
+    };
+    wait_for(
+        &[&edge, &hub],
+        "the record with its file on the hub",
+        Duration::from_secs(60),
+        || {
+            hub_copy().is_some_and(|id| {
+                hub.json(&["attachment", "list", "sc_req_item", &id, "--json"])
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+        },
+    );
+    let id = hub_copy().unwrap();
+    let held = hub.json(&["record", "get", "sc_req_item", &id, "--json"]);
+    let comments: Vec<&str> = held["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["field"] == "comments")
+        .filter_map(|j| j["text"].as_str())
+        .collect();
+    assert_eq!(comments, ["see the manual"], "{held}");
+    let attached = hub.json(&["attachment", "list", "sc_req_item", &id, "--json"]);
+    assert_eq!(attached[0]["file_name"], "manual.pdf", "{attached}");
+    assert_eq!(attached[0]["size"], bytes.len(), "{attached}");
+    assert_eq!(
+        attached[0]["hash"],
+        blake3::hash(&bytes).to_hex().as_str(),
+        "{attached}"
+    );
+}
