@@ -79,7 +79,8 @@ pub struct TableReport {
     pub missing_here: u64,
     pub missing_there: u64,
     pub differing: u64,
-    /// Differences the repair sent an item for (either side).
+    /// Items the repair queued to settle the differences (ours and the
+    /// peer's).
     pub repaired: u64,
     /// Differences no flow can settle (the direction is not synced).
     pub unrepairable: u64,
