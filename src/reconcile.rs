@@ -72,6 +72,29 @@ fn first_128(bytes: &[u8; 32]) -> u128 {
     u128::from_be_bytes(first)
 }
 
+/// The name a difference in journal entries goes by in a report.
+pub const JOURNAL_FIELD: &str = "(journal)";
+
+/// The digest of a record's entries in the compared journal fields: their
+/// ids (kept across instances), sorted.
+pub fn journal_digest(mut ids: Vec<String>) -> u128 {
+    ids.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    for id in &ids {
+        hasher.update(&(id.len() as u64).to_le_bytes());
+        hasher.update(id.as_bytes());
+    }
+    first_128(hasher.finalize().as_bytes())
+}
+
+/// A record's digest with its journal's.
+pub fn with_journal(fields: u128, journal: u128) -> u128 {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(&fields.to_be_bytes());
+    bytes[16..].copy_from_slice(&journal.to_be_bytes());
+    first_128(blake3::hash(&bytes).as_bytes())
+}
+
 /// The digest of a record that is gone (deleted, or never made here).
 pub fn deleted_digest() -> u128 {
     first_128(blake3::hash(b"procsync reconcile: deleted").as_bytes())
@@ -355,6 +378,9 @@ pub enum Repair {
     Here { settles: bool },
     /// The peer sends its record (or deletion).
     Peer { settles: bool },
+    /// Only journal entries differ: each side sends its record, and each
+    /// ends with the entries of both.
+    Both,
     /// No flow sends this table in the direction that would settle it.
     None,
 }
@@ -444,6 +470,17 @@ pub fn repair_of(
     let we_send = pair.to_peer.is_some();
     let they_send = pair.from_peer.is_some();
     match kind {
+        Kind::Differs { fields }
+            if fields.iter().all(|f| f == JOURNAL_FIELD) && !fields.is_empty() =>
+        {
+            return if we_send && they_send {
+                Repair::Both
+            } else if we_send {
+                Repair::Here { settles: true }
+            } else {
+                Repair::Peer { settles: true }
+            };
+        }
         Kind::MissingThere => {
             return if we_send {
                 Repair::Here { settles: true }

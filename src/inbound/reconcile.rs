@@ -19,6 +19,7 @@ struct Opened {
     table: String,
     column: Column,
     names: Vec<String>,
+    journal: Vec<String>,
     digests: Digests,
     /// Our records in it (sorted), built at the first send.
     sys_ids: Option<Vec<u128>>,
@@ -56,7 +57,8 @@ impl Responder {
                 table,
                 column,
                 names,
-            } => self.open(table, column, names).await,
+                journal,
+            } => self.open(table, column, names, journal).await,
             ReconcileAsk::Summarize(ranges) => {
                 let opened = self.opened(ranges.len())?;
                 Ok(ReconcileAnswer::Summaries(
@@ -99,6 +101,7 @@ impl Responder {
         table: String,
         column: Column,
         names: Vec<String>,
+        journal: Vec<String>,
     ) -> Result<ReconcileAnswer, PeerError> {
         if !self.ours.syncs_table(&table) {
             return Err(PeerError::TableNotSynced {
@@ -107,10 +110,14 @@ impl Responder {
             });
         }
         let store = self.store.clone();
-        let (remote, read_table, read_column) =
-            (self.caller.name.clone(), table.clone(), column.clone());
+        let (remote, read_table, read_column, read_journal) = (
+            self.caller.name.clone(),
+            table.clone(),
+            column.clone(),
+            journal.clone(),
+        );
         let digests = tokio::task::spawn_blocking(move || {
-            store.reconcile_digests(&remote, &read_table, &read_column)
+            store.reconcile_digests(&remote, &read_table, (&read_column, &read_journal))
         })
         .await??;
         let answer = ReconcileAnswer::Opened {
@@ -121,6 +128,7 @@ impl Responder {
             table,
             column,
             names,
+            journal,
             digests,
             sys_ids: None,
         });
@@ -137,15 +145,16 @@ impl Responder {
             }
         }
         let store = self.store.clone();
-        let (table, column, names) = (
+        let (table, column, names, journal) = (
             opened.table.clone(),
             opened.column.clone(),
             opened.names.clone(),
+            opened.journal.clone(),
         );
         let entries = tokio::task::spawn_blocking(move || {
             let mut entries = entries;
             store
-                .reconcile_fields(&table, &mut entries, &column, &names)
+                .reconcile_fields(&table, &mut entries, (&column, &names, &journal))
                 .map(|()| entries)
         })
         .await??;

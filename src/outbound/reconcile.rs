@@ -238,22 +238,25 @@ async fn compare_table(
         crate::reconcile::Columns::All => Vec::new(),
         crate::reconcile::Columns::Pairs(pairs) => pairs.iter().map(|(o, _)| o.clone()).collect(),
     };
+    let journal: Vec<String> = pair.journals.iter().map(|(o, _)| o.clone()).collect();
     // The peer reads its side while we read ours.
     call.send(ReconcileAsk::Open {
         table: pair.peer.clone(),
         column: pair.columns.side(false),
         names: names.clone(),
+        journal: pair.journals.iter().map(|(_, p)| p.clone()).collect(),
     })
     .await
     .map_err(|e| e.to_string())?;
-    let (read, read_remote, read_table, read_column) = (
+    let (read, read_remote, read_table, read_column, read_journal) = (
         store.clone(),
         remote.to_string(),
         pair.here.clone(),
         column.clone(),
+        journal.clone(),
     );
     let ours = tokio::task::spawn_blocking(move || {
-        read.reconcile_digests(&read_remote, &read_table, &read_column)
+        read.reconcile_digests(&read_remote, &read_table, (&read_column, &read_journal))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -285,15 +288,20 @@ async fn compare_table(
             other => return Err(unexpected(other)),
         };
         let mut here: Vec<Entry> = chunk.iter().flat_map(|r| ours.within(*r)).collect();
-        let (read, table, read_column, read_names) = (
+        let (read, table, read_column, read_names, read_journal) = (
             store.clone(),
             pair.here.clone(),
             column.clone(),
             names.clone(),
+            journal.clone(),
         );
         here = tokio::task::spawn_blocking(move || {
-            read.reconcile_fields(&table, &mut here, &read_column, &read_names)
-                .map(|()| here)
+            read.reconcile_fields(
+                &table,
+                &mut here,
+                (&read_column, &read_names, &read_journal),
+            )
+            .map(|()| here)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -382,6 +390,20 @@ async fn settle(
                         sys_id: sys_id.clone(),
                         create: difference.kind == Kind::MissingHere,
                         settles,
+                    });
+                }
+            }
+            Repair::Both => {
+                if let (Some(here), Some(peer)) = (&difference.here, &difference.peer) {
+                    ours.push(SendRecord {
+                        sys_id: here.clone(),
+                        create: false,
+                        settles: true,
+                    });
+                    theirs.push(SendRecord {
+                        sys_id: peer.clone(),
+                        create: false,
+                        settles: true,
                     });
                 }
             }

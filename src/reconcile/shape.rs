@@ -3,7 +3,7 @@
 //! write, with their mapping and conflict rule), and the table pairs two
 //! descriptions make, with the fields compared on each side. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,9 @@ pub struct Sends {
     pub process_event: String,
     pub table: String,
     pub fields: Vec<String>,
+    /// The journal fields sent with each change.
+    #[serde(default)]
+    pub journal_fields: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,9 @@ pub struct Receives {
     pub table: String,
     pub rule: ConflictRule,
     pub map: Option<Vec<(String, String)>>,
+    /// Journal fields renamed on the way in: (peer's field, our field).
+    #[serde(default)]
+    pub journal_map: Vec<(String, String)>,
 }
 
 impl Description {
@@ -53,6 +59,7 @@ impl Description {
                     process_event: flow.process_event.clone(),
                     table: capture.table.clone(),
                     fields: capture.fields.clone(),
+                    journal_fields: capture.journal_fields.clone(),
                 });
             }
         }
@@ -73,6 +80,11 @@ impl Description {
                         .filter_map(|m| m.from.clone().map(|from| (from, m.to.clone())))
                         .collect()
                 }),
+                journal_map: flow
+                    .journal_map
+                    .iter()
+                    .map(|m| (m.from.clone(), m.to.clone()))
+                    .collect(),
             })
             .collect();
         Description { sends, receives }
@@ -140,11 +152,17 @@ pub struct TablePair {
     pub to_peer: Option<ConflictRule>,
     /// The peer sends us its records (our rule for them).
     pub from_peer: Option<ConflictRule>,
+    /// Journal fields whose entries travel both ways, as (ours, the
+    /// peer's): both sides should hold the same entries there.
+    pub journals: Vec<(String, String)>,
 }
 
 /// The table pairs two descriptions make, sorted by our table.
 pub fn table_pairs(here: &Description, peer: &Description) -> Vec<TablePair> {
     let mut pairs: BTreeMap<(String, String), TablePair> = BTreeMap::new();
+    // Journal fields each way, by table pair, as (ours, the peer's).
+    type JournalSets = BTreeMap<(String, String), BTreeSet<(String, String)>>;
+    let (mut out, mut back): (JournalSets, JournalSets) = Default::default();
     let mut add = |here_table: &str, peer_table: &str, columns: Columns, to_peer, from_peer| {
         let pair = pairs
             .entry((here_table.to_string(), peer_table.to_string()))
@@ -154,6 +172,7 @@ pub fn table_pairs(here: &Description, peer: &Description) -> Vec<TablePair> {
                 columns: Columns::Pairs(Vec::new()),
                 to_peer: None,
                 from_peer: None,
+                journals: Vec::new(),
             });
         pair.columns = merge(&pair.columns, columns);
         pair.to_peer = pair.to_peer.or(to_peer);
@@ -166,6 +185,14 @@ pub fn table_pairs(here: &Description, peer: &Description) -> Vec<TablePair> {
             .filter(|r| r.process_event == sends.process_event)
         {
             let columns = columns_of(&sends.fields, receives.map.as_deref(), false);
+            out.entry((sends.table.clone(), receives.table.clone()))
+                .or_default()
+                .extend(
+                    sends
+                        .journal_fields
+                        .iter()
+                        .map(|f| (f.clone(), renamed(f, &receives.journal_map))),
+                );
             add(
                 &sends.table,
                 &receives.table,
@@ -182,6 +209,14 @@ pub fn table_pairs(here: &Description, peer: &Description) -> Vec<TablePair> {
             .filter(|r| r.process_event == sends.process_event)
         {
             let columns = columns_of(&sends.fields, receives.map.as_deref(), true);
+            back.entry((receives.table.clone(), sends.table.clone()))
+                .or_default()
+                .extend(
+                    sends
+                        .journal_fields
+                        .iter()
+                        .map(|f| (renamed(f, &receives.journal_map), f.clone())),
+                );
             add(
                 &receives.table,
                 &sends.table,
@@ -191,7 +226,19 @@ pub fn table_pairs(here: &Description, peer: &Description) -> Vec<TablePair> {
             );
         }
     }
+    for (key, pair) in &mut pairs {
+        if let (Some(out), Some(back)) = (out.get(key), back.get(key)) {
+            pair.journals = out.intersection(back).cloned().collect();
+        }
+    }
     pairs.into_values().collect()
+}
+
+/// A journal field's name after an inbound flow's journal mapping.
+fn renamed(field: &str, map: &[(String, String)]) -> String {
+    map.iter()
+        .find(|(from, _)| from == field)
+        .map_or_else(|| field.to_string(), |(_, to)| to.clone())
 }
 
 /// The fields one direction carries, as (our field, the peer's field);

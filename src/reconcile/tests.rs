@@ -68,6 +68,7 @@ fn narrowing_finds_exactly_the_differing_entries() {
         columns: Columns::All,
         to_peer: Some(ConflictRule::NewestWins),
         from_peer: Some(ConflictRule::NewestWins),
+        journals: Vec::new(),
     };
     let mut found = Vec::new();
     for range in listed {
@@ -98,6 +99,7 @@ fn newest_wins_picks_the_same_sender_from_both_sides() {
         columns: Columns::All,
         to_peer: Some(ConflictRule::NewestWins),
         from_peer: Some(ConflictRule::NewestWins),
+        journals: Vec::new(),
     };
     let mut a = entry(1, 10);
     a.on = 5;
@@ -121,6 +123,7 @@ fn mapped_fields_pair_up_both_ways() {
             process_event: "e".into(),
             table: "incident".into(),
             fields: vec!["short_description".into(), "state".into()],
+            journal_fields: vec!["comments".into()],
         }],
         receives: vec![],
     };
@@ -131,6 +134,7 @@ fn mapped_fields_pair_up_both_ways() {
             table: "ticket".into(),
             rule: ConflictRule::NewestWins,
             map: Some(vec![("short_description".into(), "title".into())]),
+            journal_map: vec![("comments".into(), "work_notes".into())],
         }],
     };
     let pairs = table_pairs(&hub, &edge);
@@ -146,5 +150,44 @@ fn mapped_fields_pair_up_both_ways() {
     assert_eq!(
         back[0].columns,
         Columns::Pairs(vec![("short_description".into(), "title".into())])
+    );
+}
+
+#[test]
+fn journals_compare_only_where_entries_travel_both_ways_and_differ_alone_repair_both() {
+    let side = |table: &str, sent: &str, map_from: &str, map_to: &str| Description {
+        sends: vec![Sends {
+            process_event: "e".into(),
+            table: table.into(),
+            fields: vec!["state".into()],
+            journal_fields: vec![sent.into()],
+        }],
+        receives: vec![Receives {
+            process_event: "e".into(),
+            table: table.into(),
+            rule: ConflictRule::NewestWins,
+            map: None,
+            journal_map: vec![(map_from.into(), map_to.into())],
+        }],
+    };
+    // The edge sends comments, which the hub keeps as work notes and sends
+    // back as such, into the edge's comments: one journal both ways.
+    let edge = side("incident", "comments", "work_notes", "comments");
+    let hub = side("ticket", "work_notes", "comments", "work_notes");
+    let pairs = table_pairs(&edge, &hub);
+    assert_eq!(
+        pairs[0].journals,
+        vec![("comments".to_string(), "work_notes".to_string())]
+    );
+    // A journal sent one way only is not compared.
+    let one_way = side("ticket", "work_notes", "x", "y");
+    assert!(table_pairs(&edge, &one_way)[0].journals.is_empty());
+    // Only the journals differ: both sides send.
+    let kind = Kind::Differs {
+        fields: vec![JOURNAL_FIELD.to_string()],
+    };
+    assert_eq!(
+        repair_of(&pairs[0], &kind, Some(&entry(1, 1)), Some(&entry(1, 2))),
+        Repair::Both
     );
 }

@@ -17,8 +17,8 @@ use crate::domain::Domain;
 use crate::ids::{Millis, format_time, now_millis};
 use crate::queue::{CaptureMetadata, Correlation, Payload};
 use crate::reconcile::{
-    Column, Difference, Digests, DigestsBuilder, Entry, SendRecord, deleted_digest, pair_key,
-    record_digest,
+    Column, Difference, Digests, DigestsBuilder, Entry, JOURNAL_FIELD, SendRecord, deleted_digest,
+    journal_digest, pair_key, record_digest, with_journal,
 };
 use crate::record::{JournalEntry, Operation, Record};
 
@@ -131,11 +131,12 @@ impl Store {
         &self,
         remote: &str,
         table: &str,
-        column: &Column,
+        (column, journal): (&Column, &[String]),
     ) -> Result<Digests, StoreError> {
         let txn = self.db.begin_read()?;
         let correlations = txn.open_table(CORRELATIONS)?;
         let records = txn.open_table(RECORDS)?;
+        let journals = txn.open_table(JOURNAL)?;
         let mut entries = DigestsBuilder::default();
         for row in correlations.range((table, "", "")..)? {
             let (key, value) = row?;
@@ -151,7 +152,12 @@ impl Store {
                 Some(value) if correlation.active => Some(decode::<RecordFacts>(value.value())?),
                 _ => None,
             };
-            entries.push(&entry_of(&correlation, record.as_ref(), column));
+            let mut entry = entry_of(&correlation, record.as_ref(), column);
+            if !entry.deleted && !journal.is_empty() {
+                let ids = journal_ids(&journals, (table, sys_id), journal)?;
+                entry.digest = with_journal(entry.digest, journal_digest(ids));
+            }
+            entries.push(&entry);
         }
         Ok(entries.finish())
     }
@@ -162,15 +168,22 @@ impl Store {
         &self,
         table: &str,
         entries: &mut [Entry],
-        column: &Column,
-        names: &[String],
+        (column, names, journal): (&Column, &[String], &[String]),
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
+        let journals = txn.open_table(JOURNAL)?;
         for entry in entries.iter_mut().filter(|e| !e.deleted) {
             if let Some(value) = records.get((table, entry.sys_id.as_str()))? {
                 let record: Record = decode(value.value())?;
                 entry.fields = crate::reconcile::field_digests(column, names, &record.fields);
+                if !journal.is_empty() {
+                    let ids = journal_ids(&journals, (table, &entry.sys_id), journal)?;
+                    entry.fields.push((
+                        JOURNAL_FIELD.to_string(),
+                        format!("{:032x}", journal_digest(ids)),
+                    ));
+                }
             }
         }
         Ok(())
@@ -274,6 +287,22 @@ struct RecordFacts {
     sys_id: String,
     updated_on: Millis,
     fields: std::collections::BTreeMap<String, String>,
+}
+
+/// The ids of `record`'s journal entries in `fields`.
+fn journal_ids(
+    journals: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    (table, sys_id): (&str, &str),
+    fields: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    for row in journals.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
+        let entry: JournalEntry = decode(row?.1.value())?;
+        if fields.contains(&entry.field) {
+            ids.push(entry.id);
+        }
+    }
+    Ok(ids)
 }
 
 fn entry_of(correlation: &PairFacts, record: Option<&RecordFacts>, column: &Column) -> Entry {

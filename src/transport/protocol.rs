@@ -232,6 +232,8 @@ pub enum ReconcileAsk {
         table: String,
         column: crate::reconcile::Column,
         names: Vec<String>,
+        /// Our journal fields whose entries are compared.
+        journal: Vec<String>,
     },
     Summarize(Vec<crate::reconcile::KeyRange>),
     List(Vec<crate::reconcile::KeyRange>),

@@ -64,6 +64,7 @@ pub fn ask_to_pb(ask: ReconcileAsk) -> pb::ReconcileUp {
             table,
             column,
             names,
+            journal,
         } => {
             let (all_fields, fields) = match column {
                 Column::All => (true, Vec::new()),
@@ -74,6 +75,7 @@ pub fn ask_to_pb(ask: ReconcileAsk) -> pb::ReconcileUp {
                 all_fields,
                 fields,
                 caller_fields: names,
+                journal_fields: journal,
             })
         }
         ReconcileAsk::Summarize(ranges) => M::Summarize(pb::ReconcileRanges {
@@ -126,6 +128,7 @@ pub fn ask_from_pb(up: pb::ReconcileUp) -> Result<ReconcileAsk, String> {
                     Column::Names(open.fields)
                 },
                 names: open.caller_fields,
+                journal: open.journal_fields,
             }
         }
         Some(M::Summarize(r)) => ReconcileAsk::Summarize(ranges(&r)?),

@@ -131,8 +131,29 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
         .as_str()
         .unwrap()
         .to_string();
+    // And a comment added there the same way, to another record.
+    let commented = hub.json(&[
+        "record",
+        "list",
+        "sc_req_item",
+        "--json",
+        "--query",
+        "short_description=request 4",
+    ]);
+    let commented = commented[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     capture_active(&hub, false);
     hub.ok(&["record", "update", "sc_req_item", &hub_copy, "priority=1"]);
+    hub.ok(&[
+        "journal",
+        "add",
+        "sc_req_item",
+        &commented,
+        "comments",
+        "noted at the hub",
+    ]);
     capture_active(&hub, true);
     wait_for(
         &[&edge, &hub],
@@ -150,9 +171,9 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     assert_eq!(table["peer"], 6, "{found}");
     assert_eq!(table["missing_there"], 1, "{found}");
     assert_eq!(table["missing_here"], 0, "{found}");
-    assert_eq!(table["differing"], 1, "{found}");
+    assert_eq!(table["differing"], 2, "{found}");
     let differences = table["differences"].as_array().unwrap();
-    assert_eq!(differences.len(), 2, "{found}");
+    assert_eq!(differences.len(), 3, "{found}");
     let missing = differences
         .iter()
         .find(|d| d["kind"] == "missing_there")
@@ -160,27 +181,36 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     assert_eq!(missing["here"], lost.as_str(), "{found}");
     let differs = differences
         .iter()
-        .find(|d| d["kind"].get("differs").is_some())
+        .find(|d| d["peer"] == hub_copy.as_str())
         .unwrap();
-    assert_eq!(differs["peer"], hub_copy.as_str(), "{found}");
     assert_eq!(
         differs["kind"]["differs"]["fields"],
         serde_json::json!(["priority"]),
         "{found}"
     );
+    let journal = differences
+        .iter()
+        .find(|d| d["peer"] == commented.as_str())
+        .unwrap();
+    assert_eq!(
+        journal["kind"]["differs"]["fields"],
+        serde_json::json!(["(journal)"]),
+        "{found}"
+    );
+    assert_eq!(journal["repair"], "both", "{found}");
     assert_eq!(table["repaired"], 0, "nothing is sent without --repair");
     // The hub sees the same from its side.
     let from_hub = reconcile(&hub, "edge", &[]);
     assert_eq!(from_hub["tables"][0]["missing_here"], 1, "{from_hub}");
-    assert_eq!(from_hub["tables"][0]["differing"], 1, "{from_hub}");
+    assert_eq!(from_hub["tables"][0]["differing"], 2, "{from_hub}");
     // The result is kept where operators look.
     let shown = edge.ok(&["remote", "show", "hub"]);
-    assert!(shown.contains("2 differences, 0 repaired"), "{shown}");
+    assert!(shown.contains("3 differences, 0 repaired"), "{shown}");
     let stats = edge.json(&["stats", "--json"]);
     assert!(
         stats["remote_systems"][0]["reconcile"]
             .as_str()
-            .is_some_and(|r| r.contains("2 differences")),
+            .is_some_and(|r| r.contains("3 differences")),
         "{stats}"
     );
     let text = edge.ok(&["remote", "reconcile", "hub"]);
@@ -194,7 +224,9 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     // the newer value (the hub's) goes to the edge.
     drop_scripts(&hub);
     let repaired = reconcile(&edge, "hub", &["--repair"]);
-    assert_eq!(repaired["tables"][0]["repaired"], 2, "{repaired}");
+    // One item each for the missing record and the changed field, and one
+    // each way for the comments, so both end with both sides' entries.
+    assert_eq!(repaired["tables"][0]["repaired"], 4, "{repaired}");
     wait_for(
         &[&edge, &hub],
         "both sides to hold the same seven records",
@@ -208,6 +240,34 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
         "the newer change won"
     );
     assert_eq!(by_description(&hub)["request lost"]["state"], "8");
+    // The comment made at the hub reached the edge, once.
+    let edge_copy = edge.json(&[
+        "record",
+        "list",
+        "sc_req_item",
+        "--json",
+        "--query",
+        "short_description=request 4",
+    ]);
+    let edge_copy = edge_copy[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        &[&edge, &hub],
+        "the hub's comment on the edge",
+        Duration::from_secs(30),
+        || {
+            let held = edge.json(&["record", "get", "sc_req_item", &edge_copy, "--json"]);
+            held["journal"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["text"] == "noted at the hub")
+                .count()
+                == 1
+        },
+    );
     let again = reconcile(&edge, "hub", &[]);
     assert_eq!(
         again["tables"][0]["differences"],
@@ -253,6 +313,7 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
                 table: "incident".into(),
                 column: Column::All,
                 names: vec![],
+                journal: vec![],
             })
             .await
             .unwrap_err()
@@ -262,6 +323,7 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
             table: "sc_req_item".into(),
             column: Column::All,
             names: vec![],
+            journal: vec![],
         })
         .await
         .unwrap();
