@@ -13,7 +13,7 @@ use crate::support::{
 
 /// Sets the conflict rule of `instance`'s inbound flow (the definitions'
 /// last `table = "sc_req_item"` line is the inbound flow's).
-fn set_rule(instance: &Instance, rule: &str) {
+pub fn set_rule(instance: &Instance, rule: &str) {
     let exported: String = instance
         .ok(&["export"])
         .lines()

@@ -432,3 +432,84 @@ fn a_property_schedules_reconciliations_that_repair_when_told() {
     let shots = crate::browser::screenshot_dir("reconcile");
     browser.screenshot(&shots.join("overview.png"));
 }
+
+#[test]
+fn a_difference_the_error_rule_receives_waits_for_an_operator_and_then_both_agree() {
+    let (edge, hub, _edge_server, _hub_server) = linked_pair(Extras::default());
+    // The hub holds conflicts for a person; the edge takes the hub's word.
+    crate::conflicts::set_rule(&hub, "error");
+    crate::conflicts::set_rule(&edge, "peer_wins");
+    edge.ok(&["remote", "validate", "hub"]);
+    hub.ok(&["remote", "validate", "edge"]);
+    edge.ok(&[
+        "record",
+        "create",
+        "sc_req_item",
+        "short_description=disputed",
+        "state=1",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "the record on the hub",
+        Duration::from_secs(30),
+        || by_description(&hub).len() == 1 && queues_settled(&[&edge, &hub]),
+    );
+    let copy = hub.json(&["record", "list", "sc_req_item", "--json"])[0]["fields"]["sys_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    capture_active(&hub, false);
+    hub.ok(&["record", "update", "sc_req_item", &copy, "state=7"]);
+    capture_active(&hub, true);
+    // The edge sends its record as an ordinary change; the hub's rule holds
+    // it in Error showing both values.
+    let repaired = reconcile(&edge, "hub", &["--repair"]);
+    assert_eq!(repaired["tables"][0]["repaired"], 1, "{repaired}");
+    wait_for(
+        &[&edge, &hub],
+        "the hub to hold the change",
+        Duration::from_secs(30),
+        || {
+            queue_items(&hub, "inbound")
+                .iter()
+                .any(|i| i["status"] == "Error")
+        },
+    );
+    let held = queue_items(&hub, "inbound")
+        .into_iter()
+        .find(|i| i["status"] == "Error")
+        .unwrap();
+    let error = held["error"].as_str().unwrap();
+    assert!(
+        error.contains("`state`: here \"7\", from `edge` \"1\"")
+            && error.contains("held for a person"),
+        "{error}"
+    );
+    assert_eq!(
+        by_description(&hub)["disputed"]["state"],
+        "7",
+        "nothing applied yet"
+    );
+    // The operator keeps the hub's value; it is sent on, and both agree.
+    hub.ok(&[
+        "queue",
+        "inbound",
+        "resolve",
+        &held["id"].to_string(),
+        "--take",
+        "local",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "both sides equal",
+        Duration::from_secs(30),
+        || queues_settled(&[&edge, &hub]) && by_description(&edge) == by_description(&hub),
+    );
+    assert_eq!(by_description(&edge)["disputed"]["state"], "7");
+    let again = reconcile(&edge, "hub", &[]);
+    assert_eq!(
+        again["tables"][0]["differences"],
+        serde_json::json!([]),
+        "{again}"
+    );
+}
