@@ -134,7 +134,11 @@ pub async fn run(
         sync.wake_load.clone(),
     );
     workers.spawn(
-        crate::outbound::reconcile::Reconciler::new(store.clone(), sync.wake_outbound.clone()),
+        crate::outbound::reconcile::Reconciler::new(
+            store.clone(),
+            sync.wake_outbound.clone(),
+            workers.stop_signal(),
+        ),
         sync.wake_reconcile.clone(),
     );
     workers.spawn(

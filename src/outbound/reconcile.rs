@@ -33,13 +33,21 @@ const SENDS_PER_ASK: usize = 4096;
 pub struct Reconciler {
     store: Arc<Store>,
     wake_outbound: Arc<Notify>,
+    /// The runner's stop signal: a comparison under way ends with it (it
+    /// runs again at the next start).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Reconciler {
-    pub fn new(store: Arc<Store>, wake_outbound: Arc<Notify>) -> Reconciler {
+    pub fn new(
+        store: Arc<Store>,
+        wake_outbound: Arc<Notify>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Reconciler {
         Reconciler {
             store,
             wake_outbound,
+            stop,
         }
     }
 }
@@ -93,8 +101,15 @@ impl Worker for Reconciler {
             .iter()
             .find(|r| matches!(r.state, ReconcileState::Requested | ReconcileState::Running))
         {
-            self.run(asked.clone()).await;
-            return Step::Busy;
+            let mut stop = self.stop.clone();
+            let remote = asked.remote_system.clone();
+            tokio::select! {
+                () = self.run(asked.clone()) => return Step::Busy,
+                () = crate::worker::stopped(&mut stop) => {
+                    tracing::info!(target: "reconcile", remote_system = %remote, "A reconciliation was cut off by the shutdown; it runs again at the next start.");
+                    return Step::Idle(None);
+                }
+            }
         }
         if board.interval_s == 0 {
             // The schedule may be switched on at any time: look again soon.
