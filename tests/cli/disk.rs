@@ -35,12 +35,15 @@ impl SmallDisk {
         self.dir.path()
     }
 
-    /// Writes a filler file until the disk is full; returns its path.
+    /// Writes a filler file until the disk is full, to the last page (in
+    /// steps of 1 MiB, then 4 KiB, then single bytes); returns its path.
     fn fill(&self) -> PathBuf {
         let path = self.path().join("filler");
         let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 1 << 20];
-        while file.write_all(&chunk).is_ok() {}
+        for size in [1 << 20, 4096, 1] {
+            let chunk = vec![0u8; size];
+            while file.write_all(&chunk).is_ok() {}
+        }
         let _ = file.sync_all();
         path
     }
@@ -161,28 +164,34 @@ fn a_full_disk_refuses_writes_clearly_and_heals_by_itself_on_either_side() {
         || count(&hub, "") == acknowledged_on_edge,
     );
 
-    // The receiving side's disk fills.
+    // The receiving side's disk fills. The edge writes until it sees so
+    // (a few writes may still fit in pages the hub's store file holds
+    // free).
     let filler = hub_disk.fill();
     let mut sent = 0;
-    for i in 0..5 {
-        if create(&edge, &format!("to a full hub {i}"))
-            .status
-            .success()
-        {
-            sent += 1;
-        }
+    // The peer says its disk is full, or (after its store met the full
+    // disk) that it cannot write to it until it heals.
+    let sees_full = || {
+        let shown = edge.json(&["remote", "show", "hub", "--json"]);
+        let error = shown["last_error"].as_str().unwrap_or("");
+        error.contains("the peer's disk is full")
+            || error.contains("the peer cannot write to its disk")
+    };
+    while sent < 200 && !sees_full() {
+        assert!(
+            create(&edge, &format!("to a full hub {sent}"))
+                .status
+                .success(),
+            "the edge's disk is fine"
+        );
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(sent, 5, "the edge's disk is fine");
     wait_for(
         &[&edge, &hub],
         "the edge to see the hub's full disk",
         Duration::from_secs(60),
-        || {
-            edge.json(&["remote", "show", "hub", "--json"])["last_error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("the peer's disk is full")
-        },
+        sees_full,
     );
     std::fs::remove_file(filler).unwrap();
     wait_for(
@@ -190,15 +199,15 @@ fn a_full_disk_refuses_writes_clearly_and_heals_by_itself_on_either_side() {
         "every record on the hub, once",
         Duration::from_secs(60),
         || {
-            count(&hub, "short_descriptionSTARTSWITHto a full hub") == 5
-                && count(&hub, "") == acknowledged_on_edge + 5
+            count(&hub, "short_descriptionSTARTSWITHto a full hub") == sent
+                && count(&hub, "") == acknowledged_on_edge + sent
         },
     );
     assert_eq!(healthz(&hub), 200);
     let inbound = crate::support::queue_items(&hub, "inbound");
     assert_eq!(
         inbound.len(),
-        acknowledged_on_edge + 5,
+        acknowledged_on_edge + sent,
         "nothing queued twice"
     );
     assert!(inbound.iter().all(|i| i["status"] == "Processed"));
