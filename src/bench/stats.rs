@@ -3,7 +3,8 @@
 //! answers, so every item stays queued), then times the admin `GetStats`
 //! call, a `/metrics` scrape, the dashboard's error list, pages of its
 //! queue browser and an item view over HTTP, and a whole
-//! `procsync stats --json` process.
+//! `procsync stats --json` process; then restarts the instance on its full
+//! queue and times until `/healthz` answers.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ const FILL_BATCH: u64 = 1000;
 
 pub async fn run(args: StatsBench) -> Result<()> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let (server, target) = configured_server(&base).await?;
+    let (mut server, target) = configured_server(&base).await?;
     println!(
         "procsync bench stats: {} (release build: {})",
         machine(),
@@ -132,7 +133,39 @@ pub async fn run(args: StatsBench) -> Result<()> {
         times.push(sent.elapsed());
     }
     report("procsync stats --json (whole process)", times);
-    drop(server);
+    restart(&mut server).await
+}
+
+/// Stops the instance and starts it again on its full queue: how soon
+/// `/healthz` answers 200 after the process starts, and its resident
+/// memory a few seconds in (its dispatcher keeps trying the peer that
+/// never answers).
+async fn restart(server: &mut super::BenchServer) -> Result<()> {
+    drop(server.server.take());
+    let started = Instant::now();
+    let child = crate::child::ServeChild::start(&server.dir, 0).await?;
+    let (address, token) = (child.target.address.clone(), child.target.token.clone());
+    let pid = child.pid();
+    server.server = Some(child);
+    let healthy = tokio::task::spawn_blocking(move || -> Result<Duration> {
+        loop {
+            if get(&address, &token, "/healthz").is_ok() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("/healthz did not answer 200 within a minute of the restart");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .await??;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "restarted on the full queue: /healthz answered 200 {} after the process started; resident memory 5 s later {:.0} MiB (peak {:.0} MiB)",
+        ms(healthy),
+        super::rss_mib(pid).unwrap_or(0.0),
+        super::peak_rss_mib(pid).unwrap_or(0.0)
+    );
     Ok(())
 }
 
