@@ -4,8 +4,11 @@
 //! test: tests stay fast and deterministic.
 
 mod load;
+mod run;
 mod stats;
 mod sync;
+
+use run::{RunDir, write_requests};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -347,21 +350,6 @@ async fn write_bench(args: WriteBench) -> Result<()> {
     Ok(())
 }
 
-/// A new directory for one run's temporary instances, under `dir` (the
-/// system temp dir by default).
-fn run_dir(dir: Option<&Path>, bench: &str) -> std::io::Result<PathBuf> {
-    let base = dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!(
-            "procsync-bench-{bench}-{}-{}",
-            std::process::id(),
-            crate::ids::now_millis()
-        ));
-    std::fs::create_dir_all(&base)?;
-    Ok(base)
-}
-
 /// Resident memory of process `pid` now, in MiB (VmRSS).
 fn rss_mib(pid: u32) -> Option<f64> {
     status_mib(pid, "VmRSS:")
@@ -407,19 +395,8 @@ fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 }
 
 async fn attachment_bench(args: AttachmentBench) -> Result<()> {
-    let base = args
-        .dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!(
-            "procsync-bench-attachment-{}-{}",
-            std::process::id(),
-            crate::ids::now_millis()
-        ));
-    std::fs::create_dir_all(&base)?;
-    let result = attachment_phases(&base, args.size_mb << 20).await;
-    let _ = std::fs::remove_dir_all(&base);
-    result
+    let base = RunDir::new(args.dir.as_deref(), "attachment")?;
+    attachment_phases(&base.0, args.size_mb << 20).await
 }
 
 #[allow(

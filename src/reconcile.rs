@@ -20,7 +20,7 @@ use crate::queue::ConflictRule;
 
 mod shape;
 
-pub use shape::{Column, Columns, Description, Receives, Sends, TablePair, table_pairs};
+pub use shape::{Column, Columns, Compared, Description, Receives, Sends, TablePair, table_pairs};
 
 /// A range holding at most this many entries on each side is listed
 /// rather than split.
@@ -51,14 +51,6 @@ pub fn key_of(sys_id: &str) -> u128 {
         return key;
     }
     first_128(blake3::hash(sys_id.as_bytes()).as_bytes())
-}
-
-/// Whether `text` is a record sys_id: 32 lowercase hex digits.
-pub fn is_sys_id(text: &str) -> bool {
-    text.len() == 32
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A key as the sys_id-like text reports show.
@@ -172,11 +164,6 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    pub const ALL: KeyRange = KeyRange {
-        first: 0,
-        last: u128::MAX,
-    };
-
     /// Up to `FANOUT` ranges covering this one.
     pub fn split(self) -> Vec<KeyRange> {
         let span = self.last - self.first;
@@ -262,14 +249,6 @@ impl DigestsBuilder {
 }
 
 impl Digests {
-    pub fn new(entries: impl IntoIterator<Item = Entry>) -> Digests {
-        let mut builder = DigestsBuilder::default();
-        for entry in entries {
-            builder.push(&entry);
-        }
-        builder.finish()
-    }
-
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -404,6 +383,35 @@ pub struct Difference {
     pub here: Option<String>,
     pub peer: Option<String>,
     pub repair: Repair,
+}
+
+impl Difference {
+    /// What settling this difference sends: our record (to stage here)
+    /// and the peer's (to ask of it), each when its side sends.
+    pub fn sends(&self) -> (Option<SendRecord>, Option<SendRecord>) {
+        let record = |sys_id: &Option<String>, create: bool, settles: bool| {
+            sys_id.as_ref().map(|sys_id| SendRecord {
+                sys_id: sys_id.clone(),
+                create,
+                settles,
+            })
+        };
+        match self.repair {
+            Repair::Here { settles } => (
+                record(&self.here, self.kind == Kind::MissingThere, settles),
+                None,
+            ),
+            Repair::Peer { settles } => (
+                None,
+                record(&self.peer, self.kind == Kind::MissingHere, settles),
+            ),
+            Repair::Both => (
+                record(&self.here, false, true),
+                record(&self.peer, false, true),
+            ),
+            Repair::None => (None, None),
+        }
+    }
 }
 
 /// The differences between our entries and the peer's in listed ranges.

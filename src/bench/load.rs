@@ -29,10 +29,8 @@ pub struct LoadBench {
 }
 
 pub async fn run(args: LoadBench) -> Result<()> {
-    let base = super::run_dir(args.dir.as_deref(), "load")?;
-    let result = phases(&base, &args).await;
-    let _ = std::fs::remove_dir_all(&base);
-    result
+    let base = super::RunDir::new(args.dir.as_deref(), "load")?;
+    phases(&base.0, &args).await
 }
 
 async fn phases(base: &std::path::Path, args: &LoadBench) -> Result<()> {
@@ -44,32 +42,17 @@ async fn phases(base: &std::path::Path, args: &LoadBench) -> Result<()> {
     let mut edge = crate::pair::start(base, "edge").await?;
     let mut hub = crate::pair::start(base, "hub").await?;
     let started = Instant::now();
-    let bar = crate::progress::items(args.records, "writing");
-    let mut written = 0;
-    while written < args.records {
-        let batch: Vec<RecordWrite> = (written..(written + 1000).min(args.records))
-            .map(|n| RecordWrite {
-                operation: Operation::Create,
-                table: "sc_req_item".to_string(),
-                sys_id: None,
-                fields: [
-                    (
-                        "short_description".to_string(),
-                        format!("Bench request {n}"),
-                    ),
-                    ("requested_for".to_string(), format!("user{}", n % 977)),
-                    ("state".to_string(), (n % 4).to_string()),
-                ]
-                .into(),
-                journal: Vec::new(),
-                attachments: Default::default(),
-            })
-            .collect();
-        written += batch.len() as u64;
-        edge.client.write_records(batch).await?;
-        bar.set_position(written);
-    }
-    drop(bar);
+    let written = super::write_requests(&mut edge.client, args.records, 1000, |n| {
+        vec![
+            (
+                "short_description".to_string(),
+                format!("Bench request {n}"),
+            ),
+            ("requested_for".to_string(), format!("user{}", n % 977)),
+            ("state".to_string(), (n % 4).to_string()),
+        ]
+    })
+    .await?;
     println!(
         "wrote {written} records on the edge before linking in {:.1} s",
         started.elapsed().as_secs_f64()

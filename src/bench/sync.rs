@@ -10,7 +10,6 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use super::{cpu_seconds, machine};
-use crate::record::{Operation, RecordWrite};
 
 #[derive(Args, Debug, Clone)]
 pub struct SyncBench {
@@ -26,10 +25,8 @@ pub struct SyncBench {
 }
 
 pub async fn run(args: SyncBench) -> Result<()> {
-    let base = super::run_dir(args.dir.as_deref(), "sync")?;
-    let result = phases(&base, &args).await;
-    let _ = std::fs::remove_dir_all(&base);
-    result
+    let base = super::RunDir::new(args.dir.as_deref(), "sync")?;
+    phases(&base.0, &args).await
 }
 
 async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
@@ -46,31 +43,16 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
         cpu_seconds(hub.server.pid()),
     );
     let started = Instant::now();
-    let mut written = 0;
-    let bar = crate::progress::items(args.records, "writing");
-    while written < args.records {
-        let batch: Vec<RecordWrite> = (written..(written + args.batch_size).min(args.records))
-            .map(|n| RecordWrite {
-                operation: Operation::Create,
-                table: "sc_req_item".to_string(),
-                sys_id: None,
-                fields: [
-                    (
-                        "short_description".to_string(),
-                        format!("Bench request {n}"),
-                    ),
-                    ("state".to_string(), "1".to_string()),
-                ]
-                .into(),
-                journal: Vec::new(),
-                attachments: Default::default(),
-            })
-            .collect();
-        written += batch.len() as u64;
-        edge.client.write_records(batch).await?;
-        bar.set_position(written);
-    }
-    drop(bar);
+    let written = super::write_requests(&mut edge.client, args.records, args.batch_size, |n| {
+        vec![
+            (
+                "short_description".to_string(),
+                format!("Bench request {n}"),
+            ),
+            ("state".to_string(), "1".to_string()),
+        ]
+    })
+    .await?;
     let write_time = started.elapsed();
     println!(
         "wrote {written} records on the edge in {:.1} s ({:.0} records/s, each queuing one item)",

@@ -194,40 +194,33 @@ fn print_reconcile(name: &str, found: &serde_json::Value) {
     }
     println!("reconciliation with `{name}` {state}");
     let tables = found["tables"].as_array().cloned().unwrap_or_default();
+    let columns = [
+        "table",
+        "peer_table",
+        "here",
+        "peer",
+        "missing_here",
+        "missing_there",
+        "differing",
+        "repaired",
+    ];
     let rows = tables
         .iter()
         .map(|t| {
-            [
-                "table",
-                "peer_table",
-                "here",
-                "peer",
-                "missing_here",
-                "missing_there",
-                "differing",
-                "repaired",
-            ]
-            .iter()
-            .map(|k| {
-                t[*k]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| t[*k].to_string())
-            })
-            .collect()
+            columns
+                .iter()
+                .map(|k| {
+                    t[*k]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| t[*k].to_string())
+                })
+                .collect()
         })
         .collect();
+    let headers: Vec<String> = columns.iter().map(|k| k.to_uppercase()).collect();
     print_table(
-        &[
-            "TABLE",
-            "PEER_TABLE",
-            "HERE",
-            "PEER",
-            "MISSING_HERE",
-            "MISSING_THERE",
-            "DIFFERING",
-            "REPAIRED",
-        ],
+        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
         rows,
     );
     for table in &tables {

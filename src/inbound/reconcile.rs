@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use super::{Caller, PeerError, PeerGate};
-use crate::reconcile::{Column, Description, Digests, Entry, KeyRange, key_of};
+use crate::ids::is_sys_id;
+use crate::reconcile::{Compared, Description, Digests, Entry, KeyRange, SendRecord, key_of};
 use crate::store::Store;
 use crate::transport::protocol::{ReconcileAnswer, ReconcileAsk};
 
@@ -16,10 +17,7 @@ pub const MOST_PER_ASK: usize = 65_536;
 
 /// One open comparison.
 struct Opened {
-    table: String,
-    column: Column,
-    names: Vec<String>,
-    journal: Vec<String>,
+    compared: Arc<Compared>,
     digests: Digests,
     /// Our records in it (sorted), built at the first send.
     sys_ids: Option<Vec<u128>>,
@@ -53,12 +51,7 @@ impl Responder {
     pub async fn answer(&mut self, ask: ReconcileAsk) -> Result<ReconcileAnswer, PeerError> {
         match ask {
             ReconcileAsk::Describe(_) => Ok(ReconcileAnswer::Description(self.ours.clone())),
-            ReconcileAsk::Open {
-                table,
-                column,
-                names,
-                journal,
-            } => self.open(table, column, names, journal).await,
+            ReconcileAsk::Open(compared) => self.open(compared).await,
             ReconcileAsk::Summarize(ranges) => {
                 let opened = self.opened(ranges.len())?;
                 Ok(ReconcileAnswer::Summaries(
@@ -69,66 +62,31 @@ impl Responder {
                 ))
             }
             ReconcileAsk::List(ranges) => self.list(ranges).await,
-            ReconcileAsk::Send(records) => {
-                let remote = self.caller.name.clone();
-                let opened = self.opened_mut(records.len())?;
-                let known = opened
-                    .sys_ids
-                    .get_or_insert_with(|| opened.digests.sys_ids());
-                let compared = |sys_id: &str| {
-                    crate::reconcile::is_sys_id(sys_id)
-                        && known.binary_search(&key_of(sys_id)).is_ok()
-                };
-                if let Some(stranger) = records.iter().find(|r| !compared(&r.sys_id)) {
-                    return Err(PeerError::NotCompared {
-                        sys_id: stranger.sys_id.clone(),
-                        table: opened.table.clone(),
-                    });
-                }
-                let table = opened.table.clone();
-                let queued = self
-                    .store
-                    .stage_repairs(remote.clone(), table.clone(), records)
-                    .await?;
-                tracing::info!(target: "reconcile", remote_system = %remote, %table, items = queued, "Queued records a peer's reconciliation asked for.");
-                Ok(ReconcileAnswer::Sent(queued))
-            }
+            ReconcileAsk::Send(records) => self.send(records).await,
         }
     }
 
-    async fn open(
-        &mut self,
-        table: String,
-        column: Column,
-        names: Vec<String>,
-        journal: Vec<String>,
-    ) -> Result<ReconcileAnswer, PeerError> {
-        if !self.ours.syncs_table(&table) {
+    async fn open(&mut self, compared: Compared) -> Result<ReconcileAnswer, PeerError> {
+        if !self.ours.syncs_table(&compared.table) {
             return Err(PeerError::TableNotSynced {
-                table,
+                table: compared.table,
                 remote: self.caller.name.clone(),
             });
         }
-        let store = self.store.clone();
-        let (remote, read_table, read_column, read_journal) = (
+        let (store, remote, compared) = (
+            self.store.clone(),
             self.caller.name.clone(),
-            table.clone(),
-            column.clone(),
-            journal.clone(),
+            Arc::new(compared),
         );
-        let digests = tokio::task::spawn_blocking(move || {
-            store.reconcile_digests(&remote, &read_table, (&read_column, &read_journal))
-        })
-        .await??;
+        let read = compared.clone();
+        let digests =
+            tokio::task::spawn_blocking(move || store.reconcile_digests(&remote, &read)).await??;
         let answer = ReconcileAnswer::Opened {
             count: digests.len() as u64,
             bounds: digests.bounds(),
         };
         self.open = Some(Opened {
-            table,
-            column,
-            names,
-            journal,
+            compared,
             digests,
             sys_ids: None,
         });
@@ -140,38 +98,56 @@ impl Responder {
         let mut entries: Vec<Entry> = Vec::new();
         for range in ranges {
             entries.extend(opened.digests.within(range));
-            if entries.len() > MOST_PER_ASK {
-                return Err(PeerError::TooMuchAsked { most: MOST_PER_ASK });
-            }
+            within_limit(entries.len())?;
         }
-        let store = self.store.clone();
-        let (table, column, names, journal) = (
-            opened.table.clone(),
-            opened.column.clone(),
-            opened.names.clone(),
-            opened.journal.clone(),
-        );
+        let (store, compared) = (self.store.clone(), opened.compared.clone());
         let entries = tokio::task::spawn_blocking(move || {
             let mut entries = entries;
             store
-                .reconcile_fields(&table, &mut entries, (&column, &names, &journal))
+                .reconcile_fields(&compared, &mut entries)
                 .map(|()| entries)
         })
         .await??;
         Ok(ReconcileAnswer::Entries(entries))
     }
 
-    fn opened(&self, asked: usize) -> Result<&Opened, PeerError> {
-        if asked > MOST_PER_ASK {
-            return Err(PeerError::TooMuchAsked { most: MOST_PER_ASK });
+    /// Queues for the caller the records it asks for, only records of the
+    /// open comparison.
+    async fn send(&mut self, records: Vec<SendRecord>) -> Result<ReconcileAnswer, PeerError> {
+        let remote = self.caller.name.clone();
+        within_limit(records.len())?;
+        let opened = self.open.as_mut().ok_or(PeerError::NothingOpen)?;
+        let known = opened
+            .sys_ids
+            .get_or_insert_with(|| opened.digests.sys_ids());
+        let compared =
+            |sys_id: &str| is_sys_id(sys_id) && known.binary_search(&key_of(sys_id)).is_ok();
+        if let Some(stranger) = records.iter().find(|r| !compared(&r.sys_id)) {
+            return Err(PeerError::NotCompared {
+                sys_id: stranger.sys_id.clone(),
+                table: opened.compared.table.clone(),
+            });
         }
-        self.open.as_ref().ok_or(PeerError::NothingOpen)
+        let table = opened.compared.table.clone();
+        let queued = self
+            .store
+            .stage_repairs(remote.clone(), table.clone(), records)
+            .await?;
+        tracing::info!(target: "reconcile", remote_system = %remote, %table, items = queued, "Queued records a peer's reconciliation asked for.");
+        Ok(ReconcileAnswer::Sent(queued))
     }
 
-    fn opened_mut(&mut self, asked: usize) -> Result<&mut Opened, PeerError> {
-        if asked > MOST_PER_ASK {
-            return Err(PeerError::TooMuchAsked { most: MOST_PER_ASK });
-        }
-        self.open.as_mut().ok_or(PeerError::NothingOpen)
+    /// The open comparison, for an ask naming `asked` ranges or records.
+    fn opened(&self, asked: usize) -> Result<&Opened, PeerError> {
+        within_limit(asked)?;
+        self.open.as_ref().ok_or(PeerError::NothingOpen)
     }
+}
+
+/// Refuses an ask naming more than `MOST_PER_ASK` ranges or records.
+fn within_limit(asked: usize) -> Result<(), PeerError> {
+    if asked > MOST_PER_ASK {
+        return Err(PeerError::TooMuchAsked { most: MOST_PER_ASK });
+    }
+    Ok(())
 }

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use crate::ids::now_millis;
 use crate::reconcile::{
-    Description, Difference, Digests, Entry, KeyRange, Kind, Refine, Repair, SendRecord, TablePair,
-    refine, table_pairs,
+    Description, Difference, Digests, Entry, KeyRange, Kind, Refine, Repair, TablePair, refine,
+    table_pairs,
 };
 use crate::store::{ReconcileState, Reconciliation, RemoteState, Store, StoreError, TableReport};
 use crate::transport::peer::{PeerClient, target_of};
@@ -61,18 +61,25 @@ struct Board {
 }
 
 fn read_board(store: &Store) -> Result<Board, StoreError> {
-    Ok(Board {
-        reconciliations: store.reconciliations()?,
-        interval_s: store.number("reconcile.interval_s")?,
-        repair: store.flag("reconcile.repair")?,
-        active: store
+    let interval_s = store.number("reconcile.interval_s")?;
+    // Which remotes a schedule reaches matters only when one runs.
+    let active = if interval_s == 0 {
+        Vec::new()
+    } else {
+        store
             .remote_systems()?
             .into_iter()
             .filter(|r| {
                 r.outbound_state == RemoteState::Active && r.inbound_state == RemoteState::Active
             })
             .map(|r| r.spec.name)
-            .collect(),
+            .collect()
+    };
+    Ok(Board {
+        reconciliations: store.reconciliations()?,
+        interval_s,
+        repair: store.flag("reconcile.repair")?,
+        active,
     })
 }
 
@@ -248,34 +255,17 @@ async fn compare_table(
     pair: &TablePair,
     repair: bool,
 ) -> Result<TableReport, String> {
-    let column = pair.columns.side(true);
-    let names: Vec<String> = match &pair.columns {
-        crate::reconcile::Columns::All => Vec::new(),
-        crate::reconcile::Columns::Pairs(pairs) => pairs.iter().map(|(o, _)| o.clone()).collect(),
-    };
-    let journal: Vec<String> = pair.journals.iter().map(|(o, _)| o.clone()).collect();
     // The peer reads its side while we read ours.
-    call.send(ReconcileAsk::Open {
-        table: pair.peer.clone(),
-        column: pair.columns.side(false),
-        names: names.clone(),
-        journal: pair.journals.iter().map(|(_, p)| p.clone()).collect(),
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let (read, read_remote, read_table, read_column, read_journal) = (
-        store.clone(),
-        remote.to_string(),
-        pair.here.clone(),
-        column.clone(),
-        journal.clone(),
-    );
-    let ours = tokio::task::spawn_blocking(move || {
-        read.reconcile_digests(&read_remote, &read_table, (&read_column, &read_journal))
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    call.send(ReconcileAsk::Open(pair.compared(false)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let compared = Arc::new(pair.compared(true));
+    let (read, read_remote, read_compared) = (store.clone(), remote.to_string(), compared.clone());
+    let ours =
+        tokio::task::spawn_blocking(move || read.reconcile_digests(&read_remote, &read_compared))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     let (peer_count, peer_bounds) = match call.answer().await {
         Ok(ReconcileAnswer::Opened { count, bounds }) => (count, bounds),
         other => return Err(unexpected(other)),
@@ -303,20 +293,10 @@ async fn compare_table(
             other => return Err(unexpected(other)),
         };
         let mut here: Vec<Entry> = chunk.iter().flat_map(|r| ours.within(*r)).collect();
-        let (read, table, read_column, read_names, read_journal) = (
-            store.clone(),
-            pair.here.clone(),
-            column.clone(),
-            names.clone(),
-            journal.clone(),
-        );
+        let (read, read_compared) = (store.clone(), compared.clone());
         here = tokio::task::spawn_blocking(move || {
-            read.reconcile_fields(
-                &table,
-                &mut here,
-                (&read_column, &read_names, &read_journal),
-            )
-            .map(|()| here)
+            read.reconcile_fields(&read_compared, &mut here)
+                .map(|()| here)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -386,44 +366,10 @@ async fn settle(
     pair: &TablePair,
     differences: &[Difference],
 ) -> Result<u64, String> {
-    let mut ours = Vec::new();
-    let mut theirs = Vec::new();
-    for difference in differences {
-        match difference.repair {
-            Repair::Here { settles } => {
-                if let Some(sys_id) = &difference.here {
-                    ours.push(SendRecord {
-                        sys_id: sys_id.clone(),
-                        create: difference.kind == Kind::MissingThere,
-                        settles,
-                    });
-                }
-            }
-            Repair::Peer { settles } => {
-                if let Some(sys_id) = &difference.peer {
-                    theirs.push(SendRecord {
-                        sys_id: sys_id.clone(),
-                        create: difference.kind == Kind::MissingHere,
-                        settles,
-                    });
-                }
-            }
-            Repair::Both => {
-                if let (Some(here), Some(peer)) = (&difference.here, &difference.peer) {
-                    ours.push(SendRecord {
-                        sys_id: here.clone(),
-                        create: false,
-                        settles: true,
-                    });
-                    theirs.push(SendRecord {
-                        sys_id: peer.clone(),
-                        create: false,
-                        settles: true,
-                    });
-                }
-            }
-            Repair::None => {}
-        }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for (here, peer) in differences.iter().map(Difference::sends) {
+        ours.extend(here);
+        theirs.extend(peer);
     }
     let mut queued = 0;
     if !ours.is_empty() {

@@ -95,19 +95,6 @@ impl Description {
         self.sends.iter().any(|s| s.table == table)
             || self.receives.iter().any(|r| r.table == table)
     }
-
-    /// Every table of ours synced with the peer, sorted.
-    pub fn tables(&self) -> Vec<String> {
-        let mut tables: Vec<String> = self
-            .sends
-            .iter()
-            .map(|s| s.table.clone())
-            .chain(self.receives.iter().map(|r| r.table.clone()))
-            .collect();
-        tables.sort();
-        tables.dedup();
-        tables
-    }
 }
 
 /// The fields compared for a table pair: every user field under its own
@@ -155,6 +142,37 @@ pub struct TablePair {
     /// Journal fields whose entries travel both ways, as (ours, the
     /// peer's): both sides should hold the same entries there.
     pub journals: Vec<(String, String)>,
+}
+
+/// What one side reads to compare a table pair: its table, its compared
+/// fields (`column`), the caller's names for them (to name the fields
+/// that differ alike on both sides) and its journal fields compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compared {
+    pub table: String,
+    pub column: Column,
+    pub names: Vec<String>,
+    pub journal: Vec<String>,
+}
+
+impl TablePair {
+    /// What we, the caller, compare (`here`), or what the peer does.
+    pub fn compared(&self, here: bool) -> Compared {
+        let names = match self.columns.side(true) {
+            Column::All => Vec::new(),
+            Column::Names(names) => names,
+        };
+        Compared {
+            table: if here { &self.here } else { &self.peer }.clone(),
+            column: self.columns.side(here),
+            names,
+            journal: self
+                .journals
+                .iter()
+                .map(|(ours, theirs)| if here { ours } else { theirs }.clone())
+                .collect(),
+        }
+    }
 }
 
 /// The table pairs two descriptions make, sorted by our table.

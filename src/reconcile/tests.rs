@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// Every key.
+const ALL: KeyRange = KeyRange {
+    first: 0,
+    last: u128::MAX,
+};
+
+fn digests(entries: Vec<Entry>) -> Digests {
+    let mut builder = DigestsBuilder::default();
+    for entry in &entries {
+        builder.push(entry);
+    }
+    builder.finish()
+}
+
 fn entry(key: u128, digest: u128) -> Entry {
     Entry {
         key,
@@ -17,7 +31,7 @@ fn entry(key: u128, digest: u128) -> Entry {
 #[test]
 fn ranges_cover_their_parent_without_gaps() {
     for range in [
-        KeyRange::ALL,
+        ALL,
         KeyRange { first: 5, last: 9 },
         KeyRange {
             first: 100,
@@ -41,7 +55,7 @@ fn narrowing_finds_exactly_the_differing_entries() {
     theirs[17].digest = 999_999;
     theirs.remove(4000);
     theirs.push(entry(3, 1));
-    let (ours, theirs) = (Digests::new(ours), Digests::new(theirs));
+    let (ours, theirs) = (digests(ours), digests(theirs));
     // As the reconciler starts: the smallest range holding both sides.
     let (a, b) = (ours.bounds().unwrap(), theirs.bounds().unwrap());
     let mut ranges = vec![KeyRange {

@@ -22,8 +22,8 @@ pub(super) fn release_correlations(
     txn: &redb::WriteTransaction,
     remote: &str,
 ) -> Result<usize, StoreError> {
-    let mut by_remote = txn.open_table(CORRELATIONS_BY_REMOTE)?;
-    let mut correlations = txn.open_table(CORRELATIONS)?;
+    let by_remote = txn.open_table(CORRELATIONS_BY_REMOTE)?;
+    let correlations = txn.open_table(CORRELATIONS)?;
     let mut released = Vec::new();
     for row in by_remote.range((remote, "")..)? {
         let (key, value) = row?;
@@ -34,26 +34,43 @@ pub(super) fn release_correlations(
         let (table, local) = value.value();
         released.push((remote_id.to_string(), table.to_string(), local.to_string()));
     }
-    let now = now_millis();
+    drop((by_remote, correlations));
     for (remote_id, table, local) in &released {
-        by_remote.remove((remote, remote_id.as_str()))?;
-        let key = (table.as_str(), local.as_str(), remote);
-        let stored: Option<Correlation> = match correlations.get(key)? {
-            Some(value) => Some(decode(value.value())?),
-            None => None,
-        };
-        if let Some(mut correlation) = stored {
-            correlation.remote_correlation_id = String::new();
-            // What was exchanged was exchanged with another instance.
-            correlation.synced.clear();
-            correlation.deleted_on = None;
-            // The record is ours to send again.
-            correlation.origin_remote = Some(false);
-            correlation.updated_on = now;
-            correlations.insert(key, encode(&correlation).as_slice())?;
-        }
+        forget_peer_record(txn, (table, local, remote))?;
+        txn.open_table(CORRELATIONS_BY_REMOTE)?
+            .remove((remote, remote_id.as_str()))?;
     }
     Ok(released.len())
+}
+
+/// Forgets which of `remote`'s records our `table/sys_id` is: the remote
+/// holds nothing for it (any more), so the next item creates it there and
+/// its answer correlates again. What was exchanged is forgotten with it,
+/// and the record is ours to send.
+pub(super) fn forget_peer_record(
+    txn: &redb::WriteTransaction,
+    (table, sys_id, remote): (&str, &str, &str),
+) -> Result<(), StoreError> {
+    let mut correlations = txn.open_table(CORRELATIONS)?;
+    let key = (table, sys_id, remote);
+    let stored: Option<Correlation> = match correlations.get(key)? {
+        Some(value) => Some(decode(value.value())?),
+        None => None,
+    };
+    let Some(mut correlation) = stored else {
+        return Ok(());
+    };
+    if !correlation.remote_correlation_id.is_empty() {
+        txn.open_table(CORRELATIONS_BY_REMOTE)?
+            .remove((remote, correlation.remote_correlation_id.as_str()))?;
+    }
+    correlation.remote_correlation_id = String::new();
+    correlation.synced.clear();
+    correlation.deleted_on = None;
+    correlation.origin_remote = Some(false);
+    correlation.updated_on = now_millis();
+    correlations.insert(key, encode(&correlation).as_slice())?;
+    Ok(())
 }
 
 /// Notes that `item`'s record went to its remote system: a correlation

@@ -15,10 +15,10 @@ use super::{Store, StoreError};
 use crate::capture::Change;
 use crate::domain::Domain;
 use crate::ids::{Millis, format_time, now_millis};
-use crate::queue::{CaptureMetadata, Correlation, Payload};
+use crate::queue::{CaptureMetadata, Payload};
 use crate::reconcile::{
-    Column, Difference, Digests, DigestsBuilder, Entry, JOURNAL_FIELD, SendRecord, deleted_digest,
-    journal_digest, pair_key, record_digest, with_journal,
+    Column, Compared, Difference, Digests, DigestsBuilder, Entry, JOURNAL_FIELD, SendRecord,
+    deleted_digest, journal_digest, pair_key, record_digest, with_journal,
 };
 use crate::record::{JournalEntry, Operation, Record};
 
@@ -123,16 +123,22 @@ impl Reconciliation {
 }
 
 impl Store {
-    /// Our correlated records of `table` with `remote`, compared over
-    /// `column`. A record whose item is still on its way counts as well
+    /// Our correlated records of `compared.table` with `remote`, over its
+    /// fields and journals. A record whose item is still on its way counts as well
     /// (the peer shows it missing or different until the item arrives),
     /// and so does one whose item was skipped.
     pub fn reconcile_digests(
         &self,
         remote: &str,
-        table: &str,
-        (column, journal): (&Column, &[String]),
+        compared: &Compared,
     ) -> Result<Digests, StoreError> {
+        let Compared {
+            table,
+            column,
+            journal,
+            ..
+        } = compared;
+        let table = table.as_str();
         let txn = self.db.begin_read()?;
         let correlations = txn.open_table(CORRELATIONS)?;
         let records = txn.open_table(RECORDS)?;
@@ -162,14 +168,20 @@ impl Store {
         Ok(entries.finish())
     }
 
-    /// The compared fields of `entries` (ours, of `table`), named by
-    /// `names` (the caller's names, aligned with `column`).
+    /// The compared fields of `entries` (ours), named by the caller's
+    /// names, with the digest of their compared journals.
     pub fn reconcile_fields(
         &self,
-        table: &str,
+        compared: &Compared,
         entries: &mut [Entry],
-        (column, names, journal): (&Column, &[String], &[String]),
     ) -> Result<(), StoreError> {
+        let Compared {
+            table,
+            column,
+            names,
+            journal,
+        } = compared;
+        let table = table.as_str();
         let txn = self.db.begin_read()?;
         let records = txn.open_table(RECORDS)?;
         let journals = txn.open_table(JOURNAL)?;
@@ -338,33 +350,6 @@ fn stored(txn: &Txn<'_>, remote: &str) -> Result<Option<Reconciliation>, StoreEr
     }
 }
 
-/// Forgets which of `remote`'s records our `table/sys_id` is: the remote
-/// holds nothing for it, so the next item creates it there.
-fn forget_peer_record(
-    txn: &Txn<'_>,
-    (table, sys_id, remote): (&str, &str, &str),
-) -> Result<(), StoreError> {
-    let mut correlations = txn.open_table(CORRELATIONS)?;
-    let key = (table, sys_id, remote);
-    let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
-        None => None,
-    };
-    let Some(mut correlation) = stored else {
-        return Ok(());
-    };
-    if !correlation.remote_correlation_id.is_empty() {
-        txn.open_table(CORRELATIONS_BY_REMOTE)?
-            .remove((remote, correlation.remote_correlation_id.as_str()))?;
-    }
-    correlation.remote_correlation_id = String::new();
-    correlation.synced.clear();
-    correlation.deleted_on = None;
-    correlation.origin_remote = Some(false);
-    correlations.insert(key, encode(&correlation).as_slice())?;
-    Ok(())
-}
-
 fn stage(
     txn: &mut Txn<'_>,
     remote: &str,
@@ -372,7 +357,7 @@ fn stage(
     sends: &[SendRecord],
 ) -> Result<u64, StoreError> {
     for send in sends.iter().filter(|s| s.create) {
-        forget_peer_record(txn, (table, &send.sys_id, remote))?;
+        super::correlations::forget_peer_record(txn, (table, &send.sys_id, remote))?;
     }
     let now = now_millis();
     let capture = txn.capture.clone();

@@ -142,7 +142,12 @@ pub(super) fn write_prepared(
 ) -> Result<Vec<WriteResult>, StoreError> {
     let mut records = txn.open_table(RECORDS)?;
     let mut journal = txn.open_table(JOURNAL)?;
-    let mut by_value = txn.open_table(RECORDS_BY_VALUE)?;
+    // Only tables an inbound flow matches on keep the index of values.
+    let mut by_value = if prepared.writes.iter().any(|w| !w.matched.is_empty()) {
+        Some(txn.open_table(RECORDS_BY_VALUE)?)
+    } else {
+        None
+    };
     let mut staging = Staging::open(txn, now_millis())?;
     // Before writing anything: every content to attach must be stored.
     for hash in prepared.writes.iter().flat_map(|w| &w.attached) {
@@ -181,7 +186,9 @@ pub(super) fn write_prepared(
                 }
             }
         }
-        super::match_index::note(&mut by_value, key, &write.matched)?;
+        if let Some(by_value) = by_value.as_mut() {
+            super::match_index::note(by_value, key, &write.matched)?;
+        }
         for item in write.items {
             staging.stage(item)?;
         }

@@ -226,15 +226,8 @@ impl From<tokio::task::JoinError> for CallError {
 pub enum ReconcileAsk {
     /// What the caller syncs with us; answered by what we sync with it.
     Describe(crate::reconcile::Description),
-    /// Start comparing our `table` over `column`; `names` are the
-    /// caller's names for the same fields.
-    Open {
-        table: String,
-        column: crate::reconcile::Column,
-        names: Vec<String>,
-        /// Our journal fields whose entries are compared.
-        journal: Vec<String>,
-    },
+    /// Start comparing one of our tables (`Compared` says what of it).
+    Open(crate::reconcile::Compared),
     Summarize(Vec<crate::reconcile::KeyRange>),
     List(Vec<crate::reconcile::KeyRange>),
     Send(Vec<crate::reconcile::SendRecord>),

@@ -10,7 +10,7 @@ use tonic::Streaming;
 use super::pb::peer as pb;
 use super::peer::{PeerClient, call_error, within_deadline};
 use super::protocol::{CallError, ReconcileAnswer, ReconcileAsk};
-use crate::reconcile::{Column, Description, Entry, KeyRange, SendRecord, Summary};
+use crate::reconcile::{Column, Compared, Description, Entry, KeyRange, SendRecord, Summary};
 
 /// Longest wait for one answer: the callee reads its correlated records
 /// of a table when a comparison opens (about a million per few seconds).
@@ -60,22 +60,17 @@ pub fn ask_to_pb(ask: ReconcileAsk) -> pb::ReconcileUp {
     use pb::reconcile_up::Message as M;
     let message = match ask {
         ReconcileAsk::Describe(d) => M::Describe(description_to_pb(&d)),
-        ReconcileAsk::Open {
-            table,
-            column,
-            names,
-            journal,
-        } => {
-            let (all_fields, fields) = match column {
+        ReconcileAsk::Open(compared) => {
+            let (all_fields, fields) = match compared.column {
                 Column::All => (true, Vec::new()),
                 Column::Names(names) => (false, names),
             };
             M::Open(pb::ReconcileOpen {
-                table,
+                table: compared.table,
                 all_fields,
                 fields,
-                caller_fields: names,
-                journal_fields: journal,
+                caller_fields: compared.names,
+                journal_fields: compared.journal,
             })
         }
         ReconcileAsk::Summarize(ranges) => M::Summarize(pb::ReconcileRanges {
@@ -120,7 +115,7 @@ pub fn ask_from_pb(up: pb::ReconcileUp) -> Result<ReconcileAsk, String> {
                     open.caller_fields.len()
                 ));
             }
-            ReconcileAsk::Open {
+            ReconcileAsk::Open(Compared {
                 table: open.table,
                 column: if open.all_fields {
                     Column::All
@@ -129,7 +124,7 @@ pub fn ask_from_pb(up: pb::ReconcileUp) -> Result<ReconcileAsk, String> {
                 },
                 names: open.caller_fields,
                 journal: open.journal_fields,
-            }
+            })
         }
         Some(M::Summarize(r)) => ReconcileAsk::Summarize(ranges(&r)?),
         Some(M::List(r)) => ReconcileAsk::List(ranges(&r)?),

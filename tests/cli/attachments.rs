@@ -52,22 +52,6 @@ fn create(instance: &Instance, description: &str) -> String {
         .to_string()
 }
 
-/// The hub's record for the edge's record described so, once it exists.
-fn arrived(hub: &Instance, description: &str) -> Option<String> {
-    let records = hub.json(&[
-        "record",
-        "list",
-        "sc_req_item",
-        "--query",
-        &format!("short_description={description}"),
-        "--json",
-    ]);
-    records
-        .as_array()?
-        .first()
-        .map(|r| r["fields"]["sys_id"].as_str().unwrap().to_string())
-}
-
 fn attachments(instance: &Instance, sys_id: &str) -> Vec<Value> {
     instance
         .json(&["attachment", "list", "sc_req_item", sys_id, "--json"])
@@ -100,7 +84,7 @@ fn wait_for_attachment(
         &[edge, hub],
         &format!("an attachment of `{description}` on the hub"),
         deadline,
-        || match arrived(hub, description) {
+        || match sys_id_of(hub, description) {
             Some(id) => {
                 found = id;
                 !attachments(hub, &found).is_empty()
@@ -425,7 +409,7 @@ fn hostile_attachment_metadata_and_keys_are_refused_on_the_inbound_item() {
         let error = item["error"].as_str().unwrap();
         assert!(error.contains(expected), "{description}: {error}");
         assert!(
-            arrived(&hub, description).is_none(),
+            sys_id_of(&hub, description).is_none(),
             "{description} was applied"
         );
     }
@@ -460,9 +444,12 @@ fn hostile_attachment_metadata_and_keys_are_refused_on_the_inbound_item() {
                 .any(|i| i["error"].as_str().unwrap().contains("size lies"))
         },
     );
-    assert!(arrived(&hub, "liar").is_none());
+    assert!(sys_id_of(&hub, "liar").is_none());
     // Nothing partial stays behind, and the hub still works.
-    assert_eq!(attachments(&hub, &arrived(&hub, "held").unwrap()).len(), 1);
+    assert_eq!(
+        attachments(&hub, &sys_id_of(&hub, "held").unwrap()).len(),
+        1
+    );
 }
 
 #[test]
@@ -586,7 +573,7 @@ fn journal_entries_arrive_once_in_order_with_author_and_time() {
         "five entries and the state on the hub",
         Duration::from_secs(60),
         || {
-            let Some(found) = arrived(&hub, "journaled") else {
+            let Some(found) = sys_id_of(&hub, "journaled") else {
                 return false;
             };
             hub_id = found;

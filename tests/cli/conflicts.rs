@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Extras, Instance, Server, http, linked_pair, queue_items, queues_settled, wait_for,
+    Extras, Instance, Server, linked_pair, queue_items, queues_settled, wait_for,
 };
 
 /// Sets the conflict rule of `instance`'s inbound flow (the definitions'
@@ -143,15 +143,7 @@ fn newest_wins_on_both_sides_keeps_the_later_change_of_each_field() {
     let context = hub.json(&["queue", "context", &item["flow_contexts"][0].to_string()]);
     let noted = context["outputs"]["conflicts"].as_array().unwrap();
     assert_eq!(noted[0]["rule"], "newest_wins", "{context}");
-    let auth = format!("Bearer {}", hub.token());
-    let metrics = http(
-        &hub.admin_address(),
-        "GET",
-        "/metrics",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .body;
+    let metrics = crate::support::metrics(&hub);
     assert!(
         metrics.contains("procsync_conflicts_total{remote_system=\"edge\"}"),
         "{metrics}"

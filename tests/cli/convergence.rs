@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::faults::{Mode, Proxy};
-use crate::support::{Extras, Instance, Peer, link_all_with, point_at, queue_items, wait_for};
+use crate::support::{
+    Extras, Instance, Peer, link_all_with, point_at, queue_items, sys_id_of, wait_for,
+};
 
 const NAMES: [&str; 3] = ["hub", "store1", "store2"];
 /// The records deleted while apart (by the instance at that index).
@@ -49,22 +51,6 @@ fn snapshot(instance: &Instance) -> (BTreeMap<String, Held>, usize) {
         );
     }
     (out, listed.len())
-}
-
-fn sys_id_of(instance: &Instance, name: &str) -> Option<String> {
-    let found = instance.json(&[
-        "record",
-        "list",
-        "sc_req_item",
-        "--query",
-        &format!("short_description={name}"),
-        "--json",
-    ]);
-    found
-        .as_array()
-        .unwrap()
-        .first()
-        .map(|r| r["fields"]["sys_id"].as_str().unwrap().to_string())
 }
 
 fn settled(instances: &[&Instance]) -> bool {

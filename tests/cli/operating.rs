@@ -83,17 +83,7 @@ fn sync_debug_turns_debug_logging_on_and_off_without_a_restart() {
             &format!("short_description={description}"),
         ]);
         wait_for(&[&edge, &hub], description, Duration::from_secs(30), || {
-            !hub.json(&[
-                "record",
-                "list",
-                "sc_req_item",
-                "--query",
-                &format!("short_description={description}"),
-                "--json",
-            ])
-            .as_array()
-            .unwrap()
-            .is_empty()
+            crate::support::sys_id_of(&hub, description).is_some()
         });
     };
     arrive("quiet");

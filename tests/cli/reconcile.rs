@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Extras, Instance, impersonate, linked_pair, queue_items, queues_settled, wait_for,
+    Extras, Instance, impersonate, linked_pair, queue_items, queues_settled, sys_id_of, wait_for,
 };
 
 /// Every record of `sc_req_item` on `instance`: short_description → its
@@ -119,31 +119,9 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
 
     // On the hub, one field changed while its capture was off: nothing
     // was sent, and the edge never hears of it.
-    let hub_copy = hub.json(&[
-        "record",
-        "list",
-        "sc_req_item",
-        "--json",
-        "--query",
-        "short_description=request 2",
-    ]);
-    let hub_copy = hub_copy[0]["fields"]["sys_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let hub_copy = sys_id_of(&hub, "request 2").unwrap();
     // And a comment added there the same way, to another record.
-    let commented = hub.json(&[
-        "record",
-        "list",
-        "sc_req_item",
-        "--json",
-        "--query",
-        "short_description=request 4",
-    ]);
-    let commented = commented[0]["fields"]["sys_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let commented = sys_id_of(&hub, "request 4").unwrap();
     capture_active(&hub, false);
     hub.ok(&["record", "update", "sc_req_item", &hub_copy, "priority=1"]);
     hub.ok(&[
@@ -241,18 +219,7 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     );
     assert_eq!(by_description(&hub)["request lost"]["state"], "8");
     // The comment made at the hub reached the edge, once.
-    let edge_copy = edge.json(&[
-        "record",
-        "list",
-        "sc_req_item",
-        "--json",
-        "--query",
-        "short_description=request 4",
-    ]);
-    let edge_copy = edge_copy[0]["fields"]["sys_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let edge_copy = sys_id_of(&edge, "request 4").unwrap();
     wait_for(
         &[&edge, &hub],
         "the hub's comment on the edge",
@@ -302,29 +269,29 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     edge_server.stop();
     let target = impersonate(&edge, "hub", &hub);
     let answers = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use procsync::reconcile::{Column, SendRecord};
+        use procsync::reconcile::{Column, Compared, SendRecord};
         use procsync::transport::protocol::ReconcileAsk;
         let mut client = procsync::transport::peer::PeerClient::connect(&target)
             .await
             .unwrap();
         let mut call = client.reconcile().await.unwrap();
         let stranger = call
-            .ask(ReconcileAsk::Open {
+            .ask(ReconcileAsk::Open(Compared {
                 table: "incident".into(),
                 column: Column::All,
                 names: vec![],
                 journal: vec![],
-            })
+            }))
             .await
             .unwrap_err()
             .to_string();
         let mut call = client.reconcile().await.unwrap();
-        call.ask(ReconcileAsk::Open {
+        call.ask(ReconcileAsk::Open(Compared {
             table: "sc_req_item".into(),
             column: Column::All,
             names: vec![],
             journal: vec![],
-        })
+        }))
         .await
         .unwrap();
         let outsider = call
@@ -399,15 +366,7 @@ fn a_property_schedules_reconciliations_that_repair_when_told() {
             .is_some_and(|r| r.starts_with("done")),
         "{status}"
     );
-    let auth = format!("Bearer {}", edge.token());
-    let metrics = crate::support::http(
-        &edge.admin_address(),
-        "GET",
-        "/metrics",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .body;
+    let metrics = crate::support::metrics(&edge);
     assert!(
         metrics.contains("procsync_reconcile_last_differences{remote_system=\"hub\"}"),
         "{metrics}"

@@ -708,6 +708,36 @@ pub fn send_unknown_event(edge: &Instance) {
     edge.ok(&["apply", file.to_str().unwrap()]);
 }
 
+/// The sys_id of `instance`'s `sc_req_item` record with this
+/// short_description, if it holds one.
+pub fn sys_id_of(instance: &Instance, description: &str) -> Option<String> {
+    let found = instance.json(&[
+        "record",
+        "list",
+        "sc_req_item",
+        "--query",
+        &format!("short_description={description}"),
+        "--json",
+    ]);
+    found
+        .as_array()?
+        .first()
+        .map(|r| r["fields"]["sys_id"].as_str().unwrap().to_string())
+}
+
+/// `instance`'s `/metrics` page, read with its admin token.
+pub fn metrics(instance: &Instance) -> String {
+    let auth = format!("Bearer {}", instance.token());
+    http(
+        &instance.admin_address(),
+        "GET",
+        "/metrics",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .body
+}
+
 /// Points `instance`'s remote system at `old_endpoint` to `endpoint`
 /// (a proxy, say) through its definitions.
 pub fn point_at(instance: &Instance, old_endpoint: &str, endpoint: &str) {
