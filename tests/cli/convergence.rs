@@ -193,8 +193,9 @@ fn three_instances_changing_the_same_records_while_apart_end_identical() {
     servers[0].kill9();
     servers[0] = instances[0].serve();
 
-    // For a bounded time, changes go on while the proxies refuse,
-    // blackhole and cut connections at random, and a store is killed.
+    // For a bounded time, creates, changes and comments go on while the
+    // proxies refuse, blackhole and cut connections at random, and a store
+    // is killed.
     for round in 12..24 {
         for proxy in &proxies {
             proxy.set(match dice.roll(4) {
@@ -204,6 +205,20 @@ fn three_instances_changing_the_same_records_while_apart_end_identical() {
             });
         }
         for (i, instance) in instances.iter().enumerate() {
+            if dice.roll(4) == 0 {
+                // A new record, made while links drop.
+                let record = format!("{}-new-{round}", NAMES[i]);
+                instance.ok(&[
+                    "record",
+                    "create",
+                    "sc_req_item",
+                    &format!("short_description={record}"),
+                    "state=1",
+                    "priority=3",
+                ]);
+                names.push(record);
+                continue;
+            }
             let record = &names[dice.roll(names.len())];
             let Some(sys_id) = sys_id_of(instance, record) else {
                 continue;

@@ -132,6 +132,26 @@ fn records_made_before_the_link_cross_on_request_once_through_a_kill() {
         40,
         "a second load updates, never copies"
     );
+
+    // A load the hub stops taking (it refuses the edge's items) goes no
+    // further than a few batches ahead of what was acknowledged, so it is
+    // still running when cancelled; what it queued stays queued.
+    hub.ok(&["remote", "disable", "edge"]);
+    let started = edge.json(&["remote", "load", "hub", "--no-wait", "--json"]);
+    assert_eq!(started["state"], "running", "{started}");
+    let cancelled = edge.json(&["remote", "load", "hub", "--json", "--cancel"]);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let shown = edge.ok(&["remote", "show", "hub"]);
+    assert!(shown.contains("cancelled"), "{shown}");
+    let queued: u64 = shown
+        .lines()
+        .find(|l| l.starts_with("load"))
+        .and_then(|l| l.split(", ").last())
+        .and_then(|l| l.trim_end_matches(" queued").parse().ok())
+        .unwrap();
+    assert!(queued < 40, "cancelled before the end: {shown}");
+    let refused = edge.fails(&["remote", "load", "hub", "--cancel"]);
+    assert!(refused.contains("no load to `hub` is running"), "{refused}");
 }
 
 /// `instance`'s definitions with `number` captured and, when `matching`,
