@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/procsync/admin/v1/admin.proto",
         "proto/procsync/peer/v1/peer.proto",
+        "proto/procsync/store/v1/store.proto",
     ];
     let descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -267,7 +267,7 @@ mod tests {
             source_table: "incident".to_string(),
             remote_correlation_id: "r1".to_string(),
             local_correlation_id: String::new(),
-            payload: "not json".to_string(),
+            payload: crate::queue::EncodedPayload::Json("not json".to_string()),
             attachment_grants: Vec::new(),
             bases: Vec::new(),
             changed_on: 0,

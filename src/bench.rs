@@ -75,7 +75,7 @@ pub struct WriteBench {
     pub dir: Option<PathBuf>,
 }
 
-const BENCH_CONFIG: &str = r#"
+pub(crate) const BENCH_CONFIG: &str = r#"
 [[definition]]
 name = "bench"
 [[process_event]]
@@ -196,6 +196,11 @@ fn machine() -> String {
 /// A benchmark instance with `BENCH_CONFIG` applied: every captured
 /// incident queues one outbound item for `hub`, which never answers.
 async fn configured_server(base: &Path) -> Result<(BenchServer, Target)> {
+    configured_server_with(base, BENCH_CONFIG).await
+}
+
+/// `configured_server` with definitions of its own.
+async fn configured_server_with(base: &Path, config: &str) -> Result<(BenchServer, Target)> {
     let (server, target) = start_server(base).await?;
     let mut admin = AdminClient::connect(&target).await?;
     admin
@@ -204,7 +209,7 @@ async fn configured_server(base: &Path) -> Result<(BenchServer, Target)> {
     admin
         .add_user("bench_runas", &["process_sync_run_as".to_string()], "")
         .await?;
-    admin.apply_config(BENCH_CONFIG, "bench").await?;
+    admin.apply_config(config, "bench").await?;
     Ok((server, target))
 }
 

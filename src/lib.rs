@@ -10,6 +10,8 @@ pub mod failure;
 pub mod domain;
 /// Encoded-query filters: parsing, rendering, evaluation.
 pub mod condition;
+/// The messages of store format 2, generated from `proto/`.
+pub mod stored;
 /// Records, journal entries and record writes.
 pub mod record;
 /// Attachments: metadata, fetch keys, checks on received files.

@@ -244,7 +244,7 @@ impl Outbound {
                         local_correlation_id: item.local_correlation_id,
                         remote_correlation_id,
                         domain: item.domain.to_string(),
-                        payload_json: item.payload.get().to_string(),
+                        payload: item.payload,
                         created_on: format_time(item.created_on),
                         attachment_grants,
                         bases: item.bases,

@@ -11,6 +11,9 @@ use crate::domain::Domain;
 use crate::ids::Millis;
 use crate::record::Operation;
 
+pub mod payload;
+pub use payload::EncodedPayload;
+
 /// The life of a queue item. Ready and Error items are never purged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum QueueStatus {
@@ -74,9 +77,9 @@ pub struct OutboundItem {
     pub domain: Domain,
     pub status: QueueStatus,
     pub created_on: Millis,
-    /// The `Payload`, kept as the JSON it was captured as: it is encoded
-    /// once, off the store's writer thread, and sent as is.
-    pub payload: Box<serde_json::value::RawValue>,
+    /// The `Payload`, encoded once when captured (off the store's writer
+    /// thread) and sent as is.
+    pub payload: EncodedPayload,
     /// Why the item is in Error, for the operator.
     #[serde(default)]
     pub error: Option<String>,
@@ -144,18 +147,6 @@ pub struct Payload {
     pub attachment_strategy: Option<AttachmentStrategy>,
 }
 
-/// Only the attachment parts of a payload: what the inbound processor
-/// reads before an item's flow runs, without building the rest.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-pub struct PayloadAttachments {
-    #[serde(default)]
-    pub attachments: Vec<PayloadAttachment>,
-    #[serde(default)]
-    pub removed_attachments: Vec<RemovedAttachment>,
-    #[serde(default)]
-    pub attachment_strategy: Option<AttachmentStrategy>,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaptureMetadata {
     pub changed_by: String,
@@ -207,8 +198,8 @@ pub struct InboundItem {
     pub domain: Domain,
     pub status: QueueStatus,
     pub created_on: Millis,
-    /// The payload exactly as received (JSON text, possibly malformed).
-    pub payload: String,
+    /// The payload exactly as received (possibly malformed).
+    pub payload: EncodedPayload,
     #[serde(default)]
     pub error: Option<String>,
     #[serde(default)]

@@ -7,6 +7,7 @@
 //! `spawn_blocking`.
 
 mod codec;
+mod compact;
 mod handle;
 mod tables;
 mod writer;

@@ -61,8 +61,6 @@ pub fn outbound_view(item: &OutboundItem, remote: Option<&RemoteHealth>, now: Mi
 /// the text it was.
 pub fn inbound_view(item: &InboundItem, now: Millis) -> Value {
     let mut view = serde_json::to_value(item).expect("items serialize");
-    view["payload"] = serde_json::from_str::<Value>(&item.payload)
-        .unwrap_or_else(|_| Value::from(item.payload.clone()));
     view["time_in_queue_ms"] = item
         .processed_on
         .unwrap_or(now)

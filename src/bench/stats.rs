@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{configured_server, incident, machine, ms, percentile};
+use super::{BENCH_CONFIG, configured_server_with, machine, ms, percentile};
 use crate::record::RecordWrite;
 use crate::transport::client::AdminClient;
 
@@ -33,7 +33,11 @@ const FILL_BATCH: u64 = 1000;
 
 pub async fn run(args: StatsBench) -> Result<()> {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let (mut server, target) = configured_server(&base).await?;
+    let config = BENCH_CONFIG.replace(
+        r#"fields = ["short_description", "state", "priority"]"#,
+        &format!("fields = {TYPICAL_FIELDS:?}"),
+    );
+    let (mut server, target) = configured_server_with(&base, &config).await?;
     println!(
         "procsync bench stats: {} (release build: {})",
         machine(),
@@ -45,11 +49,7 @@ pub async fn run(args: StatsBench) -> Result<()> {
     let mut admin = AdminClient::connect(&target).await?;
     let stats = admin.stats().await?;
     let queued = stats.outbound.total();
-    println!(
-        "filled: {queued} outbound items in {:.1} s; store file {:.0} MiB",
-        started.elapsed().as_secs_f64(),
-        store_mib(&server.dir)
-    );
+    report_filled(&server.dir, queued, started.elapsed());
     if queued < args.items {
         bail!("only {queued} items were queued, {} wanted", args.items);
     }
@@ -180,9 +180,7 @@ async fn fill(target: &crate::transport::client::Target, items: u64) -> Result<(
             let mut n = c * per_client;
             let end = (c + 1) * per_client;
             while n < end {
-                let batch: Vec<RecordWrite> = (n..(n + FILL_BATCH).min(end))
-                    .map(|k| incident(k * 4))
-                    .collect();
+                let batch: Vec<RecordWrite> = (n..(n + FILL_BATCH).min(end)).map(typical).collect();
                 n += batch.len() as u64;
                 client.write_records(batch).await?;
             }
@@ -195,10 +193,66 @@ async fn fill(target: &crate::transport::client::Target, items: u64) -> Result<(
     Ok(())
 }
 
-fn store_mib(dir: &std::path::Path) -> f64 {
-    std::fs::metadata(dir.join(crate::store::DB_FILE))
-        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
-        .unwrap_or(0.0)
+/// The store's size once filled: bytes per queued item.
+fn report_filled(dir: &std::path::Path, queued: u64, took: Duration) {
+    let store_bytes = store_bytes(dir);
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "file sizes far below 2^52 bytes"
+    )]
+    let mib = store_bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "filled: {queued} outbound items in {:.1} s; store file {mib:.0} MiB, {} bytes per queued item (each a record of ten short fields captured whole: the record, its item, its correlation and their index entries)",
+        took.as_secs_f64(),
+        store_bytes / queued.max(1)
+    );
+}
+
+fn store_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join(crate::store::DB_FILE)).map_or(0, |m| m.len())
+}
+
+/// The fields of a typical record: ten short ones, as an ITSM incident
+/// has them.
+const TYPICAL_FIELDS: [&str; 10] = [
+    "number",
+    "short_description",
+    "state",
+    "priority",
+    "impact",
+    "urgency",
+    "category",
+    "assignment_group",
+    "caller_id",
+    "contact_type",
+];
+
+/// A typical incident (ten short fields), priority 1 so the capture takes it.
+fn typical(n: u64) -> RecordWrite {
+    let values = [
+        format!("INC{n:07}"),
+        format!("Printer on floor {} jams", n % 9),
+        "2".to_string(),
+        "1".to_string(),
+        "2".to_string(),
+        "2".to_string(),
+        "hardware".to_string(),
+        "Service Desk".to_string(),
+        format!("user{:04}", n % 5000),
+        "phone".to_string(),
+    ];
+    RecordWrite {
+        attachments: Default::default(),
+        operation: crate::record::Operation::Create,
+        table: "incident".to_string(),
+        sys_id: None,
+        fields: TYPICAL_FIELDS
+            .iter()
+            .map(|f| (*f).to_string())
+            .zip(values)
+            .collect(),
+        journal: Vec::new(),
+    }
 }
 
 /// One `GET path` with the token, read whole.

@@ -164,7 +164,7 @@ pub fn understand(
         "remote_correlation_id": item.remote_correlation_id,
         "local_correlation_id": item.local_correlation_id, "payload_bytes": item.payload.len(),
     });
-    let payload: Payload = match serde_json::from_str(&item.payload) {
+    let payload: Payload = match item.payload.decode() {
         Ok(payload) => payload,
         Err(e) => {
             trace.step("payload", "does not parse");

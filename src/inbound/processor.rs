@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::transfer;
 use crate::attachment::{AttachmentLimits, check_incoming, wanted};
-use crate::queue::{FetchRetry, InboundItem, PayloadAttachments};
+use crate::queue::{FetchRetry, InboundItem};
 use crate::store::{Actor, RecordWriteLimits, Store, StoreError};
 use crate::transport::protocol::CallError;
 use crate::worker::{Step, Worker, Workers};
@@ -111,7 +111,7 @@ impl Processor {
         &mut self,
         item: &InboundItem,
     ) -> Result<AttachmentsReady, StoreError> {
-        let Ok(payload) = serde_json::from_str::<PayloadAttachments>(&item.payload) else {
+        let Ok(payload) = item.payload.decode() else {
             // The flow reports a malformed payload.
             return Ok(AttachmentsReady::Go);
         };
@@ -531,7 +531,7 @@ mod tests {
                 source_table: item.table,
                 remote_correlation_id: item.local_correlation_id,
                 local_correlation_id: String::new(),
-                payload: item.payload.get().to_string(),
+                payload: item.payload,
                 attachment_grants: Vec::new(),
                 bases: item.bases,
                 changed_on: item.created_on,

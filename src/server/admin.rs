@@ -71,7 +71,7 @@ fn outbound_to_pb(item: &OutboundItem) -> pb::OutboundItem {
         local_correlation_id: item.local_correlation_id.clone(),
         domain: item.domain.to_string(),
         created_on: format_time(item.created_on),
-        payload_json: item.payload.get().to_string(),
+        payload_json: item.payload.to_json().to_string(),
         capture_definition: item.capture_definition.clone(),
         outbound_flow: item.outbound_flow.clone(),
         error: item.error.clone().unwrap_or_default(),

@@ -15,7 +15,7 @@ use super::status::status_of;
 use crate::attachment::CHUNK_BYTES;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
-use crate::queue::FieldBase;
+use crate::queue::{EncodedPayload, FieldBase};
 use crate::store::ReceivedItem;
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
@@ -219,7 +219,11 @@ impl Peer for PeerService {
                             source_table: item.table,
                             remote_correlation_id: item.local_correlation_id,
                             local_correlation_id: item.remote_correlation_id,
-                            payload: item.payload_json,
+                            payload: if item.payload.is_empty() {
+                                EncodedPayload::from_text(item.payload_json)
+                            } else {
+                                EncodedPayload::Binary(item.payload)
+                            },
                             attachment_grants: item
                                 .attachment_grants
                                 .into_iter()

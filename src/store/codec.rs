@@ -1,38 +1,102 @@
-//! The stored form of values: one format-version byte, then JSON. A newer
-//! binary reads every older version (upgrading in `decode`); an older binary
-//! refuses a newer value with a clear error instead of misreading it.
+//! The stored form of values: one format-version byte, then the body.
+//! Format 1 is JSON; format 2 is the compact binary form (protobuf
+//! messages of `proto/procsync/store/v1/store.proto`) of the values stored
+//! most: records, journal entries, queue items and correlations
+//! (`compact`). Every other value is still written as format 1. A newer
+//! binary reads every older format; an older binary refuses a newer value
+//! (and a store whose recorded format is newer) with a clear error instead
+//! of misreading it.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::StoreError;
 
-/// The format version this binary writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest format this binary writes: the store records it on open.
+pub const FORMAT_VERSION: u8 = 2;
 
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+/// Format 1: JSON.
+pub const JSON: u8 = 1;
+/// Format 2: a protobuf message.
+pub const BINARY: u8 = 2;
+
+/// A value the store keeps: how it is written and read back.
+pub trait Stored: Sized {
+    /// Appends the stored form, format byte first.
+    fn write(&self, out: &mut Vec<u8>);
+    /// The value from the bytes after the format byte `version`.
+    fn read(version: u8, body: &[u8]) -> Result<Self, StoreError>;
+}
+
+pub fn encode<T: Stored>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.push(FORMAT_VERSION);
-    serde_json::to_writer(&mut out, value).expect("stored types always serialize");
+    value.write(&mut out);
     out
 }
 
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(StoreError::Corrupt("empty stored value".to_string()));
     };
     match version {
-        // Version 1 is the first format; later versions add their upgrade
-        // steps here, oldest first.
-        1 => serde_json::from_slice(body)
-            .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
         0 => Err(StoreError::Corrupt(
             "stored value has format version 0".to_string(),
         )),
-        newer => Err(StoreError::NewerFormat {
+        newer if newer > FORMAT_VERSION => Err(StoreError::NewerFormat {
             found: newer,
             supported: FORMAT_VERSION,
         }),
+        version => T::read(version, body),
+    }
+}
+
+/// Writes `value` as format 1.
+pub fn write_json<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    out.push(JSON);
+    serde_json::to_writer(out, value).expect("stored types always serialize");
+}
+
+/// Reads a format-1 body.
+pub fn read_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(body)
+        .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}")))
+}
+
+/// A value of format 2 where a format-1 value was expected: only the
+/// compact types are written so.
+pub fn unexpected(version: u8) -> StoreError {
+    StoreError::Corrupt(format!(
+        "stored value has format {version}, which this kind of value is never written in"
+    ))
+}
+
+/// Values kept as JSON (format 1) whatever the store's format: small or
+/// rarely written.
+macro_rules! stored_as_json {
+    ($($t:ty),* $(,)?) => {
+        $(impl $crate::store::codec::Stored for $t {
+            fn write(&self, out: &mut Vec<u8>) {
+                $crate::store::codec::write_json(self, out);
+            }
+            fn read(version: u8, body: &[u8]) -> Result<Self, $crate::store::StoreError> {
+                match version {
+                    $crate::store::codec::JSON => $crate::store::codec::read_json(body),
+                    other => Err($crate::store::codec::unexpected(other)),
+                }
+            }
+        })*
+    };
+}
+pub(crate) use stored_as_json;
+
+stored_as_json!(bool, u8, u64, String, Vec<u8>, Vec<u64>, Vec<String>);
+
+impl Stored for &str {
+    fn write(&self, out: &mut Vec<u8>) {
+        write_json(self, out);
+    }
+    fn read(_: u8, _: &[u8]) -> Result<Self, StoreError> {
+        unreachable!("borrowed strings are only written")
     }
 }
 
@@ -43,7 +107,7 @@ mod tests {
     #[test]
     fn values_carry_their_version() {
         let bytes = encode(&vec![1u64, 2]);
-        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[0], JSON);
         assert_eq!(decode::<Vec<u64>>(&bytes).unwrap(), vec![1, 2]);
         let mut newer = bytes.clone();
         newer[0] = FORMAT_VERSION + 1;

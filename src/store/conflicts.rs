@@ -152,7 +152,7 @@ fn send_on(
         domain: record
             .map(|r| r.domain)
             .unwrap_or_else(|| item.domain.clone()),
-        payload: serde_json::value::to_raw_value(&payload).expect("payloads always serialize"),
+        payload: crate::queue::EncodedPayload::of(&payload),
         attachment_hashes: Vec::new(),
         fields: sent,
         settles: true,

@@ -25,7 +25,7 @@ pub struct ReceivedItem {
     pub source_table: String,
     pub remote_correlation_id: String,
     pub local_correlation_id: String,
-    pub payload: String,
+    pub payload: crate::queue::EncodedPayload,
     pub attachment_grants: Vec<crate::attachment::Grant>,
     pub bases: Vec<crate::queue::FieldBase>,
     pub changed_on: crate::ids::Millis,
@@ -54,10 +54,8 @@ pub fn receive(
         let id = counters.next("inbound_item")?;
         let problem = match received.operation {
             None => Some("the item has no valid operation (create, update or delete)".to_string()),
-            Some(_) => match serde_json::from_str::<crate::queue::Payload>(&received.payload) {
-                Err(e) => Some(format!(
-                    "malformed payload: {e}; the sender must send capture_metadata, changed_fields and journal_entries"
-                )),
+            Some(_) => match received.payload.decode() {
+                Err(e) => Some(format!("malformed payload: {e}")),
                 Ok(_)
                     if txn
                         .capture

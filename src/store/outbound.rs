@@ -331,7 +331,7 @@ fn outbound_trace(item: &OutboundItem) -> FlowTrace {
     let sent_on = item.sent_on.unwrap_or(item.created_on);
     let mut trace = FlowTrace::start(sent_on);
     trace.flow = item.outbound_flow.clone();
-    let payload: Option<crate::queue::Payload> = serde_json::from_str(item.payload.get()).ok();
+    let payload = item.payload.decode().ok();
     let changed: Vec<&str> = payload
         .iter()
         .flat_map(|p| p.changed_fields.iter())
@@ -374,7 +374,7 @@ fn outbound_trace(item: &OutboundItem) -> FlowTrace {
     );
     trace.outputs = serde_json::json!({
         "remote_system": item.remote_system, "sequence": item.sequence,
-        "payload_bytes": item.payload.get().len(),
+        "payload_bytes": item.payload.len(),
         "journal_entries": payload.as_ref().map_or(0, |p| p.journal_entries.len()),
         "attachments": item.attachment_hashes.len(),
     });

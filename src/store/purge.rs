@@ -107,7 +107,7 @@ fn expired(status: QueueStatus, finished: Millis, before: PurgeBefore) -> bool {
 /// The queue rows a purge batch deletes, oldest first. Ids grow with
 /// creation time, so the scan stops at the first item created after both
 /// cutoffs: nothing later can have finished before them.
-fn expired_rows<T: serde::de::DeserializeOwned>(
+fn expired_rows<T: super::codec::Stored>(
     table: &impl ReadableTable<u64, &'static [u8]>,
     before: PurgeBefore,
     batch: usize,

@@ -8,7 +8,6 @@
 use std::collections::BinaryHeap;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-use serde::de::DeserializeOwned;
 
 use super::codec::{decode, encode};
 use super::tables::*;
@@ -252,7 +251,7 @@ impl Store {
         self.browse(Queue::Inbound, browse, |item: &InboundItem| &item.domain)
     }
 
-    fn browse<T: DeserializeOwned>(
+    fn browse<T: super::codec::Stored>(
         &self,
         queue: Queue,
         browse: &Browse,

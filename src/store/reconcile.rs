@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 use crate::capture::Change;
 use crate::domain::Domain;
 use crate::ids::{Millis, format_time, now_millis};
-use crate::queue::{CaptureMetadata, Payload};
+use crate::queue::{CaptureMetadata, Correlation, Payload};
 use crate::reconcile::{
     Column, Compared, Difference, Digests, DigestsBuilder, Entry, JOURNAL_FIELD, SendRecord,
     deleted_digest, journal_digest, pair_key, record_digest, with_journal,
@@ -153,9 +153,9 @@ impl Store {
             if row_remote != remote {
                 continue;
             }
-            let correlation: PairFacts = decode(value.value())?;
+            let correlation: Correlation = decode(value.value())?;
             let record = match records.get((table, sys_id))? {
-                Some(value) if correlation.active => Some(decode::<RecordFacts>(value.value())?),
+                Some(value) if correlation.active => Some(decode::<Record>(value.value())?),
                 _ => None,
             };
             let mut entry = entry_of(&correlation, record.as_ref(), column);
@@ -279,28 +279,6 @@ impl Store {
     }
 }
 
-/// What a comparison reads of a correlation: the rest (its sync state)
-/// is skipped, not decoded.
-#[derive(Deserialize)]
-struct PairFacts {
-    remote_correlation_id: String,
-    local_correlation_id: String,
-    active: bool,
-    updated_on: Millis,
-    #[serde(default)]
-    deleted_on: Option<Millis>,
-    #[serde(default)]
-    origin_remote: Option<bool>,
-}
-
-/// What a comparison reads of a record.
-#[derive(Deserialize)]
-struct RecordFacts {
-    sys_id: String,
-    updated_on: Millis,
-    fields: std::collections::BTreeMap<String, String>,
-}
-
 /// The ids of `record`'s journal entries in `fields`.
 fn journal_ids(
     journals: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
@@ -317,7 +295,7 @@ fn journal_ids(
     Ok(ids)
 }
 
-fn entry_of(correlation: &PairFacts, record: Option<&RecordFacts>, column: &Column) -> Entry {
+fn entry_of(correlation: &Correlation, record: Option<&Record>, column: &Column) -> Entry {
     let key = pair_key(
         correlation.origin_remote,
         &correlation.local_correlation_id,
@@ -450,7 +428,7 @@ fn deletion(
         table: table.to_string(),
         sys_id: send.sys_id.clone(),
         domain: Domain::global(),
-        payload: serde_json::value::to_raw_value(&payload).expect("payloads always serialize"),
+        payload: crate::queue::EncodedPayload::of(&payload),
         attachment_hashes: Vec::new(),
         fields: Vec::new(),
         settles: send.settles,

@@ -4,8 +4,8 @@
 //! is counted. Captures, settled conflicts and initial loads all stage
 //! their items here.
 
+use crate::queue::EncodedPayload;
 use redb::WriteTransaction;
-use serde_json::value::RawValue;
 
 use super::StoreError;
 use super::codec::encode;
@@ -29,7 +29,7 @@ pub(super) struct NewItem {
     pub table: String,
     pub sys_id: String,
     pub domain: Domain,
-    pub payload: Box<RawValue>,
+    pub payload: EncodedPayload,
     pub attachment_hashes: Vec<String>,
     /// The payload's fields, for the correlation's sync state.
     pub fields: Vec<SentField>,
@@ -48,8 +48,7 @@ impl NewItem {
                 .iter()
                 .map(|a| a.hash.clone())
                 .collect(),
-            payload: serde_json::value::to_raw_value(&c.payload)
-                .expect("payloads always serialize"),
+            payload: EncodedPayload::of(&c.payload),
             remote_system: c.remote_system,
             process_event: c.process_event,
             capture_definition: c.capture_definition,

@@ -18,6 +18,15 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     super::stats::count_if_needed(txn)?;
     super::queue_index::build_if_needed(txn)?;
     let mut meta = txn.open_table(META)?;
+    // From here on values of the newest format may be written: an older
+    // binary then refuses the store as a whole.
+    let format: u8 = match meta.get("format")? {
+        Some(value) => super::codec::decode(value.value())?,
+        None => 0,
+    };
+    if format < super::codec::FORMAT_VERSION {
+        meta.insert("format", encode(&super::codec::FORMAT_VERSION).as_slice())?;
+    }
     if meta.get("attachment_secret")?.is_none() {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| {

@@ -16,6 +16,7 @@ use super::pb::peer as pb;
 use super::protocol::{CallError, Hello, HelloAnswer, PeerTarget, SendItem, SyncEvent};
 use super::tls;
 use crate::attachment::Grant;
+use crate::queue::EncodedPayload;
 use crate::record::Operation;
 use crate::store::{Store, StoreError};
 
@@ -336,7 +337,14 @@ impl PeerClient {
                         local_correlation_id: item.local_correlation_id,
                         remote_correlation_id: item.remote_correlation_id,
                         domain: item.domain,
-                        payload_json: item.payload_json,
+                        payload_json: match &item.payload {
+                            EncodedPayload::Json(text) => text.clone(),
+                            EncodedPayload::Binary(_) => String::new(),
+                        },
+                        payload: match item.payload {
+                            EncodedPayload::Binary(bytes) => bytes,
+                            EncodedPayload::Json(_) => Default::default(),
+                        },
                         created_on: item.created_on,
                         attachment_grants: item
                             .attachment_grants

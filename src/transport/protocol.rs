@@ -10,7 +10,7 @@ use crate::record::Operation;
 use crate::store::StoreError;
 
 /// The peer protocol version this binary speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a caller says about itself in `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct WireItem {
     pub local_correlation_id: String,
     pub remote_correlation_id: String,
     pub domain: String,
-    pub payload_json: String,
+    pub payload: crate::queue::EncodedPayload,
     pub created_on: String,
     /// Keys for the peer to fetch the payload's attachments with.
     pub attachment_grants: Vec<Grant>,

@@ -632,7 +632,7 @@ pub fn crafted_item(
         local_correlation_id: format!("{sequence:032x}"),
         remote_correlation_id: String::new(),
         domain: "global".into(),
-        payload_json: payload.into(),
+        payload: procsync::queue::EncodedPayload::Json(payload.into()),
         created_on: "2026-11-27 12:00:00".into(),
         attachment_grants: grants,
         bases: Vec::new(),

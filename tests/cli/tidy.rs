@@ -66,6 +66,17 @@ fn only_the_transport_sees_wire_types() {
         if path.starts_with("src/transport") || path.starts_with("src/server/") {
             continue;
         }
+        // Store format 2 is protobuf messages too (`stored`), converted
+        // only where the payload and the stored values are made.
+        if [
+            "src/stored.rs",
+            "src/queue/payload.rs",
+            "src/store/compact.rs",
+        ]
+        .contains(&path.as_str())
+        {
+            continue;
+        }
         let found = uses(&text, &["tonic::", "use tonic", "prost::", "pb::"]);
         assert!(
             found.is_empty(),
@@ -166,7 +177,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
     (
         "alert",
         &[
-            "domain", "ids", "runtime", "stats", "store", "subflow", "testing", "worker",
+            "domain", "ids", "queue", "runtime", "stats", "store", "subflow", "testing", "worker",
         ],
     ),
     ("attachment", &["ids"]),
@@ -282,7 +293,10 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
     ("link", &["instance"]),
     ("pair", &["child", "instance", "link", "transport"]),
     ("progress", &["transport"]),
-    ("queue", &["attachment", "domain", "ids", "record"]),
+    (
+        "queue",
+        &["attachment", "domain", "ids", "record", "stored"],
+    ),
     ("reconcile", &["config", "ids", "queue"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
     ("runtime", &["config", "store", "transport"]),
@@ -330,6 +344,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
             "reconcile",
             "record",
             "stats",
+            "stored",
             "user",
         ],
     ),

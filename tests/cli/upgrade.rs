@@ -49,6 +49,10 @@ fn a_format_1_store_opens_with_everything_in_it() {
         assert_eq!(store.sync_config().unwrap().objects().len(), 8);
         let items = store.outbound_items(&QueueFilter::default()).unwrap();
         assert_eq!(items.len(), 4, "create and comment, to two remotes");
+        for item in &items {
+            let payload = item.payload.decode().expect("a format-1 payload decodes");
+            assert_eq!(payload.capture_metadata.sys_id, sys_id);
+        }
         // The format-1 store had no statistics: they are counted on open.
         let (lines, _) = store.queue_stats(procsync::ids::now_millis()).unwrap();
         let ready: u64 = lines.iter().map(|l| l.counts.ready).sum();
@@ -94,4 +98,74 @@ fn a_format_1_store_opens_with_everything_in_it() {
     assert_eq!(sequences, [1, 2, 3]);
     let stats = instance.json(&["stats", "--json"]);
     assert_eq!(stats["outbound"]["ready"], 6, "{stats:#}");
+}
+
+/// Format 2 (records, journal entries, queue items and correlations as
+/// protobuf messages): the hub of `procsync demo --keep`, after a request
+/// went there and back.
+#[test]
+fn a_format_2_store_opens_with_everything_in_it() {
+    let dir = copy_fixture("store-format-2");
+    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.instance().unwrap().name, "hub");
+        assert!(store.user_by_token(&token).unwrap().is_some());
+        let (record, journal) = store
+            .record("sc_req_item", &sys_id)
+            .unwrap()
+            .expect("the record survives");
+        assert_eq!(record.fields["short_description"], "Install Visio");
+        assert_eq!(record.fields["state"], "3");
+        let texts: Vec<&str> = journal.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["Needed for the floor plans", "Installed; licence assigned"]
+        );
+        let inbound = store.inbound_items(&QueueFilter::default()).unwrap();
+        assert_eq!(inbound.len(), 1);
+        assert_eq!(inbound[0].status, QueueStatus::Processed);
+        let payload = inbound[0].payload.decode().expect("the payload decodes");
+        assert!(
+            payload
+                .changed_fields
+                .iter()
+                .any(|f| f.value == "Install Visio"),
+            "{payload:?}"
+        );
+        let outbound = store.outbound_items(&QueueFilter::default()).unwrap();
+        assert_eq!(outbound.len(), 1);
+        assert_eq!(outbound[0].status, QueueStatus::Processed);
+        assert_eq!(
+            outbound[0]
+                .payload
+                .decode()
+                .unwrap()
+                .capture_metadata
+                .sys_id,
+            sys_id
+        );
+        let correlations = store.correlations(None).unwrap();
+        assert_eq!(correlations.len(), 1);
+        assert_eq!(correlations[0].local_correlation_id, sys_id);
+        assert!(!correlations[0].synced.is_empty());
+        store.close();
+    }
+    let instance = Instance {
+        dir,
+        fingerprint: String::new(),
+        peer_port: crate::support::free_port(),
+    };
+    let _server = instance.serve();
+    let out = instance.ok(&["record", "get", "sc_req_item", &sys_id]);
+    assert!(out.contains("Installed; licence assigned"), "{out}");
+    let item = instance.json(&["queue", "inbound", "show", "1"]);
+    assert_eq!(
+        item["payload"]["capture_metadata"]["operation"], "create",
+        "payloads are shown as JSON: {item:#}"
+    );
 }

@@ -29,7 +29,7 @@ fn item(operation: Operation, named: &str, payload: serde_json::Value) -> Inboun
         domain: Domain::global(),
         status: QueueStatus::Ready,
         created_on: 0,
-        payload: payload.to_string(),
+        payload: crate::queue::EncodedPayload::from_text(payload.to_string()),
         error: None,
         processed_on: None,
         processing_ms: None,
@@ -232,7 +232,9 @@ fn a_malformed_payload_or_an_unknown_event_fails_the_item() {
         panic!("refused")
     };
     assert!(problem.starts_with("malformed payload"), "{problem}");
-    broken.payload = payload(serde_json::json!([]), serde_json::json!([])).to_string();
+    broken.payload = crate::queue::EncodedPayload::from_text(
+        payload(serde_json::json!([]), serde_json::json!([])).to_string(),
+    );
     let Err(problem) = understand(&broken, None, &mut trace) else {
         panic!("refused")
     };

@@ -1,0 +1,544 @@
+//! Store format 2 for the values stored most: records, journal entries,
+//! queue items and correlations, each as its protobuf message
+//! (`crate::stored`), and still read from format 1 (JSON). Every other
+//! value stays JSON (`stored_as_json!` below).
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::StoreError;
+use super::codec::{BINARY, JSON, Stored, read_json, stored_as_json, unexpected};
+use crate::attachment::{Attachment, AttachmentOrigin, Grant};
+use crate::domain::Domain;
+use crate::queue::payload::{operation_number, operation_of};
+use crate::queue::{
+    ALL_STATUSES, ConflictRule, Correlation, EncodedPayload, FetchRetry, FieldBase, FieldConflict,
+    InboundItem, OutboundItem, QueueStatus, Synced, Winner,
+};
+use crate::record::{JournalEntry, Record};
+use crate::stored;
+
+stored_as_json!(
+    crate::store::InstanceInfo,
+    crate::user::User,
+    crate::property::RetryState,
+    crate::stats::QueueCounters,
+    crate::stats::MinuteCounts,
+    crate::queue::FlowContext,
+    super::content::ContentInfo,
+    super::sync_objects::StoredSyncObject,
+    super::load::Load,
+    super::reconcile::Reconciliation,
+    std::collections::BTreeSet<(String, String)>,
+);
+
+/// Implements `Stored` for a type with a format-2 message: written as the
+/// message, read from it or from format 1.
+macro_rules! stored_compact {
+    ($($t:ty => $message:ty, $to:ident, $from:ident;)*) => {
+        $(impl Stored for $t {
+            fn write(&self, out: &mut Vec<u8>) {
+                let message = $to(self);
+                out.reserve(1 + message.encoded_len());
+                out.push(BINARY);
+                message.encode(out).expect("a Vec grows to fit");
+            }
+            fn read(version: u8, body: &[u8]) -> Result<Self, StoreError> {
+                match version {
+                    JSON => read_json(body),
+                    BINARY => $from(<$message>::decode(body).map_err(|e| {
+                        StoreError::Corrupt(format!("stored value does not decode: {e}"))
+                    })?)
+                    .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
+                    other => Err(unexpected(other)),
+                }
+            }
+        })*
+    };
+}
+
+stored_compact! {
+    Record => stored::Record, record_message, record_of;
+    JournalEntry => stored::JournalEntry, journal_message, journal_of;
+    OutboundItem => stored::OutboundItem, outbound_message, outbound_of;
+    InboundItem => stored::InboundItem, inbound_message, inbound_of;
+    Correlation => stored::Correlation, correlation_message, correlation_of;
+}
+
+fn domain_of(text: String) -> Result<Domain, String> {
+    Domain::try_from(text)
+}
+
+fn status_number(status: QueueStatus) -> u32 {
+    let place = ALL_STATUSES
+        .iter()
+        .position(|s| *s == status)
+        .expect("every status is listed");
+    u32::try_from(place).expect("five statuses") + 1
+}
+
+fn status_of(number: u32) -> Result<QueueStatus, String> {
+    number
+        .checked_sub(1)
+        .and_then(|place| ALL_STATUSES.get(place as usize))
+        .copied()
+        .ok_or_else(|| format!("status number {number} is unknown"))
+}
+
+fn record_message(record: &Record) -> stored::Record {
+    stored::Record {
+        table: record.table.clone(),
+        sys_id: record.sys_id.clone(),
+        created_on: record.created_on,
+        created_by: record.created_by.clone(),
+        updated_on: record.updated_on,
+        updated_by: (record.updated_by != record.created_by).then(|| record.updated_by.clone()),
+        mod_count: record.mod_count,
+        domain: record.domain.to_string(),
+        fields: record
+            .fields
+            .iter()
+            .map(|(name, value)| stored::Field {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        journal_len: record.journal_len,
+        attachments: record
+            .attachments
+            .iter()
+            .map(|a| stored::Attachment {
+                sys_id: a.sys_id.clone(),
+                file_name: a.file_name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size,
+                hash: a.hash.clone(),
+                created_on: a.created_on,
+                created_by: a.created_by.clone(),
+                origin_remote_system: a.origin.as_ref().map(|o| o.remote_system.clone()),
+                origin_sys_id: a.origin.as_ref().map(|o| o.sys_id.clone()),
+            })
+            .collect(),
+    }
+}
+
+fn record_of(message: stored::Record) -> Result<Record, String> {
+    Ok(Record {
+        updated_by: message
+            .updated_by
+            .unwrap_or_else(|| message.created_by.clone()),
+        table: message.table,
+        sys_id: message.sys_id,
+        created_on: message.created_on,
+        created_by: message.created_by,
+        updated_on: message.updated_on,
+        mod_count: message.mod_count,
+        domain: domain_of(message.domain)?,
+        fields: message
+            .fields
+            .into_iter()
+            .map(|f| (f.name, f.value))
+            .collect(),
+        journal_len: message.journal_len,
+        attachments: message
+            .attachments
+            .into_iter()
+            .map(|a| Attachment {
+                origin: match (a.origin_remote_system, a.origin_sys_id) {
+                    (Some(remote_system), Some(sys_id)) => Some(AttachmentOrigin {
+                        remote_system,
+                        sys_id,
+                    }),
+                    _ => None,
+                },
+                sys_id: a.sys_id,
+                file_name: a.file_name,
+                content_type: a.content_type,
+                size: a.size,
+                hash: a.hash,
+                created_on: a.created_on,
+                created_by: a.created_by,
+            })
+            .collect(),
+    })
+}
+
+fn journal_message(entry: &JournalEntry) -> stored::JournalEntry {
+    stored::JournalEntry {
+        id: entry.id.clone(),
+        field: entry.field.clone(),
+        author: entry.author.clone(),
+        created_on: entry.created_on,
+        text: entry.text.clone(),
+    }
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "every conversion from a message has the same shape"
+)]
+fn journal_of(message: stored::JournalEntry) -> Result<JournalEntry, String> {
+    Ok(JournalEntry {
+        id: message.id,
+        field: message.field,
+        author: message.author,
+        created_on: message.created_on,
+        text: message.text,
+    })
+}
+
+fn bases_message(bases: &[FieldBase]) -> Vec<stored::FieldBase> {
+    bases
+        .iter()
+        .map(|b| stored::FieldBase {
+            field: b.field.clone(),
+            digest: b.digest.clone(),
+        })
+        .collect()
+}
+
+fn bases_of(bases: Vec<stored::FieldBase>) -> Vec<FieldBase> {
+    bases
+        .into_iter()
+        .map(|b| FieldBase {
+            field: b.field,
+            digest: b.digest,
+        })
+        .collect()
+}
+
+/// A payload goes into a message as its bytes; a text one (never made by
+/// a capture) as the JSON text.
+fn payload_parts(payload: &EncodedPayload) -> (Bytes, Option<String>) {
+    match payload {
+        EncodedPayload::Binary(bytes) => (bytes.clone(), None),
+        EncodedPayload::Json(text) => (Bytes::new(), Some(text.clone())),
+    }
+}
+
+fn payload_from_parts(bytes: Bytes, text: Option<String>) -> EncodedPayload {
+    match text {
+        Some(text) => EncodedPayload::Json(text),
+        None => EncodedPayload::Binary(bytes),
+    }
+}
+
+fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
+    let (payload, _) = payload_parts(&item.payload);
+    stored::OutboundItem {
+        id: item.id,
+        sequence: item.sequence,
+        remote_system: item.remote_system.clone(),
+        process_event: item.process_event.clone(),
+        capture_definition: item.capture_definition.clone(),
+        outbound_flow: item.outbound_flow.clone(),
+        operation: operation_number(item.operation),
+        table: item.table.clone(),
+        local_correlation_id: item.local_correlation_id.clone(),
+        domain: item.domain.to_string(),
+        status: status_number(item.status),
+        created_on: item.created_on,
+        payload: match &item.payload {
+            EncodedPayload::Binary(_) => payload,
+            // Outbound payloads are made by captures, always binary; a
+            // text one is kept as its bytes.
+            EncodedPayload::Json(text) => Bytes::from(text.clone().into_bytes()),
+        },
+        error: item.error.clone(),
+        attempts: item.attempts,
+        next_attempt_on: item.next_attempt_on,
+        sent_on: item.sent_on,
+        processed_on: item.processed_on,
+        last_error: item.last_error.clone(),
+        attachment_hashes: item.attachment_hashes.clone(),
+        flow_contexts: item.flow_contexts.clone(),
+        bases: bases_message(&item.bases),
+        settles: item.settles,
+    }
+}
+
+fn outbound_of(message: stored::OutboundItem) -> Result<OutboundItem, String> {
+    Ok(OutboundItem {
+        id: message.id,
+        sequence: message.sequence,
+        remote_system: message.remote_system,
+        process_event: message.process_event,
+        capture_definition: message.capture_definition,
+        outbound_flow: message.outbound_flow,
+        operation: operation_of(message.operation)?,
+        table: message.table,
+        local_correlation_id: message.local_correlation_id,
+        domain: domain_of(message.domain)?,
+        status: status_of(message.status)?,
+        created_on: message.created_on,
+        payload: EncodedPayload::Binary(message.payload),
+        error: message.error,
+        attempts: message.attempts,
+        next_attempt_on: message.next_attempt_on,
+        sent_on: message.sent_on,
+        processed_on: message.processed_on,
+        last_error: message.last_error,
+        attachment_hashes: message.attachment_hashes,
+        flow_contexts: message.flow_contexts,
+        bases: bases_of(message.bases),
+        settles: message.settles,
+    })
+}
+
+fn rule_number(rule: ConflictRule) -> u32 {
+    match rule {
+        ConflictRule::Error => 1,
+        ConflictRule::NewestWins => 2,
+        ConflictRule::PeerWins => 3,
+        ConflictRule::ThisSideWins => 4,
+    }
+}
+
+fn rule_of(number: u32) -> Result<ConflictRule, String> {
+    Ok(match number {
+        1 => ConflictRule::Error,
+        2 => ConflictRule::NewestWins,
+        3 => ConflictRule::PeerWins,
+        4 => ConflictRule::ThisSideWins,
+        other => return Err(format!("conflict rule number {other} is unknown")),
+    })
+}
+
+fn winner_number(winner: Winner) -> u32 {
+    match winner {
+        Winner::Peer => 1,
+        Winner::Here => 2,
+        Winner::Undecided => 3,
+    }
+}
+
+fn winner_of(number: u32) -> Result<Winner, String> {
+    Ok(match number {
+        1 => Winner::Peer,
+        2 => Winner::Here,
+        3 => Winner::Undecided,
+        other => return Err(format!("winner number {other} is unknown")),
+    })
+}
+
+fn inbound_message(item: &InboundItem) -> stored::InboundItem {
+    let (payload, payload_json) = payload_parts(&item.payload);
+    stored::InboundItem {
+        id: item.id,
+        sequence: item.sequence,
+        remote_system: item.remote_system.clone(),
+        process_event: item.process_event.clone(),
+        operation: operation_number(item.operation),
+        source_table: item.source_table.clone(),
+        remote_correlation_id: item.remote_correlation_id.clone(),
+        local_correlation_id: item.local_correlation_id.clone(),
+        domain: item.domain.to_string(),
+        status: status_number(item.status),
+        created_on: item.created_on,
+        payload,
+        payload_json,
+        error: item.error.clone(),
+        processed_on: item.processed_on,
+        processing_ms: item.processing_ms,
+        attachment_grants: item
+            .attachment_grants
+            .iter()
+            .map(|g| stored::Grant {
+                hash: g.hash.clone(),
+                expires_at: g.expires_at,
+                key: g.key.clone(),
+            })
+            .collect(),
+        waiting: item.waiting.clone(),
+        flow_contexts: item.flow_contexts.clone(),
+        fetch_retries: item
+            .fetch_retries
+            .iter()
+            .map(|(hash, r)| stored::FetchRetry {
+                hash: hash.clone(),
+                attempts: r.attempts,
+                next_attempt_on: r.next_attempt_on,
+                held: r.held,
+                last_error: r.last_error.clone(),
+            })
+            .collect(),
+        bases: bases_message(&item.bases),
+        changed_on: item.changed_on,
+        settles: item.settles,
+        conflicts: item
+            .conflicts
+            .iter()
+            .map(|c| stored::FieldConflict {
+                field: c.field.clone(),
+                here: c.here.clone(),
+                peer: c.peer.clone(),
+                here_on: c.here_on,
+                peer_on: c.peer_on,
+                rule: rule_number(c.rule),
+                winner: winner_number(c.winner),
+            })
+            .collect(),
+    }
+}
+
+fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
+    Ok(InboundItem {
+        id: message.id,
+        sequence: message.sequence,
+        remote_system: message.remote_system,
+        process_event: message.process_event,
+        operation: operation_of(message.operation)?,
+        source_table: message.source_table,
+        remote_correlation_id: message.remote_correlation_id,
+        local_correlation_id: message.local_correlation_id,
+        domain: domain_of(message.domain)?,
+        status: status_of(message.status)?,
+        created_on: message.created_on,
+        payload: payload_from_parts(message.payload, message.payload_json),
+        error: message.error,
+        processed_on: message.processed_on,
+        processing_ms: message.processing_ms,
+        attachment_grants: message
+            .attachment_grants
+            .into_iter()
+            .map(|g| Grant {
+                hash: g.hash,
+                expires_at: g.expires_at,
+                key: g.key,
+            })
+            .collect(),
+        waiting: message.waiting,
+        flow_contexts: message.flow_contexts,
+        fetch_retries: message
+            .fetch_retries
+            .into_iter()
+            .map(|r| {
+                (
+                    r.hash,
+                    FetchRetry {
+                        attempts: r.attempts,
+                        next_attempt_on: r.next_attempt_on,
+                        held: r.held,
+                        last_error: r.last_error,
+                    },
+                )
+            })
+            .collect(),
+        bases: bases_of(message.bases),
+        changed_on: message.changed_on,
+        settles: message.settles,
+        conflicts: message
+            .conflicts
+            .into_iter()
+            .map(|c| {
+                Ok(FieldConflict {
+                    rule: rule_of(c.rule)?,
+                    winner: winner_of(c.winner)?,
+                    field: c.field,
+                    here: c.here,
+                    peer: c.peer,
+                    here_on: c.here_on,
+                    peer_on: c.peer_on,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+/// A digest of 16 lowercase hex digits goes in as its 8 bytes; any other
+/// text as itself (never 8 bytes long, so the two cannot be confused).
+fn digest_bytes(digest: &str) -> Bytes {
+    let is_hex = digest.len() == 16
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if is_hex {
+        let bytes: Vec<u8> = (0..8)
+            .map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).expect("checked hex"))
+            .collect();
+        Bytes::from(bytes)
+    } else {
+        let mut text = digest.as_bytes().to_vec();
+        if text.len() == 8 {
+            // Kept apart from a binary digest by a marker byte.
+            text.insert(0, 0);
+        }
+        Bytes::from(text)
+    }
+}
+
+fn digest_text(bytes: &[u8]) -> String {
+    match bytes.len() {
+        8 => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        9 if bytes[0] == 0 => String::from_utf8_lossy(&bytes[1..]).into_owned(),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+fn correlation_message(correlation: &Correlation) -> stored::Correlation {
+    stored::Correlation {
+        remote_system: correlation.remote_system.clone(),
+        remote_correlation_id: correlation.remote_correlation_id.clone(),
+        table: correlation.table.clone(),
+        local_correlation_id: correlation.local_correlation_id.clone(),
+        active: correlation.active,
+        created_on: correlation.created_on,
+        updated_on: (correlation.updated_on != correlation.created_on)
+            .then_some(correlation.updated_on),
+        synced: correlation
+            .synced
+            .iter()
+            .map(|(field, synced)| stored::Synced {
+                field: field.clone(),
+                digest: digest_bytes(&synced.digest),
+                on: (synced.on != correlation.updated_on).then_some(synced.on),
+                by_peer: synced.by_peer,
+            })
+            .collect(),
+        deleted_on: correlation.deleted_on,
+        unsent: correlation.unsent,
+        origin: match correlation.origin_remote {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        },
+    }
+}
+
+fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
+    let updated_on = message.updated_on.unwrap_or(message.created_on);
+    Ok(Correlation {
+        remote_system: message.remote_system,
+        remote_correlation_id: message.remote_correlation_id,
+        table: message.table,
+        local_correlation_id: message.local_correlation_id,
+        active: message.active,
+        created_on: message.created_on,
+        updated_on,
+        synced: message
+            .synced
+            .into_iter()
+            .map(|s| {
+                (
+                    s.field,
+                    Synced {
+                        digest: digest_text(&s.digest),
+                        on: s.on.unwrap_or(updated_on),
+                        by_peer: s.by_peer,
+                    },
+                )
+            })
+            .collect(),
+        deleted_on: message.deleted_on,
+        unsent: message.unsent,
+        origin_remote: match message.origin {
+            0 => None,
+            1 => Some(false),
+            2 => Some(true),
+            other => return Err(format!("correlation origin number {other} is unknown")),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;
