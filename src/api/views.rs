@@ -15,6 +15,8 @@ fn times_as_text(view: &mut Value, keys: &[&str]) {
     for key in keys {
         if let Some(millis) = view[*key].as_u64() {
             view[*key] = Value::from(format_time(millis));
+            // The exact time too, for scripts and measurements.
+            view[format!("{key}_ms")] = Value::from(millis);
         }
     }
 }

@@ -2,7 +2,10 @@
 //! instances on this machine. Writes records on the edge in batches and
 //! times until the hub has applied every item (its inbound flow ran, the
 //! record exists) and the edge has every acknowledgment, using the queue
-//! counters of each side; with each process's CPU time.
+//! counters of each side; with each process's CPU time and peak memory.
+//! With `--rate`, offers single writes at a steady rate instead and
+//! prints the latency from each write's acknowledgment on the edge to its
+//! apply on the hub.
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +17,19 @@ use super::{cpu_seconds, machine};
 #[derive(Args, Debug, Clone)]
 pub struct SyncBench {
     /// Records to create on the edge (each one outbound item).
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     pub records: u64,
     /// Records per batch call.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: u64,
+    /// Offer this many single writes per second (for `--seconds`) instead
+    /// of batches, and print the latency from each acknowledged write on
+    /// the edge to its apply on the hub.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long to offer `--rate` for.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
     /// Where to make the temporary instances (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
@@ -38,6 +49,9 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
     let mut edge = crate::pair::start(base, "edge").await?;
     let mut hub = crate::pair::start(base, "hub").await?;
     crate::pair::link(&mut edge, &mut hub, "").await?;
+    if let Some(rate) = args.rate {
+        return super::latency::run(&mut edge, &mut hub, rate, args.seconds).await;
+    }
     let cpu_before = (
         cpu_seconds(edge.server.pid()),
         cpu_seconds(hub.server.pid()),
@@ -99,6 +113,11 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
         cpu.1,
         cpu.0 * 1e6 / written as f64,
         cpu.1 * 1e6 / written as f64
+    );
+    println!(
+        "peak resident memory: edge {:.0} MiB, hub {:.0} MiB",
+        super::peak_rss_mib(edge.server.pid()).unwrap_or(f64::NAN),
+        super::peak_rss_mib(hub.server.pid()).unwrap_or(f64::NAN)
     );
     Ok(())
 }

@@ -11,6 +11,7 @@ mod faults;
 
 mod alerts;
 mod attachments;
+mod bench;
 mod browse;
 mod browser;
 mod capture;

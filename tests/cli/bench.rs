@@ -1,0 +1,59 @@
+//! The benchmarks run end to end on small counts (their figures are read
+//! from release builds; here only that they work and report what they
+//! promise): sync in batches and at a steady rate, and the store's bytes
+//! per queued item.
+
+use std::process::Command;
+
+use crate::support::BIN;
+
+fn bench(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn sync_in_batches_and_at_a_rate_reports_throughput_and_latency() {
+    let out = bench(&["sync", "--records", "300", "--batch-size", "100"]);
+    assert!(out.contains("all 300 applied on the hub"), "{out}");
+    assert!(out.contains("µs per item"), "{out}");
+    assert!(out.contains("peak resident memory: edge"), "{out}");
+
+    let out = bench(&["sync", "--rate", "20", "--seconds", "2"]);
+    assert!(out.contains("offering 20 single writes/s"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("edge acknowledged -> hub applied, 40 items: p50 "))
+        .unwrap_or_else(|| panic!("no latency line: {out}"));
+    assert!(line.contains("p99") && line.contains("max"), "{line}");
+}
+
+#[test]
+fn stats_reports_bytes_per_queued_item() {
+    let out = bench(&["stats", "--items", "2000", "--repeat", "2"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("filled: 2000 outbound items"))
+        .unwrap_or_else(|| panic!("no fill line: {out}"));
+    let bytes: u64 = line
+        .split(" bytes per queued item")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes per item: {line}"));
+    // A small store is mostly its first pages: only sanity here.
+    assert!(bytes > 100, "{line}");
+}
