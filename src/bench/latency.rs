@@ -1,6 +1,8 @@
 //! `procsync bench sync --rate R --seconds S`: the latency of one change
 //! end to end at a steady offered rate. Single writes go to the edge R
-//! times a second; each one's acknowledgment time is noted by sys_id, and
+//! times a second, each on schedule whether or not the ones before were
+//! answered (an open loop, as independent clients write); each one's
+//! acknowledgment time is noted by sys_id, and
 //! once the hub has applied them all, the hub's inbound items say when
 //! each was applied (`processed_on`, stamped in the apply's transaction,
 //! in milliseconds). Both clocks are this machine's.
@@ -27,10 +29,10 @@ pub async fn run(edge: &mut Node, hub: &mut Node, rate: u64, seconds: u64) -> Re
     }
     let total = rate * seconds;
     println!("offering {rate} single writes/s on the edge for {seconds} s ({total} records)");
-    let mut acked: HashMap<String, f64> = HashMap::new();
     let started = Instant::now();
     let bar = crate::progress::items(total, "writing");
     let mut behind = Duration::ZERO;
+    let mut writes = tokio::task::JoinSet::new();
     for n in 0..total {
         #[allow(clippy::cast_precision_loss, reason = "write numbers far below 2^52")]
         let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
@@ -52,12 +54,17 @@ pub async fn run(edge: &mut Node, hub: &mut Node, rate: u64, seconds: u64) -> Re
             journal: Vec::new(),
             attachments: Default::default(),
         };
-        let results = edge.client.write_records(vec![write]).await?;
-        let at = now_ms();
-        for result in results {
-            acked.insert(result.sys_id, at);
-        }
+        let mut client = edge.client.clone();
+        writes.spawn(async move {
+            let results = client.write_records(vec![write]).await?;
+            let at = now_ms();
+            Ok::<_, anyhow::Error>(results.into_iter().map(move |r| (r.sys_id, at)))
+        });
         bar.set_position(n + 1);
+    }
+    let mut acked: HashMap<String, f64> = HashMap::new();
+    while let Some(done) = writes.join_next().await {
+        acked.extend(done??);
     }
     drop(bar);
     let offered_for = started.elapsed();
