@@ -3,6 +3,7 @@
 //! directory, with capture configured, and removes it afterwards. Never a
 //! test: tests stay fast and deterministic.
 
+mod backlog;
 mod latency;
 mod load;
 mod run;

@@ -144,21 +144,9 @@ async fn restart(server: &mut super::BenchServer) -> Result<()> {
     drop(server.server.take());
     let started = Instant::now();
     let child = crate::child::ServeChild::start(&server.dir, 0).await?;
-    let (address, token) = (child.target.address.clone(), child.target.token.clone());
     let pid = child.pid();
+    let healthy = healthz(&child, started).await?;
     server.server = Some(child);
-    let healthy = tokio::task::spawn_blocking(move || -> Result<Duration> {
-        loop {
-            if get(&address, &token, "/healthz").is_ok() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("/healthz did not answer 200 within a minute of the restart");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    })
-    .await??;
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "restarted on the full queue: /healthz answered 200 {} after the process started; resident memory 5 s later {:.0} MiB (peak {:.0} MiB)",
@@ -273,4 +261,24 @@ fn get(address: &str, token: &str, path: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How long after `started` the instance's `/healthz` answered 200.
+pub(super) async fn healthz(
+    server: &crate::child::ServeChild,
+    started: Instant,
+) -> Result<Duration> {
+    let (address, token) = (server.target.address.clone(), server.target.token.clone());
+    tokio::task::spawn_blocking(move || -> Result<Duration> {
+        loop {
+            if get(&address, &token, "/healthz").is_ok() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("/healthz did not answer 200 within a minute of the restart");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+    .await?
 }

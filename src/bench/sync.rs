@@ -5,7 +5,8 @@
 //! counters of each side; with each process's CPU time and peak memory.
 //! With `--rate`, offers single writes at a steady rate instead and
 //! prints the latency from each write's acknowledgment on the edge to its
-//! apply on the hub.
+//! apply on the hub; with `--backlog`, a peer coming back to a full queue
+//! (`backlog`).
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ pub struct SyncBench {
     /// the edge to its apply on the hub.
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Queue the records while the hub is down instead, restart the edge
+    /// on that backlog, then bring the hub back and time the drain.
+    #[arg(long, conflicts_with = "rate")]
+    pub backlog: bool,
     /// How long to offer `--rate` for.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -51,6 +56,9 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
     crate::pair::link(&mut edge, &mut hub, "").await?;
     if let Some(rate) = args.rate {
         return super::latency::run(&mut edge, &mut hub, rate, args.seconds).await;
+    }
+    if args.backlog {
+        return super::backlog::run(edge, hub, args.records, args.batch_size).await;
     }
     let cpu_before = (
         cpu_seconds(edge.server.pid()),

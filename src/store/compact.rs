@@ -469,7 +469,7 @@ fn digest_bytes(digest: &str) -> Bytes {
 
 fn digest_text(bytes: &[u8]) -> String {
     match bytes.len() {
-        8 => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        8 => crate::ids::hex(bytes),
         9 if bytes[0] == 0 => String::from_utf8_lossy(&bytes[1..]).into_owned(),
         _ => String::from_utf8_lossy(bytes).into_owned(),
     }

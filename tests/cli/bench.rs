@@ -1,7 +1,7 @@
 //! The benchmarks run end to end on small counts (their figures are read
 //! from release builds; here only that they work and report what they
-//! promise): sync in batches and at a steady rate, and the store's bytes
-//! per queued item.
+//! promise): sync in batches, at a steady rate and after a backlog, and
+//! the store's bytes per queued item.
 
 use std::process::Command;
 
@@ -39,6 +39,25 @@ fn sync_in_batches_and_at_a_rate_reports_throughput_and_latency() {
         .find(|l| l.starts_with("edge acknowledged -> hub applied, 40 items: p50 "))
         .unwrap_or_else(|| panic!("no latency line: {out}"));
     assert!(line.contains("p99") && line.contains("max"), "{line}");
+
+    let out = bench(&[
+        "sync",
+        "--backlog",
+        "--records",
+        "300",
+        "--batch-size",
+        "100",
+    ]);
+    assert!(out.contains("queued in"), "{out}");
+    assert!(
+        out.contains("edge restarted on 300 queued items: /healthz answered 200"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the hub came back: 300 items applied"),
+        "{out}"
+    );
+    assert!(out.contains("resident memory while draining"), "{out}");
 }
 
 #[test]
