@@ -708,7 +708,10 @@ fn a_fetch_that_made_progress_before_a_reset_is_not_backed_off_longer() {
     hub.ok(&["apply", file.to_str().unwrap()]);
     hub.ok(&["remote", "validate", "edge"]);
 
-    let size: u64 = 128 << 20;
+    // Large enough that the transfer is still running at each reset
+    // however fast this machine is: at 128 MiB a fast run once finished
+    // between the check of its progress and the second reset.
+    let size: u64 = 512 << 20;
     let (file, hash) = make_file(edge.path(), "big.bin", "resets", size);
     let id = create(&edge, "reset");
     edge.ok(&[
