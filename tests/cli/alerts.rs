@@ -166,14 +166,19 @@ fn a_remote_down_past_its_threshold_is_raised_with_the_default_log_and_clears_wh
     edge.fast_retries();
     edge.ok(&["property", "set", "alert.down_s@hub", "2"]);
     hub_server.stop();
-    // No error subflow steps: the alert is an ERROR log event.
+    // No error subflow steps: the alert is an ERROR log event. The alert
+    // and the subflow's log step are two lines, written one after the
+    // other: wait for both.
     wait_for(
         &[&edge],
-        "the Down alert in the log",
+        "the Down alert and the subflow's line in the log",
         Duration::from_secs(30),
         || {
-            edge.logs()
-                .contains("for `hub` is at or over the alert threshold of 2 (alert.down_s)")
+            let logs = edge.logs();
+            logs.contains("for `hub` is at or over the alert threshold of 2 (alert.down_s)")
+                && logs.lines().any(|l| {
+                    l.contains("Error subflow: hub needs attention") && l.contains("alert.down_s")
+                })
         },
     );
     let logs = edge.logs();
