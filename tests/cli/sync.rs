@@ -1129,6 +1129,51 @@ fn malformed_payloads_and_replayed_sequences_are_handled_at_the_receiver() {
         inbound[0]
     );
     assert_eq!(inbound[1]["status"], "Processed");
+
+    // Payloads in their binary form (protocol 2): garbage is refused with
+    // the reason and kept; a good one is applied and shown as JSON.
+    let mut garbage = crafted_item(3, "", Vec::new());
+    garbage.payload = procsync::queue::EncodedPayload::Binary(vec![0xff, 0x07, 0x01].into());
+    let mut binary = crafted_item(4, "", Vec::new());
+    binary.payload = procsync::queue::EncodedPayload::from_text(good.replace("crafted", "binary"));
+    assert!(matches!(
+        binary.payload,
+        procsync::queue::EncodedPayload::Binary(_)
+    ));
+    assert_eq!(send_items(&target, vec![garbage, binary]), [3, 4]);
+    wait_for(
+        &[&hub],
+        "the record from the binary payload",
+        Duration::from_secs(30),
+        || records(&hub, "short_description=binary").len() == 1,
+    );
+    let inbound = items(&hub, "inbound");
+    let by_sequence = |sequence: u64| {
+        inbound
+            .iter()
+            .find(|i| i["sequence"] == sequence)
+            .unwrap_or_else(|| panic!("no item {sequence}: {inbound:?}"))
+    };
+    let refused = by_sequence(3);
+    assert_eq!(refused["status"], "Error");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed payload: the payload is not a valid Payload message"),
+        "{refused}"
+    );
+    let shown = hub.json(&[
+        "queue",
+        "inbound",
+        "show",
+        &by_sequence(4)["id"].to_string(),
+    ]);
+    assert_eq!(shown["status"], "Processed");
+    assert_eq!(
+        shown["payload"]["changed_fields"][0]["value"], "binary",
+        "{shown}"
+    );
     // The hub is still up and serving.
     hub.ok(&["record", "list", "sc_req_item"]);
 }
