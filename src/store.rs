@@ -47,7 +47,7 @@ use codec::{decode, encode};
 pub use content::ContentInfo;
 pub use inbound::ReceivedItem;
 pub use load::{Load, LoadState};
-pub use outbound::Waiting;
+pub use outbound::{Waiting, acknowledged_context};
 pub use purge::{PurgeBefore, Purged};
 pub use queue_index::{Browse, Browsed};
 pub use reconcile::{MOST_LISTED, ReconcileState, Reconciliation, TableReport};

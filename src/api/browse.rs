@@ -115,7 +115,12 @@ impl Api {
                 Ok::<_, StoreError>(found)
             })
             .await?;
-        item["contexts"] = serde_json::to_value(contexts).expect("contexts serialize");
+        let mut contexts = serde_json::to_value(contexts).expect("contexts serialize");
+        // An acknowledged outbound item's context is told, not stored.
+        if ids.is_empty() && item["flow_context"].is_object() {
+            contexts = Value::from(vec![item["flow_context"].clone()]);
+        }
+        item["contexts"] = contexts;
         Ok(item)
     }
 

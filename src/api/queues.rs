@@ -70,7 +70,14 @@ impl Api {
                 self.blocking(move |store| store.outbound_item(id))
                     .await?
                     .filter(|i| i.domain.is_within(&user.domain))
-                    .map(|i| self.outbound_view(&i)),
+                    .map(|i| {
+                        let mut view = self.outbound_view(&i);
+                        if let Some(context) = crate::store::acknowledged_context(&i) {
+                            view["flow_context"] =
+                                serde_json::to_value(context).expect("contexts serialize");
+                        }
+                        view
+                    }),
                 "outbound",
             ),
             other => {

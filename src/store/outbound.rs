@@ -200,7 +200,6 @@ impl Store {
                 let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
                 let mut outbound = txn.open_table(OUTBOUND)?;
                 let mut correlations = txn.open_table(CORRELATIONS)?;
-                let mut counters = super::counters::Counters::load(txn.open_table(COUNTERS)?);
                 let mut tally = Tally::new(now);
                 for sequence in sequences {
                     let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
@@ -218,22 +217,13 @@ impl Store {
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.error = None;
-                    let context = counters.next(super::context::COUNTER)?;
-                    super::context::save_as(
-                        txn,
-                        context,
-                        outbound_trace(&item),
-                        "outbound",
-                        id,
-                        QueueStatus::Processed,
-                        None,
-                    )?;
-                    item.flow_contexts.push(context);
+                    // Its context (capture, queue, send, acknowledge) is
+                    // all in the item: told when read
+                    // (`acknowledged_context`), not stored.
                     outbound.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(from));
                     note_sent(&mut correlations, &item, now)?;
                 }
-                counters.save()?;
                 tally.save(txn)?;
                 Ok(())
             })
@@ -325,8 +315,16 @@ impl Store {
     }
 }
 
-/// The context of an outbound item's processing, told when the peer
-/// acknowledged it: capture, queueing, sending, acknowledgment.
+/// The context of an acknowledged outbound item's processing: capture,
+/// queueing, sending, acknowledgment. Everything in it is in the item, so
+/// it is told when an operator reads the item instead of being stored with
+/// each acknowledgment (items acknowledged by older binaries have it
+/// stored). Its id is 0: it has no row of its own.
+pub fn acknowledged_context(item: &OutboundItem) -> Option<crate::queue::FlowContext> {
+    (item.status == QueueStatus::Processed)
+        .then(|| outbound_trace(item).finish(0, "outbound", item.id, QueueStatus::Processed, None))
+}
+
 fn outbound_trace(item: &OutboundItem) -> FlowTrace {
     let sent_on = item.sent_on.unwrap_or(item.created_on);
     let mut trace = FlowTrace::start(sent_on);

@@ -318,6 +318,21 @@ fn every_processing_records_a_flow_context_the_item_links_to() {
             .contains(&Value::from("short_description"))
     );
     assert_eq!(context["outputs"]["remote_system"], "hub");
+    // Everything in it is in the item: it is told when read, not stored
+    // with each acknowledgment.
+    assert_eq!(context["id"], 0, "{context}");
+    assert!(shown["flow_contexts"].is_null(), "{shown:#}");
+    // The dashboard's item view lists it among the item's contexts.
+    let full = crate::support::http(
+        &edge.admin_address(),
+        "GET",
+        &format!("/api/queue/outbound/{sent}"),
+        &[("Authorization", &format!("Bearer {}", edge.token()))],
+        None,
+    )
+    .json();
+    assert_eq!(full["contexts"].as_array().unwrap().len(), 1, "{full:#}");
+    assert_eq!(full["contexts"][0]["outcome"], "Processed");
 
     // Refused on arrival: the context says why; a retry after the fix adds
     // a second context, and the first stays readable by its id.
