@@ -1,8 +1,8 @@
 //! The stored form of values: one format-version byte, then the body.
 //! Format 1 is JSON; format 2 is the compact binary form (protobuf
 //! messages of `proto/procsync/store/v1/store.proto`) of the values stored
-//! most: records, journal entries, queue items and correlations
-//! (`compact`). Every other value is still written as format 1. A newer
+//! most: records, journal entries, queue items, correlations and flow
+//! contexts (`compact`). Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead
 //! of misreading it.

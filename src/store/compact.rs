@@ -1,5 +1,5 @@
 //! Store format 2 for the values stored most: records, journal entries,
-//! queue items and correlations, each as its protobuf message
+//! queue items, correlations and flow contexts, each as its protobuf message
 //! (`crate::stored`), and still read from format 1 (JSON). Every other
 //! value stays JSON (`stored_as_json!` below).
 
@@ -13,7 +13,7 @@ use crate::domain::Domain;
 use crate::queue::payload::{operation_number, operation_of};
 use crate::queue::{
     ALL_STATUSES, ConflictRule, Correlation, EncodedPayload, FetchRetry, FieldBase, FieldConflict,
-    InboundItem, OutboundItem, QueueStatus, Synced, Winner,
+    FlowContext, FlowStep, InboundItem, OutboundItem, QueueStatus, Synced, Winner,
 };
 use crate::record::{JournalEntry, Record};
 use crate::stored;
@@ -24,7 +24,6 @@ stored_as_json!(
     crate::property::RetryState,
     crate::stats::QueueCounters,
     crate::stats::MinuteCounts,
-    crate::queue::FlowContext,
     super::content::ContentInfo,
     super::sync_objects::StoredSyncObject,
     super::load::Load,
@@ -63,6 +62,7 @@ stored_compact! {
     OutboundItem => stored::OutboundItem, outbound_message, outbound_of;
     InboundItem => stored::InboundItem, inbound_message, inbound_of;
     Correlation => stored::Correlation, correlation_message, correlation_of;
+    FlowContext => stored::FlowContext, context_message, context_of;
 }
 
 fn domain_of(text: String) -> Result<Domain, String> {
@@ -537,6 +537,70 @@ fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
             2 => Some(true),
             other => return Err(format!("correlation origin number {other} is unknown")),
         },
+    })
+}
+
+/// A JSON value as text; null as nothing.
+fn json_bytes(value: &serde_json::Value) -> Bytes {
+    if value.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(serde_json::to_vec(value).expect("JSON values serialize"))
+    }
+}
+
+fn json_of(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("a context's JSON does not read: {e}"))
+}
+
+fn context_message(context: &FlowContext) -> stored::FlowContext {
+    stored::FlowContext {
+        id: context.id,
+        queue: context.queue.clone(),
+        item_id: context.item_id,
+        flow: context.flow.clone(),
+        started_on: context.started_on,
+        duration_ms: context.duration_ms,
+        outcome: status_number(context.outcome),
+        steps: context
+            .steps
+            .iter()
+            .map(|s| stored::FlowStep {
+                name: s.name.clone(),
+                detail: s.detail.clone(),
+                at_us: s.at_us,
+            })
+            .collect(),
+        inputs_json: json_bytes(&context.inputs),
+        outputs_json: json_bytes(&context.outputs),
+        error: context.error.clone(),
+    }
+}
+
+fn context_of(message: stored::FlowContext) -> Result<FlowContext, String> {
+    Ok(FlowContext {
+        id: message.id,
+        queue: message.queue,
+        item_id: message.item_id,
+        flow: message.flow,
+        started_on: message.started_on,
+        duration_ms: message.duration_ms,
+        outcome: status_of(message.outcome)?,
+        steps: message
+            .steps
+            .into_iter()
+            .map(|s| FlowStep {
+                name: s.name,
+                detail: s.detail,
+                at_us: s.at_us,
+            })
+            .collect(),
+        inputs: json_of(&message.inputs_json)?,
+        outputs: json_of(&message.outputs_json)?,
+        error: message.error,
     })
 }
 

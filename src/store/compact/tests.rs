@@ -101,4 +101,15 @@ fn queue_items_records_and_correlations_round_trip() {
     }))
     .unwrap();
     both_ways(&correlation);
+
+    let context: FlowContext = serde_json::from_value(serde_json::json!({
+        "id": 12, "queue": "inbound", "item_id": 7, "flow": "Requests from edge",
+        "started_on": 1_796_000_000_000u64, "duration_ms": 3, "outcome": "Processed",
+        "steps": [{"name": "payload", "detail": "3 fields, 1 changed", "at_us": 12},
+                  {"name": "write", "detail": "created sc_req_item/abc", "at_us": 250}],
+        "inputs": {"operation": "create", "changed_fields": {"state": "2"}},
+        "outputs": null, "error": "held: a conflict"
+    }))
+    .unwrap();
+    both_ways(&context);
 }
