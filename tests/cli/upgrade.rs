@@ -129,6 +129,12 @@ fn a_format_2_store_opens_with_everything_in_it() {
         let inbound = store.inbound_items(&QueueFilter::default()).unwrap();
         assert_eq!(inbound.len(), 1);
         assert_eq!(inbound[0].status, QueueStatus::Processed);
+        let context = store
+            .flow_context(*inbound[0].flow_contexts.last().unwrap())
+            .unwrap()
+            .expect("the apply's flow context reads");
+        assert_eq!(context.outcome, QueueStatus::Processed);
+        assert!(!context.steps.is_empty());
         let payload = inbound[0].payload.decode().expect("the payload decodes");
         assert!(
             payload
