@@ -90,6 +90,18 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes `hex` wrote (either case); `None` for text that is not hex
+/// of whole bytes.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn fill_random(buf: &mut [u8]) {
     // The OS random source failing is not something the process can recover
     // from: every id and token would be guessable.

@@ -466,7 +466,7 @@ impl Store {
                 .insert("admin", encode(&admin).as_slice())?;
             txn.open_table(TOKENS)?.insert(
                 token_hash(admin_token).as_slice(),
-                encode(&"admin").as_slice(),
+                encode(&admin.name).as_slice(),
             )?;
         }
         upgrade::upgrade(&txn)?;

@@ -67,6 +67,23 @@ impl EncodedPayload {
         self.len() == 0
     }
 
+    /// The payload as a message field holds it: the bytes of a binary
+    /// one, or the text of a text one (with empty bytes).
+    pub fn parts(&self) -> (Bytes, Option<String>) {
+        match self {
+            EncodedPayload::Binary(bytes) => (bytes.clone(), None),
+            EncodedPayload::Json(text) => (Bytes::new(), Some(text.clone())),
+        }
+    }
+
+    /// The payload `parts` gave, as it was.
+    pub fn from_parts(bytes: Bytes, text: Option<String>) -> EncodedPayload {
+        match text {
+            Some(text) => EncodedPayload::Json(text),
+            None => EncodedPayload::Binary(bytes),
+        }
+    }
+
     /// A text payload that reads as one is encoded; a malformed one stays
     /// text.
     pub fn from_text(text: String) -> EncodedPayload {
@@ -92,7 +109,7 @@ impl<'de> Deserialize<'de> for EncodedPayload {
         let value = serde_json::Value::deserialize(deserializer)?;
         Ok(match value {
             serde_json::Value::String(text) => EncodedPayload::from_text(text),
-            other => match serde_json::from_value::<Payload>(other.clone()) {
+            other => match Payload::deserialize(&other) {
                 Ok(payload) => EncodedPayload::of(&payload),
                 Err(_) => EncodedPayload::Json(other.to_string()),
             },

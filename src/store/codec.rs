@@ -89,16 +89,7 @@ macro_rules! stored_as_json {
 }
 pub(crate) use stored_as_json;
 
-stored_as_json!(bool, u8, u64, String, Vec<u8>, Vec<u64>, Vec<String>);
-
-impl Stored for &str {
-    fn write(&self, out: &mut Vec<u8>) {
-        write_json(self, out);
-    }
-    fn read(_: u8, _: &[u8]) -> Result<Self, StoreError> {
-        unreachable!("borrowed strings are only written")
-    }
-}
+stored_as_json!(bool, u8, u64, String, Vec<u8>, Vec<u64>);
 
 #[cfg(test)]
 mod tests {

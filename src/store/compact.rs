@@ -70,15 +70,13 @@ fn domain_of(text: String) -> Result<Domain, String> {
     Domain::try_from(text)
 }
 
-fn status_number(status: QueueStatus) -> u32 {
-    let place = ALL_STATUSES
-        .iter()
-        .position(|s| *s == status)
-        .expect("every status is listed");
-    u32::try_from(place).expect("five statuses") + 1
+/// A status in a message: its place in `ALL_STATUSES` (the index's
+/// `code`) plus one, so that 0 stays "absent".
+pub(super) fn status_number(status: QueueStatus) -> u32 {
+    u32::from(super::queue_index::code(status)) + 1
 }
 
-fn status_of(number: u32) -> Result<QueueStatus, String> {
+pub(super) fn status_of(number: u32) -> Result<QueueStatus, String> {
     number
         .checked_sub(1)
         .and_then(|place| ALL_STATUSES.get(place as usize))
@@ -208,24 +206,8 @@ fn bases_of(bases: Vec<stored::FieldBase>) -> Vec<FieldBase> {
         .collect()
 }
 
-/// A payload goes into a message as its bytes; a text one (never made by
-/// a capture) as the JSON text.
-fn payload_parts(payload: &EncodedPayload) -> (Bytes, Option<String>) {
-    match payload {
-        EncodedPayload::Binary(bytes) => (bytes.clone(), None),
-        EncodedPayload::Json(text) => (Bytes::new(), Some(text.clone())),
-    }
-}
-
-fn payload_from_parts(bytes: Bytes, text: Option<String>) -> EncodedPayload {
-    match text {
-        Some(text) => EncodedPayload::Json(text),
-        None => EncodedPayload::Binary(bytes),
-    }
-}
-
 fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
-    let (payload, _) = payload_parts(&item.payload);
+    let (payload, payload_json) = item.payload.parts();
     stored::OutboundItem {
         id: item.id,
         sequence: item.sequence,
@@ -239,12 +221,8 @@ fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
         domain: item.domain.to_string(),
         status: status_number(item.status),
         created_on: item.created_on,
-        payload: match &item.payload {
-            EncodedPayload::Binary(_) => payload,
-            // Outbound payloads are made by captures, always binary; a
-            // text one is kept as its bytes.
-            EncodedPayload::Json(text) => Bytes::from(text.clone().into_bytes()),
-        },
+        payload,
+        payload_json,
         error: item.error.clone(),
         attempts: item.attempts,
         next_attempt_on: item.next_attempt_on,
@@ -272,7 +250,7 @@ fn outbound_of(message: stored::OutboundItem) -> Result<OutboundItem, String> {
         domain: domain_of(message.domain)?,
         status: status_of(message.status)?,
         created_on: message.created_on,
-        payload: EncodedPayload::Binary(message.payload),
+        payload: EncodedPayload::from_parts(message.payload, message.payload_json),
         error: message.error,
         attempts: message.attempts,
         next_attempt_on: message.next_attempt_on,
@@ -323,7 +301,7 @@ fn winner_of(number: u32) -> Result<Winner, String> {
 }
 
 fn inbound_message(item: &InboundItem) -> stored::InboundItem {
-    let (payload, payload_json) = payload_parts(&item.payload);
+    let (payload, payload_json) = item.payload.parts();
     stored::InboundItem {
         id: item.id,
         sequence: item.sequence,
@@ -395,7 +373,7 @@ fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
         domain: domain_of(message.domain)?,
         status: status_of(message.status)?,
         created_on: message.created_on,
-        payload: payload_from_parts(message.payload, message.payload_json),
+        payload: EncodedPayload::from_parts(message.payload, message.payload_json),
         error: message.error,
         processed_on: message.processed_on,
         processing_ms: message.processing_ms,
@@ -449,14 +427,10 @@ fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
 /// A digest of 16 lowercase hex digits goes in as its 8 bytes; any other
 /// text as itself (never 8 bytes long, so the two cannot be confused).
 fn digest_bytes(digest: &str) -> Bytes {
-    let is_hex = digest.len() == 16
-        && digest
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if is_hex {
-        let bytes: Vec<u8> = (0..8)
-            .map(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).expect("checked hex"))
-            .collect();
+    // Binary only when it reads back as the same text (lowercase).
+    let binary = crate::ids::unhex(digest)
+        .filter(|bytes| bytes.len() == 8 && crate::ids::hex(bytes) == digest);
+    if let Some(bytes) = binary {
         Bytes::from(bytes)
     } else {
         let mut text = digest.as_bytes().to_vec();

@@ -25,7 +25,7 @@ const INDEXED_MARK: &str = "queue_by_status_v1";
 const SCAN_LIMIT: usize = 20_000;
 
 /// A status as it is kept in the index key: its place in `ALL_STATUSES`.
-fn code(status: QueueStatus) -> u8 {
+pub(super) fn code(status: QueueStatus) -> u8 {
     match status {
         QueueStatus::Ready => 0,
         QueueStatus::Running => 1,

@@ -51,14 +51,8 @@ pub fn replace_token(txn: &mut Txn<'_>, name: &str, token: &str) -> Result<(), S
 }
 
 fn hex_decode(text: &str) -> Result<Vec<u8>, StoreError> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("token hash `{text}` is not hex")))
-        })
-        .collect()
+    crate::ids::unhex(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("token hash `{text}` is not hex")))
 }
 
 pub fn set_roles(txn: &mut Txn<'_>, name: &str, roles: Vec<Role>) -> Result<User, StoreError> {

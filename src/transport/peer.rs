@@ -16,7 +16,6 @@ use super::pb::peer as pb;
 use super::protocol::{CallError, Hello, HelloAnswer, PeerTarget, SendItem, SyncEvent};
 use super::tls;
 use crate::attachment::Grant;
-use crate::queue::EncodedPayload;
 use crate::record::Operation;
 use crate::store::{Store, StoreError};
 
@@ -328,6 +327,7 @@ impl PeerClient {
         let up = tokio_stream::StreamExt::map(up, |item| match item {
             SendItem::Item(item) => {
                 let item = *item;
+                let (payload, payload_json) = item.payload.parts();
                 pb::SyncUp {
                     message: Some(pb::sync_up::Message::Item(pb::Item {
                         sequence: item.sequence,
@@ -337,14 +337,8 @@ impl PeerClient {
                         local_correlation_id: item.local_correlation_id,
                         remote_correlation_id: item.remote_correlation_id,
                         domain: item.domain,
-                        payload_json: match &item.payload {
-                            EncodedPayload::Json(text) => text.clone(),
-                            EncodedPayload::Binary(_) => String::new(),
-                        },
-                        payload: match item.payload {
-                            EncodedPayload::Binary(bytes) => bytes,
-                            EncodedPayload::Json(_) => Default::default(),
-                        },
+                        payload_json: payload_json.unwrap_or_default(),
+                        payload,
                         created_on: item.created_on,
                         attachment_grants: item
                             .attachment_grants

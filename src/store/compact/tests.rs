@@ -46,6 +46,11 @@ fn item_json() -> serde_json::Value {
 fn queue_items_records_and_correlations_round_trip() {
     let item: OutboundItem = serde_json::from_value(item_json()).unwrap();
     both_ways(&item);
+    // A payload of a format-1 item that does not read as one stays text.
+    let mut unreadable = item.clone();
+    unreadable.payload = EncodedPayload::Json("{\"changed_fields\": 3}".to_string());
+    let back: OutboundItem = decode(&encode(&unreadable)).unwrap();
+    assert_eq!(back.payload, unreadable.payload);
 
     let mut inbound = item_json();
     let object = inbound.as_object_mut().unwrap();
