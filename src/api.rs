@@ -8,6 +8,7 @@
 mod attachments;
 mod browse;
 mod definitions;
+mod enrol;
 mod queues;
 mod records;
 mod remotes;
@@ -152,6 +153,9 @@ pub struct Api {
     /// authenticate. Every user change goes through this API and clears it.
     users_by_token: Arc<RwLock<TokenCache>>,
     sync: SyncRuntime,
+    /// Where peers reach this instance's peer API, when known (join codes
+    /// and joins carry it).
+    peer_endpoint: Option<String>,
 }
 
 #[derive(Default)]
@@ -200,7 +204,14 @@ impl Api {
             limits,
             users_by_token: Arc::default(),
             sync,
+            peer_endpoint: None,
         }
+    }
+
+    /// The API of an instance whose peers reach it at `endpoint`.
+    pub fn with_peer_endpoint(mut self, endpoint: Option<String>) -> Api {
+        self.peer_endpoint = endpoint;
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -262,7 +273,7 @@ impl Api {
     }
 
     /// Forgets cached authentications after any user change.
-    fn forget_tokens(&self) {
+    pub(super) fn forget_tokens(&self) {
         let mut cache = self.users_by_token.write().expect("token cache lock");
         cache.generation += 1;
         cache.users.clear();

@@ -5,6 +5,7 @@
 mod args;
 pub mod attachment;
 mod definitions;
+mod enrol;
 mod local;
 mod properties;
 mod queues;

@@ -163,6 +163,7 @@ mod tests {
             name: "f".into(),
             process_event: "e".into(),
             remote_system: "r".into(),
+            remote_group: String::new(),
             template: "basic".into(),
             table: "incident".into(),
             map: Vec::new(),

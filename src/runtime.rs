@@ -69,6 +69,16 @@ impl SyncRuntime {
             .iter()
             .filter_map(|r| crate::config::sync::normalize_fingerprint(&r.spec.fingerprint).ok());
         self.allowed.replace(fingerprints);
+        let now = crate::ids::now_millis();
+        let open_until = store
+            .invites()?
+            .iter()
+            // Used ones too, so that a second use hears why it is refused.
+            .filter(|i| i.expires_on > now)
+            .map(|i| i.expires_on)
+            .max()
+            .unwrap_or(0);
+        self.allowed.open_enrolment_until(open_until);
         self.health.set_disabled(
             remotes
                 .iter()

@@ -108,12 +108,15 @@ pub async fn run(
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
     let gate = PeerGate::new(store.clone(), sync.clone());
+    let api = Api::new(store.clone(), config.limits.clone(), sync.clone())
+        .with_peer_endpoint(config.peer.endpoint(peer_address));
     let peer_task = {
+        let api = api.clone();
         let allowed = sync.allowed.clone();
         let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
         let stopped = workers.stop_signal();
         tokio::spawn(async move {
-            peer::serve(gate, peer_listener, &cert, &key, allowed, stopped).await
+            peer::serve(gate, api, peer_listener, &cert, &key, allowed, stopped).await
         })
     };
     let outbound = Outbound {
@@ -154,7 +157,6 @@ pub async fn run(
         Arc::new(tokio::sync::Notify::new()),
     );
 
-    let api = Api::new(store.clone(), config.limits.clone(), sync);
     // A damaged store ends the instance as a shutdown does, then `serve`
     // fails with the reason (the packaged unit restarts it; alerting sees it).
     let (damaged_tx, damaged_rx) = tokio::sync::oneshot::channel::<String>();

@@ -21,6 +21,7 @@ mod staging;
 mod remotes;
 mod sync_objects;
 mod users;
+mod enrol;
 
 mod apply;
 mod conflicts;
@@ -45,6 +46,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
+pub use enrol::{HubLink, Invite, InviteUse, JoinAsk, JoinGrant, Removed, link_users};
 pub use inbound::ReceivedItem;
 pub use load::{Load, LoadState};
 pub use outbound::{Waiting, acknowledged_context};
@@ -138,6 +140,9 @@ pub enum StoreError {
     },
     #[error("definitions outside your domain changed while this file was checked; apply it again")]
     DefinitionsChanged,
+    /// A join the hub refused; the text says why and what to do.
+    #[error("{0}")]
+    JoinRefused(String),
     /// One write of a batch failed; `source` says how.
     #[error("write {position} of {count}: {source}")]
     InBatch {
@@ -230,6 +235,7 @@ impl Classified for StoreError {
             | UserExists { .. }
             | ChunkOutOfPlace { .. }
             | DefinitionsChanged => Failure::Conflict,
+            JoinRefused(_) => Failure::PermissionDenied,
             InBatch { source, .. } => source.failure(),
             Closed | Storage(_) | TaskFailed { .. } | DiskFull | Unwritable(_) | Reopening => {
                 Failure::Unavailable

@@ -7,6 +7,7 @@
 
 pub mod cause;
 pub mod client;
+pub mod enrol;
 pub mod peer;
 pub mod protocol;
 pub mod reconcile;

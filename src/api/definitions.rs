@@ -2,7 +2,7 @@
 //! (scoped to the caller's domain) and the runtime properties.
 
 use super::{Api, ApiError, Caller};
-use crate::config::sync::SyncConfig;
+use crate::config::sync::{Enrolled, SyncConfig};
 use crate::store::ApplyReport;
 use crate::user::Permission;
 
@@ -21,10 +21,24 @@ impl Api {
         };
         // An admin of a domain manages that subtree only: the objects
         // outside it stay as they are, and the file may refer to them.
-        let stored = self.blocking(|store| store.sync_config()).await?;
+        // The hubs this instance joined are not in the file either, but
+        // its flows may name them.
+        let (stored, enrolled) = self
+            .blocking(|store| Ok((store.definitions()?, store.enrolled_remotes()?)))
+            .await?;
         let (_, kept) = stored.split_by_domain(&user.domain);
-        let config = SyncConfig::parse_for_domain(&file_name, &text, &user.domain, &kept)
+        let mut known = kept.clone();
+        known.remote_systems.extend(
+            enrolled
+                .into_iter()
+                .filter(|(_, how)| matches!(how, Enrolled::Hub { .. }))
+                .map(|(remote, _)| remote),
+        );
+        let mut config = SyncConfig::parse_for_domain(&file_name, &text, &user.domain, &known)
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        config
+            .remote_systems
+            .retain(|r| !known.remote_systems.contains(r) || kept.remote_systems.contains(r));
         let report = self
             .store
             .apply_config(config, user.domain.clone(), kept)
@@ -39,7 +53,7 @@ impl Api {
 
     pub async fn export_config(&self, caller: &Caller) -> Result<String, ApiError> {
         let user = caller.require(Permission::ReadSync)?.clone();
-        let config = self.blocking(|store| store.sync_config()).await?;
+        let config = self.blocking(|store| store.definitions()).await?;
         Ok(config.split_by_domain(&user.domain).0.to_toml())
     }
 

@@ -22,9 +22,22 @@ pub struct RemoteView {
 }
 
 impl Api {
-    pub async fn list_remote_systems(&self, caller: &Caller) -> Result<Vec<RemoteView>, ApiError> {
+    /// The remote systems (of `group` only, when not empty).
+    pub async fn list_remote_systems(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<Vec<RemoteView>, ApiError> {
         caller.require(Permission::ReadSync)?;
-        self.remote_views().await
+        let mut views = self.remote_views().await?;
+        if !group.is_empty() {
+            views.retain(|v| {
+                matches!(&v.status.enrolled, Some(
+                    crate::config::sync::Enrolled::Member { group: g }
+                    | crate::config::sync::Enrolled::Hub { group: g }) if g == group)
+            });
+        }
+        Ok(views)
     }
 
     pub(super) async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
@@ -57,7 +70,7 @@ impl Api {
             .collect())
     }
 
-    async fn remote_view(&self, name: &str) -> Result<RemoteView, ApiError> {
+    pub(super) async fn remote_view(&self, name: &str) -> Result<RemoteView, ApiError> {
         self.remote_views()
             .await?
             .into_iter()
@@ -79,6 +92,14 @@ impl Api {
         name: String,
     ) -> Result<(Vec<String>, RemoteView), ApiError> {
         caller.require(Permission::WriteSync)?;
+        self.validate(name).await
+    }
+
+    /// `validate_remote` for this instance itself (a join).
+    pub(super) async fn validate(
+        &self,
+        name: String,
+    ) -> Result<(Vec<String>, RemoteView), ApiError> {
         let remote = self.remote_view(&name).await?;
         let lookup = name.clone();
         let (instance, config, secret, last_sequence) = self

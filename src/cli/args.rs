@@ -287,6 +287,49 @@ pub enum RemoteCommand {
     /// List remote systems with their sys_id (the peer's external_id),
     /// states and connection health (Up / Slow / Down).
     List {
+        /// Only the members of this remote group.
+        #[arg(long, default_value = "")]
+        group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite an edge into a remote group: prints a one-time join code
+    /// (one line) to run `procsync remote join CODE` with on the edge.
+    Invite {
+        /// The `[[remote_group]]` the edge joins.
+        #[arg(long)]
+        group: String,
+        /// The edge's name here (default: its instance name).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// How long the code stays usable: 30s, 15m, 24h, 7d (at most 30d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration_secs)]
+        expires: u64,
+        /// Where the edge reaches this instance's peer API (default: the
+        /// server's `[peer] advertise`, or its listen address).
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join the hub a join code names: both sides set themselves up
+    /// (remote systems, users, tokens, the group's flows) and validate.
+    Join {
+        code: String,
+        /// This instance's name for the hub (default: the hub's instance
+        /// name).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Where the hub reaches this instance's peer API (default: the
+        /// server's `[peer] advertise`, or its listen address).
+        #[arg(long, default_value = "")]
+        endpoint: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unlink a remote system made by a join, here and at the peer.
+    Remove {
+        name: String,
         #[arg(long)]
         json: bool,
     },
@@ -421,4 +464,30 @@ pub enum PropertyCommand {
         name: String,
         value: String,
     },
+}
+
+/// A duration like `30s`, `15m`, `24h` or `7d`, in seconds.
+fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; say 30s, 15m, 24h or 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration; say 30s, 15m, 24h or 7d"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
 }

@@ -11,8 +11,13 @@ use super::{Connection, RemoteCommand, client, print_table};
 pub async fn run(command: RemoteCommand, connection: &Connection) -> Result<ExitCode> {
     let mut client = client(connection).await?;
     match command {
-        RemoteCommand::List { json } => {
-            let remotes = client.list_remote_systems().await?;
+        RemoteCommand::Invite { .. }
+        | RemoteCommand::Join { .. }
+        | RemoteCommand::Remove { .. } => {
+            return super::enrol::run(command, &mut client).await;
+        }
+        RemoteCommand::List { group, json } => {
+            let remotes = client.list_group(&group).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&remotes)?);
             } else {

@@ -54,13 +54,29 @@ pub struct PeerConfig {
     /// certificates).
     #[serde(default = "default_peer_listen")]
     pub listen: SocketAddr,
+    /// The endpoint peers reach this instance at (`https://HOST:PORT`),
+    /// put in join codes and joins; by default `https://` and the listen
+    /// address, when that is one address rather than every interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
             listen: default_peer_listen(),
+            advertise: None,
         }
+    }
+}
+
+impl PeerConfig {
+    /// The endpoint peers reach this instance at, when it is known:
+    /// `advertise`, else the listen address when it is a single one.
+    pub fn endpoint(&self, listening: SocketAddr) -> Option<String> {
+        self.advertise
+            .clone()
+            .or_else(|| (!listening.ip().is_unspecified()).then(|| format!("https://{listening}")))
     }
 }
 

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Problem, SourceLines, toml_problem};
 
+mod address;
+mod group;
 mod scope;
 use crate::condition::Query;
 use crate::domain::Domain;
@@ -16,6 +18,8 @@ use crate::ids::is_sys_id;
 pub use crate::queue::ConflictRule;
 use crate::record::{Operation, check_name};
 use crate::user::check_user_name;
+pub use address::{check_endpoint, check_fingerprint, normalize_fingerprint};
+pub use group::{Enrolled, MEMBER_TEMPLATE_REMOTE, RemoteGroup};
 
 /// Every process sync object of one instance.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +41,12 @@ pub struct SyncConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub remote_systems: Vec<RemoteSystem>,
+    #[serde(
+        default,
+        rename = "remote_group",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub remote_groups: Vec<RemoteGroup>,
     #[serde(
         default,
         rename = "outbound_flow",
@@ -147,7 +157,12 @@ pub struct RemoteSystem {
 pub struct OutboundFlow {
     pub name: String,
     pub process_event: String,
+    /// The remote system, or empty when the flow is for a group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_system: String,
+    /// The group whose every member the flow is for (`[[remote_group]]`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote_group: String,
     #[serde(default = "default_template")]
     pub template: String,
 }
@@ -158,7 +173,12 @@ pub struct OutboundFlow {
 pub struct InboundFlow {
     pub name: String,
     pub process_event: String,
+    /// The remote system, or empty when the flow is for a group.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub remote_system: String,
+    /// The group whose every member the flow is for (`[[remote_group]]`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub remote_group: String,
     #[serde(default = "default_template")]
     pub template: String,
     /// The local table records are created in and updated.
@@ -248,6 +268,7 @@ pub const KINDS: &[&str] = &[
     "process_event",
     "capture",
     "remote_system",
+    "remote_group",
     "outbound_flow",
     "inbound_flow",
 ];
@@ -316,6 +337,7 @@ impl SyncConfig {
         push(&mut out, "process_event", &self.process_events, |o| &o.name);
         push(&mut out, "capture", &self.captures, |o| &o.name);
         push(&mut out, "remote_system", &self.remote_systems, |o| &o.name);
+        push(&mut out, "remote_group", &self.remote_groups, |o| &o.name);
         push(&mut out, "outbound_flow", &self.outbound_flows, |o| &o.name);
         push(&mut out, "inbound_flow", &self.inbound_flows, |o| &o.name);
         out
@@ -332,6 +354,7 @@ impl SyncConfig {
                 "process_event" => config.process_events.push(serde_json::from_value(value)?),
                 "capture" => config.captures.push(serde_json::from_value(value)?),
                 "remote_system" => config.remote_systems.push(serde_json::from_value(value)?),
+                "remote_group" => config.remote_groups.push(serde_json::from_value(value)?),
                 "outbound_flow" => config.outbound_flows.push(serde_json::from_value(value)?),
                 "inbound_flow" => config.inbound_flows.push(serde_json::from_value(value)?),
                 _ => {}
@@ -558,7 +581,9 @@ impl SyncConfig {
         }
 
         // Outbound and inbound flows share their rules: known event, known
-        // remote, known template, one flow per (event, remote) pair.
+        // remote system or group, known template, one flow per (event,
+        // remote) pair.
+        let groups = self.group_problems(&remotes, &mut report);
         let flows = [
             (
                 "outbound_flow",
@@ -566,7 +591,14 @@ impl SyncConfig {
                 "to",
                 self.outbound_flows
                     .iter()
-                    .map(|f| (&f.name, &f.process_event, &f.remote_system, &f.template))
+                    .map(|f| {
+                        (
+                            &f.name,
+                            &f.process_event,
+                            (&f.remote_system, &f.remote_group),
+                            &f.template,
+                        )
+                    })
                     .collect::<Vec<_>>(),
             ),
             (
@@ -575,13 +607,20 @@ impl SyncConfig {
                 "from",
                 self.inbound_flows
                     .iter()
-                    .map(|f| (&f.name, &f.process_event, &f.remote_system, &f.template))
+                    .map(|f| {
+                        (
+                            &f.name,
+                            &f.process_event,
+                            (&f.remote_system, &f.remote_group),
+                            &f.template,
+                        )
+                    })
                     .collect(),
             ),
         ];
         for (flow_kind, verb, preposition, list) in flows {
             let mut pairs = BTreeMap::new();
-            for (i, (name, event, remote, template)) in list.into_iter().enumerate() {
+            for (i, (name, event, (remote, group), template)) in list.into_iter().enumerate() {
                 let kind = format!("{flow_kind} `{name}`");
                 if !events.contains(event) {
                     report(
@@ -591,14 +630,13 @@ impl SyncConfig {
                         missing(&kind, "process_event", event),
                     );
                 }
-                if !remotes.contains(remote) {
-                    report(
-                        flow_kind,
-                        i,
-                        "remote_system",
-                        missing(&kind, "remote_system", remote),
-                    );
-                }
+                let target = match group::flow_target(&kind, remote, group, &remotes, &groups) {
+                    Ok(target) => target,
+                    Err((key, message)) => {
+                        report(flow_kind, i, key, message);
+                        continue;
+                    }
+                };
                 if !TEMPLATES.contains(&template.as_str()) {
                     let known = TEMPLATES.join(", ");
                     report(
@@ -608,13 +646,13 @@ impl SyncConfig {
                         format!("{kind}: unknown template `{template}`; known: {known}"),
                     );
                 }
-                if let Some(other) = pairs.insert((event, remote), name) {
+                if let Some(other) = pairs.insert((event, target.clone()), name) {
                     report(
                         flow_kind,
                         i,
                         "name",
                         format!(
-                            "{kind}: {flow_kind} `{other}` already {verb} `{event}` {preposition} `{remote}`; one flow per pair"
+                            "{kind}: {flow_kind} `{other}` already {verb} `{event}` {preposition} {target}; one flow per pair"
                         ),
                     );
                 }
@@ -682,48 +720,6 @@ impl SyncConfig {
         }
         problems.sort_by_key(|p| p.line.unwrap_or(0));
         problems
-    }
-}
-
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let rest = endpoint.strip_prefix("https://").ok_or_else(|| {
-        format!("endpoint `{endpoint}` must start with https:// (peers always talk TLS)")
-    })?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
-        format!("endpoint `{endpoint}` needs a port, e.g. https://hub.example:7481")
-    })?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!(
-            "endpoint `{endpoint}` must look like https://HOST:PORT"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a certificate fingerprint: `sha256:` and 64 hex digits (colons
-/// between byte pairs are accepted, as `openssl x509 -fingerprint` prints).
-pub fn check_fingerprint(fingerprint: &str) -> Result<(), String> {
-    normalize_fingerprint(fingerprint).map(|_| ())
-}
-
-/// The canonical form of a fingerprint: `sha256:` + 64 lowercase hex digits.
-pub fn normalize_fingerprint(fingerprint: &str) -> Result<String, String> {
-    let hex: String = fingerprint
-        .trim()
-        .strip_prefix("sha256:")
-        .or_else(|| fingerprint.trim().strip_prefix("SHA256:"))
-        .unwrap_or("")
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(format!("sha256:{hex}"))
-    } else {
-        Err(format!(
-            "fingerprint `{fingerprint}` must be `sha256:` followed by 64 hex digits, as `procsync init` prints it on the peer"
-        ))
     }
 }
 
@@ -815,21 +811,5 @@ fields = []
         );
         let err = SyncConfig::parse("d.toml", "[[capturez]]\nname = \"c\"\n").unwrap_err();
         assert!(err.to_string().contains("capturez"), "{err}");
-    }
-
-    #[test]
-    fn fingerprints_normalize() {
-        let hex = "AB".repeat(32);
-        let colons = hex
-            .as_bytes()
-            .chunks(2)
-            .map(|c| std::str::from_utf8(c).unwrap())
-            .collect::<Vec<_>>()
-            .join(":");
-        assert_eq!(
-            normalize_fingerprint(&format!("SHA256:{colons}")).unwrap(),
-            format!("sha256:{}", "ab".repeat(32))
-        );
-        assert!(normalize_fingerprint("md5:abc").is_err());
     }
 }

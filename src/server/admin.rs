@@ -8,6 +8,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::status::status_of;
+
+mod enrol;
 use crate::api::{Api, ApiError, Caller};
 use crate::attachment::Attachment;
 use crate::ids::format_time;
@@ -473,14 +475,36 @@ impl Admin for AdminService {
         request: Request<pb::ListRemoteSystemsRequest>,
     ) -> Result<Response<pb::ListRemoteSystemsResponse>, Status> {
         let caller = self.caller(&request).await?;
+        let group = request.into_inner().group;
         let remotes = self
             .api
-            .list_remote_systems(&caller)
+            .list_remote_systems(&caller, &group)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListRemoteSystemsResponse {
             remote_systems: remotes.iter().map(remote_to_pb).collect(),
         }))
+    }
+
+    async fn invite_remote(
+        &self,
+        request: Request<pb::InviteRemoteRequest>,
+    ) -> Result<Response<pb::InviteRemoteResponse>, Status> {
+        enrol::invite(self, request).await
+    }
+
+    async fn join_remote(
+        &self,
+        request: Request<pb::JoinRemoteRequest>,
+    ) -> Result<Response<pb::JoinRemoteResponse>, Status> {
+        enrol::join(self, request).await
+    }
+
+    async fn remove_remote(
+        &self,
+        request: Request<pb::RemoteRequest>,
+    ) -> Result<Response<pb::RemoveRemoteResponse>, Status> {
+        enrol::remove(self, request).await
     }
 
     async fn validate_remote(
@@ -741,6 +765,8 @@ fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
             .as_ref()
             .map(crate::store::Reconciliation::summary)
             .unwrap_or_default(),
+        enrolled: enrol::how(status.enrolled.as_ref()).to_string(),
+        group: enrol::group(status.enrolled.as_ref()),
     }
 }
 

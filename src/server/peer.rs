@@ -17,10 +17,11 @@ use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
 use crate::queue::{EncodedPayload, FieldBase};
 use crate::store::ReceivedItem;
+use crate::transport::enrol::{JoinRequest, step_from_pb};
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
 use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb, operation_from_pb};
-use crate::transport::protocol::Hello;
+use crate::transport::protocol::{Hello, PROTOCOL_VERSION};
 use crate::transport::reconcile as reconcile_wire;
 use crate::transport::{bearer_token, tls};
 
@@ -44,6 +45,9 @@ fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
 
 struct PeerService {
     gate: PeerGate,
+    /// Joins and leaves change both users and definitions: the admin
+    /// API's work, done for the peer.
+    api: crate::api::Api,
     /// Set when the instance shuts down: open streams end so the listener
     /// can close.
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -111,6 +115,60 @@ impl Peer for PeerService {
             instance_name: answer.instance_name,
             problems: answer.problems,
         }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let (fingerprint, _) = credentials(&request);
+        let req = request.into_inner();
+        let step = step_from_pb(req.step)
+            .ok_or_else(|| Status::invalid_argument("a join must say its step"))?;
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "the joining instance speaks protocol version {}, this hub {PROTOCOL_VERSION}; run the same procsync version on both",
+                req.protocol_version
+            )));
+        }
+        let answer = self
+            .api
+            .take_join(
+                fingerprint,
+                step,
+                JoinRequest {
+                    invite: req.invite,
+                    secret: req.secret,
+                    fingerprint: req.fingerprint,
+                    instance_sys_id: req.instance_sys_id,
+                    instance_name: req.instance_name,
+                    remote_system_sys_id: req.remote_system_sys_id,
+                    endpoint: req.endpoint,
+                    token: req.token,
+                },
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::JoinResponse {
+            protocol_version: answer.protocol_version,
+            member: answer.member,
+            group: answer.group,
+            remote_system_sys_id: answer.remote_system_sys_id,
+            token: answer.token,
+            instance_sys_id: answer.instance_sys_id,
+            instance_name: answer.instance_name,
+            definitions_json: answer.definitions_json,
+            problems: answer.problems,
+        }))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.api.peer_left(caller.name).await.map_err(status_of)?;
+        Ok(Response::new(pb::LeaveResponse {}))
     }
 
     type FetchStream = ContentStream;
@@ -391,6 +449,7 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<PeerListener> {
 /// Serves the peer API with pinned mutual TLS until `shutdown` completes.
 pub async fn serve(
     gate: PeerGate,
+    api: crate::api::Api,
     listener: PeerListener,
     cert_pem: &str,
     key_pem: &str,
@@ -417,7 +476,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(
-            PeerServer::new(PeerService { gate, stopped })
+            PeerServer::new(PeerService { gate, api, stopped })
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)

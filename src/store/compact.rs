@@ -27,6 +27,7 @@ stored_as_json!(
     crate::stats::MinuteCounts,
     super::content::ContentInfo,
     super::sync_objects::StoredSyncObject,
+    super::enrol::Invite,
     super::load::Load,
     super::reconcile::Reconciliation,
     std::collections::BTreeSet<(String, String)>,

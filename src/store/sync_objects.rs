@@ -13,7 +13,7 @@ use super::tables::*;
 use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::capture::CaptureIndex;
-use crate::config::sync::SyncConfig;
+use crate::config::sync::{Enrolled, SyncConfig};
 use crate::ids::{Millis, new_sys_id, now_millis};
 use crate::user::{Role, User};
 
@@ -29,6 +29,10 @@ pub struct StoredSyncObject {
     pub outbound_state: Option<RemoteState>,
     #[serde(default)]
     pub inbound_state: Option<RemoteState>,
+    /// Remote systems made by enrolment (`remote invite`, `remote join`):
+    /// instance data that `apply` neither needs nor removes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<Enrolled>,
     pub created_on: Millis,
     pub updated_on: Millis,
 }
@@ -58,6 +62,8 @@ pub struct RemoteSystemStatus {
     pub spec: crate::config::sync::RemoteSystem,
     pub outbound_state: RemoteState,
     pub inbound_state: RemoteState,
+    /// How it was made, when by a join.
+    pub enrolled: Option<Enrolled>,
 }
 
 impl RemoteSystemStatus {
@@ -140,7 +146,12 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
     }
 
     let mut table = txn.open_table(SYNC_OBJECTS)?;
-    let stored: BTreeMap<(String, String), StoredSyncObject> = read_sync_objects(&table)?
+    let (enrolled, stored): (Vec<StoredSyncObject>, Vec<StoredSyncObject>) =
+        read_sync_objects(&table)?
+            .into_iter()
+            .partition(|o| o.enrolled.is_some());
+    refuse_enrolled_clash(&config, &enrolled)?;
+    let stored: BTreeMap<(String, String), StoredSyncObject> = stored
         .into_iter()
         .map(|o| ((o.kind.clone(), o.name.clone()), o))
         .collect();
@@ -192,6 +203,7 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
                     spec,
                     outbound_state: is_remote.then_some(RemoteState::Disabled),
                     inbound_state: is_remote.then_some(RemoteState::Disabled),
+                    enrolled: None,
                     created_on: now,
                     updated_on: now,
                 }
@@ -206,6 +218,7 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
         }
     }
     drop(table);
+    let config = config.with_enrolled(enrolled_remotes(&enrolled)?);
     txn.capture = Arc::new(CaptureIndex::build(&config));
     super::match_index::follow(txn, &txn.capture.matched())?;
     Ok(report)
@@ -222,10 +235,71 @@ pub(super) fn read_sync_objects(
     Ok(out)
 }
 
-pub(super) fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
-    SyncConfig::from_objects(objects.iter().map(|o| (o.kind.clone(), o.spec.clone()))).map_err(
-        |e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")),
+/// The definitions as applied from files: every object but the remote
+/// systems made by enrolment.
+pub(super) fn definitions_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
+    SyncConfig::from_objects(
+        objects
+            .iter()
+            .filter(|o| o.enrolled.is_none())
+            .map(|o| (o.kind.clone(), o.spec.clone())),
     )
+    .map_err(|e| StoreError::Corrupt(format!("a stored process sync object does not decode: {e}")))
+}
+
+/// The remote systems made by enrolment, with how each was made.
+pub(super) fn enrolled_remotes(
+    objects: &[StoredSyncObject],
+) -> Result<Vec<(crate::config::sync::RemoteSystem, Enrolled)>, StoreError> {
+    objects
+        .iter()
+        .filter_map(|o| Some((o, o.enrolled.clone()?)))
+        .map(|(o, how)| {
+            let spec = serde_json::from_value(o.spec.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("remote system `{}` does not decode: {e}", o.name))
+            })?;
+            Ok((spec, how))
+        })
+        .collect()
+}
+
+/// The definitions as they run: the files' and the enrolled remote
+/// systems, each member with its group's flows.
+pub(super) fn sync_config_of(objects: &[StoredSyncObject]) -> Result<SyncConfig, StoreError> {
+    Ok(definitions_of(objects)?.with_enrolled(enrolled_remotes(objects)?))
+}
+
+/// Refuses definitions that would take the name of an enrolled remote
+/// system, or drop a group that still has members.
+fn refuse_enrolled_clash(
+    config: &SyncConfig,
+    enrolled: &[StoredSyncObject],
+) -> Result<(), StoreError> {
+    let mut problems = Vec::new();
+    for object in enrolled {
+        if config.remote_systems.iter().any(|r| r.name == object.name)
+            || config.remote_groups.iter().any(|g| g.name == object.name)
+        {
+            problems.push(format!(
+                "remote system `{}` was made by enrolment; give the one in the file another name (or `procsync remote remove {}` first)",
+                object.name, object.name
+            ));
+        }
+        if let Some(Enrolled::Member { group }) = &object.enrolled {
+            if !config.remote_groups.iter().any(|g| &g.name == group) {
+                problems.push(format!(
+                    "remote_group `{group}` still has member `{}`; keep the group, or remove its members first (`procsync remote remove {}`)",
+                    object.name, object.name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        problems.dedup();
+        Err(StoreError::Invalid(problems.join("\n")))
+    }
 }
 
 pub(super) fn read_sync_config(db: &super::handle::SharedDb) -> Result<SyncConfig, StoreError> {
@@ -255,13 +329,29 @@ impl Store {
                     spec,
                     outbound_state: o.outbound_state.unwrap_or(RemoteState::Disabled),
                     inbound_state: o.inbound_state.unwrap_or(RemoteState::Disabled),
+                    enrolled: o.enrolled,
                 })
             })
             .collect()
     }
 
+    /// The definitions as they run (the files' and the enrolled remote
+    /// systems with their groups' flows).
     pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {
         read_sync_config(&self.db)
+    }
+
+    /// The definitions as applied from files, without the remote systems
+    /// made by enrolment: what `export` shows and `apply` replaces.
+    pub fn definitions(&self) -> Result<SyncConfig, StoreError> {
+        definitions_of(&self.sync_objects()?)
+    }
+
+    /// The remote systems made by enrolment, with how each was made.
+    pub fn enrolled_remotes(
+        &self,
+    ) -> Result<Vec<(crate::config::sync::RemoteSystem, Enrolled)>, StoreError> {
+        enrolled_remotes(&self.sync_objects()?)
     }
 
     /// Makes the stored process sync objects equal `config`, by name, for
@@ -275,7 +365,7 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         self.writer
             .submit(move |txn| {
-                let stored = sync_config_of(&read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?)?;
+                let stored = definitions_of(&read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?)?;
                 if stored.split_by_domain(&domain).1 != kept {
                     return Err(StoreError::DefinitionsChanged);
                 }

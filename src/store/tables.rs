@@ -97,6 +97,9 @@ tables! {
     /// (`queue_index`). The queue browser, the Error lists and the inbound
     /// processor's held records read it instead of scanning a queue.
     QUEUE_BY_STATUS: (&str, u8, &str, &str, u64) => () = "queue_by_status";
+    /// Invitations to join a remote group (`remote invite`): invite id →
+    /// `enrol::Invite` (the secret only as its blake3 hash).
+    INVITES: &str => &[u8] = "invites";
 }
 
 /// The former `INBOUND_SEEN_BY_PEER`, keyed by remote system name: moved

@@ -23,6 +23,18 @@ pub fn add_user(txn: &mut Txn<'_>, mut user: User, token: &str) -> Result<User, 
     Ok(user)
 }
 
+/// Removes user `name` and its tokens.
+pub fn remove_user(txn: &mut Txn<'_>, name: &str) -> Result<User, StoreError> {
+    let mut users = txn.open_table(USERS)?;
+    let user = load_user(&users, name)?;
+    users.remove(name)?;
+    let mut tokens = txn.open_table(TOKENS)?;
+    for old in &user.token_hashes {
+        tokens.remove(hex_decode(old)?.as_slice())?;
+    }
+    Ok(user)
+}
+
 fn load_user(
     users: &redb::Table<'_, &'static str, &'static [u8]>,
     name: &str,

@@ -9,8 +9,10 @@ use serde::Serialize;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+mod enrol;
 mod errors;
 
+pub use enrol::{Invited, JoinedHub, Unlinked};
 pub use errors::ClientError;
 use errors::describe_connection;
 
@@ -85,6 +87,11 @@ pub struct RemoteSystemData {
     pub load: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reconcile: String,
+    /// "member" or "hub" when made by a join.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub enrolled: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -173,7 +180,7 @@ pub struct Target {
 
 #[derive(Clone)]
 pub struct AdminClient {
-    inner: PbClient<Channel>,
+    pub(super) inner: PbClient<Channel>,
     authorization: MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -223,7 +230,7 @@ impl AdminClient {
         })
     }
 
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
@@ -478,13 +485,7 @@ impl AdminClient {
     }
 
     pub async fn list_remote_systems(&mut self) -> Result<Vec<RemoteSystemData>, ClientError> {
-        let request = self.request(pb::ListRemoteSystemsRequest {});
-        let response = self.inner.list_remote_systems(request).await?.into_inner();
-        Ok(response
-            .remote_systems
-            .into_iter()
-            .map(remote_from_pb)
-            .collect())
+        self.list_group("").await
     }
 
     /// Validates a remote system; returns the problems found (none: it is
@@ -784,7 +785,7 @@ fn property_from_pb(p: pb::Property) -> PropertyData {
     }
 }
 
-fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
+pub(super) fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
     RemoteSystemData {
         sys_id: r.sys_id,
         name: r.name,
@@ -805,6 +806,8 @@ fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
         attachment_bytes_received: r.attachment_bytes_received,
         load: r.load,
         reconcile: r.reconcile,
+        enrolled: r.enrolled,
+        group: r.group,
     }
 }
 

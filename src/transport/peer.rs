@@ -416,7 +416,7 @@ pub struct FetchedChunk {
 /// A content arriving from a peer.
 pub struct FetchStream {
     inner: Streaming<pb::ContentChunk>,
-    endpoint: String,
+    pub(super) endpoint: String,
 }
 
 impl FetchStream {

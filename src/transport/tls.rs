@@ -4,6 +4,7 @@
 //! listener and for dialling a peer.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -20,13 +21,25 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The fingerprints the peer listener accepts, kept current as remote
-/// systems are applied.
+/// systems are applied; and until when an unknown certificate may connect
+/// to join (the last expiry of an open invitation, milliseconds).
 #[derive(Clone, Debug, Default)]
-pub struct AllowedPeers(Arc<RwLock<HashSet<String>>>);
+pub struct AllowedPeers(Arc<RwLock<HashSet<String>>>, Arc<AtomicU64>);
 
 impl AllowedPeers {
     pub fn replace(&self, fingerprints: impl IntoIterator<Item = String>) {
         *self.0.write().expect("allowed peers lock") = fingerprints.into_iter().collect();
+    }
+
+    /// Lets certificates no remote system pins connect until `until_ms`
+    /// (0: not at all). Such a connection can only join: every other call
+    /// identifies the caller by a pinned certificate.
+    pub fn open_enrolment_until(&self, until_ms: u64) {
+        self.1.store(until_ms, Ordering::Relaxed);
+    }
+
+    fn enrolment_open(&self) -> bool {
+        crate::ids::now_millis() < self.1.load(Ordering::Relaxed)
     }
 
     fn contains(&self, fingerprint: &str) -> bool {
@@ -241,7 +254,7 @@ impl ClientCertVerifier for PinnedClients {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let presented = fingerprint_of_der(end_entity);
-        if self.allowed.contains(&presented) {
+        if self.allowed.contains(&presented) || self.allowed.enrolment_open() {
             Ok(ClientCertVerified::assertion())
         } else {
             tracing::warn!(

@@ -23,6 +23,7 @@ mod definitions;
 mod demo;
 mod disk;
 mod durability;
+mod enrol;
 mod errors;
 mod guarantees;
 mod instance;

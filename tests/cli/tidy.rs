@@ -299,7 +299,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
     ),
     ("reconcile", &["config", "ids", "queue"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
-    ("runtime", &["config", "store", "transport"]),
+    ("runtime", &["config", "ids", "store", "transport"]),
     ("scheduler", &["ids", "logging", "store", "worker"]),
     ("script", &["queue", "record"]),
     (

@@ -65,6 +65,9 @@ impl SyncConfig {
         for o in &self.remote_systems {
             push("remote_system", &o.name, o.domain.clone());
         }
+        for o in &self.remote_groups {
+            push("remote_group", &o.name, o.domain.clone());
+        }
         for o in &self.outbound_flows {
             push("outbound_flow", &o.name, event_domain(&o.process_event));
         }
@@ -128,6 +131,13 @@ impl SyncConfig {
             (&mut a.remote_systems, &mut b.remote_systems),
         );
         sort(
+            &self.remote_groups,
+            "remote_group",
+            |o| &o.name,
+            &inside,
+            (&mut a.remote_groups, &mut b.remote_groups),
+        );
+        sort(
             &self.outbound_flows,
             "outbound_flow",
             |o| &o.name,
@@ -153,6 +163,8 @@ impl SyncConfig {
         self.captures.extend(kept.captures.iter().cloned());
         self.remote_systems
             .extend(kept.remote_systems.iter().cloned());
+        self.remote_groups
+            .extend(kept.remote_groups.iter().cloned());
         self.outbound_flows
             .extend(kept.outbound_flows.iter().cloned());
         self.inbound_flows
