@@ -5,10 +5,12 @@
 //! item's inbound flow in order per correlation. Transport-neutral.
 
 mod processor;
+mod pull;
 mod reconcile;
 mod transfer;
 
 pub use processor::{Processor, Tick};
+pub use pull::PullSupervisor;
 pub use reconcile::Responder;
 
 use std::sync::Arc;
@@ -218,6 +220,13 @@ impl PeerGate {
             remote: caller.name.clone(),
             state: caller.remote.inbound_state.as_str(),
         })
+    }
+
+    /// Hands a stream the caller opened for our items to it (`Pull`) to
+    /// its dispatcher.
+    pub fn offer_stream(&self, caller: &Caller, ends: crate::runtime::StreamEnds) {
+        self.sync.reverse.offer(&caller.name, ends);
+        self.sync.wake_outbound.notify_waiters();
     }
 
     /// Checks that both sides agree on who they are.

@@ -46,6 +46,8 @@ pub struct Outbound {
     /// Woken when items are queued or a remote's state changes.
     pub wake: Arc<tokio::sync::Notify>,
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Streams opened by peers this instance never dials.
+    pub reverse: crate::runtime::ReverseStreams,
 }
 
 /// Shows a retry state on a remote's health entry.
@@ -103,19 +105,11 @@ impl Worker for Supervisor {
                 Ok(Ok(remotes)) => remotes.into_iter().map(|r| r.spec.name).collect(),
                 _ => BTreeSet::new(),
             };
-        self.running.retain(|name, task| {
-            let keep = names.contains(name) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for name in names {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.running.entry(name) {
-                let dispatcher = Dispatcher::new(self.out.clone(), slot.key().clone());
-                slot.insert(self.workers.spawn(dispatcher, self.out.wake.clone()));
-            }
-        }
+        let out = &self.out;
+        self.workers
+            .keep_one_per_name(&mut self.running, names, &out.wake, |name| {
+                Dispatcher::new(out.clone(), name.to_string())
+            });
         Step::Idle(Some(tokio::time::Instant::now() + SUPERVISE_EVERY))
     }
 }
@@ -159,6 +153,15 @@ impl Outbound {
             .into_iter()
             .find(|r| r.spec.name == remote)
             .map(|r| (r.outbound_state, r.inbound_state))
+    }
+
+    /// Whether this instance never dials `remote` (it opens the streams).
+    async fn never_dials(&self, remote: &str) -> bool {
+        let store = self.store.clone();
+        let remotes = tokio::task::spawn_blocking(move || store.remote_systems()).await;
+        matches!(remotes, Ok(Ok(remotes)) if remotes.iter().any(|r| {
+            r.spec.name == remote && r.spec.dial == crate::config::sync::Dial::Never
+        }))
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::store::{RemoteState, Store, StoreError};
+use crate::transport::protocol::{SendItem, SyncEvent};
 use crate::transport::tls::AllowedPeers;
 
 /// The running parts of peer sync the admin API talks to.
@@ -30,6 +31,40 @@ pub struct SyncRuntime {
     pub wake_reconcile: Arc<tokio::sync::Notify>,
     pub health: HealthBoard,
     pub transfers: TransferBoard,
+    /// Streams that peers we never dial opened for our items to them.
+    pub reverse: ReverseStreams,
+}
+
+/// The two ends of a sync stream: items to send, events coming back.
+pub type StreamEnds = (
+    tokio::sync::mpsc::Sender<SendItem>,
+    tokio::sync::mpsc::Receiver<SyncEvent>,
+);
+
+/// Streams a peer opened for the items we send it (`Pull`, for a peer we
+/// never dial), each waiting for that remote's dispatcher to take it. A
+/// newer stream replaces a waiting older one.
+#[derive(Clone, Default)]
+pub struct ReverseStreams(Arc<Mutex<HashMap<String, StreamEnds>>>);
+
+impl ReverseStreams {
+    pub fn offer(&self, remote: &str, ends: StreamEnds) {
+        self.0
+            .lock()
+            .expect("reverse streams lock")
+            .insert(remote.to_string(), ends);
+    }
+
+    pub fn take(&self, remote: &str) -> Option<StreamEnds> {
+        self.0.lock().expect("reverse streams lock").remove(remote)
+    }
+
+    pub fn waiting(&self, remote: &str) -> bool {
+        self.0
+            .lock()
+            .expect("reverse streams lock")
+            .contains_key(remote)
+    }
 }
 
 /// Attachment bytes moved per remote system since this process started.

@@ -108,6 +108,10 @@ pub async fn run(
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
     let gate = PeerGate::new(store.clone(), sync.clone());
+    workers.spawn(
+        crate::inbound::PullSupervisor::new(store.clone(), gate.clone(), workers.clone()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     let api = Api::new(store.clone(), config.limits.clone(), sync.clone())
         .with_peer_endpoint(config.peer.endpoint(peer_address));
     let peer_task = {
@@ -124,6 +128,7 @@ pub async fn run(
         health: sync.health.clone(),
         wake: sync.wake_outbound.clone(),
         stop: workers.stop_signal(),
+        reverse: sync.reverse.clone(),
     };
     workers.spawn(
         Supervisor::new(outbound, workers.clone()),

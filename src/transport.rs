@@ -11,6 +11,7 @@ pub mod enrol;
 pub mod peer;
 pub mod protocol;
 pub mod reconcile;
+pub mod reverse;
 pub mod tls;
 pub mod upload;
 

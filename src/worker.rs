@@ -125,6 +125,31 @@ impl Workers {
         task
     }
 
+    /// Keeps one worker per name of `names` in `running`: the ones whose
+    /// name is gone (or that ended) are cut off, and `make(name)` starts
+    /// one for each new name, woken on `wake`.
+    pub fn keep_one_per_name<W: Worker>(
+        &self,
+        running: &mut std::collections::HashMap<String, tokio::task::JoinHandle<Option<W::Output>>>,
+        names: std::collections::BTreeSet<String>,
+        wake: &Arc<Notify>,
+        make: impl Fn(&str) -> W,
+    ) {
+        running.retain(|name, task| {
+            let keep = names.contains(name) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for name in names {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(name) {
+                let worker = make(slot.key());
+                slot.insert(self.spawn(worker, wake.clone()));
+            }
+        }
+    }
+
     /// Tells every worker to stop and waits up to `deadline` for them to
     /// end; the ones still running then are named in the log and cut off.
     /// Returns their names.

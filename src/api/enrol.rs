@@ -78,6 +78,7 @@ impl Api {
         }
         let endpoint = self.own_endpoint(endpoint)?;
         let definitions = self.blocking(|store| store.definitions()).await?;
+        let mut hub_dials = true;
         if let Some(found) = definitions.remote_groups.iter().find(|g| g.name == group) {
             if !found.domain.is_within(&user.domain) {
                 return Err(ApiError::OutsideDomain {
@@ -85,6 +86,7 @@ impl Api {
                     yours: user.domain.clone(),
                 });
             }
+            hub_dials = found.dial.is_always();
         }
         let expires_on = now_millis() + expires_secs * 1000;
         let (invite, secret) = self
@@ -101,6 +103,7 @@ impl Api {
             secret,
             hub_name: instance.name,
             expires_on,
+            hub_dials,
         }
         .encode();
         Ok(Invitation { invite, code })
@@ -142,7 +145,12 @@ impl Api {
         } else {
             name
         };
-        let endpoint = self.own_endpoint(endpoint)?;
+        // A hub that never dials its members needs no address of ours.
+        let endpoint = if code.hub_dials || !endpoint.is_empty() {
+            self.own_endpoint(endpoint)?
+        } else {
+            String::new()
+        };
         self.store.check_link_name(name.clone()).await?;
         let instance = self.blocking(|store| store.instance()).await?;
         let target = target_of_code(&code, instance.cert_pem.clone(), instance.key_pem.clone());
@@ -233,6 +241,8 @@ impl Api {
                 run_as,
                 domain: domain.clone(),
                 error_subflow: Vec::new(),
+                dial: crate::config::sync::Dial::Always,
+                pull: !answer.dials,
             },
             group: answer.group.clone(),
             sys_id,
@@ -338,6 +348,7 @@ impl Api {
                 answer.token = grant.token;
                 answer.definitions_json =
                     serde_json::to_string(&grant.template).expect("definitions serialize");
+                answer.dials = grant.dials;
             }
             JoinStep::Abandon => {
                 self.store

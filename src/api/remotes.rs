@@ -113,6 +113,19 @@ impl Api {
             })
             .await?;
         let mut problems = Vec::new();
+        if remote.status.spec.dial == crate::config::sync::Dial::Never {
+            // We never dial it: its own `remote validate` (a Hello to us)
+            // checked the link from its side; here only what we hold.
+            if secret.is_none() {
+                problems.push(format!(
+                    "no token to present to `{name}`; store it with `procsync remote token {name}`"
+                ));
+            }
+            if remote.status.spec.external_id.is_empty() {
+                problems.push(format!("remote system `{name}` has no external_id: set it to the sys_id of the peer's remote system for this instance"));
+            }
+            return self.validated(name, problems).await;
+        }
         let Some(secret) = secret else {
             problems.push(format!(
                 "no token to present to `{name}`: create the peer's inbound API user there (`procsync user add … --roles process_sync_api`) and store its token here with `procsync remote token {name}`"
@@ -180,6 +193,15 @@ impl Api {
             )),
             Err((e, _)) => problems.push(e.to_string()),
         }
+        self.validated(name, problems).await
+    }
+
+    /// Makes `name` Active both ways when `problems` is empty.
+    async fn validated(
+        &self,
+        name: String,
+        problems: Vec<String>,
+    ) -> Result<(Vec<String>, RemoteView), ApiError> {
         if problems.is_empty() {
             self.store
                 .set_remote_states(

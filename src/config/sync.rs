@@ -149,6 +149,30 @@ pub struct RemoteSystem {
     /// or the peer refused us).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_subflow: Vec<crate::subflow::Step>,
+    /// Whether this side dials the peer: `never` for a peer behind NAT,
+    /// whose own connection then carries both directions.
+    #[serde(default, skip_serializing_if = "Dial::is_always")]
+    pub dial: Dial,
+    /// This side also takes the peer's items over its own connection
+    /// (`Pull`), because the peer never dials it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+}
+
+/// Whether this side dials a peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dial {
+    #[default]
+    Always,
+    /// The peer dials, and its connection carries our items to it too.
+    Never,
+}
+
+impl Dial {
+    pub fn is_always(&self) -> bool {
+        *self == Dial::Always
+    }
 }
 
 /// Links a process event to a remote system for sending.

@@ -30,6 +30,8 @@ pub struct Dispatcher {
     resume_at: Option<Instant>,
     /// Whether to probe the peer while backing off.
     probe: bool,
+    /// The peer dials us (`dial = "never"`): streams come from it.
+    waits_for_peer: bool,
     state: State,
 }
 
@@ -61,6 +63,7 @@ impl Dispatcher {
             attempts: 0,
             resume_at: None,
             probe: true,
+            waits_for_peer: false,
             state: State::Starting,
         }
     }
@@ -100,6 +103,7 @@ impl Dispatcher {
             self.attempts = 0;
             self.out.record_retry(&self.remote, &self.retry).await;
         }
+        self.waits_for_peer = self.out.never_dials(&self.remote).await;
         let probing = outbound_state == RemoteState::Error && !self.retry.refused;
         if outbound_state != RemoteState::Active && !probing {
             // Disabled, or refused by the peer: waiting for the operator.
@@ -142,7 +146,11 @@ impl Dispatcher {
         if wait.probe && now >= wait.next_probe {
             wait.probes += 1;
             wait.next_probe = now + crate::property::backoff(PROBE_FIRST, PROBE_MAX, wait.probes);
+            let waits_for_peer = self.waits_for_peer;
             let try_it = async {
+                if waits_for_peer {
+                    return self.out.reverse.waiting(&self.remote);
+                }
                 match self.out.target(&self.remote).await {
                     Ok(target) => PeerClient::connect(&target).await.is_ok(),
                     Err(_) => false,
@@ -168,7 +176,29 @@ impl Dispatcher {
         Step::Idle(Some(next))
     }
 
+    /// Takes the stream the peer opened for our items, if one waits;
+    /// otherwise waits for one (woken when it comes).
+    async fn take_stream(&mut self) -> Step<()> {
+        let Some((items, events)) = self.out.reverse.take(&self.remote) else {
+            self.out
+                .health
+                .update(&self.remote, |h| h.health = Health::Down);
+            self.state = State::Deciding;
+            return Step::Idle(Some(Instant::now() + OPERATOR_POLL));
+        };
+        match Session::start(&self.out, &self.remote, items, events).await {
+            Ok(session) => {
+                self.state = State::Sending(Box::new(session));
+                Step::Busy
+            }
+            Err(e) => self.ended(SessionEnd::Failed(e), true).await,
+        }
+    }
+
     async fn connect(&mut self) -> Step<()> {
+        if self.waits_for_peer {
+            return self.take_stream().await;
+        }
         let mut connected = false;
         let open = async {
             let target = self.out.target(&self.remote).await?;

@@ -322,6 +322,7 @@ mod tests {
     async fn session_with(store: &Arc<Store>) -> Peer {
         let (stop_tx, stop) = watch::channel(false);
         let out = Outbound {
+            reverse: Default::default(),
             store: store.clone(),
             health: crate::runtime::HealthBoard::default(),
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -13,16 +13,16 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::status::status_of;
 use crate::attachment::CHUNK_BYTES;
+use crate::config::sync::Dial;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
-use crate::queue::{EncodedPayload, FieldBase};
-use crate::store::ReceivedItem;
 use crate::transport::enrol::{JoinRequest, step_from_pb};
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
-use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb, operation_from_pb};
-use crate::transport::protocol::{Hello, PROTOCOL_VERSION};
+use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb};
+use crate::transport::protocol::{Hello, PROTOCOL_VERSION, SendItem};
 use crate::transport::reconcile as reconcile_wire;
+use crate::transport::reverse::{received_from_pb, send_to_pb, sync_events};
 use crate::transport::{bearer_token, tls};
 
 /// Most items taken from a stream into one durable commit.
@@ -61,6 +61,8 @@ type ReconcileDownStream =
 
 /// How long a reconciliation call may wait for the caller's next question.
 const RECONCILE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+type SyncUpStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncUp, Status>> + Send>>;
 
 type SyncDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
@@ -159,6 +161,7 @@ impl Peer for PeerService {
             instance_name: answer.instance_name,
             definitions_json: answer.definitions_json,
             problems: answer.problems,
+            dials: answer.dials,
         }))
     }
 
@@ -169,6 +172,47 @@ impl Peer for PeerService {
         let caller = self.caller(&request).await?;
         self.api.peer_left(caller.name).await.map_err(status_of)?;
         Ok(Response::new(pb::LeaveResponse {}))
+    }
+
+    type PullStream = SyncUpStream;
+
+    /// A peer we never dial opens this for our items to it; its
+    /// dispatcher takes the stream's two ends.
+    async fn pull(
+        &self,
+        request: Request<Streaming<pb::SyncDown>>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let caller = self.caller(&request).await?;
+        if caller.remote.spec.dial != Dial::Never {
+            return Err(Status::failed_precondition(format!(
+                "this instance dials `{}` itself; only a peer it never dials (dial = \"never\") pulls its items",
+                caller.name
+            )));
+        }
+        let events = sync_events(
+            request.into_inner(),
+            format!("the stream `{}` opened", caller.name),
+        );
+        let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
+        self.gate.offer_stream(&caller, (items, events));
+        tracing::debug!(target: "transport", remote_system = %caller.name, "A peer opened a stream for our items to it.");
+        // The stream ends when the dispatcher lets go of it, or at shutdown.
+        let (down, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncUp, Status>>(64);
+        let mut stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            let mut outgoing = outgoing;
+            loop {
+                let item = tokio::select! {
+                    item = outgoing.recv() => item,
+                    _ = stopped.changed() => None,
+                };
+                let Some(item) = item else { return };
+                if down.send(Ok(send_to_pb(item))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
     }
 
     type FetchStream = ContentStream;
@@ -270,34 +314,9 @@ impl Peer for PeerService {
                 let mut pending = Some(first);
                 while let Some(message) = pending.take() {
                     match message.message {
-                        Some(pb::sync_up::Message::Item(item)) => batch.push(ReceivedItem {
-                            sequence: item.sequence,
-                            process_event: item.process_event,
-                            operation: operation_from_pb(item.operation),
-                            source_table: item.table,
-                            remote_correlation_id: item.local_correlation_id,
-                            local_correlation_id: item.remote_correlation_id,
-                            payload: if item.payload.is_empty() {
-                                EncodedPayload::from_text(item.payload_json)
-                            } else {
-                                EncodedPayload::Binary(item.payload)
-                            },
-                            attachment_grants: item
-                                .attachment_grants
-                                .into_iter()
-                                .map(grant_from_pb)
-                                .collect(),
-                            bases: item
-                                .bases
-                                .into_iter()
-                                .map(|b| FieldBase {
-                                    field: b.field,
-                                    digest: b.digest,
-                                })
-                                .collect(),
-                            changed_on: item.changed_on_ms,
-                            settles: item.settles,
-                        }),
+                        Some(pb::sync_up::Message::Item(item)) => {
+                            batch.push(received_from_pb(item))
+                        }
                         Some(pb::sync_up::Message::Ping(ping)) => {
                             let pong = pb::SyncDown {
                                 message: Some(pb::sync_down::Message::Pong(pb::Pong {

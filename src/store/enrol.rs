@@ -71,6 +71,8 @@ pub struct JoinGrant {
     pub token: String,
     /// The group's member definitions, flows naming no remote system.
     pub template: SyncConfig,
+    /// Whether the hub dials the member.
+    pub dials: bool,
 }
 
 /// The hub as the joining edge records it.
@@ -211,12 +213,12 @@ fn rebuild_capture(txn: &mut Txn<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The hub's side of a join: checks the invitation and makes the member.
-fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError> {
+/// The invitation `ask` names, when its secret matches and it is unused.
+fn usable_invite(txn: &Txn<'_>, ask: &JoinAsk) -> Result<Invite, StoreError> {
     let forged = || {
         refused("the join code is not one this hub issued (mistyped, forged or revoked); ask the hub's operator for a new one (`procsync remote invite`)".to_string())
     };
-    let mut invite = read_invite(txn, &ask.invite)?.ok_or_else(forged)?;
+    let invite = read_invite(txn, &ask.invite)?.ok_or_else(forged)?;
     if hex(&token_hash(&ask.secret)) != invite.secret_hash {
         return Err(forged());
     }
@@ -232,6 +234,12 @@ fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError
             used.member
         )));
     }
+    Ok(invite)
+}
+
+/// The hub's side of a join: checks the invitation and makes the member.
+fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError> {
+    let mut invite = usable_invite(txn, &ask)?;
     let now = now_millis();
     if now >= invite.expires_on {
         return Err(refused(format!(
@@ -261,8 +269,13 @@ fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError
             ask.fingerprint, pinned.name
         )));
     }
-    if let Err(e) = crate::config::sync::check_endpoint(&ask.endpoint) {
-        return Err(StoreError::Invalid(format!("the joining instance's {e}")));
+    if group.dial.is_always() || !ask.endpoint.is_empty() {
+        if let Err(e) = crate::config::sync::check_endpoint(&ask.endpoint) {
+            return Err(refused(format!(
+                "the hub dials the members of group `{}`, so it needs the joining instance's address: {e}; join with --endpoint https://HOST:PORT",
+                group.name
+            )));
+        }
     }
     let member = if invite.member.is_empty() {
         ask.instance_name.clone()
@@ -286,6 +299,8 @@ fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError
         run_as,
         domain: group.domain.clone(),
         error_subflow: Vec::new(),
+        dial: group.dial,
+        pull: false,
     };
     let sys_id = new_sys_id();
     let enrolled = Enrolled::Member {
@@ -305,6 +320,7 @@ fn enrol_member(txn: &mut Txn<'_>, ask: JoinAsk) -> Result<JoinGrant, StoreError
         remote_system_sys_id: sys_id,
         token,
         template: group.member,
+        dials: group.dial.is_always(),
     })
 }
 

@@ -25,6 +25,8 @@ pub struct JoinCode {
     pub secret: String,
     pub hub_name: String,
     pub expires_on: u64,
+    /// Whether the hub dials its members (else they pull).
+    pub hub_dials: bool,
 }
 
 impl JoinCode {
@@ -37,6 +39,7 @@ impl JoinCode {
             secret: self.secret.clone(),
             hub_name: self.hub_name.clone(),
             expires_on_ms: self.expires_on,
+            hub_dials: self.hub_dials,
         }
         .encode_to_vec();
         let sum = blake3::hash(&bytes);
@@ -77,6 +80,7 @@ impl JoinCode {
             secret: code.secret,
             hub_name: code.hub_name,
             expires_on: code.expires_on_ms,
+            hub_dials: code.hub_dials,
         })
     }
 }
@@ -114,6 +118,8 @@ pub struct JoinAnswer {
     pub instance_name: String,
     pub definitions_json: String,
     pub problems: Vec<String>,
+    /// Whether the hub dials the joining instance (else it pulls).
+    pub dials: bool,
 }
 
 pub fn step_from_pb(step: i32) -> Option<JoinStep> {
@@ -168,6 +174,7 @@ impl PeerClient {
             instance_name: answer.instance_name,
             definitions_json: answer.definitions_json,
             problems: answer.problems,
+            dials: answer.dials,
         })
     }
 
@@ -209,6 +216,7 @@ mod tests {
             secret: "s3cret".to_string(),
             hub_name: "hub".to_string(),
             expires_on: 1_800_000_000_000,
+            hub_dials: false,
         }
     }
 

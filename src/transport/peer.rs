@@ -324,44 +324,7 @@ impl PeerClient {
     > {
         let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
         let up = ReceiverStream::new(outgoing);
-        let up = tokio_stream::StreamExt::map(up, |item| match item {
-            SendItem::Item(item) => {
-                let item = *item;
-                let (payload, payload_json) = item.payload.parts();
-                pb::SyncUp {
-                    message: Some(pb::sync_up::Message::Item(pb::Item {
-                        sequence: item.sequence,
-                        process_event: item.process_event,
-                        operation: operation_to_pb(item.operation) as i32,
-                        table: item.table,
-                        local_correlation_id: item.local_correlation_id,
-                        remote_correlation_id: item.remote_correlation_id,
-                        domain: item.domain,
-                        payload_json: payload_json.unwrap_or_default(),
-                        payload,
-                        created_on: item.created_on,
-                        attachment_grants: item
-                            .attachment_grants
-                            .into_iter()
-                            .map(grant_to_pb)
-                            .collect(),
-                        bases: item
-                            .bases
-                            .into_iter()
-                            .map(|b| pb::FieldBase {
-                                field: b.field,
-                                digest: b.digest,
-                            })
-                            .collect(),
-                        changed_on_ms: item.changed_on,
-                        settles: item.settles,
-                    })),
-                }
-            }
-            SendItem::Ping(nonce) => pb::SyncUp {
-                message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
-            },
-        });
+        let up = tokio_stream::StreamExt::map(up, super::reverse::send_to_pb);
         let request = self.request(up);
         let call = async {
             self.inner
@@ -369,37 +332,10 @@ impl PeerClient {
                 .await
                 .map_err(|s| call_error(&self.endpoint, s))
         };
-        let mut down = within_deadline(&self.endpoint, "the sync call", call)
+        let down = within_deadline(&self.endpoint, "the sync call", call)
             .await?
             .into_inner();
-        let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
-        let endpoint = self.endpoint.clone();
-        tokio::spawn(async move {
-            loop {
-                let event = match down.message().await {
-                    Ok(Some(pb::SyncDown {
-                        message: Some(pb::sync_down::Message::Ack(ack)),
-                    })) => SyncEvent::Ack(ack.sequence),
-                    Ok(Some(pb::SyncDown {
-                        message: Some(pb::sync_down::Message::Pong(pong)),
-                    })) => SyncEvent::Pong(pong.nonce),
-                    Ok(Some(_)) => continue,
-                    Ok(None) => SyncEvent::Closed(CallError::ClosedByPeer {
-                        endpoint: endpoint.clone(),
-                    }),
-                    Err(status) => SyncEvent::Closed(match call_error(&endpoint, status) {
-                        CallError::CallBroke { endpoint, cause } => {
-                            CallError::StreamBroke { endpoint, cause }
-                        }
-                        other => other,
-                    }),
-                };
-                let closed = matches!(event, SyncEvent::Closed(_));
-                if events.send(event).await.is_err() || closed {
-                    return;
-                }
-            }
-        });
+        let received = super::reverse::sync_events(down, self.endpoint.clone());
         Ok((items, received))
     }
 }

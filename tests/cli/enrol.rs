@@ -64,10 +64,14 @@ table = "incident"
 "#;
 
 fn start_hub() -> (Instance, Server) {
+    start_hub_with(HUB_DEFINITIONS)
+}
+
+fn start_hub_with(definitions: &str) -> (Instance, Server) {
     let hub = Instance::init("hub");
     let server = hub.serve();
     hub.fast_retries();
-    let file = hub.file("hub.toml", HUB_DEFINITIONS);
+    let file = hub.file("hub.toml", definitions);
     hub.ok(&["apply", file.to_str().unwrap()]);
     (hub, server)
 }
@@ -174,6 +178,12 @@ fn an_edge_joins_with_one_command_and_changes_travel_both_ways() {
     assert_eq!(
         incidents(&edge, "short_description=Price update at noon")[0]["fields"]["state"],
         "2"
+    );
+    wait_for(
+        &[&hub],
+        "every hub item acknowledged",
+        Duration::from_secs(30),
+        || crate::support::statuses(&hub, "outbound") == ["Processed"],
     );
 
     // The definitions file knows the group, not its members: applying it
@@ -320,4 +330,113 @@ fn bad_join_codes_are_refused_and_leave_nothing_half_made() {
     edge.ok(&["remote", "join", &code]);
     assert_eq!(remotes(&hub).len(), 1);
     assert!(hub.logs().contains("Refused a join"));
+}
+
+#[test]
+fn a_hub_that_never_dials_its_edges_sends_over_the_streams_they_open() {
+    let definitions = HUB_DEFINITIONS.replace(
+        "description = \"every shop\"\n",
+        "description = \"every shop\"\ndial = \"never\"\n",
+    );
+    let (hub, _hub_server) = start_hub_with(&definitions);
+    let (edge, mut edge_server) = start_edge("store-9");
+    let code = invite(&hub, &[]);
+    let joined = edge.ok(&["remote", "join", &code]);
+    assert!(
+        joined.contains("outbound Active, inbound Active"),
+        "{joined}"
+    );
+    // The hub holds no address of the edge at all: it cannot dial it.
+    let member = remotes(&hub)[0].clone();
+    assert_eq!(member["endpoint"], "", "{member}");
+    assert_eq!(member["outbound_state"], "Active");
+    let exported = hub.ok(&["export"]);
+    assert!(exported.contains("dial = \"never\""), "{exported}");
+
+    edge.ok(&[
+        "record",
+        "create",
+        "incident",
+        "short_description=Freezer alarm",
+        "state=1",
+    ]);
+    hub.ok(&[
+        "record",
+        "create",
+        "incident",
+        "short_description=New opening hours",
+        "state=2",
+    ]);
+    wait_for(
+        &[&edge, &hub],
+        "both incidents on both sides",
+        Duration::from_secs(30),
+        || {
+            incidents(&hub, "short_description=Freezer alarm").len() == 1
+                && incidents(&edge, "short_description=New opening hours").len() == 1
+        },
+    );
+    wait_for(
+        &[&edge, &hub],
+        "the hub to see the edge Up",
+        Duration::from_secs(30),
+        || remotes(&hub)[0]["health"] == "Up",
+    );
+
+    // The edge goes away; the hub's items wait, and when the edge comes
+    // back they arrive in order over the stream it opens again.
+    edge_server.kill9();
+    for n in 0..20 {
+        hub.ok(&[
+            "record",
+            "create",
+            "incident",
+            &format!("short_description=Notice {n:02}"),
+            "state=1",
+        ]);
+    }
+    wait_for(
+        &[&hub],
+        "the hub to see the edge Down",
+        Duration::from_secs(30),
+        || remotes(&hub)[0]["health"] == "Down",
+    );
+    let _edge_server = edge.serve();
+    wait_for(
+        &[&edge, &hub],
+        "the 20 notices on the edge",
+        Duration::from_secs(60),
+        || incidents(&edge, "short_descriptionSTARTSWITHNotice").len() == 20,
+    );
+    let inbound = crate::support::queue_items(&edge, "inbound");
+    let mut notices: Vec<(u64, String)> = inbound
+        .iter()
+        .filter(|i| i["payload"].to_string().contains("Notice"))
+        .map(|i| {
+            (
+                i["sequence"].as_u64().unwrap(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    notices.sort();
+    assert_eq!(notices.len(), 20, "each notice arrived once");
+    assert!(
+        notices.iter().all(|(_, status)| status == "Processed"),
+        "{notices:?}"
+    );
+    assert!(
+        notices.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "in sequence: {notices:?}"
+    );
+    wait_for(
+        &[&hub],
+        "every hub item acknowledged",
+        Duration::from_secs(30),
+        || {
+            crate::support::statuses(&hub, "outbound")
+                .iter()
+                .all(|s| s == "Processed")
+        },
+    );
 }

@@ -278,6 +278,7 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
         "outbound",
         &[
             "attachment",
+            "config",
             "ids",
             "property",
             "queue",

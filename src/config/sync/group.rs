@@ -26,6 +26,10 @@ pub struct RemoteGroup {
     /// Steps run when a member's outbound state becomes Error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_subflow: Vec<crate::subflow::Step>,
+    /// `never`: members are behind NAT; each dials the hub and its
+    /// connection carries the hub's items to it too.
+    #[serde(default, skip_serializing_if = "super::Dial::is_always")]
+    pub dial: super::Dial,
     /// The definitions an edge applies when it joins: its side of the
     /// group's flows. Their flows name no remote system: on the edge they
     /// are the hub's.
@@ -177,6 +181,8 @@ impl SyncConfig {
                 run_as: "hub_runas".to_string(),
                 domain: Domain::global(),
                 error_subflow: Vec::new(),
+                dial: super::Dial::Always,
+                pull: false,
             });
             problems.extend(
                 filled
@@ -245,9 +251,9 @@ impl SyncConfig {
     }
 
     /// The definitions as they run: the file's, plus each enrolled remote
-    /// system; a member takes its group's domain and error subflow, and
-    /// each of the group's flows becomes one of its own (named `FLOW
-    /// (MEMBER)`).
+    /// system; a member takes its group's domain, error subflow and dial,
+    /// and each of the group's flows becomes one of its own (named `FLOW
+    /// (MEMBER)`), in place of the group's.
     pub fn with_enrolled(
         mut self,
         enrolled: impl IntoIterator<Item = (RemoteSystem, Enrolled)>,
@@ -257,6 +263,7 @@ impl SyncConfig {
                 if let Some(group) = self.remote_groups.iter().find(|g| &g.name == group) {
                     remote.domain = group.domain.clone();
                     remote.error_subflow = group.error_subflow.clone();
+                    remote.dial = group.dial;
                 }
                 let outbound: Vec<_> = self
                     .outbound_flows
@@ -285,6 +292,9 @@ impl SyncConfig {
             }
             self.remote_systems.push(remote);
         }
+        // A group's flows run only as its members' own.
+        self.outbound_flows.retain(|f| f.remote_group.is_empty());
+        self.inbound_flows.retain(|f| f.remote_group.is_empty());
         self
     }
 }
@@ -333,6 +343,8 @@ remote_group = "stores"
             run_as: format!("{name}_runas"),
             domain: Domain::global(),
             error_subflow: Vec::new(),
+            dial: crate::config::sync::Dial::Always,
+            pull: false,
         };
         let group = "stores".to_string();
         (remote, Enrolled::Member { group })
@@ -355,7 +367,6 @@ remote_group = "stores"
         assert_eq!(
             targets,
             [
-                ("To stores", ""),
                 ("To stores (store-1)", "store-1"),
                 ("To stores (store-2)", "store-2")
             ]

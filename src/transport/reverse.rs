@@ -1,0 +1,190 @@
+//! Sync streams in both directions over one side's connection. `Sync`
+//! carries the caller's items up; `Pull` carries the callee's items down,
+//! for a callee that never dials the caller (an edge behind NAT). The
+//! conversions both share, and the client half of `Pull`.
+
+use tokio::sync::mpsc::{Receiver, Sender};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::pb::peer as pb;
+use super::peer::{
+    PeerClient, call_error, grant_from_pb, grant_to_pb, operation_from_pb, operation_to_pb,
+    within_deadline,
+};
+use super::protocol::{CallError, SendItem, SyncEvent};
+use crate::queue::{EncodedPayload, FieldBase};
+use crate::store::ReceivedItem;
+
+/// An item or ping as it goes on the wire.
+pub fn send_to_pb(item: SendItem) -> pb::SyncUp {
+    match item {
+        SendItem::Item(item) => {
+            let item = *item;
+            let (payload, payload_json) = item.payload.parts();
+            pb::SyncUp {
+                message: Some(pb::sync_up::Message::Item(pb::Item {
+                    sequence: item.sequence,
+                    process_event: item.process_event,
+                    operation: operation_to_pb(item.operation) as i32,
+                    table: item.table,
+                    local_correlation_id: item.local_correlation_id,
+                    remote_correlation_id: item.remote_correlation_id,
+                    domain: item.domain,
+                    payload_json: payload_json.unwrap_or_default(),
+                    payload,
+                    created_on: item.created_on,
+                    attachment_grants: item
+                        .attachment_grants
+                        .into_iter()
+                        .map(grant_to_pb)
+                        .collect(),
+                    bases: item
+                        .bases
+                        .into_iter()
+                        .map(|b| pb::FieldBase {
+                            field: b.field,
+                            digest: b.digest,
+                        })
+                        .collect(),
+                    changed_on_ms: item.changed_on,
+                    settles: item.settles,
+                })),
+            }
+        }
+        SendItem::Ping(nonce) => pb::SyncUp {
+            message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
+        },
+    }
+}
+
+/// A received wire item as the inbound queue takes it: the sender's
+/// record is our remote correlation, and the other way round.
+pub fn received_from_pb(item: pb::Item) -> ReceivedItem {
+    ReceivedItem {
+        sequence: item.sequence,
+        process_event: item.process_event,
+        operation: operation_from_pb(item.operation),
+        source_table: item.table,
+        remote_correlation_id: item.local_correlation_id,
+        local_correlation_id: item.remote_correlation_id,
+        payload: if item.payload.is_empty() {
+            EncodedPayload::from_text(item.payload_json)
+        } else {
+            EncodedPayload::Binary(item.payload)
+        },
+        attachment_grants: item
+            .attachment_grants
+            .into_iter()
+            .map(grant_from_pb)
+            .collect(),
+        bases: item
+            .bases
+            .into_iter()
+            .map(|b| FieldBase {
+                field: b.field,
+                digest: b.digest,
+            })
+            .collect(),
+        changed_on: item.changed_on_ms,
+        settles: item.settles,
+    }
+}
+
+/// The acks and pongs coming back on a stream, as events; the last one
+/// says how the stream closed. `endpoint` names the peer in errors.
+pub fn sync_events(mut down: Streaming<pb::SyncDown>, endpoint: String) -> Receiver<SyncEvent> {
+    let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
+    tokio::spawn(async move {
+        loop {
+            let event = match down.message().await {
+                Ok(Some(pb::SyncDown {
+                    message: Some(pb::sync_down::Message::Ack(ack)),
+                })) => SyncEvent::Ack(ack.sequence),
+                Ok(Some(pb::SyncDown {
+                    message: Some(pb::sync_down::Message::Pong(pong)),
+                })) => SyncEvent::Pong(pong.nonce),
+                Ok(Some(_)) => continue,
+                Ok(None) => SyncEvent::Closed(CallError::ClosedByPeer {
+                    endpoint: endpoint.clone(),
+                }),
+                Err(status) => SyncEvent::Closed(match call_error(&endpoint, status) {
+                    CallError::CallBroke { endpoint, cause } => {
+                        CallError::StreamBroke { endpoint, cause }
+                    }
+                    other => other,
+                }),
+            };
+            let closed = matches!(event, SyncEvent::Closed(_));
+            if events.send(event).await.is_err() || closed {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// What comes down a `Pull` stream.
+#[derive(Debug)]
+pub enum Pulled {
+    Item(Box<ReceivedItem>),
+    Ping(u64),
+    Closed(CallError),
+}
+
+/// What the puller answers on it.
+#[derive(Clone, Copy, Debug)]
+pub enum PullReply {
+    /// Durably in our inbound queue.
+    Ack(u64),
+    Pong(u64),
+}
+
+impl PeerClient {
+    /// Opens a `Pull` stream: the peer's items for us come down it, and
+    /// our acks and pongs go up.
+    pub async fn pull(&mut self) -> Result<(Sender<PullReply>, Receiver<Pulled>), CallError> {
+        let (replies, outgoing) = tokio::sync::mpsc::channel::<PullReply>(4096);
+        let up =
+            tokio_stream::StreamExt::map(ReceiverStream::new(outgoing), |reply| pb::SyncDown {
+                message: Some(match reply {
+                    PullReply::Ack(sequence) => pb::sync_down::Message::Ack(pb::Ack { sequence }),
+                    PullReply::Pong(nonce) => pb::sync_down::Message::Pong(pb::Pong { nonce }),
+                }),
+            });
+        let request = self.request(up);
+        let call = async {
+            self.inner
+                .pull(request)
+                .await
+                .map_err(|s| call_error(&self.endpoint, s))
+        };
+        let mut down = within_deadline(&self.endpoint, "the pull call", call)
+            .await?
+            .into_inner();
+        let (pulled, received) = tokio::sync::mpsc::channel::<Pulled>(4096);
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match down.message().await {
+                    Ok(Some(pb::SyncUp {
+                        message: Some(pb::sync_up::Message::Item(item)),
+                    })) => Pulled::Item(Box::new(received_from_pb(item))),
+                    Ok(Some(pb::SyncUp {
+                        message: Some(pb::sync_up::Message::Ping(ping)),
+                    })) => Pulled::Ping(ping.nonce),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => Pulled::Closed(CallError::ClosedByPeer {
+                        endpoint: endpoint.clone(),
+                    }),
+                    Err(status) => Pulled::Closed(call_error(&endpoint, status)),
+                };
+                let closed = matches!(next, Pulled::Closed(_));
+                if pulled.send(next).await.is_err() || closed {
+                    return;
+                }
+            }
+        });
+        Ok((replies, received))
+    }
+}
