@@ -9,6 +9,7 @@ mod load;
 mod run;
 mod stats;
 mod sync;
+mod wire;
 
 use run::{RunDir, write_requests};
 

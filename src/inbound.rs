@@ -222,6 +222,23 @@ impl PeerGate {
         })
     }
 
+    /// Waits until `bytes` more may be sent to `remote` under its
+    /// `link.max_bytes_per_s` (read once per transfer: `rate`).
+    pub async fn allow_sending(&self, remote: &str, rate: u64, bytes: usize) {
+        self.sync.bandwidth.wait(remote, rate, bytes).await;
+    }
+
+    /// The most bytes per second this instance sends `remote` (0: no limit).
+    pub async fn sending_rate(&self, remote: &str) -> u64 {
+        let store = self.store.clone();
+        let remote = remote.to_string();
+        tokio::task::spawn_blocking(move || store.sending_rate(&remote))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    }
+
     /// Hands a stream the caller opened for our items to it (`Pull`) to
     /// its dispatcher.
     pub fn offer_stream(&self, caller: &Caller, ends: crate::runtime::StreamEnds) {

@@ -48,6 +48,10 @@ pub struct Outbound {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Streams opened by peers this instance never dials.
     pub reverse: crate::runtime::ReverseStreams,
+    /// Where each link's bytes are counted.
+    pub wire: crate::runtime::WireBoard,
+    /// Each peer's sending allowance.
+    pub bandwidth: crate::runtime::Bandwidth,
 }
 
 /// Shows a retry state on a remote's health entry.
@@ -165,7 +169,20 @@ impl Outbound {
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {
-        crate::transport::peer::target_of(self.store.clone(), remote).await
+        let mut target = crate::transport::peer::target_of(self.store.clone(), remote).await?;
+        target.link.counts = Some(self.wire.counts(remote));
+        Ok(target)
+    }
+
+    /// The most bytes per second sent to `remote` (0: no limit).
+    async fn sending_rate(&self, remote: &str) -> u64 {
+        let store = self.store.clone();
+        let remote = remote.to_string();
+        tokio::task::spawn_blocking(move || store.sending_rate(&remote))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
     }
 
     /// The peer answered: retries are over, and a remote in Error from

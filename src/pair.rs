@@ -40,6 +40,12 @@ pub async fn start(base: &Path, name: &'static str) -> Result<Node> {
 /// captured, sent to and received from each remote; `capture_extra` is
 /// added to the capture definition.
 fn definitions(remotes: &[RemoteSpec], capture_extra: &str) -> String {
+    // Extra lines that name the captured fields replace the default ones.
+    let fields = if capture_extra.trim_start().starts_with("fields") {
+        ""
+    } else {
+        r#"fields = ["short_description", "requested_for", "state"]"#
+    };
     let mut text = format!(
         r#"
 [[definition]]
@@ -54,7 +60,7 @@ definition = "Software requests"
 name = "Capture software requests"
 process_event = "software_request"
 table = "sc_req_item"
-fields = ["short_description", "requested_for", "state"]
+{fields}
 journal_fields = ["comments"]
 {capture_extra}
 "#

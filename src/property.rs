@@ -158,6 +158,20 @@ pub const PROPERTIES: &[PropertyDef] = &[
         kind: Kind::Number,
     },
     PropertyDef {
+        name: "link.compress",
+        default: "true",
+        description: "Compress the streams this instance opens to a peer (zstd, negotiated with the peer; `@NAME` for one remote system or group)",
+        range: (0, 0),
+        kind: Kind::Flag,
+    },
+    PropertyDef {
+        name: "link.max_bytes_per_s",
+        default: "0",
+        description: "Most bytes per second this instance sends a peer, items and attachments alike, counted before compression (0: no limit; `@NAME` for one remote system or group)",
+        range: (0, u64::MAX),
+        kind: Kind::Number,
+    },
+    PropertyDef {
         name: "alert.down_s",
         default: "0",
         description: "Alert when a remote system has been Down for this many seconds (0: off; `@NAME` for one remote system)",
@@ -166,13 +180,15 @@ pub const PROPERTIES: &[PropertyDef] = &[
     },
 ];
 
-/// Alert thresholds a remote system may have its own value of, as
-/// `NAME@REMOTE`.
+/// Properties a remote system (or a remote group, for its members) may
+/// have its own value of, as `NAME@REMOTE` (or `NAME@GROUP`).
 pub const PER_REMOTE: &[&str] = &[
     "alert.backlog",
     "alert.oldest_s",
     "alert.errors",
     "alert.down_s",
+    "link.compress",
+    "link.max_bytes_per_s",
 ];
 
 pub fn find(name: &str) -> Result<&'static PropertyDef, String> {

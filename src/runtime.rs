@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::store::{RemoteState, Store, StoreError};
 use crate::transport::protocol::{SendItem, SyncEvent};
 use crate::transport::tls::AllowedPeers;
+use crate::transport::wire::WireCounts;
 
 /// The running parts of peer sync the admin API talks to.
 #[derive(Clone, Default)]
@@ -33,6 +34,72 @@ pub struct SyncRuntime {
     pub transfers: TransferBoard,
     /// Streams that peers we never dial opened for our items to them.
     pub reverse: ReverseStreams,
+    /// Bytes on the links to each peer, before and after compression.
+    pub wire: WireBoard,
+    /// Each peer's sending allowance, when `link.max_bytes_per_s` limits it.
+    pub bandwidth: Bandwidth,
+}
+
+/// The byte counts of the links to each remote system.
+#[derive(Clone, Default)]
+pub struct WireBoard(Arc<Mutex<HashMap<String, Arc<WireCounts>>>>);
+
+impl WireBoard {
+    pub fn counts(&self, remote: &str) -> Arc<WireCounts> {
+        self.0
+            .lock()
+            .expect("wire board lock")
+            .entry(remote.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// A token bucket per remote system: at most `rate` bytes per second on
+/// average, with a second's worth of burst. A send larger than what is
+/// left goes once the bucket is not in debt, and leaves it in debt.
+#[derive(Clone, Default)]
+pub struct Bandwidth(Arc<Mutex<HashMap<String, Bucket>>>);
+
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bandwidth {
+    /// Takes `bytes` for `remote` at `rate` bytes per second (0: no
+    /// limit). `Ok` when they may go now; otherwise how long until they
+    /// may, with nothing taken.
+    pub fn take(&self, remote: &str, rate: u64, bytes: usize) -> Result<(), std::time::Duration> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let rate = rate as f64;
+        let mut buckets = self.0.lock().expect("bandwidth lock");
+        let bucket = buckets.entry(remote.to_string()).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens > 0.0 {
+            bucket.tokens -= bytes as f64;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                -bucket.tokens / rate + 0.001,
+            ))
+        }
+    }
+
+    /// `take`, waiting as long as it takes.
+    pub async fn wait(&self, remote: &str, rate: u64, bytes: usize) {
+        while let Err(wait) = self.take(remote, rate, bytes) {
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// The two ends of a sync stream: items to send, events coming back.
@@ -114,6 +181,14 @@ impl SyncRuntime {
             .max()
             .unwrap_or(0);
         self.allowed.open_enrolment_until(open_until);
+        self.health.set_identities(remotes.iter().map(|r| {
+            let spec = &r.spec;
+            let who = format!(
+                "{} {} {}",
+                spec.endpoint, spec.fingerprint, spec.external_id
+            );
+            (spec.name.clone(), who)
+        }));
         self.health.set_disabled(
             remotes
                 .iter()
@@ -172,12 +247,31 @@ pub struct HealthBoard(
     /// Remote systems that are Disabled: dispatchers stop sending to them
     /// at once, before their next look at the store.
     Arc<Mutex<BTreeSet<String>>>,
+    /// Who each remote system is (endpoint, pinned fingerprint, external
+    /// id): a session opened to another one ends, even if the remote was
+    /// Disabled and Active again before it looked.
+    Arc<Mutex<HashMap<String, String>>>,
 );
 
 impl HealthBoard {
     /// Records which remote systems are Disabled, from the store's view.
     pub fn set_disabled(&self, disabled: impl IntoIterator<Item = String>) {
         *self.2.lock().expect("disabled lock") = disabled.into_iter().collect();
+    }
+
+    /// Records who each remote system is, from the store's view.
+    pub fn set_identities(&self, identities: impl IntoIterator<Item = (String, String)>) {
+        *self.3.lock().expect("identities lock") = identities.into_iter().collect();
+    }
+
+    /// Who `remote` is now (empty when unknown).
+    pub fn identity(&self, remote: &str) -> String {
+        self.3
+            .lock()
+            .expect("identities lock")
+            .get(remote)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn is_disabled(&self, remote: &str) -> bool {

@@ -129,6 +129,8 @@ pub async fn run(
         wake: sync.wake_outbound.clone(),
         stop: workers.stop_signal(),
         reverse: sync.reverse.clone(),
+        wire: sync.wire.clone(),
+        bandwidth: sync.bandwidth.clone(),
     };
     workers.spawn(
         Supervisor::new(outbound, workers.clone()),

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod reverse;
 pub mod tls;
 pub mod upload;
+pub mod wire;
 
 /// Generated code for `proto/`.
 #[allow(

@@ -274,6 +274,7 @@ impl Api {
                     token,
                     cert_pem: instance.cert_pem,
                     key_pem: instance.key_pem,
+                    link: Default::default(),
                 };
                 match PeerClient::connect(&target).await {
                     Ok(mut client) => client.leave().await.map_err(|e| e.to_string()),

@@ -19,6 +19,9 @@ pub struct RemoteView {
     pub load: Option<crate::store::Load>,
     /// Its last reconciliation.
     pub reconcile: Option<crate::store::Reconciliation>,
+    /// Bytes on the links this instance opened to it, before and after
+    /// compression.
+    pub wire: crate::transport::wire::WireBytes,
 }
 
 impl Api {
@@ -55,6 +58,7 @@ impl Api {
             .into_iter()
             .map(|(status, has_token)| RemoteView {
                 health: self.sync.health.get(&status.spec.name),
+                wire: self.sync.wire.counts(&status.spec.name).snapshot(),
                 transfers: self.sync.transfers.get(&status.spec.name),
                 load: loads
                     .iter()
@@ -143,6 +147,7 @@ impl Api {
             token: secret,
             cert_pem: instance.cert_pem.clone(),
             key_pem: instance.key_pem.clone(),
+            link: self.link_of(&name).await,
         };
         let process_events: Vec<String> = config
             .outbound_flows
@@ -194,6 +199,19 @@ impl Api {
             Err((e, _)) => problems.push(e.to_string()),
         }
         self.validated(name, problems).await
+    }
+
+    /// How this instance's connections to `name` are made and counted.
+    pub(super) async fn link_of(&self, name: &str) -> crate::transport::protocol::LinkSettings {
+        let remote = name.to_string();
+        let compress = self
+            .blocking(move |store| store.remote_property("link.compress", &remote))
+            .await
+            .is_ok_and(|value| value == "true");
+        crate::transport::protocol::LinkSettings {
+            compress,
+            counts: Some(self.sync.wire.counts(name)),
+        }
     }
 
     /// Makes `name` Active both ways when `problems` is empty.

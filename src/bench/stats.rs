@@ -217,6 +217,18 @@ const TYPICAL_FIELDS: [&str; 10] = [
 
 /// A typical incident (ten short fields), priority 1 so the capture takes it.
 fn typical(n: u64) -> RecordWrite {
+    RecordWrite {
+        attachments: Default::default(),
+        operation: crate::record::Operation::Create,
+        table: "incident".to_string(),
+        sys_id: None,
+        fields: typical_fields(n).into_iter().collect(),
+        journal: Vec::new(),
+    }
+}
+
+/// The ten fields of typical record `n`, as (name, value).
+pub(super) fn typical_fields(n: u64) -> Vec<(String, String)> {
     let values = [
         format!("INC{n:07}"),
         format!("Printer on floor {} jams", n % 9),
@@ -229,18 +241,11 @@ fn typical(n: u64) -> RecordWrite {
         format!("user{:04}", n % 5000),
         "phone".to_string(),
     ];
-    RecordWrite {
-        attachments: Default::default(),
-        operation: crate::record::Operation::Create,
-        table: "incident".to_string(),
-        sys_id: None,
-        fields: TYPICAL_FIELDS
-            .iter()
-            .map(|f| (*f).to_string())
-            .zip(values)
-            .collect(),
-        journal: Vec::new(),
-    }
+    TYPICAL_FIELDS
+        .iter()
+        .map(|f| (*f).to_string())
+        .zip(values)
+        .collect()
 }
 
 /// One `GET path` with the token, read whole.

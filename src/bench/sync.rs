@@ -32,6 +32,10 @@ pub struct SyncBench {
     /// on that backlog, then bring the hub back and time the drain.
     #[arg(long, conflicts_with = "rate")]
     pub backlog: bool,
+    /// Instead, send the records twice (typical ten-field ones), with
+    /// compression off and on, and print the bytes on the wire.
+    #[arg(long, conflicts_with_all = ["rate", "backlog"])]
+    pub wire: bool,
     /// How long to offer `--rate` for.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -51,6 +55,9 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
         machine(),
         !cfg!(debug_assertions)
     );
+    if args.wire {
+        return super::wire::run(base, args.records, args.batch_size).await;
+    }
     let mut edge = crate::pair::start(base, "edge").await?;
     let mut hub = crate::pair::start(base, "hub").await?;
     crate::pair::link(&mut edge, &mut hub, "").await?;

@@ -59,6 +59,11 @@ pub struct Session {
     /// The last ack, or the time the window went from empty to busy: a
     /// peer that answers pings but acknowledges nothing is stuck too.
     progress: Instant,
+    /// `link.max_bytes_per_s` for this peer (0: none), read again with
+    /// each refill.
+    rate: u64,
+    /// Who the remote was when the stream opened (`HealthBoard::identity`).
+    identity: String,
 }
 
 fn every(interval: Duration, first: Instant) -> tokio::time::Interval {
@@ -85,8 +90,11 @@ impl Session {
             .heartbeat()
             .unwrap_or((Duration::from_secs(10), Duration::from_secs(1)));
         out.health.update(remote, |h| h.health = Health::Up);
+        let rate = out.sending_rate(remote).await;
         let now = Instant::now();
         Ok(Session {
+            rate,
+            identity: out.health.identity(remote),
             remote: remote.to_string(),
             items,
             events,
@@ -107,7 +115,9 @@ impl Session {
     /// Fills the window, waits for the next event and handles it; says
     /// how the session ended when it did.
     pub async fn step(&mut self, out: &Outbound, attempts: &mut u32) -> Option<SessionEnd> {
-        if out.health.is_disabled(&self.remote) {
+        if out.health.is_disabled(&self.remote)
+            || out.health.identity(&self.remote) != self.identity
+        {
             return Some(self.end(out, SessionEnd::NotActive).await);
         }
         if let Err(end) = self.refill(out).await {
@@ -124,10 +134,22 @@ impl Session {
         if self.in_flight.len() > WINDOW / 2 {
             return Ok(());
         }
-        let batch = out
+        self.rate = out.sending_rate(&self.remote).await;
+        let mut batch = out
             .next_items(&self.remote, self.cursor, WINDOW - self.in_flight.len())
             .await
             .map_err(|e| SessionEnd::Failed(CallError::Store(e)))?;
+        // Under a bandwidth limit, only what the allowance takes now goes;
+        // the idle flush looks again soon (`FLUSH_IDLE`).
+        let allowed = batch
+            .iter()
+            .take_while(|(_, item)| {
+                out.bandwidth
+                    .take(&self.remote, self.rate, item.wire_size())
+                    .is_ok()
+            })
+            .count();
+        batch.truncate(allowed);
         if batch.is_empty() {
             return Ok(());
         }
@@ -323,6 +345,8 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         let out = Outbound {
             reverse: Default::default(),
+            wire: Default::default(),
+            bandwidth: Default::default(),
             store: store.clone(),
             health: crate::runtime::HealthBoard::default(),
             wake: Arc::new(tokio::sync::Notify::new()),

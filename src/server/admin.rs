@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::status::status_of;
 
-mod enrol;
+mod remotes;
 use crate::api::{Api, ApiError, Caller};
 use crate::attachment::Attachment;
 use crate::ids::format_time;
@@ -19,6 +19,7 @@ use crate::store::sink::SinkError;
 use crate::transport::pb::admin as pb;
 use crate::transport::pb::admin::admin_server::{Admin, AdminServer};
 use crate::user::User;
+use remotes::remote_to_pb;
 
 /// The service over one instance's `Api`.
 pub struct AdminService {
@@ -490,21 +491,21 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::InviteRemoteRequest>,
     ) -> Result<Response<pb::InviteRemoteResponse>, Status> {
-        enrol::invite(self, request).await
+        remotes::invite(self, request).await
     }
 
     async fn join_remote(
         &self,
         request: Request<pb::JoinRemoteRequest>,
     ) -> Result<Response<pb::JoinRemoteResponse>, Status> {
-        enrol::join(self, request).await
+        remotes::join(self, request).await
     }
 
     async fn remove_remote(
         &self,
         request: Request<pb::RemoteRequest>,
     ) -> Result<Response<pb::RemoveRemoteResponse>, Status> {
-        enrol::remove(self, request).await
+        remotes::remove(self, request).await
     }
 
     async fn validate_remote(
@@ -724,49 +725,6 @@ fn property_to_pb(
         value,
         default_value,
         description,
-    }
-}
-
-fn remote_to_pb(remote: &crate::api::RemoteView) -> pb::RemoteSystem {
-    let status = &remote.status;
-    let health = remote.health.as_ref();
-    pb::RemoteSystem {
-        sys_id: status.sys_id.clone(),
-        name: status.spec.name.clone(),
-        endpoint: status.spec.endpoint.clone(),
-        fingerprint: status.spec.fingerprint.clone(),
-        external_id: status.spec.external_id.clone(),
-        outbound_state: status.outbound_state.as_str().to_string(),
-        inbound_state: status.inbound_state.as_str().to_string(),
-        inbound_api_user: status.spec.inbound_api_user.clone(),
-        run_as: status.spec.run_as.clone(),
-        health: health
-            .map(|h| h.health.as_str())
-            .unwrap_or("Down")
-            .to_string(),
-        last_error: health
-            .and_then(|h| h.last_error.clone())
-            .unwrap_or_default(),
-        attempts: health.map(|h| h.attempts).unwrap_or(0),
-        next_attempt_on: health
-            .and_then(|h| h.next_attempt_on.clone())
-            .unwrap_or_default(),
-        has_token: remote.has_token,
-        round_trip_ms: health.and_then(|h| h.round_trip_ms).unwrap_or(0),
-        attachment_bytes_sent: remote.transfers.bytes_sent,
-        attachment_bytes_received: remote.transfers.bytes_received,
-        load: remote
-            .load
-            .as_ref()
-            .map(crate::store::Load::summary)
-            .unwrap_or_default(),
-        reconcile: remote
-            .reconcile
-            .as_ref()
-            .map(crate::store::Reconciliation::summary)
-            .unwrap_or_default(),
-        enrolled: enrol::how(status.enrolled.as_ref()).to_string(),
-        group: enrol::group(status.enrolled.as_ref()),
     }
 }
 

@@ -192,6 +192,7 @@ impl Peer for PeerService {
         let events = sync_events(
             request.into_inner(),
             format!("the stream `{}` opened", caller.name),
+            None,
         );
         let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
         self.gate.offer_stream(&caller, (items, events));
@@ -243,6 +244,7 @@ impl Peer for PeerService {
         let (chunks, stream) = tokio::sync::mpsc::channel(2);
         let gate = self.gate.clone();
         let mut stopped = self.stopped.clone();
+        let rate = self.gate.sending_rate(&caller.name).await;
         tokio::spawn(async move {
             let first = crate::attachment::chunk_index(request.offset);
             for index in first..content.chunk_count() {
@@ -250,6 +252,12 @@ impl Peer for PeerService {
                     read = gate.read_chunk(content.id, index) => read,
                     _ = stopped.changed() => return,
                 };
+                if let Ok(data) = &read {
+                    tokio::select! {
+                        () = gate.allow_sending(&caller.name, rate, data.len()) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
                 let message = match read {
                     Ok(data) => {
                         let chunk_hash = blake3::hash(&data).as_bytes().to_vec();
@@ -496,7 +504,11 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(
             PeerServer::new(PeerService { gate, api, stopped })
-                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES),
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                // Compressed both ways when the caller asks (the caller's
+                // `link.compress` decides).
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -34,6 +34,42 @@ impl Store {
         Ok(out)
     }
 
+    /// Property `name` for `remote`: its own value (`NAME@REMOTE`), else
+    /// its group's (`NAME@GROUP`) when it joined or is a member of one,
+    /// else the instance's.
+    pub fn remote_property(&self, name: &str, remote: &str) -> Result<String, StoreError> {
+        let txn = self.db.begin_read()?;
+        let object: Option<super::StoredSyncObject> = {
+            let objects = txn.open_table(SYNC_OBJECTS)?;
+            let row = objects.get(("remote_system", remote))?;
+            row.map(|v| decode(v.value())).transpose()?
+        };
+        let group = object.and_then(|o| match o.enrolled {
+            Some(crate::config::sync::Enrolled::Member { group })
+            | Some(crate::config::sync::Enrolled::Hub { group }) => Some(group),
+            None => None,
+        });
+        let table = txn.open_table(PROPERTIES)?;
+        for owner in std::iter::once(remote).chain(group.as_deref()) {
+            if let Some(value) = table.get(format!("{name}@{owner}").as_str())? {
+                return decode(value.value());
+            }
+        }
+        drop(table);
+        self.property(name)
+    }
+
+    /// The most bytes per second this instance sends `remote`
+    /// (`link.max_bytes_per_s`; 0: no limit).
+    pub fn sending_rate(&self, remote: &str) -> Result<u64, StoreError> {
+        let value = self.remote_property("link.max_bytes_per_s", remote)?;
+        value.parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "property link.max_bytes_per_s is `{value}`, not a number"
+            ))
+        })
+    }
+
     /// An alert threshold for `remote`: its own value (`NAME@REMOTE`) when
     /// set, else the instance's.
     pub fn threshold(&self, name: &str, remote: &str) -> Result<u64, StoreError> {

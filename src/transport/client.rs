@@ -92,6 +92,10 @@ pub struct RemoteSystemData {
     pub enrolled: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub group: String,
+    pub encoded_bytes_sent: u64,
+    pub encoded_bytes_received: u64,
+    pub wire_bytes_sent: u64,
+    pub wire_bytes_received: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -808,6 +812,10 @@ pub(super) fn remote_from_pb(r: pb::RemoteSystem) -> RemoteSystemData {
         reconcile: r.reconcile,
         enrolled: r.enrolled,
         group: r.group,
+        encoded_bytes_sent: r.encoded_bytes_sent,
+        encoded_bytes_received: r.encoded_bytes_received,
+        wire_bytes_sent: r.wire_bytes_sent,
+        wire_bytes_received: r.wire_bytes_received,
     }
 }
 

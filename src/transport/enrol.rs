@@ -201,6 +201,7 @@ pub fn target_of_code(code: &JoinCode, cert_pem: String, key_pem: String) -> Pee
         token: "join".to_string(),
         cert_pem,
         key_pem,
+        link: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};
 
@@ -66,10 +67,11 @@ pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, Ca
             .find(|r| r.spec.name == name);
         let secret = store.remote_secret(&name)?;
         let instance = store.instance()?;
-        Ok::<_, StoreError>((remote, secret, instance))
+        let compress = store.remote_property("link.compress", &name)? == "true";
+        Ok::<_, StoreError>((remote, secret, instance, compress))
     })
     .await??;
-    let (Some(spec), secret, instance) = found else {
+    let (Some(spec), secret, instance, compress) = found else {
         return Err(CallError::RemoteGone {
             remote: remote.to_string(),
         });
@@ -86,13 +88,22 @@ pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, Ca
         token,
         cert_pem: instance.cert_pem,
         key_pem: instance.key_pem,
+        link: super::protocol::LinkSettings {
+            compress,
+            counts: None,
+        },
     })
 }
 
 /// A connection to one peer.
 #[derive(Clone)]
 pub struct PeerClient {
+    /// Compressed when the link says so (sync streams, calls).
     pub(super) inner: pb::peer_client::PeerClient<Channel>,
+    /// Never compressed: attachment chunks are mostly compressed already.
+    pub(super) plain: pb::peer_client::PeerClient<Channel>,
+    /// Where this connection's bytes are counted.
+    pub(super) counts: Arc<super::wire::WireCounts>,
     authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     pub(super) endpoint: String,
 }
@@ -183,14 +194,18 @@ impl PeerClient {
                 .map_err(CallError::Misconfigured)?,
         );
         let address = rest.clone();
+        let counts = target.link.counts.clone().unwrap_or_default();
+        let counted = counts.clone();
         let connector = tower::service_fn(move |_uri: tonic::codegen::http::Uri| {
             let config = config.clone();
             let address = address.clone();
             let host = host.clone();
+            let counts = counted.clone();
             async move {
                 let connect = async {
                     let tcp = TcpStream::connect(&address).await?;
                     tcp.set_nodelay(true)?;
+                    let tcp = super::wire::Counted::new(tcp, counts);
                     let tls = tokio_rustls::TlsConnector::from(config)
                         .connect(tls::server_name(&host), tcp)
                         .await?;
@@ -239,11 +254,22 @@ impl PeerClient {
         let authorization = format!("Bearer {}", target.token.trim())
             .parse()
             .map_err(|_| CallError::TokenNotSendable)?;
+        let plain = pb::peer_client::PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let inner = if target.link.compress {
+            plain
+                .clone()
+                .send_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Zstd)
+        } else {
+            plain.clone()
+        };
         Ok(PeerClient {
-            inner: pb::peer_client::PeerClient::new(channel)
-                .max_decoding_message_size(64 * 1024 * 1024),
+            inner,
+            plain,
             authorization,
             endpoint: target.endpoint.clone(),
+            counts,
         })
     }
 
@@ -297,7 +323,7 @@ impl PeerClient {
             offset,
         });
         let call = async {
-            self.inner
+            self.plain
                 .fetch(request)
                 .await
                 .map_err(|s| call_error(&self.endpoint, s))
@@ -324,7 +350,12 @@ impl PeerClient {
     > {
         let (items, outgoing) = tokio::sync::mpsc::channel::<SendItem>(4096);
         let up = ReceiverStream::new(outgoing);
-        let up = tokio_stream::StreamExt::map(up, super::reverse::send_to_pb);
+        let counts = self.counts.clone();
+        let up = tokio_stream::StreamExt::map(up, move |item| {
+            let message = super::reverse::send_to_pb(item);
+            counts.sent(prost::Message::encoded_len(&message));
+            message
+        });
         let request = self.request(up);
         let call = async {
             self.inner
@@ -335,7 +366,8 @@ impl PeerClient {
         let down = within_deadline(&self.endpoint, "the sync call", call)
             .await?
             .into_inner();
-        let received = super::reverse::sync_events(down, self.endpoint.clone());
+        let received =
+            super::reverse::sync_events(down, self.endpoint.clone(), Some(self.counts.clone()));
         Ok((items, received))
     }
 }

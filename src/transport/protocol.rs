@@ -66,6 +66,30 @@ pub struct WireItem {
     pub settles: bool,
 }
 
+impl WireItem {
+    /// About how many bytes the item takes encoded, before compression:
+    /// its payload and names, and a little for the other fields.
+    pub fn wire_size(&self) -> usize {
+        64 + self.payload.len()
+            + self.process_event.len()
+            + self.table.len()
+            + self.local_correlation_id.len()
+            + self.remote_correlation_id.len()
+            + self.domain.len()
+            + self.created_on.len()
+            + self
+                .bases
+                .iter()
+                .map(|b| b.field.len() + b.digest.len() + 4)
+                .sum::<usize>()
+            + self
+                .attachment_grants
+                .iter()
+                .map(|g| g.hash.len() + g.key.len() + 16)
+                .sum::<usize>()
+    }
+}
+
 /// What comes back on a stream.
 #[derive(Clone, Debug)]
 pub enum SyncEvent {
@@ -83,6 +107,16 @@ pub struct PeerTarget {
     pub token: String,
     pub cert_pem: String,
     pub key_pem: String,
+    pub link: LinkSettings,
+}
+
+/// How the connections to one peer are made and counted.
+#[derive(Clone, Debug, Default)]
+pub struct LinkSettings {
+    /// Compress what we send and accept compressed answers (zstd).
+    pub compress: bool,
+    /// Where the link's bytes are counted.
+    pub counts: Option<std::sync::Arc<super::wire::WireCounts>>,
 }
 
 /// Why talking to a peer failed. Each failure names what happened with

@@ -93,11 +93,19 @@ pub fn received_from_pb(item: pb::Item) -> ReceivedItem {
 
 /// The acks and pongs coming back on a stream, as events; the last one
 /// says how the stream closed. `endpoint` names the peer in errors.
-pub fn sync_events(mut down: Streaming<pb::SyncDown>, endpoint: String) -> Receiver<SyncEvent> {
+pub fn sync_events(
+    mut down: Streaming<pb::SyncDown>,
+    endpoint: String,
+    counts: Option<std::sync::Arc<super::wire::WireCounts>>,
+) -> Receiver<SyncEvent> {
     let (events, received) = tokio::sync::mpsc::channel::<SyncEvent>(4096);
     tokio::spawn(async move {
         loop {
-            let event = match down.message().await {
+            let message = down.message().await;
+            if let (Ok(Some(message)), Some(counts)) = (&message, &counts) {
+                counts.received(prost::Message::encoded_len(message));
+            }
+            let event = match message {
                 Ok(Some(pb::SyncDown {
                     message: Some(pb::sync_down::Message::Ack(ack)),
                 })) => SyncEvent::Ack(ack.sequence),
@@ -164,9 +172,14 @@ impl PeerClient {
             .into_inner();
         let (pulled, received) = tokio::sync::mpsc::channel::<Pulled>(4096);
         let endpoint = self.endpoint.clone();
+        let counts = self.counts.clone();
         tokio::spawn(async move {
             loop {
-                let next = match down.message().await {
+                let message = down.message().await;
+                if let Ok(Some(message)) = &message {
+                    counts.received(prost::Message::encoded_len(message));
+                }
+                let next = match message {
                     Ok(Some(pb::SyncUp {
                         message: Some(pb::sync_up::Message::Item(item)),
                     })) => Pulled::Item(Box::new(received_from_pb(item))),

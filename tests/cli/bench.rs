@@ -61,6 +61,20 @@ fn sync_in_batches_and_at_a_rate_reports_throughput_and_latency() {
 }
 
 #[test]
+fn sync_on_the_wire_reports_bytes_compressed_and_not() {
+    let out = bench(&["sync", "--wire", "--records", "300", "--batch-size", "100"]);
+    assert!(
+        out.contains("300 typical records, compression off:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("300 typical records, compression on (zstd):"),
+        "{out}"
+    );
+    assert!(out.contains("compression saves"), "{out}");
+}
+
+#[test]
 fn stats_reports_bytes_per_queued_item() {
     let out = bench(&["stats", "--items", "2000", "--repeat", "2"]);
     let line = out

@@ -11,7 +11,7 @@ use crate::support::{Instance, Server, wait_for};
 
 /// A hub's definitions: a group `stores` whose members send and receive
 /// incidents, and the member side every edge takes on joining.
-const HUB_DEFINITIONS: &str = r#"
+pub const HUB_DEFINITIONS: &str = r#"
 [[definition]]
 name = "Store incidents"
 
@@ -67,7 +67,7 @@ fn start_hub() -> (Instance, Server) {
     start_hub_with(HUB_DEFINITIONS)
 }
 
-fn start_hub_with(definitions: &str) -> (Instance, Server) {
+pub fn start_hub_with(definitions: &str) -> (Instance, Server) {
     let hub = Instance::init("hub");
     let server = hub.serve();
     hub.fast_retries();
@@ -76,7 +76,7 @@ fn start_hub_with(definitions: &str) -> (Instance, Server) {
     (hub, server)
 }
 
-fn start_edge(name: &str) -> (Instance, Server) {
+pub fn start_edge(name: &str) -> (Instance, Server) {
     let edge = Instance::init(name);
     let server = edge.serve();
     edge.fast_retries();
@@ -84,7 +84,7 @@ fn start_edge(name: &str) -> (Instance, Server) {
 }
 
 /// The join code `remote invite` printed (its stdout is the command to run).
-fn invite(hub: &Instance, extra: &[&str]) -> String {
+pub fn invite(hub: &Instance, extra: &[&str]) -> String {
     let mut args = vec!["remote", "invite", "--group", "stores"];
     args.extend_from_slice(extra);
     let out = hub.ok(&args);
@@ -94,7 +94,7 @@ fn invite(hub: &Instance, extra: &[&str]) -> String {
         .to_string()
 }
 
-fn remotes(instance: &Instance) -> Vec<Value> {
+pub fn remotes(instance: &Instance) -> Vec<Value> {
     instance
         .json(&["remote", "list", "--json"])
         .as_array()
@@ -102,7 +102,7 @@ fn remotes(instance: &Instance) -> Vec<Value> {
         .clone()
 }
 
-fn incidents(instance: &Instance, query: &str) -> Vec<Value> {
+pub fn incidents(instance: &Instance, query: &str) -> Vec<Value> {
     instance
         .json(&["record", "list", "incident", "--query", query, "--json"])
         .as_array()

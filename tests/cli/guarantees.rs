@@ -697,6 +697,22 @@ fn pair_through_proxies() -> (
     crate::support::point_at(&hub, &edge.peer_endpoint(), &to_edge.endpoint());
     edge.ok(&["remote", "validate", "hub"]);
     hub.ok(&["remote", "validate", "edge"]);
+    // Between the two validations a side may have tried the other before
+    // it was Active there (a failed attempt, with the default interval);
+    // the tests start from a settled link.
+    wait_for(
+        &[&edge, &hub],
+        "both sides settled, Up with no failed attempt",
+        Duration::from_secs(60),
+        || {
+            [(&edge, "hub"), (&hub, "edge")]
+                .iter()
+                .all(|(instance, remote)| {
+                    let shown = remote_of(instance, remote);
+                    shown["health"] == "Up" && shown["attempts"].as_u64() == Some(0)
+                })
+        },
+    );
     (edge, hub, edge_server, hub_server, to_hub, to_edge)
 }
 

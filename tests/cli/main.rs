@@ -27,6 +27,7 @@ mod enrol;
 mod errors;
 mod guarantees;
 mod instance;
+mod links;
 mod load;
 mod operating;
 mod progress;

@@ -615,6 +615,7 @@ pub fn impersonate(
         token,
         cert_pem: info.cert_pem,
         key_pem: info.key_pem,
+        link: Default::default(),
     }
 }
 
