@@ -230,13 +230,7 @@ impl PeerGate {
 
     /// The most bytes per second this instance sends `remote` (0: no limit).
     pub async fn sending_rate(&self, remote: &str) -> u64 {
-        let store = self.store.clone();
-        let remote = remote.to_string();
-        tokio::task::spawn_blocking(move || store.sending_rate(&remote))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0)
+        crate::runtime::Bandwidth::rate_of(&self.store, remote).await
     }
 
     /// Hands a stream the caller opened for our items to it (`Pull`) to

@@ -176,13 +176,7 @@ impl Outbound {
 
     /// The most bytes per second sent to `remote` (0: no limit).
     async fn sending_rate(&self, remote: &str) -> u64 {
-        let store = self.store.clone();
-        let remote = remote.to_string();
-        tokio::task::spawn_blocking(move || store.sending_rate(&remote))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0)
+        crate::runtime::Bandwidth::rate_of(&self.store, remote).await
     }
 
     /// The peer answered: retries are over, and a remote in Error from

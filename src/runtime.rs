@@ -94,6 +94,18 @@ impl Bandwidth {
         }
     }
 
+    /// The most bytes per second this instance sends `remote`
+    /// (`link.max_bytes_per_s`; 0, also when the store cannot say: no
+    /// limit).
+    pub async fn rate_of(store: &Arc<Store>, remote: &str) -> u64 {
+        let (store, remote) = (store.clone(), remote.to_string());
+        tokio::task::spawn_blocking(move || store.sending_rate(&remote))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    }
+
     /// `take`, waiting as long as it takes.
     pub async fn wait(&self, remote: &str, rate: u64, bytes: usize) {
         while let Err(wait) = self.take(remote, rate, bytes) {
