@@ -159,8 +159,8 @@ pub const PROPERTIES: &[PropertyDef] = &[
     },
     PropertyDef {
         name: "link.compress",
-        default: "true",
-        description: "Compress the streams this instance opens to a peer (zstd, negotiated with the peer; `@NAME` for one remote system or group)",
+        default: "false",
+        description: "Compress the streams this instance opens to a peer (zstd, negotiated with the peer; about 20 % fewer bytes for typical records at several times the CPU per item, so for metered links; `@NAME` for one remote system or group)",
         range: (0, 0),
         kind: Kind::Flag,
     },

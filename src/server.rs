@@ -116,12 +116,14 @@ pub async fn run(
         .with_peer_endpoint(config.peer.endpoint(peer_address));
     let peer_task = {
         let api = api.clone();
-        let allowed = sync.allowed.clone();
-        let (cert, key) = (instance.cert_pem.clone(), instance.key_pem.clone());
+        let peer_tls = peer::PeerTls {
+            cert_pem: instance.cert_pem.clone(),
+            key_pem: instance.key_pem.clone(),
+            allowed: sync.allowed.clone(),
+            max_peers: config.peer.max_peers,
+        };
         let stopped = workers.stop_signal();
-        tokio::spawn(async move {
-            peer::serve(gate, api, peer_listener, &cert, &key, allowed, stopped).await
-        })
+        tokio::spawn(async move { peer::serve(gate, api, peer_listener, peer_tls, stopped).await })
     };
     let outbound = Outbound {
         store: store.clone(),

@@ -36,6 +36,9 @@ pub struct SyncBench {
     /// compression off and on, and print the bytes on the wire.
     #[arg(long, conflicts_with_all = ["rate", "backlog"])]
     pub wire: bool,
+    /// Compress the link (`link.compress true` on both).
+    #[arg(long)]
+    pub compress: bool,
     /// How long to offer `--rate` for.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -60,6 +63,11 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
     }
     let mut edge = crate::pair::start(base, "edge").await?;
     let mut hub = crate::pair::start(base, "hub").await?;
+    if args.compress {
+        for node in [&mut edge, &mut hub] {
+            node.client.set_property("link.compress", "true").await?;
+        }
+    }
     crate::pair::link(&mut edge, &mut hub, "").await?;
     if let Some(rate) = args.rate {
         return super::latency::run(&mut edge, &mut hub, rate, args.seconds).await;

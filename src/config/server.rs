@@ -59,6 +59,14 @@ pub struct PeerConfig {
     /// address, when that is one address rather than every interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// Most peers (distinct certificates) connected at once; a connection
+    /// from one more is closed after its handshake.
+    #[serde(default = "default_max_peers")]
+    pub max_peers: usize,
+}
+
+fn default_max_peers() -> usize {
+    10_000
 }
 
 impl Default for PeerConfig {
@@ -66,6 +74,7 @@ impl Default for PeerConfig {
         PeerConfig {
             listen: default_peer_listen(),
             advertise: None,
+            max_peers: default_max_peers(),
         }
     }
 }

@@ -794,7 +794,7 @@ pub async fn serve(
         Some(tls) => {
             let config = crate::transport::tls::admin_server_config(&tls.cert_pem, &tls.key_pem)?;
             let (incoming, accept_loop) =
-                crate::transport::tls::accept_tls(listener.incoming, config, "admin client");
+                crate::transport::tls::accept_tls(listener.incoming, config, "admin client", None);
             let served = router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;

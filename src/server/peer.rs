@@ -473,14 +473,21 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<PeerListener> {
     Ok(PeerListener { listener, address })
 }
 
+/// The peer listener's TLS: our certificate and key, the fingerprints it
+/// accepts, and how many peers may be connected at once.
+pub struct PeerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub allowed: tls::AllowedPeers,
+    pub max_peers: usize,
+}
+
 /// Serves the peer API with pinned mutual TLS until `shutdown` completes.
 pub async fn serve(
     gate: PeerGate,
     api: crate::api::Api,
     listener: PeerListener,
-    cert_pem: &str,
-    key_pem: &str,
-    allowed: tls::AllowedPeers,
+    peer_tls: PeerTls,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let shutdown = {
@@ -493,11 +500,12 @@ pub async fn serve(
             }
         }
     };
-    let config = tls::server_config(cert_pem, key_pem, allowed)?;
+    let config = tls::server_config(&peer_tls.cert_pem, &peer_tls.key_pem, peer_tls.allowed)?;
     let (incoming, accept_loop) = tls::accept_tls(
         tokio_stream::wrappers::TcpListenerStream::new(listener.listener),
         config,
         "peer",
+        Some(tls::PeerSlots::new(peer_tls.max_peers)),
     );
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))

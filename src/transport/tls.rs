@@ -16,6 +16,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::identity::fingerprint_of_der;
 
+mod slots;
+pub use slots::PeerSlots;
+use slots::Slotted;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -101,10 +105,12 @@ pub fn admin_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::Serv
 /// `serve_with_incoming`. Each handshake runs on its own task with a
 /// deadline, so a slow one never holds others; failures are logged with
 /// `what` ("peer", "admin client"). Abort the returned task to stop.
+/// With `slots`, at most that many distinct peers are connected at once.
 pub fn accept_tls<S>(
     mut incoming: S,
     config: rustls::ServerConfig,
     what: &'static str,
+    slots: Option<PeerSlots>,
 ) -> (
     tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsStream>>,
     tokio::task::JoinHandle<()>,
@@ -130,9 +136,23 @@ where
                 .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
             let acceptor = acceptor.clone();
             let connections = connections.clone();
+            let slots = slots.clone();
             tokio::spawn(async move {
+                let tcp = Slotted::new(tcp);
                 match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
+                    Ok(Ok(mut stream)) => {
+                        if let Some(slots) = &slots {
+                            let fingerprint = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .map(|cert| fingerprint_of_der(cert))
+                                .unwrap_or_default();
+                            if !stream.get_mut().0.occupy(slots, fingerprint) {
+                                return;
+                            }
+                        }
                         let _ = connections.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
@@ -152,7 +172,7 @@ where
 }
 
 /// A server-side TLS connection.
-pub type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+pub type TlsStream = tokio_rustls::server::TlsStream<Slotted>;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -440,3 +440,55 @@ fn a_hub_that_never_dials_its_edges_sends_over_the_streams_they_open() {
         },
     );
 }
+
+#[test]
+fn a_hub_takes_no_more_peers_than_max_peers_and_the_connected_ones_carry_on() {
+    let hub = Instance::init("hub");
+    let config = hub.file("procsync.toml", "[peer]\nmax_peers = 1\n");
+    let _hub_server = hub.serve_with(&["--config", config.to_str().unwrap()]);
+    hub.fast_retries();
+    let file = hub.file("hub.toml", HUB_DEFINITIONS);
+    hub.ok(&["apply", file.to_str().unwrap()]);
+    let (first, _first_server) = start_edge("store-1");
+    first.ok(&["remote", "join", &invite(&hub, &[])]);
+    wait_for(
+        &[&first, &hub],
+        "the first edge Up",
+        Duration::from_secs(30),
+        || remotes(&first)[0]["health"] == "Up",
+    );
+
+    // A second edge is one peer too many: its connection is closed after
+    // the handshake, so it cannot even join; the hub says why, once.
+    let (second, _second_server) = start_edge("store-2");
+    let refused = second.fails(&["remote", "join", &invite(&hub, &[])]);
+    assert!(
+        refused.contains("nothing was made on either side"),
+        "{refused}"
+    );
+    assert!(remotes(&second).is_empty());
+    wait_for(
+        &[&hub],
+        "the refusal in the hub's log",
+        Duration::from_secs(10),
+        || {
+            hub.logs()
+                .contains("as many peers connected as `max_peers` allows")
+        },
+    );
+
+    // The connected edge is not disturbed.
+    first.ok(&[
+        "record",
+        "create",
+        "incident",
+        "short_description=Still here",
+        "state=1",
+    ]);
+    wait_for(
+        &[&first, &hub],
+        "the first edge's incident",
+        Duration::from_secs(30),
+        || incidents(&hub, "short_description=Still here").len() == 1,
+    );
+}
