@@ -4,6 +4,7 @@
 //! test: tests stay fast and deterministic.
 
 mod backlog;
+mod fleet;
 mod latency;
 mod load;
 mod run;
@@ -43,6 +44,9 @@ pub enum BenchCommand {
     /// then a reconciliation that finds records changed on the hub with
     /// its capture off.
     Load(load::LoadBench),
+    /// One hub and many simulated edges enrolled through invite and join:
+    /// memory per edge, idle CPU, answer times and items/s when all write.
+    Fleet(fleet::FleetBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,6 +114,7 @@ pub async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Stats(args) => stats::run(args).await,
         BenchCommand::Sync(args) => sync::run(args).await,
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Fleet(args) => fleet::run(args).await,
     }
 }
 

@@ -249,7 +249,7 @@ pub(super) fn typical_fields(n: u64) -> Vec<(String, String)> {
 }
 
 /// One `GET path` with the token, read whole.
-fn get(address: &str, token: &str, path: &str) -> Result<()> {
+pub(super) fn get(address: &str, token: &str, path: &str) -> Result<()> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(address).with_context(|| format!("connect to {address}"))?;

@@ -48,6 +48,8 @@ struct PeerService {
     /// Joins and leaves change both users and definitions: the admin
     /// API's work, done for the peer.
     api: crate::api::Api,
+    /// Joins taken in the current second, so a flood is turned away.
+    joins: std::sync::Arc<std::sync::Mutex<JoinWindow>>,
     /// Set when the instance shuts down: open streams end so the listener
     /// can close.
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -61,6 +63,47 @@ type ReconcileDownStream =
 
 /// How long a reconciliation call may wait for the caller's next question.
 const RECONCILE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Most joins (each step counts) taken in one second.
+const MOST_JOINS_PER_SECOND: u32 = 50;
+
+/// Joins counted in the current second, and refusals since the last
+/// logged one.
+#[derive(Debug)]
+struct JoinWindow {
+    second: std::time::Instant,
+    taken: u32,
+    refused: u64,
+}
+
+impl Default for JoinWindow {
+    fn default() -> Self {
+        JoinWindow {
+            second: std::time::Instant::now(),
+            taken: 0,
+            refused: 0,
+        }
+    }
+}
+
+impl JoinWindow {
+    /// Counts one join; `false` when the second's allowance is used up.
+    fn admit(&mut self) -> bool {
+        if self.second.elapsed() >= std::time::Duration::from_secs(1) {
+            self.second = std::time::Instant::now();
+            self.taken = 0;
+        }
+        if self.taken < MOST_JOINS_PER_SECOND {
+            self.taken += 1;
+            return true;
+        }
+        self.refused += 1;
+        if self.refused == 1 || self.refused.is_power_of_two() {
+            tracing::warn!(target: "transport", refused = self.refused, most_per_second = MOST_JOINS_PER_SECOND, "Turned joins away: more came at once than the hub takes in a second.");
+        }
+        false
+    }
+}
 
 type SyncUpStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncUp, Status>> + Send>>;
 
@@ -123,6 +166,11 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        if !self.joins.lock().expect("join window lock").admit() {
+            return Err(Status::resource_exhausted(
+                "the hub is taking too many joins at once; try again in a few seconds",
+            ));
+        }
         let (fingerprint, _) = credentials(&request);
         let req = request.into_inner();
         let step = step_from_pb(req.step)
@@ -511,12 +559,17 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(
-            PeerServer::new(PeerService { gate, api, stopped })
-                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                // Compressed both ways when the caller asks (the caller's
-                // `link.compress` decides).
-                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
-                .send_compressed(tonic::codec::CompressionEncoding::Zstd),
+            PeerServer::new(PeerService {
+                gate,
+                api,
+                joins: Default::default(),
+                stopped,
+            })
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            // Compressed both ways when the caller asks (the caller's
+            // `link.compress` decides).
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+            .send_compressed(tonic::codec::CompressionEncoding::Zstd),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -152,6 +152,7 @@ where
                             if !stream.get_mut().0.occupy(slots, fingerprint) {
                                 return;
                             }
+                            stream.get_mut().0.expect_speech(SPEECH_DEADLINE);
                         }
                         let _ = connections.send(Ok(stream)).await;
                     }
@@ -173,6 +174,9 @@ where
 
 /// A server-side TLS connection.
 pub type TlsStream = tokio_rustls::server::TlsStream<Slotted>;
+
+/// How long a peer may say nothing after its TLS handshake.
+pub const SPEECH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);

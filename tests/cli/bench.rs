@@ -75,6 +75,37 @@ fn sync_on_the_wire_reports_bytes_compressed_and_not() {
 }
 
 #[test]
+fn a_fleet_of_twenty_simulated_edges_enrols_idles_and_writes() {
+    let out = bench(&[
+        "fleet",
+        "--edges",
+        "20",
+        "--items",
+        "10",
+        "--idle-seconds",
+        "2",
+    ]);
+    assert!(
+        out.contains("enrolled 20 edges through invite and join"),
+        "{out}"
+    );
+    assert!(out.contains("KiB per edge"), "{out}");
+    assert!(
+        out.contains("hub CPU with 20 idle edges heartbeating"),
+        "{out}"
+    );
+    assert!(
+        out.contains("answer times with the fleet's remote systems"),
+        "{out}"
+    );
+    assert!(
+        out.contains("20 edges writing 10 readings each at once: 200 applied on the hub"),
+        "{out}"
+    );
+    assert!(out.contains("(200 acknowledged to the edges)"), "{out}");
+}
+
+#[test]
 fn stats_reports_bytes_per_queued_item() {
     let out = bench(&["stats", "--items", "2000", "--repeat", "2"]);
     let line = out

@@ -492,3 +492,112 @@ fn a_hub_takes_no_more_peers_than_max_peers_and_the_connected_ones_carry_on() {
         || incidents(&hub, "short_description=Still here").len() == 1,
     );
 }
+
+#[test]
+fn a_join_flood_and_a_silent_connection_are_bounded_and_the_hub_carries_on() {
+    use procsync::transport::enrol::{JoinCode, JoinRequest, JoinStep, target_of_code};
+    let (hub, _hub_server) = start_hub();
+    let code = invite(&hub, &[]);
+    let parsed = JoinCode::parse(&code).unwrap();
+    let stranger = procsync::identity::generate("stranger").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    // 200 joins with a guessed secret at once: at most a second's
+    // allowance (50) per second is read and refused for the secret, the
+    // rest are turned away without being read.
+    let flood_started = std::time::Instant::now();
+    let answers: Vec<String> = runtime.block_on(async {
+        let mut calls = Vec::new();
+        for n in 0..200 {
+            let target =
+                target_of_code(&parsed, stranger.cert_pem.clone(), stranger.key_pem.clone());
+            let (invite, fingerprint) = (parsed.invite.clone(), stranger.fingerprint.clone());
+            calls.push(tokio::spawn(async move {
+                let mut client = procsync::transport::peer::PeerClient::connect(&target)
+                    .await
+                    .unwrap();
+                let request = JoinRequest {
+                    invite,
+                    secret: format!("guess {n}"),
+                    fingerprint,
+                    instance_name: format!("flood-{n}"),
+                    remote_system_sys_id: "0".repeat(32),
+                    endpoint: "https://127.0.0.1:9".to_string(),
+                    token: "t".to_string(),
+                    ..JoinRequest::default()
+                };
+                client
+                    .join(JoinStep::Enrol, request)
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }));
+        }
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    });
+    let seconds = usize::try_from(flood_started.elapsed().as_secs()).unwrap() + 1;
+    let turned_away = answers
+        .iter()
+        .filter(|a| a.contains("too many joins at once"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.contains("not one this hub issued"))
+        .count();
+    assert_eq!(turned_away + refused, 200, "{answers:?}");
+    assert!(refused <= 50 * seconds, "{refused} read in {seconds} s");
+    assert!(turned_away > 0, "none turned away");
+    let flood_lines = hub.logs().matches("Turned joins away").count();
+    assert!(
+        (1..=8).contains(&flood_lines),
+        "{flood_lines} log lines for one flood"
+    );
+
+    // A connection that finishes its handshake and says nothing is closed.
+    let silent = runtime.block_on(async {
+        let config = procsync::transport::tls::client_config(
+            &stranger.cert_pem,
+            &stranger.key_pem,
+            &parsed.fingerprint,
+        )
+        .unwrap();
+        let address = parsed.endpoint.trim_start_matches("https://").to_string();
+        let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(procsync::transport::tls::server_name("127.0.0.1"), tcp)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        // The hub speaks first (its HTTP/2 settings); we never answer, and
+        // read until it closes.
+        let mut buffer = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut tls, &mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        (started.elapsed(), closed.is_ok())
+    });
+    assert!(silent.1, "the silent connection was never closed");
+    assert!(
+        silent.0 < Duration::from_secs(20),
+        "closed after {:?}",
+        silent.0
+    );
+    assert!(
+        hub.logs()
+            .contains("Closed a peer connection that said nothing")
+    );
+
+    // The genuine join still works.
+    let (edge, _edge_server) = start_edge("store-8");
+    edge.ok(&["remote", "join", &code]);
+    assert_eq!(remotes(&hub)[0]["inbound_state"], "Active");
+}

@@ -185,10 +185,12 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
         "bench",
         &[
             "child",
+            "identity",
             "ids",
             "instance",
             "pair",
             "progress",
+            "queue",
             "record",
             "store",
             "transport",

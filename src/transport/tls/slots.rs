@@ -4,6 +4,7 @@
 //! already connected may open more connections (its streams, fetches).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -71,15 +72,27 @@ impl PeerSlots {
     }
 }
 
-/// A peer's TCP connection that gives its slot back when it closes.
+/// A peer's TCP connection that gives its slot back when it closes, and
+/// is closed when the peer says nothing in time after its handshake.
 pub struct Slotted {
     inner: TcpStream,
     slot: Option<(PeerSlots, String)>,
+    /// Until the peer's first byte after the handshake: when it must come.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Slotted {
     pub fn new(inner: TcpStream) -> Slotted {
-        Slotted { inner, slot: None }
+        Slotted {
+            inner,
+            slot: None,
+            silence: None,
+        }
+    }
+
+    /// From now on, the peer must send something within `deadline`.
+    pub fn expect_speech(&mut self, deadline: std::time::Duration) {
+        self.silence = Some(Box::pin(tokio::time::sleep(deadline)));
     }
 
     /// Takes a slot for the peer with `fingerprint`; `false` when refused.
@@ -114,7 +127,30 @@ impl AsyncRead for Slotted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.silence.is_some() {
+            if buf.filled().len() > before {
+                self.silence = None;
+            } else if polled.is_pending()
+                && self
+                    .silence
+                    .as_mut()
+                    .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+            {
+                self.silence = None;
+                let peer = self
+                    .inner
+                    .peer_addr()
+                    .map_or_else(|_| "an unknown address".to_string(), |a| a.to_string());
+                tracing::warn!(target: "transport", %peer, "Closed a peer connection that said nothing after its TLS handshake.");
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the peer said nothing after its handshake",
+                )));
+            }
+        }
+        polled
     }
 }
 
