@@ -166,7 +166,7 @@ impl PeerGate {
         };
         let store = self.store.clone();
         let (remotes, user) = tokio::task::spawn_blocking(move || {
-            let remotes = store.remote_systems()?;
+            let remotes = store.remote_systems_shared()?;
             let user = match token {
                 Some(token) => store.user_by_token(&token)?,
                 None => None,
@@ -175,13 +175,14 @@ impl PeerGate {
         })
         .await??;
         let candidates: Vec<RemoteSystemStatus> = remotes
-            .into_iter()
+            .iter()
             .filter(|r| {
                 crate::config::sync::normalize_fingerprint(&r.spec.fingerprint)
                     .ok()
                     .as_deref()
                     == Some(fingerprint.as_str())
             })
+            .cloned()
             .collect();
         if candidates.is_empty() {
             tracing::warn!(target: "transport", %fingerprint, "Refused a peer call: its certificate matches no remote system.");

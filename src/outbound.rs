@@ -149,23 +149,20 @@ impl Outbound {
 
     async fn remote_state(&self, remote: &str) -> Option<(RemoteState, RemoteState)> {
         let store = self.store.clone();
-        let remotes = tokio::task::spawn_blocking(move || store.remote_systems())
+        let name = remote.to_string();
+        tokio::task::spawn_blocking(move || store.remote_system(&name))
             .await
             .ok()?
-            .ok()?;
-        remotes
-            .into_iter()
-            .find(|r| r.spec.name == remote)
+            .ok()?
             .map(|r| (r.outbound_state, r.inbound_state))
     }
 
     /// Whether this instance never dials `remote` (it opens the streams).
     async fn never_dials(&self, remote: &str) -> bool {
         let store = self.store.clone();
-        let remotes = tokio::task::spawn_blocking(move || store.remote_systems()).await;
-        matches!(remotes, Ok(Ok(remotes)) if remotes.iter().any(|r| {
-            r.spec.name == remote && r.spec.dial == crate::config::sync::Dial::Never
-        }))
+        let name = remote.to_string();
+        let found = tokio::task::spawn_blocking(move || store.remote_system(&name)).await;
+        matches!(found, Ok(Ok(Some(r))) if r.spec.dial == crate::config::sync::Dial::Never)
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {

@@ -382,6 +382,8 @@ pub struct Store {
     db: Arc<handle::SharedDb>,
     dir: PathBuf,
     writer: writer::Writer,
+    /// The remote systems as last read, until a job that changes them.
+    remotes: sync_objects::RemotesCache,
 }
 
 fn db_path(dir: &Path) -> PathBuf {
@@ -522,6 +524,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             writer,
+            remotes: Default::default(),
         })
     }
 

@@ -167,10 +167,8 @@ impl Puller {
     async fn open(&mut self) -> Step<()> {
         let store = self.store.clone();
         let name = self.remote.clone();
-        let active = tokio::task::spawn_blocking(move || store.remote_systems()).await;
-        let active = matches!(active, Ok(Ok(remotes)) if remotes.iter().any(|r| {
-            r.spec.name == name && r.inbound_state == RemoteState::Active
-        }));
+        let found = tokio::task::spawn_blocking(move || store.remote_system(&name)).await;
+        let active = matches!(found, Ok(Ok(Some(r))) if r.inbound_state == RemoteState::Active);
         if !active {
             // Not validated yet (or disabled): nothing may be taken.
             return Step::Idle(Some(Instant::now() + SUPERVISE_EVERY));

@@ -38,7 +38,7 @@ pub enum SessionEvent {
 /// Acknowledgments collected before a flush, at most.
 const FLUSH_SOON: Duration = Duration::from_millis(5);
 /// How often an idle session looks for items anyway.
-const FLUSH_IDLE: Duration = Duration::from_millis(200);
+const FLUSH_IDLE: Duration = Duration::from_millis(1000);
 
 pub struct Session {
     remote: String,

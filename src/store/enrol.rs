@@ -437,7 +437,9 @@ impl Store {
 
     /// Takes a join on the hub: the invitation used, the member made.
     pub async fn enrol_member(&self, ask: JoinAsk) -> Result<JoinGrant, StoreError> {
-        self.writer.submit(move |txn| enrol_member(txn, ask)).await
+        let made = self.writer.submit(move |txn| enrol_member(txn, ask)).await;
+        self.forget_remotes();
+        made
     }
 
     /// Undoes a join the edge could not finish: the member goes and the
@@ -448,7 +450,8 @@ impl Store {
         secret: String,
         fingerprint: String,
     ) -> Result<(), StoreError> {
-        self.writer
+        let undone = self
+            .writer
             .submit(move |txn| {
                 let mut found = read_invite(txn, &invite)?
                     .filter(|i| i.secret_hash == hex(&token_hash(&secret)))
@@ -462,7 +465,9 @@ impl Store {
                 found.used = None;
                 write_invite(txn, &found)
             })
-            .await
+            .await;
+        self.forget_remotes();
+        undone
     }
 
     /// Checks, before asking the hub, that a link named `name` can be made
@@ -477,7 +482,8 @@ impl Store {
     /// remote system and users, the tokens, and the group's member
     /// definitions added to this instance's.
     pub async fn join_hub(&self, link: HubLink) -> Result<(), StoreError> {
-        self.writer
+        let joined = self
+            .writer
             .submit(move |txn| {
                 name_is_free(txn, &link.remote.name, "joining instance")?;
                 let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
@@ -498,13 +504,18 @@ impl Store {
                 insert_remote(txn, link.sys_id, &link.remote, enrolled, &link.token_there)?;
                 rebuild_capture(txn)
             })
-            .await
+            .await;
+        self.forget_remotes();
+        joined
     }
 
     /// Unlinks enrolled remote system `name` on this side.
     pub async fn remove_enrolled(&self, name: String) -> Result<Removed, StoreError> {
-        self.writer
+        let removed = self
+            .writer
             .submit(move |txn| remove_enrolled(txn, &name))
-            .await
+            .await;
+        self.forget_remotes();
+        removed
     }
 }

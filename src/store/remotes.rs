@@ -69,7 +69,8 @@ impl Store {
         outbound: Option<RemoteState>,
         inbound: Option<RemoteState>,
     ) -> Result<(), StoreError> {
-        self.writer
+        let set = self
+            .writer
             .submit(move |txn| {
                 let mut object = find_remote(txn, &remote)?;
                 if let Some(state) = outbound {
@@ -85,7 +86,9 @@ impl Store {
                 )?;
                 Ok(())
             })
-            .await
+            .await;
+        self.forget_remotes();
+        set
     }
 }
 

@@ -77,6 +77,11 @@ impl RemoteSystemStatus {
     }
 }
 
+/// The remote systems as last read, with the generation of the process
+/// sync objects they were read at (bumped by every job that changes them).
+#[derive(Default)]
+pub(super) struct RemotesCache(std::sync::Mutex<(u64, Option<Arc<Vec<RemoteSystemStatus>>>)>);
+
 /// What `apply` did, each entry like ``capture `Capture requests` ``.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -317,6 +322,46 @@ impl Store {
 
     /// Every remote system with its states, by name.
     pub fn remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
+        Ok(self.remote_systems_shared()?.as_ref().clone())
+    }
+
+    /// Every remote system with its states, shared: read from the store
+    /// once per change of the process sync objects, so the many callers
+    /// (each dispatcher, each peer call) do not decode them every time.
+    pub fn remote_systems_shared(&self) -> Result<Arc<Vec<RemoteSystemStatus>>, StoreError> {
+        let generation = {
+            let cache = self.remotes.0.lock().expect("remotes cache lock");
+            if let Some(remotes) = &cache.1 {
+                return Ok(remotes.clone());
+            }
+            cache.0
+        };
+        let remotes = Arc::new(self.read_remote_systems()?);
+        let mut cache = self.remotes.0.lock().expect("remotes cache lock");
+        // A change committed while this read ran makes it stale.
+        if cache.0 == generation {
+            cache.1 = Some(remotes.clone());
+        }
+        Ok(remotes)
+    }
+
+    /// One remote system with its states.
+    pub fn remote_system(&self, name: &str) -> Result<Option<RemoteSystemStatus>, StoreError> {
+        Ok(self
+            .remote_systems_shared()?
+            .iter()
+            .find(|r| r.spec.name == name)
+            .cloned())
+    }
+
+    /// Forgets the remote systems read: a job changed them.
+    pub(super) fn forget_remotes(&self) {
+        let mut cache = self.remotes.0.lock().expect("remotes cache lock");
+        cache.0 += 1;
+        cache.1 = None;
+    }
+
+    fn read_remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
         self.sync_objects()?
             .into_iter()
             .filter(|o| o.kind == "remote_system")
@@ -363,7 +408,8 @@ impl Store {
         domain: crate::domain::Domain,
         kept: SyncConfig,
     ) -> Result<ApplyReport, StoreError> {
-        self.writer
+        let applied = self
+            .writer
             .submit(move |txn| {
                 let stored = definitions_of(&read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?)?;
                 if stored.split_by_domain(&domain).1 != kept {
@@ -371,7 +417,9 @@ impl Store {
                 }
                 apply_config(txn, config)
             })
-            .await
+            .await;
+        self.forget_remotes();
+        applied
     }
 
     /// The inbound flow for `process_event` from `remote`, as last applied.

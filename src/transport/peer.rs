@@ -61,10 +61,7 @@ pub fn grant_to_pb(grant: Grant) -> pb::AttachmentGrant {
 pub async fn target_of(store: Arc<Store>, remote: &str) -> Result<PeerTarget, CallError> {
     let name = remote.to_string();
     let found = tokio::task::spawn_blocking(move || {
-        let remote = store
-            .remote_systems()?
-            .into_iter()
-            .find(|r| r.spec.name == name);
+        let remote = store.remote_system(&name)?;
         let secret = store.remote_secret(&name)?;
         let instance = store.instance()?;
         let compress = store.remote_property("link.compress", &name)? == "true";
