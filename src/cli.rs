@@ -45,8 +45,12 @@ pub fn version_line() -> &'static str {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Store reads run on the blocking pool. Tokio's default of 512 threads
+    // let a hub with a thousand peers start hundreds of them, each keeping
+    // an allocator heap: 16 bound the memory, and reads take microseconds.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16)
         .build()
     {
         Ok(r) => r,
