@@ -46,11 +46,15 @@ impl Api {
     pub(super) async fn remote_views(&self) -> Result<Vec<RemoteView>, ApiError> {
         let (rows, loads, reconciliations) = self
             .blocking(|store| {
-                let mut out = Vec::new();
-                for status in store.remote_systems()? {
-                    let has_token = store.remote_secret(&status.spec.name)?.is_some();
-                    out.push((status, has_token));
-                }
+                let tokens = store.remotes_with_token()?;
+                let out = store
+                    .remote_systems()?
+                    .into_iter()
+                    .map(|status| {
+                        let has_token = tokens.contains(&status.spec.name);
+                        (status, has_token)
+                    })
+                    .collect::<Vec<_>>();
                 Ok((out, store.loads()?, store.reconciliations()?))
             })
             .await?;

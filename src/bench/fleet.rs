@@ -207,25 +207,38 @@ async fn enrol(
     Ok(Edge { items, events })
 }
 
-/// `stats`, `/metrics` and the dashboard's data (`/api/stats`), timed.
+/// `stats`, `/metrics` and the dashboard's data (`/api/stats`), each
+/// timed five times: the median.
 async fn answer_times(hub: &mut crate::pair::Node) -> Result<()> {
-    let sent = Instant::now();
-    hub.client.stats().await?;
-    let stats = sent.elapsed();
+    const TIMES: usize = 5;
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut stats = Vec::new();
+    for _ in 0..TIMES {
+        let sent = Instant::now();
+        hub.client.stats().await?;
+        stats.push(sent.elapsed());
+    }
     let target = hub.server.target.clone();
     let mut http = Vec::new();
     for path in ["/metrics", "/api/stats"] {
         let (address, token) = (target.address.clone(), target.token.clone());
-        let took = tokio::task::spawn_blocking(move || {
-            let sent = Instant::now();
-            super::stats::get(&address, &token, path).map(|()| sent.elapsed())
+        let times = tokio::task::spawn_blocking(move || {
+            (0..TIMES)
+                .map(|_| {
+                    let sent = Instant::now();
+                    super::stats::get(&address, &token, path).map(|()| sent.elapsed())
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .await??;
-        http.push(took);
+        http.push(median(times));
     }
     println!(
-        "answer times with the fleet's remote systems: stats {}, /metrics {}, dashboard data {}",
-        super::ms(stats),
+        "answer times with the fleet's remote systems (median of {TIMES}): stats {}, /metrics {}, dashboard data {}",
+        super::ms(median(stats)),
         super::ms(http[0]),
         super::ms(http[1])
     );

@@ -22,6 +22,17 @@ impl Store {
         }
     }
 
+    /// The remote systems this instance holds a token for, in one read.
+    pub fn remotes_with_token(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REMOTE_SECRETS)?;
+        let mut names = std::collections::HashSet::new();
+        for row in table.iter()? {
+            names.insert(row?.0.value().to_string());
+        }
+        Ok(names)
+    }
+
     /// Where sending to `remote` stands; the default while the peer answers.
     pub fn remote_retry(&self, remote: &str) -> Result<property::RetryState, StoreError> {
         let txn = self.db.begin_read()?;
