@@ -147,22 +147,14 @@ impl Outbound {
             })
     }
 
-    async fn remote_state(&self, remote: &str) -> Option<(RemoteState, RemoteState)> {
+    /// `remote` as the store has it now (`None` once it is removed).
+    async fn remote(&self, remote: &str) -> Option<crate::store::RemoteSystemStatus> {
         let store = self.store.clone();
         let name = remote.to_string();
         tokio::task::spawn_blocking(move || store.remote_system(&name))
             .await
             .ok()?
             .ok()?
-            .map(|r| (r.outbound_state, r.inbound_state))
-    }
-
-    /// Whether this instance never dials `remote` (it opens the streams).
-    async fn never_dials(&self, remote: &str) -> bool {
-        let store = self.store.clone();
-        let name = remote.to_string();
-        let found = tokio::task::spawn_blocking(move || store.remote_system(&name)).await;
-        matches!(found, Ok(Ok(Some(r))) if r.spec.dial == crate::config::sync::Dial::Never)
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {
@@ -183,8 +175,8 @@ impl Outbound {
             tracing::info!(target: "outbound_queue", remote_system = %remote, attempts = *attempts, "The peer answers again.");
         }
         let in_error = matches!(
-            self.remote_state(remote).await,
-            Some((RemoteState::Error, _))
+            self.remote(remote).await,
+            Some(r) if r.outbound_state == RemoteState::Error
         );
         if in_error {
             let _ = self

@@ -177,7 +177,7 @@ impl Api {
             .make_hub_side(&code, &name, &user.domain, sys_id, token_here, &answer)
             .await;
         if let Err(e) = made {
-            let undone = match hub.join(JoinStep::Abandon, request).await {
+            let undone = match hub.join(JoinStep::Abandon, request.clone()).await {
                 Ok(_) => "the hub's side was undone",
                 Err(_) => {
                     "the hub's side could not be undone: remove it there with `procsync remote remove`"
@@ -189,13 +189,7 @@ impl Api {
         }
         tracing::info!(target: "transport", hub = %name, group = %answer.group, member = %answer.member, "Joined a remote group.");
         let (problems, _) = self.validate(name.clone()).await?;
-        let hub_problems = match hub
-            .join(
-                JoinStep::Confirm,
-                request_for_confirm(&code, &instance.fingerprint),
-            )
-            .await
-        {
+        let hub_problems = match hub.join(JoinStep::Confirm, request).await {
             Ok(confirmed) => confirmed.problems,
             Err(e) => vec![format!("the hub could not validate its side: {e}")],
         };
@@ -249,7 +243,6 @@ impl Api {
             token_here,
             token_there: answer.token.clone(),
             template: template.for_hub(name),
-            domain: domain.clone(),
         };
         self.store.join_hub(link).await?;
         self.after_link_change().await
@@ -405,15 +398,5 @@ impl Api {
         self.after_link_change().await?;
         tracing::info!(target: "transport", remote_system = %remote, "A peer removed its link to this instance; its remote system was removed here too.");
         Ok(())
-    }
-}
-
-/// The confirm step names the invitation and proves the secret again.
-fn request_for_confirm(code: &JoinCode, fingerprint: &str) -> JoinRequest {
-    JoinRequest {
-        invite: code.invite.clone(),
-        secret: code.secret.clone(),
-        fingerprint: fingerprint.to_string(),
-        ..JoinRequest::default()
     }
 }

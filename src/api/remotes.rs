@@ -35,9 +35,10 @@ impl Api {
         let mut views = self.remote_views().await?;
         if !group.is_empty() {
             views.retain(|v| {
-                matches!(&v.status.enrolled, Some(
-                    crate::config::sync::Enrolled::Member { group: g }
-                    | crate::config::sync::Enrolled::Hub { group: g }) if g == group)
+                v.status
+                    .enrolled
+                    .as_ref()
+                    .is_some_and(|e| e.group() == group)
             });
         }
         Ok(views)

@@ -93,17 +93,18 @@ impl Dispatcher {
     }
 
     async fn decide(&mut self) -> Step<()> {
-        let Some((outbound_state, _)) = self.out.remote_state(&self.remote).await else {
+        let Some(remote) = self.out.remote(&self.remote).await else {
             // Removed from the definitions.
             return Step::Done(());
         };
+        let outbound_state = remote.outbound_state;
+        self.waits_for_peer = remote.spec.dial == crate::config::sync::Dial::Never;
         if self.retry.refused && outbound_state == RemoteState::Active {
             // Validated: whatever refused us is settled.
             self.retry = RetryState::default();
             self.attempts = 0;
             self.out.record_retry(&self.remote, &self.retry).await;
         }
-        self.waits_for_peer = self.out.never_dials(&self.remote).await;
         let probing = outbound_state == RemoteState::Error && !self.retry.refused;
         if outbound_state != RemoteState::Active && !probing {
             // Disabled, or refused by the peer: waiting for the operator.

@@ -59,9 +59,6 @@ pub struct Session {
     /// The last ack, or the time the window went from empty to busy: a
     /// peer that answers pings but acknowledges nothing is stuck too.
     progress: Instant,
-    /// `link.max_bytes_per_s` for this peer (0: none), read again with
-    /// each refill.
-    rate: u64,
     /// Who the remote was when the stream opened (`HealthBoard::identity`).
     identity: String,
 }
@@ -90,10 +87,8 @@ impl Session {
             .heartbeat()
             .unwrap_or((Duration::from_secs(10), Duration::from_secs(1)));
         out.health.update(remote, |h| h.health = Health::Up);
-        let rate = out.sending_rate(remote).await;
         let now = Instant::now();
         Ok(Session {
-            rate,
             identity: out.health.identity(remote),
             remote: remote.to_string(),
             items,
@@ -134,18 +129,22 @@ impl Session {
         if self.in_flight.len() > WINDOW / 2 {
             return Ok(());
         }
-        self.rate = out.sending_rate(&self.remote).await;
         let mut batch = out
             .next_items(&self.remote, self.cursor, WINDOW - self.in_flight.len())
             .await
             .map_err(|e| SessionEnd::Failed(CallError::Store(e)))?;
-        // Under a bandwidth limit, only what the allowance takes now goes;
-        // the idle flush looks again soon (`FLUSH_IDLE`).
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Under a bandwidth limit (read as items wait, so a change counts
+        // at once), only what the allowance takes now goes; the idle flush
+        // looks again soon (`FLUSH_IDLE`).
+        let rate = out.sending_rate(&self.remote).await;
         let allowed = batch
             .iter()
             .take_while(|(_, item)| {
                 out.bandwidth
-                    .take(&self.remote, self.rate, item.wire_size())
+                    .take(&self.remote, rate, item.wire_size())
                     .is_ok()
             })
             .count();
@@ -276,9 +275,9 @@ impl Session {
                 return Some(self.gone("closed"));
             }
         }
-        match out.remote_state(&self.remote).await {
-            Some((RemoteState::Active, _)) => {}
-            Some((RemoteState::Error, _)) if attempts > 0 => {}
+        match out.remote(&self.remote).await.map(|r| r.outbound_state) {
+            Some(RemoteState::Active) => {}
+            Some(RemoteState::Error) if attempts > 0 => {}
             _ => return Some(self.end(out, SessionEnd::NotActive).await),
         }
         if let Ok((interval, slow)) = out.store.heartbeat() {

@@ -88,15 +88,12 @@ pub struct HubLink {
     pub token_there: String,
     /// The group's member definitions, naming the hub.
     pub template: SyncConfig,
-    /// The domain of the two users the link makes.
-    pub domain: Domain,
 }
 
 /// What `remove_enrolled` took away.
 #[derive(Clone, Debug)]
 pub struct Removed {
     pub remote: RemoteSystem,
-    pub enrolled: Enrolled,
     /// The token this instance presented to the peer, to tell it.
     pub token: Option<String>,
 }
@@ -372,11 +369,7 @@ fn remove_enrolled(txn: &mut Txn<'_>, name: &str) -> Result<Removed, StoreError>
         }
     }
     rebuild_capture(txn)?;
-    Ok(Removed {
-        remote,
-        enrolled,
-        token,
-    })
+    Ok(Removed { remote, token })
 }
 
 impl Store {
@@ -500,7 +493,12 @@ impl Store {
                 })?;
                 // Every check is above: from here on nothing is refused.
                 super::sync_objects::apply_config(txn, merged)?;
-                add_link_users(txn, &link.remote.name, &link.domain, &link.token_here)?;
+                add_link_users(
+                    txn,
+                    &link.remote.name,
+                    &link.remote.domain,
+                    &link.token_here,
+                )?;
                 insert_remote(txn, link.sys_id, &link.remote, enrolled, &link.token_there)?;
                 rebuild_capture(txn)
             })

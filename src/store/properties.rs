@@ -44,11 +44,9 @@ impl Store {
             let row = objects.get(("remote_system", remote))?;
             row.map(|v| decode(v.value())).transpose()?
         };
-        let group = object.and_then(|o| match o.enrolled {
-            Some(crate::config::sync::Enrolled::Member { group })
-            | Some(crate::config::sync::Enrolled::Hub { group }) => Some(group),
-            None => None,
-        });
+        let group = object
+            .and_then(|o| o.enrolled)
+            .map(|e| e.group().to_string());
         let table = txn.open_table(PROPERTIES)?;
         for owner in std::iter::once(remote).chain(group.as_deref()) {
             if let Some(value) = table.get(format!("{name}@{owner}").as_str())? {

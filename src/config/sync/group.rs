@@ -47,6 +47,15 @@ pub enum Enrolled {
     Hub { group: String },
 }
 
+impl Enrolled {
+    /// The remote group of the join.
+    pub fn group(&self) -> &str {
+        match self {
+            Enrolled::Member { group } | Enrolled::Hub { group } => group,
+        }
+    }
+}
+
 /// The remote system a member template's flows are checked against: on
 /// the edge they name the hub under the name it chose.
 pub const MEMBER_TEMPLATE_REMOTE: &str = "hub";

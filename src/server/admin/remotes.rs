@@ -22,7 +22,7 @@ pub(super) fn how(enrolled: Option<&Enrolled>) -> &'static str {
 /// The remote group of an enrolled remote system.
 pub(super) fn group(enrolled: Option<&Enrolled>) -> String {
     match enrolled {
-        Some(Enrolled::Member { group } | Enrolled::Hub { group }) => group.clone(),
+        Some(enrolled) => enrolled.group().to_string(),
         None => String::new(),
     }
 }

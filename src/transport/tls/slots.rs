@@ -65,11 +65,6 @@ impl PeerSlots {
             }
         }
     }
-
-    /// Peers connected now.
-    pub fn connected(&self) -> usize {
-        self.held.lock().expect("peer slots lock").connections.len()
-    }
 }
 
 /// A peer's TCP connection that gives its slot back when it closes, and
