@@ -532,6 +532,13 @@ impl Store {
         &self.dir
     }
 
+    /// Changes after each commit that made outbound items Ready (queued
+    /// them, or an operator's retry): a session holding it never misses
+    /// items made Ready since it last looked.
+    pub fn ready_items(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.ready_items()
+    }
+
     /// Completes with the reason once the store is found damaged; the
     /// instance must then stop (`serve` exits non-zero).
     pub async fn damaged(&self) -> String {

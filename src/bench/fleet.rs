@@ -204,7 +204,23 @@ async fn enrol(
         }
     });
     let (items, events) = client.sync().await?;
+    tokio::spawn(heartbeat(items.clone(), n));
     Ok(Edge { items, events })
+}
+
+/// What a real edge's session does on its sync stream while idle: a ping
+/// every heartbeat interval (10 s by default), the fleet's spread over it
+/// (the hub answers each with a pong, which `write_all` passes over).
+async fn heartbeat(items: Sender<SendItem>, n: usize) {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    let offset = Duration::from_millis((n as u64 * 7_919) % 10_000);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + offset, INTERVAL);
+    for nonce in 1.. {
+        every.tick().await;
+        if items.send(SendItem::Ping(nonce)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `stats`, `/metrics` and the dashboard's data (`/api/stats`), each

@@ -26,10 +26,10 @@ pub enum SessionEvent {
     Closed(CallError),
     /// Time to ping, check progress and re-read the remote's state.
     HeartbeatDue,
-    /// Time to mark acknowledged items Processed, and to look for items
-    /// whose wake-up was missed.
+    /// Time to mark acknowledged items Processed, or to look again for
+    /// items a bandwidth limit held back.
     FlushDue,
-    /// New items were queued, or a remote's state changed.
+    /// Items were made Ready, or a remote's state changed.
     Wake,
     /// The instance is stopping.
     Stop,
@@ -37,14 +37,23 @@ pub enum SessionEvent {
 
 /// Acknowledgments collected before a flush, at most.
 const FLUSH_SOON: Duration = Duration::from_millis(5);
-/// How often an idle session looks for items anyway.
-const FLUSH_IDLE: Duration = Duration::from_millis(1000);
+/// How soon a session held back by a bandwidth limit looks again.
+const LIMITED_RETRY: Duration = Duration::from_millis(1000);
 
 pub struct Session {
     remote: String,
     items: mpsc::Sender<SendItem>,
     events: mpsc::Receiver<SyncEvent>,
     stop: watch::Receiver<bool>,
+    /// Changes when a commit made outbound items Ready (`Store::ready_items`).
+    ready: watch::Receiver<u64>,
+    /// Whether Ready items may wait that were not sent: set at the start,
+    /// by a wake, a heartbeat (should a wake-up ever go astray), a batch
+    /// the window cut short, or a bandwidth limit; cleared by a look that
+    /// found them all. An idle session reads nothing from the store.
+    look: bool,
+    /// Whether the bandwidth limit held items back at the last look.
+    limited: bool,
     interval: Duration,
     slow: Duration,
     heartbeat: tokio::time::Interval,
@@ -94,6 +103,9 @@ impl Session {
             items,
             events,
             stop: out.stop.clone(),
+            ready: out.store.ready_items(),
+            look: true,
+            limited: false,
             interval,
             slow,
             heartbeat: every(interval, now),
@@ -126,19 +138,28 @@ impl Session {
     /// Running is a durable commit, so refilling one slot per ack would
     /// cost a commit per item.
     async fn refill(&mut self, out: &Outbound) -> Result<(), SessionEnd> {
-        if self.in_flight.len() > WINDOW / 2 {
+        // Marked seen before reading, so a commit during the read counts.
+        if self.ready.has_changed().unwrap_or(false) {
+            self.ready.borrow_and_update();
+            self.look = true;
+        }
+        if !self.look || self.in_flight.len() > WINDOW / 2 {
             return Ok(());
         }
+        let asked = WINDOW - self.in_flight.len();
         let mut batch = out
-            .next_items(&self.remote, self.cursor, WINDOW - self.in_flight.len())
+            .next_items(&self.remote, self.cursor, asked)
             .await
             .map_err(|e| SessionEnd::Failed(CallError::Store(e)))?;
+        // A full batch: the window, not the queue, was the limit.
+        self.look = batch.len() == asked;
+        self.limited = false;
         if batch.is_empty() {
             return Ok(());
         }
         // Under a bandwidth limit (read as items wait, so a change counts
-        // at once), only what the allowance takes now goes; the idle flush
-        // looks again soon (`FLUSH_IDLE`).
+        // at once), only what the allowance takes now goes; the rest is
+        // looked at again shortly (`LIMITED_RETRY`).
         let rate = out.sending_rate(&self.remote).await;
         let allowed = batch
             .iter()
@@ -148,7 +169,11 @@ impl Session {
                     .is_ok()
             })
             .count();
-        batch.truncate(allowed);
+        if allowed < batch.len() {
+            batch.truncate(allowed);
+            self.look = true;
+            self.limited = true;
+        }
         if batch.is_empty() {
             return Ok(());
         }
@@ -180,11 +205,15 @@ impl Session {
         if *self.stop.borrow() {
             return SessionEvent::Stop;
         }
-        let flush = tokio::time::sleep(if self.acked.is_empty() {
-            FLUSH_IDLE
-        } else {
-            FLUSH_SOON
-        });
+        let flush = async {
+            if !self.acked.is_empty() {
+                tokio::time::sleep(FLUSH_SOON).await;
+            } else if self.limited {
+                tokio::time::sleep(LIMITED_RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             event = self.events.recv() => match event {
                 Some(SyncEvent::Ack(sequence)) => SessionEvent::Ack(sequence),
@@ -197,6 +226,7 @@ impl Session {
             },
             _ = self.heartbeat.tick() => SessionEvent::HeartbeatDue,
             () = out.wake.notified() => SessionEvent::Wake,
+            Ok(()) = self.ready.changed() => SessionEvent::Wake,
             () = flush => SessionEvent::FlushDue,
             () = stopped(&mut self.stop) => SessionEvent::Stop,
         }
@@ -239,8 +269,14 @@ impl Session {
                 None
             }
             SessionEvent::Closed(error) => Some(self.end(out, SessionEnd::Failed(error)).await),
-            SessionEvent::HeartbeatDue => self.heartbeat(out, *attempts).await,
-            SessionEvent::Wake => None,
+            SessionEvent::HeartbeatDue => {
+                self.look = true;
+                self.heartbeat(out, *attempts).await
+            }
+            SessionEvent::Wake => {
+                self.look = true;
+                None
+            }
             SessionEvent::FlushDue => self.flush(out).await.err(),
             SessionEvent::Stop => Some(self.end(out, SessionEnd::Stopped).await),
         }
@@ -320,200 +356,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::queue::QueueStatus;
-    use crate::store::{QueueFilter, Store};
-    use crate::testing::{create_incidents, linked_store};
-
-    /// A session with `hub` over plain channels: the test is the peer.
-    struct Peer {
-        out: Outbound,
-        session: Session,
-        attempts: u32,
-        /// What the session sent.
-        sent: mpsc::Receiver<SendItem>,
-        /// What the peer answers.
-        answer: mpsc::Sender<SyncEvent>,
-        _stop: watch::Sender<bool>,
-    }
-
-    async fn session_with(store: &Arc<Store>) -> Peer {
-        let (stop_tx, stop) = watch::channel(false);
-        let out = Outbound {
-            reverse: Default::default(),
-            wire: Default::default(),
-            bandwidth: Default::default(),
-            store: store.clone(),
-            health: crate::runtime::HealthBoard::default(),
-            wake: Arc::new(tokio::sync::Notify::new()),
-            stop,
-        };
-        let (items, sent) = mpsc::channel(4096);
-        let (answer, events) = mpsc::channel(64);
-        let session = Session::start(&out, "hub", items, events)
-            .await
-            .expect("the session starts");
-        Peer {
-            out,
-            session,
-            attempts: 0,
-            sent,
-            answer,
-            _stop: stop_tx,
-        }
-    }
-
-    impl Peer {
-        async fn step(&mut self) -> Option<SessionEnd> {
-            self.session.step(&self.out, &mut self.attempts).await
-        }
-
-        /// Steps until the session ends, at most `steps` times.
-        async fn run_out(&mut self, steps: usize) -> SessionEnd {
-            for _ in 0..steps {
-                if let Some(end) = self.step().await {
-                    return end;
-                }
-            }
-            panic!("the session did not end within {steps} steps");
-        }
-
-        fn take_sent(&mut self) -> (Vec<u64>, Vec<u64>) {
-            let (mut items, mut pings) = (Vec::new(), Vec::new());
-            while let Ok(sent) = self.sent.try_recv() {
-                match sent {
-                    SendItem::Item(item) => items.push(item.sequence),
-                    SendItem::Ping(nonce) => pings.push(nonce),
-                }
-            }
-            (items, pings)
-        }
-
-        fn statuses(&self) -> Vec<(u64, QueueStatus)> {
-            let mut items = self
-                .out
-                .store
-                .outbound_items(&QueueFilter::default())
-                .expect("the queue reads");
-            items.sort_by_key(|item| item.sequence);
-            items
-                .into_iter()
-                .map(|item| (item.sequence, item.status))
-                .collect()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_session_sends_in_order_and_marks_what_the_peer_acknowledges() {
-        let (_dir, store) = linked_store().await;
-        create_incidents(&store, 3).await;
-        let mut peer = session_with(&store).await;
-        // The first step fills the window; the first heartbeat is due at once.
-        assert_eq!(peer.step().await, None);
-        assert_eq!(peer.take_sent(), (vec![1, 2, 3], vec![1]));
-        assert!(
-            peer.statuses()
-                .iter()
-                .all(|(_, status)| *status == QueueStatus::Running)
-        );
-        for sequence in [1, 2] {
-            peer.answer.send(SyncEvent::Ack(sequence)).await.unwrap();
-        }
-        peer.answer.send(SyncEvent::Pong(1)).await.unwrap();
-        // Two acks, the pong, then the flush that marks them.
-        for _ in 0..4 {
-            assert_eq!(peer.step().await, None);
-        }
-        assert_eq!(
-            peer.statuses(),
-            vec![
-                (1, QueueStatus::Processed),
-                (2, QueueStatus::Processed),
-                (3, QueueStatus::Running)
-            ]
-        );
-        let health = peer.out.health.get("hub").expect("hub's health");
-        assert_eq!(health.health, crate::runtime::Health::Up);
-        assert!(health.round_trip_ms.is_some());
-        // Items queued later go out on a wake-up (or the next flush).
-        create_incidents(&store, 1).await;
-        peer.out.wake.notify_waiters();
-        assert_eq!(peer.step().await, None);
-        assert_eq!(peer.step().await, None);
-        assert_eq!(peer.take_sent().0, vec![4]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_peer_that_stops_answering_pings_ends_the_session() {
-        let (_dir, store) = linked_store().await;
-        create_incidents(&store, 1).await;
-        let mut peer = session_with(&store).await;
-        assert_eq!(peer.step().await, None);
-        peer.answer.send(SyncEvent::Ack(1)).await.unwrap();
-        peer.answer.send(SyncEvent::Pong(1)).await.unwrap();
-        let started = Instant::now();
-        let end = peer.run_out(10_000).await;
-        let SessionEnd::Failed(CallError::NoHeartbeat { secs }) = end else {
-            panic!("expected a missed heartbeat, got {end:?}");
-        };
-        // Three heartbeat intervals (10 s each) without a pong.
-        assert!(secs > 30, "{secs}");
-        assert!(started.elapsed() > Duration::from_secs(30));
-        assert_eq!(peer.take_sent().1, vec![1, 2], "one more ping, unanswered");
-        assert_eq!(peer.statuses(), vec![(1, QueueStatus::Processed)]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_peer_that_answers_pings_but_acknowledges_nothing_ends_the_session() {
-        let (_dir, store) = linked_store().await;
-        create_incidents(&store, 2).await;
-        let mut peer = session_with(&store).await;
-        let mut pongs = 0;
-        let end = loop {
-            if let Some(end) = peer.step().await {
-                break end;
-            }
-            for nonce in peer.take_sent().1 {
-                peer.answer.send(SyncEvent::Pong(nonce)).await.unwrap();
-                pongs += 1;
-            }
-        };
-        let SessionEnd::Failed(CallError::Unacknowledged { items, secs }) = end else {
-            panic!("expected items left unacknowledged, got {end:?}");
-        };
-        assert_eq!(items, 2);
-        // The ack deadline: 30 s, or three heartbeat intervals.
-        assert!(secs > 30, "{secs}");
-        assert!(pongs >= 3, "the peer answered every ping");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn closing_stopping_or_disabling_ends_the_session_keeping_the_acks() {
-        let (_dir, store) = linked_store().await;
-        create_incidents(&store, 2).await;
-
-        let mut peer = session_with(&store).await;
-        assert_eq!(peer.step().await, None);
-        peer.answer.send(SyncEvent::Ack(1)).await.unwrap();
-        let closed = || CallError::ClosedByPeer {
-            endpoint: "https://127.0.0.1:9".to_string(),
-        };
-        peer.answer.send(SyncEvent::Closed(closed())).await.unwrap();
-        assert_eq!(peer.step().await, None, "the ack");
-        assert_eq!(peer.step().await, Some(SessionEnd::Failed(closed())));
-        assert_eq!(peer.statuses()[0], (1, QueueStatus::Processed));
-
-        let mut peer = session_with(&store).await;
-        assert_eq!(peer.step().await, None);
-        assert_eq!(peer.take_sent().0, vec![2], "what was Running goes again");
-        peer._stop.send(true).unwrap();
-        assert_eq!(peer.step().await, Some(SessionEnd::Stopped));
-
-        let mut peer = session_with(&store).await;
-        peer.out.health.set_disabled(["hub".to_string()]);
-        assert_eq!(peer.step().await, Some(SessionEnd::NotActive));
-    }
-}
+mod tests;

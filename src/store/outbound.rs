@@ -296,6 +296,7 @@ impl Store {
                 if status == QueueStatus::Ready {
                     item.error = None;
                     item.attempts = 0;
+                    txn.made_ready.set(true);
                 }
                 table.insert(id, encode(&item).as_slice())?;
                 Tally::count_outbound(txn, &item, Some(from))?;

@@ -7,6 +7,8 @@
 use crate::queue::EncodedPayload;
 use redb::WriteTransaction;
 
+use super::writer::Txn;
+
 use super::StoreError;
 use super::codec::encode;
 use super::correlations::{SentField, note_captured};
@@ -83,6 +85,8 @@ pub(super) struct Staging<'t> {
     counters: Counters<'t>,
     tally: Tally,
     now: Millis,
+    /// Items staged so far.
+    staged: usize,
 }
 
 impl<'t> Staging<'t> {
@@ -94,6 +98,7 @@ impl<'t> Staging<'t> {
             counters: Counters::load(txn.open_table(COUNTERS)?),
             tally: Tally::new(now),
             now,
+            staged: 0,
         })
     }
 
@@ -139,19 +144,25 @@ impl<'t> Staging<'t> {
         self.by_remote
             .insert((staged.remote_system.as_str(), sequence), id)?;
         self.tally.outbound(&staged, None);
+        self.staged += 1;
         Ok(())
     }
 
-    /// Saves the counters and the tally.
-    pub(super) fn finish(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    /// Saves the counters and the tally; the commit will wake the
+    /// sessions if items were staged.
+    pub(super) fn finish(self, txn: &Txn<'_>) -> Result<(), StoreError> {
         let Staging {
             outbound,
             by_remote,
             correlations,
             counters,
             tally,
+            staged,
             ..
         } = self;
+        if staged > 0 {
+            txn.made_ready.set(true);
+        }
         drop((outbound, by_remote, correlations));
         counters.save()?;
         tally.save(txn)

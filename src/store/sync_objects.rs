@@ -80,7 +80,19 @@ impl RemoteSystemStatus {
 /// The remote systems as last read, with the generation of the process
 /// sync objects they were read at (bumped by every job that changes them).
 #[derive(Default)]
-pub(super) struct RemotesCache(std::sync::Mutex<(u64, Option<Arc<Vec<RemoteSystemStatus>>>)>);
+pub(super) struct RemotesCache(std::sync::Mutex<(u64, Option<Arc<Remotes>>)>);
+
+/// The remote systems as read, and where each name is among them.
+struct Remotes {
+    all: Arc<Vec<RemoteSystemStatus>>,
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+impl Remotes {
+    fn get(&self, name: &str) -> Option<RemoteSystemStatus> {
+        self.by_name.get(name).map(|at| self.all[*at].clone())
+    }
+}
 
 /// What `apply` did, each entry like ``capture `Capture requests` ``.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +341,10 @@ impl Store {
     /// once per change of the process sync objects, so the many callers
     /// (each dispatcher, each peer call) do not decode them every time.
     pub fn remote_systems_shared(&self) -> Result<Arc<Vec<RemoteSystemStatus>>, StoreError> {
+        Ok(self.remotes()?.all.clone())
+    }
+
+    fn remotes(&self) -> Result<Arc<Remotes>, StoreError> {
         let generation = {
             let cache = self.remotes.0.lock().expect("remotes cache lock");
             if let Some(remotes) = &cache.1 {
@@ -336,7 +352,16 @@ impl Store {
             }
             cache.0
         };
-        let remotes = Arc::new(self.read_remote_systems()?);
+        let all = self.read_remote_systems()?;
+        let by_name = all
+            .iter()
+            .enumerate()
+            .map(|(at, remote)| (remote.spec.name.clone(), at))
+            .collect();
+        let remotes = Arc::new(Remotes {
+            all: Arc::new(all),
+            by_name,
+        });
         let mut cache = self.remotes.0.lock().expect("remotes cache lock");
         // A change committed while this read ran makes it stale.
         if cache.0 == generation {
@@ -347,11 +372,14 @@ impl Store {
 
     /// One remote system with its states.
     pub fn remote_system(&self, name: &str) -> Result<Option<RemoteSystemStatus>, StoreError> {
-        Ok(self
-            .remote_systems_shared()?
-            .iter()
-            .find(|r| r.spec.name == name)
-            .cloned())
+        Ok(self.remotes()?.get(name))
+    }
+
+    /// One remote system with its states if they are at hand without
+    /// reading the store (`None`: call `remote_system`), for async code.
+    pub fn cached_remote_system(&self, name: &str) -> Option<Option<RemoteSystemStatus>> {
+        let cache = self.remotes.0.lock().expect("remotes cache lock");
+        cache.1.as_ref().map(|remotes| remotes.get(name))
     }
 
     /// Forgets the remote systems read: a job changed them.

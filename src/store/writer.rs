@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
+use tokio::sync::watch;
+
 use redb::{Durability, WriteTransaction};
 
 use super::StoreError;
@@ -31,6 +33,9 @@ const MAX_JOBS_PER_COMMIT: usize = 128;
 pub struct Txn<'a> {
     txn: &'a WriteTransaction,
     pub capture: Arc<CaptureIndex>,
+    /// Set when a job made outbound items Ready (`Staging` sets it): once
+    /// the commit is durable, the sessions are told to look.
+    pub made_ready: std::cell::Cell<bool>,
 }
 
 impl std::ops::Deref for Txn<'_> {
@@ -55,6 +60,8 @@ pub struct Writer {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The committed capture rules, for preparing writes off this thread.
     capture: SharedCapture,
+    /// Counts the commits that made outbound items Ready.
+    ready: watch::Sender<u64>,
 }
 
 type SharedCapture = Arc<RwLock<Arc<CaptureIndex>>>;
@@ -64,15 +71,24 @@ impl Writer {
         let (sender, receiver) = mpsc::channel::<Job>();
         let capture: SharedCapture = Arc::new(RwLock::new(Arc::new(CaptureIndex::build(config))));
         let shared = capture.clone();
+        let ready = watch::Sender::new(0);
+        let signal = ready.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".to_string())
-            .spawn(move || run(db, receiver, shared))
+            .spawn(move || run(db, receiver, shared, &signal))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
             capture,
+            ready,
         })
+    }
+
+    /// Changes after each commit that made outbound items Ready: a session
+    /// holding one never misses items queued since it last looked.
+    pub fn ready_items(&self) -> watch::Receiver<u64> {
+        self.ready.subscribe()
     }
 
     /// The capture rules as last committed.
@@ -152,7 +168,12 @@ impl Writer {
 /// How often a store whose disk failed tries to write again.
 const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) {
+fn run(
+    db: Arc<SharedDb>,
+    receiver: mpsc::Receiver<Job>,
+    shared: SharedCapture,
+    ready: &watch::Sender<u64>,
+) {
     let mut capture = shared.read().expect("capture lock").clone();
     let mut disk_failed = false;
     // What failed first while the disk refuses writes: redb answers later
@@ -196,7 +217,12 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             commit_batch(&db, batch, capture.clone(), disk_cause.as_ref())
         }));
-        let (completions, result, new_capture) = match committed {
+        let Committed {
+            completions,
+            result,
+            new_capture,
+            made_ready,
+        } = match committed {
             Ok(outcome) => outcome,
             Err(panic) => {
                 let detail = super::panic_text(panic.as_ref());
@@ -234,6 +260,9 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
                 tracing::error!(target: "store", error = %e, n_jobs, "A write transaction failed; its requests were answered with the error and nothing of them was saved.");
             }
         }
+        if made_ready && result.is_ok() {
+            ready.send_modify(|commits| *commits = commits.wrapping_add(1));
+        }
         for completion in completions {
             completion(result.clone());
         }
@@ -241,10 +270,6 @@ fn run(db: Arc<SharedDb>, receiver: mpsc::Receiver<Job>, shared: SharedCapture) 
     tracing::debug!(target: "store", "The store writer stopped.");
 }
 
-#[allow(
-    clippy::type_complexity,
-    reason = "a one-off tuple of the batch's outcome, read right at the call site"
-)]
 /// After a disk failure: reopens the database and makes one small durable
 /// commit; true when both worked and the store writes again.
 fn reopen_and_check(db: &SharedDb) -> bool {
@@ -271,16 +296,23 @@ fn reopen_and_check(db: &SharedDb) -> bool {
     }
 }
 
+/// What one batch's transaction came to.
+struct Committed {
+    /// Each job's answer, to give the commit's outcome.
+    completions: Vec<Completion>,
+    result: Result<(), StoreError>,
+    /// The capture rules, when a job replaced them and the commit worked.
+    new_capture: Option<Arc<CaptureIndex>>,
+    /// Whether a job made outbound items Ready.
+    made_ready: bool,
+}
+
 fn commit_batch(
     db: &SharedDb,
     batch: Vec<Job>,
     capture: Arc<CaptureIndex>,
     disk_cause: Option<&StoreError>,
-) -> (
-    Vec<Completion>,
-    Result<(), StoreError>,
-    Option<Arc<CaptureIndex>>,
-) {
+) -> Committed {
     let durability = if batch
         .iter()
         .any(|(d, _)| matches!(d, Durability::Immediate))
@@ -304,12 +336,18 @@ fn commit_batch(
                 .into_iter()
                 .map(|(_, job)| job(Err(error.clone())).0)
                 .collect::<Vec<_>>();
-            return (completions, Err(error), None);
+            return Committed {
+                completions,
+                result: Err(error),
+                new_capture: None,
+                made_ready: false,
+            };
         }
     };
     let mut ctx = Txn {
         txn: &txn,
         capture: capture.clone(),
+        made_ready: std::cell::Cell::new(false),
     };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
@@ -321,6 +359,7 @@ fn commit_batch(
         }
     }
     let new_capture = ctx.capture.clone();
+    let made_ready = ctx.made_ready.get();
     drop(ctx);
     let result = match poisoned {
         Some(error) => {
@@ -330,5 +369,10 @@ fn commit_batch(
         None => txn.commit().map_err(StoreError::from),
     };
     let changed = result.is_ok() && !Arc::ptr_eq(&new_capture, &capture);
-    (completions, result, changed.then_some(new_capture))
+    Committed {
+        completions,
+        result,
+        new_capture: changed.then_some(new_capture),
+        made_ready,
+    }
 }
