@@ -15,10 +15,11 @@ pub use reconcile::Responder;
 
 use std::sync::Arc;
 
-use crate::attachment::{Grant, GrantError};
+use crate::attachment::{CHUNK_BYTES, Grant, GrantError};
 use crate::failure::{Classified, Failure};
 use crate::queue::ConflictRule;
-use crate::store::{ContentInfo, ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
+use crate::store::{ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
+use crate::transport::peer::FetchedChunk;
 use crate::transport::protocol::{Hello, HelloAnswer, PROTOCOL_VERSION};
 use crate::user::{Role, User};
 
@@ -234,6 +235,17 @@ impl PeerGate {
         crate::runtime::Bandwidth::rate_of(&self.store, remote).await
     }
 
+    /// Hands the chunks of a caller's `Deliver` call to the fetch that
+    /// asked for them; false when none waits.
+    pub fn delivered(
+        &self,
+        caller: &Caller,
+        id: u64,
+        stream: crate::transport::peer::FetchStream,
+    ) -> bool {
+        self.sync.reverse.delivered(&caller.name, id, stream)
+    }
+
     /// Hands a stream the caller opened for our items to it (`Pull`) to
     /// its dispatcher.
     pub fn offer_stream(&self, caller: &Caller, ends: crate::runtime::StreamEnds) {
@@ -322,39 +334,91 @@ impl PeerGate {
         })
     }
 
-    /// The content a caller may fetch with `grant`: issued by us to this
-    /// caller, not expired, and stored here complete.
-    pub async fn open_content(
+    /// The chunks of the content `grant` names, from `offset` on, for
+    /// `remote` (a `Fetch` it made, or a `Deliver` it asked for): two at a
+    /// time, so memory stays at a few MiB whatever the size, each when the
+    /// remote's bandwidth limit lets it go, then one marked complete. An
+    /// error ends them; so does `stop`. Refused unless we issued `grant` to
+    /// `remote`, it has not expired, the content is stored here complete,
+    /// and `offset` is a chunk boundary within it.
+    pub async fn content_chunks(
         &self,
-        caller: &Caller,
+        remote: &str,
         grant: &Grant,
-    ) -> Result<ContentInfo, PeerError> {
+        offset: u64,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<FetchedChunk, PeerError>>, PeerError> {
         let store = self.store.clone();
         let hash = grant.hash.clone();
         let (secret, content) = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((store.attachment_secret()?, store.content(&hash)?))
         })
         .await??;
-        grant.verify(&secret, &caller.name, crate::ids::now_millis())?;
-        match content {
-            Some(content) if content.complete => Ok(content),
-            _ => Err(PeerError::ContentGone {
-                hash: grant.hash.clone(),
-            }),
+        grant.verify(&secret, remote, crate::ids::now_millis())?;
+        let content = match content {
+            Some(content) if content.complete => content,
+            _ => {
+                return Err(PeerError::ContentGone {
+                    hash: grant.hash.clone(),
+                });
+            }
+        };
+        let chunk_bytes = CHUNK_BYTES as u64;
+        if offset % chunk_bytes != 0 || offset > content.size {
+            return Err(PeerError::BadAsk(format!(
+                "offset {offset} is not a chunk boundary (multiples of {CHUNK_BYTES}) within the {} bytes of the content",
+                content.size
+            )));
         }
-    }
-
-    /// Chunk `index` of a content `open_content` returned.
-    pub async fn read_chunk(&self, id: u64, index: u32) -> Result<Vec<u8>, PeerError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read_chunk(id, index))
-            .await??
-            .ok_or(PeerError::ChunkGone { id, index })
-    }
-
-    /// Counts attachment bytes sent to `remote`.
-    pub fn count_sent(&self, remote: &str, bytes: u64) {
-        self.sync.transfers.add(remote, bytes, 0);
+        let (chunks, received) = tokio::sync::mpsc::channel(2);
+        let rate = self.sending_rate(remote).await;
+        let (store, sync, remote) = (self.store.clone(), self.sync.clone(), remote.to_string());
+        tokio::spawn(async move {
+            for index in crate::attachment::chunk_index(offset)..content.chunk_count() {
+                let store = store.clone();
+                let read = tokio::select! {
+                    read = tokio::task::spawn_blocking(move || store.read_chunk(content.id, index)) => read,
+                    _ = stop.changed() => return,
+                };
+                let chunk = match read {
+                    Ok(Ok(Some(data))) => data,
+                    failed => {
+                        let error = match failed {
+                            Ok(Ok(_)) => PeerError::ChunkGone {
+                                id: content.id,
+                                index,
+                            },
+                            Ok(Err(e)) => e.into(),
+                            Err(e) => e.into(),
+                        };
+                        let _ = chunks.send(Err(error)).await;
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = sync.bandwidth.wait(&remote, rate, chunk.len()) => {}
+                    _ = stop.changed() => return,
+                }
+                sync.transfers.add(&remote, chunk.len() as u64, 0);
+                let next = FetchedChunk {
+                    offset: u64::from(index) * chunk_bytes,
+                    chunk_hash: blake3::hash(&chunk).as_bytes().to_vec().into(),
+                    data: chunk.into(),
+                    complete: false,
+                };
+                if chunks.send(Ok(next)).await.is_err() {
+                    return;
+                }
+            }
+            let complete = FetchedChunk {
+                offset: content.size,
+                data: Default::default(),
+                chunk_hash: Default::default(),
+                complete: true,
+            };
+            let _ = chunks.send(Ok(complete)).await;
+        });
+        Ok(received)
     }
 
     /// Queues received items durably; returns the sequences to acknowledge.

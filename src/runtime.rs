@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::store::{RemoteState, Store, StoreError};
-use crate::transport::protocol::{SendItem, SyncEvent};
+use crate::transport::peer::FetchStream;
+use crate::transport::protocol::{CallError, Delivery, SendItem, SyncEvent};
 use crate::transport::tls::AllowedPeers;
 use crate::transport::wire::WireCounts;
 
@@ -122,27 +123,101 @@ pub type StreamEnds = (
 
 /// Streams a peer opened for the items we send it (`Pull`, for a peer we
 /// never dial), each waiting for that remote's dispatcher to take it. A
-/// newer stream replaces a waiting older one.
+/// newer stream replaces a waiting older one. Over the latest one, the
+/// contents we cannot fetch from such a peer are asked for
+/// (`ask_delivery`), and its `Deliver` calls find their fetch here.
 #[derive(Clone, Default)]
-pub struct ReverseStreams(Arc<Mutex<HashMap<String, StreamEnds>>>);
+pub struct ReverseStreams(Arc<Mutex<Reverse>>);
+
+#[derive(Default)]
+struct Reverse {
+    /// Offered, not yet taken by the dispatcher.
+    waiting: HashMap<String, StreamEnds>,
+    /// Where to ask each remote for a content: its latest stream, held
+    /// weakly (the dispatcher's session owns it, and ends it).
+    askers: HashMap<String, tokio::sync::mpsc::WeakSender<SendItem>>,
+    /// Deliveries asked for, by remote and id, each for the fetch waiting.
+    deliveries: HashMap<(String, u64), tokio::sync::oneshot::Sender<FetchStream>>,
+    next_delivery: u64,
+}
 
 impl ReverseStreams {
     pub fn offer(&self, remote: &str, ends: StreamEnds) {
-        self.0
-            .lock()
-            .expect("reverse streams lock")
-            .insert(remote.to_string(), ends);
+        let mut reverse = self.0.lock().expect("reverse streams lock");
+        reverse
+            .askers
+            .insert(remote.to_string(), ends.0.downgrade());
+        reverse.waiting.insert(remote.to_string(), ends);
     }
 
     pub fn take(&self, remote: &str) -> Option<StreamEnds> {
-        self.0.lock().expect("reverse streams lock").remove(remote)
+        self.0
+            .lock()
+            .expect("reverse streams lock")
+            .waiting
+            .remove(remote)
     }
 
     pub fn waiting(&self, remote: &str) -> bool {
         self.0
             .lock()
             .expect("reverse streams lock")
+            .waiting
             .contains_key(remote)
+    }
+
+    /// Asks `remote`, over the stream it opened, to deliver the content
+    /// `grant` names from `offset` on; its `Deliver` call arrives through
+    /// the receiver (dropped unanswered: call `forget_delivery`).
+    pub async fn ask_delivery(
+        &self,
+        remote: &str,
+        grant: crate::attachment::Grant,
+        offset: u64,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<FetchStream>), CallError> {
+        let not_open = || CallError::StreamGone {
+            remote: remote.to_string(),
+            how: "is not open (it dials us and we never dial it): the attachment comes once it connects",
+        };
+        let (asker, id, arrives) = {
+            let mut reverse = self.0.lock().expect("reverse streams lock");
+            let asker = reverse
+                .askers
+                .get(remote)
+                .and_then(tokio::sync::mpsc::WeakSender::upgrade)
+                .ok_or_else(not_open)?;
+            reverse.next_delivery += 1;
+            let id = reverse.next_delivery;
+            let (arrived, arrives) = tokio::sync::oneshot::channel();
+            reverse.deliveries.insert((remote.to_string(), id), arrived);
+            (asker, id, arrives)
+        };
+        let delivery = Delivery { id, grant, offset };
+        if asker.send(SendItem::Deliver(delivery)).await.is_err() {
+            self.forget_delivery(remote, id);
+            return Err(not_open());
+        }
+        Ok((id, arrives))
+    }
+
+    pub fn forget_delivery(&self, remote: &str, id: u64) {
+        self.0
+            .lock()
+            .expect("reverse streams lock")
+            .deliveries
+            .remove(&(remote.to_string(), id));
+    }
+
+    /// Hands a `Deliver` call's chunks to the fetch that asked for them;
+    /// false when none waits (it gave up, or never asked).
+    pub fn delivered(&self, remote: &str, id: u64, stream: FetchStream) -> bool {
+        let waiting = self
+            .0
+            .lock()
+            .expect("reverse streams lock")
+            .deliveries
+            .remove(&(remote.to_string(), id));
+        waiting.is_some_and(|fetch| fetch.send(stream).is_ok())
     }
 }
 

@@ -196,6 +196,8 @@ async fn enrol(
             let reply = match next {
                 Pulled::Ping(nonce) => PullReply::Pong(nonce),
                 Pulled::Item(item) => PullReply::Ack(item.sequence),
+                // The fleet's readings carry no attachments.
+                Pulled::Deliver(_) => continue,
                 Pulled::Closed(_) => return,
             };
             if replies.send(reply).await.is_err() {

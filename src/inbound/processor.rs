@@ -44,8 +44,9 @@ pub struct Processor {
     /// Contents whose fetch failed transiently, by hash: the latest retry
     /// state of any item (each item also keeps its own, in the store).
     fetch_backoff: HashMap<String, FetchRetry>,
-    transfers: crate::runtime::TransferBoard,
-    wake: Arc<tokio::sync::Notify>,
+    /// Where fetches count their bytes, ask a peer we never dial to
+    /// deliver, and wake the processor when done.
+    sync: crate::runtime::SyncRuntime,
 }
 
 /// See `Processor::attachment_facts`.
@@ -99,8 +100,7 @@ impl Processor {
             fetched: HashMap::new(),
             workers,
             fetch_backoff: HashMap::new(),
-            transfers: sync.transfers.clone(),
-            wake: sync.wake_inbound.clone(),
+            sync: sync.clone(),
         }
     }
 
@@ -287,10 +287,9 @@ impl Processor {
         tracing::debug!(target: "attachments", id = item.id, file_name = %attachment.file_name, size = attachment.size, "Fetching an attachment.");
         let fetch = transfer::Fetch::new(
             self.store.clone(),
-            self.transfers.clone(),
+            &self.sync,
             wanted,
             &self.workers,
-            self.wake.clone(),
             self.outcomes.clone(),
         );
         let task = self

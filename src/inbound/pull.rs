@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::{Caller, PeerError, PeerGate};
 use crate::store::{ReceivedItem, RemoteState, Store, StoreError};
 use crate::transport::peer::PeerClient;
+use crate::transport::protocol::Delivery;
 use crate::transport::reverse::{PullReply, Pulled};
 use crate::worker::{Step, Worker, Workers, stopped};
 
@@ -211,6 +212,9 @@ impl Puller {
                 Some(Pulled::Ping(nonce)) => {
                     let _ = replies.send(PullReply::Pong(nonce)).await;
                 }
+                Some(Pulled::Deliver(delivery)) => {
+                    deliver(&self.store, &self.gate, &self.remote, &self.stop, delivery);
+                }
                 Some(Pulled::Closed(e)) => closed = Some(e.to_string()),
                 None => closed = Some("the stream ended".to_string()),
             }
@@ -242,6 +246,52 @@ impl Puller {
             None => Step::Busy,
         }
     }
+}
+
+/// Delivers a content `remote` asked for (it never dials us, so it cannot
+/// fetch it) on a call of its own, so items keep flowing. A refusal or a
+/// failure is logged here; the peer, missing the chunks, asks again later
+/// and resumes from what arrived.
+fn deliver(
+    store: &Arc<Store>,
+    gate: &PeerGate,
+    remote: &str,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    delivery: Delivery,
+) {
+    let (store, gate) = (store.clone(), gate.clone());
+    let (remote, stop) = (remote.to_string(), stop.clone());
+    tokio::spawn(async move {
+        let delivered = async {
+            let chunks = gate
+                .content_chunks(&remote, &delivery.grant, delivery.offset, stop)
+                .await
+                .map_err(|e| e.to_string())?;
+            // A chunk that cannot be read ends the call short.
+            let chunks = tokio_stream::StreamExt::map_while(
+                tokio_stream::wrappers::ReceiverStream::new(chunks),
+                Result::ok,
+            );
+            let target = crate::transport::peer::target_of(store, &remote)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut client = PeerClient::connect(&target)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .deliver(delivery.id, chunks)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match delivered.await {
+            Ok(()) => {
+                tracing::info!(target: "attachments", remote_system = %remote, hash = %delivery.grant.hash, offset = delivery.offset, "Delivered an attachment content the peer asked for.");
+            }
+            Err(error) => {
+                tracing::warn!(target: "attachments", remote_system = %remote, hash = %delivery.grant.hash, error = %error, "Could not deliver an attachment content the peer asked for; it asks again.");
+            }
+        }
+    });
 }
 
 impl Worker for Puller {

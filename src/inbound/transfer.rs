@@ -7,12 +7,17 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
 use crate::attachment::Grant;
-use crate::runtime::TransferBoard;
+use crate::config::sync::Dial;
+use crate::runtime::{ReverseStreams, SyncRuntime, TransferBoard};
 use crate::store::sink::{ContentSink, SinkError};
 use crate::store::{Store, StoreError};
 use crate::transport::peer::{FetchStream, PeerClient};
 use crate::transport::protocol::CallError;
 use crate::worker::{Step, Worker, stopped};
+
+/// How long a peer we never dial has to start delivering a content we
+/// asked it for; then the fetch fails and is retried like any other.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One content to fetch.
 #[derive(Clone, Debug)]
@@ -47,6 +52,8 @@ fn sink_failure(error: SinkError) -> CallError {
 pub struct Fetch {
     store: Arc<Store>,
     transfers: TransferBoard,
+    /// Where a peer we never dial is asked to deliver instead.
+    reverse: ReverseStreams,
     wanted: Wanted,
     stop: watch::Receiver<bool>,
     /// Told when the outcome is known (the inbound processor).
@@ -63,18 +70,18 @@ pub type Outcomes = Arc<std::sync::Mutex<Vec<(String, Result<(), CallError>)>>>;
 impl Fetch {
     pub fn new(
         store: Arc<Store>,
-        transfers: TransferBoard,
+        sync: &SyncRuntime,
         wanted: Wanted,
         workers: &crate::worker::Workers,
-        done: Arc<Notify>,
         outcomes: Outcomes,
     ) -> Fetch {
         Fetch {
             store,
-            transfers,
+            transfers: sync.transfers.clone(),
+            reverse: sync.reverse.clone(),
+            done: sync.wake_inbound.clone(),
             wanted,
             stop: workers.stop_signal(),
-            done,
             outcomes,
             started: std::time::Instant::now(),
             receiving: None,
@@ -82,9 +89,11 @@ impl Fetch {
     }
 
     /// Opens the sink and the stream; `None` when the content is already
-    /// held.
+    /// held. A peer we never dial is asked over the stream it opened to
+    /// deliver the chunks instead (`Deliver`).
     async fn open(
-        store: Arc<Store>,
+        store: &Arc<Store>,
+        reverse: &ReverseStreams,
         wanted: &Wanted,
     ) -> Result<Option<(ContentSink, FetchStream)>, CallError> {
         let Some(sink) = ContentSink::open(store.clone(), &wanted.hash, wanted.size)
@@ -97,9 +106,35 @@ impl Fetch {
         if start > 0 {
             tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
         }
-        let target = crate::transport::peer::target_of(store, &wanted.remote_system).await?;
-        let mut client = PeerClient::connect(&target).await?;
-        let stream = client.fetch(wanted.grant.clone(), start).await?;
+        let remote = &wanted.remote_system;
+        let found = {
+            let (store, name) = (store.clone(), remote.clone());
+            tokio::task::spawn_blocking(move || store.remote_system(&name))
+                .await
+                .map_err(|e| CallError::Store(e.into()))?
+                .map_err(CallError::Store)?
+        };
+        let never_dialled = found.is_some_and(|r| r.spec.dial == Dial::Never);
+        let stream = if never_dialled {
+            let (id, arrives) = reverse
+                .ask_delivery(remote, wanted.grant.clone(), start)
+                .await?;
+            match tokio::time::timeout(DELIVERY_WAIT, arrives).await {
+                Ok(Ok(stream)) => stream,
+                _ => {
+                    reverse.forget_delivery(remote, id);
+                    return Err(CallError::NoAnswer {
+                        endpoint: format!("`{remote}`"),
+                        what: "our request to deliver an attachment",
+                        secs: DELIVERY_WAIT.as_secs(),
+                    });
+                }
+            }
+        } else {
+            let target = crate::transport::peer::target_of(store.clone(), remote).await?;
+            let mut client = PeerClient::connect(&target).await?;
+            client.fetch(wanted.grant.clone(), start).await?
+        };
         Ok(Some((sink, stream)))
     }
 
@@ -171,7 +206,7 @@ impl Worker for Fetch {
             if *self.stop.borrow() {
                 return Step::Done(());
             }
-            match Fetch::open(self.store.clone(), &self.wanted).await {
+            match Fetch::open(&self.store, &self.reverse, &self.wanted).await {
                 Ok(None) => return self.done(Ok(())),
                 Ok(Some(receiving)) => self.receiving = Some(receiving),
                 Err(e) => return self.done(Err(e)),

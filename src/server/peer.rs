@@ -12,17 +12,16 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::status_of;
-use crate::attachment::CHUNK_BYTES;
 use crate::config::sync::Dial;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
 use crate::transport::enrol::{JoinRequest, step_from_pb};
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
-use crate::transport::peer::{MAX_PEER_MESSAGE_BYTES, grant_from_pb};
+use crate::transport::peer::{FetchStream, MAX_PEER_MESSAGE_BYTES, chunk_to_pb, grant_from_pb};
 use crate::transport::protocol::{Hello, PROTOCOL_VERSION, SendItem};
 use crate::transport::reconcile as reconcile_wire;
-use crate::transport::reverse::{received_from_pb, send_to_pb, sync_events};
+use crate::transport::reverse::{DELIVERY_HEADER, received_from_pb, send_to_pb, sync_events};
 use crate::transport::{bearer_token, tls};
 
 /// Most items taken from a stream into one durable commit.
@@ -222,6 +221,37 @@ impl Peer for PeerService {
         Ok(Response::new(pb::LeaveResponse {}))
     }
 
+    /// A peer we never dial delivers a content we asked it for on its
+    /// `Pull` stream; the fetch waiting for it reads the chunks, and the
+    /// call is answered once that fetch is done with them.
+    async fn deliver(
+        &self,
+        request: Request<Streaming<pb::ContentChunk>>,
+    ) -> Result<Response<pb::DeliverResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let id = request
+            .metadata()
+            .get(DELIVERY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "a delivery names the request it answers in the {DELIVERY_HEADER} header"
+                ))
+            })?;
+        let (taken, done) = tokio::sync::oneshot::channel::<()>();
+        let from = format!("`{}` delivering", caller.name);
+        let stream = FetchStream::delivered(request.into_inner(), from, taken);
+        if !self.gate.delivered(&caller, id, stream) {
+            return Err(Status::not_found(format!(
+                "no attachment transfer here waits for delivery {id} (it gave up or finished); it asks again"
+            )));
+        }
+        // Closed (never sent) once the fetch drops the stream.
+        let _ = done.await;
+        Ok(Response::new(pb::DeliverResponse {}))
+    }
+
     type PullStream = SyncUpStream;
 
     /// A peer we never dial opens this for our items to it; its
@@ -275,64 +305,15 @@ impl Peer for PeerService {
         let grant = request.grant.map(grant_from_pb).ok_or_else(|| {
             Status::invalid_argument("a fetch needs the attachment key sent with the item")
         })?;
-        let content = self
+        let chunks = self
             .gate
-            .open_content(&caller, &grant)
+            .content_chunks(&caller.name, &grant, request.offset, self.stopped.clone())
             .await
             .map_err(status_of)?;
-        let chunk_bytes = CHUNK_BYTES as u64;
-        if request.offset % chunk_bytes != 0 || request.offset > content.size {
-            return Err(Status::invalid_argument(format!(
-                "offset {} is not a chunk boundary (multiples of {CHUNK_BYTES}) within the {} bytes of the content",
-                request.offset, content.size
-            )));
-        }
-        // Two chunks in flight: the next is read while one is sent, and
-        // memory stays at a few MiB whatever the file size.
-        let (chunks, stream) = tokio::sync::mpsc::channel(2);
-        let gate = self.gate.clone();
-        let mut stopped = self.stopped.clone();
-        let rate = self.gate.sending_rate(&caller.name).await;
-        tokio::spawn(async move {
-            let first = crate::attachment::chunk_index(request.offset);
-            for index in first..content.chunk_count() {
-                let read = tokio::select! {
-                    read = gate.read_chunk(content.id, index) => read,
-                    _ = stopped.changed() => return,
-                };
-                if let Ok(data) = &read {
-                    tokio::select! {
-                        () = gate.allow_sending(&caller.name, rate, data.len()) => {}
-                        _ = stopped.changed() => return,
-                    }
-                }
-                let message = match read {
-                    Ok(data) => {
-                        let chunk_hash = blake3::hash(&data).as_bytes().to_vec();
-                        gate.count_sent(&caller.name, data.len() as u64);
-                        Ok(pb::ContentChunk {
-                            offset: index as u64 * chunk_bytes,
-                            data: data.into(),
-                            chunk_hash: chunk_hash.into(),
-                            complete: false,
-                        })
-                    }
-                    Err(error) => Err(status_of(error)),
-                };
-                let failed = message.is_err();
-                if chunks.send(message).await.is_err() || failed {
-                    return;
-                }
-            }
-            let complete = pb::ContentChunk {
-                offset: content.size,
-                data: Default::default(),
-                chunk_hash: Default::default(),
-                complete: true,
-            };
-            let _ = chunks.send(Ok(complete)).await;
+        let stream = tokio_stream::StreamExt::map(ReceiverStream::new(chunks), |chunk| {
+            chunk.map(chunk_to_pb).map_err(status_of)
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type SyncStream = SyncDownStream;
@@ -383,7 +364,9 @@ impl Peer for PeerService {
                                 return;
                             }
                         }
-                        None => {}
+                        // Only a Pull stream carries it; a sender has no
+                        // business asking here.
+                        Some(pb::sync_up::Message::Deliver(_)) | None => {}
                     }
                     if batch.len() >= MAX_ITEMS_PER_COMMIT {
                         break;

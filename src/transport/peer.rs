@@ -331,6 +331,7 @@ impl PeerClient {
         Ok(FetchStream {
             inner,
             endpoint: self.endpoint.clone(),
+            _taken: None,
         })
     }
 
@@ -378,13 +379,40 @@ pub struct FetchedChunk {
     pub complete: bool,
 }
 
-/// A content arriving from a peer.
+/// A chunk as it goes on the wire.
+pub fn chunk_to_pb(chunk: FetchedChunk) -> pb::ContentChunk {
+    pb::ContentChunk {
+        offset: chunk.offset,
+        data: chunk.data,
+        chunk_hash: chunk.chunk_hash,
+        complete: chunk.complete,
+    }
+}
+
+/// A content arriving from a peer: the answer to our `Fetch`, or a
+/// `Deliver` call it made for us.
 pub struct FetchStream {
     inner: Streaming<pb::ContentChunk>,
     pub(super) endpoint: String,
+    /// For a delivery: dropped with the stream, which ends the call.
+    _taken: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FetchStream {
+    /// The chunks of a `Deliver` call; `taken` is dropped once they are
+    /// read (or given up on), so the call can be answered.
+    pub fn delivered(
+        inner: Streaming<pb::ContentChunk>,
+        from: String,
+        taken: tokio::sync::oneshot::Sender<()>,
+    ) -> FetchStream {
+        FetchStream {
+            inner,
+            endpoint: from,
+            _taken: Some(taken),
+        }
+    }
+
     /// The next chunk; `None` once the peer sent the last one.
     pub async fn next(&mut self) -> Result<Option<FetchedChunk>, CallError> {
         match self.inner.message().await {

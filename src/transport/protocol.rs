@@ -44,6 +44,17 @@ pub struct HelloAnswer {
 pub enum SendItem {
     Item(Box<WireItem>),
     Ping(u64),
+    /// On a stream the peer opened (`Pull`): asks it to deliver a content
+    /// we cannot fetch, since we never dial it.
+    Deliver(Delivery),
+}
+
+/// A content a peer is asked to deliver: `id` names its `Deliver` call.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: u64,
+    pub grant: crate::attachment::Grant,
+    pub offset: u64,
 }
 
 /// One outbound item as it goes on the wire.

@@ -12,7 +12,7 @@ use super::peer::{
     PeerClient, call_error, grant_from_pb, grant_to_pb, operation_from_pb, operation_to_pb,
     within_deadline,
 };
-use super::protocol::{CallError, SendItem, SyncEvent};
+use super::protocol::{CallError, Delivery, SendItem, SyncEvent};
 use crate::queue::{EncodedPayload, FieldBase};
 use crate::store::ReceivedItem;
 
@@ -54,6 +54,15 @@ pub fn send_to_pb(item: SendItem) -> pb::SyncUp {
         }
         SendItem::Ping(nonce) => pb::SyncUp {
             message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
+        },
+        SendItem::Deliver(delivery) => pb::SyncUp {
+            message: Some(pb::sync_up::Message::Deliver(pb::DeliverRequest {
+                id: delivery.id,
+                fetch: Some(pb::FetchRequest {
+                    grant: Some(grant_to_pb(delivery.grant)),
+                    offset: delivery.offset,
+                }),
+            })),
         },
     }
 }
@@ -137,6 +146,8 @@ pub fn sync_events(
 pub enum Pulled {
     Item(Box<ReceivedItem>),
     Ping(u64),
+    /// The peer asks for a content it cannot fetch from us.
+    Deliver(Delivery),
     Closed(CallError),
 }
 
@@ -186,6 +197,21 @@ impl PeerClient {
                     Ok(Some(pb::SyncUp {
                         message: Some(pb::sync_up::Message::Ping(ping)),
                     })) => Pulled::Ping(ping.nonce),
+                    Ok(Some(pb::SyncUp {
+                        message:
+                            Some(pb::sync_up::Message::Deliver(pb::DeliverRequest {
+                                id,
+                                fetch:
+                                    Some(pb::FetchRequest {
+                                        grant: Some(grant),
+                                        offset,
+                                    }),
+                            })),
+                    })) => Pulled::Deliver(Delivery {
+                        id,
+                        grant: grant_from_pb(grant),
+                        offset,
+                    }),
                     Ok(Some(_)) => continue,
                     Ok(None) => Pulled::Closed(CallError::ClosedByPeer {
                         endpoint: endpoint.clone(),
@@ -199,5 +225,30 @@ impl PeerClient {
             }
         });
         Ok((replies, received))
+    }
+}
+
+/// The header naming the request a `Deliver` call answers.
+pub const DELIVERY_HEADER: &str = "procsync-delivery";
+
+impl PeerClient {
+    /// Delivers a content the peer asked for on our `Pull` stream: streams
+    /// `chunks` up a `Deliver` call (never compressed, like a fetch) and
+    /// returns once the peer has taken them.
+    pub async fn deliver(
+        &mut self,
+        id: u64,
+        chunks: impl tokio_stream::Stream<Item = super::peer::FetchedChunk> + Send + 'static,
+    ) -> Result<(), CallError> {
+        let up = tokio_stream::StreamExt::map(chunks, super::peer::chunk_to_pb);
+        let mut request = self.request(up);
+        request
+            .metadata_mut()
+            .insert(DELIVERY_HEADER, tonic::metadata::MetadataValue::from(id));
+        self.plain
+            .deliver(request)
+            .await
+            .map_err(|s| call_error(&self.endpoint, s))?;
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ mod guarantees;
 mod instance;
 mod links;
 mod load;
+mod nat;
 mod operating;
 mod progress;
 mod reconcile;

@@ -302,7 +302,10 @@ const MODULE_EDGES: &[(&str, &[&str])] = &[
     ),
     ("reconcile", &["config", "ids", "queue"]),
     ("record", &["attachment", "condition", "domain", "ids"]),
-    ("runtime", &["config", "ids", "store", "transport"]),
+    (
+        "runtime",
+        &["attachment", "config", "ids", "store", "transport"],
+    ),
     ("scheduler", &["ids", "logging", "store", "worker"]),
     ("script", &["queue", "record"]),
     (
