@@ -151,8 +151,9 @@ impl PeerGate {
         let caller = self.lookup(fingerprint, token).await?;
         // A peer that can call us is up: our dispatcher for it need not wait
         // out its backoff.
-        self.sync.health.peer_seen(&caller.name);
-        self.sync.wake_outbound.notify_waiters();
+        if self.sync.health.peer_seen(&caller.name) {
+            self.sync.wake_outbound.notify_waiters();
+        }
         Ok(caller)
     }
 

@@ -366,12 +366,18 @@ impl HealthBoard {
     }
 
     /// The peer just called us: it is alive, so a dispatcher waiting out a
-    /// backoff for it should try again now.
-    pub fn peer_seen(&self, remote: &str) {
+    /// backoff for it should try again now. Says whether one may be
+    /// waiting (we do not see it Up), so that waking the dispatchers is
+    /// worth it: a peer calling often costs the others nothing.
+    pub fn peer_seen(&self, remote: &str) -> bool {
         self.1
             .lock()
             .expect("retry lock")
             .insert(remote.to_string());
+        !matches!(
+            self.get(remote).map(|h| h.health),
+            Some(Health::Up | Health::Slow)
+        )
     }
 
     pub fn take_retry_now(&self, remote: &str) -> bool {

@@ -140,7 +140,8 @@ pub enum StoreError {
     },
     #[error("definitions outside your domain changed while this file was checked; apply it again")]
     DefinitionsChanged,
-    /// A join the hub refused; the text says why and what to do.
+    /// A join the hub refused; the text says why and what to do. Always
+    /// returned before the job wrote anything, so it fails that job alone.
     #[error("{0}")]
     JoinRefused(String),
     /// One write of a batch failed; `source` says how.
@@ -195,7 +196,9 @@ impl StoreError {
     /// batch: input errors are found before the job writes anything, so
     /// the other jobs commit; anything else may have written half a change.
     pub fn aborts_batch(&self) -> bool {
-        !self.failure().is_input()
+        // A refused join is the caller's doing, like bad input: a flood of
+        // forged joins must not fail the writes committed beside them.
+        !self.failure().is_input() && !matches!(self, StoreError::JoinRefused(_))
     }
 
     /// A file the store could not `action` ("create", "write").

@@ -330,10 +330,7 @@ impl Api {
                         endpoint: request.endpoint,
                         token: request.token,
                     })
-                    .await
-                    .inspect_err(
-                        |e| tracing::warn!(target: "transport", error = %e, "Refused a join."),
-                    )?;
+                    .await?;
                 self.after_link_change().await?;
                 tracing::info!(target: "transport", member = %grant.member, group = %grant.group, "An instance joined a remote group.");
                 answer.member = grant.member;

@@ -7,6 +7,8 @@
 //! answer times of `stats`, `/metrics` and the dashboard's data with N
 //! remote systems, and the items/s applied when every edge writes at once.
 
+mod bad;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -68,6 +70,13 @@ table = "reading"
 struct Edge {
     items: Sender<SendItem>,
     events: Receiver<SyncEvent>,
+}
+
+/// An edge enrolled through invite and join, before it opens any stream:
+/// what it presents to the hub.
+struct Joined {
+    name: String,
+    target: PeerTarget,
 }
 
 pub async fn run(args: FleetBench) -> Result<()> {
@@ -136,17 +145,60 @@ pub async fn run(args: FleetBench) -> Result<()> {
     );
 
     answer_times(&mut hub).await?;
-    write_all(&mut hub, &mut edges, args.items).await
+    write_all(&mut hub, &mut edges, 1, args.items).await?;
+
+    // The same again with one bad peer of each kind at the hub.
+    let bad = bad::start(&mut hub.client, &endpoint).await?;
+    let cpu_before = super::cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let busy_cpu = super::cpu_seconds(pid) - cpu_before;
+    println!(
+        "hub CPU with {} idle edges and the bad peers at it: {:.1} % of one core over {} s",
+        args.edges,
+        busy_cpu * 100.0 / args.idle_seconds as f64,
+        args.idle_seconds
+    );
+    answer_times(&mut hub).await?;
+    write_all(&mut hub, &mut edges, args.items + 1, args.items).await?;
+    bad.report(&mut hub.client).await
 }
 
-/// One edge: a new identity, an invitation, the two join steps, then its
-/// pull and sync streams on one connection.
+/// One edge: joined (`join`), then its pull and sync streams on one
+/// connection.
 async fn enrol(
     hub: &mut crate::transport::client::AdminClient,
     endpoint: &str,
     n: usize,
 ) -> Result<Edge> {
-    let name = format!("edge-{n:05}");
+    let joined = join(hub, endpoint, &format!("edge-{n:05}")).await?;
+    let mut client = PeerClient::connect(&joined.target).await?;
+    let (replies, mut pulled) = client.pull().await?;
+    tokio::spawn(async move {
+        while let Some(next) = pulled.recv().await {
+            let reply = match next {
+                Pulled::Ping(nonce) => PullReply::Pong(nonce),
+                Pulled::Item(item) => PullReply::Ack(item.sequence),
+                // The fleet's readings carry no attachments.
+                Pulled::Deliver(_) => continue,
+                Pulled::Closed(_) => return,
+            };
+            if replies.send(reply).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (items, events) = client.sync().await?;
+    tokio::spawn(heartbeat(items.clone(), n));
+    Ok(Edge { items, events })
+}
+
+/// A new identity, an invitation, the two join steps.
+async fn join(
+    hub: &mut crate::transport::client::AdminClient,
+    endpoint: &str,
+    name: &str,
+) -> Result<Joined> {
+    let name = name.to_string();
     let identity = crate::identity::generate(&name).map_err(anyhow::Error::msg)?;
     let invited = hub.invite_remote("fleet", &name, 3600, endpoint).await?;
     let code = JoinCode::parse(&invited.code).map_err(anyhow::Error::msg)?;
@@ -189,25 +241,7 @@ async fn enrol(
         key_pem: identity.key_pem,
         link: Default::default(),
     };
-    let mut client = PeerClient::connect(&target).await?;
-    let (replies, mut pulled) = client.pull().await?;
-    tokio::spawn(async move {
-        while let Some(next) = pulled.recv().await {
-            let reply = match next {
-                Pulled::Ping(nonce) => PullReply::Pong(nonce),
-                Pulled::Item(item) => PullReply::Ack(item.sequence),
-                // The fleet's readings carry no attachments.
-                Pulled::Deliver(_) => continue,
-                Pulled::Closed(_) => return,
-            };
-            if replies.send(reply).await.is_err() {
-                return;
-            }
-        }
-    });
-    let (items, events) = client.sync().await?;
-    tokio::spawn(heartbeat(items.clone(), n));
-    Ok(Edge { items, events })
+    Ok(Joined { name, target })
 }
 
 /// What a real edge's session does on its sync stream while idle: a ping
@@ -264,11 +298,18 @@ async fn answer_times(hub: &mut crate::pair::Node) -> Result<()> {
 }
 
 /// Every edge sends `items` readings at once; the hub's applied rate.
-async fn write_all(hub: &mut crate::pair::Node, edges: &mut [Edge], items: u64) -> Result<()> {
+/// Every edge sends readings `first..first + items` at once; prints the
+/// rate they were applied at on the hub.
+async fn write_all(
+    hub: &mut crate::pair::Node,
+    edges: &mut [Edge],
+    first: u64,
+    items: u64,
+) -> Result<()> {
     let total = items * edges.len() as u64;
     let already = hub.client.stats().await?.inbound.processed;
     let started = Instant::now();
-    for sequence in 1..=items {
+    for sequence in first..first + items {
         for (n, edge) in edges.iter_mut().enumerate() {
             edge.items
                 .send(SendItem::Item(Box::new(reading(n, sequence))))

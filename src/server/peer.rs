@@ -4,6 +4,8 @@
 //! `inbound::PeerGate`, and converts the wire messages to domain types
 //! (the conversions both halves share are in `transport::peer`).
 
+mod window;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 
@@ -12,9 +14,11 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::status::status_of;
+use crate::api::ApiError;
 use crate::config::sync::Dial;
 use crate::identity::fingerprint_of_der;
 use crate::inbound::{Caller, PeerGate};
+use crate::store::StoreError;
 use crate::transport::enrol::{JoinRequest, step_from_pb};
 use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
@@ -23,6 +27,7 @@ use crate::transport::protocol::{Hello, PROTOCOL_VERSION, SendItem};
 use crate::transport::reconcile as reconcile_wire;
 use crate::transport::reverse::{DELIVERY_HEADER, received_from_pb, send_to_pb, sync_events};
 use crate::transport::{bearer_token, tls};
+use window::{Burst, Window};
 
 /// Most items taken from a stream into one durable commit.
 const MAX_ITEMS_PER_COMMIT: usize = 256;
@@ -48,7 +53,10 @@ struct PeerService {
     /// API's work, done for the peer.
     api: crate::api::Api,
     /// Joins taken in the current second, so a flood is turned away.
-    joins: std::sync::Arc<std::sync::Mutex<JoinWindow>>,
+    joins: std::sync::Arc<std::sync::Mutex<Window>>,
+    hellos: std::sync::Arc<std::sync::Mutex<Window>>,
+    /// Joins read and refused (a forged code, say), for the log.
+    refusals: std::sync::Arc<std::sync::Mutex<Burst>>,
     /// Set when the instance shuts down: open streams end so the listener
     /// can close.
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -63,46 +71,12 @@ type ReconcileDownStream =
 /// How long a reconciliation call may wait for the caller's next question.
 const RECONCILE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Most joins (each step counts) taken in one second.
+/// Most joins (each step counts) taken in one second, from all callers.
 const MOST_JOINS_PER_SECOND: u32 = 50;
 
-/// Joins counted in the current second, and refusals since the last
-/// logged one.
-#[derive(Debug)]
-struct JoinWindow {
-    second: std::time::Instant,
-    taken: u32,
-    refused: u64,
-}
-
-impl Default for JoinWindow {
-    fn default() -> Self {
-        JoinWindow {
-            second: std::time::Instant::now(),
-            taken: 0,
-            refused: 0,
-        }
-    }
-}
-
-impl JoinWindow {
-    /// Counts one join; `false` when the second's allowance is used up.
-    fn admit(&mut self) -> bool {
-        if self.second.elapsed() >= std::time::Duration::from_secs(1) {
-            self.second = std::time::Instant::now();
-            self.taken = 0;
-        }
-        if self.taken < MOST_JOINS_PER_SECOND {
-            self.taken += 1;
-            return true;
-        }
-        self.refused += 1;
-        if self.refused == 1 || self.refused.is_power_of_two() {
-            tracing::warn!(target: "transport", refused = self.refused, most_per_second = MOST_JOINS_PER_SECOND, "Turned joins away: more came at once than the hub takes in a second.");
-        }
-        false
-    }
-}
+/// Most hellos taken in one second from one caller: `remote validate`
+/// sends one.
+const MOST_HELLOS_PER_SECOND: u32 = 5;
 
 type SyncUpStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncUp, Status>> + Send>>;
 
@@ -131,6 +105,20 @@ impl Peer for PeerService {
         request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
         let caller = self.caller(&request).await?;
+        let admitted = self
+            .hellos
+            .lock()
+            .expect("hello window lock")
+            .admit(&caller.name);
+        if let Err(refused) = admitted {
+            if refused.log() {
+                tracing::warn!(target: "transport", remote_system = %caller.name, refused = refused.count, most_per_second = MOST_HELLOS_PER_SECOND, "Turned hellos away from a peer: it sent more in a second than a validation needs.");
+            }
+            return Err(Status::resource_exhausted(format!(
+                "more than {MOST_HELLOS_PER_SECOND} hellos came from `{}` in one second; validate once, then wait a second before trying again",
+                caller.name
+            )));
+        }
         let req = request.into_inner();
         let answer = self
             .gate
@@ -165,7 +153,11 @@ impl Peer for PeerService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        if !self.joins.lock().expect("join window lock").admit() {
+        let admitted = self.joins.lock().expect("join window lock").admit("");
+        if let Err(refused) = admitted {
+            if refused.log() {
+                tracing::warn!(target: "transport", refused = refused.count, most_per_second = MOST_JOINS_PER_SECOND, "Turned joins away: more came at once than the hub takes in a second.");
+            }
             return Err(Status::resource_exhausted(
                 "the hub is taking too many joins at once; try again in a few seconds",
             ));
@@ -197,7 +189,14 @@ impl Peer for PeerService {
                 },
             )
             .await
-            .map_err(status_of)?;
+            .map_err(|e| {
+                if let ApiError::Store(StoreError::JoinRefused(reason)) = &e {
+                    if let Some(run) = self.refusals.lock().expect("refusals lock").log() {
+                        tracing::warn!(target: "transport", %reason, refused_in_a_row = run, "Refused a join.");
+                    }
+                }
+                status_of(e)
+            })?;
         Ok(Response::new(pb::JoinResponse {
             protocol_version: answer.protocol_version,
             member: answer.member,
@@ -545,7 +544,13 @@ pub async fn serve(
             PeerServer::new(PeerService {
                 gate,
                 api,
-                joins: Default::default(),
+                joins: std::sync::Arc::new(std::sync::Mutex::new(Window::new(
+                    MOST_JOINS_PER_SECOND,
+                ))),
+                refusals: Default::default(),
+                hellos: std::sync::Arc::new(std::sync::Mutex::new(Window::new(
+                    MOST_HELLOS_PER_SECOND,
+                ))),
                 stopped,
             })
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)

@@ -103,6 +103,29 @@ fn a_fleet_of_twenty_simulated_edges_enrols_idles_and_writes() {
         "{out}"
     );
     assert!(out.contains("(200 acknowledged to the edges)"), "{out}");
+    // Again beside one bad peer of each kind, each bounded by the hub.
+    assert!(
+        out.contains("20 edges writing 10 readings each at once: 200 applied on the hub")
+            && out.matches("(200 acknowledged to the edges)").count() == 2,
+        "{out}"
+    );
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line `{start}`: {out}"))
+            .to_string()
+    };
+    let silent = line("bad peer, silent after its handshake:");
+    assert!(silent.contains("closed by the hub after"), "{silent}");
+    let hellos = line("bad peer, 4 callers flooding hello");
+    assert!(!hellos.contains(" 0 turned away"), "{hellos}");
+    assert!(hellos.contains(", 0 failed otherwise"), "{hellos}");
+    let joins = line("bad peer, 4 callers flooding joins");
+    assert!(!joins.contains(": 0 turned away"), "{joins}");
+    assert!(joins.ends_with(", 0 taken"), "{joins}");
+    let reader = line("bad peer, streams open and never answered:");
+    assert!(reader.contains("no heartbeat answer"), "{reader}");
+    assert!(reader.contains("shows it Down"), "{reader}");
 }
 
 #[test]
