@@ -78,6 +78,12 @@ const MOST_JOINS_PER_SECOND: u32 = 50;
 /// sends one.
 const MOST_HELLOS_PER_SECOND: u32 = 5;
 
+/// How long a refused join, or a hello or join past the allowance, waits
+/// for its answer: a caller that waits for answers (as any client does)
+/// then floods at a few calls a second, not thousands, and costs the hub
+/// a sleeping task each.
+const REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 type SyncUpStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncUp, Status>> + Send>>;
 
 type SyncDownStream =
@@ -114,6 +120,7 @@ impl Peer for PeerService {
             if refused.log() {
                 tracing::warn!(target: "transport", remote_system = %caller.name, refused = refused.count, most_per_second = MOST_HELLOS_PER_SECOND, "Turned hellos away from a peer: it sent more in a second than a validation needs.");
             }
+            tokio::time::sleep(REFUSAL_PAUSE).await;
             return Err(Status::resource_exhausted(format!(
                 "more than {MOST_HELLOS_PER_SECOND} hellos came from `{}` in one second; validate once, then wait a second before trying again",
                 caller.name
@@ -158,6 +165,7 @@ impl Peer for PeerService {
             if refused.log() {
                 tracing::warn!(target: "transport", refused = refused.count, most_per_second = MOST_JOINS_PER_SECOND, "Turned joins away: more came at once than the hub takes in a second.");
             }
+            tokio::time::sleep(REFUSAL_PAUSE).await;
             return Err(Status::resource_exhausted(
                 "the hub is taking too many joins at once; try again in a few seconds",
             ));
@@ -188,15 +196,20 @@ impl Peer for PeerService {
                     token: req.token,
                 },
             )
-            .await
-            .map_err(|e| {
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
                 if let ApiError::Store(StoreError::JoinRefused(reason)) = &e {
                     if let Some(run) = self.refusals.lock().expect("refusals lock").log() {
                         tracing::warn!(target: "transport", %reason, refused_in_a_row = run, "Refused a join.");
                     }
+                    // Guessing secrets goes at a second a try.
+                    tokio::time::sleep(REFUSAL_PAUSE).await;
                 }
-                status_of(e)
-            })?;
+                return Err(status_of(e));
+            }
+        };
         Ok(Response::new(pb::JoinResponse {
             protocol_version: answer.protocol_version,
             member: answer.member,

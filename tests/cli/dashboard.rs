@@ -340,3 +340,50 @@ fn the_dashboard_shows_the_stats_and_an_operator_retries_an_error_item_in_a_brow
     let description = record["fields"]["short_description"].as_str().unwrap();
     assert!(["a", "b"].contains(&description), "{record:#}");
 }
+
+#[test]
+fn the_dashboard_pages_a_hubs_many_remote_systems_and_finds_one_by_name() {
+    let hub = Instance::init("hub");
+    let _server = hub.serve();
+    let mut definitions = String::new();
+    for n in 1..=30 {
+        definitions.push_str(&format!(
+            "[[remote_system]]\nname = \"store-{n:02}\"\nendpoint = \"https://127.0.0.1:{}\"\nfingerprint = \"sha256:{}\"\ninbound_api_user = \"api_user\"\nrun_as = \"runas_user\"\n\n",
+            20_000 + n,
+            format!("{n:02}").repeat(32)
+        ));
+    }
+    crate::support::apply_with_users(&hub, &definitions);
+    let browser = Browser::start();
+    browser.open(&format!(
+        "http://{}/dashboard#token={}",
+        hub.admin_address(),
+        hub.token()
+    ));
+    browser.wait_for("#board:not([hidden]) #remotes tr[data-remote='store-01']");
+    let rows = || {
+        browser
+            .script("return document.querySelectorAll('#remotes tr[data-remote]').length")
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(rows(), 25, "one page of 25");
+    assert_eq!(browser.text_of("#remotes-page"), "1–25 of 30");
+    let summary = browser.text_of("#remotes-summary");
+    assert!(summary.starts_with("30 remote systems: "), "{summary}");
+    browser.click_on("#remotes-next");
+    browser.wait_for("#remotes tr[data-remote='store-30']");
+    assert_eq!(rows(), 5);
+    assert_eq!(browser.text_of("#remotes-page"), "26–30 of 30");
+    // A refresh keeps the page.
+    let refreshed = browser.script("return document.body.dataset.refreshed");
+    wait_until("the next refresh", Duration::from_secs(20), || {
+        browser.script("return document.body.dataset.refreshed") != refreshed
+    });
+    assert_eq!(browser.text_of("#remotes-page"), "26–30 of 30");
+    let filter = browser.wait_for("#remotes-filter");
+    browser.type_into(&filter, "store-07");
+    browser.wait_for("#remotes tr[data-remote='store-07']");
+    assert_eq!(rows(), 1);
+    assert_eq!(browser.text_of("#remotes-page"), "1–1 of 1");
+}

@@ -192,7 +192,8 @@ impl BadPeers {
         );
         let (taken, turned_away, refused) = self.joins.get();
         println!(
-            "bad peer, {FLOODERS} callers flooding joins with guessed secrets for {seconds:.0} s: {turned_away} turned away unread, {refused} refused for the secret, {taken} taken"
+            "bad peer, {FLOODERS} callers flooding joins with guessed secrets for {seconds:.0} s: {turned_away} turned away unread, {refused} refused for the secret ({:.1}/s), {taken} taken",
+            refused as f64 / seconds
         );
         let deadline = self.started + Duration::from_secs(90);
         loop {
