@@ -236,6 +236,11 @@ impl PeerGate {
         crate::runtime::Bandwidth::rate_of(&self.store, remote).await
     }
 
+    /// `remote`, which we pull from, removed its link to us.
+    pub fn peer_left(&self, remote: &str) {
+        self.sync.peers_left.tell(remote);
+    }
+
     /// Hands the chunks of a caller's `Deliver` call to the fetch that
     /// asked for them; false when none waits.
     pub fn delivered(

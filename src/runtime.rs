@@ -39,6 +39,35 @@ pub struct SyncRuntime {
     pub wire: WireBoard,
     /// Each peer's sending allowance, when `link.max_bytes_per_s` limits it.
     pub bandwidth: Bandwidth,
+    /// Peers that removed their link to us, told down a `Pull` stream, for
+    /// the API to remove our side.
+    pub peers_left: PeersLeft,
+}
+
+/// Names of peers that said they removed their link to us, waiting to be
+/// unlinked here.
+#[derive(Clone, Default)]
+pub struct PeersLeft(Arc<Mutex<Vec<String>>>, Arc<tokio::sync::Notify>);
+
+impl PeersLeft {
+    pub fn tell(&self, remote: &str) {
+        self.0
+            .lock()
+            .expect("peers left lock")
+            .push(remote.to_string());
+        self.1.notify_one();
+    }
+
+    /// The names told since the last call, once some are.
+    pub async fn next(&self) -> Vec<String> {
+        loop {
+            let told = std::mem::take(&mut *self.0.lock().expect("peers left lock"));
+            if !told.is_empty() {
+                return told;
+            }
+            self.1.notified().await;
+        }
+    }
 }
 
 /// The byte counts of the links to each remote system.
@@ -198,6 +227,22 @@ impl ReverseStreams {
             return Err(not_open());
         }
         Ok((id, arrives))
+    }
+
+    /// Tells `remote`, over the stream it opened, that we removed our
+    /// link to it; false when it has none open.
+    pub async fn tell_left(&self, remote: &str) -> bool {
+        let asker = self
+            .0
+            .lock()
+            .expect("reverse streams lock")
+            .askers
+            .get(remote)
+            .and_then(tokio::sync::mpsc::WeakSender::upgrade);
+        match asker {
+            Some(asker) => asker.send(SendItem::Left).await.is_ok(),
+            None => false,
+        }
     }
 
     pub fn forget_delivery(&self, remote: &str, id: u64) {

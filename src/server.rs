@@ -114,6 +114,24 @@ pub async fn run(
     );
     let api = Api::new(store.clone(), config.limits.clone(), sync.clone())
         .with_peer_endpoint(config.peer.endpoint(peer_address));
+    // A peer we never dial that removed its link to us says so down the
+    // stream we pull from; our side goes too.
+    {
+        let (api, left, mut stop) = (api.clone(), sync.peers_left.clone(), workers.stop_signal());
+        tokio::spawn(async move {
+            loop {
+                let told = tokio::select! {
+                    told = left.next() => told,
+                    () = crate::worker::stopped(&mut stop) => return,
+                };
+                for remote in told {
+                    if let Err(e) = api.peer_left(remote.clone()).await {
+                        tracing::warn!(target: "transport", remote_system = %remote, error = %e, "A peer said it removed its link to this instance, but ours could not be removed; remove it with `procsync remote remove`.");
+                    }
+                }
+            }
+        });
+    }
     let peer_task = {
         let api = api.clone();
         let peer_tls = peer::PeerTls {

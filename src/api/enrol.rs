@@ -251,9 +251,25 @@ impl Api {
     /// Unlinks enrolled remote system `name` here, then tells the peer.
     pub async fn remove_remote(&self, caller: &Caller, name: String) -> Result<Unlinked, ApiError> {
         caller.require(Permission::ManageUsers)?;
+        // A peer we never dial hears it down the stream it opened, before
+        // that stream ends with the removal.
+        let looked_up = name.clone();
+        let never_dialled = self
+            .blocking(move |store| store.remote_system(&looked_up))
+            .await?
+            .is_some_and(|r| r.spec.dial == crate::config::sync::Dial::Never);
+        let told = never_dialled && self.sync.reverse.tell_left(&name).await;
         let removed = self.store.remove_enrolled(name.clone()).await?;
         self.after_link_change().await?;
         tracing::info!(target: "transport", remote_system = %name, "An enrolled remote system was removed.");
+        if never_dialled {
+            let peer = if told {
+                Ok(())
+            } else {
+                Err("it has no stream open to this instance, which never dials it".to_string())
+            };
+            return Ok(Unlinked { name, peer });
+        }
         let instance = self.blocking(|store| store.instance()).await?;
         let peer = match removed.token {
             None => Err("this instance held no token for it".to_string()),

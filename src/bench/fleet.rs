@@ -180,7 +180,7 @@ async fn enrol(
                 Pulled::Item(item) => PullReply::Ack(item.sequence),
                 // The fleet's readings carry no attachments.
                 Pulled::Deliver(_) => continue,
-                Pulled::Closed(_) => return,
+                Pulled::Left | Pulled::Closed(_) => return,
             };
             if replies.send(reply).await.is_err() {
                 return;

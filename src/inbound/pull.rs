@@ -212,6 +212,12 @@ impl Puller {
                 Some(Pulled::Ping(nonce)) => {
                     let _ = replies.send(PullReply::Pong(nonce)).await;
                 }
+                Some(Pulled::Left) => {
+                    tracing::info!(target: "inbound_queue", remote_system = %self.remote, "The peer removed its link to this instance; removing ours.");
+                    self.gate.peer_left(&self.remote);
+                    self.stream = None;
+                    return Step::Idle(Some(Instant::now() + SUPERVISE_EVERY));
+                }
                 Some(Pulled::Deliver(delivery)) => {
                     deliver(&self.store, &self.gate, &self.remote, &self.stop, delivery);
                 }

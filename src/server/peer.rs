@@ -378,7 +378,8 @@ impl Peer for PeerService {
                         }
                         // Only a Pull stream carries it; a sender has no
                         // business asking here.
-                        Some(pb::sync_up::Message::Deliver(_)) | None => {}
+                        Some(pb::sync_up::Message::Deliver(_) | pb::sync_up::Message::Left(_))
+                        | None => {}
                     }
                     if batch.len() >= MAX_ITEMS_PER_COMMIT {
                         break;

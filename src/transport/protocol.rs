@@ -47,6 +47,8 @@ pub enum SendItem {
     /// On a stream the peer opened (`Pull`): asks it to deliver a content
     /// we cannot fetch, since we never dial it.
     Deliver(Delivery),
+    /// On a stream the peer opened (`Pull`): we removed our link to it.
+    Left,
 }
 
 /// A content a peer is asked to deliver: `id` names its `Deliver` call.

@@ -55,6 +55,9 @@ pub fn send_to_pb(item: SendItem) -> pb::SyncUp {
         SendItem::Ping(nonce) => pb::SyncUp {
             message: Some(pb::sync_up::Message::Ping(pb::Ping { nonce })),
         },
+        SendItem::Left => pb::SyncUp {
+            message: Some(pb::sync_up::Message::Left(pb::Left {})),
+        },
         SendItem::Deliver(delivery) => pb::SyncUp {
             message: Some(pb::sync_up::Message::Deliver(pb::DeliverRequest {
                 id: delivery.id,
@@ -148,6 +151,8 @@ pub enum Pulled {
     Ping(u64),
     /// The peer asks for a content it cannot fetch from us.
     Deliver(Delivery),
+    /// The peer removed its link to us.
+    Left,
     Closed(CallError),
 }
 
@@ -212,6 +217,9 @@ impl PeerClient {
                         grant: grant_from_pb(grant),
                         offset,
                     }),
+                    Ok(Some(pb::SyncUp {
+                        message: Some(pb::sync_up::Message::Left(_)),
+                    })) => Pulled::Left,
                     Ok(Some(_)) => continue,
                     Ok(None) => Pulled::Closed(CallError::ClosedByPeer {
                         endpoint: endpoint.clone(),

@@ -198,4 +198,21 @@ fn a_hub_that_never_dials_its_edges_sends_over_the_streams_they_open() {
                 .all(|s| s == "Processed")
         },
     );
+
+    // Removed on the hub, the edge it never dials hears it down the stream
+    // the edge opened, and removes its side too.
+    let removed = hub.ok(&["remote", "remove", "store-9"]);
+    assert!(
+        removed.contains("removed `store-9` here and at the peer"),
+        "{removed}"
+    );
+    wait_for(
+        &[&edge, &hub],
+        "the edge to remove its link to the hub",
+        Duration::from_secs(30),
+        || remotes(&edge).is_empty(),
+    );
+    assert!(remotes(&hub).is_empty());
+    let flows = edge.ok(&["export"]);
+    assert!(!flows.contains("remote_system = \"hub\""), "{flows}");
 }

@@ -67,7 +67,7 @@ impl Peer {
             match sent {
                 SendItem::Item(item) => items.push(item.sequence),
                 SendItem::Ping(nonce) => pings.push(nonce),
-                SendItem::Deliver(_) => panic!("a session never asks for a delivery"),
+                SendItem::Deliver(_) | SendItem::Left => panic!("only sent around a session"),
             }
         }
         (items, pings)
