@@ -222,7 +222,11 @@ impl ReverseStreams {
             (asker, id, arrives)
         };
         let delivery = Delivery { id, grant, offset };
-        if asker.send(SendItem::Deliver(delivery)).await.is_err() {
+        if asker
+            .send(SendItem::Deliver(Box::new(delivery)))
+            .await
+            .is_err()
+        {
             self.forget_delivery(remote, id);
             return Err(not_open());
         }

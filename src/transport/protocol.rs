@@ -45,8 +45,9 @@ pub enum SendItem {
     Item(Box<WireItem>),
     Ping(u64),
     /// On a stream the peer opened (`Pull`): asks it to deliver a content
-    /// we cannot fetch, since we never dial it.
-    Deliver(Delivery),
+    /// we cannot fetch, since we never dial it (boxed: every slot of a
+    /// session's channel is as large as the largest variant).
+    Deliver(Box<Delivery>),
     /// On a stream the peer opened (`Pull`): we removed our link to it.
     Left,
 }
