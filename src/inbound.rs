@@ -225,12 +225,6 @@ impl PeerGate {
         })
     }
 
-    /// Waits until `bytes` more may be sent to `remote` under its
-    /// `link.max_bytes_per_s` (read once per transfer: `rate`).
-    pub async fn allow_sending(&self, remote: &str, rate: u64, bytes: usize) {
-        self.sync.bandwidth.wait(remote, rate, bytes).await;
-    }
-
     /// The most bytes per second this instance sends `remote` (0: no limit).
     pub async fn sending_rate(&self, remote: &str) -> u64 {
         crate::runtime::Bandwidth::rate_of(&self.store, remote).await

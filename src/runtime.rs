@@ -208,18 +208,14 @@ impl ReverseStreams {
             remote: remote.to_string(),
             how: "is not open (it dials us and we never dial it): the attachment comes once it connects",
         };
-        let (asker, id, arrives) = {
+        let asker = self.asker(remote).ok_or_else(not_open)?;
+        let (id, arrives) = {
             let mut reverse = self.0.lock().expect("reverse streams lock");
-            let asker = reverse
-                .askers
-                .get(remote)
-                .and_then(tokio::sync::mpsc::WeakSender::upgrade)
-                .ok_or_else(not_open)?;
             reverse.next_delivery += 1;
             let id = reverse.next_delivery;
             let (arrived, arrives) = tokio::sync::oneshot::channel();
             reverse.deliveries.insert((remote.to_string(), id), arrived);
-            (asker, id, arrives)
+            (id, arrives)
         };
         let delivery = Delivery { id, grant, offset };
         if asker
@@ -236,17 +232,20 @@ impl ReverseStreams {
     /// Tells `remote`, over the stream it opened, that we removed our
     /// link to it; false when it has none open.
     pub async fn tell_left(&self, remote: &str) -> bool {
-        let asker = self
-            .0
+        match self.asker(remote) {
+            Some(asker) => asker.send(SendItem::Left).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Where to send `remote` a request: its latest stream, while open.
+    fn asker(&self, remote: &str) -> Option<tokio::sync::mpsc::Sender<SendItem>> {
+        self.0
             .lock()
             .expect("reverse streams lock")
             .askers
             .get(remote)
-            .and_then(tokio::sync::mpsc::WeakSender::upgrade);
-        match asker {
-            Some(asker) => asker.send(SendItem::Left).await.is_ok(),
-            None => false,
-        }
+            .and_then(tokio::sync::mpsc::WeakSender::upgrade)
     }
 
     pub fn forget_delivery(&self, remote: &str, id: u64) {

@@ -214,25 +214,12 @@ async fn join(
         token: new_token(),
     };
     let mut joining = PeerClient::connect(&target).await?;
-    let answer = loop {
-        match joining.join(JoinStep::Enrol, request.clone()).await {
-            Ok(answer) => break answer,
-            // Past the hub's joins per second: wait a moment.
-            Err(e) if e.to_string().contains("too many joins") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("{name} joining")),
-        }
-    };
-    loop {
-        match joining.join(JoinStep::Confirm, request.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.to_string().contains("too many joins") => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("{name} confirming")),
-        }
-    }
+    let answer = join_step(&mut joining, JoinStep::Enrol, &request)
+        .await
+        .with_context(|| format!("{name} joining"))?;
+    join_step(&mut joining, JoinStep::Confirm, &request)
+        .await
+        .with_context(|| format!("{name} confirming"))?;
     let target = PeerTarget {
         endpoint: code.endpoint.clone(),
         fingerprint: code.fingerprint.clone(),
@@ -242,6 +229,24 @@ async fn join(
         link: Default::default(),
     };
     Ok(Joined { name, target })
+}
+
+/// One join step, again after a moment while the hub takes no more joins
+/// this second.
+async fn join_step(
+    joining: &mut PeerClient,
+    step: JoinStep,
+    request: &JoinRequest,
+) -> Result<crate::transport::enrol::JoinAnswer> {
+    loop {
+        match joining.join(step, request.clone()).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if e.to_string().contains("too many joins") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// What a real edge's session does on its sync stream while idle: a ping
@@ -297,7 +302,6 @@ async fn answer_times(hub: &mut crate::pair::Node) -> Result<()> {
     Ok(())
 }
 
-/// Every edge sends `items` readings at once; the hub's applied rate.
 /// Every edge sends readings `first..first + items` at once; prints the
 /// rate they were applied at on the hub.
 async fn write_all(
