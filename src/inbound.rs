@@ -246,6 +246,17 @@ impl PeerGate {
         self.sync.reverse.delivered(&caller.name, id, stream)
     }
 
+    /// Hands a caller's `ReconcileBack` call to the reconciler that asked
+    /// for it; false when none waits.
+    pub fn reconcile_opened(
+        &self,
+        caller: &Caller,
+        id: u64,
+        call: crate::transport::reconcile::ReconcileCall,
+    ) -> bool {
+        self.sync.reverse.reconcile_opened(&caller.name, id, call)
+    }
+
     /// Hands a stream the caller opened for our items to it (`Pull`) to
     /// its dispatcher.
     pub fn offer_stream(&self, caller: &Caller, ends: crate::runtime::StreamEnds) {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::store::{RemoteState, Store, StoreError};
 use crate::transport::peer::FetchStream;
 use crate::transport::protocol::{CallError, Delivery, SendItem, SyncEvent};
+use crate::transport::reconcile::ReconcileCall;
 use crate::transport::tls::AllowedPeers;
 use crate::transport::wire::WireCounts;
 
@@ -152,9 +153,10 @@ pub type StreamEnds = (
 
 /// Streams a peer opened for the items we send it (`Pull`, for a peer we
 /// never dial), each waiting for that remote's dispatcher to take it. A
-/// newer stream replaces a waiting older one. Over the latest one, the
-/// contents we cannot fetch from such a peer are asked for
-/// (`ask_delivery`), and its `Deliver` calls find their fetch here.
+/// newer stream replaces a waiting older one. Over the latest one, what we
+/// cannot call such a peer for is asked of it: a content to deliver
+/// (`ask_delivery`), a comparison to answer (`ask_reconcile`); the calls
+/// it makes in answer find their asker here.
 #[derive(Clone, Default)]
 pub struct ReverseStreams(Arc<Mutex<Reverse>>);
 
@@ -162,12 +164,19 @@ pub struct ReverseStreams(Arc<Mutex<Reverse>>);
 struct Reverse {
     /// Offered, not yet taken by the dispatcher.
     waiting: HashMap<String, StreamEnds>,
-    /// Where to ask each remote for a content: its latest stream, held
-    /// weakly (the dispatcher's session owns it, and ends it).
+    /// Where to ask each remote: its latest stream, held weakly (the
+    /// dispatcher's session owns it, and ends it).
     askers: HashMap<String, tokio::sync::mpsc::WeakSender<SendItem>>,
-    /// Deliveries asked for, by remote and id, each for the fetch waiting.
-    deliveries: HashMap<(String, u64), tokio::sync::oneshot::Sender<FetchStream>>,
-    next_delivery: u64,
+    /// Requests sent, by remote and id, each for the task awaiting the
+    /// peer's call.
+    awaited: HashMap<(String, u64), Awaited>,
+    next_id: u64,
+}
+
+/// Who awaits the call a peer makes in answer to a request.
+enum Awaited {
+    Delivery(tokio::sync::oneshot::Sender<FetchStream>),
+    Reconcile(tokio::sync::oneshot::Sender<ReconcileCall>),
 }
 
 impl ReverseStreams {
@@ -197,36 +206,69 @@ impl ReverseStreams {
 
     /// Asks `remote`, over the stream it opened, to deliver the content
     /// `grant` names from `offset` on; its `Deliver` call arrives through
-    /// the receiver (dropped unanswered: call `forget_delivery`).
+    /// the receiver (dropped unanswered: call `forget`).
     pub async fn ask_delivery(
         &self,
         remote: &str,
         grant: crate::attachment::Grant,
         offset: u64,
     ) -> Result<(u64, tokio::sync::oneshot::Receiver<FetchStream>), CallError> {
+        let (arrived, arrives) = tokio::sync::oneshot::channel();
+        let request = |id| SendItem::Deliver(Box::new(Delivery { id, grant, offset }));
+        let id = self
+            .ask(
+                remote,
+                request,
+                Awaited::Delivery(arrived),
+                "is not open (it dials us and we never dial it): the attachment comes once it connects",
+            )
+            .await?;
+        Ok((id, arrives))
+    }
+
+    /// Asks `remote`, over the stream it opened, to answer a comparison;
+    /// its `ReconcileBack` call arrives through the receiver (dropped
+    /// unanswered: call `forget`).
+    pub async fn ask_reconcile(
+        &self,
+        remote: &str,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<ReconcileCall>), CallError> {
+        let (arrived, arrives) = tokio::sync::oneshot::channel();
+        let id = self
+            .ask(
+                remote,
+                SendItem::Reconcile,
+                Awaited::Reconcile(arrived),
+                "is not open (it dials us and we never dial it): compare again once it connects",
+            )
+            .await?;
+        Ok((id, arrives))
+    }
+
+    async fn ask(
+        &self,
+        remote: &str,
+        request: impl FnOnce(u64) -> SendItem,
+        awaited: Awaited,
+        not_open: &'static str,
+    ) -> Result<u64, CallError> {
         let not_open = || CallError::StreamGone {
             remote: remote.to_string(),
-            how: "is not open (it dials us and we never dial it): the attachment comes once it connects",
+            how: not_open,
         };
         let asker = self.asker(remote).ok_or_else(not_open)?;
-        let (id, arrives) = {
+        let id = {
             let mut reverse = self.0.lock().expect("reverse streams lock");
-            reverse.next_delivery += 1;
-            let id = reverse.next_delivery;
-            let (arrived, arrives) = tokio::sync::oneshot::channel();
-            reverse.deliveries.insert((remote.to_string(), id), arrived);
-            (id, arrives)
+            reverse.next_id += 1;
+            let id = reverse.next_id;
+            reverse.awaited.insert((remote.to_string(), id), awaited);
+            id
         };
-        let delivery = Delivery { id, grant, offset };
-        if asker
-            .send(SendItem::Deliver(Box::new(delivery)))
-            .await
-            .is_err()
-        {
-            self.forget_delivery(remote, id);
+        if asker.send(request(id)).await.is_err() {
+            self.forget(remote, id);
             return Err(not_open());
         }
-        Ok((id, arrives))
+        Ok(id)
     }
 
     /// Tells `remote`, over the stream it opened, that we removed our
@@ -248,24 +290,35 @@ impl ReverseStreams {
             .and_then(tokio::sync::mpsc::WeakSender::upgrade)
     }
 
-    pub fn forget_delivery(&self, remote: &str, id: u64) {
+    /// Drops a request no call answered in time.
+    pub fn forget(&self, remote: &str, id: u64) {
+        self.awaited_by(remote, id);
+    }
+
+    fn awaited_by(&self, remote: &str, id: u64) -> Option<Awaited> {
         self.0
             .lock()
             .expect("reverse streams lock")
-            .deliveries
-            .remove(&(remote.to_string(), id));
+            .awaited
+            .remove(&(remote.to_string(), id))
     }
 
     /// Hands a `Deliver` call's chunks to the fetch that asked for them;
     /// false when none waits (it gave up, or never asked).
     pub fn delivered(&self, remote: &str, id: u64, stream: FetchStream) -> bool {
-        let waiting = self
-            .0
-            .lock()
-            .expect("reverse streams lock")
-            .deliveries
-            .remove(&(remote.to_string(), id));
-        waiting.is_some_and(|fetch| fetch.send(stream).is_ok())
+        match self.awaited_by(remote, id) {
+            Some(Awaited::Delivery(fetch)) => fetch.send(stream).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Hands a `ReconcileBack` call to the reconciler that asked for it;
+    /// false when none waits.
+    pub fn reconcile_opened(&self, remote: &str, id: u64, call: ReconcileCall) -> bool {
+        match self.awaited_by(remote, id) {
+            Some(Awaited::Reconcile(reconciler)) => reconciler.send(call).is_ok(),
+            _ => false,
+        }
     }
 }
 

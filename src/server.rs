@@ -167,6 +167,7 @@ pub async fn run(
         crate::outbound::reconcile::Reconciler::new(
             store.clone(),
             sync.wake_outbound.clone(),
+            sync.reverse.clone(),
             workers.stop_signal(),
         ),
         sync.wake_reconcile.clone(),

@@ -178,8 +178,9 @@ async fn enrol(
             let reply = match next {
                 Pulled::Ping(nonce) => PullReply::Pong(nonce),
                 Pulled::Item(item) => PullReply::Ack(item.sequence),
-                // The fleet's readings carry no attachments.
-                Pulled::Deliver(_) => continue,
+                // The fleet's readings carry no attachments, and its hub
+                // compares nothing.
+                Pulled::Deliver(_) | Pulled::Reconcile(_) => continue,
                 Pulled::Left | Pulled::Closed(_) => return,
             };
             if replies.send(reply).await.is_err() {

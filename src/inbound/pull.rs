@@ -221,6 +221,9 @@ impl Puller {
                 Some(Pulled::Deliver(delivery)) => {
                     deliver(&self.store, &self.gate, &self.remote, &self.stop, delivery);
                 }
+                Some(Pulled::Reconcile(id)) => {
+                    reconcile_back(&self.store, &self.gate, &self.remote, &self.stop, id);
+                }
                 Some(Pulled::Closed(e)) => closed = Some(e.to_string()),
                 None => closed = Some("the stream ended".to_string()),
             }
@@ -295,6 +298,47 @@ fn deliver(
             }
             Err(error) => {
                 tracing::warn!(target: "attachments", remote_system = %remote, hash = %delivery.grant.hash, error = %error, "Could not deliver an attachment content the peer asked for; it asks again.");
+            }
+        }
+    });
+}
+
+/// Answers the comparison `remote` asked for (it never dials us, so it
+/// cannot call us to ask) on a call of our own, as if it had called: only
+/// while our inbound state for it is Active. A refusal goes up the call as
+/// the last answer; the peer's reconciliation reports it.
+fn reconcile_back(
+    store: &Arc<Store>,
+    gate: &PeerGate,
+    remote: &str,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    id: u64,
+) {
+    let (store, gate) = (store.clone(), gate.clone());
+    let (remote, stop) = (remote.to_string(), stop.clone());
+    tokio::spawn(async move {
+        let (replies, answers) = tokio::sync::mpsc::channel(2);
+        let answers = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(answers),
+            |reply: Result<_, PeerError>| reply.map_err(|e| e.to_string()),
+        );
+        let opened = async {
+            let responder = gate.reconcile(gate.puller_caller(&remote).await?).await;
+            let target = crate::transport::peer::target_of(store, &remote).await?;
+            let asks = PeerClient::connect(&target)
+                .await?
+                .reconcile_back(id, answers)
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((responder, asks))
+        };
+        match opened.await {
+            Ok((Ok(responder), asks)) => responder.serve(asks, replies, stop).await,
+            // Told over the call: the asker reports it.
+            Ok((Err(refused), _)) => {
+                let _ = replies.send(Err(refused)).await;
+            }
+            Err(error) => {
+                tracing::warn!(target: "reconcile", remote_system = %remote, error = %error, "Could not answer the reconciliation the peer asked for.");
             }
         }
     });

@@ -2,7 +2,8 @@
 //! we sync with the caller, reads our correlated records of the table the
 //! caller opens (only one our flows sync with it), answers range summaries
 //! and listings from them, and queues for the caller the records it asks
-//! us to send (only records of that comparison). Transport-neutral.
+//! us to send (only records of that comparison). Transport-neutral: the
+//! same `serve` answers a call whichever side opened it.
 
 use std::sync::Arc;
 
@@ -47,7 +48,45 @@ impl PeerGate {
     }
 }
 
+/// How long a reconciliation call may wait for the asker's next question.
+const ASK_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Responder {
+    /// Answers the questions arriving on `asks`, one reply each, in order,
+    /// until the asker ends the call, asks nothing for `ASK_IDLE`, this
+    /// instance stops, or a question is refused (the refusal is the last
+    /// reply).
+    pub async fn serve(
+        mut self,
+        mut asks: impl tokio_stream::Stream<Item = Result<ReconcileAsk, String>> + Unpin,
+        replies: tokio::sync::mpsc::Sender<Result<ReconcileAnswer, PeerError>>,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let name = self.caller.name.clone();
+        loop {
+            let next = tokio::select! {
+                next = tokio::time::timeout(ASK_IDLE, tokio_stream::StreamExt::next(&mut asks)) => next,
+                () = crate::worker::stopped(&mut stopped) => break,
+            };
+            let answer = match next {
+                Ok(Some(Ok(ask))) => self.answer(ask).await,
+                Ok(Some(Err(problem))) => Err(PeerError::BadAsk(problem)),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::info!(target: "reconcile", remote_system = %name, secs = ASK_IDLE.as_secs(), "Ended a peer's reconciliation call that asked nothing for too long.");
+                    break;
+                }
+            };
+            if let Err(e) = &answer {
+                tracing::warn!(target: "reconcile", remote_system = %name, error = %e, "Refused a peer's reconciliation question.");
+            }
+            let refused = answer.is_err();
+            if replies.send(answer).await.is_err() || refused {
+                break;
+            }
+        }
+    }
+
     pub async fn answer(&mut self, ask: ReconcileAsk) -> Result<ReconcileAnswer, PeerError> {
         match ask {
             ReconcileAsk::Describe(_) => Ok(ReconcileAnswer::Description(self.ours.clone())),

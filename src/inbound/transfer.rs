@@ -122,7 +122,7 @@ impl Fetch {
             match tokio::time::timeout(DELIVERY_WAIT, arrives).await {
                 Ok(Ok(stream)) => stream,
                 _ => {
-                    reverse.forget_delivery(remote, id);
+                    reverse.forget(remote, id);
                     return Err(CallError::NoAnswer {
                         endpoint: format!("`{remote}`"),
                         what: "our request to deliver an attachment",

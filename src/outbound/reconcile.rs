@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::config::sync::Dial;
 use crate::ids::now_millis;
 use crate::reconcile::{
     Description, Difference, Digests, Entry, KeyRange, Kind, Refine, Repair, TablePair, refine,
     table_pairs,
 };
+use crate::runtime::ReverseStreams;
 use crate::store::{ReconcileState, Reconciliation, RemoteState, Store, StoreError, TableReport};
 use crate::transport::peer::{PeerClient, target_of};
 use crate::transport::protocol::{CallError, ReconcileAnswer, ReconcileAsk};
@@ -29,10 +31,14 @@ const RANGES_PER_ASK: usize = 4096;
 const PROPERTY_LOOK: Duration = Duration::from_secs(2);
 /// Most records asked for in one send.
 const SENDS_PER_ASK: usize = 4096;
+/// How long a peer we never dial has to call back once asked.
+const CALL_BACK_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Reconciler {
     store: Arc<Store>,
     wake_outbound: Arc<Notify>,
+    /// Where a peer we never dial is asked to call back.
+    reverse: ReverseStreams,
     /// The runner's stop signal: a comparison under way ends with it (it
     /// runs again at the next start).
     stop: tokio::sync::watch::Receiver<bool>,
@@ -42,11 +48,13 @@ impl Reconciler {
     pub fn new(
         store: Arc<Store>,
         wake_outbound: Arc<Notify>,
+        reverse: ReverseStreams,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Reconciler {
         Reconciler {
             store,
             wake_outbound,
+            reverse,
             stop,
         }
     }
@@ -161,8 +169,13 @@ impl Reconciler {
             return;
         }
         tracing::info!(target: "reconcile", remote_system = %remote, repair = asked.repair, "A reconciliation started.");
-        let mut bytes = 0;
-        let outcome = compare_with(&self.store, &asked, &mut bytes).await;
+        let (outcome, bytes) = match self.open_call(&remote).await {
+            Ok(mut call) => (
+                compare_with(&self.store, &mut call, &asked).await,
+                call.bytes,
+            ),
+            Err(e) => (Err(e.to_string()), 0),
+        };
         asked.finished_on = Some(now_millis());
         asked.bytes_on_wire = bytes;
         match outcome {
@@ -187,20 +200,47 @@ impl Reconciler {
     }
 }
 
-/// Compares every table pair (or the asked one) with the peer.
+impl Reconciler {
+    /// A reconciliation call to `remote`: dialled, or, for a peer we never
+    /// dial, opened by the peer when asked over the stream it keeps open.
+    async fn open_call(&self, remote: &str) -> Result<ReconcileCall, CallError> {
+        let never_dialled = match self.store.cached_remote_system(remote) {
+            Some(found) => found,
+            None => {
+                let (store, name) = (self.store.clone(), remote.to_string());
+                tokio::task::spawn_blocking(move || store.remote_system(&name))
+                    .await
+                    .map_err(|e| CallError::Store(e.into()))?
+                    .map_err(CallError::Store)?
+            }
+        }
+        .is_some_and(|r| r.spec.dial == Dial::Never);
+        if !never_dialled {
+            let target = target_of(self.store.clone(), remote).await?;
+            return PeerClient::connect(&target).await?.reconcile().await;
+        }
+        let (id, opened) = self.reverse.ask_reconcile(remote).await?;
+        match tokio::time::timeout(CALL_BACK_WAIT, opened).await {
+            Ok(Ok(call)) => Ok(call),
+            _ => {
+                self.reverse.forget(remote, id);
+                Err(CallError::NoAnswer {
+                    endpoint: format!("`{remote}`"),
+                    what: "our request to call back for a reconciliation",
+                    secs: CALL_BACK_WAIT.as_secs(),
+                })
+            }
+        }
+    }
+}
+
+/// Compares every table pair (or the asked one) with the peer over `call`.
 async fn compare_with(
     store: &Arc<Store>,
+    call: &mut ReconcileCall,
     asked: &Reconciliation,
-    bytes: &mut u64,
 ) -> Result<Vec<TableReport>, String> {
     let remote = asked.remote_system.as_str();
-    let target = target_of(store.clone(), remote)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut client = PeerClient::connect(&target)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut call = client.reconcile().await.map_err(|e| e.to_string())?;
     let read = store.clone();
     let config = tokio::task::spawn_blocking(move || read.sync_config())
         .await
@@ -226,15 +266,10 @@ async fn compare_with(
         });
     }
     let mut reports = Vec::new();
-    let outcome = async {
-        for pair in &pairs {
-            reports.push(compare_table(store, &mut call, remote, pair, asked.repair).await?);
-        }
-        Ok::<_, String>(())
+    for pair in &pairs {
+        reports.push(compare_table(store, call, remote, pair, asked.repair).await?);
     }
-    .await;
-    *bytes = call.bytes;
-    outcome.map(|()| reports)
+    Ok(reports)
 }
 
 fn unexpected(answer: Result<ReconcileAnswer, CallError>) -> String {

@@ -24,8 +24,10 @@ use crate::transport::pb::peer as pb;
 use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
 use crate::transport::peer::{FetchStream, MAX_PEER_MESSAGE_BYTES, chunk_to_pb, grant_from_pb};
 use crate::transport::protocol::{Hello, PROTOCOL_VERSION, SendItem};
-use crate::transport::reconcile as reconcile_wire;
-use crate::transport::reverse::{DELIVERY_HEADER, received_from_pb, send_to_pb, sync_events};
+use crate::transport::reconcile::{self as reconcile_wire, ReconcileCall};
+use crate::transport::reverse::{
+    DELIVERY_HEADER, RECONCILE_HEADER, received_from_pb, send_to_pb, sync_events,
+};
 use crate::transport::{bearer_token, tls};
 use window::{Burst, Window};
 
@@ -68,8 +70,8 @@ type ContentStream =
 type ReconcileDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReconcileDown, Status>> + Send>>;
 
-/// How long a reconciliation call may wait for the caller's next question.
-const RECONCILE_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+type ReconcileUpStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReconcileUp, Status>> + Send>>;
 
 /// Most joins (each step counts) taken in one second, from all callers.
 const MOST_JOINS_PER_SECOND: u32 = 50;
@@ -88,6 +90,21 @@ type SyncUpStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncUp, S
 
 type SyncDownStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncDown, Status>> + Send>>;
+
+/// The id of the request (sent down a `Pull` stream) that a call back
+/// answers, from its `header`.
+fn request_answered<T>(request: &Request<T>, header: &str, what: &str) -> Result<u64, Status> {
+    request
+        .metadata()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{what} names the request it answers in the {header} header"
+            ))
+        })
+}
 
 impl PeerService {
     /// The remote system the request's certificate and token identify.
@@ -241,16 +258,7 @@ impl Peer for PeerService {
         request: Request<Streaming<pb::ContentChunk>>,
     ) -> Result<Response<pb::DeliverResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let id = request
-            .metadata()
-            .get(DELIVERY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "a delivery names the request it answers in the {DELIVERY_HEADER} header"
-                ))
-            })?;
+        let id = request_answered(&request, DELIVERY_HEADER, "a delivery")?;
         let (taken, done) = tokio::sync::oneshot::channel::<()>();
         let from = format!("`{}` delivering", caller.name);
         let stream = FetchStream::delivered(request.into_inner(), from, taken);
@@ -378,7 +386,11 @@ impl Peer for PeerService {
                         }
                         // Only a Pull stream carries it; a sender has no
                         // business asking here.
-                        Some(pb::sync_up::Message::Deliver(_) | pb::sync_up::Message::Left(_))
+                        Some(
+                            pb::sync_up::Message::Deliver(_)
+                            | pb::sync_up::Message::Left(_)
+                            | pb::sync_up::Message::Reconcile(_),
+                        )
                         | None => {}
                     }
                     if batch.len() >= MAX_ITEMS_PER_COMMIT {
@@ -445,44 +457,37 @@ impl Peer for PeerService {
         request: Request<Streaming<pb::ReconcileUp>>,
     ) -> Result<Response<Self::ReconcileStream>, Status> {
         let caller = self.caller(&request).await?;
-        let name = caller.name.clone();
-        let mut responder = self.gate.reconcile(caller).await.map_err(status_of)?;
-        let mut incoming = request.into_inner();
-        let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::ReconcileDown, Status>>(2);
-        let mut stopped = self.stopped.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = tokio::time::timeout(RECONCILE_IDLE, incoming.message()) => next,
-                    _ = stopped.changed() => break,
-                };
-                let up = match next {
-                    Ok(Ok(Some(up))) => up,
-                    Ok(Ok(None)) => break,
-                    Ok(Err(status)) => {
-                        tracing::debug!(target: "reconcile", remote_system = %name, error = %status, "A peer's reconciliation call ended.");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::info!(target: "reconcile", remote_system = %name, secs = RECONCILE_IDLE.as_secs(), "Ended a peer's reconciliation call that asked nothing for too long.");
-                        break;
-                    }
-                };
-                let answer = match reconcile_wire::ask_from_pb(up) {
-                    Ok(ask) => responder.answer(ask).await,
-                    Err(problem) => Err(crate::inbound::PeerError::BadAsk(problem)),
-                };
-                let reply = answer.map(reconcile_wire::answer_to_pb).map_err(|e| {
-                    tracing::warn!(target: "reconcile", remote_system = %name, error = %e, "Refused a peer's reconciliation question.");
-                    status_of(e)
-                });
-                let failed = reply.is_err();
-                if replies.send(reply).await.is_err() || failed {
-                    break;
-                }
-            }
+        let asks = reconcile_wire::asks_of(request.into_inner(), caller.name.clone());
+        let responder = self.gate.reconcile(caller).await.map_err(status_of)?;
+        let (replies, answers) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(responder.serve(asks, replies, self.stopped.clone()));
+        let answers = tokio_stream::StreamExt::map(ReceiverStream::new(answers), |reply| {
+            reply.map(reconcile_wire::answer_to_pb).map_err(status_of)
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    type ReconcileBackStream = ReconcileUpStream;
+
+    /// A peer we never dial opens this when our reconciler asks it to on
+    /// its `Pull` stream; the reconciler asks its questions over it.
+    async fn reconcile_back(
+        &self,
+        request: Request<Streaming<pb::ReconcileDown>>,
+    ) -> Result<Response<Self::ReconcileBackStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let id = request_answered(&request, RECONCILE_HEADER, "a reconciliation call back")?;
+        let (asks, outgoing) = tokio::sync::mpsc::channel(4);
+        let endpoint = format!("`{}` answering", caller.name);
+        let call = ReconcileCall::answered_by(asks, request.into_inner(), endpoint);
+        if !self.gate.reconcile_opened(&caller, id, call) {
+            return Err(Status::not_found(format!(
+                "no reconciliation here waits for call {id} (it gave up or finished); it asks again"
+            )));
+        }
+        // Ends when the reconciler drops the call.
+        let asks = tokio_stream::StreamExt::map(ReceiverStream::new(outgoing), Ok);
+        Ok(Response::new(Box::pin(asks)))
     }
 }
 

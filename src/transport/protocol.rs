@@ -50,6 +50,9 @@ pub enum SendItem {
     Deliver(Box<Delivery>),
     /// On a stream the peer opened (`Pull`): we removed our link to it.
     Left,
+    /// On a stream the peer opened (`Pull`): asks it to open a
+    /// `ReconcileBack` call, named by this id, and answer our comparison.
+    Reconcile(u64),
 }
 
 /// A content a peer is asked to deliver: `id` names its `Deliver` call.

@@ -218,7 +218,36 @@ fn answer_from_pb(down: pb::ReconcileDown) -> Result<ReconcileAnswer, String> {
                 .collect::<Result<_, String>>()?,
         ),
         Some(M::Sent(s)) => ReconcileAnswer::Sent(s.queued),
+        Some(M::Refused(_)) => return Err("the peer refused the question".to_string()),
     })
+}
+
+/// The questions arriving on a reconciliation call (`Err`: one that does
+/// not read, and what is wrong with it); ends with the call.
+pub fn asks_of(incoming: Streaming<pb::ReconcileUp>, remote: String) -> Asks {
+    Box::pin(tokio_stream::StreamExt::map_while(
+        incoming,
+        move |up| match up {
+            Ok(up) => Some(ask_from_pb(up)),
+            Err(status) => {
+                tracing::debug!(target: "reconcile", remote_system = %remote, error = %status, "A peer's reconciliation call ended.");
+                None
+            }
+        },
+    ))
+}
+
+/// The questions of one reconciliation call, read.
+pub type Asks =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ReconcileAsk, String>> + Send>>;
+
+/// A refusal sent up a `ReconcileBack` call, which carries no status.
+pub fn refused_to_pb(reason: String) -> pb::ReconcileDown {
+    pb::ReconcileDown {
+        message: Some(pb::reconcile_down::Message::Refused(pb::ReconcileRefused {
+            reason,
+        })),
+    }
 }
 
 /// The caller's side of an open reconciliation call.
@@ -231,6 +260,21 @@ pub struct ReconcileCall {
 }
 
 impl ReconcileCall {
+    /// The asking side of a `ReconcileBack` call the peer opened: asks go
+    /// to `up` (the call's answer stream), answers come on `down`.
+    pub fn answered_by(
+        up: tokio::sync::mpsc::Sender<pb::ReconcileUp>,
+        down: Streaming<pb::ReconcileDown>,
+        endpoint: String,
+    ) -> ReconcileCall {
+        ReconcileCall {
+            up,
+            down,
+            endpoint,
+            bytes: 0,
+        }
+    }
+
     /// Sends `ask` and waits for its answer.
     pub async fn ask(&mut self, ask: ReconcileAsk) -> Result<ReconcileAnswer, CallError> {
         self.send(ask).await?;
@@ -266,6 +310,12 @@ impl ReconcileCall {
             Ok(Ok(Some(down))) => down,
         };
         self.bytes += down.encoded_len() as u64;
+        if let Some(pb::reconcile_down::Message::Refused(refused)) = down.message {
+            return Err(CallError::Refused {
+                endpoint: self.endpoint.clone(),
+                message: refused.reason,
+            });
+        }
         answer_from_pb(down).map_err(|problem| CallError::BadContent {
             problem: format!("{}: {problem}", self.endpoint),
         })

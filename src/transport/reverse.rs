@@ -12,7 +12,7 @@ use super::peer::{
     PeerClient, call_error, grant_from_pb, grant_to_pb, operation_from_pb, operation_to_pb,
     within_deadline,
 };
-use super::protocol::{CallError, Delivery, SendItem, SyncEvent};
+use super::protocol::{CallError, Delivery, ReconcileAnswer, SendItem, SyncEvent};
 use crate::queue::{EncodedPayload, FieldBase};
 use crate::store::ReceivedItem;
 
@@ -57,6 +57,9 @@ pub fn send_to_pb(item: SendItem) -> pb::SyncUp {
         },
         SendItem::Left => pb::SyncUp {
             message: Some(pb::sync_up::Message::Left(pb::Left {})),
+        },
+        SendItem::Reconcile(id) => pb::SyncUp {
+            message: Some(pb::sync_up::Message::Reconcile(pb::ReconcileRequest { id })),
         },
         SendItem::Deliver(delivery) => pb::SyncUp {
             message: Some(pb::sync_up::Message::Deliver(pb::DeliverRequest {
@@ -153,6 +156,8 @@ pub enum Pulled {
     Deliver(Delivery),
     /// The peer removed its link to us.
     Left,
+    /// The peer asks to compare records with us (`ReconcileBack`, this id).
+    Reconcile(u64),
     Closed(CallError),
 }
 
@@ -220,6 +225,9 @@ impl PeerClient {
                     Ok(Some(pb::SyncUp {
                         message: Some(pb::sync_up::Message::Left(_)),
                     })) => Pulled::Left,
+                    Ok(Some(pb::SyncUp {
+                        message: Some(pb::sync_up::Message::Reconcile(request)),
+                    })) => Pulled::Reconcile(request.id),
                     Ok(Some(_)) => continue,
                     Ok(None) => Pulled::Closed(CallError::ClosedByPeer {
                         endpoint: endpoint.clone(),
@@ -259,4 +267,39 @@ impl PeerClient {
             .map_err(|s| call_error(&self.endpoint, s))?;
         Ok(())
     }
+
+    /// Opens the comparison the peer asked for on our `Pull` stream: its
+    /// questions come down the returned stream, and `answers` go up, one
+    /// for each, in order (`Err`: a refusal, in words, and the last).
+    pub async fn reconcile_back(
+        &mut self,
+        id: u64,
+        answers: impl tokio_stream::Stream<Item = Result<ReconcileAnswer, String>> + Send + 'static,
+    ) -> Result<super::reconcile::Asks, CallError> {
+        let answers = tokio_stream::StreamExt::map(answers, |answer| match answer {
+            Ok(answer) => super::reconcile::answer_to_pb(answer),
+            Err(reason) => super::reconcile::refused_to_pb(reason),
+        });
+        let mut request = self.request(answers);
+        request
+            .metadata_mut()
+            .insert(RECONCILE_HEADER, tonic::metadata::MetadataValue::from(id));
+        let call = async {
+            self.inner
+                .reconcile_back(request)
+                .await
+                .map_err(|s| call_error(&self.endpoint, s))
+        };
+        let asks = within_deadline(
+            &self.endpoint,
+            "the reconciliation the peer asked for",
+            call,
+        )
+        .await?
+        .into_inner();
+        Ok(super::reconcile::asks_of(asks, self.endpoint.clone()))
+    }
 }
+
+/// The header naming the request a `ReconcileBack` call answers.
+pub const RECONCILE_HEADER: &str = "procsync-reconcile";

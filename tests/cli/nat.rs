@@ -1,14 +1,15 @@
 //! An edge behind NAT (`dial = "never"` on its group): the hub holds no
 //! address for it and never dials it, yet items and attachments travel
 //! both ways over the connections the edge opens, and a killed edge gets
-//! every item the hub queued meanwhile, once and in order.
+//! every item the hub queued meanwhile, once and in order. The hub
+//! reconciles with it too: the edge calls back to answer.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::enrol::{HUB_DEFINITIONS, incidents, invite, remotes, start_edge, start_hub_with};
-use crate::support::{Instance, wait_for};
+use crate::support::{Instance, capture_active, wait_for};
 
 fn sys_id(instance: &Instance, query: &str) -> String {
     let found = incidents(instance, query);
@@ -160,7 +161,7 @@ fn a_hub_that_never_dials_its_edges_sends_over_the_streams_they_open() {
         Duration::from_secs(30),
         || remotes(&hub)[0]["health"] == "Down",
     );
-    let _edge_server = edge.serve();
+    let mut edge_server = edge.serve();
     wait_for(
         &[&edge, &hub],
         "the 20 notices on the edge",
@@ -198,6 +199,46 @@ fn a_hub_that_never_dials_its_edges_sends_over_the_streams_they_open() {
                 .all(|s| s == "Processed")
         },
     );
+
+    // The hub compares its records with the edge it never dials: the edge
+    // calls back to answer. All 22 incidents match.
+    let compared = hub.json(&["remote", "reconcile", "store-9", "--json"]);
+    assert_eq!(compared["state"], "done", "{compared}");
+    let table = &compared["tables"][0];
+    assert_eq!((&table["here"], &table["peer"]), (&22.into(), &22.into()));
+    assert_eq!(table["differences"], serde_json::json!([]), "{compared}");
+    // A change the edge never heard of (the hub's capture was off) is
+    // found, and the repair sends it down the edge's stream.
+    let changed = sys_id(&hub, "short_description=Notice 05");
+    capture_active(&hub, "Incidents out", false);
+    hub.ok(&["record", "update", "incident", &changed, "state=6"]);
+    capture_active(&hub, "Incidents out", true);
+    let repaired = hub.json(&["remote", "reconcile", "store-9", "--repair", "--json"]);
+    assert_eq!(repaired["state"], "done", "{repaired}");
+    assert_eq!(repaired["tables"][0]["differing"], 1, "{repaired}");
+    assert_eq!(repaired["tables"][0]["repaired"], 1, "{repaired}");
+    wait_for(
+        &[&edge, &hub],
+        "the repaired state on the edge",
+        Duration::from_secs(30),
+        || incidents(&edge, "short_description=Notice 05")[0]["fields"]["state"] == "6",
+    );
+    // Asked while the edge is away, it fails with the reason.
+    edge_server.stop();
+    wait_for(
+        &[&hub],
+        "the hub to see the edge Down",
+        Duration::from_secs(30),
+        || remotes(&hub)[0]["health"] == "Down",
+    );
+    let failed = hub.fails(&["remote", "reconcile", "store-9"]);
+    assert!(
+        failed.contains(
+            "reconciliation with `store-9` failed: the stream to `store-9` is not open (it dials us and we never dial it): compare again once it connects"
+        ),
+        "{failed}"
+    );
+    let _edge_server = edge.serve();
 
     // Removed on the hub, the edge it never dials hears it down the stream
     // the edge opened, and removes its side too.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Extras, Instance, impersonate, linked_pair, queue_items, queues_settled, sys_id_of, wait_for,
+    Extras, Instance, capture_active, impersonate, linked_pair, queue_items, queues_settled,
+    sys_id_of, wait_for,
 };
 
 /// Every record of `sc_req_item` on `instance`: short_description → its
@@ -35,24 +36,6 @@ fn by_description(instance: &Instance) -> BTreeMap<String, BTreeMap<String, Valu
             )
         })
         .collect()
-}
-
-/// `instance`'s definitions with the capture's `active` set to `active`.
-fn capture_active(instance: &Instance, active: bool) {
-    let text: String = instance
-        .ok(&["export"])
-        .lines()
-        .filter(|line| !line.starts_with("active = "))
-        .map(|line| {
-            if line == "name = \"Capture requests\"" {
-                format!("{line}\nactive = {active}\n")
-            } else {
-                format!("{line}\n")
-            }
-        })
-        .collect();
-    let file = instance.file("capture.toml", &text);
-    instance.ok(&["apply", file.to_str().unwrap()]);
 }
 
 /// `instance`'s definitions without any inbound flow script.
@@ -122,7 +105,7 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
     let hub_copy = sys_id_of(&hub, "request 2").unwrap();
     // And a comment added there the same way, to another record.
     let commented = sys_id_of(&hub, "request 4").unwrap();
-    capture_active(&hub, false);
+    capture_active(&hub, "Capture requests", false);
     hub.ok(&["record", "update", "sc_req_item", &hub_copy, "priority=1"]);
     hub.ok(&[
         "journal",
@@ -132,7 +115,7 @@ fn reconcile_finds_exactly_the_divergence_and_repair_makes_both_sides_equal() {
         "comments",
         "noted at the hub",
     ]);
-    capture_active(&hub, true);
+    capture_active(&hub, "Capture requests", true);
     wait_for(
         &[&edge, &hub],
         "the queues to settle",
@@ -345,9 +328,9 @@ fn a_property_schedules_reconciliations_that_repair_when_told() {
         .as_str()
         .unwrap()
         .to_string();
-    capture_active(&hub, false);
+    capture_active(&hub, "Capture requests", false);
     hub.ok(&["record", "update", "sc_req_item", &copy, "state=3"]);
-    capture_active(&hub, true);
+    capture_active(&hub, "Capture requests", true);
     edge.ok(&["property", "set", "reconcile.repair", "true"]);
     edge.ok(&["property", "set", "reconcile.interval_s", "1"]);
     wait_for(
@@ -417,9 +400,9 @@ fn a_difference_the_error_rule_receives_waits_for_an_operator_and_then_both_agre
         .as_str()
         .unwrap()
         .to_string();
-    capture_active(&hub, false);
+    capture_active(&hub, "Capture requests", false);
     hub.ok(&["record", "update", "sc_req_item", &copy, "state=7"]);
-    capture_active(&hub, true);
+    capture_active(&hub, "Capture requests", true);
     // The edge sends its record as an ordinary change; the hub's rule holds
     // it in Error showing both values.
     let repaired = reconcile(&edge, "hub", &["--repair"]);

@@ -977,3 +977,22 @@ pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
     });
     (address, received)
 }
+
+/// `instance`'s definitions with capture `name`'s `active` set to `active`.
+pub fn capture_active(instance: &Instance, name: &str, active: bool) {
+    let named = format!("name = \"{name}\"");
+    let text: String = instance
+        .ok(&["export"])
+        .lines()
+        .filter(|line| !line.starts_with("active = "))
+        .map(|line| {
+            if line == named {
+                format!("{line}\nactive = {active}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let file = instance.file("capture.toml", &text);
+    instance.ok(&["apply", file.to_str().unwrap()]);
+}

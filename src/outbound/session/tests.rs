@@ -67,7 +67,9 @@ impl Peer {
             match sent {
                 SendItem::Item(item) => items.push(item.sequence),
                 SendItem::Ping(nonce) => pings.push(nonce),
-                SendItem::Deliver(_) | SendItem::Left => panic!("only sent around a session"),
+                SendItem::Deliver(_) | SendItem::Left | SendItem::Reconcile(_) => {
+                    panic!("only sent around a session")
+                }
             }
         }
         (items, pings)
