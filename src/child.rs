@@ -24,9 +24,23 @@ impl ServeChild {
     /// loopback port and its peer API on `peer_port`, logging to
     /// `dir/serve.log`.
     pub async fn start(dir: &Path, peer_port: u16) -> Result<ServeChild> {
+        ServeChild::start_with(dir, peer_port, None).await
+    }
+
+    /// `start`, reading the server config file `config` when given.
+    pub async fn start_with(
+        dir: &Path,
+        peer_port: u16,
+        config: Option<&Path>,
+    ) -> Result<ServeChild> {
         let addr_file = dir.join(ADMIN_ADDR_FILE);
         let log = std::fs::File::create(dir.join("serve.log"))?;
-        let child = crate::link::serve_command(&std::env::current_exe()?, dir, peer_port, log)
+        let mut command =
+            crate::link::serve_command(&std::env::current_exe()?, dir, peer_port, log);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),

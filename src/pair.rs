@@ -22,10 +22,23 @@ pub struct Node {
 }
 
 pub async fn start(base: &Path, name: &'static str) -> Result<Node> {
+    start_with(base, name, None).await
+}
+
+/// `start`, with `config` as the server config file's text when given.
+pub async fn start_with(base: &Path, name: &'static str, config: Option<&str>) -> Result<Node> {
     let dir = base.join(name);
     let made = crate::instance::init(&dir, name)?;
     let peer_port = crate::link::free_port()?;
-    let server = ServeChild::start(&dir, peer_port).await?;
+    let config_file = match config {
+        Some(text) => {
+            let file = dir.join("procsync.toml");
+            std::fs::write(&file, text)?;
+            Some(file)
+        }
+        None => None,
+    };
+    let server = ServeChild::start_with(&dir, peer_port, config_file.as_deref()).await?;
     let client = AdminClient::connect(&server.target).await?;
     Ok(Node {
         name,

@@ -87,11 +87,16 @@ pub async fn run(args: FleetBench) -> Result<()> {
         !cfg!(debug_assertions),
         args.edges
     );
-    let mut hub = crate::pair::start(&base.0, "hub").await?;
+    // The fleet and the bad peers fill every slot; one more is refused.
+    let max_peers = args.edges + bad::PEERS_HELD;
+    let config = format!("[peer]\nmax_peers = {max_peers}\n");
+    let mut hub = crate::pair::start_with(&base.0, "hub", Some(&config)).await?;
     hub.client
         .apply_config(FLEET_DEFINITIONS, "fleet.toml")
         .await?;
     let endpoint = format!("https://127.0.0.1:{}", hub.peer_port);
+    // Enrolled while there is room, it calls again once there is none.
+    let beyond = join(&mut hub.client, &endpoint, "bad-beyond").await?;
     let pid = hub.server.pid();
     let rss_before = super::rss_mib(pid).unwrap_or(f64::NAN);
 
@@ -148,7 +153,7 @@ pub async fn run(args: FleetBench) -> Result<()> {
     write_all(&mut hub, &mut edges, 1, args.items).await?;
 
     // The same again with one bad peer of each kind at the hub.
-    let bad = bad::start(&mut hub.client, &endpoint).await?;
+    let bad = bad::start(&mut hub.client, &endpoint, beyond, max_peers).await?;
     let cpu_before = super::cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let busy_cpu = super::cpu_seconds(pid) - cpu_before;

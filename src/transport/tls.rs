@@ -150,6 +150,9 @@ where
                                 .map(|cert| fingerprint_of_der(cert))
                                 .unwrap_or_default();
                             if !stream.get_mut().0.occupy(slots, fingerprint) {
+                                // Closed after a pause: a caller that waits
+                                // for an answer calls about once a second.
+                                tokio::time::sleep(REFUSAL_PAUSE).await;
                                 return;
                             }
                             stream.get_mut().0.expect_speech(SPEECH_DEADLINE);
@@ -174,6 +177,9 @@ where
 
 /// A server-side TLS connection.
 pub type TlsStream = tokio_rustls::server::TlsStream<Slotted>;
+
+/// How long a connection beyond `max_peers` is held before it is closed.
+const REFUSAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a peer may say nothing after its TLS handshake.
 pub const SPEECH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);

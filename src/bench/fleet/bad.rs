@@ -1,8 +1,9 @@
 //! `bench fleet`'s misbehaving peers, run beside the fleet while it idles
 //! and writes: a connection that never speaks, an enrolled peer flooding
-//! `Hello`, a stranger flooding joins with guessed secrets, and an
-//! enrolled peer that opens its streams and never answers on them. Each
-//! should be bounded by the hub (closed, turned away, refused, or its
+//! `Hello`, a stranger flooding joins with guessed secrets, an enrolled
+//! peer that opens its streams and never answers on them, and an enrolled
+//! peer calling while the hub holds as many peers as `max_peers` allows.
+//! Each should be bounded by the hub (closed, turned away, refused, or its
 //! session ended) at no measurable cost to the fleet; `report` prints what
 //! the hub did to each.
 
@@ -18,10 +19,15 @@ use super::{Joined, join};
 use crate::transport::client::AdminClient;
 use crate::transport::enrol::{JoinCode, JoinRequest, JoinStep, target_of_code};
 use crate::transport::peer::PeerClient;
-use crate::transport::protocol::{Hello, PROTOCOL_VERSION};
+use crate::transport::protocol::{Hello, PROTOCOL_VERSION, PeerTarget};
 
 /// Concurrent callers in each flood.
 const FLOODERS: usize = 4;
+
+/// Peers (certificates) the bad peers hold connected at the hub: the hello
+/// flooder, each join flooder, the peer that never answers. With the fleet
+/// they fill `max_peers`, so the peer beyond it is refused.
+pub const PEERS_HELD: usize = 2 + FLOODERS;
 
 /// What the hub answered a flood.
 #[derive(Default)]
@@ -55,6 +61,8 @@ pub struct BadPeers {
     stop: watch::Sender<bool>,
     hellos: Arc<Answers>,
     joins: Arc<Answers>,
+    beyond: Arc<Answers>,
+    max_peers: usize,
     /// How long the hub took to close the silent connection.
     silent: tokio::task::JoinHandle<Option<Duration>>,
     /// The peer that never answers, and its streams' ends, held unread.
@@ -62,8 +70,14 @@ pub struct BadPeers {
     _held: Vec<Box<dyn std::any::Any + Send>>,
 }
 
-/// Starts the four beside the fleet.
-pub async fn start(hub: &mut AdminClient, endpoint: &str) -> Result<BadPeers> {
+/// Starts the five beside the fleet; `beyond` was enrolled before the
+/// fleet connected, and the hub holds `max_peers`.
+pub async fn start(
+    hub: &mut AdminClient,
+    endpoint: &str,
+    beyond: Joined,
+    max_peers: usize,
+) -> Result<BadPeers> {
     let (stop, stopping) = watch::channel(false);
     let flooder = join(hub, endpoint, "bad-hellos").await?;
     let hellos = Arc::new(Answers::default());
@@ -79,38 +93,61 @@ pub async fn start(hub: &mut AdminClient, endpoint: &str) -> Result<BadPeers> {
     let code = JoinCode::parse(&invited.code).map_err(anyhow::Error::msg)?;
     let joins = Arc::new(Answers::default());
     for _ in 0..FLOODERS {
-        tokio::spawn(flood_joins(code.clone(), joins.clone(), stopping.clone()));
+        let stranger = crate::identity::generate("stranger").map_err(anyhow::Error::msg)?;
+        let target = target_of_code(&code, stranger.cert_pem, stranger.key_pem);
+        let client = PeerClient::connect(&target).await?;
+        let fingerprint = stranger.fingerprint;
+        let (code, joins) = (code.clone(), joins.clone());
+        tokio::spawn(flood_joins(
+            client,
+            fingerprint,
+            code,
+            joins,
+            stopping.clone(),
+        ));
     }
 
     let reader = join(hub, endpoint, "bad-reader").await?;
     let mut client = PeerClient::connect(&reader.target).await?;
     let pulled = client.pull().await?;
     let synced = client.sync().await?;
+
+    // Last, with every slot held.
+    let refused = Arc::new(Answers::default());
+    for _ in 0..FLOODERS {
+        let target = beyond.target.clone();
+        tokio::spawn(flood_beyond(target, refused.clone(), stopping.clone()));
+    }
     Ok(BadPeers {
         started: Instant::now(),
         stop,
         hellos,
         joins,
+        beyond: refused,
+        max_peers,
         silent,
         never_answers: reader.name,
         _held: vec![Box::new(client), Box::new(pulled), Box::new(synced)],
     })
 }
 
+fn bad_hello(name: &str) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        instance_sys_id: String::new(),
+        instance_name: name.to_string(),
+        remote_system_sys_id: String::new(),
+        external_id: String::new(),
+        process_events: Vec::new(),
+        last_sequence: None,
+        conflict_rules: Vec::new(),
+    }
+}
+
 async fn flood_hellos(mut client: PeerClient, answers: Arc<Answers>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
-        let hello = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            instance_sys_id: String::new(),
-            instance_name: "bad-hellos".to_string(),
-            remote_system_sys_id: String::new(),
-            external_id: String::new(),
-            process_events: Vec::new(),
-            last_sequence: None,
-            conflict_rules: Vec::new(),
-        };
         let answer = client
-            .hello(hello)
+            .hello(bad_hello("bad-hellos"))
             .await
             .map(drop)
             .map_err(|e| e.to_string());
@@ -118,14 +155,13 @@ async fn flood_hellos(mut client: PeerClient, answers: Arc<Answers>, stop: watch
     }
 }
 
-async fn flood_joins(code: JoinCode, answers: Arc<Answers>, stop: watch::Receiver<bool>) {
-    let Ok(stranger) = crate::identity::generate("stranger") else {
-        return;
-    };
-    let target = target_of_code(&code, stranger.cert_pem, stranger.key_pem);
-    let Ok(mut client) = PeerClient::connect(&target).await else {
-        return;
-    };
+async fn flood_joins(
+    mut client: PeerClient,
+    fingerprint: String,
+    code: JoinCode,
+    answers: Arc<Answers>,
+    stop: watch::Receiver<bool>,
+) {
     for n in 0u64.. {
         if *stop.borrow() {
             return;
@@ -133,7 +169,7 @@ async fn flood_joins(code: JoinCode, answers: Arc<Answers>, stop: watch::Receive
         let request = JoinRequest {
             invite: code.invite.clone(),
             secret: format!("guess {n}"),
-            fingerprint: stranger.fingerprint.clone(),
+            fingerprint: fingerprint.clone(),
             instance_name: format!("guess-{n}"),
             remote_system_sys_id: "0".repeat(32),
             token: "t".to_string(),
@@ -145,6 +181,23 @@ async fn flood_joins(code: JoinCode, answers: Arc<Answers>, stop: watch::Receive
             .map(drop)
             .map_err(|e| e.to_string());
         answers.count(answer, "too many joins");
+    }
+}
+
+/// Connects as an enrolled peer, and says hello, again and again: each
+/// connection should be closed (the hub holds `max_peers` already).
+async fn flood_beyond(target: PeerTarget, answers: Arc<Answers>, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let answer = async {
+            let mut client = PeerClient::connect(&target).await?;
+            client.hello(bad_hello("bad-beyond")).await.map(drop)
+        };
+        // Anything but an answer is the connection refused.
+        let counter = match answer.await {
+            Ok(()) => &answers.taken,
+            Err(_) => &answers.refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -193,6 +246,12 @@ impl BadPeers {
         let (taken, turned_away, refused) = self.joins.get();
         println!(
             "bad peer, {FLOODERS} callers flooding joins with guessed secrets for {seconds:.0} s: {turned_away} turned away unread, {refused} refused for the secret ({:.1}/s), {taken} taken",
+            refused as f64 / seconds
+        );
+        let (answered, _, refused) = self.beyond.get();
+        println!(
+            "bad peer, {FLOODERS} callers connecting beyond max_peers ({}) for {seconds:.0} s: {refused} connections closed after the handshake ({:.1}/s), {answered} answered",
+            self.max_peers,
             refused as f64 / seconds
         );
         let deadline = self.started + Duration::from_secs(90);
