@@ -124,25 +124,24 @@ fn a_fleet_of_twenty_simulated_edges_enrols_idles_and_writes() {
     // second per caller.
     let joins = line("bad peer, 4 callers flooding joins");
     assert!(joins.ends_with(", 0 taken"), "{joins}");
-    let per_second: f64 = joins
-        .split(" refused for the secret (")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rate: {joins}"));
-    assert!(per_second <= 6.0, "{joins}");
+    // The rate in `line`, printed as "(N/s)" right after `after`.
+    let rate = |line: &str, after: &str| -> f64 {
+        line.split(after)
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no rate: {line}"))
+    };
+    assert!(rate(&joins, " refused for the secret (") <= 6.0, "{joins}");
     // The fleet and the bad peers fill max_peers: one more is closed, after
     // a pause, every time.
     let beyond = line("bad peer, 4 callers connecting beyond max_peers (26)");
     assert!(beyond.ends_with(", 0 answered"), "{beyond}");
     assert!(!beyond.contains(": 0 connections closed"), "{beyond}");
-    let per_second: f64 = beyond
-        .split(" closed after the handshake (")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no rate: {beyond}"));
-    assert!(per_second <= 6.0, "{beyond}");
+    assert!(
+        rate(&beyond, " closed after the handshake (") <= 6.0,
+        "{beyond}"
+    );
     let reader = line("bad peer, streams open and never answered:");
     assert!(reader.contains("no heartbeat answer"), "{reader}");
     assert!(reader.contains("shows it Down"), "{reader}");
