@@ -102,29 +102,6 @@ impl Alerts {
         }
     }
 
-    /// The age of `remote`'s oldest waiting item, going on from where the
-    /// last look stopped.
-    async fn oldest_waiting(&mut self, remote: &str, now: u64) -> Result<Option<u64>, StoreError> {
-        let from = self.low.get(remote).copied().unwrap_or(0);
-        let (store, name) = (self.store.clone(), remote.to_string());
-        // Up to SCAN_BUDGET index entries and items: off the async threads.
-        let found =
-            tokio::task::spawn_blocking(move || store.oldest_waiting(&name, from, SCAN_BUDGET))
-                .await
-                .map_err(StoreError::from)??;
-        match found {
-            Waiting::Found(sequence, created_on) => {
-                self.low.insert(remote.to_string(), sequence);
-                Ok(Some(now.saturating_sub(created_on) / 1000))
-            }
-            Waiting::None => Ok(None),
-            Waiting::Scanned(next) => {
-                self.low.insert(remote.to_string(), next);
-                Ok(None)
-            }
-        }
-    }
-
     /// One check of every remote system.
     async fn check(&mut self) -> Result<(), StoreError> {
         if self.last_rescan.elapsed() >= RESCAN_EVERY {
@@ -133,27 +110,47 @@ impl Alerts {
         }
         let store = self.store.clone();
         let now = now_millis();
-        let (remotes, window_s, counted, instance) = tokio::task::spawn_blocking(move || {
-            let window_s = store.number("alert.window_s")?;
-            let since = crate::stats::minute_of(now.saturating_sub(window_s * 1000));
-            let mut remotes = Vec::new();
-            for remote in store.remote_systems()? {
-                let mut thresholds = [0; Watch::ALL.len()];
-                for (threshold, watch) in thresholds.iter_mut().zip(Watch::ALL) {
-                    *threshold = store.threshold(watch.property(), &remote.spec.name)?;
+        let low = self.low.clone();
+        // Every remote's figures in one trip off the async threads.
+        let (remotes, thresholds, waiting, window_s, counted, instance) =
+            tokio::task::spawn_blocking(move || {
+                let window_s = store.number("alert.window_s")?;
+                let since = crate::stats::minute_of(now.saturating_sub(window_s * 1000));
+                let remotes = store.remote_systems_shared()?;
+                let names: Vec<&str> = remotes.iter().map(|r| r.spec.name.as_str()).collect();
+                let watched = Watch::ALL.map(Watch::property);
+                let thresholds = store.thresholds(&watched, &names)?;
+                // Each remote's oldest waiting item, going on from where the
+                // last look stopped, up to SCAN_BUDGET index entries each.
+                let looks: Vec<(String, u64)> = names
+                    .iter()
+                    .map(|name| (name.to_string(), low.get(*name).copied().unwrap_or(0)))
+                    .collect();
+                let waiting = store.oldest_waiting(&looks, SCAN_BUDGET)?;
+                Ok::<_, StoreError>((
+                    remotes,
+                    thresholds,
+                    waiting,
+                    window_s,
+                    store.alert_figures(since)?,
+                    store.instance()?.name,
+                ))
+            })
+            .await
+            .map_err(StoreError::from)??;
+        let each = remotes.iter().zip(thresholds).zip(waiting);
+        for ((remote, thresholds), waiting) in each {
+            let oldest_s = match waiting {
+                Waiting::Found(sequence, created_on) => {
+                    self.low.insert(remote.spec.name.clone(), sequence);
+                    Some(now.saturating_sub(created_on) / 1000)
                 }
-                remotes.push((remote, thresholds));
-            }
-            Ok::<_, StoreError>((
-                remotes,
-                window_s,
-                store.alert_figures(since)?,
-                store.instance()?.name,
-            ))
-        })
-        .await
-        .map_err(StoreError::from)??;
-        for (remote, thresholds) in remotes {
+                Waiting::None => None,
+                Waiting::Scanned(next) => {
+                    self.low.insert(remote.spec.name.clone(), next);
+                    None
+                }
+            };
             let name = remote.spec.name.clone();
             let (backlog, errors) = counted.get(&name).copied().unwrap_or_default();
             let watched = remote.outbound_state != RemoteState::Disabled;
@@ -170,51 +167,72 @@ impl Alerts {
             };
             let figures = Figures {
                 backlog,
-                oldest_s: self.oldest_waiting(&name, now).await?,
+                oldest_s,
                 errors,
                 down_s,
             };
-            let mut over = Vec::new();
-            for (watch, threshold) in Watch::ALL.into_iter().zip(thresholds) {
-                let value = figures.of(watch);
-                let is_over = threshold > 0 && value >= threshold;
-                let key = (name.clone(), watch);
-                let text = format!(
-                    "{} for `{name}` {} the alert threshold of {threshold} ({})",
-                    watch.figure(value, window_s),
-                    if is_over {
-                        "is at or over"
-                    } else {
-                        "is back under"
-                    },
-                    watch.property()
-                );
-                if is_over {
-                    over.push(text.clone());
-                }
-                let was_over = self.active.contains(&key);
-                if is_over && !was_over {
-                    tracing::warn!(target: "alerts", remote_system = %name, alert = %text, "An alert threshold was crossed; the remote system's error subflow runs.");
-                    self.active.insert(key);
-                    raise(&remote.spec.error_subflow, "alert", &instance, &name, &text);
-                } else if was_over && !is_over {
-                    tracing::info!(target: "alerts", remote_system = %name, alert = %text, "An alert cleared; the remote system's error subflow runs again.");
-                    self.active.remove(&key);
-                    raise(
-                        &remote.spec.error_subflow,
-                        "alert_cleared",
-                        &instance,
-                        &name,
-                        &text,
-                    );
-                }
-            }
+            let over = self.compare(remote, &thresholds, &figures, window_s, &instance);
             self.health.update(&name, |h| {
                 h.oldest_waiting_s = figures.oldest_s;
                 h.alerts = over;
             });
         }
         Ok(())
+    }
+
+    /// Compares one remote's figures with its thresholds: raises each
+    /// alert crossed and clears each one back under (its error subflow
+    /// runs either way); returns the texts of those over now.
+    fn compare(
+        &mut self,
+        remote: &crate::store::RemoteSystemStatus,
+        thresholds: &[u64],
+        figures: &Figures,
+        window_s: u64,
+        instance: &str,
+    ) -> Vec<String> {
+        let name = &remote.spec.name;
+        let mut over = Vec::new();
+        for (watch, threshold) in Watch::ALL.into_iter().zip(thresholds.iter().copied()) {
+            let value = figures.of(watch);
+            let is_over = threshold > 0 && value >= threshold;
+            let key = (name.clone(), watch);
+            let was_over = self.active.contains(&key);
+            // Most remotes are under every threshold and were before:
+            // nothing to say.
+            if !is_over && !was_over {
+                continue;
+            }
+            let text = format!(
+                "{} for `{name}` {} the alert threshold of {threshold} ({})",
+                watch.figure(value, window_s),
+                if is_over {
+                    "is at or over"
+                } else {
+                    "is back under"
+                },
+                watch.property()
+            );
+            if is_over {
+                over.push(text.clone());
+            }
+            if is_over && !was_over {
+                tracing::warn!(target: "alerts", remote_system = %name, alert = %text, "An alert threshold was crossed; the remote system's error subflow runs.");
+                self.active.insert(key);
+                raise(&remote.spec.error_subflow, "alert", instance, name, &text);
+            } else if was_over && !is_over {
+                tracing::info!(target: "alerts", remote_system = %name, alert = %text, "An alert cleared; the remote system's error subflow runs again.");
+                self.active.remove(&key);
+                raise(
+                    &remote.spec.error_subflow,
+                    "alert_cleared",
+                    instance,
+                    name,
+                    &text,
+                );
+            }
+        }
+        over
     }
 }
 

@@ -271,7 +271,7 @@ impl PeerGate {
         let (instance, config, received) = tokio::task::spawn_blocking(move || {
             Ok::<_, StoreError>((
                 store.instance()?,
-                store.sync_config()?,
+                store.sync_config_shared()?,
                 store.highest_received(&sender)?,
             ))
         })

@@ -192,7 +192,7 @@ impl Api {
         let run_as = remotes
             .iter()
             .find(|r| r.spec.name == remote)
-            .and_then(|r| r.run_as_user(&users))
+            .and_then(|r| r.run_as_user(|name| users.iter().find(|u| u.name == name)))
             .ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "remote system `{remote}` has no run-as user that may write records, so its items cannot be applied; set its run_as and resolve again"

@@ -336,15 +336,20 @@ impl Processor {
         let store = self.store.clone();
         let after = self.cursor;
         let (items, remotes, users) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((
-                store.ready_inbound(after, ITEMS_PER_PASS)?,
-                store.remote_systems()?,
-                store.users()?,
-            ))
+            let items = store.ready_inbound(after, ITEMS_PER_PASS)?;
+            // Who applies them, read only when there is something to apply.
+            if items.is_empty() {
+                return Ok((items, Default::default(), Vec::new()));
+            }
+            Ok::<_, StoreError>((items, store.remote_systems_shared()?, store.users()?))
         })
         .await
         .map_err(StoreError::from)??;
         self.reap_fetches();
+        let remote_named: HashMap<&str, &crate::store::RemoteSystemStatus> =
+            remotes.iter().map(|r| (r.spec.name.as_str(), r)).collect();
+        let user_named: HashMap<&str, &crate::user::User> =
+            users.iter().map(|u| (u.name.as_str(), u)).collect();
         let mut blocked = self.blocked.take().unwrap_or_default();
         let mut tick = Tick::default();
         let mut held_now: HashSet<(String, String)> = HashSet::new();
@@ -372,10 +377,9 @@ impl Processor {
                 first_held.get_or_insert(item.id);
                 continue;
             }
-            let run_as = remotes
-                .iter()
-                .find(|r| r.spec.name == item.remote_system)
-                .and_then(|r| r.run_as_user(&users));
+            let run_as = remote_named
+                .get(item.remote_system.as_str())
+                .and_then(|r| r.run_as_user(|name| user_named.get(name).copied()));
             let actor = match run_as {
                 Some(user) => Actor {
                     user: user.name.clone(),

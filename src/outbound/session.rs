@@ -40,6 +40,11 @@ const FLUSH_SOON: Duration = Duration::from_millis(5);
 /// How soon a session held back by a bandwidth limit looks again.
 const LIMITED_RETRY: Duration = Duration::from_millis(1000);
 
+/// How long an idle session goes without reading the queue: its heartbeat
+/// looks once this long after the last look, should a wake-up ever go
+/// astray.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
+
 pub struct Session {
     remote: String,
     items: mpsc::Sender<SendItem>,
@@ -48,10 +53,13 @@ pub struct Session {
     /// Changes when a commit made outbound items Ready (`Store::ready_items`).
     ready: watch::Receiver<u64>,
     /// Whether Ready items may wait that were not sent: set at the start,
-    /// by a wake, a heartbeat (should a wake-up ever go astray), a batch
-    /// the window cut short, or a bandwidth limit; cleared by a look that
-    /// found them all. An idle session reads nothing from the store.
+    /// by a wake, a heartbeat `IDLE_LOOK` after the last look (should a
+    /// wake-up ever go astray), a batch the window cut short, or a
+    /// bandwidth limit; cleared by a look that found them all. An idle
+    /// session reads nothing from the store.
     look: bool,
+    /// When the session last read the queue.
+    looked: Instant,
     /// Whether the bandwidth limit held items back at the last look.
     limited: bool,
     interval: Duration,
@@ -105,6 +113,7 @@ impl Session {
             stop: out.stop.clone(),
             ready: out.store.ready_items(),
             look: true,
+            looked: now,
             limited: false,
             interval,
             slow,
@@ -151,6 +160,7 @@ impl Session {
             .next_items(&self.remote, self.cursor, asked)
             .await
             .map_err(|e| SessionEnd::Failed(CallError::Store(e)))?;
+        self.looked = Instant::now();
         // A full batch: the window, not the queue, was the limit.
         self.look = batch.len() == asked;
         self.limited = false;
@@ -270,7 +280,7 @@ impl Session {
             }
             SessionEvent::Closed(error) => Some(self.end(out, SessionEnd::Failed(error)).await),
             SessionEvent::HeartbeatDue => {
-                self.look = true;
+                self.look |= self.looked.elapsed() >= IDLE_LOOK;
                 self.heartbeat(out, *attempts).await
             }
             SessionEvent::Wake => {

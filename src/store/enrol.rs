@@ -431,7 +431,11 @@ impl Store {
     /// Takes a join on the hub: the invitation used, the member made.
     pub async fn enrol_member(&self, ask: JoinAsk) -> Result<JoinGrant, StoreError> {
         let made = self.writer.submit(move |txn| enrol_member(txn, ask)).await;
-        self.forget_remotes();
+        // A refused join wrote nothing (a flood of them must not make every
+        // dispatcher read the remote systems again).
+        if !matches!(made, Err(StoreError::JoinRefused(_))) {
+            self.forget_remotes();
+        }
         made
     }
 
@@ -459,7 +463,9 @@ impl Store {
                 write_invite(txn, &found)
             })
             .await;
-        self.forget_remotes();
+        if !matches!(undone, Err(StoreError::JoinRefused(_))) {
+            self.forget_remotes();
+        }
         undone
     }
 

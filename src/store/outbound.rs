@@ -109,39 +109,45 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest of `remote`'s outbound items not yet acknowledged (Ready
-    /// or Running), looking from sequence `from` on at most `budget` index
-    /// entries: `Found(sequence, created_on)`, `None` when there is none,
-    /// or `Scanned(next)` to go on from next time.
+    /// For each `(remote, from)`, the oldest of the remote's outbound
+    /// items not yet acknowledged (Ready or Running), looking from sequence
+    /// `from` on at most `budget` index entries: `Found(sequence,
+    /// created_on)`, `None` when there is none, or `Scanned(next)` to go on
+    /// from next time. One read for all.
     pub fn oldest_waiting(
         &self,
-        remote: &str,
-        from: u64,
+        looks: &[(String, u64)],
         budget: usize,
-    ) -> Result<Waiting, StoreError> {
+    ) -> Result<Vec<Waiting>, StoreError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
         let outbound = txn.open_table(OUTBOUND)?;
-        let (mut last, mut seen) = (from, 0);
-        for row in index
-            .range((remote, from)..=(remote, u64::MAX))?
-            .take(budget)
-        {
-            let (key, id) = row?;
-            last = key.value().1;
-            seen += 1;
-            let Some(value) = outbound.get(id.value())? else {
-                continue;
-            };
-            let item: OutboundItem = decode(value.value())?;
-            if matches!(item.status, QueueStatus::Ready | QueueStatus::Running) {
-                return Ok(Waiting::Found(item.sequence, item.created_on));
+        let mut found = Vec::with_capacity(looks.len());
+        'remotes: for (remote, from) in looks {
+            let (mut last, mut seen) = (*from, 0);
+            for row in index
+                .range((remote.as_str(), *from)..=(remote.as_str(), u64::MAX))?
+                .take(budget)
+            {
+                let (key, id) = row?;
+                last = key.value().1;
+                seen += 1;
+                let Some(value) = outbound.get(id.value())? else {
+                    continue;
+                };
+                let item: OutboundItem = decode(value.value())?;
+                if matches!(item.status, QueueStatus::Ready | QueueStatus::Running) {
+                    found.push(Waiting::Found(item.sequence, item.created_on));
+                    continue 'remotes;
+                }
             }
+            found.push(if seen < budget {
+                Waiting::None
+            } else {
+                Waiting::Scanned(last.saturating_add(1))
+            });
         }
-        if seen < budget {
-            return Ok(Waiting::None);
-        }
-        Ok(Waiting::Scanned(last.saturating_add(1)))
+        Ok(found)
     }
 
     pub fn outbound_item(&self, id: u64) -> Result<Option<OutboundItem>, StoreError> {

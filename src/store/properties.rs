@@ -68,20 +68,41 @@ impl Store {
         })
     }
 
-    /// An alert threshold for `remote`: its own value (`NAME@REMOTE`) when
-    /// set, else the instance's.
-    pub fn threshold(&self, name: &str, remote: &str) -> Result<u64, StoreError> {
-        let own = format!("{name}@{remote}");
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PROPERTIES)?;
-        if let Some(value) = table.get(own.as_str())? {
-            let text: String = decode(value.value())?;
-            return text
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("property {own} is not a number")));
-        }
-        drop(table);
-        self.number(name)
+    /// Alert thresholds `names` for each of `remotes`, in that order: each
+    /// remote's own value (`NAME@REMOTE`) when set, else the instance's.
+    /// Two reads for all.
+    pub fn thresholds(
+        &self,
+        names: &[&str],
+        remotes: &[&str],
+    ) -> Result<Vec<Vec<u64>>, StoreError> {
+        let number = |name: &str, text: &str| {
+            text.parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(format!("property {name} is not a number")))
+        };
+        let instance = names
+            .iter()
+            .map(|name| self.number(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let own: std::collections::HashMap<String, String> =
+            self.per_remote_properties()?.into_iter().collect();
+        remotes
+            .iter()
+            .map(|remote| {
+                names
+                    .iter()
+                    .zip(&instance)
+                    .map(|(name, default)| {
+                        if own.is_empty() {
+                            return Ok(*default);
+                        }
+                        let key = format!("{name}@{remote}");
+                        own.get(&key)
+                            .map_or(Ok(*default), |text| number(&key, text))
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     pub fn number(&self, name: &str) -> Result<u64, StoreError> {

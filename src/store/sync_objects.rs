@@ -67,20 +67,67 @@ pub struct RemoteSystemStatus {
 }
 
 impl RemoteSystemStatus {
-    /// The user its inbound flows run as, among `users`, when it exists
-    /// and may write records; `None` leaves its items unapplied.
-    pub fn run_as_user<'u>(&self, users: &'u [User]) -> Option<&'u User> {
-        users
-            .iter()
-            .find(|u| u.name == self.spec.run_as)
-            .filter(|u| u.may(crate::user::Permission::Records))
+    /// The user its inbound flows run as (`user_named` finds a user by
+    /// name), when it exists and may write records; `None` leaves its
+    /// items unapplied.
+    pub fn run_as_user<'u>(
+        &self,
+        user_named: impl FnOnce(&str) -> Option<&'u User>,
+    ) -> Option<&'u User> {
+        user_named(&self.spec.run_as).filter(|u| u.may(crate::user::Permission::Records))
     }
 }
 
-/// The remote systems as last read, with the generation of the process
-/// sync objects they were read at (bumped by every job that changes them).
+/// The remote systems and the running definitions as last read, with the
+/// generation of the process sync objects they were read at (bumped by
+/// every job that changes them).
 #[derive(Default)]
-pub(super) struct RemotesCache(std::sync::Mutex<(u64, Option<Arc<Remotes>>)>);
+pub(super) struct RemotesCache {
+    held: std::sync::Mutex<Held>,
+    /// Held while reading, so the callers that find the cache empty at
+    /// once (a thousand dispatchers after a change) read the store once.
+    reading: std::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Held {
+    generation: u64,
+    remotes: Option<Arc<Remotes>>,
+    config: Option<Arc<SyncConfig>>,
+}
+
+impl RemotesCache {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().expect("remotes cache lock")
+    }
+
+    /// What `pick` finds held, or else what `read` reads, kept by `keep`
+    /// unless a change was committed while it read.
+    fn get_or_read<T>(
+        &self,
+        pick: impl Fn(&Held) -> Option<Arc<T>>,
+        keep: impl FnOnce(&mut Held, Arc<T>),
+        read: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Arc<T>, StoreError> {
+        if let Some(held) = pick(&self.held()) {
+            return Ok(held);
+        }
+        let _reading = self.reading.lock().expect("remotes reading lock");
+        let generation = {
+            let held = self.held();
+            if let Some(found) = pick(&held) {
+                return Ok(found);
+            }
+            held.generation
+        };
+        let read = Arc::new(read()?);
+        let mut held = self.held();
+        if held.generation == generation {
+            keep(&mut held, read.clone());
+        }
+        Ok(read)
+    }
+}
 
 /// The remote systems as read, and where each name is among them.
 struct Remotes {
@@ -345,29 +392,22 @@ impl Store {
     }
 
     fn remotes(&self) -> Result<Arc<Remotes>, StoreError> {
-        let generation = {
-            let cache = self.remotes.0.lock().expect("remotes cache lock");
-            if let Some(remotes) = &cache.1 {
-                return Ok(remotes.clone());
-            }
-            cache.0
-        };
-        let all = self.read_remote_systems()?;
-        let by_name = all
-            .iter()
-            .enumerate()
-            .map(|(at, remote)| (remote.spec.name.clone(), at))
-            .collect();
-        let remotes = Arc::new(Remotes {
-            all: Arc::new(all),
-            by_name,
-        });
-        let mut cache = self.remotes.0.lock().expect("remotes cache lock");
-        // A change committed while this read ran makes it stale.
-        if cache.0 == generation {
-            cache.1 = Some(remotes.clone());
-        }
-        Ok(remotes)
+        self.remotes.get_or_read(
+            |held| held.remotes.clone(),
+            |held, remotes| held.remotes = Some(remotes),
+            || {
+                let all = self.read_remote_systems()?;
+                let by_name = all
+                    .iter()
+                    .enumerate()
+                    .map(|(at, remote)| (remote.spec.name.clone(), at))
+                    .collect();
+                Ok(Remotes {
+                    all: Arc::new(all),
+                    by_name,
+                })
+            },
+        )
     }
 
     /// One remote system with its states.
@@ -378,15 +418,16 @@ impl Store {
     /// One remote system with its states if they are at hand without
     /// reading the store (`None`: call `remote_system`), for async code.
     pub fn cached_remote_system(&self, name: &str) -> Option<Option<RemoteSystemStatus>> {
-        let cache = self.remotes.0.lock().expect("remotes cache lock");
-        cache.1.as_ref().map(|remotes| remotes.get(name))
+        let held = self.remotes.held();
+        held.remotes.as_ref().map(|remotes| remotes.get(name))
     }
 
-    /// Forgets the remote systems read: a job changed them.
+    /// Forgets the remote systems and definitions read: a job changed them.
     pub(super) fn forget_remotes(&self) {
-        let mut cache = self.remotes.0.lock().expect("remotes cache lock");
-        cache.0 += 1;
-        cache.1 = None;
+        let mut held = self.remotes.held();
+        held.generation += 1;
+        held.remotes = None;
+        held.config = None;
     }
 
     fn read_remote_systems(&self) -> Result<Vec<RemoteSystemStatus>, StoreError> {
@@ -411,7 +452,17 @@ impl Store {
     /// The definitions as they run (the files' and the enrolled remote
     /// systems with their groups' flows).
     pub fn sync_config(&self) -> Result<SyncConfig, StoreError> {
-        read_sync_config(&self.db)
+        Ok(self.sync_config_shared()?.as_ref().clone())
+    }
+
+    /// `sync_config`, shared: read once per change, like the remote
+    /// systems.
+    pub fn sync_config_shared(&self) -> Result<Arc<SyncConfig>, StoreError> {
+        self.remotes.get_or_read(
+            |held| held.config.clone(),
+            |held, config| held.config = Some(config),
+            || read_sync_config(&self.db),
+        )
     }
 
     /// The definitions as applied from files, without the remote systems

@@ -145,7 +145,7 @@ async fn a_session_sends_in_order_and_marks_what_the_peer_acknowledges() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_idle_session_looks_for_items_only_when_told_or_at_its_heartbeat() {
+async fn an_idle_session_looks_for_items_only_when_told_or_a_minute_on() {
     let (_dir, store) = linked_store().await;
     create_incidents(&store, 1).await;
     let mut peer = session_with(&store).await;
@@ -171,8 +171,21 @@ async fn an_idle_session_looks_for_items_only_when_told_or_at_its_heartbeat() {
     assert_eq!(event, SessionEvent::HeartbeatDue);
     let handled = peer.session.handle(&peer.out, event, &mut peer.attempts);
     assert_eq!(handled.await, None);
-    assert!(peer.session.look, "a heartbeat looks once, in case");
+    assert!(
+        !peer.session.look,
+        "a heartbeat soon after a look reads nothing"
+    );
     peer.answer.send(SyncEvent::Pong(2)).await.unwrap();
+    assert_eq!(peer.step().await, None);
+    // A minute after the last look, a heartbeat looks, in case a wake-up
+    // went astray.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let event = peer.session.next_event(&peer.out).await;
+    assert_eq!(event, SessionEvent::HeartbeatDue);
+    let handled = peer.session.handle(&peer.out, event, &mut peer.attempts);
+    assert_eq!(handled.await, None);
+    assert!(peer.session.look, "a minute on, a heartbeat looks once");
+    peer.answer.send(SyncEvent::Pong(3)).await.unwrap();
     assert_eq!(peer.step().await, None);
     assert!(!peer.session.look);
     let idle = Instant::now();
@@ -183,7 +196,7 @@ async fn an_idle_session_looks_for_items_only_when_told_or_at_its_heartbeat() {
         "{:?}",
         idle.elapsed()
     );
-    assert_eq!(peer.take_sent(), (vec![], vec![2]));
+    assert_eq!(peer.take_sent(), (vec![], vec![2, 3]));
 }
 
 #[tokio::test(start_paused = true)]
