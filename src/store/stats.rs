@@ -343,7 +343,10 @@ impl Store {
         let txn = self.db.begin_read()?;
         let now_minute = minute_of(now);
         let from = now_minute.saturating_sub(MINUTES_KEPT);
-        let mut recent: Vec<(StatsKey, Vec<(u64, MinuteCounts)>)> = Vec::new();
+        // A hub has a key per remote system: looked up by hash, not in a
+        // list.
+        let mut recent: std::collections::HashMap<StatsKey, Vec<(u64, MinuteCounts)>> =
+            std::collections::HashMap::new();
         let mut chart: Vec<QueueMinute> = Vec::new();
         for row in txn.open_table(QUEUE_MINUTES)?.range((from, "", "", "")..)? {
             let (key, value) = row?;
@@ -359,7 +362,10 @@ impl Store {
                 }
                 _ => chart.push((minute, queue, counts)),
             }
-            entry(&mut recent, queue, remote, event).push((minute, counts));
+            recent
+                .entry((queue, remote.to_string(), event.to_string()))
+                .or_default()
+                .push((minute, counts));
         }
         let mut out = Vec::new();
         for row in txn.open_table(QUEUE_STATS)?.iter()? {
@@ -370,10 +376,8 @@ impl Store {
             };
             let counters: QueueCounters = decode(value.value())?;
             let minutes = recent
-                .iter()
-                .find(|((q, r, e), _)| *q == queue && r == remote && e == event)
-                .map(|(_, list)| list.as_slice())
-                .unwrap_or(&[]);
+                .get(&(queue, remote.to_string(), event.to_string()))
+                .map_or(&[][..], Vec::as_slice);
             out.push(QueueStats::derive(
                 queue,
                 remote.to_string(),
