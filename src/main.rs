@@ -2,12 +2,8 @@
 
 /// mimalloc instead of the C library's allocator: measured with
 /// `procsync bench write`, glibc's malloc/free took a fifth of the CPU of a
-/// busy instance (request buffers, payload strings). Its purge delay stays
-/// at the default: handing freed memory back at once
-/// (`MIMALLOC_PURGE_DELAY=0`) kept an instance loading a million records
-/// at about 75 instead of 110 MiB resident, but cost batch writes a
-/// quarter of their speed (measured 2026-12-04); an operator short of
-/// memory can still set the variable.
+/// busy instance (request buffers, payload strings). Its purge delay is set
+/// at start (`keep_freed_memory_briefly`).
 /// (`--features system-alloc` leaves the system's, so that heap profilers
 /// such as heaptrack see every allocation.)
 #[cfg(not(feature = "system-alloc"))]
@@ -15,5 +11,35 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    #[cfg(not(feature = "system-alloc"))]
+    keep_freed_memory_briefly();
     procsync::cli::main()
+}
+
+/// mimalloc hands freed pages back to the system 10 ms after they empty
+/// (its option `purge_delay`), not after its default second. Purging is
+/// done by the thread that freed them, on a later call into mimalloc, so
+/// with the default a thread that then goes idle (most of a hub's, with a
+/// thousand idle edges) keeps them: 318-355 KiB per idle edge against 239
+/// with 10 ms (`bench fleet`, 1,000 edges). The cost was within the
+/// noise of `bench sync` and `bench write` (0-5 %); handing them back at
+/// once (0 ms) cost 7 % of `bench sync` and a quarter of batch writes.
+/// `MIMALLOC_PURGE_DELAY` set in the environment still wins.
+#[cfg(not(feature = "system-alloc"))]
+#[allow(
+    unsafe_code,
+    reason = "mimalloc's options are set through its C API; the mimalloc crate has no wrapper for it"
+)]
+fn keep_freed_memory_briefly() {
+    /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (v2 and v3).
+    const PURGE_DELAY: std::ffi::c_int = 15;
+    unsafe extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores an integer in mimalloc's option
+        // table (linked in by the mimalloc crate); 15 is purge_delay in
+        // the mimalloc this build compiles, and 10 ms is in its range.
+        unsafe { mi_option_set(PURGE_DELAY, 10) };
+    }
 }

@@ -148,6 +148,14 @@ pub async fn run(args: FleetBench) -> Result<()> {
         idle_cpu * 100.0 / args.idle_seconds as f64,
         args.idle_seconds
     );
+    // Memory freed after the joins goes back to the system over seconds,
+    // not at once (mimalloc's purge delay): the settled figure.
+    let rss_idle = super::rss_mib(pid).unwrap_or(f64::NAN);
+    println!(
+        "hub resident memory after {} s idle: {rss_idle:.0} MiB: {:.0} KiB per edge",
+        args.idle_seconds,
+        (rss_idle - rss_before) * 1024.0 / args.edges as f64
+    );
 
     answer_times(&mut hub).await?;
     write_all(&mut hub, &mut edges, 1, args.items).await?;
