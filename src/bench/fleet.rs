@@ -26,8 +26,10 @@ pub struct FleetBench {
     /// Edges to simulate.
     #[arg(long, default_value_t = 1000)]
     pub edges: usize,
-    /// Items each edge sends in the writing phase.
-    #[arg(long, default_value_t = 20)]
+    /// Items each edge sends in the writing phase (100: about ten seconds
+    /// of writing at 1,000 edges, long enough that the start and the last
+    /// stragglers do not set the rate).
+    #[arg(long, default_value_t = 100)]
     pub items: u64,
     /// How long to measure the idle fleet's CPU.
     #[arg(long, default_value_t = 20)]
