@@ -320,7 +320,8 @@ impl Api {
         let claimed =
             crate::config::sync::normalize_fingerprint(&request.fingerprint).unwrap_or_default();
         if claimed != fingerprint {
-            tracing::warn!(target: "transport", %fingerprint, claimed = %request.fingerprint, "Refused a join: it came with another instance's certificate.");
+            // Logged with the other refusals, a few times per burst, by the
+            // peer service.
             return Err(ApiError::Store(StoreError::JoinRefused(format!(
                 "the join was presented with certificate {fingerprint}, not {} that it names: a join code is used by the instance that joins, with its own certificate",
                 request.fingerprint

@@ -5,7 +5,8 @@
 //! group never dials) and a `Sync` stream for the edge's items. Prints the
 //! hub's memory per connected edge, its CPU while the fleet idles, the
 //! answer times of `stats`, `/metrics` and the dashboard's data with N
-//! remote systems, and the items/s applied when every edge writes at once.
+//! remote systems, and the items/s applied when every edge writes at once
+//! (twice, then once more beside `bad`'s misbehaving peers).
 
 mod bad;
 
@@ -161,6 +162,10 @@ pub async fn run(args: FleetBench) -> Result<()> {
 
     answer_times(&mut hub).await?;
     write_all(&mut hub, &mut edges, 1, args.items).await?;
+    // Again, so the phase beside the bad peers compares with one that
+    // also had the first one's items queued before it.
+    answer_times(&mut hub).await?;
+    write_all(&mut hub, &mut edges, args.items + 1, args.items).await?;
 
     // The same again with one bad peer of each kind at the hub.
     let bad = bad::start(&mut hub.client, &endpoint, beyond, max_peers).await?;
@@ -174,7 +179,7 @@ pub async fn run(args: FleetBench) -> Result<()> {
         args.idle_seconds
     );
     answer_times(&mut hub).await?;
-    write_all(&mut hub, &mut edges, args.items + 1, args.items).await?;
+    write_all(&mut hub, &mut edges, 2 * args.items + 1, args.items).await?;
     bad.report(&mut hub.client).await
 }
 

@@ -210,11 +210,12 @@ fn rebuild_capture(txn: &mut Txn<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn forged() -> StoreError {
+    refused("the join code is not one this hub issued (mistyped, forged or revoked); ask the hub's operator for a new one (`procsync remote invite`)".to_string())
+}
+
 /// The invitation `ask` names, when its secret matches and it is unused.
 fn usable_invite(txn: &Txn<'_>, ask: &JoinAsk) -> Result<Invite, StoreError> {
-    let forged = || {
-        refused("the join code is not one this hub issued (mistyped, forged or revoked); ask the hub's operator for a new one (`procsync remote invite`)".to_string())
-    };
     let invite = read_invite(txn, &ask.invite)?.ok_or_else(forged)?;
     if hex(&token_hash(&ask.secret)) != invite.secret_hash {
         return Err(forged());
@@ -430,6 +431,10 @@ impl Store {
 
     /// Takes a join on the hub: the invitation used, the member made.
     pub async fn enrol_member(&self, ask: JoinAsk) -> Result<JoinGrant, StoreError> {
+        // A wrong secret is refused from a read: a flood of guesses never
+        // reaches the writer, which every other write waits on. The job
+        // checks again, in its transaction.
+        self.secret_matches(&ask)?;
         let made = self.writer.submit(move |txn| enrol_member(txn, ask)).await;
         // A refused join wrote nothing (a flood of them must not make every
         // dispatcher read the remote systems again).
@@ -437,6 +442,17 @@ impl Store {
             self.forget_remotes();
         }
         made
+    }
+
+    fn secret_matches(&self, ask: &JoinAsk) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INVITES)?;
+        let found = table.get(ask.invite.as_str())?;
+        let invite: Option<Invite> = found.map(|v| decode(v.value())).transpose()?;
+        match invite {
+            Some(invite) if invite.secret_hash == hex(&token_hash(&ask.secret)) => Ok(()),
+            _ => Err(forged()),
+        }
     }
 
     /// Undoes a join the edge could not finish: the member goes and the

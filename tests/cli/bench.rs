@@ -106,7 +106,7 @@ fn a_fleet_of_twenty_simulated_edges_enrols_idles_and_writes() {
     // Again beside one bad peer of each kind, each bounded by the hub.
     assert!(
         out.contains("20 edges writing 10 readings each at once: 200 applied on the hub")
-            && out.matches("(200 acknowledged to the edges)").count() == 2,
+            && out.matches("(200 acknowledged to the edges)").count() == 3,
         "{out}"
     );
     let line = |start: &str| {
