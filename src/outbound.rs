@@ -149,15 +149,7 @@ impl Outbound {
 
     /// `remote` as the store has it now (`None` once it is removed).
     async fn remote(&self, remote: &str) -> Option<crate::store::RemoteSystemStatus> {
-        if let Some(cached) = self.store.cached_remote_system(remote) {
-            return cached;
-        }
-        let store = self.store.clone();
-        let name = remote.to_string();
-        tokio::task::spawn_blocking(move || store.remote_system(&name))
-            .await
-            .ok()?
-            .ok()?
+        self.store.remote_system_async(remote).await.ok()?
     }
 
     async fn target(&self, remote: &str) -> Result<PeerTarget, CallError> {

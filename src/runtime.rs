@@ -160,6 +160,10 @@ pub type StreamEnds = (
 #[derive(Clone, Default)]
 pub struct ReverseStreams(Arc<Mutex<Reverse>>);
 
+/// How long a peer we never dial has, once asked, to call back (deliver a
+/// content, open a comparison).
+const CALL_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Default)]
 struct Reverse {
     /// Offered, not yet taken by the dispatcher.
@@ -205,14 +209,14 @@ impl ReverseStreams {
     }
 
     /// Asks `remote`, over the stream it opened, to deliver the content
-    /// `grant` names from `offset` on; its `Deliver` call arrives through
-    /// the receiver (dropped unanswered: call `forget`).
+    /// `grant` names from `offset` on; its `Deliver` call's chunks, once it
+    /// makes it (within `CALL_BACK_WAIT`).
     pub async fn ask_delivery(
         &self,
         remote: &str,
         grant: crate::attachment::Grant,
         offset: u64,
-    ) -> Result<(u64, tokio::sync::oneshot::Receiver<FetchStream>), CallError> {
+    ) -> Result<FetchStream, CallError> {
         let (arrived, arrives) = tokio::sync::oneshot::channel();
         let request = |id| SendItem::Deliver(Box::new(Delivery { id, grant, offset }));
         let id = self
@@ -223,16 +227,13 @@ impl ReverseStreams {
                 "is not open (it dials us and we never dial it): the attachment comes once it connects",
             )
             .await?;
-        Ok((id, arrives))
+        self.called_back(remote, id, arrives, "our request to deliver an attachment")
+            .await
     }
 
     /// Asks `remote`, over the stream it opened, to answer a comparison;
-    /// its `ReconcileBack` call arrives through the receiver (dropped
-    /// unanswered: call `forget`).
-    pub async fn ask_reconcile(
-        &self,
-        remote: &str,
-    ) -> Result<(u64, tokio::sync::oneshot::Receiver<ReconcileCall>), CallError> {
+    /// its `ReconcileBack` call, once it makes it (within `CALL_BACK_WAIT`).
+    pub async fn ask_reconcile(&self, remote: &str) -> Result<ReconcileCall, CallError> {
         let (arrived, arrives) = tokio::sync::oneshot::channel();
         let id = self
             .ask(
@@ -242,7 +243,35 @@ impl ReverseStreams {
                 "is not open (it dials us and we never dial it): compare again once it connects",
             )
             .await?;
-        Ok((id, arrives))
+        self.called_back(
+            remote,
+            id,
+            arrives,
+            "our request to call back for a reconciliation",
+        )
+        .await
+    }
+
+    /// What the peer's call back (`id`) brings, or `NoAnswer` when it does
+    /// not come within `CALL_BACK_WAIT` (the request is then dropped).
+    async fn called_back<T>(
+        &self,
+        remote: &str,
+        id: u64,
+        arrives: tokio::sync::oneshot::Receiver<T>,
+        what: &'static str,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(CALL_BACK_WAIT, arrives).await {
+            Ok(Ok(arrived)) => Ok(arrived),
+            _ => {
+                self.forget(remote, id);
+                Err(CallError::NoAnswer {
+                    endpoint: format!("`{remote}`"),
+                    what,
+                    secs: CALL_BACK_WAIT.as_secs(),
+                })
+            }
+        }
     }
 
     async fn ask(
@@ -291,7 +320,7 @@ impl ReverseStreams {
     }
 
     /// Drops a request no call answered in time.
-    pub fn forget(&self, remote: &str, id: u64) {
+    fn forget(&self, remote: &str, id: u64) {
         self.awaited_by(remote, id);
     }
 

@@ -15,10 +15,6 @@ use crate::transport::peer::{FetchStream, PeerClient};
 use crate::transport::protocol::CallError;
 use crate::worker::{Step, Worker, stopped};
 
-/// How long a peer we never dial has to start delivering a content we
-/// asked it for; then the fetch fails and is retried like any other.
-const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// One content to fetch.
 #[derive(Clone, Debug)]
 pub struct Wanted {
@@ -107,29 +103,15 @@ impl Fetch {
             tracing::info!(target: "attachments", hash = %wanted.hash, resumed_at = start, size = wanted.size, "Resuming an attachment transfer.");
         }
         let remote = &wanted.remote_system;
-        let found = {
-            let (store, name) = (store.clone(), remote.clone());
-            tokio::task::spawn_blocking(move || store.remote_system(&name))
-                .await
-                .map_err(|e| CallError::Store(e.into()))?
-                .map_err(CallError::Store)?
-        };
+        let found = store
+            .remote_system_async(remote)
+            .await
+            .map_err(CallError::Store)?;
         let never_dialled = found.is_some_and(|r| r.spec.dial == Dial::Never);
         let stream = if never_dialled {
-            let (id, arrives) = reverse
+            reverse
                 .ask_delivery(remote, wanted.grant.clone(), start)
-                .await?;
-            match tokio::time::timeout(DELIVERY_WAIT, arrives).await {
-                Ok(Ok(stream)) => stream,
-                _ => {
-                    reverse.forget(remote, id);
-                    return Err(CallError::NoAnswer {
-                        endpoint: format!("`{remote}`"),
-                        what: "our request to deliver an attachment",
-                        secs: DELIVERY_WAIT.as_secs(),
-                    });
-                }
-            }
+                .await?
         } else {
             let target = crate::transport::peer::target_of(store.clone(), remote).await?;
             let mut client = PeerClient::connect(&target).await?;

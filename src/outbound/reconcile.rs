@@ -31,8 +31,6 @@ const RANGES_PER_ASK: usize = 4096;
 const PROPERTY_LOOK: Duration = Duration::from_secs(2);
 /// Most records asked for in one send.
 const SENDS_PER_ASK: usize = 4096;
-/// How long a peer we never dial has to call back once asked.
-const CALL_BACK_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Reconciler {
     store: Arc<Store>,
@@ -204,33 +202,17 @@ impl Reconciler {
     /// A reconciliation call to `remote`: dialled, or, for a peer we never
     /// dial, opened by the peer when asked over the stream it keeps open.
     async fn open_call(&self, remote: &str) -> Result<ReconcileCall, CallError> {
-        let never_dialled = match self.store.cached_remote_system(remote) {
-            Some(found) => found,
-            None => {
-                let (store, name) = (self.store.clone(), remote.to_string());
-                tokio::task::spawn_blocking(move || store.remote_system(&name))
-                    .await
-                    .map_err(|e| CallError::Store(e.into()))?
-                    .map_err(CallError::Store)?
-            }
+        let never_dialled = self
+            .store
+            .remote_system_async(remote)
+            .await
+            .map_err(CallError::Store)?
+            .is_some_and(|r| r.spec.dial == Dial::Never);
+        if never_dialled {
+            return self.reverse.ask_reconcile(remote).await;
         }
-        .is_some_and(|r| r.spec.dial == Dial::Never);
-        if !never_dialled {
-            let target = target_of(self.store.clone(), remote).await?;
-            return PeerClient::connect(&target).await?.reconcile().await;
-        }
-        let (id, opened) = self.reverse.ask_reconcile(remote).await?;
-        match tokio::time::timeout(CALL_BACK_WAIT, opened).await {
-            Ok(Ok(call)) => Ok(call),
-            _ => {
-                self.reverse.forget(remote, id);
-                Err(CallError::NoAnswer {
-                    endpoint: format!("`{remote}`"),
-                    what: "our request to call back for a reconciliation",
-                    secs: CALL_BACK_WAIT.as_secs(),
-                })
-            }
-        }
+        let target = target_of(self.store.clone(), remote).await?;
+        PeerClient::connect(&target).await?.reconcile().await
     }
 }
 

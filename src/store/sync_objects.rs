@@ -422,6 +422,19 @@ impl Store {
         held.remotes.as_ref().map(|remotes| remotes.get(name))
     }
 
+    /// `remote_system` for async code: from the cache when at hand, else
+    /// read off the async threads.
+    pub async fn remote_system_async(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<RemoteSystemStatus>, StoreError> {
+        if let Some(cached) = self.cached_remote_system(name) {
+            return Ok(cached);
+        }
+        let (store, name) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || store.remote_system(&name)).await?
+    }
+
     /// Forgets the remote systems and definitions read: a job changed them.
     pub(super) fn forget_remotes(&self) {
         let mut held = self.remotes.held();
