@@ -10,6 +10,7 @@ use super::codec::{decode, encode};
 use super::content::ContentInfo;
 use super::stats::Tally;
 use super::tables::*;
+use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::ids::{Millis, now_millis};
 use crate::queue::{InboundItem, OutboundItem, QueueStatus};
@@ -132,11 +133,7 @@ fn expired_rows<T: super::codec::Stored>(
     Ok(doomed)
 }
 
-fn purge_outbound(
-    txn: &WriteTransaction,
-    before: PurgeBefore,
-    batch: usize,
-) -> Result<u64, StoreError> {
+fn purge_outbound(txn: &Txn<'_>, before: PurgeBefore, batch: usize) -> Result<u64, StoreError> {
     let mut table = txn.open_table(OUTBOUND)?;
     let doomed = expired_rows(&table, before, batch, |i: &OutboundItem| {
         (i.created_on, i.status, i.processed_on)
@@ -159,11 +156,7 @@ fn purge_outbound(
     Ok(doomed.len() as u64)
 }
 
-fn purge_inbound(
-    txn: &WriteTransaction,
-    before: PurgeBefore,
-    batch: usize,
-) -> Result<u64, StoreError> {
+fn purge_inbound(txn: &Txn<'_>, before: PurgeBefore, batch: usize) -> Result<u64, StoreError> {
     let mut table = txn.open_table(INBOUND)?;
     let doomed = expired_rows(&table, before, batch, |i: &InboundItem| {
         (i.created_on, i.status, i.processed_on)

@@ -1,13 +1,14 @@
 //! The queue items by status: every item of both queues under (queue,
-//! status, remote system, process event, id), kept by the counters'
-//! `Tally` in the transaction that moves the item. The dashboard's queue
+//! status, stream, id), kept by the counters' `Tally` in the transaction
+//! that moves the item; a stream is a (remote system, process event) by
+//! its number in `QUEUE_STREAMS`. The dashboard's queue
 //! browser pages through it newest first, whatever the filter, without
 //! reading the items it skips; the Error lists and the inbound processor's
 //! held records read its Error part.
 
 use std::collections::BinaryHeap;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::codec::{decode, encode};
 use super::tables::*;
@@ -17,7 +18,7 @@ use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
 use crate::stats::Queue;
 
 /// META key saying the index holds every item of both queues.
-const INDEXED_MARK: &str = "queue_by_status_v1";
+const INDEXED_MARK: &str = "queue_by_status_v2";
 
 /// Index entries a browse page looks at, at most, for items the caller may
 /// not see (another domain's); the page then ends short with a token to go
@@ -32,6 +33,56 @@ pub(super) fn code(status: QueueStatus) -> u8 {
         QueueStatus::Processed => 2,
         QueueStatus::Error => 3,
         QueueStatus::Skipped => 4,
+    }
+}
+
+/// A queue as it is kept in the index key.
+fn queue_code(queue: Queue) -> u8 {
+    match queue {
+        Queue::Outbound => 0,
+        Queue::Inbound => 1,
+    }
+}
+
+/// The streams (remote system, process event) of one transaction's moves,
+/// by number: read from `QUEUE_STREAMS`, numbered there on first use.
+struct Streams<'t> {
+    table: redb::Table<'t, (&'static str, &'static str), u32>,
+    /// The few pairs seen in this call: searched in place.
+    known: Vec<(String, String, u32)>,
+}
+
+impl<'t> Streams<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Streams<'t>, StoreError> {
+        Ok(Streams {
+            table: txn.open_table(QUEUE_STREAMS)?,
+            known: Vec::new(),
+        })
+    }
+
+    fn number(&mut self, remote: &str, event: &str) -> Result<u32, StoreError> {
+        if let Some((_, _, n)) = self
+            .known
+            .iter()
+            .find(|(r, e, _)| r == remote && e == event)
+        {
+            return Ok(*n);
+        }
+        let stored = self.table.get((remote, event))?.map(|n| n.value());
+        let n = match stored {
+            Some(n) => n,
+            None => {
+                let n = u32::try_from(self.table.len()? + 1).map_err(|_| {
+                    StoreError::Invalid(
+                        "more than 4 billion remote systems and process events".into(),
+                    )
+                })?;
+                self.table.insert((remote, event), n)?;
+                n
+            }
+        };
+        self.known.push((remote.to_string(), event.to_string(), n));
+        Ok(n)
     }
 }
 
@@ -54,9 +105,11 @@ pub(super) fn apply<'a>(
     if moves.peek().is_none() {
         return Ok(());
     }
+    let mut streams = Streams::open(txn)?;
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
     for m in moves {
-        let key = |status| (m.queue.as_str(), code(status), m.remote, m.event, m.id);
+        let stream = streams.number(m.remote, m.event)?;
+        let key = |status| (queue_code(m.queue), code(status), stream, m.id);
         if let Some(from) = m.from {
             index.remove(key(from))?;
         }
@@ -74,14 +127,17 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     if meta.get(INDEXED_MARK)?.is_some() {
         return Ok(());
     }
+    let mut streams = Streams::open(txn)?;
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
     index.retain(|_, _| false)?;
     let mut indexed = 0u64;
     let mut add = |queue: Queue, status, remote: &str, event: &str, id| {
         indexed += 1;
+        let stream = streams.number(remote, event)?;
         index
-            .insert((queue.as_str(), code(status), remote, event, id), ())
+            .insert((queue_code(queue), code(status), stream, id), ())
             .map(drop)
+            .map_err(StoreError::from)
     };
     for row in txn.open_table(OUTBOUND)?.iter()? {
         let item: OutboundItem = decode(row?.1.value())?;
@@ -106,6 +162,7 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
         add(Queue::Inbound, *status, remote_system, process_event, *id)?;
     }
     txn.delete_table(FORMER_ERROR_ITEMS)?;
+    txn.delete_table(FORMER_QUEUE_BY_STATUS)?;
     meta.insert(INDEXED_MARK, encode(&true).as_slice())?;
     if indexed > 0 {
         tracing::info!(target: "store", items = indexed, "Indexed the queued items by status (once, for a store from an earlier version).");
@@ -117,10 +174,10 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
 pub(super) fn error_ids(txn: &ReadTransaction, queue: Queue) -> Result<Vec<u64>, StoreError> {
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let error = code(QueueStatus::Error);
-    let q = queue.as_str();
+    let q = queue_code(queue);
     let mut ids = index
-        .range((q, error, "", "", 0u64)..(q, error + 1, "", "", 0u64))?
-        .map(|row| Ok(row?.0.value().4))
+        .range((q, error, 0u32, 0u64)..(q, error + 1, 0u32, 0u64))?
+        .map(|row| Ok(row?.0.value().3))
         .collect::<Result<Vec<u64>, StoreError>>()?;
     ids.sort_unstable();
     Ok(ids)
@@ -208,18 +265,28 @@ fn newest_ids(
         None => ALL_STATUSES.to_vec(),
     };
     let index = txn.open_table(QUEUE_BY_STATUS)?;
-    let q = queue.as_str();
+    let streams = txn.open_table(QUEUE_STREAMS)?;
+    let q = queue_code(queue);
     let mut ranges = Vec::with_capacity(statuses.len() * keys.len());
-    for &status in &statuses {
-        for (remote, event) in keys {
-            let (s, r, e) = (code(status), remote.as_str(), event.as_str());
-            ranges.push(index.range((q, s, r, e, 0u64)..(q, s, r, e, before))?.rev());
+    for (remote, event) in keys {
+        // A pair counted but never indexed has no items.
+        let Some(stream) = streams.get((remote.as_str(), event.as_str()))? else {
+            continue;
+        };
+        let stream = stream.value();
+        for &status in &statuses {
+            let s = code(status);
+            ranges.push(
+                index
+                    .range((q, s, stream, 0u64)..(q, s, stream, before))?
+                    .rev(),
+            );
         }
     }
     let mut heads = BinaryHeap::with_capacity(ranges.len());
     for (i, range) in ranges.iter_mut().enumerate() {
         if let Some(row) = range.next() {
-            heads.push((row?.0.value().4, i));
+            heads.push((row?.0.value().3, i));
         }
     }
     while let Some((id, i)) = heads.pop() {
@@ -227,7 +294,7 @@ fn newest_ids(
             break;
         }
         if let Some(row) = ranges[i].next() {
-            heads.push((row?.0.value().4, i));
+            heads.push((row?.0.value().3, i));
         }
     }
     Ok(())

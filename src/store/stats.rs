@@ -9,6 +9,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::codec::{decode, encode};
 use super::queue_index::Move;
 use super::tables::*;
+use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::ids::Millis;
 use crate::queue::{InboundItem, OutboundItem, QueueStatus};
@@ -168,7 +169,7 @@ impl Tally {
 
     /// Counts one inbound item's move in its own tally, now.
     pub(super) fn count_inbound(
-        txn: &WriteTransaction,
+        txn: &Txn<'_>,
         item: &InboundItem,
         from: Option<QueueStatus>,
     ) -> Result<(), StoreError> {
@@ -179,7 +180,7 @@ impl Tally {
 
     /// Counts one outbound item's move in its own tally, now.
     pub(super) fn count_outbound(
-        txn: &WriteTransaction,
+        txn: &Txn<'_>,
         item: &OutboundItem,
         from: Option<QueueStatus>,
     ) -> Result<(), StoreError> {
@@ -210,8 +211,12 @@ impl Tally {
         }
     }
 
-    /// Adds the changes to the stored counters and this minute's history.
-    pub(super) fn save(self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    /// Moves the items in the status index now (a later job in the same
+    /// transaction may read it) and adds the counts to the transaction's
+    /// own tally, which the writer adds to the stored counters once, just
+    /// before the commit (`flush`): one read and write of each counter row
+    /// per commit instead of one per job.
+    pub(super) fn save(self, txn: &Txn<'_>) -> Result<(), StoreError> {
         let changes = &self.changes;
         super::queue_index::apply(
             txn,
@@ -227,6 +232,31 @@ impl Tally {
                 }
             }),
         )?;
+        txn.tally.borrow_mut().merge(self.changes, self.now);
+        Ok(())
+    }
+
+    /// Adds another tally's counts to this one's, kept at the later time.
+    fn merge(&mut self, changes: Vec<(StatsKey, Change)>, now: Millis) {
+        self.now = self.now.max(now);
+        for ((queue, remote, event), change) in changes {
+            let into = entry(&mut self.changes, queue, &remote, &event);
+            for (count, added) in into.counts.iter_mut().zip(change.counts) {
+                *count += added;
+            }
+            into.processed += change.processed;
+            into.skipped += change.skipped;
+            into.errors += change.errors;
+            into.processing_ms.extend(change.processing_ms);
+            into.last_processed_on = change.last_processed_on.or(into.last_processed_on);
+            into.last_time_in_queue_ms =
+                change.last_time_in_queue_ms.or(into.last_time_in_queue_ms);
+        }
+    }
+
+    /// Adds the counts to the stored counters and this minute's history;
+    /// the writer calls it once per transaction, before the commit.
+    pub(super) fn flush(self, txn: &WriteTransaction) -> Result<(), StoreError> {
         if self.changes.is_empty() {
             return Ok(());
         }

@@ -36,6 +36,9 @@ pub struct Txn<'a> {
     /// Set when a job made outbound items Ready (`Staging` sets it): once
     /// the commit is durable, the sessions are told to look.
     pub made_ready: std::cell::Cell<bool>,
+    /// The counts of every queue item the jobs moved, written to the
+    /// stored counters once, before the commit (`Tally::save`).
+    pub(super) tally: std::cell::RefCell<super::stats::Tally>,
 }
 
 impl std::ops::Deref for Txn<'_> {
@@ -348,6 +351,7 @@ fn commit_batch(
         txn: &txn,
         capture: capture.clone(),
         made_ready: std::cell::Cell::new(false),
+        tally: std::cell::RefCell::new(super::stats::Tally::new(now_millis())),
     };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
@@ -360,7 +364,9 @@ fn commit_batch(
     }
     let new_capture = ctx.capture.clone();
     let made_ready = ctx.made_ready.get();
-    drop(ctx);
+    if poisoned.is_none() {
+        poisoned = ctx.tally.into_inner().flush(&txn).err();
+    }
     let result = match poisoned {
         Some(error) => {
             let _ = txn.abort();

@@ -159,6 +159,26 @@ fn a_format_2_store_opens_with_everything_in_it() {
         assert_eq!(correlations.len(), 1);
         assert_eq!(correlations[0].local_correlation_id, sys_id);
         assert!(!correlations[0].synced.is_empty());
+        // Its index by status named the remote and event in every key: it
+        // is rebuilt with numbers on open, and the browser finds the items
+        // by status through it.
+        let processed = Browse {
+            status: Some(QueueStatus::Processed),
+            limit: 10,
+            ..Default::default()
+        };
+        let browsed = store.browse_inbound(&processed).unwrap();
+        let ids: Vec<u64> = browsed.items.iter().map(|i| i.id).collect();
+        assert_eq!((ids, browsed.total), (vec![inbound[0].id], 1));
+        let browsed = store.browse_outbound(&processed).unwrap();
+        let ids: Vec<u64> = browsed.items.iter().map(|i| i.id).collect();
+        assert_eq!((ids, browsed.total), (vec![outbound[0].id], 1));
+        let ready = Browse {
+            status: Some(QueueStatus::Ready),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(store.browse_inbound(&ready).unwrap().items.is_empty());
         store.close();
     }
     let instance = Instance {
