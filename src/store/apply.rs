@@ -226,7 +226,7 @@ fn write_plan(
         sync,
     } = planned;
     if !conflicts.is_empty() {
-        let mut counters = Counters::load(txn.open_table(COUNTERS)?);
+        let mut counters = Counters::load(txn)?;
         for _ in &conflicts {
             counters.next(&conflicts_counter(&item.remote_system))?;
         }

@@ -103,7 +103,7 @@ impl Store {
                     }
                     delete_content(txn, &info)?;
                 }
-                let mut counters = Counters::load(txn.open_table(COUNTERS)?);
+                let mut counters = Counters::load(txn)?;
                 let id = counters.next("content")?;
                 counters.save()?;
                 let info = ContentInfo {

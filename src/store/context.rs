@@ -5,6 +5,7 @@ use redb::WriteTransaction;
 
 use super::codec::{decode, encode};
 use super::tables::*;
+use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::queue::{FlowContext, FlowTrace, InboundItem, QueueStatus};
 
@@ -12,7 +13,7 @@ use crate::queue::{FlowContext, FlowTrace, InboundItem, QueueStatus};
 /// new id, and returns the id (for the item's `flow_contexts`). Not while
 /// the caller holds the counters table open: see `save_as`.
 pub(super) fn save(
-    txn: &WriteTransaction,
+    txn: &Txn<'_>,
     trace: FlowTrace,
     queue: &str,
     item_id: u64,
@@ -20,7 +21,7 @@ pub(super) fn save(
     error: Option<String>,
 ) -> Result<u64, StoreError> {
     let id = {
-        let mut counters = super::counters::Counters::load(txn.open_table(COUNTERS)?);
+        let mut counters = super::counters::Counters::load(txn)?;
         let id = counters.next(COUNTER)?;
         counters.save()?;
         id
@@ -32,7 +33,7 @@ pub(super) fn save(
 /// Saves the context of inbound `item`'s processing (ended in its current
 /// status) and links the item to it.
 pub(super) fn link_inbound(
-    txn: &WriteTransaction,
+    txn: &Txn<'_>,
     trace: FlowTrace,
     item: &mut InboundItem,
 ) -> Result<(), StoreError> {

@@ -43,7 +43,7 @@ pub fn receive(
     let now = now_millis();
     let mut seen = txn.open_table(INBOUND_SEEN_BY_PEER)?;
     let mut inbound = txn.open_table(INBOUND)?;
-    let mut counters = Counters::load(txn.open_table(COUNTERS)?);
+    let mut counters = Counters::load(txn)?;
     let mut tally = super::stats::Tally::new(now);
     let mut acks = Vec::with_capacity(items.len());
     for received in items {

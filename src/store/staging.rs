@@ -5,7 +5,6 @@
 //! their items here.
 
 use crate::queue::EncodedPayload;
-use redb::WriteTransaction;
 
 use super::writer::Txn;
 
@@ -82,7 +81,7 @@ pub(super) fn sent_fields(payload: &Payload) -> Vec<SentField> {
 /// its own change back), and opening four tables for nothing cost about 4 %
 /// of the hub's writer thread.
 pub(super) struct Staging<'t> {
-    txn: &'t WriteTransaction,
+    txn: &'t Txn<'t>,
     tables: Option<StagingTables<'t>>,
     tally: Tally,
     now: Millis,
@@ -99,18 +98,18 @@ struct StagingTables<'t> {
 }
 
 impl<'t> StagingTables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<StagingTables<'t>, StoreError> {
+    fn open(txn: &'t Txn<'t>) -> Result<StagingTables<'t>, StoreError> {
         Ok(StagingTables {
             outbound: txn.open_table(OUTBOUND)?,
             by_remote: txn.open_table(OUTBOUND_BY_REMOTE)?,
             correlations: txn.open_table(CORRELATIONS)?,
-            counters: Counters::load(txn.open_table(COUNTERS)?),
+            counters: Counters::load(txn)?,
         })
     }
 }
 
 impl<'t> Staging<'t> {
-    pub(super) fn open(txn: &'t WriteTransaction, now: Millis) -> Result<Staging<'t>, StoreError> {
+    pub(super) fn open(txn: &'t Txn<'t>, now: Millis) -> Result<Staging<'t>, StoreError> {
         Ok(Staging {
             txn,
             tables: None,

@@ -39,6 +39,11 @@ pub struct Txn<'a> {
     /// The counts of every queue item the jobs moved, written to the
     /// stored counters once, before the commit (`Tally::save`).
     pub(super) tally: std::cell::RefCell<super::stats::Tally>,
+    /// The counters the jobs took, stored once before the commit
+    /// (`counters::flush`).
+    pub(super) counters: std::cell::RefCell<std::collections::BTreeMap<String, u64>>,
+    /// Whether a job's `Counters` is open.
+    pub(super) counters_in_use: std::cell::Cell<bool>,
 }
 
 impl std::ops::Deref for Txn<'_> {
@@ -352,6 +357,8 @@ fn commit_batch(
         capture: capture.clone(),
         made_ready: std::cell::Cell::new(false),
         tally: std::cell::RefCell::new(super::stats::Tally::new(now_millis())),
+        counters: Default::default(),
+        counters_in_use: Default::default(),
     };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
@@ -365,7 +372,12 @@ fn commit_batch(
     let new_capture = ctx.capture.clone();
     let made_ready = ctx.made_ready.get();
     if poisoned.is_none() {
-        poisoned = ctx.tally.into_inner().flush(&txn).err();
+        poisoned = ctx
+            .tally
+            .into_inner()
+            .flush(&txn)
+            .and_then(|()| super::counters::flush(&txn, ctx.counters.into_inner()))
+            .err();
     }
     let result = match poisoned {
         Some(error) => {
