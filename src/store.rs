@@ -11,6 +11,7 @@ mod compact;
 mod handle;
 mod tables;
 mod writer;
+mod open;
 
 mod counters;
 mod properties;

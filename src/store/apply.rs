@@ -73,8 +73,7 @@ pub(super) fn apply_inbound_settling(
     item.waiting = None;
     trace.step("finish", format!("the item is {}", item.status.as_str()));
     super::context::link_inbound(txn, trace, &mut item)?;
-    txn.open_table(INBOUND)?
-        .insert(id, encode(&item).as_slice())?;
+    txn.inbound()?.insert(id, encode(&item).as_slice())?;
     super::stats::Tally::count_inbound(txn, &item, Some(QueueStatus::Ready))?;
     Ok(item)
 }
@@ -126,8 +125,8 @@ fn read_facts(
 ) -> Result<InboundFacts, StoreError> {
     let table = understood.table();
     let remote = item.remote_system.as_str();
-    let records = txn.open_table(RECORDS)?;
-    let journal = txn.open_table(JOURNAL)?;
+    let records = txn.records()?;
+    let journal = txn.journal()?;
     let mut facts = InboundFacts::default();
     let hold = |facts: &mut InboundFacts, sys_id: &str| -> Result<bool, StoreError> {
         let Some(value) = records.get((table, sys_id))? else {
@@ -149,7 +148,7 @@ fn read_facts(
         Ok(true)
     };
     let known = txn
-        .open_table(CORRELATIONS_BY_REMOTE)?
+        .correlations_by_remote()?
         .get((remote, item.remote_correlation_id.as_str()))?
         .map(|v| {
             let (known_table, sys_id) = v.value();
@@ -163,7 +162,7 @@ fn read_facts(
     // is still unsent.
     let with_sender = |sys_id: &str, facts: &mut InboundFacts| {
         let correlation = txn
-            .open_table(CORRELATIONS)?
+            .correlations()?
             .get((table, sys_id, remote))?
             .map(|value| decode::<Correlation>(value.value()))
             .transpose()?;
@@ -240,10 +239,10 @@ fn write_plan(
         InboundPlan::Hold(problem) => return Ok(FlowResult::Held(problem, conflicts)),
     };
     let prepared = {
-        let records = txn.open_table(RECORDS)?;
+        let records = txn.records()?;
         let capture = txn.capture.clone();
         prepare(
-            &records,
+            &*records,
             run_as,
             std::slice::from_ref(&write),
             limits,
@@ -334,7 +333,7 @@ fn matching(
     }
     let by_value = txn.open_table(RECORDS_BY_VALUE)?;
     let candidates = super::match_index::candidates(&by_value, (table, first_field, first_value))?;
-    let correlations = txn.open_table(CORRELATIONS)?;
+    let correlations = txn.correlations()?;
     for sys_id in candidates {
         let Some(value) = records.get((table, sys_id.as_str()))? else {
             continue;
@@ -360,7 +359,7 @@ fn matching(
 
 /// Inbound item `id` as stored.
 pub(super) fn load_inbound(txn: &Txn<'_>, id: u64) -> Result<InboundItem, StoreError> {
-    let table = txn.open_table(INBOUND)?;
+    let table = txn.inbound()?;
     let value = table.get(id)?.ok_or(StoreError::ItemNotFound {
         queue: "inbound",
         id,

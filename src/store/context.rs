@@ -54,7 +54,7 @@ pub(super) const COUNTER: &str = "flow_context";
 
 /// Stores a context under `id`, taken from the `COUNTER` counter.
 pub(super) fn save_as(
-    txn: &WriteTransaction,
+    txn: &Txn<'_>,
     id: u64,
     trace: FlowTrace,
     queue: &str,
@@ -63,7 +63,7 @@ pub(super) fn save_as(
     error: Option<String>,
 ) -> Result<(), StoreError> {
     let context = trace.finish(id, queue, item_id, outcome, error);
-    txn.open_table(FLOW_CONTEXTS)?
+    txn.flow_contexts()?
         .insert(id, encode(&context).as_slice())?;
     Ok(())
 }

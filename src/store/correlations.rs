@@ -8,6 +8,7 @@ use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::tables::*;
+use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::ids::{Millis, now_millis};
 use crate::queue::{Correlation, FieldBase, OutboundItem, SyncUpdate, Synced};
@@ -212,7 +213,7 @@ impl Store {
 /// Correlates our record `table/local_id` with `remote`'s record
 /// `remote_id` (both directions of the index).
 pub(super) fn correlate_with(
-    txn: &redb::WriteTransaction,
+    txn: &Txn<'_>,
     table: &str,
     local_id: &str,
     remote: &str,
@@ -221,7 +222,7 @@ pub(super) fn correlate_with(
     update: SyncUpdate,
 ) -> Result<(), StoreError> {
     let now = now_millis();
-    let mut correlations = txn.open_table(CORRELATIONS)?;
+    let mut correlations = txn.correlations()?;
     let key = (table, local_id, remote);
     let previous: Option<Correlation> = match correlations.get(key)? {
         Some(value) => Some(decode(value.value())?),
@@ -247,7 +248,8 @@ pub(super) fn correlate_with(
         origin_remote,
     };
     correlations.insert(key, encode(&correlation).as_slice())?;
-    txn.open_table(CORRELATIONS_BY_REMOTE)?
+    drop(correlations);
+    txn.correlations_by_remote()?
         .insert((remote, remote_id), (table, local_id))?;
     Ok(())
 }

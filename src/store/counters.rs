@@ -17,12 +17,15 @@ use redb::{ReadableTable, WriteTransaction};
 /// use, handed back by `save`. One at a time per transaction, as when each
 /// job held the counters table open: two would hand out the same numbers.
 pub(super) struct Counters<'t> {
-    txn: &'t Txn<'t>,
+    txn: &'t WriteTransaction,
+    /// The transaction's counters, as its jobs handed them back.
+    taken: &'t std::cell::RefCell<BTreeMap<String, u64>>,
+    in_use: &'t std::cell::Cell<bool>,
     cache: BTreeMap<String, u64>,
 }
 
 impl<'t> Counters<'t> {
-    pub(super) fn load(txn: &'t Txn<'t>) -> Result<Counters<'t>, StoreError> {
+    pub(super) fn load(txn: &'t Txn<'_>) -> Result<Counters<'t>, StoreError> {
         if txn.counters_in_use.replace(true) {
             return Err(StoreError::Invalid(
                 "two jobs' counters were open at once in one transaction (a bug: please report it)"
@@ -31,6 +34,8 @@ impl<'t> Counters<'t> {
         }
         Ok(Counters {
             txn,
+            taken: &txn.counters,
+            in_use: &txn.counters_in_use,
             cache: BTreeMap::new(),
         })
     }
@@ -38,7 +43,7 @@ impl<'t> Counters<'t> {
     /// The next value of `name`, starting at 1.
     pub(super) fn next(&mut self, name: &str) -> Result<u64, StoreError> {
         if !self.cache.contains_key(name) {
-            let taken = self.txn.counters.borrow().get(name).copied();
+            let taken = self.taken.borrow().get(name).copied();
             let current = match taken {
                 Some(value) => value,
                 None => stored(self.txn, name)?,
@@ -53,14 +58,14 @@ impl<'t> Counters<'t> {
     /// Hands the numbers taken to the transaction.
     pub(super) fn save(mut self) -> Result<(), StoreError> {
         let cache = std::mem::take(&mut self.cache);
-        self.txn.counters.borrow_mut().extend(cache);
+        self.taken.borrow_mut().extend(cache);
         Ok(())
     }
 }
 
 impl Drop for Counters<'_> {
     fn drop(&mut self) {
-        self.txn.counters_in_use.set(false);
+        self.in_use.set(false);
     }
 }
 
@@ -108,9 +113,10 @@ mod tests {
 
     #[tokio::test]
     async fn only_jobs_that_end_well_take_numbers_and_the_numbers_are_stored_once() {
-        let (dir, store) = crate::testing::linked_store().await;
-        // Queued together, so (most likely) one transaction: the failed
+        let (dir, store) = crate::store::writer::test_support::scratch_store();
+        // Queued together, so one transaction: the failed
         // job's number goes to the next job, and the commit stores 2.
+        let hold = crate::store::writer::test_support::hold(&store);
         let first = store
             .writer
             .enqueue(Durability::Immediate, |t| take(t, false));
@@ -120,6 +126,7 @@ mod tests {
         let third = store
             .writer
             .enqueue(Durability::Immediate, |t| take(t, false));
+        hold.await.unwrap();
         assert_eq!(first.await.unwrap(), 1);
         assert!(failed.await.is_err());
         assert_eq!(third.await.unwrap(), 2);

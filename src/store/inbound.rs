@@ -345,8 +345,6 @@ impl Store {
         limits: super::RecordWriteLimits,
     ) -> impl std::future::Future<Output = Result<InboundItem, StoreError>> + Send + 'static {
         self.writer
-            .enqueue(redb::Durability::Immediate, move |txn| {
-                super::apply::apply_inbound(txn, id, &run_as, &limits)
-            })
+            .enqueue_sharing(move |txn| super::apply::apply_inbound(txn, id, &run_as, &limits))
     }
 }

@@ -11,7 +11,9 @@ use std::collections::BinaryHeap;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::codec::{decode, encode};
+use super::open::Open;
 use super::tables::*;
+use super::writer::Txn;
 use super::{Store, StoreError};
 use crate::domain::Domain;
 use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
@@ -46,18 +48,18 @@ fn queue_code(queue: Queue) -> u8 {
 
 /// The streams (remote system, process event) of one transaction's moves,
 /// by number: read from `QUEUE_STREAMS`, numbered there on first use.
-struct Streams<'t> {
-    table: redb::Table<'t, (&'static str, &'static str), u32>,
+struct Streams<'g, 't> {
+    table: Open<'g, 't, (&'static str, &'static str), u32>,
     /// The few pairs seen in this call: searched in place.
     known: Vec<(String, String, u32)>,
 }
 
-impl<'t> Streams<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Streams<'t>, StoreError> {
-        Ok(Streams {
-            table: txn.open_table(QUEUE_STREAMS)?,
+impl<'g, 't> Streams<'g, 't> {
+    fn new(table: Open<'g, 't, (&'static str, &'static str), u32>) -> Streams<'g, 't> {
+        Streams {
+            table,
             known: Vec::new(),
-        })
+        }
     }
 
     fn number(&mut self, remote: &str, event: &str) -> Result<u32, StoreError> {
@@ -98,15 +100,15 @@ pub(super) struct Move<'a> {
 
 /// Moves the items' index entries (and their Error entries) in `txn`.
 pub(super) fn apply<'a>(
-    txn: &WriteTransaction,
+    txn: &Txn<'_>,
     moves: impl IntoIterator<Item = Move<'a>>,
 ) -> Result<(), StoreError> {
     let mut moves = moves.into_iter().peekable();
     if moves.peek().is_none() {
         return Ok(());
     }
-    let mut streams = Streams::open(txn)?;
-    let mut index = txn.open_table(QUEUE_BY_STATUS)?;
+    let mut streams = Streams::new(txn.queue_streams()?);
+    let mut index = txn.queue_by_status()?;
     for m in moves {
         let stream = streams.number(m.remote, m.event)?;
         let key = |status| (queue_code(m.queue), code(status), stream, m.id);
@@ -127,7 +129,7 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     if meta.get(INDEXED_MARK)?.is_some() {
         return Ok(());
     }
-    let mut streams = Streams::open(txn)?;
+    let mut streams = Streams::new(Open::Own(txn.open_table(QUEUE_STREAMS)?));
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
     index.retain(|_, _| false)?;
     let mut indexed = 0u64;

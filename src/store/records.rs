@@ -121,15 +121,15 @@ pub fn write_records(
         }
     }
     let prepared = {
-        let records = txn.open_table(RECORDS)?;
+        let records = txn.records()?;
         match prepared {
             Some(prepared)
                 if Arc::ptr_eq(&prepared.capture, &txn.capture)
-                    && still_holds(&records, &prepared)? =>
+                    && still_holds(&*records, &prepared)? =>
             {
                 prepared
             }
-            _ => prepare(&records, actor, &writes, limits, &txn.capture, None)?,
+            _ => prepare(&*records, actor, &writes, limits, &txn.capture, None)?,
         }
     };
     write_prepared(txn, prepared)
@@ -140,8 +140,8 @@ pub(super) fn write_prepared(
     txn: &mut Txn<'_>,
     prepared: PreparedWrites,
 ) -> Result<Vec<WriteResult>, StoreError> {
-    let mut records = txn.open_table(RECORDS)?;
-    let mut journal = txn.open_table(JOURNAL)?;
+    let mut records = txn.records()?;
+    let mut journal = txn.journal()?;
     // Only tables an inbound flow matches on keep the index of values.
     let mut by_value = if prepared.writes.iter().any(|w| !w.matched.is_empty()) {
         Some(txn.open_table(RECORDS_BY_VALUE)?)
@@ -640,7 +640,7 @@ impl Store {
         };
         let prepared = prepared?;
         self.writer
-            .submit(move |txn| write_records(txn, &actor, writes, &limits, Some(prepared)))
+            .enqueue_sharing(move |txn| write_records(txn, &actor, writes, &limits, Some(prepared)))
             .await
     }
 }

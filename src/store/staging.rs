@@ -6,6 +6,7 @@
 
 use crate::queue::EncodedPayload;
 
+use super::open::Open;
 use super::writer::Txn;
 
 use super::StoreError;
@@ -80,9 +81,9 @@ pub(super) fn sent_fields(payload: &Payload) -> Vec<SentField> {
 /// staged: most writes on a hub capture nothing (the sender is never sent
 /// its own change back), and opening four tables for nothing cost about 4 %
 /// of the hub's writer thread.
-pub(super) struct Staging<'t> {
-    txn: &'t Txn<'t>,
-    tables: Option<StagingTables<'t>>,
+pub(super) struct Staging<'t, 'a> {
+    txn: &'t Txn<'a>,
+    tables: Option<StagingTables<'t, 'a>>,
     tally: Tally,
     now: Millis,
     /// Items staged so far.
@@ -90,26 +91,26 @@ pub(super) struct Staging<'t> {
 }
 
 /// The tables staging writes, open once something is staged.
-struct StagingTables<'t> {
-    outbound: redb::Table<'t, u64, &'static [u8]>,
+struct StagingTables<'t, 'a> {
+    outbound: Open<'t, 'a, u64, &'static [u8]>,
     by_remote: redb::Table<'t, (&'static str, u64), u64>,
-    correlations: redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    correlations: Open<'t, 'a, (&'static str, &'static str, &'static str), &'static [u8]>,
     counters: Counters<'t>,
 }
 
-impl<'t> StagingTables<'t> {
-    fn open(txn: &'t Txn<'t>) -> Result<StagingTables<'t>, StoreError> {
+impl<'t, 'a> StagingTables<'t, 'a> {
+    fn open(txn: &'t Txn<'a>) -> Result<StagingTables<'t, 'a>, StoreError> {
         Ok(StagingTables {
-            outbound: txn.open_table(OUTBOUND)?,
+            outbound: txn.outbound()?,
             by_remote: txn.open_table(OUTBOUND_BY_REMOTE)?,
-            correlations: txn.open_table(CORRELATIONS)?,
+            correlations: txn.correlations()?,
             counters: Counters::load(txn)?,
         })
     }
 }
 
-impl<'t> Staging<'t> {
-    pub(super) fn open(txn: &'t Txn<'t>, now: Millis) -> Result<Staging<'t>, StoreError> {
+impl<'t, 'a> Staging<'t, 'a> {
+    pub(super) fn open(txn: &'t Txn<'a>, now: Millis) -> Result<Staging<'t, 'a>, StoreError> {
         Ok(Staging {
             txn,
             tables: None,

@@ -44,6 +44,26 @@ pub struct Txn<'a> {
     pub(super) counters: std::cell::RefCell<std::collections::BTreeMap<String, u64>>,
     /// Whether a job's `Counters` is open.
     pub(super) counters_in_use: std::cell::Cell<bool>,
+    /// The tables kept open for the jobs that share them (`open`).
+    open: super::open::OpenTables<'a>,
+    /// Whether the running job shares the kept tables.
+    shares: std::cell::Cell<bool>,
+}
+
+impl<'a> Txn<'a> {
+    /// The transaction itself, for tables that outlive one borrow of `self`.
+    pub(super) fn write_txn(&self) -> &'a WriteTransaction {
+        self.txn
+    }
+
+    pub(super) fn open_tables(&self) -> &super::open::OpenTables<'a> {
+        &self.open
+    }
+
+    /// Whether the running job keeps its tables open for the next one.
+    pub(super) fn shares_tables(&self) -> bool {
+        self.shares.get()
+    }
 }
 
 impl std::ops::Deref for Txn<'_> {
@@ -57,9 +77,11 @@ impl std::ops::Deref for Txn<'_> {
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A request: run it in the open transaction, or (when no transaction could
 /// be opened) answer with the error. Returns what to do once the commit's
-/// outcome is known, and an error that must abort the transaction.
+/// outcome is known, and an error that must abort the transaction. The
+/// flag says whether it shares the kept tables (`open`).
 type Job = (
     Durability,
+    bool,
     Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>,
 );
 
@@ -129,6 +151,33 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        self.queue(durability, false, job)
+    }
+
+    /// `enqueue` (durably) for a job that shares the kept tables with the
+    /// jobs around it: every table it touches of those in `open` it must
+    /// reach through `Txn`'s accessors, never `open_table`.
+    pub fn enqueue_sharing<T, F>(
+        &self,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue(Durability::Immediate, true, job)
+    }
+
+    fn queue<T, F>(
+        &self,
+        durability: Durability,
+        shares: bool,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let boxed =
             Box::new(
@@ -154,7 +203,7 @@ impl Writer {
             let sender = self.sender.lock().expect("writer sender lock");
             sender
                 .as_ref()
-                .is_some_and(|sender| sender.send((durability, boxed)).is_ok())
+                .is_some_and(|sender| sender.send((durability, shares, boxed)).is_ok())
         };
         async move {
             if !queued {
@@ -323,7 +372,7 @@ fn commit_batch(
 ) -> Committed {
     let durability = if batch
         .iter()
-        .any(|(d, _)| matches!(d, Durability::Immediate))
+        .any(|(d, _, _)| matches!(d, Durability::Immediate))
     {
         Durability::Immediate
     } else {
@@ -342,7 +391,7 @@ fn commit_batch(
             };
             let completions = batch
                 .into_iter()
-                .map(|(_, job)| job(Err(error.clone())).0)
+                .map(|(_, _, job)| job(Err(error.clone())).0)
                 .collect::<Vec<_>>();
             return Committed {
                 completions,
@@ -352,31 +401,52 @@ fn commit_batch(
             };
         }
     };
-    let mut ctx = Txn {
-        txn: &txn,
-        capture: capture.clone(),
-        made_ready: std::cell::Cell::new(false),
-        tally: std::cell::RefCell::new(super::stats::Tally::new(now_millis())),
-        counters: Default::default(),
-        counters_in_use: Default::default(),
-    };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
-    for (_, job) in batch {
-        let (completion, poison) = job(Ok(&mut ctx));
-        completions.push(completion);
-        if poisoned.is_none() {
-            poisoned = poison;
+    // The job state borrows the transaction (its kept tables too): it ends
+    // here, before the commit takes the transaction.
+    let (new_capture, made_ready, tally, counters) = {
+        let mut ctx = Txn {
+            txn: &txn,
+            capture: capture.clone(),
+            made_ready: std::cell::Cell::new(false),
+            tally: std::cell::RefCell::new(super::stats::Tally::new(now_millis())),
+            counters: Default::default(),
+            counters_in_use: Default::default(),
+            open: Default::default(),
+            shares: Default::default(),
+        };
+        for (_, shares, job) in batch {
+            // A job that does not share may open any table itself.
+            if !shares {
+                ctx.open.close_all();
+            }
+            ctx.shares.set(shares);
+            let (completion, poison) = job(Ok(&mut ctx));
+            completions.push(completion);
+            if poisoned.is_none() {
+                poisoned = poison;
+            }
         }
-    }
-    let new_capture = ctx.capture.clone();
-    let made_ready = ctx.made_ready.get();
+        let Txn {
+            txn: held,
+            capture: new_capture,
+            made_ready,
+            tally,
+            counters,
+            counters_in_use,
+            open,
+            shares,
+        } = ctx;
+        drop((held, counters_in_use, open, shares));
+        (new_capture, made_ready, tally, counters)
+    };
+    let made_ready = made_ready.get();
     if poisoned.is_none() {
-        poisoned = ctx
-            .tally
+        poisoned = tally
             .into_inner()
             .flush(&txn)
-            .and_then(|()| super::counters::flush(&txn, ctx.counters.into_inner()))
+            .and_then(|()| super::counters::flush(&txn, counters.into_inner()))
             .err();
     }
     let result = match poisoned {
@@ -392,5 +462,36 @@ fn commit_batch(
         result,
         new_capture: changed.then_some(new_capture),
         made_ready,
+    }
+}
+
+/// For the store's own tests of the writer's transactions.
+#[cfg(test)]
+pub(super) mod test_support {
+    use super::super::{InstanceInfo, Store, StoreError};
+
+    /// A new store in a temporary directory (removed with the guard).
+    pub fn scratch_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let info = InstanceInfo {
+            sys_id: crate::ids::new_sys_id(),
+            name: "scratch".to_string(),
+            created_on: crate::ids::now_millis(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            fingerprint: "sha256:test".to_string(),
+        };
+        Store::create(dir.path(), &info, "admin-token").expect("a new store");
+        let store = Store::open(dir.path()).expect("the store opens");
+        (dir, store)
+    }
+
+    /// Holds the writer for a moment, so the jobs queued while it waits
+    /// all go into its next transaction.
+    pub fn hold(store: &Store) -> impl std::future::Future<Output = Result<(), StoreError>> {
+        store.writer.enqueue(redb::Durability::None, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            Ok(())
+        })
     }
 }
