@@ -228,7 +228,12 @@ impl Store {
                     // (`acknowledged_context`), not stored.
                     outbound.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(from));
-                    note_sent(&mut correlations, &item, now)?;
+                    // Marking it Running noted the record as sent (a
+                    // restart puts Running items back to Ready): only an
+                    // item acknowledged from elsewhere is noted here.
+                    if from != QueueStatus::Running {
+                        note_sent(&mut correlations, &item, now)?;
+                    }
                 }
                 tally.save(txn)?;
                 Ok(())
