@@ -11,6 +11,8 @@ mod compact;
 mod handle;
 mod tables;
 mod writer;
+#[cfg(test)]
+pub(crate) use writer::test_support;
 mod open;
 
 mod counters;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::domain::Domain;
 use crate::ids::{new_sys_id, now_millis};
 use crate::record::{Operation, RecordWrite};
-use crate::store::{Actor, InstanceInfo, RecordWriteLimits, RemoteState, Store};
+use crate::store::{Actor, RecordWriteLimits, RemoteState, Store};
 use crate::user::{Role, User};
 
 /// Incidents captured for `hub` and applied from it.
@@ -48,17 +48,8 @@ table = "incident"
 /// A store in a temporary directory (removed when the guard drops), with
 /// the definitions above applied and `hub` Active both ways.
 pub async fn linked_store() -> (tempfile::TempDir, Arc<Store>) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let info = InstanceInfo {
-        sys_id: new_sys_id(),
-        name: "edge".to_string(),
-        created_on: now_millis(),
-        cert_pem: String::new(),
-        key_pem: String::new(),
-        fingerprint: "sha256:test".to_string(),
-    };
-    Store::create(dir.path(), &info, "admin-token").expect("a new store");
-    let store = Arc::new(Store::open(dir.path()).expect("the store opens"));
+    let (dir, store) = crate::store::test_support::scratch_store("edge");
+    let store = Arc::new(store);
     for (name, role) in [
         ("api_user", Role::ProcessSyncApi),
         ("runas_user", Role::ProcessSyncRunAs),

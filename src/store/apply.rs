@@ -229,7 +229,7 @@ fn write_plan(
         for _ in &conflicts {
             counters.next(&conflicts_counter(&item.remote_system))?;
         }
-        counters.save()?;
+        counters.save();
     }
     let write = match plan {
         InboundPlan::Write(write) => write,

@@ -105,7 +105,7 @@ impl Store {
                 }
                 let mut counters = Counters::load(txn)?;
                 let id = counters.next("content")?;
-                counters.save()?;
+                counters.save();
                 let info = ContentInfo {
                     id,
                     hash: hash.clone(),

@@ -11,7 +11,7 @@ use crate::queue::{FlowContext, FlowTrace, InboundItem, QueueStatus};
 
 /// Stores the context of a processing of `queue` item `item_id` under a
 /// new id, and returns the id (for the item's `flow_contexts`). Not while
-/// the caller holds the counters table open: see `save_as`.
+/// the caller's own `Counters` is open: see `save_as`.
 pub(super) fn save(
     txn: &Txn<'_>,
     trace: FlowTrace,
@@ -23,7 +23,7 @@ pub(super) fn save(
     let id = {
         let mut counters = super::counters::Counters::load(txn)?;
         let id = counters.next(COUNTER)?;
-        counters.save()?;
+        counters.save();
         id
     };
     save_as(txn, id, trace, queue, item_id, outcome, error)?;

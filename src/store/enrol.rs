@@ -210,16 +210,22 @@ fn rebuild_capture(txn: &mut Txn<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn forged() -> StoreError {
-    refused("the join code is not one this hub issued (mistyped, forged or revoked); ask the hub's operator for a new one (`procsync remote invite`)".to_string())
+/// The invitation `ask` names in `invites`, when its secret matches.
+fn matching_invite(
+    invites: &impl ReadableTable<&'static str, &'static [u8]>,
+    ask: &JoinAsk,
+) -> Result<Invite, StoreError> {
+    let found = invites.get(ask.invite.as_str())?;
+    let invite: Option<Invite> = found.map(|v| decode(v.value())).transpose()?;
+    match invite {
+        Some(invite) if invite.secret_hash == hex(&token_hash(&ask.secret)) => Ok(invite),
+        _ => Err(refused("the join code is not one this hub issued (mistyped, forged or revoked); ask the hub's operator for a new one (`procsync remote invite`)".to_string())),
+    }
 }
 
 /// The invitation `ask` names, when its secret matches and it is unused.
 fn usable_invite(txn: &Txn<'_>, ask: &JoinAsk) -> Result<Invite, StoreError> {
-    let invite = read_invite(txn, &ask.invite)?.ok_or_else(forged)?;
-    if hex(&token_hash(&ask.secret)) != invite.secret_hash {
-        return Err(forged());
-    }
+    let invite = matching_invite(&txn.open_table(INVITES)?, ask)?;
     if let Some(used) = &invite.used {
         let by = if used.fingerprint == ask.fingerprint {
             "this instance".to_string()
@@ -446,13 +452,7 @@ impl Store {
 
     fn secret_matches(&self, ask: &JoinAsk) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(INVITES)?;
-        let found = table.get(ask.invite.as_str())?;
-        let invite: Option<Invite> = found.map(|v| decode(v.value())).transpose()?;
-        match invite {
-            Some(invite) if invite.secret_hash == hex(&token_hash(&ask.secret)) => Ok(()),
-            _ => Err(forged()),
-        }
+        matching_invite(&txn.open_table(INVITES)?, ask).map(drop)
     }
 
     /// Undoes a join the edge could not finish: the member goes and the

@@ -130,7 +130,7 @@ pub fn receive(
         seen.insert((sender, received.sequence), id)?;
         tally.inbound(&item, None);
     }
-    counters.save()?;
+    counters.save();
     tally.save(txn)?;
     Ok(acks)
 }

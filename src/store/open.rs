@@ -101,12 +101,12 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_that_share_keep_their_tables_and_the_others_open_them_themselves() {
-        let (_dir, store) = crate::store::writer::test_support::scratch_store();
+        let (_dir, store) = crate::store::test_support::scratch_store("scratch");
         let key = ("scratch", "1");
         // Queued together, so one transaction: the first
         // job keeps `records` open, the second opens it itself (redb
         // refuses a table open twice), the third finds it kept again.
-        let hold = crate::store::writer::test_support::hold(&store);
+        let hold = crate::store::test_support::hold(&store);
         let first = store.writer.enqueue_sharing(move |txn| {
             txn.records()?.insert(key, b"written".as_slice())?;
             Ok(())

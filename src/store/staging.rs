@@ -184,14 +184,7 @@ impl<'t, 'a> Staging<'t, 'a> {
             txn.made_ready.set(true);
         }
         if let Some(tables) = tables {
-            let StagingTables {
-                outbound,
-                by_remote,
-                correlations,
-                counters,
-            } = tables;
-            drop((outbound, by_remote, correlations));
-            counters.save()?;
+            tables.counters.save();
         }
         tally.save(txn)
     }

@@ -75,15 +75,21 @@ impl std::ops::Deref for Txn<'_> {
 }
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A request: run it in the open transaction, or (when no transaction could
-/// be opened) answer with the error. Returns what to do once the commit's
-/// outcome is known, and an error that must abort the transaction. The
-/// flag says whether it shares the kept tables (`open`).
-type Job = (
-    Durability,
-    bool,
-    Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>,
-);
+/// A job's body; see `Job::run`.
+type RunJob =
+    Box<dyn FnOnce(Result<&mut Txn<'_>, StoreError>) -> (Completion, Option<StoreError>) + Send>;
+
+/// A request, as queued for the writer thread.
+struct Job {
+    durability: Durability,
+    /// Whether it shares the kept tables (`open`).
+    shares: bool,
+    /// Runs it in the open transaction, or (when no transaction could be
+    /// opened) answers with the error. Returns what to do once the
+    /// commit's outcome is known, and an error that must abort the
+    /// transaction.
+    run: RunJob,
+}
 
 pub struct Writer {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -201,9 +207,14 @@ impl Writer {
             );
         let queued = {
             let sender = self.sender.lock().expect("writer sender lock");
-            sender
-                .as_ref()
-                .is_some_and(|sender| sender.send((durability, shares, boxed)).is_ok())
+            sender.as_ref().is_some_and(|sender| {
+                let job = Job {
+                    durability,
+                    shares,
+                    run: boxed,
+                };
+                sender.send(job).is_ok()
+            })
         };
         async move {
             if !queued {
@@ -372,7 +383,7 @@ fn commit_batch(
 ) -> Committed {
     let durability = if batch
         .iter()
-        .any(|(d, _, _)| matches!(d, Durability::Immediate))
+        .any(|job| matches!(job.durability, Durability::Immediate))
     {
         Durability::Immediate
     } else {
@@ -391,7 +402,7 @@ fn commit_batch(
             };
             let completions = batch
                 .into_iter()
-                .map(|(_, _, job)| job(Err(error.clone())).0)
+                .map(|job| (job.run)(Err(error.clone())).0)
                 .collect::<Vec<_>>();
             return Committed {
                 completions,
@@ -416,30 +427,26 @@ fn commit_batch(
             open: Default::default(),
             shares: Default::default(),
         };
-        for (_, shares, job) in batch {
+        for job in batch {
             // A job that does not share may open any table itself.
-            if !shares {
+            if !job.shares {
                 ctx.open.close_all();
             }
-            ctx.shares.set(shares);
-            let (completion, poison) = job(Ok(&mut ctx));
+            ctx.shares.set(job.shares);
+            let (completion, poison) = (job.run)(Ok(&mut ctx));
             completions.push(completion);
             if poisoned.is_none() {
                 poisoned = poison;
             }
         }
         let Txn {
-            txn: held,
-            capture: new_capture,
+            capture,
             made_ready,
             tally,
             counters,
-            counters_in_use,
-            open,
-            shares,
+            ..
         } = ctx;
-        drop((held, counters_in_use, open, shares));
-        (new_capture, made_ready, tally, counters)
+        (capture, made_ready, tally, counters)
     };
     let made_ready = made_ready.get();
     if poisoned.is_none() {
@@ -465,17 +472,18 @@ fn commit_batch(
     }
 }
 
-/// For the store's own tests of the writer's transactions.
+/// For tests that need a real store (the store's own, and `crate::testing`).
 #[cfg(test)]
-pub(super) mod test_support {
+pub(crate) mod test_support {
     use super::super::{InstanceInfo, Store, StoreError};
 
-    /// A new store in a temporary directory (removed with the guard).
-    pub fn scratch_store() -> (tempfile::TempDir, Store) {
+    /// A new store of instance `name` in a temporary directory (removed
+    /// with the guard).
+    pub fn scratch_store(name: &str) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let info = InstanceInfo {
             sys_id: crate::ids::new_sys_id(),
-            name: "scratch".to_string(),
+            name: name.to_string(),
             created_on: crate::ids::now_millis(),
             cert_pem: String::new(),
             key_pem: String::new(),
