@@ -115,6 +115,14 @@ pub struct OutboundItem {
     pub settles: bool,
 }
 
+impl OutboundItem {
+    /// Whether the item ever left for its remote system: marked Running
+    /// (which stamps `sent_on`; a retry keeps it) or acknowledged.
+    pub fn ever_sent(&self) -> bool {
+        self.sent_on.is_some() || self.status == QueueStatus::Processed
+    }
+}
+
 /// The retry state of one content's fetch for one inbound item.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRetry {
@@ -257,10 +265,17 @@ pub struct Correlation {
     /// the remote's delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_on: Option<Millis>,
-    /// Made by a capture whose item has not been sent yet: the remote
-    /// cannot know the record, so it may not name it.
+    /// Made by a capture whose item had not been sent: the remote cannot
+    /// know the record, so it may not name it until that item (`first_item`)
+    /// went out. Cleared when the remote's answer correlates the record.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unsent: bool,
+    /// The sequence, in the remote's stream, of the capture's item that
+    /// made the correlation: while `unsent`, the record counts as sent once
+    /// that item was (or was purged). Read where the remote names the
+    /// record instead of noting every send in the correlation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_item: Option<u64>,
     /// Whether the pair was made from the peer's record (an item of its
     /// made or matched ours) rather than ours (a capture of ours): the
     /// key reconciliation gives the pair on both sides. `None` for

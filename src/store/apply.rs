@@ -166,11 +166,13 @@ fn read_facts(
             .get((table, sys_id, remote))?
             .map(|value| decode::<Correlation>(value.value()))
             .transpose()?;
-        Ok::<_, StoreError>(correlation.map(|c| {
-            facts.synced = c.synced;
-            facts.deleted_on = c.deleted_on;
-            (c.remote_correlation_id, c.unsent)
-        }))
+        let Some(correlation) = correlation else {
+            return Ok::<_, StoreError>(None);
+        };
+        let unsent = !super::correlations::known_to_remote(txn, &correlation)?;
+        facts.synced = correlation.synced;
+        facts.deleted_on = correlation.deleted_on;
+        Ok(Some((correlation.remote_correlation_id, unsent)))
     };
     if let Some(sys_id) = known {
         let exists = hold(&mut facts, &sys_id)?;

@@ -473,6 +473,7 @@ fn correlation_message(correlation: &Correlation) -> stored::Correlation {
             .collect(),
         deleted_on: correlation.deleted_on,
         unsent: correlation.unsent,
+        first_item: correlation.first_item,
         origin: match correlation.origin_remote {
             None => 0,
             Some(false) => 1,
@@ -507,6 +508,7 @@ fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
             .collect(),
         deleted_on: message.deleted_on,
         unsent: message.unsent,
+        first_item: message.first_item,
         origin_remote: match message.origin {
             0 => None,
             1 => Some(false),

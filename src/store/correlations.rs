@@ -74,45 +74,35 @@ pub(super) fn forget_peer_record(
     Ok(())
 }
 
-/// Notes that `item`'s record went to its remote system: a correlation
-/// with no peer record yet, unless one exists.
-pub(super) fn note_sent(
-    correlations: &mut redb::Table<'_, (&'static str, &'static str, &'static str), &'static [u8]>,
-    item: &OutboundItem,
-    now: u64,
-) -> Result<(), StoreError> {
-    let key = (
-        item.table.as_str(),
-        item.local_correlation_id.as_str(),
-        item.remote_system.as_str(),
-    );
-    let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
-        None => None,
-    };
-    if let Some(mut correlation) = stored {
-        if correlation.unsent {
-            correlation.unsent = false;
-            correlations.insert(key, encode(&correlation).as_slice())?;
-        }
-    } else {
-        // Captured before captures kept correlations.
-        let correlation = Correlation {
-            remote_system: item.remote_system.clone(),
-            remote_correlation_id: String::new(),
-            table: item.table.clone(),
-            local_correlation_id: item.local_correlation_id.clone(),
-            active: item.operation != Operation::Delete,
-            created_on: now,
-            updated_on: now,
-            synced: BTreeMap::new(),
-            deleted_on: None,
-            unsent: false,
-            origin_remote: Some(false),
-        };
-        correlations.insert(key, encode(&correlation).as_slice())?;
+/// Whether `remote` may know our record of `correlation`: not while the
+/// capture's item that made the correlation was never sent. That item is
+/// read here, where the remote names a record, instead of being noted in
+/// the correlation on every send; a purged item was sent or skipped long
+/// ago.
+pub(super) fn known_to_remote(
+    txn: &Txn<'_>,
+    correlation: &Correlation,
+) -> Result<bool, StoreError> {
+    if !correlation.unsent {
+        return Ok(true);
     }
-    Ok(())
+    let Some(sequence) = correlation.first_item else {
+        // Left unsent by an older binary and not upgraded: keep the
+        // promise rather than guess.
+        return Ok(false);
+    };
+    let by_remote = txn.open_table(OUTBOUND_BY_REMOTE)?;
+    let Some(id) = by_remote
+        .get((correlation.remote_system.as_str(), sequence))?
+        .map(|v| v.value())
+    else {
+        return Ok(true);
+    };
+    let item = txn
+        .outbound()?
+        .get(id)?
+        .map(|v| decode::<OutboundItem>(v.value()));
+    Ok(item.transpose()?.is_none_or(|item| item.ever_sent()))
 }
 
 /// One field of a captured payload, as the sync state needs it.
@@ -133,6 +123,7 @@ type CorrelationsTable<'t> =
 pub(super) fn note_captured(
     correlations: &mut CorrelationsTable<'_>,
     (table, sys_id, remote): (&str, &str, &str),
+    sequence: u64,
     operation: Operation,
     fields: &[SentField],
     now: Millis,
@@ -154,6 +145,7 @@ pub(super) fn note_captured(
         synced: BTreeMap::new(),
         deleted_on: None,
         unsent: true,
+        first_item: Some(sequence),
         origin_remote: Some(false),
     });
     let mut bases = Vec::new();
@@ -245,6 +237,7 @@ pub(super) fn correlate_with(
         synced,
         deleted_on: update.deleted_on,
         unsent: false,
+        first_item: None,
         origin_remote,
     };
     correlations.insert(key, encode(&correlation).as_slice())?;

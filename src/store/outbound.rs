@@ -5,7 +5,6 @@
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
-use super::correlations::note_sent;
 use super::stats::Tally;
 use super::tables::*;
 use super::{QueueFilter, Store, StoreError};
@@ -159,17 +158,15 @@ impl Store {
         }
     }
 
-    /// Marks outbound items Running (being sent).
-    /// Marks items Running as they leave, and notes in the same commit that
-    /// their records were sent to the remote (a correlation without the
-    /// peer's record yet): the peer may answer about a record before its
-    /// acknowledgment is even counted here.
+    /// Marks outbound items Running as they leave. That they left is what
+    /// lets the peer name their records (`correlations::known_to_remote`):
+    /// it may answer about a record before its acknowledgment is even
+    /// counted here.
     pub async fn mark_outbound_running(&self, ids: Vec<u64>) -> Result<(), StoreError> {
         self.writer
             .submit(move |txn| {
                 let now = now_millis();
                 let mut table = txn.open_table(OUTBOUND)?;
-                let mut correlations = txn.open_table(CORRELATIONS)?;
                 let mut tally = Tally::new(now);
                 for id in ids {
                     let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
@@ -185,7 +182,6 @@ impl Store {
                     item.next_attempt_on = None;
                     table.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(QueueStatus::Ready));
-                    note_sent(&mut correlations, &item, now)?;
                 }
                 tally.save(txn)?;
                 Ok(())
@@ -194,7 +190,7 @@ impl Store {
     }
 
     /// Marks outbound items of `remote` Processed (the peer acknowledged a
-    /// durable commit) and records the correlation from our side.
+    /// durable commit).
     pub async fn mark_outbound_processed(
         &self,
         remote: String,
@@ -205,7 +201,6 @@ impl Store {
                 let now = now_millis();
                 let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
                 let mut outbound = txn.open_table(OUTBOUND)?;
-                let mut correlations = txn.open_table(CORRELATIONS)?;
                 let mut tally = Tally::new(now);
                 for sequence in sequences {
                     let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
@@ -228,12 +223,6 @@ impl Store {
                     // (`acknowledged_context`), not stored.
                     outbound.insert(id, encode(&item).as_slice())?;
                     tally.outbound(&item, Some(from));
-                    // Marking it Running noted the record as sent (a
-                    // restart puts Running items back to Ready): only an
-                    // item acknowledged from elsewhere is noted here.
-                    if from != QueueStatus::Running {
-                        note_sent(&mut correlations, &item, now)?;
-                    }
                 }
                 tally.save(txn)?;
                 Ok(())

@@ -133,6 +133,7 @@ impl<'t, 'a> Staging<'t, 'a> {
         let bases = note_captured(
             &mut tables.correlations,
             (&item.table, &item.sys_id, &item.remote_system),
+            sequence,
             item.operation,
             &item.fields,
             self.now,

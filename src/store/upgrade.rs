@@ -5,8 +5,9 @@
 use redb::ReadableTable;
 
 use super::StoreError;
-use super::codec::encode;
+use super::codec::{decode, encode};
 use super::tables::*;
+use crate::queue::{Correlation, OutboundItem, QueueStatus};
 
 /// Brings a store up to this binary: creates every table it lacks (a new
 /// store, or one made by an older binary: read transactions never meet a
@@ -17,6 +18,7 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     move_seen_by_name(txn)?;
     super::stats::count_if_needed(txn)?;
     super::queue_index::build_if_needed(txn)?;
+    name_first_items(txn)?;
     let mut meta = txn.open_table(META)?;
     // From here on values of the newest format may be written: an older
     // binary then refuses the store as a whole.
@@ -71,6 +73,96 @@ fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         }
     }
     txn.delete_table(INBOUND_SEEN)?;
+    meta.insert(MARK, encode(&true).as_slice())?;
+    Ok(())
+}
+
+/// Names in each correlation an older binary left unsent the capture's
+/// item whose sending makes it sent (`Correlation::first_item`): the
+/// oldest item for the record that never left. One with no such item was
+/// sent (older binaries noted that only at send). A never-sent item whose
+/// record has no correlation (captured before captures kept them) gets
+/// one, unsent, as sending it would have made. Item by item, so a large
+/// backlog is not held in memory.
+fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    const MARK: &str = "correlation_first_items_v1";
+    let mut meta = txn.open_table(META)?;
+    if meta.get(MARK)?.is_some() {
+        return Ok(());
+    }
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let outbound = txn.open_table(OUTBOUND)?;
+    let mut correlations = txn.open_table(CORRELATIONS)?;
+    // Every first_item seen here was set by this pass: the mark is written
+    // before this binary stages anything.
+    for status in [QueueStatus::Ready, QueueStatus::Error, QueueStatus::Skipped] {
+        let code = super::queue_index::code(status);
+        for row in index.range((0, code, 0, 0)..=(0, code, u32::MAX, u64::MAX))? {
+            let (_, _, _, id) = row?.0.value();
+            let Some(value) = outbound.get(id)? else {
+                continue;
+            };
+            let item: OutboundItem = decode(value.value())?;
+            if item.ever_sent() {
+                continue;
+            }
+            let key = (
+                item.table.as_str(),
+                item.local_correlation_id.as_str(),
+                item.remote_system.as_str(),
+            );
+            let stored: Option<Correlation> = match correlations.get(key)? {
+                Some(value) => Some(decode(value.value())?),
+                None => None,
+            };
+            let correlation = match stored {
+                None => Correlation {
+                    remote_system: item.remote_system.clone(),
+                    remote_correlation_id: String::new(),
+                    table: item.table.clone(),
+                    local_correlation_id: item.local_correlation_id.clone(),
+                    active: item.operation != crate::record::Operation::Delete,
+                    created_on: item.created_on,
+                    updated_on: item.created_on,
+                    synced: Default::default(),
+                    deleted_on: None,
+                    unsent: true,
+                    first_item: Some(item.sequence),
+                    origin_remote: Some(false),
+                },
+                Some(mut correlation) if correlation.unsent => {
+                    if correlation
+                        .first_item
+                        .is_none_or(|first| first > item.sequence)
+                    {
+                        correlation.first_item = Some(item.sequence);
+                    }
+                    correlation
+                }
+                Some(_) => continue,
+            };
+            correlations.insert(key, encode(&correlation).as_slice())?;
+        }
+    }
+    let mut sent = Vec::new();
+    for row in correlations.iter()? {
+        let (key, value) = row?;
+        let correlation: Correlation = decode(value.value())?;
+        if correlation.unsent && correlation.first_item.is_none() {
+            let (table, sys_id, remote) = key.value();
+            sent.push((
+                (table.to_string(), sys_id.to_string(), remote.to_string()),
+                correlation,
+            ));
+        }
+    }
+    for ((table, sys_id, remote), mut correlation) in sent {
+        correlation.unsent = false;
+        correlations.insert(
+            (table.as_str(), sys_id.as_str(), remote.as_str()),
+            encode(&correlation).as_slice(),
+        )?;
+    }
     meta.insert(MARK, encode(&true).as_slice())?;
     Ok(())
 }

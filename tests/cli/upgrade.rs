@@ -71,6 +71,37 @@ fn a_format_1_store_opens_with_everything_in_it() {
         let browsed: Vec<u64> = ready.items.iter().map(|i| i.id).collect();
         assert_eq!(browsed, newest_first);
         assert_eq!((ready.total, ready.next_before), (4, None));
+        // Its items were never sent: each remote may not name the record
+        // until the oldest of them goes out, which the correlation names.
+        let mut correlations = store.correlations(None).unwrap();
+        correlations.sort_by(|a, b| a.remote_system.cmp(&b.remote_system));
+        let unsent: Vec<(&str, &str, bool, Option<u64>)> = correlations
+            .iter()
+            .map(|c| {
+                (
+                    c.remote_system.as_str(),
+                    c.local_correlation_id.as_str(),
+                    c.unsent,
+                    c.first_item,
+                )
+            })
+            .collect();
+        let oldest = |remote: &str| {
+            items
+                .iter()
+                .filter(|i| i.remote_system == remote)
+                .map(|i| i.sequence)
+                .min()
+        };
+        let remotes: Vec<&str> = correlations
+            .iter()
+            .map(|c| c.remote_system.as_str())
+            .collect();
+        let expected: Vec<(&str, &str, bool, Option<u64>)> = remotes
+            .iter()
+            .map(|r| (*r, sys_id.as_str(), true, oldest(r)))
+            .collect();
+        assert_eq!((remotes.len(), unsent), (2, expected));
         store.close();
     }
 
