@@ -10,6 +10,7 @@ use super::tables::*;
 use super::{QueueFilter, Store, StoreError};
 use crate::ids::now_millis;
 use crate::queue::{FlowTrace, OutboundItem, QueueStatus, operator_transition};
+use crate::stats::Queue;
 
 /// See `Store::oldest_waiting`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,12 +241,13 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.writer
             .submit(move |txn| {
-                let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+                let ids = super::queue_index::ids_of_remote(
+                    txn,
+                    Queue::Outbound,
+                    QueueStatus::Running,
+                    &remote,
+                )?;
                 let mut outbound = txn.open_table(OUTBOUND)?;
-                let ids: Vec<u64> = index
-                    .range((remote.as_str(), 0u64)..=(remote.as_str(), u64::MAX))?
-                    .map(|row| row.map(|(_, id)| id.value()))
-                    .collect::<Result<_, _>>()?;
                 let mut n = 0;
                 let mut tally = Tally::new(now_millis());
                 for id in ids {

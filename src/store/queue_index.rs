@@ -185,6 +185,34 @@ pub(super) fn error_ids(txn: &ReadTransaction, queue: Queue) -> Result<Vec<u64>,
     Ok(ids)
 }
 
+/// Ids of `remote`'s items in `status` in `queue`, oldest first: its
+/// streams' part of the index, without reading the items of other
+/// statuses (after a million were processed, a stream break that puts the
+/// few Running ones back reads only those).
+pub(super) fn ids_of_remote(
+    txn: &WriteTransaction,
+    queue: Queue,
+    status: QueueStatus,
+    remote: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let streams = txn.open_table(QUEUE_STREAMS)?;
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let (q, status) = (queue_code(queue), code(status));
+    let mut ids = Vec::new();
+    for row in streams.range((remote, "")..)? {
+        let (key, stream) = row?;
+        if key.value().0 != remote {
+            break;
+        }
+        let stream = stream.value();
+        for row in index.range((q, status, stream, 0u64)..=(q, status, stream, u64::MAX))? {
+            ids.push(row?.0.value().3);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
 /// What the queue browser asks for: items of one queue, optionally only
 /// those with a status, a remote system, a process event, in a domain
 /// subtree; newest first, older than the item `before`, at most `limit`.

@@ -109,10 +109,6 @@ async fn a_session_sends_in_order_and_marks_what_the_peer_acknowledges() {
     // Two acks, the pong, then the flush that marks them.
     for _ in 0..4 {
         assert_eq!(peer.step().await, None);
-        eprintln!(
-            "DBG look {} inflight {:?} acked {:?}",
-            peer.session.look, peer.session.in_flight, peer.session.acked
-        );
     }
     assert_eq!(
         peer.statuses(),
@@ -268,4 +264,58 @@ async fn closing_stopping_or_disabling_ends_the_session_keeping_the_acks() {
     let mut peer = session_with(&store).await;
     peer.out.health.set_disabled(["hub".to_string()]);
     assert_eq!(peer.step().await, Some(SessionEnd::NotActive));
+}
+
+#[tokio::test]
+async fn a_broken_stream_puts_back_only_the_running_items_with_why() {
+    let (_dir, store) = linked_store().await;
+    create_incidents(&store, 4).await;
+    let mut items = store.outbound_items(&QueueFilter::default()).unwrap();
+    items.sort_by_key(|item| item.sequence);
+    let ids: Vec<u64> = items.iter().map(|item| item.id).collect();
+    store
+        .mark_outbound_running(ids[..3].to_vec())
+        .await
+        .unwrap();
+    store
+        .mark_outbound_processed("hub".into(), vec![1])
+        .await
+        .unwrap();
+    let put_back = store
+        .reset_running("hub".into(), Some(("the stream broke".into(), Some(42))))
+        .await
+        .unwrap();
+    assert_eq!(put_back, 2);
+    let mut items = store.outbound_items(&QueueFilter::default()).unwrap();
+    items.sort_by_key(|item| item.sequence);
+    let seen: Vec<(u64, QueueStatus, Option<&str>, Option<u64>)> = items
+        .iter()
+        .map(|i| {
+            (
+                i.sequence,
+                i.status,
+                i.last_error.as_deref(),
+                i.next_attempt_on,
+            )
+        })
+        .collect();
+    let broke = Some("the stream broke");
+    assert_eq!(
+        seen,
+        [
+            (1, QueueStatus::Processed, None, None),
+            (2, QueueStatus::Ready, broke, Some(42)),
+            (3, QueueStatus::Ready, broke, Some(42)),
+            (4, QueueStatus::Ready, None, None),
+        ]
+    );
+    // The counts and the index moved with them.
+    let ready = store
+        .browse_outbound(&crate::store::Browse {
+            status: Some(QueueStatus::Ready),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ready.total, 3);
 }
