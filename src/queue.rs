@@ -246,6 +246,41 @@ pub struct InboundItem {
     pub conflicts: Vec<FieldConflict>,
 }
 
+impl InboundItem {
+    /// What a processing of the item started from, as its flow context
+    /// shows it. All but the record the item named are in the item for
+    /// good, so they are told when the context is read rather than stored
+    /// with every apply (`stored_inputs` is what is; contexts stored by
+    /// older binaries have them all). A payload that does not parse shows
+    /// no fields.
+    pub fn context_inputs(&self) -> serde_json::Value {
+        let mut inputs = serde_json::json!({
+            "operation": self.operation, "source_table": self.source_table,
+            "remote_correlation_id": self.remote_correlation_id,
+            "local_correlation_id": self.local_correlation_id,
+            "payload_bytes": self.payload.len(),
+        });
+        if let Ok(payload) = self.payload.decode() {
+            inputs["changed_fields"] = payload
+                .changed_fields
+                .into_iter()
+                .filter(|f| f.changed)
+                .map(|f| (f.key, serde_json::Value::from(f.value)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            inputs["journal_entries"] = payload.journal_entries.len().into();
+            inputs["attachments"] = payload.attachments.len().into();
+        }
+        inputs
+    }
+
+    /// The part of `context_inputs` a processing stores: the record the
+    /// item names, which its apply replaces with the record it reached.
+    pub fn stored_inputs(&self) -> serde_json::Value {
+        serde_json::json!({ "local_correlation_id": self.local_correlation_id })
+    }
+}
+
 /// Links a local record to its counterpart on one remote system.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Correlation {

@@ -158,12 +158,10 @@ pub fn understand(
     flow: Option<&InboundFlow>,
     trace: &mut FlowTrace,
 ) -> Result<Understood, String> {
+    // The rest of the inputs is told from the item when the context is
+    // read (`InboundItem::context_inputs`).
+    trace.inputs = item.stored_inputs();
     trace.flow = item.process_event.clone();
-    trace.inputs = serde_json::json!({
-        "operation": item.operation, "source_table": item.source_table,
-        "remote_correlation_id": item.remote_correlation_id,
-        "local_correlation_id": item.local_correlation_id, "payload_bytes": item.payload.len(),
-    });
     let payload: Payload = match item.payload.decode() {
         Ok(payload) => payload,
         Err(e) => {
@@ -171,15 +169,6 @@ pub fn understand(
             return Err(format!("malformed payload: {e}"));
         }
     };
-    trace.inputs["changed_fields"] = payload
-        .changed_fields
-        .iter()
-        .filter(|f| f.changed)
-        .map(|f| (f.key.clone(), serde_json::Value::from(f.value.clone())))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
-    trace.inputs["journal_entries"] = payload.journal_entries.len().into();
-    trace.inputs["attachments"] = payload.attachments.len().into();
     trace.step(
         "payload",
         format!(

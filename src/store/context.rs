@@ -78,12 +78,28 @@ pub(super) fn delete(txn: &WriteTransaction, ids: &[u64]) -> Result<(), StoreErr
 }
 
 impl Store {
+    /// The context `id`; an inbound item's inputs are told from the item
+    /// (`InboundItem::context_inputs`), under what the context stored.
     pub fn flow_context(&self, id: u64) -> Result<Option<FlowContext>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(FLOW_CONTEXTS)?;
-        match table.get(id)? {
-            Some(value) => Ok(Some(decode(value.value())?)),
-            None => Ok(None),
+        let Some(value) = table.get(id)? else {
+            return Ok(None);
+        };
+        let mut context: FlowContext = decode(value.value())?;
+        if context.queue == "inbound" {
+            let inbound = txn.open_table(INBOUND)?;
+            if let Some(value) = inbound.get(context.item_id)? {
+                let mut inputs = decode::<InboundItem>(value.value())?.context_inputs();
+                if let serde_json::Value::Object(stored) = std::mem::take(&mut context.inputs) {
+                    inputs
+                        .as_object_mut()
+                        .expect("the inputs are an object")
+                        .extend(stored);
+                }
+                context.inputs = inputs;
+            }
         }
+        Ok(Some(context))
     }
 }

@@ -103,10 +103,7 @@ pub fn receive(
             tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
             let mut trace = FlowTrace::start(now);
             trace.flow = item.process_event.clone();
-            trace.inputs = serde_json::json!({
-                "operation": item.operation, "source_table": item.source_table,
-                "remote_correlation_id": item.remote_correlation_id, "payload_bytes": item.payload.len(),
-            });
+            trace.inputs = item.stored_inputs();
             trace.step(
                 "receive",
                 format!(
@@ -223,10 +220,7 @@ impl Store {
             let now = now_millis();
             let mut trace = FlowTrace::start(now);
             trace.flow = item.process_event.clone();
-            trace.inputs = serde_json::json!({
-                "operation": item.operation, "source_table": item.source_table,
-                "remote_correlation_id": item.remote_correlation_id,
-            });
+            trace.inputs = item.stored_inputs();
             trace.step("attachments", "checked before the flow runs: refused");
             item.status = QueueStatus::Error;
             item.error = Some(problem);
