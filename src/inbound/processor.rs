@@ -30,6 +30,9 @@ pub struct Processor {
     limits: RecordWriteLimits,
     /// Items up to this id are known not to be Ready: scans start after it.
     cursor: u64,
+    /// The next pass's read, started while this pass's applies commit:
+    /// the items after this id.
+    ahead: Option<(u64, tokio::task::JoinHandle<Result<PassRead, StoreError>>)>,
     /// Records with an item in Error; `None` until read from the store.
     blocked: Option<HashSet<(String, String)>>,
     /// Set by operator actions (retry, skip): rescan from the start.
@@ -48,6 +51,13 @@ pub struct Processor {
     /// deliver, and wake the processor when done.
     sync: crate::runtime::SyncRuntime,
 }
+
+/// What a pass reads: the Ready items, the remote systems and the users.
+type PassRead = (
+    Vec<InboundItem>,
+    Arc<Vec<crate::store::RemoteSystemStatus>>,
+    Vec<crate::user::User>,
+);
 
 /// See `Processor::attachment_facts`.
 type AttachmentFacts = (
@@ -93,6 +103,7 @@ impl Processor {
             store,
             limits,
             cursor: 0,
+            ahead: None,
             blocked: None,
             rescan: sync.rescan_inbound.clone(),
             fetching: HashMap::new(),
@@ -322,6 +333,26 @@ impl Processor {
         self.fetching.retain(|_, task| !task.is_finished());
     }
 
+    /// Reads the Ready items after `after`, at most a pass of them, and
+    /// who applies them.
+    fn start_read(&self, after: u64) -> tokio::task::JoinHandle<Result<PassRead, StoreError>> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let items = store.ready_inbound(after, ITEMS_PER_PASS)?;
+            // Who applies them, read only when there is something to apply.
+            if items.is_empty() {
+                return Ok((items, Default::default(), Vec::new()));
+            }
+            Ok((items, store.remote_systems_shared()?, store.users()?))
+        })
+    }
+
+    async fn read_pass(&self) -> Result<PassRead, StoreError> {
+        self.start_read(self.cursor)
+            .await
+            .map_err(StoreError::from)?
+    }
+
     /// One pass over the Ready items.
     pub async fn tick(&mut self) -> Result<Tick, StoreError> {
         let rescan = self.rescan.swap(false, std::sync::atomic::Ordering::AcqRel);
@@ -333,18 +364,18 @@ impl Processor {
             self.blocked = Some(blocked);
             self.cursor = 0;
         }
-        let store = self.store.clone();
-        let after = self.cursor;
-        let (items, remotes, users) = tokio::task::spawn_blocking(move || {
-            let items = store.ready_inbound(after, ITEMS_PER_PASS)?;
-            // Who applies them, read only when there is something to apply.
-            if items.is_empty() {
-                return Ok((items, Default::default(), Vec::new()));
+        let (items, remotes, users) = match self.ahead.take() {
+            Some((after, read)) if after == self.cursor => {
+                let read = read.await.map_err(StoreError::from)??;
+                // Nothing yet then: items that came since are read now.
+                if read.0.is_empty() {
+                    self.read_pass().await?
+                } else {
+                    read
+                }
             }
-            Ok::<_, StoreError>((items, store.remote_systems_shared()?, store.users()?))
-        })
-        .await
-        .map_err(StoreError::from)??;
+            _ => self.read_pass().await?,
+        };
         self.reap_fetches();
         let remote_named: HashMap<&str, &crate::store::RemoteSystemStatus> =
             remotes.iter().map(|r| (r.spec.name.as_str(), r)).collect();
@@ -413,6 +444,11 @@ impl Processor {
                     self.settle(refused, key, &mut blocked, &mut tick).await;
                 }
             }
+        }
+        // While they commit, the next pass reads what follows them (not
+        // when an item held the cursor back).
+        if first_held.is_none() && last_seen > self.cursor {
+            self.ahead = Some((last_seen, self.start_read(last_seen)));
         }
         // The applies of different records went to the writer together, so
         // its group commit makes them one durable transaction.
@@ -514,79 +550,4 @@ impl Worker for Processor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::Domain;
-    use crate::queue::QueueStatus;
-    use crate::store::{QueueFilter, ReceivedItem};
-    use crate::testing::{create_incidents, linked_store};
-
-    /// The items this store queued for `hub`, as if `hub` had sent them.
-    fn as_received(store: &Store) -> Vec<ReceivedItem> {
-        store
-            .outbound_items(&QueueFilter::default())
-            .expect("the outbound queue reads")
-            .into_iter()
-            .map(|item| ReceivedItem {
-                sequence: item.sequence,
-                process_event: item.process_event,
-                operation: Some(item.operation),
-                source_table: item.table,
-                remote_correlation_id: item.local_correlation_id,
-                local_correlation_id: String::new(),
-                payload: item.payload,
-                attachment_grants: Vec::new(),
-                bases: item.bases,
-                changed_on: item.created_on,
-                settles: item.settles,
-            })
-            .collect()
-    }
-
-    fn inbound_statuses(store: &Store) -> Vec<QueueStatus> {
-        store
-            .inbound_items(&QueueFilter::default())
-            .expect("the inbound queue reads")
-            .into_iter()
-            .map(|item| item.status)
-            .collect()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_processor_applies_what_is_ready_then_idles_until_woken_or_stopped() {
-        let (_dir, store) = linked_store().await;
-        create_incidents(&store, 3).await;
-        let received = as_received(&store);
-        store
-            .receive(
-                "hub".to_string(),
-                "sha256:hub".to_string(),
-                Domain::global(),
-                received,
-            )
-            .await
-            .expect("the items are queued");
-        let workers = Workers::new();
-        let sync = crate::runtime::SyncRuntime::default();
-        let limits = RecordWriteLimits {
-            max_record_bytes: 1 << 20,
-        };
-        let mut processor = Processor::new(store.clone(), limits, &sync, workers.clone());
-
-        assert_eq!(processor.step().await, Step::Busy, "three items applied");
-        assert_eq!(inbound_statuses(&store), vec![QueueStatus::Processed; 3]);
-        let incidents = store
-            .records("incident", 100, &|_| true)
-            .expect("the records read");
-        let applied = incidents
-            .iter()
-            .filter(|r| r.fields.get("short_description").map(String::as_str) == Some("incident 2"))
-            .count();
-        assert_eq!(applied, 2, "the original and its copy from `hub`");
-
-        let now = tokio::time::Instant::now();
-        assert_eq!(processor.step().await, Step::Idle(Some(now + IDLE_PASS)));
-        assert!(workers.stop(crate::worker::EXIT_DEADLINE).await.is_empty());
-        assert_eq!(processor.step().await, Step::Done(()));
-    }
-}
+mod tests;
