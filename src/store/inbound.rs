@@ -2,7 +2,7 @@
 //! instance's sequence, forever), reads for the processor and operators,
 //! refusals and operator moves. The apply of one item is in `apply`.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::codec::{decode, encode};
 use super::counters::Counters;
@@ -32,6 +32,21 @@ pub struct ReceivedItem {
     pub settles: bool,
 }
 
+/// The number of the sending instance with certificate `fingerprint` in
+/// `INBOUND_SEEN_BY_SENDER`'s keys, given on first use.
+pub(super) fn sender_number(
+    senders: &mut redb::Table<'_, &'static str, u32>,
+    fingerprint: &str,
+) -> Result<u32, StoreError> {
+    if let Some(number) = senders.get(fingerprint)? {
+        return Ok(number.value());
+    }
+    let number = u32::try_from(senders.len()? + 1)
+        .map_err(|_| StoreError::Invalid("more than 4 billion sending instances".into()))?;
+    senders.insert(fingerprint, number)?;
+    Ok(number)
+}
+
 /// Queues items received from `remote`; see `Store::receive`.
 pub fn receive(
     txn: &mut Txn<'_>,
@@ -41,7 +56,8 @@ pub fn receive(
     items: Vec<super::ReceivedItem>,
 ) -> Result<Vec<u64>, StoreError> {
     let now = now_millis();
-    let mut seen = txn.open_table(INBOUND_SEEN_BY_PEER)?;
+    let sender = sender_number(&mut txn.open_table(SENDERS)?, sender)?;
+    let mut seen = txn.open_table(INBOUND_SEEN_BY_SENDER)?;
     let mut inbound = txn.open_table(INBOUND)?;
     let mut counters = Counters::load(txn)?;
     let mut tally = super::stats::Tally::new(now);
@@ -321,7 +337,10 @@ impl Store {
     /// certificate `sender`; 0 when none.
     pub fn highest_received(&self, sender: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
-        let seen = txn.open_table(INBOUND_SEEN_BY_PEER)?;
+        let Some(sender) = txn.open_table(SENDERS)?.get(sender)?.map(|n| n.value()) else {
+            return Ok(0);
+        };
+        let seen = txn.open_table(INBOUND_SEEN_BY_SENDER)?;
         let last = seen.range((sender, 0)..=(sender, u64::MAX))?.next_back();
         match last {
             Some(row) => Ok(row?.0.value().1),

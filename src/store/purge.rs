@@ -1,7 +1,7 @@
 //! Purging: deleting Processed and Skipped queue items past their age, and
 //! contents no attachment uses any more, a bounded batch per transaction.
 //! Ready, Running and Error items are never purged; the record of every
-//! (remote system, sequence) ever received (`INBOUND_SEEN`) is kept, so a
+//! (remote system, sequence) ever received (`INBOUND_SEEN_BY_SENDER`) is kept, so a
 //! late resend is still recognised.
 
 use redb::{ReadableTable, WriteTransaction};

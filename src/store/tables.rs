@@ -51,9 +51,14 @@ tables! {
     /// Every (sending instance, sequence) ever received → inbound item id, kept
     /// forever so a resent item is recognised however late it comes. The
     /// sending instance is its certificate fingerprint (`sha256:…`, made at
-    /// `init`), not the remote system's name: a peer re-created under the same
-    /// name has a new certificate and so a sequence space of its own.
-    INBOUND_SEEN_BY_PEER: (&str, u64) => u64 = "inbound_seen_by_peer";
+    /// `init`) by its number in `SENDERS`, not the remote system's name: a
+    /// peer re-created under the same name has a new certificate and so a
+    /// sequence space of its own. Numbers, not the 71-character
+    /// fingerprint in every key: the receiving writer compares keys.
+    INBOUND_SEEN_BY_SENDER: (u32, u64) => u64 = "inbound_seen_by_sender";
+    /// The number of each sending instance's certificate fingerprint in
+    /// `INBOUND_SEEN_BY_SENDER`'s keys, given on first use, never reused.
+    SENDERS: &str => u32 = "senders";
     /// Correlations, one per (local record, remote system): (table, sys_id,
     /// remote system) → `Correlation`.
     CORRELATIONS: (&str, &str, &str) => &[u8] = "correlations";
@@ -108,10 +113,16 @@ tables! {
     INVITES: &str => &[u8] = "invites";
 }
 
-/// The former `INBOUND_SEEN_BY_PEER`, keyed by remote system name: moved
+/// The first `INBOUND_SEEN_BY_SENDER`, keyed by remote system name: moved
 /// under each remote's pinned fingerprint once on open, then deleted; not
 /// in `create_all`.
 pub const INBOUND_SEEN: TableDefinition<(&str, u64), u64> = TableDefinition::new("inbound_seen");
+
+/// The second `INBOUND_SEEN_BY_SENDER`, with the sender's fingerprint in
+/// every key: moved under the fingerprint's number once on open, then
+/// deleted; not in `create_all`.
+pub const INBOUND_SEEN_BY_PEER: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("inbound_seen_by_peer");
 
 /// The former `QUEUE_BY_STATUS`, with the names in every key: rebuilt as
 /// the new one once on open, then deleted; not in `create_all`.

@@ -16,6 +16,7 @@ use crate::queue::{Correlation, OutboundItem, QueueStatus};
 pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     super::tables::create_all(txn)?;
     move_seen_by_name(txn)?;
+    number_senders(txn)?;
     super::stats::count_if_needed(txn)?;
     super::queue_index::build_if_needed(txn)?;
     name_first_items(txn)?;
@@ -40,7 +41,7 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// Moves the sequences seen under a remote system's name (stores before
-/// `INBOUND_SEEN_BY_PEER`) under the fingerprint it pins now; a name with
+/// `INBOUND_SEEN_BY_PEER`, itself moved on by `number_senders`) under the fingerprint it pins now; a name with
 /// no remote system any more keeps its rows under `name:NAME`, which no
 /// caller presents.
 fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
@@ -74,6 +75,44 @@ fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     }
     txn.delete_table(INBOUND_SEEN)?;
     meta.insert(MARK, encode(&true).as_slice())?;
+    Ok(())
+}
+
+/// Moves the sequences seen under each sender's fingerprint
+/// (`INBOUND_SEEN_BY_PEER`) under the fingerprint's number
+/// (`INBOUND_SEEN_BY_SENDER`), then deletes the old table.
+fn number_senders(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    const MARK: &str = "inbound_seen_by_sender_v1";
+    let mut meta = txn.open_table(META)?;
+    if meta.get(MARK)?.is_some() {
+        return Ok(());
+    }
+    let mut moved = 0u64;
+    {
+        let old = txn.open_table(INBOUND_SEEN_BY_PEER)?;
+        let mut senders = txn.open_table(SENDERS)?;
+        let mut new = txn.open_table(INBOUND_SEEN_BY_SENDER)?;
+        let mut last: Option<(String, u32)> = None;
+        for row in old.iter()? {
+            let (key, id) = row?;
+            let (sender, sequence) = key.value();
+            let number = match &last {
+                Some((known, number)) if known == sender => *number,
+                _ => {
+                    let number = super::inbound::sender_number(&mut senders, sender)?;
+                    last = Some((sender.to_string(), number));
+                    number
+                }
+            };
+            new.insert((number, sequence), id.value())?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(INBOUND_SEEN_BY_PEER)?;
+    meta.insert(MARK, encode(&true).as_slice())?;
+    if moved > 0 {
+        tracing::info!(target: "store", sequences = moved, "Numbered the senders of the sequences received (once, for a store from an earlier version).");
+    }
     Ok(())
 }
 

@@ -210,6 +210,18 @@ fn a_format_2_store_opens_with_everything_in_it() {
             ..Default::default()
         };
         assert!(store.browse_inbound(&ready).unwrap().items.is_empty());
+        // The sequences received were kept under the sender's fingerprint
+        // in every key: they are kept under its number now, and a resend
+        // of the edge's sequence is still recognised.
+        let edge = store
+            .remote_systems_shared()
+            .unwrap()
+            .iter()
+            .find(|r| r.spec.name == "edge")
+            .map(|r| procsync::config::sync::normalize_fingerprint(&r.spec.fingerprint).unwrap())
+            .expect("the hub pins the edge");
+        assert_eq!(store.highest_received(&edge).unwrap(), inbound[0].sequence);
+        assert_eq!(store.highest_received("sha256:someone-else").unwrap(), 0);
         store.close();
     }
     let instance = Instance {
