@@ -10,6 +10,7 @@ mod codec;
 mod compact;
 mod handle;
 mod tables;
+pub use tables::TableSize;
 mod writer;
 #[cfg(test)]
 pub(crate) use writer::test_support;

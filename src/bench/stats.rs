@@ -133,15 +133,16 @@ pub async fn run(args: StatsBench) -> Result<()> {
         times.push(sent.elapsed());
     }
     report("procsync stats --json (whole process)", times);
-    restart(&mut server).await
+    restart(&mut server, queued).await
 }
 
 /// Stops the instance and starts it again on its full queue: how soon
 /// `/healthz` answers 200 after the process starts, and its resident
 /// memory a few seconds in (its dispatcher keeps trying the peer that
 /// never answers).
-async fn restart(server: &mut super::BenchServer) -> Result<()> {
+async fn restart(server: &mut super::BenchServer, queued: u64) -> Result<()> {
     drop(server.server.take());
+    report_pages(&server.dir, queued)?;
     let started = Instant::now();
     let child = crate::child::ServeChild::start(&server.dir, 0).await?;
     let pid = child.pid();
@@ -194,6 +195,35 @@ fn report_filled(dir: &std::path::Path, queued: u64, took: Duration) {
         took.as_secs_f64(),
         store_bytes / queued.max(1)
     );
+}
+
+/// What the tables' pages hold per queued item, read while the instance
+/// is stopped: the footprint without the free space the file grew by.
+fn report_pages(dir: &std::path::Path, queued: u64) -> Result<()> {
+    let store = crate::store::Store::open(dir)?;
+    let sizes = store.table_sizes();
+    store.close();
+    let sizes = sizes?;
+    let per_item = |bytes: u64| bytes / queued.max(1);
+    let total: u64 = sizes.iter().map(|t| t.page_bytes).sum();
+    let tables: Vec<String> = sizes
+        .iter()
+        .filter(|t| per_item(t.page_bytes) > 0)
+        .map(|t| {
+            format!(
+                "{} {} ({} stored)",
+                t.name,
+                per_item(t.page_bytes),
+                per_item(t.stored_bytes)
+            )
+        })
+        .collect();
+    println!(
+        "pages in use: {} bytes per queued item (the file is larger: redb grows it by doubling); by table, bytes per item: {}",
+        per_item(total),
+        tables.join(", ")
+    );
+    Ok(())
 }
 
 fn store_bytes(dir: &std::path::Path) -> u64 {

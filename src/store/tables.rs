@@ -14,6 +14,14 @@ macro_rules! tables {
             $(txn.open_table($name)?;)*
             Ok(())
         }
+
+        /// Every table's name and page statistics in `txn`.
+        pub fn all_stats(
+            txn: &redb::ReadTransaction,
+        ) -> Result<Vec<(&'static str, redb::TableStats)>, super::StoreError> {
+            use redb::ReadableTableMetadata;
+            Ok(vec![$(($text, txn.open_table($name)?.stats()?),)*])
+        }
     };
 }
 
@@ -133,3 +141,32 @@ pub const FORMER_QUEUE_BY_STATUS: TableDefinition<(&str, u8, &str, &str, u64), (
 /// entries are in `QUEUE_BY_STATUS`; deleted on open, not in `create_all`.
 pub const FORMER_ERROR_ITEMS: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("error_items");
+
+/// One table's share of the store file: the bytes of its pages, and of
+/// what is stored in them (keys and values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSize {
+    pub name: &'static str,
+    pub page_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+impl super::Store {
+    /// Every table's pages, largest first: the store's footprint without
+    /// the free space redb's file grows by (it doubles).
+    pub fn table_sizes(&self) -> Result<Vec<TableSize>, super::StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut sizes: Vec<TableSize> = all_stats(&txn)?
+            .into_iter()
+            .map(|(name, stats)| TableSize {
+                name,
+                page_bytes: stats.stored_bytes()
+                    + stats.metadata_bytes()
+                    + stats.fragmented_bytes(),
+                stored_bytes: stats.stored_bytes(),
+            })
+            .collect();
+        sizes.sort_by_key(|t| std::cmp::Reverse(t.page_bytes));
+        Ok(sizes)
+    }
+}
