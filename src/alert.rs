@@ -13,17 +13,11 @@ use std::time::Duration;
 
 use crate::ids::now_millis;
 use crate::runtime::{Health, HealthBoard};
-use crate::store::{RemoteState, Store, StoreError, Waiting};
+use crate::store::{RemoteState, Store, StoreError};
 use crate::worker::{Step, Worker};
 
 /// How often the thresholds are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
-/// Index entries looked at per remote system and check while finding the
-/// oldest waiting item (the look goes on from there next time).
-const SCAN_BUDGET: usize = 10_000;
-/// How often that look starts again from the first item kept, so an item
-/// an operator sent again (Error to Ready) below it is seen.
-const RESCAN_EVERY: Duration = Duration::from_secs(600);
 
 /// The thresholds, by what they watch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,10 +74,6 @@ impl Figures {
 pub struct Alerts {
     store: Arc<Store>,
     health: HealthBoard,
-    /// Per remote system: the sequence the look for its oldest waiting
-    /// item starts from.
-    low: HashMap<String, u64>,
-    last_rescan: tokio::time::Instant,
     /// When each remote system was first seen Down (milliseconds).
     down_since: HashMap<String, u64>,
     /// The thresholds each remote system is over now.
@@ -95,8 +85,6 @@ impl Alerts {
         Alerts {
             store,
             health,
-            low: HashMap::new(),
-            last_rescan: tokio::time::Instant::now(),
             down_since: HashMap::new(),
             active: HashSet::new(),
         }
@@ -104,13 +92,8 @@ impl Alerts {
 
     /// One check of every remote system.
     async fn check(&mut self) -> Result<(), StoreError> {
-        if self.last_rescan.elapsed() >= RESCAN_EVERY {
-            self.low.clear();
-            self.last_rescan = tokio::time::Instant::now();
-        }
         let store = self.store.clone();
         let now = now_millis();
-        let low = self.low.clone();
         // Every remote's figures in one trip off the async threads.
         let (remotes, thresholds, waiting, window_s, counted, instance) =
             tokio::task::spawn_blocking(move || {
@@ -120,13 +103,9 @@ impl Alerts {
                 let names: Vec<&str> = remotes.iter().map(|r| r.spec.name.as_str()).collect();
                 let watched = Watch::ALL.map(Watch::property);
                 let thresholds = store.thresholds(&watched, &names)?;
-                // Each remote's oldest waiting item, going on from where the
-                // last look stopped, up to SCAN_BUDGET index entries each.
-                let looks: Vec<(String, u64)> = names
-                    .iter()
-                    .map(|name| (name.to_string(), low.get(*name).copied().unwrap_or(0)))
-                    .collect();
-                let waiting = store.oldest_waiting(&looks, SCAN_BUDGET)?;
+                // Each remote's oldest waiting item, from the status index.
+                let owned: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+                let waiting = store.oldest_waiting(&owned)?;
                 Ok::<_, StoreError>((
                     remotes,
                     thresholds,
@@ -140,17 +119,7 @@ impl Alerts {
             .map_err(StoreError::from)??;
         let each = remotes.iter().zip(thresholds).zip(waiting);
         for ((remote, thresholds), waiting) in each {
-            let oldest_s = match waiting {
-                Waiting::Found(sequence, created_on) => {
-                    self.low.insert(remote.spec.name.clone(), sequence);
-                    Some(now.saturating_sub(created_on) / 1000)
-                }
-                Waiting::None => None,
-                Waiting::Scanned(next) => {
-                    self.low.insert(remote.spec.name.clone(), next);
-                    None
-                }
-            };
+            let oldest_s = waiting.map(|created_on| now.saturating_sub(created_on) / 1000);
             let name = remote.spec.name.clone();
             let (backlog, errors) = counted.get(&name).copied().unwrap_or_default();
             let watched = remote.outbound_state != RemoteState::Disabled;
@@ -325,5 +294,22 @@ mod tests {
             .unwrap();
         alerts.check().await.unwrap();
         assert_eq!(health.get("hub").unwrap().alerts.len(), 1);
+        // Sent and not yet acknowledged, the items still wait; once
+        // acknowledged, nothing does.
+        let ids: Vec<u64> = store
+            .outbound_items(&crate::store::QueueFilter::default())
+            .unwrap()
+            .iter()
+            .map(|item| item.id)
+            .collect();
+        store.mark_outbound_running(ids).await.unwrap();
+        alerts.check().await.unwrap();
+        assert_eq!(health.get("hub").unwrap().oldest_waiting_s, Some(0));
+        store
+            .mark_outbound_processed("hub".into(), vec![1, 2])
+            .await
+            .unwrap();
+        alerts.check().await.unwrap();
+        assert_eq!(health.get("hub").unwrap().oldest_waiting_s, None);
     }
 }

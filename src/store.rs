@@ -53,7 +53,7 @@ pub use content::ContentInfo;
 pub use enrol::{HubLink, Invite, InviteUse, JoinAsk, JoinGrant, Removed, link_users};
 pub use inbound::ReceivedItem;
 pub use load::{Load, LoadState};
-pub use outbound::{Waiting, acknowledged_context};
+pub use outbound::acknowledged_context;
 pub use purge::{PurgeBefore, Purged};
 pub use queue_index::{Browse, Browsed};
 pub use reconcile::{MOST_LISTED, ReconcileState, Reconciliation, TableReport};

@@ -12,14 +12,6 @@ use crate::ids::now_millis;
 use crate::queue::{FlowTrace, OutboundItem, QueueStatus, operator_transition};
 use crate::stats::Queue;
 
-/// See `Store::oldest_waiting`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Waiting {
-    Found(u64, crate::ids::Millis),
-    None,
-    Scanned(u64),
-}
-
 impl Store {
     /// Outbound items matching `filter`, oldest first.
     pub fn outbound_items(&self, filter: &QueueFilter) -> Result<Vec<OutboundItem>, StoreError> {
@@ -109,43 +101,29 @@ impl Store {
         Ok(out)
     }
 
-    /// For each `(remote, from)`, the oldest of the remote's outbound
-    /// items not yet acknowledged (Ready or Running), looking from sequence
-    /// `from` on at most `budget` index entries: `Found(sequence,
-    /// created_on)`, `None` when there is none, or `Scanned(next)` to go on
-    /// from next time. One read for all.
+    /// For each of `remotes`, when its oldest outbound item not yet
+    /// acknowledged (Ready or Running) was created, if it has one: the
+    /// first entries of its part of the status index, and that one item
+    /// read. One read for all.
     pub fn oldest_waiting(
         &self,
-        looks: &[(String, u64)],
-        budget: usize,
-    ) -> Result<Vec<Waiting>, StoreError> {
+        remotes: &[String],
+    ) -> Result<Vec<Option<crate::ids::Millis>>, StoreError> {
         let txn = self.db.begin_read()?;
-        let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
         let outbound = txn.open_table(OUTBOUND)?;
-        let mut found = Vec::with_capacity(looks.len());
-        'remotes: for (remote, from) in looks {
-            let (mut last, mut seen) = (*from, 0);
-            for row in index
-                .range((remote.as_str(), *from)..=(remote.as_str(), u64::MAX))?
-                .take(budget)
-            {
-                let (key, id) = row?;
-                last = key.value().1;
-                seen += 1;
-                let Some(value) = outbound.get(id.value())? else {
-                    continue;
-                };
-                let item: OutboundItem = decode(value.value())?;
-                if matches!(item.status, QueueStatus::Ready | QueueStatus::Running) {
-                    found.push(Waiting::Found(item.sequence, item.created_on));
-                    continue 'remotes;
-                }
-            }
-            found.push(if seen < budget {
-                Waiting::None
-            } else {
-                Waiting::Scanned(last.saturating_add(1))
-            });
+        let mut found = Vec::with_capacity(remotes.len());
+        for remote in remotes {
+            let oldest = super::queue_index::oldest_of_remote(
+                &txn,
+                Queue::Outbound,
+                &[QueueStatus::Ready, QueueStatus::Running],
+                remote,
+            )?;
+            let item = match oldest {
+                Some(id) => outbound.get(id)?.map(|v| decode::<OutboundItem>(v.value())),
+                None => None,
+            };
+            found.push(item.transpose()?.map(|item| item.created_on));
         }
         Ok(found)
     }

@@ -185,6 +185,22 @@ pub(super) fn error_ids(txn: &ReadTransaction, queue: Queue) -> Result<Vec<u64>,
     Ok(ids)
 }
 
+/// The numbers of `remote`'s streams (one per process event).
+fn streams_of(
+    streams: &impl ReadableTable<(&'static str, &'static str), u32>,
+    remote: &str,
+) -> Result<Vec<u32>, StoreError> {
+    let mut numbers = Vec::new();
+    for row in streams.range((remote, "")..)? {
+        let (key, stream) = row?;
+        if key.value().0 != remote {
+            break;
+        }
+        numbers.push(stream.value());
+    }
+    Ok(numbers)
+}
+
 /// Ids of `remote`'s items in `status` in `queue`, oldest first: its
 /// streams' part of the index, without reading the items of other
 /// statuses (after a million were processed, a stream break that puts the
@@ -195,22 +211,43 @@ pub(super) fn ids_of_remote(
     status: QueueStatus,
     remote: &str,
 ) -> Result<Vec<u64>, StoreError> {
-    let streams = txn.open_table(QUEUE_STREAMS)?;
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let (q, status) = (queue_code(queue), code(status));
     let mut ids = Vec::new();
-    for row in streams.range((remote, "")..)? {
-        let (key, stream) = row?;
-        if key.value().0 != remote {
-            break;
-        }
-        let stream = stream.value();
+    for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
         for row in index.range((q, status, stream, 0u64)..=(q, status, stream, u64::MAX))? {
             ids.push(row?.0.value().3);
         }
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The id of `remote`'s oldest item in any of `statuses` in `queue`: the
+/// first index entry of each of its streams in each status.
+pub(super) fn oldest_of_remote(
+    txn: &ReadTransaction,
+    queue: Queue,
+    statuses: &[QueueStatus],
+    remote: &str,
+) -> Result<Option<u64>, StoreError> {
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let q = queue_code(queue);
+    let mut oldest: Option<u64> = None;
+    for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
+        for status in statuses.iter().map(|s| code(*s)) {
+            let first = index
+                .range((q, status, stream, 0u64)..=(q, status, stream, u64::MAX))?
+                .next()
+                .transpose()?
+                .map(|(key, _)| key.value().3);
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    Ok(oldest)
 }
 
 /// What the queue browser asks for: items of one queue, optionally only
