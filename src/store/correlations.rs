@@ -105,6 +105,30 @@ pub(super) fn known_to_remote(
     Ok(item.transpose()?.is_none_or(|item| item.ever_sent()))
 }
 
+/// The correlation a capture makes for `(table, sys_id, remote)` with its
+/// item `sequence`: ours, no peer record yet, unsent until that item
+/// leaves.
+pub(super) fn made_by_capture(
+    (table, sys_id, remote): (&str, &str, &str),
+    sequence: u64,
+    now: Millis,
+) -> Correlation {
+    Correlation {
+        remote_system: remote.to_string(),
+        remote_correlation_id: String::new(),
+        table: table.to_string(),
+        local_correlation_id: sys_id.to_string(),
+        active: true,
+        created_on: now,
+        updated_on: now,
+        synced: BTreeMap::new(),
+        deleted_on: None,
+        unsent: true,
+        first_item: Some(sequence),
+        origin_remote: Some(false),
+    }
+}
+
 /// One field of a captured payload, as the sync state needs it.
 pub(super) struct SentField {
     pub name: String,
@@ -134,20 +158,7 @@ pub(super) fn note_captured(
         None => None,
     };
     let first = stored.is_none() || operation == Operation::Create;
-    let mut correlation = stored.unwrap_or_else(|| Correlation {
-        remote_system: remote.to_string(),
-        remote_correlation_id: String::new(),
-        table: table.to_string(),
-        local_correlation_id: sys_id.to_string(),
-        active: true,
-        created_on: now,
-        updated_on: now,
-        synced: BTreeMap::new(),
-        deleted_on: None,
-        unsent: true,
-        first_item: Some(sequence),
-        origin_remote: Some(false),
-    });
+    let mut correlation = stored.unwrap_or_else(|| made_by_capture(key, sequence, now));
     let mut bases = Vec::new();
     for field in fields {
         let wanted = field.changed || operation == Operation::Delete;

@@ -15,11 +15,11 @@ use crate::queue::{Correlation, OutboundItem, QueueStatus};
 /// makes the attachment secret.
 pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     super::tables::create_all(txn)?;
-    move_seen_by_name(txn)?;
-    number_senders(txn)?;
+    once(txn, "inbound_seen_by_peer_v1", move_seen_by_name)?;
+    once(txn, "inbound_seen_by_sender_v1", number_senders)?;
     super::stats::count_if_needed(txn)?;
     super::queue_index::build_if_needed(txn)?;
-    name_first_items(txn)?;
+    once(txn, "correlation_first_items_v1", name_first_items)?;
     let mut meta = txn.open_table(META)?;
     // From here on values of the newest format may be written: an older
     // binary then refuses the store as a whole.
@@ -40,16 +40,27 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs `step` unless the store's META says (under `mark`) it ran, and
+/// then says so: each step of an upgrade runs once per store.
+fn once(
+    txn: &redb::WriteTransaction,
+    mark: &str,
+    step: fn(&redb::WriteTransaction) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if txn.open_table(META)?.get(mark)?.is_some() {
+        return Ok(());
+    }
+    step(txn)?;
+    txn.open_table(META)?
+        .insert(mark, encode(&true).as_slice())?;
+    Ok(())
+}
+
 /// Moves the sequences seen under a remote system's name (stores before
 /// `INBOUND_SEEN_BY_PEER`, itself moved on by `number_senders`) under the fingerprint it pins now; a name with
 /// no remote system any more keeps its rows under `name:NAME`, which no
 /// caller presents.
 fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const MARK: &str = "inbound_seen_by_peer_v1";
-    let mut meta = txn.open_table(META)?;
-    if meta.get(MARK)?.is_some() {
-        return Ok(());
-    }
     let pins: std::collections::HashMap<String, String> =
         super::sync_objects::read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?
             .into_iter()
@@ -74,7 +85,6 @@ fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         }
     }
     txn.delete_table(INBOUND_SEEN)?;
-    meta.insert(MARK, encode(&true).as_slice())?;
     Ok(())
 }
 
@@ -82,11 +92,6 @@ fn move_seen_by_name(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 /// (`INBOUND_SEEN_BY_PEER`) under the fingerprint's number
 /// (`INBOUND_SEEN_BY_SENDER`), then deletes the old table.
 fn number_senders(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const MARK: &str = "inbound_seen_by_sender_v1";
-    let mut meta = txn.open_table(META)?;
-    if meta.get(MARK)?.is_some() {
-        return Ok(());
-    }
     let mut moved = 0u64;
     {
         let old = txn.open_table(INBOUND_SEEN_BY_PEER)?;
@@ -109,7 +114,6 @@ fn number_senders(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         }
     }
     txn.delete_table(INBOUND_SEEN_BY_PEER)?;
-    meta.insert(MARK, encode(&true).as_slice())?;
     if moved > 0 {
         tracing::info!(target: "store", sequences = moved, "Numbered the senders of the sequences received (once, for a store from an earlier version).");
     }
@@ -124,11 +128,6 @@ fn number_senders(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 /// one, unsent, as sending it would have made. Item by item, so a large
 /// backlog is not held in memory.
 fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    const MARK: &str = "correlation_first_items_v1";
-    let mut meta = txn.open_table(META)?;
-    if meta.get(MARK)?.is_some() {
-        return Ok(());
-    }
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let outbound = txn.open_table(OUTBOUND)?;
     let mut correlations = txn.open_table(CORRELATIONS)?;
@@ -156,18 +155,8 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
             };
             let correlation = match stored {
                 None => Correlation {
-                    remote_system: item.remote_system.clone(),
-                    remote_correlation_id: String::new(),
-                    table: item.table.clone(),
-                    local_correlation_id: item.local_correlation_id.clone(),
                     active: item.operation != crate::record::Operation::Delete,
-                    created_on: item.created_on,
-                    updated_on: item.created_on,
-                    synced: Default::default(),
-                    deleted_on: None,
-                    unsent: true,
-                    first_item: Some(item.sequence),
-                    origin_remote: Some(false),
+                    ..super::correlations::made_by_capture(key, item.sequence, item.created_on)
                 },
                 Some(mut correlation) if correlation.unsent => {
                     if correlation
@@ -202,6 +191,5 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
             encode(&correlation).as_slice(),
         )?;
     }
-    meta.insert(MARK, encode(&true).as_slice())?;
     Ok(())
 }
