@@ -231,4 +231,55 @@ mod tests {
         };
         assert!(store.browse_outbound(&elsewhere).unwrap().items.is_empty());
     }
+
+    #[tokio::test]
+    async fn processed_items_leave_the_status_index_and_are_still_found() {
+        let (_dir, store) = linked_store().await;
+        create_incidents(&store, 3).await;
+        let items = store.outbound_items(&Default::default()).unwrap();
+        let all: Vec<u64> = items.iter().map(|i| i.id).collect();
+        store
+            .mark_outbound_running(all[..2].to_vec())
+            .await
+            .unwrap();
+        store
+            .mark_outbound_processed(
+                "hub".to_string(),
+                items[..2].iter().map(|i| i.sequence).collect(),
+            )
+            .await
+            .unwrap();
+        // One entry is left, the Ready item's: 14 bytes (queue, status,
+        // stream, id).
+        let index = store
+            .table_sizes()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == "queue_by_status_v2")
+            .unwrap();
+        assert_eq!(index.stored_bytes, 14);
+
+        // The browser walks the queue for them, with any filter.
+        let browse = |status, remote: &str| Browse {
+            status,
+            remote_system: Some(remote.to_string()),
+            limit: 10,
+            ..Default::default()
+        };
+        let found = |page: Browsed<OutboundItem>| (ids(&page), page.total);
+        let processed = store
+            .browse_outbound(&browse(Some(QueueStatus::Processed), "hub"))
+            .unwrap();
+        assert_eq!(found(processed), (vec![all[1], all[0]], 2));
+        let any = store.browse_outbound(&browse(None, "hub")).unwrap();
+        assert_eq!(found(any), (vec![all[2], all[1], all[0]], 3));
+        let ready = store
+            .browse_outbound(&browse(Some(QueueStatus::Ready), "hub"))
+            .unwrap();
+        assert_eq!(found(ready), (vec![all[2]], 1));
+        let nobody = store
+            .browse_outbound(&browse(Some(QueueStatus::Processed), "nobody"))
+            .unwrap();
+        assert_eq!(found(nobody), (vec![], 0));
+    }
 }

@@ -1,10 +1,16 @@
-//! The queue items by status: every item of both queues under (queue,
-//! status, stream, id), kept by the counters' `Tally` in the transaction
-//! that moves the item; a stream is a (remote system, process event) by
-//! its number in `QUEUE_STREAMS`. The dashboard's queue
-//! browser pages through it newest first, whatever the filter, without
-//! reading the items it skips; the Error lists and the inbound processor's
-//! held records read its Error part.
+//! The queue items by status: every item of both queues but the Processed
+//! ones under (queue, status, stream, id), kept by the counters' `Tally`
+//! in the transaction that moves the item; a stream is a (remote system,
+//! process event) by its number in `QUEUE_STREAMS`. The dashboard's queue
+//! browser pages through it newest first when it asks for one of those
+//! statuses, without reading the items it skips; the Error lists, the
+//! inbound processor's held records, the alert checks and the dispatcher's
+//! reset of Running items read their parts of it.
+//!
+//! Processed items have no entries: they are nearly every item, and most
+//! never move again. Keeping them cost an edge two of the five index
+//! writes of each item's life (and a hub one of three), and 14 bytes per
+//! item; a browse that admits them walks the queue itself.
 
 use std::collections::BinaryHeap;
 
@@ -22,9 +28,10 @@ use crate::stats::Queue;
 /// META key saying the index holds every item of both queues.
 const INDEXED_MARK: &str = "queue_by_status_v2";
 
-/// Index entries a browse page looks at, at most, for items the caller may
-/// not see (another domain's); the page then ends short with a token to go
-/// on from there.
+/// Items a browse page looks at, at most, for items the caller may not see
+/// (another domain's) or that the filter does not admit (when it walks the
+/// queue: Processed, or no status); the page then ends short with a token
+/// to go on from there.
 const SCAN_LIMIT: usize = 20_000;
 
 /// A status as it is kept in the index key: its place in `ALL_STATUSES`.
@@ -36,6 +43,11 @@ pub(super) fn code(status: QueueStatus) -> u8 {
         QueueStatus::Error => 3,
         QueueStatus::Skipped => 4,
     }
+}
+
+/// Whether items in `status` have index entries: all but Processed.
+pub(super) fn indexed(status: QueueStatus) -> bool {
+    status != QueueStatus::Processed
 }
 
 /// A queue as it is kept in the index key.
@@ -98,12 +110,21 @@ pub(super) struct Move<'a> {
     pub to: Option<QueueStatus>,
 }
 
-/// Moves the items' index entries (and their Error entries) in `txn`.
+/// Moves the items' index entries in `txn` (a move from or to Processed
+/// only adds or removes one).
 pub(super) fn apply<'a>(
     txn: &Txn<'_>,
     moves: impl IntoIterator<Item = Move<'a>>,
 ) -> Result<(), StoreError> {
-    let mut moves = moves.into_iter().peekable();
+    let mut moves = moves
+        .into_iter()
+        .map(|m| Move {
+            from: m.from.filter(|s| indexed(*s)),
+            to: m.to.filter(|s| indexed(*s)),
+            ..m
+        })
+        .filter(|m| m.from.is_some() || m.to.is_some())
+        .peekable();
     if moves.peek().is_none() {
         return Ok(());
     }
@@ -122,8 +143,30 @@ pub(super) fn apply<'a>(
     Ok(())
 }
 
-/// Indexes every queued item once, for a store written before the index
-/// existed; the former index of Error items alone is dropped. Run on open.
+/// Removes the index entries of Processed items, which a store written
+/// before they went unindexed has (one range per queue). Run once on open.
+pub(super) fn unindex_processed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut index = txn.open_table(QUEUE_BY_STATUS)?;
+    let processed = code(QueueStatus::Processed);
+    let mut removed = 0u64;
+    for queue in [Queue::Outbound, Queue::Inbound] {
+        let q = queue_code(queue);
+        index.retain_in(
+            (q, processed, 0u32, 0u64)..=(q, processed, u32::MAX, u64::MAX),
+            |_, _| {
+                removed += 1;
+                false
+            },
+        )?;
+    }
+    if removed > 0 {
+        tracing::info!(target: "store", entries = removed, "Dropped the status index's entries of Processed items (once, for a store from an earlier version).");
+    }
+    Ok(())
+}
+
+/// Indexes every queued item but the Processed ones once, for a store
+/// written before the index existed; the former index of Error items alone is dropped. Run on open.
 pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     if meta.get(INDEXED_MARK)?.is_some() {
@@ -132,9 +175,12 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     let mut streams = Streams::new(Open::Own(txn.open_table(QUEUE_STREAMS)?));
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
     index.retain(|_, _| false)?;
-    let mut indexed = 0u64;
+    let mut counted = 0u64;
     let mut add = |queue: Queue, status, remote: &str, event: &str, id| {
-        indexed += 1;
+        if !indexed(status) {
+            return Ok(());
+        }
+        counted += 1;
         let stream = streams.number(remote, event)?;
         index
             .insert((queue_code(queue), code(status), stream, id), ())
@@ -166,8 +212,8 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     txn.delete_table(FORMER_ERROR_ITEMS)?;
     txn.delete_table(FORMER_QUEUE_BY_STATUS)?;
     meta.insert(INDEXED_MARK, encode(&true).as_slice())?;
-    if indexed > 0 {
-        tracing::info!(target: "store", items = indexed, "Indexed the queued items by status (once, for a store from an earlier version).");
+    if counted > 0 {
+        tracing::info!(target: "store", items = counted, "Indexed the queued items by status (once, for a store from an earlier version).");
     }
     Ok(())
 }
@@ -264,8 +310,46 @@ pub struct Browse {
 }
 
 impl Browse {
-    fn unfiltered(&self) -> bool {
-        self.status.is_none() && self.remote_system.is_none() && self.process_event.is_none()
+    /// The status asked for when the index holds its items: else the
+    /// browse walks the queue and checks each item.
+    fn indexed_status(&self) -> Option<QueueStatus> {
+        self.status.filter(|s| indexed(*s))
+    }
+
+    fn admits(&self, item: &impl Listed) -> bool {
+        let (domain, status, remote, event) = item.listed();
+        self.status.is_none_or(|s| s == status)
+            && self.remote_system.as_deref().is_none_or(|r| r == remote)
+            && self.process_event.as_deref().is_none_or(|e| e == event)
+            && self.domain.as_ref().is_none_or(|d| domain.is_within(d))
+    }
+}
+
+/// What a browse filters a queue item by: its domain, status, remote
+/// system and process event.
+trait Listed: super::codec::Stored {
+    fn listed(&self) -> (&Domain, QueueStatus, &str, &str);
+}
+
+impl Listed for OutboundItem {
+    fn listed(&self) -> (&Domain, QueueStatus, &str, &str) {
+        (
+            &self.domain,
+            self.status,
+            &self.remote_system,
+            &self.process_event,
+        )
+    }
+}
+
+impl Listed for InboundItem {
+    fn listed(&self) -> (&Domain, QueueStatus, &str, &str) {
+        (
+            &self.domain,
+            self.status,
+            &self.remote_system,
+            &self.process_event,
+        )
     }
 }
 
@@ -307,10 +391,10 @@ fn matching_keys(
     Ok((keys, total))
 }
 
-/// Calls `visit` with the ids `browse` admits, newest first, until it
-/// returns false. Unfiltered, that is the queue itself backwards; else one
-/// backwards range of the index per (status, remote, event) admitted,
-/// merged by id.
+/// Calls `visit` with the ids `browse` may admit, newest first, until it
+/// returns false. For a status the index holds, one backwards range of the
+/// index per (remote, event) admitted, merged by id; else (no status, or
+/// Processed) the queue itself backwards, every item a candidate.
 fn newest_ids(
     txn: &ReadTransaction,
     queue: Queue,
@@ -319,36 +403,30 @@ fn newest_ids(
     mut visit: impl FnMut(u64) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let before = browse.before.unwrap_or(u64::MAX);
-    if browse.unfiltered() {
+    let Some(status) = browse.indexed_status() else {
         for row in txn.open_table(queue_table(queue))?.range(..before)?.rev() {
             if !visit(row?.0.value())? {
                 break;
             }
         }
         return Ok(());
-    }
-    let statuses = match browse.status {
-        Some(status) => vec![status],
-        None => ALL_STATUSES.to_vec(),
     };
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let streams = txn.open_table(QUEUE_STREAMS)?;
     let q = queue_code(queue);
-    let mut ranges = Vec::with_capacity(statuses.len() * keys.len());
+    let s = code(status);
+    let mut ranges = Vec::with_capacity(keys.len());
     for (remote, event) in keys {
         // A pair counted but never indexed has no items.
         let Some(stream) = streams.get((remote.as_str(), event.as_str()))? else {
             continue;
         };
         let stream = stream.value();
-        for &status in &statuses {
-            let s = code(status);
-            ranges.push(
-                index
-                    .range((q, s, stream, 0u64)..(q, s, stream, before))?
-                    .rev(),
-            );
-        }
+        ranges.push(
+            index
+                .range((q, s, stream, 0u64)..(q, s, stream, before))?
+                .rev(),
+        );
     }
     let mut heads = BinaryHeap::with_capacity(ranges.len());
     for (i, range) in ranges.iter_mut().enumerate() {
@@ -377,20 +455,15 @@ fn queue_table(queue: Queue) -> redb::TableDefinition<'static, u64, &'static [u8
 impl Store {
     /// A page of the outbound queue, newest first, from the index.
     pub fn browse_outbound(&self, browse: &Browse) -> Result<Browsed<OutboundItem>, StoreError> {
-        self.browse(Queue::Outbound, browse, |item: &OutboundItem| &item.domain)
+        self.browse(Queue::Outbound, browse)
     }
 
     /// A page of the inbound queue, newest first, from the index.
     pub fn browse_inbound(&self, browse: &Browse) -> Result<Browsed<InboundItem>, StoreError> {
-        self.browse(Queue::Inbound, browse, |item: &InboundItem| &item.domain)
+        self.browse(Queue::Inbound, browse)
     }
 
-    fn browse<T: super::codec::Stored>(
-        &self,
-        queue: Queue,
-        browse: &Browse,
-        domain_of: impl Fn(&T) -> &Domain,
-    ) -> Result<Browsed<T>, StoreError> {
+    fn browse<T: Listed>(&self, queue: Queue, browse: &Browse) -> Result<Browsed<T>, StoreError> {
         let txn = self.db.begin_read()?;
         let (keys, total) = matching_keys(&txn, queue, browse)?;
         let table = txn.open_table(queue_table(queue))?;
@@ -406,11 +479,7 @@ impl Store {
             last = Some(id);
             if let Some(value) = table.get(id)? {
                 let item: T = decode(value.value())?;
-                if browse
-                    .domain
-                    .as_ref()
-                    .is_none_or(|d| domain_of(&item).is_within(d))
-                {
+                if browse.admits(&item) {
                     items.push(item);
                 }
             }
@@ -426,6 +495,47 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTable;
+
+    use super::*;
+
+    fn entries(store: &Store) -> Vec<(u8, u8, u32, u64)> {
+        let txn = store.db.begin_read().unwrap();
+        let index = txn.open_table(QUEUE_BY_STATUS).unwrap();
+        let rows = index.iter().unwrap();
+        rows.map(|row| row.unwrap().0.value()).collect()
+    }
+
+    #[test]
+    fn a_store_of_an_older_binary_drops_its_processed_entries_once() {
+        let (dir, store) = crate::store::test_support::scratch_store("edge");
+        let (ready, processed, error) = (
+            code(QueueStatus::Ready),
+            code(QueueStatus::Processed),
+            code(QueueStatus::Error),
+        );
+        let kept = vec![(0, ready, 1, 7), (1, error, 2, 5)];
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut index = txn.open_table(QUEUE_BY_STATUS).unwrap();
+            for key in kept
+                .iter()
+                .chain(&[(0, processed, 1, 6), (1, processed, 2, 4)])
+            {
+                index.insert(key, ()).unwrap();
+            }
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove("processed_unindexed_v1").unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(entries(&store).len(), 4);
+        store.close();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(entries(&store), kept);
+        store.close();
+    }
+
     #[test]
     fn a_status_is_kept_as_its_place_among_all_statuses() {
         for (place, &status) in super::ALL_STATUSES.iter().enumerate() {

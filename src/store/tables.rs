@@ -104,12 +104,13 @@ tables! {
     /// (numbered by the `flow_context` counter) → `queue::FlowContext`. Items
     /// list theirs; the purge deletes them with the item.
     FLOW_CONTEXTS: u64 => &[u8] = "flow_contexts";
-    /// Every queue item by status: (queue: 0 outbound, 1 inbound; status as
-    /// its place in `queue::ALL_STATUSES`; the number of its remote system
-    /// and process event in `QUEUE_STREAMS`; item id), kept by the queue
-    /// counters' `Tally` with every status change (`queue_index`). The
-    /// queue browser, the Error lists and the inbound processor's held
-    /// records read it instead of scanning a queue. Fixed-width keys: the
+    /// Every queue item but the Processed ones by status: (queue: 0
+    /// outbound, 1 inbound; status as its place in `queue::ALL_STATUSES`;
+    /// the number of its remote system and process event in
+    /// `QUEUE_STREAMS`; item id), kept by the queue counters' `Tally` with
+    /// every status change (`queue_index`). The queue browser, the Error
+    /// lists and the inbound processor's held records read it instead of
+    /// scanning a queue. Fixed-width keys: the
     /// names repeated in every entry cost the writer a fifth of its time
     /// on an edge in string compares, and 40 bytes per entry.
     QUEUE_BY_STATUS: (u8, u8, u32, u64) => () = "queue_by_status_v2";

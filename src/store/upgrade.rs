@@ -19,6 +19,11 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     once(txn, "inbound_seen_by_sender_v1", number_senders)?;
     super::stats::count_if_needed(txn)?;
     super::queue_index::build_if_needed(txn)?;
+    once(
+        txn,
+        "processed_unindexed_v1",
+        super::queue_index::unindex_processed,
+    )?;
     once(txn, "correlation_first_items_v1", name_first_items)?;
     let mut meta = txn.open_table(META)?;
     // From here on values of the newest format may be written: an older
