@@ -22,10 +22,12 @@ use crate::capture::CaptureIndex;
 use crate::config::sync::SyncConfig;
 use crate::ids::now_millis;
 
-/// Most requests committed together. Moderate batches keep the pipeline
-/// full; huge ones stall it while the fsync runs (measured on the build
-/// machine: tens of items per commit kept the pipe fullest).
-const MAX_JOBS_PER_COMMIT: usize = 128;
+/// Most requests committed together. A hub's inbound processor queues a
+/// pass of up to 1,000 applies at once: at 128 that took eight commits,
+/// each with its fsync; at 512 a 200,000-item backlog drained 10-12 %
+/// faster (measured back to back), end to end was a little faster and the
+/// latency at 1,000 items/s no worse; 1,024 gained nothing more.
+const MAX_JOBS_PER_COMMIT: usize = 512;
 
 /// The state a job sees: the open transaction (a `Txn` derefs to it) and
 /// the capture rules, which `apply_config` may replace for the jobs after
