@@ -134,11 +134,48 @@ pub struct Caller {
 pub struct PeerGate {
     store: Arc<Store>,
     sync: crate::runtime::SyncRuntime,
+    /// The limits a write by an inbound flow keeps, for the items applied
+    /// as they arrive (the processor keeps the same).
+    limits: crate::store::RecordWriteLimits,
 }
 
 impl PeerGate {
-    pub fn new(store: Arc<Store>, sync: crate::runtime::SyncRuntime) -> PeerGate {
-        PeerGate { store, sync }
+    pub fn new(
+        store: Arc<Store>,
+        sync: crate::runtime::SyncRuntime,
+        limits: crate::store::RecordWriteLimits,
+    ) -> PeerGate {
+        PeerGate {
+            store,
+            sync,
+            limits,
+        }
+    }
+
+    /// Queues `caller`'s items durably, applying those that can be as they
+    /// arrive (`Store::receive_applying`); returns the sequences to
+    /// acknowledge and wakes the processor for the rest.
+    async fn queue(
+        &self,
+        caller: &Caller,
+        items: Vec<ReceivedItem>,
+    ) -> Result<Vec<u64>, PeerError> {
+        let apply = crate::store::ApplyAs {
+            run_as: caller.remote.spec.run_as.clone(),
+            limits: self.limits.clone(),
+        };
+        let acks = self
+            .store
+            .receive_applying(
+                caller.name.clone(),
+                caller.fingerprint.clone(),
+                caller.user.domain.clone(),
+                items,
+                apply,
+            )
+            .await?;
+        self.sync.wake_inbound.notify_one();
+        Ok(acks)
     }
 
     /// The remote system whose pinned fingerprint the caller's certificate
@@ -442,16 +479,6 @@ impl PeerGate {
             .lookup(Some(caller.fingerprint.clone()), caller.token.clone())
             .await?;
         self.check_inbound_active(&current)?;
-        let acks = self
-            .store
-            .receive(
-                current.name.clone(),
-                current.fingerprint.clone(),
-                current.user.domain.clone(),
-                items,
-            )
-            .await?;
-        self.sync.wake_inbound.notify_one();
-        Ok(acks)
+        self.queue(&current, items).await
     }
 }

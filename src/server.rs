@@ -107,7 +107,10 @@ pub async fn run(
     let peer_address = peer_listener.address;
     write_address(&data_dir.join(PEER_ADDR_FILE), peer_address)?;
     tracing::info!(target: "server", peer = %peer_address, "The peer API listens (mutual TLS, pinned certificates).");
-    let gate = PeerGate::new(store.clone(), sync.clone());
+    let limits = RecordWriteLimits {
+        max_record_bytes: config.limits.max_record_bytes,
+    };
+    let gate = PeerGate::new(store.clone(), sync.clone(), limits.clone());
     workers.spawn(
         crate::inbound::PullSupervisor::new(store.clone(), gate.clone(), workers.clone()),
         Arc::new(tokio::sync::Notify::new()),
@@ -156,9 +159,6 @@ pub async fn run(
         Supervisor::new(outbound, workers.clone()),
         sync.wake_outbound.clone(),
     );
-    let limits = RecordWriteLimits {
-        max_record_bytes: config.limits.max_record_bytes,
-    };
     workers.spawn(
         crate::outbound::load::Loader::new(store.clone(), sync.wake_outbound.clone()),
         sync.wake_load.clone(),

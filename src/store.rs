@@ -51,7 +51,7 @@ pub use codec::FORMAT_VERSION;
 use codec::{decode, encode};
 pub use content::ContentInfo;
 pub use enrol::{HubLink, Invite, InviteUse, JoinAsk, JoinGrant, Removed, link_users};
-pub use inbound::ReceivedItem;
+pub use inbound::{ApplyAs, ReceivedItem};
 pub use load::{Load, LoadState};
 pub use outbound::acknowledged_context;
 pub use purge::{PurgeBefore, Purged};

@@ -73,17 +73,7 @@ impl PeerGate {
     ) -> Result<Vec<u64>, PeerError> {
         let caller = self.puller_caller(remote).await?;
         self.check_inbound_active(&caller)?;
-        let acks = self
-            .store
-            .receive(
-                caller.name.clone(),
-                caller.fingerprint.clone(),
-                caller.user.domain.clone(),
-                items,
-            )
-            .await?;
-        self.sync.wake_inbound.notify_one();
-        Ok(acks)
+        self.queue(&caller, items).await
     }
 }
 

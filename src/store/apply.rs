@@ -46,7 +46,7 @@ pub(super) fn apply_inbound_settling(
         return Ok(item);
     }
     let mut trace = FlowTrace::start(now_millis());
-    match run_flow(txn, &item, run_as, limits, rule, &mut trace)? {
+    match run_flow(txn, &item, run_as, limits, rule, Outcomes::All, &mut trace)? {
         FlowResult::Applied(local_id) => {
             item.status = QueueStatus::Processed;
             item.local_correlation_id = local_id;
@@ -66,16 +66,70 @@ pub(super) fn apply_inbound_settling(
             item.status = QueueStatus::Error;
             item.error = Some(problem);
         }
+        // Not with `Outcomes::All`; were it, the item would stay Ready.
+        FlowResult::NotApplied => return Ok(item),
     }
-    let now = now_millis();
-    item.processed_on = Some(now);
-    item.processing_ms = Some(crate::ids::millis(started.elapsed()));
-    item.waiting = None;
-    trace.step("finish", format!("the item is {}", item.status.as_str()));
-    super::context::link_inbound(txn, trace, &mut item)?;
+    finish(txn, &mut item, started, trace)?;
     txn.inbound()?.insert(id, encode(&item).as_slice())?;
     super::stats::Tally::count_inbound(txn, &item, Some(QueueStatus::Ready))?;
     Ok(item)
+}
+
+/// Stamps the end of a processing on `item` and links its context.
+fn finish(
+    txn: &Txn<'_>,
+    item: &mut InboundItem,
+    started: std::time::Instant,
+    mut trace: FlowTrace,
+) -> Result<(), StoreError> {
+    item.processed_on = Some(now_millis());
+    item.processing_ms = Some(crate::ids::millis(started.elapsed()));
+    item.waiting = None;
+    trace.step("finish", format!("the item is {}", item.status.as_str()));
+    super::context::link_inbound(txn, trace, item)
+}
+
+/// Runs the inbound flow of `item`, just received and not yet stored, in
+/// the receiving transaction (`inbound::receive`). Returns whether it was
+/// applied: then the item is Processed with its context, and the caller
+/// stores it. When the flow would not simply apply it (it would fail, skip,
+/// hold a conflict or meet a refused write), nothing is written and the
+/// item is left as it was, Ready, for the processor to run again and deal
+/// with the outcome as always.
+pub(super) fn apply_on_arrival(
+    txn: &mut Txn<'_>,
+    item: &mut InboundItem,
+    run_as: &Actor,
+    limits: &RecordWriteLimits,
+) -> Result<bool, StoreError> {
+    let started = std::time::Instant::now();
+    let mut trace = FlowTrace::start(now_millis());
+    let FlowResult::Applied(local_id) = run_flow(
+        txn,
+        item,
+        run_as,
+        limits,
+        None,
+        Outcomes::AppliedOnly,
+        &mut trace,
+    )?
+    else {
+        return Ok(false);
+    };
+    item.status = QueueStatus::Processed;
+    item.local_correlation_id = local_id;
+    finish(txn, item, started, trace)?;
+    Ok(true)
+}
+
+/// Which outcomes of a flow `run_flow` writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcomes {
+    /// Every one: applied, or the conflicts it met counted.
+    All,
+    /// Only a plain apply (no conflict met); anything else writes nothing
+    /// and comes back as `FlowResult::NotApplied`.
+    AppliedOnly,
 }
 
 /// Reads the facts of item `item`, has the flow plan its apply and writes
@@ -86,6 +140,7 @@ fn run_flow(
     run_as: &Actor,
     limits: &RecordWriteLimits,
     rule: Option<ConflictRule>,
+    outcomes: Outcomes,
     trace: &mut FlowTrace,
 ) -> Result<FlowResult, StoreError> {
     let flow = txn
@@ -104,7 +159,15 @@ fn run_flow(
         // Settling a conflict already counted when it held the item.
         planned.conflicts.clear();
     }
-    write_plan(
+    let plain = planned.conflicts.is_empty()
+        && matches!(
+            planned.plan,
+            InboundPlan::Write(_) | InboundPlan::Nothing(_)
+        );
+    if outcomes == Outcomes::AppliedOnly && !plain {
+        return Ok(FlowResult::NotApplied);
+    }
+    let written = write_plan(
         txn,
         item,
         planned,
@@ -112,7 +175,8 @@ fn run_flow(
         run_as,
         limits,
         trace,
-    )
+    )?;
+    Ok(written)
 }
 
 /// What the plan of `item` needs from the store: the sender's correlation
@@ -312,6 +376,8 @@ enum FlowResult {
     Failed(String),
     /// The item conflicts with changes made here and waits for a person.
     Held(String, Vec<FieldConflict>),
+    /// Not applied, and nothing written (`Outcomes::AppliedOnly`).
+    NotApplied,
 }
 
 /// Our record of `table` holding these `match_on` values and not yet

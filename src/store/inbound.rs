@@ -11,7 +11,7 @@ use super::tables::*;
 use super::writer::Txn;
 use super::{QueueFilter, Store, StoreError};
 use crate::domain::Domain;
-use crate::ids::now_millis;
+use crate::ids::{Millis, now_millis};
 use crate::queue::{FetchRetry, FlowTrace, InboundItem, QueueStatus, operator_transition};
 use crate::record::Operation;
 use crate::stats::Queue;
@@ -48,44 +48,65 @@ pub(super) fn sender_number(
 }
 
 /// Queues items received from `remote`; see `Store::receive`.
+/// Who applies the items of a batch as it is received (the remote's
+/// run-as user, by name), and under which limits: see
+/// `Store::receive_applying`.
+#[derive(Clone, Debug)]
+pub struct ApplyAs {
+    pub run_as: String,
+    pub limits: super::RecordWriteLimits,
+}
+
+/// The actor `apply` names, when that user exists and may write records
+/// (else the processor holds the items and says why).
+fn applier(txn: &Txn<'_>, apply: &ApplyAs) -> Result<Option<super::Actor>, StoreError> {
+    let Some(value) = txn
+        .open_table(USERS)?
+        .get(apply.run_as.as_str())?
+        .map(|v| v.value().to_vec())
+    else {
+        return Ok(None);
+    };
+    let user: crate::user::User = decode(&value)?;
+    let may_write = user.may(crate::user::Permission::Records);
+    Ok(may_write.then_some(super::Actor {
+        user: user.name,
+        domain: user.domain,
+    }))
+}
+
 pub fn receive(
     txn: &mut Txn<'_>,
     remote: &str,
     sender: &str,
     domain: &Domain,
     items: Vec<super::ReceivedItem>,
-) -> Result<Vec<u64>, StoreError> {
+    apply: Option<&ApplyAs>,
+) -> Result<Received, StoreError> {
     let now = now_millis();
-    let sender = sender_number(&mut txn.open_table(SENDERS)?, sender)?;
-    let mut seen = txn.open_table(INBOUND_SEEN_BY_SENDER)?;
-    let mut inbound = txn.open_table(INBOUND)?;
-    let mut counters = Counters::load(txn)?;
+    let own = txn.write_txn();
+    let sender = sender_number(&mut own.open_table(SENDERS)?, sender)?;
+    let mut seen = own.open_table(INBOUND_SEEN_BY_SENDER)?;
+    let mut queued = Vec::with_capacity(items.len());
     let mut tally = super::stats::Tally::new(now);
     let mut acks = Vec::with_capacity(items.len());
+    let mut applied = Vec::new();
+    // Items are applied as they arrive only while nothing of the remote
+    // waits before them (Ready: not applied yet, or Error: holding its
+    // record's later items); the first that is not applied leaves the
+    // rest of the batch Ready, in order, for the processor.
+    let applier = match apply {
+        Some(apply) if super::stats::inbound_waiting(txn, remote)? == 0 => applier(txn, apply)?,
+        _ => None,
+    };
+    let mut applying = applier.is_some();
     for received in items {
         acks.push(received.sequence);
         if seen.get((sender, received.sequence))?.is_some() {
             continue;
         }
-        let id = counters.next("inbound_item")?;
-        let problem = match received.operation {
-            None => Some("the item has no valid operation (create, update or delete)".to_string()),
-            Some(_) => match received.payload.decode() {
-                Err(e) => Some(format!("malformed payload: {e}")),
-                Ok(_)
-                    if txn
-                        .capture
-                        .inbound_flow(&received.process_event, remote)
-                        .is_none() =>
-                {
-                    Some(format!(
-                        "unknown process event `{}` from remote system `{remote}`: no inbound flow receives it; add an inbound_flow for it and retry this item",
-                        received.process_event
-                    ))
-                }
-                Ok(_) => None,
-            },
-        };
+        let id = next_counter(txn, "inbound_item")?;
+        let (problem, plain) = check_on_arrival(txn, remote, &received);
         let mut item = InboundItem {
             id,
             sequence: received.sequence,
@@ -115,37 +136,105 @@ pub fn receive(
             settles: received.settles,
             conflicts: Vec::new(),
         };
-        if let Some(error) = &item.error {
-            tracing::warn!(target: "inbound_queue", remote_system = remote, sequence = item.sequence, id, error = %error, "An inbound item was queued in Error.");
-            let mut trace = FlowTrace::start(now);
-            trace.flow = item.process_event.clone();
-            trace.inputs = item.stored_inputs();
-            trace.step(
-                "receive",
-                format!(
-                    "sequence {} from `{remote}`, checked on arrival",
-                    item.sequence
-                ),
-            );
-            let context = counters.next(super::context::COUNTER)?;
-            super::context::save_as(
-                txn,
-                context,
-                trace,
-                "inbound",
-                id,
-                QueueStatus::Error,
-                item.error.clone(),
-            )?;
-            item.flow_contexts.push(context);
+        if item.error.is_some() {
+            note_refused(txn, &mut item, now)?;
         }
-        inbound.insert(id, encode(&item).as_slice())?;
+        applying = applying && plain && item.status == QueueStatus::Ready;
+        if let (true, Some(run_as), Some(apply)) = (applying, &applier, apply) {
+            applying = super::apply::apply_on_arrival(txn, &mut item, run_as, &apply.limits)?;
+            if applying {
+                applied.push((id, item.operation, item.local_correlation_id.clone()));
+            }
+        }
         seen.insert((sender, received.sequence), id)?;
         tally.inbound(&item, None);
+        queued.push(item);
     }
-    counters.save();
+    // Stored after the applies: the queue is one of the tables a sharing
+    // job keeps open, and an apply must not find it held.
+    let mut inbound = txn.inbound()?;
+    for item in queued {
+        inbound.insert(item.id, encode(&item).as_slice())?;
+    }
+    drop(inbound);
     tally.save(txn)?;
-    Ok(acks)
+    Ok((acks, applied))
+}
+
+/// What is wrong with an item as it arrives (it is queued in Error), and
+/// whether it lists no attachments (only such an item may be applied as it
+/// arrives: attachments are fetched first, by the processor).
+fn check_on_arrival(
+    txn: &Txn<'_>,
+    remote: &str,
+    received: &super::ReceivedItem,
+) -> (Option<String>, bool) {
+    if received.operation.is_none() {
+        let problem = "the item has no valid operation (create, update or delete)";
+        return (Some(problem.to_string()), false);
+    }
+    match received.payload.decode() {
+        Err(e) => (Some(format!("malformed payload: {e}")), false),
+        Ok(_)
+            if txn
+                .capture
+                .inbound_flow(&received.process_event, remote)
+                .is_none() =>
+        {
+            let problem = format!(
+                "unknown process event `{}` from remote system `{remote}`: no inbound flow receives it; add an inbound_flow for it and retry this item",
+                received.process_event
+            );
+            (Some(problem), false)
+        }
+        Ok(payload) => (
+            None,
+            payload.attachments.is_empty() && payload.removed_attachments.is_empty(),
+        ),
+    }
+}
+
+/// Logs an item queued in Error on arrival and stores the context that
+/// says why.
+fn note_refused(txn: &Txn<'_>, item: &mut InboundItem, now: Millis) -> Result<(), StoreError> {
+    let remote = &item.remote_system;
+    let error = item.error.clone();
+    tracing::warn!(target: "inbound_queue", remote_system = %remote, sequence = item.sequence, id = item.id, error = error.as_deref().unwrap_or(""), "An inbound item was queued in Error.");
+    let mut trace = FlowTrace::start(now);
+    trace.flow = item.process_event.clone();
+    trace.inputs = item.stored_inputs();
+    trace.step(
+        "receive",
+        format!(
+            "sequence {} from `{remote}`, checked on arrival",
+            item.sequence
+        ),
+    );
+    let context = next_counter(txn, super::context::COUNTER)?;
+    super::context::save_as(
+        txn,
+        context,
+        trace,
+        "inbound",
+        item.id,
+        QueueStatus::Error,
+        error,
+    )?;
+    item.flow_contexts.push(context);
+    Ok(())
+}
+
+/// The sequences to acknowledge, and the items applied as they arrived
+/// (id, operation, our record).
+type Received = (Vec<u64>, Vec<(u64, Operation, String)>);
+
+/// The next value of counter `name`, taken and handed back at once (an
+/// apply in between takes its own).
+fn next_counter(txn: &Txn<'_>, name: &str) -> Result<u64, StoreError> {
+    let mut counters = Counters::load(txn)?;
+    let next = counters.next(name)?;
+    counters.save();
+    Ok(next)
 }
 
 impl Store {
@@ -189,19 +278,17 @@ impl Store {
     }
 
     /// Ready inbound items in arrival order, at most `limit`, starting
-    /// after id `after`.
+    /// after id `after`: found through the status index, so the items
+    /// applied as they arrived are never read.
     pub fn ready_inbound(&self, after: u64, limit: usize) -> Result<Vec<InboundItem>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(INBOUND)?;
-        let mut out = Vec::new();
-        for row in table.range(after.saturating_add(1)..)? {
-            let (_, value) = row?;
-            let item: InboundItem = decode(value.value())?;
-            if item.status == QueueStatus::Ready {
-                out.push(item);
-                if out.len() >= limit {
-                    break;
-                }
+        let ids =
+            super::queue_index::ids_after(&txn, Queue::Inbound, QueueStatus::Ready, after, limit)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(value) = table.get(id)? {
+                out.push(decode(value.value())?);
             }
         }
         Ok(out)
@@ -329,8 +416,36 @@ impl Store {
         items: Vec<ReceivedItem>,
     ) -> Result<Vec<u64>, StoreError> {
         self.writer
-            .submit(move |txn| receive(txn, &remote, &sender, &domain, items))
+            .submit(move |txn| receive(txn, &remote, &sender, &domain, items, None))
             .await
+            .map(|(acks, _)| acks)
+    }
+
+    /// `receive`, applying each item in the same transaction as it is
+    /// queued, as `apply` says, while nothing of `remote` waits before it
+    /// (no Ready or Error inbound item) and it carries no attachments: the
+    /// item is written once, Processed, instead of Ready and then again.
+    /// The first item not applied so (its flow would skip, refuse or hold
+    /// it; nothing of it is written) and every later one stay Ready for the
+    /// processor, which runs them as it would have.
+    pub async fn receive_applying(
+        &self,
+        remote: String,
+        sender: String,
+        domain: Domain,
+        items: Vec<ReceivedItem>,
+        apply: ApplyAs,
+    ) -> Result<Vec<u64>, StoreError> {
+        let (acks, applied) = self
+            .writer
+            .enqueue_sharing(move |txn| {
+                receive(txn, &remote, &sender, &domain, items, Some(&apply))
+            })
+            .await?;
+        for (id, operation, local) in applied {
+            tracing::debug!(target: "inbound_queue", id, operation = operation.as_str(), %local, "Applied an inbound item.");
+        }
+        Ok(acks)
     }
 
     /// The highest sequence ever received from the instance with

@@ -269,6 +269,36 @@ pub(super) fn ids_of_remote(
     Ok(ids)
 }
 
+/// Ids of the items in `status` (one the index holds) in `queue` above
+/// `after`, oldest first, at most `limit`: the start of each stream's part
+/// of the index, merged. The inbound processor's read: it never meets the
+/// items applied as they arrived.
+pub(super) fn ids_after(
+    txn: &ReadTransaction,
+    queue: Queue,
+    status: QueueStatus,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<u64>, StoreError> {
+    debug_assert!(indexed(status), "{status:?} is not indexed");
+    let index = txn.open_table(QUEUE_BY_STATUS)?;
+    let (q, status) = (queue_code(queue), code(status));
+    let from = after.saturating_add(1);
+    let mut ids = Vec::new();
+    for row in txn.open_table(QUEUE_STREAMS)?.iter()? {
+        let stream = row?.1.value();
+        for entry in index
+            .range((q, status, stream, from)..=(q, status, stream, u64::MAX))?
+            .take(limit)
+        {
+            ids.push(entry?.0.value().3);
+        }
+    }
+    ids.sort_unstable();
+    ids.truncate(limit);
+    Ok(ids)
+}
+
 /// The id of `remote`'s oldest item in any of `statuses` in `queue`: the
 /// first index entry of each of its streams in each status.
 pub(super) fn oldest_of_remote(

@@ -306,6 +306,34 @@ impl Tally {
     }
 }
 
+/// How many inbound items of `remote` (any process event) wait, Ready,
+/// or hold their records' later items, in Error: the stored counts with
+/// what this transaction's jobs did so far.
+pub(super) fn inbound_waiting(txn: &Txn<'_>, remote: &str) -> Result<i64, StoreError> {
+    let waiting = |counts: &[i64; 5]| {
+        counts[status_index(QueueStatus::Ready)] + counts[status_index(QueueStatus::Error)]
+    };
+    let mut n = 0i64;
+    let queue = Queue::Inbound.as_str();
+    for row in txn.open_table(QUEUE_STATS)?.range((queue, remote, "")..)? {
+        let (key, value) = row?;
+        let (q, r, _) = key.value();
+        if q != queue || r != remote {
+            break;
+        }
+        let counters: QueueCounters = decode(value.value())?;
+        let stored =
+            counters.counts.get(QueueStatus::Ready) + counters.counts.get(QueueStatus::Error);
+        n += i64::try_from(stored).unwrap_or(i64::MAX);
+    }
+    for ((q, r, _), change) in &txn.tally.borrow().changes {
+        if *q == Queue::Inbound && r == remote {
+            n += waiting(&change.counts);
+        }
+    }
+    Ok(n)
+}
+
 /// Counts every queued item once, for a store written before the counters
 /// existed (or whose counters were never completed). Run on open.
 pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {

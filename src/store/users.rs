@@ -75,6 +75,13 @@ pub fn set_roles(txn: &mut Txn<'_>, name: &str, roles: Vec<Role>) -> Result<User
     Ok(user)
 }
 
+fn read_user(txn: &redb::ReadTransaction, name: &str) -> Result<Option<User>, StoreError> {
+    match txn.open_table(USERS)?.get(name)? {
+        Some(user) => Ok(Some(decode(user.value())?)),
+        None => Ok(None),
+    }
+}
+
 impl Store {
     /// The user a token belongs to, if any.
     pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
@@ -84,11 +91,11 @@ impl Store {
             return Ok(None);
         };
         let name: String = decode(name.value())?;
-        let users = txn.open_table(USERS)?;
-        match users.get(name.as_str())? {
-            Some(user) => Ok(Some(decode(user.value())?)),
-            None => Ok(None),
-        }
+        read_user(&txn, &name)
+    }
+
+    pub fn user_named(&self, name: &str) -> Result<Option<User>, StoreError> {
+        read_user(&self.db.begin_read()?, name)
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
