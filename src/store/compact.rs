@@ -451,6 +451,17 @@ fn digest_text(bytes: &[u8]) -> String {
     }
 }
 
+/// The peer's record of a stored correlation (`remote_correlation_id`),
+/// without decoding the rest (its sync state is most of it).
+pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
+    match bytes.split_first() {
+        Some((&BINARY, body)) => stored::CorrelationPeerId::decode(body)
+            .map(|m| m.remote_correlation_id)
+            .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
+        _ => Ok(super::codec::decode::<Correlation>(bytes)?.remote_correlation_id),
+    }
+}
+
 fn correlation_message(correlation: &Correlation) -> stored::Correlation {
     stored::Correlation {
         remote_system: correlation.remote_system.clone(),

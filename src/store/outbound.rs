@@ -88,9 +88,7 @@ impl Store {
                 remote,
             );
             let remote_id = match correlations.get(key)? {
-                Some(value) => {
-                    decode::<crate::queue::Correlation>(value.value())?.remote_correlation_id
-                }
+                Some(value) => super::compact::correlation_peer_id(value.value())?,
                 None => String::new(),
             };
             out.push((item, remote_id));

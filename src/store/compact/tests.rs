@@ -106,6 +106,17 @@ fn queue_items_records_and_correlations_round_trip() {
     }))
     .unwrap();
     both_ways(&correlation);
+    // The sender reads only the peer's record of it, in either format.
+    let mut answered = correlation.clone();
+    answered.remote_correlation_id = "f".repeat(32);
+    assert_eq!(
+        correlation_peer_id(&encode(&answered)).unwrap(),
+        "f".repeat(32)
+    );
+    let mut old = Vec::new();
+    write_json(&answered, &mut old);
+    assert_eq!(correlation_peer_id(&old).unwrap(), "f".repeat(32));
+    assert_eq!(correlation_peer_id(&encode(&correlation)).unwrap(), "");
 
     let context: FlowContext = serde_json::from_value(serde_json::json!({
         "id": 12, "queue": "inbound", "item_id": 7, "flow": "Requests from edge",
