@@ -158,17 +158,33 @@ pub fn understand(
     flow: Option<&InboundFlow>,
     trace: &mut FlowTrace,
 ) -> Result<Understood, String> {
+    match item.payload.decode() {
+        Ok(payload) => understand_decoded(item, payload, flow, trace),
+        Err(e) => {
+            begin(item, trace);
+            trace.step("payload", "does not parse");
+            Err(format!("malformed payload: {e}"))
+        }
+    }
+}
+
+/// The inputs and flow a trace starts with.
+fn begin(item: &InboundItem, trace: &mut FlowTrace) {
     // The rest of the inputs is told from the item when the context is
     // read (`InboundItem::context_inputs`).
     trace.inputs = item.stored_inputs();
     trace.flow = item.process_event.clone();
-    let payload: Payload = match item.payload.decode() {
-        Ok(payload) => payload,
-        Err(e) => {
-            trace.step("payload", "does not parse");
-            return Err(format!("malformed payload: {e}"));
-        }
-    };
+}
+
+/// `understand` with the item's payload already decoded (by the check
+/// on arrival).
+pub fn understand_decoded(
+    item: &InboundItem,
+    payload: Payload,
+    flow: Option<&InboundFlow>,
+    trace: &mut FlowTrace,
+) -> Result<Understood, String> {
+    begin(item, trace);
     trace.step(
         "payload",
         format!(

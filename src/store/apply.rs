@@ -46,7 +46,14 @@ pub(super) fn apply_inbound_settling(
         return Ok(item);
     }
     let mut trace = FlowTrace::start(now_millis());
-    match run_flow(txn, &item, run_as, limits, rule, Outcomes::All, &mut trace)? {
+    match run_flow(
+        txn,
+        &item,
+        run_as,
+        limits,
+        Run::Processing(rule),
+        &mut trace,
+    )? {
         FlowResult::Applied(local_id) => {
             item.status = QueueStatus::Processed;
             item.local_correlation_id = local_id;
@@ -66,7 +73,7 @@ pub(super) fn apply_inbound_settling(
             item.status = QueueStatus::Error;
             item.error = Some(problem);
         }
-        // Not with `Outcomes::All`; were it, the item would stay Ready.
+        // Not for `Run::Processing`; were it, the item would stay Ready.
         FlowResult::NotApplied => return Ok(item),
     }
     finish(txn, &mut item, started, trace)?;
@@ -99,20 +106,14 @@ fn finish(
 pub(super) fn apply_on_arrival(
     txn: &mut Txn<'_>,
     item: &mut InboundItem,
+    payload: crate::queue::Payload,
     run_as: &Actor,
     limits: &RecordWriteLimits,
 ) -> Result<bool, StoreError> {
     let started = std::time::Instant::now();
     let mut trace = FlowTrace::start(now_millis());
-    let FlowResult::Applied(local_id) = run_flow(
-        txn,
-        item,
-        run_as,
-        limits,
-        None,
-        Outcomes::AppliedOnly,
-        &mut trace,
-    )?
+    let run = Run::Arrival(Box::new(payload));
+    let FlowResult::Applied(local_id) = run_flow(txn, item, run_as, limits, run, &mut trace)?
     else {
         return Ok(false);
     };
@@ -122,14 +123,16 @@ pub(super) fn apply_on_arrival(
     Ok(true)
 }
 
-/// Which outcomes of a flow `run_flow` writes.
-#[derive(Clone, Copy, PartialEq)]
-enum Outcomes {
-    /// Every one: applied, or the conflicts it met counted.
-    All,
-    /// Only a plain apply (no conflict met); anything else writes nothing
-    /// and comes back as `FlowResult::NotApplied`.
-    AppliedOnly,
+/// Which run of a flow `run_flow` makes, and so which outcomes it writes.
+enum Run {
+    /// The processor's (settling conflicts by this rule instead of the
+    /// flow's when given): every outcome is written, the conflicts met
+    /// counted.
+    Processing(Option<ConflictRule>),
+    /// On arrival, with the payload the arrival check decoded: only a
+    /// plain apply (no conflict met) is written; anything else writes
+    /// nothing and comes back as `FlowResult::NotApplied`.
+    Arrival(Box<crate::queue::Payload>),
 }
 
 /// Reads the facts of item `item`, has the flow plan its apply and writes
@@ -139,14 +142,21 @@ fn run_flow(
     item: &InboundItem,
     run_as: &Actor,
     limits: &RecordWriteLimits,
-    rule: Option<ConflictRule>,
-    outcomes: Outcomes,
+    run: Run,
     trace: &mut FlowTrace,
 ) -> Result<FlowResult, StoreError> {
     let flow = txn
         .capture
         .inbound_flow(&item.process_event, &item.remote_system);
-    let mut understood = match plan::understand(item, flow, trace) {
+    let (rule, on_arrival, understood) = match run {
+        Run::Processing(rule) => (rule, false, plan::understand(item, flow, trace)),
+        Run::Arrival(payload) => (
+            None,
+            true,
+            plan::understand_decoded(item, *payload, flow, trace),
+        ),
+    };
+    let mut understood = match understood {
         Ok(understood) => understood,
         Err(problem) => return Ok(FlowResult::Failed(problem)),
     };
@@ -164,7 +174,7 @@ fn run_flow(
             planned.plan,
             InboundPlan::Write(_) | InboundPlan::Nothing(_)
         );
-    if outcomes == Outcomes::AppliedOnly && !plain {
+    if on_arrival && !plain {
         return Ok(FlowResult::NotApplied);
     }
     let written = write_plan(
@@ -376,7 +386,7 @@ enum FlowResult {
     Failed(String),
     /// The item conflicts with changes made here and waits for a person.
     Held(String, Vec<FieldConflict>),
-    /// Not applied, and nothing written (`Outcomes::AppliedOnly`).
+    /// Not applied, and nothing written (`Run::Arrival`).
     NotApplied,
 }
 

@@ -107,6 +107,7 @@ pub fn receive(
         }
         let id = next_counter(txn, "inbound_item")?;
         let (problem, plain) = check_on_arrival(txn, remote, &received);
+        applying = applying && plain.is_some();
         let mut item = InboundItem {
             id,
             sequence: received.sequence,
@@ -139,9 +140,11 @@ pub fn receive(
         if item.error.is_some() {
             note_refused(txn, &mut item, now)?;
         }
-        applying = applying && plain && item.status == QueueStatus::Ready;
-        if let (true, Some(run_as), Some(apply)) = (applying, &applier, apply) {
-            applying = super::apply::apply_on_arrival(txn, &mut item, run_as, &apply.limits)?;
+        applying = applying && item.status == QueueStatus::Ready;
+        if let (true, Some(run_as), Some(apply), Some(payload)) = (applying, &applier, apply, plain)
+        {
+            applying =
+                super::apply::apply_on_arrival(txn, &mut item, payload, run_as, &apply.limits)?;
             if applying {
                 applied.push((id, item.operation, item.local_correlation_id.clone()));
             }
@@ -162,19 +165,20 @@ pub fn receive(
 }
 
 /// What is wrong with an item as it arrives (it is queued in Error), and
-/// whether it lists no attachments (only such an item may be applied as it
-/// arrives: attachments are fetched first, by the processor).
+/// its payload when it lists no attachments: only such an item may be
+/// applied as it arrives (attachments are fetched first, by the
+/// processor), and its flow needs the payload decoded only once.
 fn check_on_arrival(
     txn: &Txn<'_>,
     remote: &str,
     received: &super::ReceivedItem,
-) -> (Option<String>, bool) {
+) -> (Option<String>, Option<crate::queue::Payload>) {
     if received.operation.is_none() {
         let problem = "the item has no valid operation (create, update or delete)";
-        return (Some(problem.to_string()), false);
+        return (Some(problem.to_string()), None);
     }
     match received.payload.decode() {
-        Err(e) => (Some(format!("malformed payload: {e}")), false),
+        Err(e) => (Some(format!("malformed payload: {e}")), None),
         Ok(_)
             if txn
                 .capture
@@ -185,12 +189,12 @@ fn check_on_arrival(
                 "unknown process event `{}` from remote system `{remote}`: no inbound flow receives it; add an inbound_flow for it and retry this item",
                 received.process_event
             );
-            (Some(problem), false)
+            (Some(problem), None)
         }
-        Ok(payload) => (
-            None,
-            payload.attachments.is_empty() && payload.removed_attachments.is_empty(),
-        ),
+        Ok(payload) => {
+            let plain = payload.attachments.is_empty() && payload.removed_attachments.is_empty();
+            (None, plain.then_some(payload))
+        }
     }
 }
 
