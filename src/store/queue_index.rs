@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
-use super::codec::{decode, encode};
+use super::codec::decode;
 use super::open::Open;
 use super::tables::*;
 use super::writer::Txn;
@@ -26,7 +26,7 @@ use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
 use crate::stats::Queue;
 
 /// META key saying the index holds every item of both queues.
-const INDEXED_MARK: &str = "queue_by_status_v2";
+pub(super) const INDEXED_MARK: &str = "queue_by_status_v2";
 
 /// Items a browse page looks at, at most, for items the caller may not see
 /// (another domain's) or that the filter does not admit (when it walks the
@@ -165,13 +165,10 @@ pub(super) fn unindex_processed(txn: &WriteTransaction) -> Result<(), StoreError
     Ok(())
 }
 
-/// Indexes every queued item but the Processed ones once, for a store
-/// written before the index existed; the former index of Error items alone is dropped. Run on open.
-pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META)?;
-    if meta.get(INDEXED_MARK)?.is_some() {
-        return Ok(());
-    }
+/// Indexes every queued item but the Processed ones, for a store written
+/// before the index existed; the former index of Error items alone is
+/// dropped. Run once on open (`upgrade::once`, under `INDEXED_MARK`).
+pub(super) fn index_queues(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut streams = Streams::new(Open::Own(txn.open_table(QUEUE_STREAMS)?));
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
     index.retain(|_, _| false)?;
@@ -211,7 +208,6 @@ pub(super) fn build_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
     }
     txn.delete_table(FORMER_ERROR_ITEMS)?;
     txn.delete_table(FORMER_QUEUE_BY_STATUS)?;
-    meta.insert(INDEXED_MARK, encode(&true).as_slice())?;
     if counted > 0 {
         tracing::info!(target: "store", items = counted, "Indexed the queued items by status (once, for a store from an earlier version).");
     }

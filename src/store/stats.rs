@@ -18,7 +18,7 @@ use crate::stats::{
 };
 
 /// META key saying the counters cover every item in the queues.
-const COUNTED_MARK: &str = "queue_counters_v1";
+pub(super) const COUNTED_MARK: &str = "queue_counters_v1";
 
 /// Changes to one key's counters within a transaction.
 #[derive(Default)]
@@ -334,14 +334,10 @@ pub(super) fn inbound_waiting(txn: &Txn<'_>, remote: &str) -> Result<i64, StoreE
     Ok(n)
 }
 
-/// Counts every queued item once, for a store written before the counters
-/// existed (or whose counters were never completed). Run on open.
-pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(QUEUE_MINUTES)?;
-    let mut meta = txn.open_table(META)?;
-    if meta.get(COUNTED_MARK)?.is_some() {
-        return Ok(());
-    }
+/// Counts every queued item, for a store written before the counters
+/// existed (or whose counters were never completed). Run once on open
+/// (`upgrade::once`, under `COUNTED_MARK`).
+pub(super) fn count_queues(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut table = txn.open_table(QUEUE_STATS)?;
     table.retain(|_, _| false)?;
     let mut counted: Vec<(StatsKey, QueueCounters)> = Vec::new();
@@ -376,7 +372,6 @@ pub(super) fn count_if_needed(txn: &WriteTransaction) -> Result<(), StoreError> 
             encode(counters).as_slice(),
         )?;
     }
-    meta.insert(COUNTED_MARK, encode(&true).as_slice())?;
     if !counted.is_empty() {
         tracing::info!(target: "store", keys = counted.len(), "Counted the queued items for the statistics (once, for a store from an earlier version).");
     }

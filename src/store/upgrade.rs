@@ -17,8 +17,12 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     super::tables::create_all(txn)?;
     once(txn, "inbound_seen_by_peer_v1", move_seen_by_name)?;
     once(txn, "inbound_seen_by_sender_v1", number_senders)?;
-    super::stats::count_if_needed(txn)?;
-    super::queue_index::build_if_needed(txn)?;
+    once(txn, super::stats::COUNTED_MARK, super::stats::count_queues)?;
+    once(
+        txn,
+        super::queue_index::INDEXED_MARK,
+        super::queue_index::index_queues,
+    )?;
     once(
         txn,
         "processed_unindexed_v1",
