@@ -104,8 +104,7 @@ impl Alerts {
                 let watched = Watch::ALL.map(Watch::property);
                 let thresholds = store.thresholds(&watched, &names)?;
                 // Each remote's oldest waiting item, from the status index.
-                let owned: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-                let waiting = store.oldest_waiting(&owned)?;
+                let waiting = store.oldest_waiting(&names)?;
                 Ok::<_, StoreError>((
                     remotes,
                     thresholds,

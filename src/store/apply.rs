@@ -177,7 +177,7 @@ fn run_flow(
     if on_arrival && !plain {
         return Ok(FlowResult::NotApplied);
     }
-    let written = write_plan(
+    write_plan(
         txn,
         item,
         planned,
@@ -185,8 +185,7 @@ fn run_flow(
         run_as,
         limits,
         trace,
-    )?;
-    Ok(written)
+    )
 }
 
 /// What the plan of `item` needs from the store: the sender's correlation

@@ -47,7 +47,6 @@ pub(super) fn sender_number(
     Ok(number)
 }
 
-/// Queues items received from `remote`; see `Store::receive`.
 /// Who applies the items of a batch as it is received (the remote's
 /// run-as user, by name), and under which limits: see
 /// `Store::receive_applying`.
@@ -60,21 +59,17 @@ pub struct ApplyAs {
 /// The actor `apply` names, when that user exists and may write records
 /// (else the processor holds the items and says why).
 fn applier(txn: &Txn<'_>, apply: &ApplyAs) -> Result<Option<super::Actor>, StoreError> {
-    let Some(value) = txn
-        .open_table(USERS)?
-        .get(apply.run_as.as_str())?
-        .map(|v| v.value().to_vec())
-    else {
-        return Ok(None);
-    };
-    let user: crate::user::User = decode(&value)?;
-    let may_write = user.may(crate::user::Permission::Records);
-    Ok(may_write.then_some(super::Actor {
-        user: user.name,
-        domain: user.domain,
-    }))
+    let user = super::users::read_user(&txn.open_table(USERS)?, &apply.run_as)?;
+    Ok(user
+        .filter(|u| u.may(crate::user::Permission::Records))
+        .map(|u| super::Actor {
+            user: u.name,
+            domain: u.domain,
+        }))
 }
 
+/// Queues items received from `remote`; see `Store::receive` and
+/// `Store::receive_applying`.
 pub fn receive(
     txn: &mut Txn<'_>,
     remote: &str,
@@ -96,7 +91,9 @@ pub fn receive(
     // record's later items); the first that is not applied leaves the
     // rest of the batch Ready, in order, for the processor.
     let applier = match apply {
-        Some(apply) if super::stats::inbound_waiting(txn, remote)? == 0 => applier(txn, apply)?,
+        Some(apply) if super::stats::inbound_waiting(txn, remote)? == 0 => {
+            applier(txn, apply)?.map(|actor| (actor, &apply.limits))
+        }
         _ => None,
     };
     let mut applying = applier.is_some();
@@ -107,7 +104,6 @@ pub fn receive(
         }
         let id = next_counter(txn, "inbound_item")?;
         let (problem, plain) = check_on_arrival(txn, remote, &received);
-        applying = applying && plain.is_some();
         let mut item = InboundItem {
             id,
             sequence: received.sequence,
@@ -140,11 +136,14 @@ pub fn receive(
         if item.error.is_some() {
             note_refused(txn, &mut item, now)?;
         }
-        applying = applying && item.status == QueueStatus::Ready;
-        if let (true, Some(run_as), Some(apply), Some(payload)) = (applying, &applier, apply, plain)
-        {
-            applying =
-                super::apply::apply_on_arrival(txn, &mut item, payload, run_as, &apply.limits)?;
+        // An item with a payload to apply has no problem: it is Ready.
+        if applying {
+            applying = match (&applier, plain) {
+                (Some((run_as, limits)), Some(payload)) => {
+                    super::apply::apply_on_arrival(txn, &mut item, payload, run_as, limits)?
+                }
+                _ => false,
+            };
             if applying {
                 applied.push((id, item.operation, item.local_correlation_id.clone()));
             }

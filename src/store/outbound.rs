@@ -105,7 +105,7 @@ impl Store {
     /// read. One read for all.
     pub fn oldest_waiting(
         &self,
-        remotes: &[String],
+        remotes: &[&str],
     ) -> Result<Vec<Option<crate::ids::Millis>>, StoreError> {
         let txn = self.db.begin_read()?;
         let outbound = txn.open_table(OUTBOUND)?;

@@ -25,7 +25,8 @@ use crate::domain::Domain;
 use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
 use crate::stats::Queue;
 
-/// META key saying the index holds every item of both queues.
+/// META key saying the index holds every item of both queues (but the
+/// Processed ones).
 pub(super) const INDEXED_MARK: &str = "queue_by_status_v2";
 
 /// Items a browse page looks at, at most, for items the caller may not see
@@ -49,6 +50,14 @@ pub(super) fn code(status: QueueStatus) -> u8 {
 pub(super) fn indexed(status: QueueStatus) -> bool {
     status != QueueStatus::Processed
 }
+
+/// The part of the index holding `stream`'s items in `status` of queue
+/// `q`, from id `from` on.
+fn part(q: u8, status: u8, stream: u32, from: u64) -> std::ops::RangeInclusive<IndexKey> {
+    (q, status, stream, from)..=(q, status, stream, u64::MAX)
+}
+
+type IndexKey = (u8, u8, u32, u64);
 
 /// A queue as it is kept in the index key.
 fn queue_code(queue: Queue) -> u8 {
@@ -152,7 +161,7 @@ pub(super) fn unindex_processed(txn: &WriteTransaction) -> Result<(), StoreError
     for queue in [Queue::Outbound, Queue::Inbound] {
         let q = queue_code(queue);
         index.retain_in(
-            (q, processed, 0u32, 0u64)..=(q, processed, u32::MAX, u64::MAX),
+            (q, processed, 0, 0)..=(q, processed, u32::MAX, u64::MAX),
             |_, _| {
                 removed += 1;
                 false
@@ -257,7 +266,7 @@ pub(super) fn ids_of_remote(
     let (q, status) = (queue_code(queue), code(status));
     let mut ids = Vec::new();
     for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
-        for row in index.range((q, status, stream, 0u64)..=(q, status, stream, u64::MAX))? {
+        for row in index.range(part(q, status, stream, 0))? {
             ids.push(row?.0.value().3);
         }
     }
@@ -283,10 +292,7 @@ pub(super) fn ids_after(
     let mut ids = Vec::new();
     for row in txn.open_table(QUEUE_STREAMS)?.iter()? {
         let stream = row?.1.value();
-        for entry in index
-            .range((q, status, stream, from)..=(q, status, stream, u64::MAX))?
-            .take(limit)
-        {
+        for entry in index.range(part(q, status, stream, from))?.take(limit) {
             ids.push(entry?.0.value().3);
         }
     }
@@ -309,7 +315,7 @@ pub(super) fn oldest_of_remote(
     for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
         for status in statuses.iter().map(|s| code(*s)) {
             let first = index
-                .range((q, status, stream, 0u64)..=(q, status, stream, u64::MAX))?
+                .range(part(q, status, stream, 0))?
                 .next()
                 .transpose()?
                 .map(|(key, _)| key.value().3);

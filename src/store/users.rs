@@ -75,8 +75,12 @@ pub fn set_roles(txn: &mut Txn<'_>, name: &str, roles: Vec<Role>) -> Result<User
     Ok(user)
 }
 
-fn read_user(txn: &redb::ReadTransaction, name: &str) -> Result<Option<User>, StoreError> {
-    match txn.open_table(USERS)?.get(name)? {
+/// The user `name` in `users` (the table, read or written).
+pub(super) fn read_user(
+    users: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<User>, StoreError> {
+    match users.get(name)? {
         Some(user) => Ok(Some(decode(user.value())?)),
         None => Ok(None),
     }
@@ -91,11 +95,7 @@ impl Store {
             return Ok(None);
         };
         let name: String = decode(name.value())?;
-        read_user(&txn, &name)
-    }
-
-    pub fn user_named(&self, name: &str) -> Result<Option<User>, StoreError> {
-        read_user(&self.db.begin_read()?, name)
+        read_user(&txn.open_table(USERS)?, &name)
     }
 
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
