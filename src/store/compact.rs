@@ -530,5 +530,6 @@ fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
 }
 
 mod context;
+pub(super) mod state;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
+use super::compact::state::{self, OutboundState};
 use super::stats::Tally;
 use super::tables::*;
 use super::{QueueFilter, Store, StoreError};
@@ -149,7 +150,8 @@ impl Store {
                     let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
                         continue;
                     };
-                    let mut item: OutboundItem = decode(&value)?;
+                    let value = state::binary(value)?;
+                    let mut item = OutboundState::read(&value)?;
                     if item.status != QueueStatus::Ready {
                         continue;
                     }
@@ -157,8 +159,8 @@ impl Store {
                     item.attempts += 1;
                     item.sent_on = Some(now);
                     item.next_attempt_on = None;
-                    table.insert(id, encode(&item).as_slice())?;
-                    tally.outbound(&item, Some(QueueStatus::Ready));
+                    table.insert(id, item.write().as_slice())?;
+                    tally.outbound_state(id, &item, Some(QueueStatus::Ready));
                 }
                 tally.save(txn)?;
                 Ok(())
@@ -187,19 +189,20 @@ impl Store {
                     let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
                         continue;
                     };
-                    let mut item: OutboundItem = decode(&value)?;
+                    let value = state::binary(value)?;
+                    let mut item = OutboundState::read(&value)?;
                     if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
                         continue;
                     }
                     let from = item.status;
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
-                    item.error = None;
+                    item.clear_error();
                     // Its context (capture, queue, send, acknowledge) is
                     // all in the item: told when read
                     // (`acknowledged_context`), not stored.
-                    outbound.insert(id, encode(&item).as_slice())?;
-                    tally.outbound(&item, Some(from));
+                    outbound.insert(id, item.write().as_slice())?;
+                    tally.outbound_state(id, &item, Some(from));
                 }
                 tally.save(txn)?;
                 Ok(())

@@ -7,6 +7,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::codec::{decode, encode};
+use super::compact::state::OutboundState;
 use super::queue_index::Move;
 use super::tables::*;
 use super::writer::Txn;
@@ -140,8 +141,6 @@ impl Tally {
 
     /// An outbound item's move; processing time is sent to acknowledged.
     pub(super) fn outbound(&mut self, item: &OutboundItem, from: Option<QueueStatus>) {
-        let done = item.processed_on.unwrap_or(self.now);
-        let processing = done.saturating_sub(item.sent_on.unwrap_or(item.created_on));
         let item_ref = ItemRef {
             queue: Queue::Outbound,
             id: item.id,
@@ -150,7 +149,36 @@ impl Tally {
             status: item.status,
             created_on: item.created_on,
         };
-        self.item(item_ref, from, done, processing);
+        self.outbound_ref(item_ref, (item.sent_on, item.processed_on), from);
+    }
+
+    /// An outbound item's move, read from its stored state.
+    pub(super) fn outbound_state(
+        &mut self,
+        id: u64,
+        state: &OutboundState<'_>,
+        from: Option<QueueStatus>,
+    ) {
+        let item_ref = ItemRef {
+            queue: Queue::Outbound,
+            id,
+            remote: state.remote_system,
+            event: state.process_event,
+            status: state.status,
+            created_on: state.created_on,
+        };
+        self.outbound_ref(item_ref, (state.sent_on, state.processed_on), from);
+    }
+
+    fn outbound_ref(
+        &mut self,
+        item: ItemRef<'_>,
+        (sent_on, processed_on): (Option<Millis>, Option<Millis>),
+        from: Option<QueueStatus>,
+    ) {
+        let done = processed_on.unwrap_or(self.now);
+        let processing = done.saturating_sub(sent_on.unwrap_or(item.created_on));
+        self.item(item, from, done, processing);
     }
 
     /// An inbound item's move; processing time is its flow's run.

@@ -129,3 +129,56 @@ fn queue_items_records_and_correlations_round_trip() {
     .unwrap();
     both_ways(&context);
 }
+
+/// A send and an acknowledgment rewrite an item's state in its stored
+/// bytes: the result is what encoding the changed item whole gives, and a
+/// format-1 item is written as format 2 first.
+#[test]
+fn an_items_state_is_rewritten_without_decoding_the_rest() {
+    use super::state::{OutboundState, binary};
+    let mut item: OutboundItem = serde_json::from_value(item_json()).unwrap();
+    item.status = QueueStatus::Ready;
+    item.last_error = Some("the stream broke".to_string());
+    let mut old = Vec::new();
+    write_json(&item, &mut old);
+    for stored in [encode(&item), binary(old).unwrap()] {
+        let mut state = OutboundState::read(&stored).unwrap();
+        assert_eq!(
+            (state.remote_system, state.process_event, state.created_on),
+            ("hub", "pe", item.created_on)
+        );
+        assert_eq!((state.status, state.attempts), (QueueStatus::Ready, 2));
+        assert_eq!(state.next_attempt_on, Some(1_796_000_001_000));
+        state.status = QueueStatus::Running;
+        state.attempts += 1;
+        state.sent_on = Some(1_796_000_002_000);
+        state.next_attempt_on = None;
+        let sent = state.write();
+        let mut expected = item.clone();
+        expected.status = QueueStatus::Running;
+        expected.attempts = 3;
+        expected.sent_on = Some(1_796_000_002_000);
+        expected.next_attempt_on = None;
+        assert_eq!(sent, encode(&expected));
+
+        let mut state = OutboundState::read(&sent).unwrap();
+        state.status = QueueStatus::Processed;
+        state.processed_on = Some(1_796_000_003_000);
+        state.clear_error();
+        expected.status = QueueStatus::Processed;
+        expected.processed_on = Some(1_796_000_003_000);
+        expected.error = None;
+        let acknowledged = state.write();
+        assert_eq!(acknowledged, encode(&expected));
+        assert_eq!(
+            serde_json::to_value(decode::<OutboundItem>(&acknowledged).unwrap()).unwrap(),
+            serde_json::to_value(&expected).unwrap()
+        );
+    }
+    // A cut-off value is refused with what is wrong, not misread.
+    let stored = encode(&item);
+    let error = OutboundState::read(&stored[..stored.len() / 2])
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("runs past the end"), "{error}");
+}
