@@ -220,12 +220,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.writer
             .submit(move |txn| {
-                let ids = super::queue_index::ids_of_remote(
-                    txn,
-                    Queue::Outbound,
-                    QueueStatus::Running,
-                    &remote,
-                )?;
+                let ids = super::queue_index::running_of_remote(txn, &remote)?;
                 let mut outbound = txn.open_table(OUTBOUND)?;
                 let mut n = 0;
                 let mut tally = Tally::new(now_millis());

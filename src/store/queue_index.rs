@@ -10,30 +10,26 @@
 //! Processed items have no entries: they are nearly every item, and most
 //! never move again. Keeping them cost an edge two of the five index
 //! writes of each item's life (and a hub one of three), and 14 bytes per
-//! item; a browse that admits them walks the queue itself.
-
-use std::collections::BinaryHeap;
+//! item; a browse that admits them walks the queue itself. Running items
+//! are kept with the Ready ones (`slot`): an outbound item is indexed as
+//! it is queued and unindexed as it is acknowledged, two writes in all.
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
+use super::StoreError;
 use super::codec::decode;
 use super::open::Open;
 use super::tables::*;
 use super::writer::Txn;
-use super::{Store, StoreError};
-use crate::domain::Domain;
-use crate::queue::{ALL_STATUSES, InboundItem, OutboundItem, QueueStatus};
-use crate::stats::Queue;
+
+mod browse;
+use crate::queue::{InboundItem, OutboundItem, QueueStatus};
+use crate::stats::{Queue, QueueCounters};
+pub use browse::{Browse, Browsed};
 
 /// META key saying the index holds every item of both queues (but the
 /// Processed ones).
 pub(super) const INDEXED_MARK: &str = "queue_by_status_v2";
-
-/// Items a browse page looks at, at most, for items the caller may not see
-/// (another domain's) or that the filter does not admit (when it walks the
-/// queue: Processed, or no status); the page then ends short with a token
-/// to go on from there.
-const SCAN_LIMIT: usize = 20_000;
 
 /// A status as it is kept in the index key: its place in `ALL_STATUSES`.
 pub(super) fn code(status: QueueStatus) -> u8 {
@@ -49,6 +45,18 @@ pub(super) fn code(status: QueueStatus) -> u8 {
 /// Whether items in `status` have index entries: all but Processed.
 pub(super) fn indexed(status: QueueStatus) -> bool {
     status != QueueStatus::Processed
+}
+
+/// Where items in `status` are kept in the index: under their `code`, but
+/// Running ones with the Ready ones. An item marked Running as it leaves
+/// (and put back after a broken stream) keeps its entry: two index writes
+/// fewer in the life of each outbound item. Whoever reads that part for
+/// one of the two checks each item's status.
+pub(super) fn slot(status: QueueStatus) -> u8 {
+    match status {
+        QueueStatus::Running => code(QueueStatus::Ready),
+        other => code(other),
+    }
 }
 
 /// The part of the index holding `stream`'s items in `status` of queue
@@ -125,27 +133,24 @@ pub(super) fn apply<'a>(
     txn: &Txn<'_>,
     moves: impl IntoIterator<Item = Move<'a>>,
 ) -> Result<(), StoreError> {
+    let place = |status: Option<QueueStatus>| status.filter(|s| indexed(*s)).map(slot);
     let mut moves = moves
         .into_iter()
-        .map(|m| Move {
-            from: m.from.filter(|s| indexed(*s)),
-            to: m.to.filter(|s| indexed(*s)),
-            ..m
-        })
-        .filter(|m| m.from.is_some() || m.to.is_some())
+        .map(|m| (place(m.from), place(m.to), m))
+        .filter(|(from, to, _)| from != to)
         .peekable();
     if moves.peek().is_none() {
         return Ok(());
     }
     let mut streams = Streams::new(txn.queue_streams()?);
     let mut index = txn.queue_by_status()?;
-    for m in moves {
+    for (from, to, m) in moves {
         let stream = streams.number(m.remote, m.event)?;
-        let key = |status| (queue_code(m.queue), code(status), stream, m.id);
-        if let Some(from) = m.from {
+        let key = |slot| (queue_code(m.queue), slot, stream, m.id);
+        if let Some(from) = from {
             index.remove(key(from))?;
         }
-        if let Some(to) = m.to {
+        if let Some(to) = to {
             index.insert(key(to), ())?;
         }
     }
@@ -174,6 +179,31 @@ pub(super) fn unindex_processed(txn: &WriteTransaction) -> Result<(), StoreError
     Ok(())
 }
 
+/// Moves the entries of Running items to the Ready ones (`slot`): a store
+/// written before kept them apart. Run once on open.
+pub(super) fn keep_running_with_ready(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut index = txn.open_table(QUEUE_BY_STATUS)?;
+    let running = code(QueueStatus::Running);
+    let mut moved = Vec::new();
+    for queue in [Queue::Outbound, Queue::Inbound] {
+        let q = queue_code(queue);
+        index.retain_in(
+            (q, running, 0, 0)..=(q, running, u32::MAX, u64::MAX),
+            |key, ()| {
+                moved.push(key);
+                false
+            },
+        )?;
+    }
+    for &(q, _, stream, id) in &moved {
+        index.insert((q, slot(QueueStatus::Running), stream, id), ())?;
+    }
+    if !moved.is_empty() {
+        tracing::info!(target: "store", entries = moved.len(), "Moved the status index's entries of Running items to the Ready ones (once, for a store from an earlier version).");
+    }
+    Ok(())
+}
+
 /// Indexes every queued item but the Processed ones, for a store written
 /// before the index existed; the former index of Error items alone is
 /// dropped. Run once on open (`upgrade::once`, under `INDEXED_MARK`).
@@ -189,7 +219,7 @@ pub(super) fn index_queues(txn: &WriteTransaction) -> Result<(), StoreError> {
         counted += 1;
         let stream = streams.number(remote, event)?;
         index
-            .insert((queue_code(queue), code(status), stream, id), ())
+            .insert((queue_code(queue), slot(status), stream, id), ())
             .map(drop)
             .map_err(StoreError::from)
     };
@@ -236,38 +266,56 @@ pub(super) fn error_ids(txn: &ReadTransaction, queue: Queue) -> Result<Vec<u64>,
     Ok(ids)
 }
 
-/// The numbers of `remote`'s streams (one per process event).
+/// `remote`'s streams: (process event, number), one per process event.
 fn streams_of(
     streams: &impl ReadableTable<(&'static str, &'static str), u32>,
     remote: &str,
-) -> Result<Vec<u32>, StoreError> {
+) -> Result<Vec<(String, u32)>, StoreError> {
     let mut numbers = Vec::new();
     for row in streams.range((remote, "")..)? {
         let (key, stream) = row?;
-        if key.value().0 != remote {
+        let (of, event) = key.value();
+        if of != remote {
             break;
         }
-        numbers.push(stream.value());
+        numbers.push((event.to_string(), stream.value()));
     }
     Ok(numbers)
 }
 
-/// Ids of `remote`'s items in `status` in `queue`, oldest first: its
-/// streams' part of the index, without reading the items of other
-/// statuses (after a million were processed, a stream break that puts the
-/// few Running ones back reads only those).
-pub(super) fn ids_of_remote(
+/// Ids of `remote`'s outbound items in Running, oldest first. They are
+/// kept with the Ready ones (`slot`): each stream's part is read, item
+/// status by item status, only until as many are found as its counters
+/// hold Running. With none Running (a session that ended cleanly) nothing
+/// is read; with a window in flight, the oldest Ready items and no more.
+pub(super) fn running_of_remote(
     txn: &WriteTransaction,
-    queue: Queue,
-    status: QueueStatus,
     remote: &str,
 ) -> Result<Vec<u64>, StoreError> {
     let index = txn.open_table(QUEUE_BY_STATUS)?;
-    let (q, status) = (queue_code(queue), code(status));
+    let outbound = txn.open_table(OUTBOUND)?;
+    let counters = txn.open_table(QUEUE_STATS)?;
+    let q = queue_code(Queue::Outbound);
     let mut ids = Vec::new();
-    for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
-        for row in index.range(part(q, status, stream, 0))? {
-            ids.push(row?.0.value().3);
+    for (event, stream) in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
+        let key = (Queue::Outbound.as_str(), remote, event.as_str());
+        let mut left = match counters.get(key)? {
+            Some(value) => decode::<QueueCounters>(value.value())?
+                .counts
+                .get(QueueStatus::Running),
+            None => 0,
+        };
+        let mut rows = index.range(part(q, slot(QueueStatus::Running), stream, 0))?;
+        while left > 0 {
+            let Some(row) = rows.next() else { break };
+            let id = row?.0.value().3;
+            let Some(value) = outbound.get(id)? else {
+                continue;
+            };
+            if super::compact::state::status(value.value())? == QueueStatus::Running {
+                ids.push(id);
+                left -= 1;
+            }
         }
     }
     ids.sort_unstable();
@@ -287,7 +335,7 @@ pub(super) fn ids_after(
 ) -> Result<Vec<u64>, StoreError> {
     debug_assert!(indexed(status), "{status:?} is not indexed");
     let index = txn.open_table(QUEUE_BY_STATUS)?;
-    let (q, status) = (queue_code(queue), code(status));
+    let (q, status) = (queue_code(queue), slot(status));
     let from = after.saturating_add(1);
     let mut ids = Vec::new();
     for row in txn.open_table(QUEUE_STREAMS)?.iter()? {
@@ -312,8 +360,11 @@ pub(super) fn oldest_of_remote(
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let q = queue_code(queue);
     let mut oldest: Option<u64> = None;
-    for stream in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
-        for status in statuses.iter().map(|s| code(*s)) {
+    let mut slots: Vec<u8> = statuses.iter().map(|s| slot(*s)).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    for (_, stream) in streams_of(&txn.open_table(QUEUE_STREAMS)?, remote)? {
+        for &status in &slots {
             let first = index
                 .range(part(q, status, stream, 0))?
                 .next()
@@ -328,208 +379,13 @@ pub(super) fn oldest_of_remote(
     Ok(oldest)
 }
 
-/// What the queue browser asks for: items of one queue, optionally only
-/// those with a status, a remote system, a process event, in a domain
-/// subtree; newest first, older than the item `before`, at most `limit`.
-#[derive(Clone, Debug, Default)]
-pub struct Browse {
-    pub status: Option<QueueStatus>,
-    pub remote_system: Option<String>,
-    pub process_event: Option<String>,
-    pub domain: Option<Domain>,
-    pub before: Option<u64>,
-    pub limit: usize,
-}
-
-impl Browse {
-    /// The status asked for when the index holds its items: else the
-    /// browse walks the queue and checks each item.
-    fn indexed_status(&self) -> Option<QueueStatus> {
-        self.status.filter(|s| indexed(*s))
-    }
-
-    fn admits(&self, item: &impl Listed) -> bool {
-        let (domain, status, remote, event) = item.listed();
-        self.status.is_none_or(|s| s == status)
-            && self.remote_system.as_deref().is_none_or(|r| r == remote)
-            && self.process_event.as_deref().is_none_or(|e| e == event)
-            && self.domain.as_ref().is_none_or(|d| domain.is_within(d))
-    }
-}
-
-/// What a browse filters a queue item by: its domain, status, remote
-/// system and process event.
-trait Listed: super::codec::Stored {
-    fn listed(&self) -> (&Domain, QueueStatus, &str, &str);
-}
-
-impl Listed for OutboundItem {
-    fn listed(&self) -> (&Domain, QueueStatus, &str, &str) {
-        (
-            &self.domain,
-            self.status,
-            &self.remote_system,
-            &self.process_event,
-        )
-    }
-}
-
-impl Listed for InboundItem {
-    fn listed(&self) -> (&Domain, QueueStatus, &str, &str) {
-        (
-            &self.domain,
-            self.status,
-            &self.remote_system,
-            &self.process_event,
-        )
-    }
-}
-
-/// One page of a browse: the items, the token of the next (older) page
-/// when there is one, and how many items of the whole instance match the
-/// status, remote and event asked for (from the counters).
-#[derive(Debug)]
-pub struct Browsed<T> {
-    pub items: Vec<T>,
-    pub next_before: Option<u64>,
-    pub total: u64,
-}
-
-/// The (remote system, process event) pairs of `queue` that `browse`
-/// admits, and how many items they hold in the statuses it admits.
-fn matching_keys(
-    txn: &ReadTransaction,
-    queue: Queue,
-    browse: &Browse,
-) -> Result<(Vec<(String, String)>, u64), StoreError> {
-    let mut keys = Vec::new();
-    let mut total = 0;
-    for row in txn.open_table(QUEUE_STATS)?.iter()? {
-        let (key, value) = row?;
-        let (q, remote, event) = key.value();
-        let admitted = q == queue.as_str()
-            && browse.remote_system.as_deref().is_none_or(|r| r == remote)
-            && browse.process_event.as_deref().is_none_or(|e| e == event);
-        if !admitted {
-            continue;
-        }
-        let counters: crate::stats::QueueCounters = decode(value.value())?;
-        total += match browse.status {
-            Some(status) => counters.counts.get(status),
-            None => ALL_STATUSES.iter().map(|&s| counters.counts.get(s)).sum(),
-        };
-        keys.push((remote.to_string(), event.to_string()));
-    }
-    Ok((keys, total))
-}
-
-/// Calls `visit` with the ids `browse` may admit, newest first, until it
-/// returns false. For a status the index holds, one backwards range of the
-/// index per (remote, event) admitted, merged by id; else (no status, or
-/// Processed) the queue itself backwards, every item a candidate.
-fn newest_ids(
-    txn: &ReadTransaction,
-    queue: Queue,
-    browse: &Browse,
-    keys: &[(String, String)],
-    mut visit: impl FnMut(u64) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
-    let before = browse.before.unwrap_or(u64::MAX);
-    let Some(status) = browse.indexed_status() else {
-        for row in txn.open_table(queue_table(queue))?.range(..before)?.rev() {
-            if !visit(row?.0.value())? {
-                break;
-            }
-        }
-        return Ok(());
-    };
-    let index = txn.open_table(QUEUE_BY_STATUS)?;
-    let streams = txn.open_table(QUEUE_STREAMS)?;
-    let q = queue_code(queue);
-    let s = code(status);
-    let mut ranges = Vec::with_capacity(keys.len());
-    for (remote, event) in keys {
-        // A pair counted but never indexed has no items.
-        let Some(stream) = streams.get((remote.as_str(), event.as_str()))? else {
-            continue;
-        };
-        let stream = stream.value();
-        ranges.push(
-            index
-                .range((q, s, stream, 0u64)..(q, s, stream, before))?
-                .rev(),
-        );
-    }
-    let mut heads = BinaryHeap::with_capacity(ranges.len());
-    for (i, range) in ranges.iter_mut().enumerate() {
-        if let Some(row) = range.next() {
-            heads.push((row?.0.value().3, i));
-        }
-    }
-    while let Some((id, i)) = heads.pop() {
-        if !visit(id)? {
-            break;
-        }
-        if let Some(row) = ranges[i].next() {
-            heads.push((row?.0.value().3, i));
-        }
-    }
-    Ok(())
-}
-
-fn queue_table(queue: Queue) -> redb::TableDefinition<'static, u64, &'static [u8]> {
-    match queue {
-        Queue::Outbound => OUTBOUND,
-        Queue::Inbound => INBOUND,
-    }
-}
-
-impl Store {
-    /// A page of the outbound queue, newest first, from the index.
-    pub fn browse_outbound(&self, browse: &Browse) -> Result<Browsed<OutboundItem>, StoreError> {
-        self.browse(Queue::Outbound, browse)
-    }
-
-    /// A page of the inbound queue, newest first, from the index.
-    pub fn browse_inbound(&self, browse: &Browse) -> Result<Browsed<InboundItem>, StoreError> {
-        self.browse(Queue::Inbound, browse)
-    }
-
-    fn browse<T: Listed>(&self, queue: Queue, browse: &Browse) -> Result<Browsed<T>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let (keys, total) = matching_keys(&txn, queue, browse)?;
-        let table = txn.open_table(queue_table(queue))?;
-        let limit = browse.limit.max(1);
-        let mut items = Vec::new();
-        let (mut scanned, mut last, mut more) = (0, None, false);
-        newest_ids(&txn, queue, browse, &keys, |id| {
-            if items.len() == limit || scanned == SCAN_LIMIT {
-                more = true;
-                return Ok(false);
-            }
-            scanned += 1;
-            last = Some(id);
-            if let Some(value) = table.get(id)? {
-                let item: T = decode(value.value())?;
-                if browse.admits(&item) {
-                    items.push(item);
-                }
-            }
-            Ok(true)
-        })?;
-        Ok(Browsed {
-            items,
-            next_before: if more { last } else { None },
-            total,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use redb::ReadableTable;
 
     use super::*;
+    use crate::queue::ALL_STATUSES;
+    use crate::store::Store;
 
     fn entries(store: &Store) -> Vec<(u8, u8, u32, u64)> {
         let txn = store.db.begin_read().unwrap();
@@ -538,39 +394,51 @@ mod tests {
         rows.map(|row| row.unwrap().0.value()).collect()
     }
 
+    /// A store of an older binary: its Processed items' entries dropped,
+    /// its Running items' moved to the Ready ones, once.
     #[test]
-    fn a_store_of_an_older_binary_drops_its_processed_entries_once() {
+    fn a_store_of_an_older_binary_has_its_index_brought_up_once() {
         let (dir, store) = crate::store::test_support::scratch_store("edge");
-        let (ready, processed, error) = (
-            code(QueueStatus::Ready),
-            code(QueueStatus::Processed),
-            code(QueueStatus::Error),
-        );
-        let kept = vec![(0, ready, 1, 7), (1, error, 2, 5)];
+        let [ready, running, processed, error] = [
+            QueueStatus::Ready,
+            QueueStatus::Running,
+            QueueStatus::Processed,
+            QueueStatus::Error,
+        ]
+        .map(code);
+        let kept = [(0, ready, 1, 7), (1, error, 2, 5)];
         let txn = store.db.begin_write().unwrap();
         {
             let mut index = txn.open_table(QUEUE_BY_STATUS).unwrap();
-            for key in kept
-                .iter()
-                .chain(&[(0, processed, 1, 6), (1, processed, 2, 4)])
-            {
+            let old = [
+                (0, processed, 1, 6),
+                (1, processed, 2, 4),
+                (0, running, 1, 8),
+            ];
+            for key in kept.iter().chain(&old) {
                 index.insert(key, ()).unwrap();
             }
             let mut meta = txn.open_table(META).unwrap();
             meta.remove("processed_unindexed_v1").unwrap();
+            meta.remove("running_with_ready_v1").unwrap();
         }
         txn.commit().unwrap();
-        assert_eq!(entries(&store).len(), 4);
+        assert_eq!(entries(&store).len(), 5);
         store.close();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(entries(&store), kept);
+        let expected = vec![(0, ready, 1, 7), (0, ready, 1, 8), (1, error, 2, 5)];
+        assert_eq!(entries(&store), expected);
+        store.close();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(entries(&store), expected);
         store.close();
     }
 
     #[test]
     fn a_status_is_kept_as_its_place_among_all_statuses() {
-        for (place, &status) in super::ALL_STATUSES.iter().enumerate() {
+        for (place, &status) in ALL_STATUSES.iter().enumerate() {
             assert_eq!(usize::from(super::code(status)), place, "{status:?}");
         }
     }

@@ -28,6 +28,11 @@ pub(super) fn upgrade(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         "processed_unindexed_v1",
         super::queue_index::unindex_processed,
     )?;
+    once(
+        txn,
+        "running_with_ready_v1",
+        super::queue_index::keep_running_with_ready,
+    )?;
     once(txn, "correlation_first_items_v1", name_first_items)?;
     let mut meta = txn.open_table(META)?;
     // From here on values of the newest format may be written: an older
@@ -143,7 +148,7 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     // Every first_item seen here was set by this pass: the mark is written
     // before this binary stages anything.
     for status in [QueueStatus::Ready, QueueStatus::Error, QueueStatus::Skipped] {
-        let code = super::queue_index::code(status);
+        let code = super::queue_index::slot(status);
         for row in index.range((0, code, 0, 0)..=(0, code, u32::MAX, u64::MAX))? {
             let (_, _, _, id) = row?.0.value();
             let Some(value) = outbound.get(id)? else {

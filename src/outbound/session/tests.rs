@@ -281,6 +281,22 @@ async fn a_broken_stream_puts_back_only_the_running_items_with_why() {
         .mark_outbound_processed("hub".into(), vec![1])
         .await
         .unwrap();
+    // Running items share the index with the Ready ones; a browse tells
+    // them apart.
+    let browse = |status| {
+        let page = store
+            .browse_outbound(&crate::store::Browse {
+                status: Some(status),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut sequences: Vec<u64> = page.items.iter().map(|i| i.sequence).collect();
+        sequences.sort_unstable();
+        (sequences, page.total)
+    };
+    assert_eq!(browse(QueueStatus::Running), (vec![2, 3], 2));
+    assert_eq!(browse(QueueStatus::Ready), (vec![4], 1));
     let put_back = store
         .reset_running("hub".into(), Some(("the stream broke".into(), Some(42))))
         .await

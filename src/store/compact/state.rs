@@ -68,6 +68,15 @@ pub(in crate::store) fn binary(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     }
 }
 
+/// The status of a stored outbound item, of any format.
+pub(in crate::store) fn status(value: &[u8]) -> Result<QueueStatus, StoreError> {
+    if value.first() == Some(&BINARY) {
+        Ok(OutboundState::read(value)?.status)
+    } else {
+        Ok(decode::<OutboundItem>(value)?.status)
+    }
+}
+
 impl<'a> OutboundState<'a> {
     /// The state of an item stored in format 2 (see `binary`).
     pub fn read(value: &'a [u8]) -> Result<OutboundState<'a>, StoreError> {
