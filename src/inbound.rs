@@ -18,10 +18,14 @@ use std::sync::Arc;
 use crate::attachment::{CHUNK_BYTES, Grant, GrantError};
 use crate::failure::{Classified, Failure};
 use crate::queue::ConflictRule;
-use crate::store::{ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
+use crate::store::{Chain, ReceivedItem, RemoteState, RemoteSystemStatus, Store, StoreError};
 use crate::transport::peer::FetchedChunk;
 use crate::transport::protocol::{Hello, HelloAnswer, PROTOCOL_VERSION};
 use crate::user::{Role, User};
+
+/// The commit of one received batch: the sequences to acknowledge.
+pub type Receipt =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u64>, PeerError>> + Send>>;
 
 /// Why a peer call is refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -152,30 +156,28 @@ impl PeerGate {
         }
     }
 
-    /// Queues `caller`'s items durably, applying those that can be as they
-    /// arrive (`Store::receive_applying`); returns the sequences to
-    /// acknowledge and wakes the processor for the rest.
-    async fn queue(
-        &self,
-        caller: &Caller,
-        items: Vec<ReceivedItem>,
-    ) -> Result<Vec<u64>, PeerError> {
+    /// Queues `caller`'s items durably as a job of `chain`, applying those
+    /// that can be as they arrive (`Store::receive_applying`); returns the
+    /// future of the commit, which gives the sequences to acknowledge and
+    /// wakes the processor for the rest.
+    fn queue(&self, caller: &Caller, items: Vec<ReceivedItem>, chain: &Chain) -> Receipt {
         let apply = crate::store::ApplyAs {
             run_as: caller.remote.spec.run_as.clone(),
             limits: self.limits.clone(),
         };
-        let acks = self
-            .store
-            .receive_applying(
-                caller.name.clone(),
-                caller.fingerprint.clone(),
-                caller.user.domain.clone(),
-                items,
-                apply,
-            )
-            .await?;
-        self.sync.wake_inbound.notify_one();
-        Ok(acks)
+        let committed = self.store.receive_applying(
+            (caller.name.clone(), caller.fingerprint.clone()),
+            caller.user.domain.clone(),
+            items,
+            apply,
+            chain,
+        );
+        let wake = self.sync.wake_inbound.clone();
+        Box::pin(async move {
+            let acks = committed.await?;
+            wake.notify_one();
+            Ok(acks)
+        })
     }
 
     /// The remote system whose pinned fingerprint the caller's certificate
@@ -469,16 +471,20 @@ impl PeerGate {
         Ok(received)
     }
 
-    /// Queues received items durably; returns the sequences to acknowledge.
+    /// Queues a stream's received items durably, after the stream's earlier
+    /// batches (`chain`), once the caller is checked again; returns the
+    /// future of their commit (the sequences to acknowledge), so the next
+    /// batch can be queued while this one is saved.
     pub async fn receive(
         &self,
         caller: &Caller,
         items: Vec<ReceivedItem>,
-    ) -> Result<Vec<u64>, PeerError> {
+        chain: &Chain,
+    ) -> Result<Receipt, PeerError> {
         let current = self
             .lookup(Some(caller.fingerprint.clone()), caller.token.clone())
             .await?;
         self.check_inbound_active(&current)?;
-        self.queue(&current, items).await
+        Ok(self.queue(&current, items, chain))
     }
 }

@@ -12,6 +12,7 @@ mod handle;
 mod tables;
 pub use tables::TableSize;
 mod writer;
+pub use writer::Chain;
 #[cfg(test)]
 pub(crate) use writer::test_support;
 mod open;

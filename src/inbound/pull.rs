@@ -73,7 +73,9 @@ impl PeerGate {
     ) -> Result<Vec<u64>, PeerError> {
         let caller = self.puller_caller(remote).await?;
         self.check_inbound_active(&caller)?;
-        self.queue(&caller, items).await
+        // One batch at a time: a chain of its own.
+        self.queue(&caller, items, &crate::store::Chain::default())
+            .await
     }
 }
 

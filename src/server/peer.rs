@@ -4,6 +4,7 @@
 //! `inbound::PeerGate`, and converts the wire messages to domain types
 //! (the conversions both halves share are in `transport::peer`).
 
+mod sync;
 mod window;
 
 use std::net::SocketAddr;
@@ -25,14 +26,9 @@ use crate::transport::pb::peer::peer_server::{Peer, PeerServer};
 use crate::transport::peer::{FetchStream, MAX_PEER_MESSAGE_BYTES, chunk_to_pb, grant_from_pb};
 use crate::transport::protocol::{Hello, PROTOCOL_VERSION, SendItem};
 use crate::transport::reconcile::{self as reconcile_wire, ReconcileCall};
-use crate::transport::reverse::{
-    DELIVERY_HEADER, RECONCILE_HEADER, received_from_pb, send_to_pb, sync_events,
-};
+use crate::transport::reverse::{DELIVERY_HEADER, RECONCILE_HEADER, send_to_pb, sync_events};
 use crate::transport::{bearer_token, tls};
 use window::{Burst, Window};
-
-/// Most items taken from a stream into one durable commit.
-const MAX_ITEMS_PER_COMMIT: usize = 256;
 
 /// The caller's certificate fingerprint and bearer token.
 fn credentials<T>(request: &Request<T>) -> (Option<String>, Option<String>) {
@@ -344,109 +340,14 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::SyncStream>, Status> {
         let caller = self.caller(&request).await?;
         self.gate.check_inbound_active(&caller).map_err(status_of)?;
-        let mut incoming = request.into_inner();
         let (replies, answers) = tokio::sync::mpsc::channel::<Result<pb::SyncDown, Status>>(1024);
-        let gate = self.gate.clone();
-        let mut stopped = self.stopped.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = incoming.message() => next,
-                    _ = stopped.changed() => break,
-                };
-                let first = match next {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => {
-                        if let Some(refusal) = refusal_of(&caller.name, &status) {
-                            let _ = replies.send(Err(refusal)).await;
-                        } else {
-                            tracing::debug!(target: "transport", remote_system = %caller.name, error = %status, "A peer stream ended.");
-                        }
-                        break;
-                    }
-                };
-                let mut batch = Vec::new();
-                let mut broken = None;
-                let mut pending = Some(first);
-                while let Some(message) = pending.take() {
-                    match message.message {
-                        Some(pb::sync_up::Message::Item(item)) => {
-                            batch.push(received_from_pb(item))
-                        }
-                        Some(pb::sync_up::Message::Ping(ping)) => {
-                            let pong = pb::SyncDown {
-                                message: Some(pb::sync_down::Message::Pong(pb::Pong {
-                                    nonce: ping.nonce,
-                                })),
-                            };
-                            if replies.send(Ok(pong)).await.is_err() {
-                                return;
-                            }
-                        }
-                        // Only a Pull stream carries it; a sender has no
-                        // business asking here.
-                        Some(
-                            pb::sync_up::Message::Deliver(_)
-                            | pb::sync_up::Message::Left(_)
-                            | pb::sync_up::Message::Reconcile(_),
-                        )
-                        | None => {}
-                    }
-                    if batch.len() >= MAX_ITEMS_PER_COMMIT {
-                        break;
-                    }
-                    // Take whatever else has already arrived into the same
-                    // commit, without waiting for more.
-                    tokio::select! {
-                        biased;
-                        next = incoming.message() => match next {
-                            Ok(Some(message)) => pending = Some(message),
-                            Ok(None) => {}
-                            Err(status) => broken = Some(status),
-                        },
-                        _ = std::future::ready(()) => {}
-                    }
-                }
-                // What arrived before a broken message is queued and
-                // acknowledged; then the stream ends, with the reason when
-                // the peer can act on it.
-                let refusal = broken
-                    .as_ref()
-                    .and_then(|status| refusal_of(&caller.name, status));
-                if batch.is_empty() {
-                    if let Some(refusal) = refusal {
-                        let _ = replies.send(Err(refusal)).await;
-                    }
-                    if broken.is_some() {
-                        return;
-                    }
-                    continue;
-                }
-                match gate.receive(&caller, batch).await {
-                    Ok(acks) => {
-                        for sequence in acks {
-                            let ack = pb::SyncDown {
-                                message: Some(pb::sync_down::Message::Ack(pb::Ack { sequence })),
-                            };
-                            if replies.send(Ok(ack)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        let _ = replies.send(Err(status_of(error))).await;
-                        return;
-                    }
-                }
-                if broken.is_some() {
-                    if let Some(refusal) = refusal {
-                        let _ = replies.send(Err(refusal)).await;
-                    }
-                    return;
-                }
-            }
-        });
+        tokio::spawn(sync::serve(
+            self.gate.clone(),
+            caller,
+            request.into_inner(),
+            replies,
+            self.stopped.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(answers))))
     }
 

@@ -8,7 +8,7 @@ use super::codec::{decode, encode};
 use super::counters::Counters;
 use super::stats::Tally;
 use super::tables::*;
-use super::writer::Txn;
+use super::writer::{Chain, Txn};
 use super::{QueueFilter, Store, StoreError};
 use crate::domain::Domain;
 use crate::ids::{Millis, now_millis};
@@ -431,24 +431,29 @@ impl Store {
     /// The first item not applied so (its flow would skip, refuse or hold
     /// it; nothing of it is written) and every later one stay Ready for the
     /// processor, which runs them as it would have.
-    pub async fn receive_applying(
+    ///
+    /// Queued now, in call order, as a job of `chain` (a stream's batches:
+    /// a batch is saved only if the ones before it were); the future is of
+    /// its commit, so a stream may queue its next batch before this one is
+    /// durable.
+    pub fn receive_applying(
         &self,
-        remote: String,
-        sender: String,
+        (remote, sender): (String, String),
         domain: Domain,
         items: Vec<ReceivedItem>,
         apply: ApplyAs,
-    ) -> Result<Vec<u64>, StoreError> {
-        let (acks, applied) = self
-            .writer
-            .enqueue_sharing(move |txn| {
-                receive(txn, &remote, &sender, &domain, items, Some(&apply))
-            })
-            .await?;
-        for (id, operation, local) in applied {
-            tracing::debug!(target: "inbound_queue", id, operation = operation.as_str(), %local, "Applied an inbound item.");
+        chain: &Chain,
+    ) -> impl std::future::Future<Output = Result<Vec<u64>, StoreError>> + Send + 'static {
+        let committed = self.writer.enqueue_chained(chain, move |txn| {
+            receive(txn, &remote, &sender, &domain, items, Some(&apply))
+        });
+        async move {
+            let (acks, applied) = committed.await?;
+            for (id, operation, local) in applied {
+                tracing::debug!(target: "inbound_queue", id, operation = operation.as_str(), %local, "Applied an inbound item.");
+            }
+            Ok(acks)
         }
-        Ok(acks)
     }
 
     /// The highest sequence ever received from the instance with

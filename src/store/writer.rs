@@ -6,6 +6,7 @@
 //! transaction and every job in it gets the error. This file is the engine
 //! only: the jobs live with their tables (`records`, `inbound`, …).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -104,6 +105,31 @@ pub struct Writer {
 
 type SharedCapture = Arc<RwLock<Arc<CaptureIndex>>>;
 
+/// Jobs that must be saved in the order they were queued or not at all
+/// (the batches of one peer stream, queued before the earlier ones are
+/// committed): once one is not saved, by its own error or its commit's,
+/// every later one is refused without running. Jobs run in queue order
+/// and each commit's answers are given before the next transaction
+/// begins, so a later job always sees an earlier one's failure.
+#[derive(Clone, Default)]
+pub struct Chain(Arc<AtomicBool>);
+
+impl Chain {
+    fn is_broken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn break_off(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn refusal() -> StoreError {
+        StoreError::Invalid(
+            "an earlier batch of this stream was not saved, so this one was not either; the sender sends both again on its next stream".to_string(),
+        )
+    }
+}
+
 impl Writer {
     pub fn start(db: Arc<SharedDb>, config: &SyncConfig) -> Result<Writer, StoreError> {
         let (sender, receiver) = mpsc::channel::<Job>();
@@ -159,7 +185,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.queue(durability, false, job)
+        self.queue(durability, false, None, job)
     }
 
     /// `enqueue` (durably) for a job that shares the kept tables with the
@@ -173,13 +199,28 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.queue(Durability::Immediate, true, job)
+        self.queue(Durability::Immediate, true, None, job)
+    }
+
+    /// `enqueue_sharing` for a job of `chain`: it runs only if every
+    /// earlier job of the chain was saved.
+    pub fn enqueue_chained<T, F>(
+        &self,
+        chain: &Chain,
+        job: F,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.queue(Durability::Immediate, true, Some(chain.clone()), job)
     }
 
     fn queue<T, F>(
         &self,
         durability: Durability,
         shares: bool,
+        chain: Option<Chain>,
         job: F,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
     where
@@ -187,26 +228,33 @@ impl Writer {
         F: FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let boxed =
-            Box::new(
-                move |txn: Result<&mut Txn<'_>, StoreError>| match txn.and_then(job) {
-                    Ok(value) => (
-                        Box::new(move |commit: Result<(), StoreError>| {
-                            let _ = reply.send(commit.map(|()| value));
+        let boxed = Box::new(move |txn: Result<&mut Txn<'_>, StoreError>| {
+            let txn = match &chain {
+                Some(chain) if chain.is_broken() => Err(Chain::refusal()),
+                _ => txn,
+            };
+            match txn.and_then(job) {
+                Ok(value) => (
+                    Box::new(move |commit: Result<(), StoreError>| {
+                        if commit.is_err() {
+                            chain.as_ref().map(Chain::break_off);
+                        }
+                        let _ = reply.send(commit.map(|()| value));
+                    }) as Completion,
+                    None,
+                ),
+                Err(error) => {
+                    chain.as_ref().map(Chain::break_off);
+                    let poison = error.aborts_batch().then(|| error.clone());
+                    (
+                        Box::new(move |_| {
+                            let _ = reply.send(Err(error));
                         }) as Completion,
-                        None,
-                    ),
-                    Err(error) => {
-                        let poison = error.aborts_batch().then(|| error.clone());
-                        (
-                            Box::new(move |_| {
-                                let _ = reply.send(Err(error));
-                            }) as Completion,
-                            poison,
-                        )
-                    }
-                },
-            );
+                        poison,
+                    )
+                }
+            }
+        });
         let queued = {
             let sender = self.sender.lock().expect("writer sender lock");
             sender.as_ref().is_some_and(|sender| {
@@ -505,3 +553,6 @@ pub(crate) mod test_support {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -115,8 +115,9 @@ async fn items_are_applied_as_they_arrive_only_while_nothing_of_their_remote_wai
         let store = store.clone();
         async move {
             let hub = ("hub".to_string(), "sha256:hub".to_string());
+            let chain = crate::store::Chain::default();
             store
-                .receive_applying(hub.0, hub.1, Domain::global(), items, apply)
+                .receive_applying(hub, Domain::global(), items, apply, &chain)
                 .await
                 .expect("the items are queued")
         }
