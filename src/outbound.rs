@@ -25,6 +25,9 @@ use dispatcher::Dispatcher;
 
 /// Items in flight on one stream at most.
 const WINDOW: usize = 1024;
+
+/// The commit of marking acknowledged items Processed.
+type Marking = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
 /// Acknowledged items marked Processed together.
 const ACK_BATCH: usize = 256;
 /// Longest wait for the next acknowledgment while items are in flight (at
@@ -189,14 +192,17 @@ impl Outbound {
         *attempts = 0;
     }
 
-    async fn flush_acks(&self, remote: &str, acked: &mut Vec<u64>) -> Result<(), StoreError> {
+    /// Queues the marking of `acked` Processed, if there are any; the
+    /// future is of its commit.
+    fn flush_acks(&self, remote: &str, acked: &mut Vec<u64>) -> Option<Marking> {
         if acked.is_empty() {
-            return Ok(());
+            return None;
         }
         let sequences = std::mem::take(acked);
-        self.store
-            .mark_outbound_processed(remote.to_string(), sequences)
-            .await
+        Some(Box::pin(
+            self.store
+                .mark_outbound_processed(remote.to_string(), sequences),
+        ))
     }
 
     async fn next_items(

@@ -69,6 +69,9 @@ pub struct Session {
     nonce: u64,
     in_flight: BTreeSet<u64>,
     acked: Vec<u64>,
+    /// The last marking of acknowledged items, queued and not yet known
+    /// to be saved: the session goes on sending meanwhile.
+    marking: Option<super::Marking>,
     /// The highest sequence sent.
     cursor: u64,
     /// Whether the peer has answered at all (an ack or a pong).
@@ -122,6 +125,7 @@ impl Session {
             nonce: 0,
             in_flight: BTreeSet::new(),
             acked: Vec::new(),
+            marking: None,
             cursor: 0,
             confirmed: false,
             progress: now,
@@ -344,16 +348,30 @@ impl Session {
         }
     }
 
-    /// Marks the acknowledged items Processed.
+    /// Queues the marking of the acknowledged items Processed, without
+    /// waiting for its commit (the session sends on meanwhile); one at a
+    /// time: the one before is waited for first, and its failure ends the
+    /// session.
     async fn flush(&mut self, out: &Outbound) -> Result<(), SessionEnd> {
-        out.flush_acks(&self.remote, &mut self.acked)
-            .await
-            .map_err(|e| SessionEnd::Failed(CallError::Store(e)))
+        self.settle().await?;
+        self.marking = out.flush_acks(&self.remote, &mut self.acked);
+        Ok(())
+    }
+
+    /// Waits until the last marking is saved.
+    pub async fn settle(&mut self) -> Result<(), SessionEnd> {
+        match self.marking.take() {
+            Some(marking) => marking
+                .await
+                .map_err(|e| SessionEnd::Failed(CallError::Store(e))),
+            None => Ok(()),
+        }
     }
 
     /// Ends the session, keeping what was acknowledged.
     async fn end(&mut self, out: &Outbound, end: SessionEnd) -> SessionEnd {
-        let _ = out.flush_acks(&self.remote, &mut self.acked).await;
+        let _ = self.flush(out).await;
+        let _ = self.settle().await;
         end
     }
 

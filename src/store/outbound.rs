@@ -169,14 +169,15 @@ impl Store {
     }
 
     /// Marks outbound items of `remote` Processed (the peer acknowledged a
-    /// durable commit).
-    pub async fn mark_outbound_processed(
+    /// durable commit): queued now, in call order; the future is of the
+    /// commit.
+    pub fn mark_outbound_processed(
         &self,
         remote: String,
         sequences: Vec<u64>,
-    ) -> Result<(), StoreError> {
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         self.writer
-            .submit(move |txn| {
+            .enqueue(redb::Durability::Immediate, move |txn| {
                 let now = now_millis();
                 let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
                 let mut outbound = txn.open_table(OUTBOUND)?;
@@ -207,7 +208,6 @@ impl Store {
                 tally.save(txn)?;
                 Ok(())
             })
-            .await
     }
 
     /// Puts `remote`'s Running items back to Ready (after a broken stream or

@@ -106,10 +106,12 @@ async fn a_session_sends_in_order_and_marks_what_the_peer_acknowledges() {
         peer.answer.send(SyncEvent::Ack(sequence)).await.unwrap();
     }
     peer.answer.send(SyncEvent::Pong(1)).await.unwrap();
-    // Two acks, the pong, then the flush that marks them.
+    // Two acks, the pong, then the flush that marks them (queued: the
+    // session goes on while it is saved).
     for _ in 0..4 {
         assert_eq!(peer.step().await, None);
     }
+    peer.session.settle().await.unwrap();
     assert_eq!(
         peer.statuses(),
         vec![
@@ -157,6 +159,7 @@ async fn an_idle_session_looks_for_items_only_when_told_or_a_minute_on() {
     while !peer.session.acked.is_empty() || peer.session.ping_sent.is_some() {
         assert_eq!(peer.step().await, None);
     }
+    peer.session.settle().await.unwrap();
     assert_eq!(peer.statuses(), vec![(1, QueueStatus::Processed)]);
     assert!(!peer.session.look, "the last look found every item");
     // Idle: the next event is the heartbeat (the ping answered, the
