@@ -23,8 +23,11 @@ use crate::transport::protocol::{CallError, PeerTarget, WireItem};
 use crate::worker::{Step, Worker, Workers};
 use dispatcher::Dispatcher;
 
-/// Items in flight on one stream at most.
-const WINDOW: usize = 1024;
+/// Items in flight on one stream at most. A refill waits for the commit
+/// that marks its items Running, behind whatever else the writer does (an
+/// edge's batch writes): half a window per wait must cover the peer's
+/// apply rate meanwhile (4,096 sent 9 % more than 1,024 in `bench sync`).
+const WINDOW: usize = 4096;
 
 /// The commit of marking acknowledged items Processed.
 type Marking = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
