@@ -74,7 +74,24 @@ impl Store {
         let outbound = txn.open_table(OUTBOUND)?;
         let correlations = txn.open_table(CORRELATIONS)?;
         let mut out = Vec::new();
-        for row in index.range((remote, after.saturating_add(1))..=(remote, u64::MAX))? {
+        // No Ready item comes before the oldest one waiting (the status
+        // index's first): a session's first look after a million
+        // acknowledged items starts there, not at the remote's first item.
+        let oldest = super::queue_index::oldest_of_remote(
+            &txn,
+            Queue::Outbound,
+            &[QueueStatus::Ready],
+            remote,
+        )?;
+        let Some(oldest) = oldest.map(|id| outbound.get(id)).transpose()? else {
+            return Ok(out);
+        };
+        let from = match oldest {
+            Some(value) => decode::<OutboundItem>(value.value())?.sequence,
+            None => 0,
+        };
+        let from = from.max(after.saturating_add(1));
+        for row in index.range((remote, from)..=(remote, u64::MAX))? {
             let (_, id) = row?;
             let Some(value) = outbound.get(id.value())? else {
                 continue;
