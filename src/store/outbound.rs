@@ -83,10 +83,10 @@ impl Store {
             &[QueueStatus::Ready],
             remote,
         )?;
-        let Some(oldest) = oldest.map(|id| outbound.get(id)).transpose()? else {
+        let Some(oldest) = oldest else {
             return Ok(out);
         };
-        let from = match oldest {
+        let from = match outbound.get(oldest)? {
             Some(value) => decode::<OutboundItem>(value.value())?.sequence,
             None => 0,
         };

@@ -160,41 +160,36 @@ pub(super) fn apply<'a>(
 /// Removes the index entries of Processed items, which a store written
 /// before they went unindexed has (one range per queue). Run once on open.
 pub(super) fn unindex_processed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let removed = take_entries(txn, code(QueueStatus::Processed))?;
+    if !removed.is_empty() {
+        tracing::info!(target: "store", entries = removed.len(), "Dropped the status index's entries of Processed items (once, for a store from an earlier version).");
+    }
+    Ok(())
+}
+
+/// Removes the entries under status code `status` of both queues, and
+/// returns them.
+fn take_entries(txn: &WriteTransaction, status: u8) -> Result<Vec<IndexKey>, StoreError> {
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
-    let processed = code(QueueStatus::Processed);
-    let mut removed = 0u64;
+    let mut taken = Vec::new();
     for queue in [Queue::Outbound, Queue::Inbound] {
         let q = queue_code(queue);
         index.retain_in(
-            (q, processed, 0, 0)..=(q, processed, u32::MAX, u64::MAX),
-            |_, _| {
-                removed += 1;
+            (q, status, 0, 0)..=(q, status, u32::MAX, u64::MAX),
+            |key, ()| {
+                taken.push(key);
                 false
             },
         )?;
     }
-    if removed > 0 {
-        tracing::info!(target: "store", entries = removed, "Dropped the status index's entries of Processed items (once, for a store from an earlier version).");
-    }
-    Ok(())
+    Ok(taken)
 }
 
 /// Moves the entries of Running items to the Ready ones (`slot`): a store
 /// written before kept them apart. Run once on open.
 pub(super) fn keep_running_with_ready(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let moved = take_entries(txn, code(QueueStatus::Running))?;
     let mut index = txn.open_table(QUEUE_BY_STATUS)?;
-    let running = code(QueueStatus::Running);
-    let mut moved = Vec::new();
-    for queue in [Queue::Outbound, Queue::Inbound] {
-        let q = queue_code(queue);
-        index.retain_in(
-            (q, running, 0, 0)..=(q, running, u32::MAX, u64::MAX),
-            |key, ()| {
-                moved.push(key);
-                false
-            },
-        )?;
-    }
     for &(q, _, stream, id) in &moved {
         index.insert((q, slot(QueueStatus::Running), stream, id), ())?;
     }

@@ -236,15 +236,17 @@ impl Writer {
             match txn.and_then(job) {
                 Ok(value) => (
                     Box::new(move |commit: Result<(), StoreError>| {
-                        if commit.is_err() {
-                            chain.as_ref().map(Chain::break_off);
+                        if let (Err(_), Some(chain)) = (&commit, &chain) {
+                            chain.break_off();
                         }
                         let _ = reply.send(commit.map(|()| value));
                     }) as Completion,
                     None,
                 ),
                 Err(error) => {
-                    chain.as_ref().map(Chain::break_off);
+                    if let Some(chain) = &chain {
+                        chain.break_off();
+                    }
                     let poison = error.aborts_batch().then(|| error.clone());
                     (
                         Box::new(move |_| {
