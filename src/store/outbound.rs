@@ -5,7 +5,7 @@
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
-use super::compact::state::{self, OutboundState};
+use super::compact::state;
 use super::stats::Tally;
 use super::tables::*;
 use super::{QueueFilter, Store, StoreError};
@@ -164,20 +164,17 @@ impl Store {
                 let mut table = txn.open_table(OUTBOUND)?;
                 let mut tally = Tally::new(now);
                 for id in ids {
-                    let Some(value) = table.get(id)?.map(|v| v.value().to_vec()) else {
-                        continue;
-                    };
-                    let value = state::binary(value)?;
-                    let mut item = OutboundState::read(&value)?;
-                    if item.status != QueueStatus::Ready {
-                        continue;
-                    }
-                    item.status = QueueStatus::Running;
-                    item.attempts += 1;
-                    item.sent_on = Some(now);
-                    item.next_attempt_on = None;
-                    table.insert(id, item.write().as_slice())?;
-                    tally.outbound_state(id, &item, Some(QueueStatus::Ready));
+                    state::rewrite(&mut table, id, |item| {
+                        if item.status != QueueStatus::Ready {
+                            return None;
+                        }
+                        item.status = QueueStatus::Running;
+                        item.attempts += 1;
+                        item.sent_on = Some(now);
+                        item.next_attempt_on = None;
+                        tally.outbound_state(id, item, Some(QueueStatus::Ready));
+                        Some(())
+                    })?;
                 }
                 tally.save(txn)?;
                 Ok(())
@@ -187,44 +184,42 @@ impl Store {
 
     /// Marks outbound items of `remote` Processed (the peer acknowledged a
     /// durable commit): queued now, in call order; the future is of the
-    /// commit.
+    /// commit, which need not fsync: the mark becomes durable with the next
+    /// commit that does. A crash before it leaves the items Running, so
+    /// they go again and the peer drops them by sequence (invariant 12);
+    /// nothing else depends on the mark that Running did not already give.
     pub fn mark_outbound_processed(
         &self,
         remote: String,
         sequences: Vec<u64>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
-        self.writer
-            .enqueue(redb::Durability::Immediate, move |txn| {
-                let now = now_millis();
-                let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
-                let mut outbound = txn.open_table(OUTBOUND)?;
-                let mut tally = Tally::new(now);
-                for sequence in sequences {
-                    let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value())
-                    else {
-                        continue;
-                    };
-                    let Some(value) = outbound.get(id)?.map(|v| v.value().to_vec()) else {
-                        continue;
-                    };
-                    let value = state::binary(value)?;
-                    let mut item = OutboundState::read(&value)?;
+        self.writer.enqueue(redb::Durability::None, move |txn| {
+            let now = now_millis();
+            let index = txn.open_table(OUTBOUND_BY_REMOTE)?;
+            let mut outbound = txn.open_table(OUTBOUND)?;
+            let mut tally = Tally::new(now);
+            for sequence in sequences {
+                let Some(id) = index.get((remote.as_str(), sequence))?.map(|v| v.value()) else {
+                    continue;
+                };
+                // Its context (capture, queue, send, acknowledge) is
+                // all in the item: told when read
+                // (`acknowledged_context`), not stored.
+                state::rewrite(&mut outbound, id, |item| {
                     if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
-                        continue;
+                        return None;
                     }
                     let from = item.status;
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.clear_error();
-                    // Its context (capture, queue, send, acknowledge) is
-                    // all in the item: told when read
-                    // (`acknowledged_context`), not stored.
-                    outbound.insert(id, item.write().as_slice())?;
-                    tally.outbound_state(id, &item, Some(from));
-                }
-                tally.save(txn)?;
-                Ok(())
-            })
+                    tally.outbound_state(id, item, Some(from));
+                    Some(())
+                })?;
+            }
+            tally.save(txn)?;
+            Ok(())
+        })
     }
 
     /// Puts `remote`'s Running items back to Ready (after a broken stream or
