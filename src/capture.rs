@@ -235,7 +235,7 @@ impl CaptureIndex {
         };
         let new_view = RecordView::new(change.new);
         let old_view = change.old.map(RecordView::new);
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(captures.len());
         for capture in captures {
             if !capture.operations.contains(&change.operation)
                 || !change.new.domain.is_within(&capture.domain)
@@ -262,7 +262,7 @@ impl CaptureIndex {
                 .collect();
             let changed_fields: Vec<ChangedField> = field_names
                 .iter()
-                .map(|name| {
+                .map(|&name| {
                     let value = change.new.fields.get(name).cloned().unwrap_or_default();
                     let changed = match (change.operation, change.old) {
                         (Operation::Delete, _) => false,
@@ -270,7 +270,7 @@ impl CaptureIndex {
                         (_, None) => !value.is_empty(),
                     };
                     ChangedField {
-                        key: name.clone(),
+                        key: name.to_string(),
                         display_value: value.clone(),
                         value,
                         changed,
@@ -321,17 +321,26 @@ impl CaptureIndex {
                 removed_attachments,
                 attachment_strategy: capture.attachments.as_ref().map(|(strategy, _)| *strategy),
             };
-            for (flow, remote) in &capture.targets {
-                if change.origin_remote == Some(remote.as_str()) {
-                    continue;
-                }
-                out.push(Captured {
+            // Each target its own copy of the payload; the last takes it.
+            let mut targets = capture
+                .targets
+                .iter()
+                .filter(|(_, remote)| change.origin_remote != Some(remote.as_str()))
+                .peekable();
+            let mut payload = Some(payload);
+            while let Some((flow, remote)) = targets.next() {
+                let payload = if targets.peek().is_some() {
+                    payload.clone()
+                } else {
+                    payload.take()
+                };
+                out.extend(payload.map(|payload| Captured {
                     capture_definition: capture.name.clone(),
                     process_event: capture.process_event.clone(),
                     outbound_flow: flow.clone(),
                     remote_system: remote.clone(),
-                    payload: payload.clone(),
-                });
+                    payload,
+                }));
             }
         }
         out
@@ -377,13 +386,14 @@ impl CompiledCapture {
         (listed, removed)
     }
 
-    fn field_names(&self, change: &Change<'_>) -> Vec<String> {
+    fn field_names<'a>(&'a self, change: &'a Change<'_>) -> Vec<&'a str> {
         match &self.fields {
-            Some(fields) => fields.clone(),
+            Some(fields) => fields.iter().map(String::as_str).collect(),
             None => {
-                let mut names: BTreeSet<String> = change.new.fields.keys().cloned().collect();
+                let mut names: BTreeSet<&str> =
+                    change.new.fields.keys().map(String::as_str).collect();
                 if let Some(old) = change.old {
-                    names.extend(old.fields.keys().cloned());
+                    names.extend(old.fields.keys().map(String::as_str));
                 }
                 names.into_iter().collect()
             }

@@ -200,11 +200,22 @@ fn report_filled(dir: &std::path::Path, queued: u64, took: Duration) {
 /// What the tables' pages hold per queued item, read while the instance
 /// is stopped: the footprint without the free space the file grew by.
 fn report_pages(dir: &std::path::Path, queued: u64) -> Result<()> {
+    let (total, tables) = pages_per_item(dir, queued)?;
+    println!(
+        "pages in use: {total} bytes per queued item (the file is larger: redb grows it by doubling); by table, bytes per item: {tables}"
+    );
+    Ok(())
+}
+
+/// The pages in use of the stopped instance in `dir`, per item of `items`:
+/// in all, and by table (what they store in brackets), largest first.
+pub(super) fn pages_per_item(dir: &std::path::Path, items: u64) -> Result<(u64, String)> {
     let store = crate::store::Store::open(dir)?;
     let sizes = store.table_sizes();
     store.close();
-    let sizes = sizes?;
-    let per_item = |bytes: u64| bytes / queued.max(1);
+    let mut sizes = sizes?;
+    sizes.sort_by_key(|t| std::cmp::Reverse(t.page_bytes));
+    let per_item = |bytes: u64| bytes / items.max(1);
     let total: u64 = sizes.iter().map(|t| t.page_bytes).sum();
     let tables: Vec<String> = sizes
         .iter()
@@ -218,12 +229,7 @@ fn report_pages(dir: &std::path::Path, queued: u64) -> Result<()> {
             )
         })
         .collect();
-    println!(
-        "pages in use: {} bytes per queued item (the file is larger: redb grows it by doubling); by table, bytes per item: {}",
-        per_item(total),
-        tables.join(", ")
-    );
-    Ok(())
+    Ok((per_item(total), tables.join(", ")))
 }
 
 fn store_bytes(dir: &std::path::Path) -> u64 {

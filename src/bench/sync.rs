@@ -142,5 +142,12 @@ async fn phases(base: &std::path::Path, args: &SyncBench) -> Result<()> {
         super::peak_rss_mib(edge.server.pid()).unwrap_or(f64::NAN),
         super::peak_rss_mib(hub.server.pid()).unwrap_or(f64::NAN)
     );
+    // Both stopped, what each store holds per item: the bytes each commit
+    // wrote, in the end.
+    drop((edge, hub));
+    for side in ["edge", "hub"] {
+        let (total, tables) = super::stats::pages_per_item(&base.join(side), written)?;
+        println!("{side}'s store: {total} bytes of pages per item; by table: {tables}");
+    }
     Ok(())
 }

@@ -31,6 +31,21 @@ fn sync_in_batches_and_at_a_rate_reports_throughput_and_latency() {
     assert!(out.contains("all 300 applied on the hub"), "{out}");
     assert!(out.contains("µs per item"), "{out}");
     assert!(out.contains("peak resident memory: edge"), "{out}");
+    // Each side's store per item, by table: the edge holds the items, the
+    // hub what it received and applied.
+    for (side, table) in [("edge", "outbound "), ("hub", "inbound ")] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{side}'s store: ")))
+            .unwrap_or_else(|| panic!("no store line for the {side}: {out}"));
+        let bytes: u64 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no bytes per item in {line}"));
+        assert!(bytes > 0, "{line}");
+        assert!(line.contains(table), "{line}");
+    }
 
     let out = bench(&["sync", "--rate", "20", "--seconds", "2"]);
     assert!(out.contains("offering 20 single writes/s"), "{out}");
