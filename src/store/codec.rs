@@ -2,7 +2,10 @@
 //! Format 1 is JSON; format 2 is the compact binary form (protobuf
 //! messages of `proto/procsync/store/v1/store.proto`) of the values stored
 //! most: records, journal entries, queue items, correlations and flow
-//! contexts (`compact`). Every other value is still written as format 1. A newer
+//! contexts (`compact`). Format 3 is a format-2 message compressed with
+//! zstd against a dictionary of the words it repeats: flow contexts only,
+//! half of what a hub writes per applied item before
+//! (`compact::context`). Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead
 //! of misreading it.
@@ -13,12 +16,14 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 
 /// The newest format this binary writes: the store records it on open.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Format 1: JSON.
 pub const JSON: u8 = 1;
 /// Format 2: a protobuf message.
 pub const BINARY: u8 = 2;
+/// Format 3: a protobuf message compressed (flow contexts).
+pub const PACKED: u8 = 3;
 
 /// A value the store keeps: how it is written and read back.
 pub trait Stored: Sized {

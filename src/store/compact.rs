@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::StoreError;
-use super::codec::{BINARY, JSON, Stored, read_json, stored_as_json, unexpected};
+use super::codec::{BINARY, JSON, PACKED, Stored, read_json, stored_as_json, unexpected};
 use crate::attachment::{Attachment, AttachmentOrigin, Grant};
 use crate::domain::Domain;
 use crate::queue::payload::{operation_number, operation_of};
@@ -64,7 +64,26 @@ stored_compact! {
     OutboundItem => stored::OutboundItem, outbound_message, outbound_of;
     InboundItem => stored::InboundItem, inbound_message, inbound_of;
     Correlation => stored::Correlation, correlation_message, correlation_of;
-    FlowContext => stored::FlowContext, context_message, context_of;
+}
+
+/// Flow contexts: written in format 3 (`context::pack`), read from any.
+impl Stored for FlowContext {
+    fn write(&self, out: &mut Vec<u8>) {
+        context::pack(&context_message(self).encode_to_vec(), out);
+    }
+
+    fn read(version: u8, body: &[u8]) -> Result<Self, StoreError> {
+        let message = match version {
+            JSON => return read_json(body),
+            BINARY => stored::FlowContext::decode(body),
+            PACKED => stored::FlowContext::decode(context::unpack(body)?.as_slice()),
+            other => return Err(unexpected(other)),
+        };
+        message
+            .map_err(|e| e.to_string())
+            .and_then(context_of)
+            .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}")))
+    }
 }
 
 fn domain_of(text: String) -> Result<Domain, String> {

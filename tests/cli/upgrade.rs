@@ -2,7 +2,8 @@
 //! every earlier format. `tests/fixtures/store-format-N` holds a store made
 //! by the binary that wrote format N (an instance with users, definitions,
 //! a record with a journal entry and its queue items); never regenerate an
-//! existing fixture, add one per new format.
+//! existing fixture, add one per new format (format 3: `procsync demo
+//! --keep`, its hub).
 
 use std::path::Path;
 
@@ -20,6 +21,15 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
         std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
     }
     dir
+}
+
+/// An instance on a fixture's copy, as the new binary serves it.
+fn instance_on(dir: tempfile::TempDir) -> Instance {
+    Instance {
+        dir,
+        fingerprint: String::new(),
+        peer_port: crate::support::free_port(),
+    }
 }
 
 #[test]
@@ -107,11 +117,7 @@ fn a_format_1_store_opens_with_everything_in_it() {
 
     // The real upgrade path: the new binary serves the old directory and
     // keeps numbering where the old one stopped.
-    let instance = Instance {
-        dir,
-        fingerprint: String::new(),
-        peer_port: crate::support::free_port(),
-    };
+    let instance = instance_on(dir);
     let _server = instance.serve();
     let out = instance.ok(&["record", "get", "incident", &sys_id]);
     assert!(out.contains("Fixture comment"), "{out}");
@@ -224,11 +230,7 @@ fn a_format_2_store_opens_with_everything_in_it() {
         assert_eq!(store.highest_received("sha256:someone-else").unwrap(), 0);
         store.close();
     }
-    let instance = Instance {
-        dir,
-        fingerprint: String::new(),
-        peer_port: crate::support::free_port(),
-    };
+    let instance = instance_on(dir);
     let _server = instance.serve();
     let out = instance.ok(&["record", "get", "sc_req_item", &sys_id]);
     assert!(out.contains("Installed; licence assigned"), "{out}");
@@ -236,5 +238,54 @@ fn a_format_2_store_opens_with_everything_in_it() {
     assert_eq!(
         item["payload"]["capture_metadata"]["operation"], "create",
         "payloads are shown as JSON: {item:#}"
+    );
+}
+
+/// Format 3 (flow contexts compressed against a dictionary): the hub of
+/// `procsync demo --keep`, after a request went there and back. Its
+/// contexts read, in the store and through the CLI.
+#[test]
+fn a_format_3_store_opens_with_its_flow_contexts() {
+    let dir = copy_fixture("store-format-3");
+    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let context_id = {
+        let store = Store::open(dir.path()).unwrap();
+        let (record, _) = store
+            .record("sc_req_item", &sys_id)
+            .unwrap()
+            .expect("the record survives");
+        assert_eq!(record.fields["short_description"], "Install Visio");
+        let inbound = store.inbound_items(&QueueFilter::default()).unwrap();
+        assert_eq!(inbound.len(), 1);
+        assert!(!inbound[0].flow_contexts.is_empty());
+        for &id in &inbound[0].flow_contexts {
+            let context = store
+                .flow_context(id)
+                .unwrap()
+                .expect("each of the item's contexts reads");
+            assert_eq!(context.outcome, QueueStatus::Processed);
+            let write = context
+                .steps
+                .iter()
+                .find(|s| s.name == "write")
+                .expect("an apply writes the record");
+            assert!(write.detail.contains(&sys_id), "{write:?}");
+        }
+        let id = inbound[0].flow_contexts[0];
+        store.close();
+        id
+    };
+    let instance = instance_on(dir);
+    let _server = instance.serve();
+    let context = instance.json(&["queue", "context", &context_id.to_string()]);
+    assert_eq!(context["queue"], "inbound", "{context:#}");
+    assert!(
+        context["steps"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["name"] == "correlation")),
+        "{context:#}"
     );
 }
