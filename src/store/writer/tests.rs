@@ -51,7 +51,10 @@ async fn a_chain_saves_a_job_only_after_every_earlier_one() {
     let poison = writer.enqueue(Durability::Immediate, |_| -> Result<(), StoreError> {
         Err(StoreError::Storage("the disk went away".into()))
     });
-    held.await.unwrap_err();
+    // The two queued while the writer held (or with the hold, should the
+    // writer not have taken it yet) share one commit; how the hold's own
+    // commit ended depends on which, and is not what this checks.
+    let _ = held.await;
     assert!(saved_alone.await.is_err() && poison.await.is_err());
     let next = writer.enqueue_chained(&chain, note("after the failed commit"));
     let next = refused(next.await.unwrap_err());
