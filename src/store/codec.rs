@@ -2,9 +2,9 @@
 //! Format 1 is JSON; format 2 is the compact binary form (protobuf
 //! messages of `proto/procsync/store/v1/store.proto`) of the values stored
 //! most: records, journal entries, queue items, correlations and flow
-//! contexts (`compact`). Format 3 is a format-2 message compressed with
-//! zstd against a dictionary of the words it repeats: flow contexts only,
-//! half of what a hub writes per applied item before
+//! contexts (`compact`). Format 3 is a format-2 message compressed (an LZ4
+//! block) against a dictionary of the words it repeats: flow contexts only,
+//! half of what a hub wrote per applied item before
 //! (`compact::context`). Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead

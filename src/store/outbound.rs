@@ -166,14 +166,14 @@ impl Store {
                 for id in ids {
                     state::rewrite(&mut table, id, |item| {
                         if item.status != QueueStatus::Ready {
-                            return None;
+                            return false;
                         }
                         item.status = QueueStatus::Running;
                         item.attempts += 1;
                         item.sent_on = Some(now);
                         item.next_attempt_on = None;
                         tally.outbound_state(id, item, Some(QueueStatus::Ready));
-                        Some(())
+                        true
                     })?;
                 }
                 tally.save(txn)?;
@@ -207,14 +207,14 @@ impl Store {
                 // (`acknowledged_context`), not stored.
                 state::rewrite(&mut outbound, id, |item| {
                     if matches!(item.status, QueueStatus::Processed | QueueStatus::Skipped) {
-                        return None;
+                        return false;
                     }
                     let from = item.status;
                     item.status = QueueStatus::Processed;
                     item.processed_on = Some(now);
                     item.clear_error();
                     tally.outbound_state(id, item, Some(from));
-                    Some(())
+                    true
                 })?;
             }
             tally.save(txn)?;

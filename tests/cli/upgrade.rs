@@ -23,6 +23,14 @@ fn copy_fixture(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The record the fixture was made around (its `record.sys_id`).
+fn recorded_sys_id(dir: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("record.sys_id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// An instance on a fixture's copy, as the new binary serves it.
 fn instance_on(dir: tempfile::TempDir) -> Instance {
     Instance {
@@ -35,10 +43,7 @@ fn instance_on(dir: tempfile::TempDir) -> Instance {
 #[test]
 fn a_format_1_store_opens_with_everything_in_it() {
     let dir = copy_fixture("store-format-1");
-    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let sys_id = recorded_sys_id(&dir);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -143,10 +148,7 @@ fn a_format_1_store_opens_with_everything_in_it() {
 #[test]
 fn a_format_2_store_opens_with_everything_in_it() {
     let dir = copy_fixture("store-format-2");
-    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let sys_id = recorded_sys_id(&dir);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
@@ -247,10 +249,7 @@ fn a_format_2_store_opens_with_everything_in_it() {
 #[test]
 fn a_format_3_store_opens_with_its_flow_contexts() {
     let dir = copy_fixture("store-format-3");
-    let sys_id = std::fs::read_to_string(dir.path().join("record.sys_id"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let sys_id = recorded_sys_id(&dir);
     let context_id = {
         let store = Store::open(dir.path()).unwrap();
         let (record, _) = store

@@ -107,12 +107,20 @@ refused: the named record is not this peer'sconflict\
 sc_req_itemincidentsys_domainglobal";
 
 /// Appends `message` (a context's format-2 body) in format 3: its length
-/// (4 bytes, little-endian), then the LZ4 block.
+/// (4 bytes, little-endian), then the LZ4 block, compressed straight into
+/// `out` (this runs on the writer's thread).
 pub(super) fn pack(message: &[u8], out: &mut Vec<u8>) {
     out.push(super::PACKED);
-    out.extend(lz4_flex::block::compress_prepend_size_with_dict(
-        message, DICTIONARY,
-    ));
+    let length = u32::try_from(message.len()).expect("a context is far below 4 GiB");
+    out.extend_from_slice(&length.to_le_bytes());
+    let start = out.len();
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(message.len()),
+        0,
+    );
+    let packed = lz4_flex::block::compress_into_with_dict(message, &mut out[start..], DICTIONARY)
+        .expect("room for the largest block was made");
+    out.truncate(start + packed);
 }
 
 /// A format-3 body back as its format-2 message.

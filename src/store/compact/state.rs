@@ -71,17 +71,16 @@ pub(in crate::store) fn binary(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
 /// Changes the state of stored outbound item `id` of `table` by `change`,
 /// reached once (`get_mut`, one walk down the tree) and written back in
 /// place when the new value fits where the old one was. `change` returns
-/// `None` to leave the item as it was; what it returns otherwise is the
-/// answer. `None` also when there is no such item.
-pub(in crate::store) fn rewrite<T>(
+/// false to leave the item as it was. A missing item is left alone.
+pub(in crate::store) fn rewrite(
     table: &mut redb::Table<u64, &'static [u8]>,
     id: u64,
-    change: impl FnOnce(&mut OutboundState<'_>) -> Option<T>,
-) -> Result<Option<T>, StoreError> {
+    change: impl FnOnce(&mut OutboundState<'_>) -> bool,
+) -> Result<(), StoreError> {
     let Some(mut stored) = table.get_mut(id)? else {
-        return Ok(None);
+        return Ok(());
     };
-    let (changed, answer) = {
+    let changed = {
         let value = stored.value();
         let converted;
         let value = if value.first() == Some(&BINARY) {
@@ -91,13 +90,13 @@ pub(in crate::store) fn rewrite<T>(
             converted.as_slice()
         };
         let mut state = OutboundState::read(value)?;
-        match change(&mut state) {
-            Some(answer) => (state.write(), answer),
-            None => return Ok(None),
+        if !change(&mut state) {
+            return Ok(());
         }
+        state.write()
     };
     stored.insert(changed.as_slice())?;
-    Ok(Some(answer))
+    Ok(())
 }
 
 /// The status of a stored outbound item, of any format.
