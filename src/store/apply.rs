@@ -6,6 +6,7 @@
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
+use super::compact::keyed::{correlation_at, record_at};
 use super::counters::Counters;
 use super::records::{RecordWriteLimits, prepare, write_prepared};
 use super::tables::*;
@@ -14,8 +15,8 @@ use super::{Actor, StoreError};
 use crate::failure::Classified;
 use crate::flow::plan::{self, HeldRecord, InboundFacts, InboundPlan, Planned, Understood};
 use crate::ids::now_millis;
-use crate::queue::{ConflictRule, Correlation, FieldConflict, FlowTrace, InboundItem, QueueStatus};
-use crate::record::{JournalEntry, Operation, Record};
+use crate::queue::{ConflictRule, FieldConflict, FlowTrace, InboundItem, QueueStatus};
+use crate::record::{JournalEntry, Operation};
 
 /// Runs the inbound flow of item `id` as `run_as`: correlate, map, write
 /// the record (capturing it for every remote but the sender), update the
@@ -207,7 +208,7 @@ fn read_facts(
         };
         let mut held = HeldRecord::default();
         if understood.needs_attachments() || !item.bases.is_empty() {
-            let record = decode::<Record>(value.value())?;
+            let record = record_at((table, sys_id), value.value())?;
             held.attachments = record.attachments;
             held.fields = record.fields;
         }
@@ -237,7 +238,7 @@ fn read_facts(
         let correlation = txn
             .correlations()?
             .get((table, sys_id, remote))?
-            .map(|value| decode::<Correlation>(value.value()))
+            .map(|value| correlation_at((table, sys_id, remote), value.value()))
             .transpose()?;
         let Some(correlation) = correlation else {
             return Ok::<_, StoreError>(None);
@@ -416,15 +417,13 @@ fn matching(
             continue;
         };
         if values.len() > 1 {
-            let record: Record = decode(value.value())?;
+            let record = record_at((table, &sys_id), value.value())?;
             if !values.iter().all(|(f, v)| record.fields.get(f) == Some(v)) {
                 continue;
             }
         }
         let taken = match correlations.get((table, sys_id.as_str(), remote))? {
-            Some(c) => !decode::<Correlation>(c.value())?
-                .remote_correlation_id
-                .is_empty(),
+            Some(c) => !super::compact::correlation_peer_id(c.value())?.is_empty(),
             None => false,
         };
         if !taken {

@@ -5,7 +5,9 @@
 //! contexts (`compact`). Format 3 is a format-2 message compressed (an LZ4
 //! block) against a dictionary of the words it repeats: flow contexts only,
 //! half of what a hub wrote per applied item before
-//! (`compact::context`). Every other value is still written as format 1. A newer
+//! (`compact::context`). Format 4 is a format-2 message without the parts
+//! of it its key holds: records and correlations, read only with their key
+//! (`compact::keyed`). Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead
 //! of misreading it.
@@ -16,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 
 /// The newest format this binary writes: the store records it on open.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Format 1: JSON.
 pub const JSON: u8 = 1;
@@ -24,6 +26,9 @@ pub const JSON: u8 = 1;
 pub const BINARY: u8 = 2;
 /// Format 3: a protobuf message compressed (flow contexts).
 pub const PACKED: u8 = 3;
+/// Format 4: a protobuf message without its key's parts (records and
+/// correlations).
+pub const KEYED: u8 = 4;
 
 /// A value the store keeps: how it is written and read back.
 pub trait Stored: Sized {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::StoreError;
-use super::codec::{BINARY, JSON, PACKED, Stored, read_json, stored_as_json, unexpected};
+use super::codec::{BINARY, JSON, KEYED, PACKED, Stored, read_json, stored_as_json, unexpected};
 use crate::attachment::{Attachment, AttachmentOrigin, Grant};
 use crate::domain::Domain;
 use crate::queue::payload::{operation_number, operation_of};
@@ -59,11 +59,9 @@ macro_rules! stored_compact {
 }
 
 stored_compact! {
-    Record => stored::Record, record_message, record_of;
     JournalEntry => stored::JournalEntry, journal_message, journal_of;
     OutboundItem => stored::OutboundItem, outbound_message, outbound_of;
     InboundItem => stored::InboundItem, inbound_message, inbound_of;
-    Correlation => stored::Correlation, correlation_message, correlation_of;
 }
 
 /// Flow contexts: written in format 3 (`context::pack`), read from any.
@@ -104,10 +102,23 @@ pub(super) fn status_of(number: u32) -> Result<QueueStatus, String> {
         .ok_or_else(|| format!("status number {number} is unknown"))
 }
 
-fn record_message(record: &Record) -> stored::Record {
+/// A part of a value's key as its message holds it: left out (empty, so
+/// not written) in format 4.
+fn key_part(part: &str, with_key: bool) -> String {
+    if with_key {
+        part.to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// A record's message; without its key's parts (`table`, `sys_id`) for
+/// format 4.
+fn record_message(record: &Record, with_key: bool) -> stored::Record {
+    let key = |part: &str| key_part(part, with_key);
     stored::Record {
-        table: record.table.clone(),
-        sys_id: record.sys_id.clone(),
+        table: key(&record.table),
+        sys_id: key(&record.sys_id),
         created_on: record.created_on,
         created_by: record.created_by.clone(),
         updated_on: record.updated_on,
@@ -474,19 +485,23 @@ fn digest_text(bytes: &[u8]) -> String {
 /// without decoding the rest (its sync state is most of it).
 pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
     match bytes.split_first() {
-        Some((&BINARY, body)) => stored::CorrelationPeerId::decode(body)
+        Some((&(BINARY | KEYED), body)) => stored::CorrelationPeerId::decode(body)
             .map(|m| m.remote_correlation_id)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
-        _ => Ok(super::codec::decode::<Correlation>(bytes)?.remote_correlation_id),
+        Some((&JSON, body)) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
+        _ => Ok(keyed::correlation_at(("", "", ""), bytes)?.remote_correlation_id),
     }
 }
 
-fn correlation_message(correlation: &Correlation) -> stored::Correlation {
+/// A correlation's message; without its key's parts (`remote_system`,
+/// `table`, `local_correlation_id`) for format 4.
+fn correlation_message(correlation: &Correlation, with_key: bool) -> stored::Correlation {
+    let key = |part: &str| key_part(part, with_key);
     stored::Correlation {
-        remote_system: correlation.remote_system.clone(),
+        remote_system: key(&correlation.remote_system),
         remote_correlation_id: correlation.remote_correlation_id.clone(),
-        table: correlation.table.clone(),
-        local_correlation_id: correlation.local_correlation_id.clone(),
+        table: key(&correlation.table),
+        local_correlation_id: key(&correlation.local_correlation_id),
         active: correlation.active,
         created_on: correlation.created_on,
         updated_on: (correlation.updated_on != correlation.created_on)
@@ -549,6 +564,7 @@ fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
 }
 
 mod context;
+pub(super) mod keyed;
 pub(super) mod state;
 #[cfg(test)]
 mod tests;

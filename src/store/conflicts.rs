@@ -9,6 +9,7 @@ use redb::ReadableTable;
 
 use super::apply::{apply_inbound_settling, conflicts_counter, load_inbound};
 use super::codec::{decode, encode};
+use super::compact::keyed::record_at;
 use super::records::RecordWriteLimits;
 use super::staging::{NewItem, Staging};
 use super::stats::Tally;
@@ -116,7 +117,7 @@ fn send_on(
         .open_table(RECORDS)?
         .get((table.as_str(), sys_id.as_str()))?
     {
-        Some(value) => Some(decode(value.value())?),
+        Some(value) => Some(record_at((&table, &sys_id), value.value())?),
         None => None,
     };
     let whole = conflicts.iter().any(|c| c.field == RECORD);

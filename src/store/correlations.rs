@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use redb::ReadableTable;
 
-use super::codec::{decode, encode};
+use super::codec::decode;
+use super::compact::keyed::{correlation_at, encode_correlation};
 use super::tables::*;
 use super::writer::Txn;
 use super::{Store, StoreError};
@@ -55,7 +56,7 @@ pub(super) fn forget_peer_record(
     let mut correlations = txn.open_table(CORRELATIONS)?;
     let key = (table, sys_id, remote);
     let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
+        Some(value) => Some(correlation_at(key, value.value())?),
         None => None,
     };
     let Some(mut correlation) = stored else {
@@ -70,7 +71,7 @@ pub(super) fn forget_peer_record(
     correlation.deleted_on = None;
     correlation.origin_remote = Some(false);
     correlation.updated_on = now_millis();
-    correlations.insert(key, encode(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
     Ok(())
 }
 
@@ -154,7 +155,7 @@ pub(super) fn note_captured(
 ) -> Result<Vec<FieldBase>, StoreError> {
     let key = (table, sys_id, remote);
     let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
+        Some(value) => Some(correlation_at(key, value.value())?),
         None => None,
     };
     let first = stored.is_none() || operation == Operation::Create;
@@ -186,7 +187,7 @@ pub(super) fn note_captured(
         correlation.deleted_on = None;
         correlation.active = true;
     }
-    correlations.insert(key, encode(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
     Ok(bases)
 }
 
@@ -196,8 +197,8 @@ impl Store {
         let table = txn.open_table(CORRELATIONS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
-            let (_, value) = row?;
-            let correlation: Correlation = decode(value.value())?;
+            let (key, value) = row?;
+            let correlation = correlation_at(key.value(), value.value())?;
             if remote.is_none_or(|r| r == correlation.remote_system) {
                 out.push(correlation);
             }
@@ -228,7 +229,7 @@ pub(super) fn correlate_with(
     let mut correlations = txn.correlations()?;
     let key = (table, local_id, remote);
     let previous: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(decode(value.value())?),
+        Some(value) => Some(correlation_at(key, value.value())?),
         None => None,
     };
     // A pair made here from the peer's record keeps saying so; one we
@@ -251,7 +252,7 @@ pub(super) fn correlate_with(
         first_item: None,
         origin_remote,
     };
-    correlations.insert(key, encode(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
     drop(correlations);
     txn.correlations_by_remote()?
         .insert((remote, remote_id), (table, local_id))?;

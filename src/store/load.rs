@@ -9,6 +9,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
+use super::compact::keyed::record_at;
 use super::staging::{NewItem, Staging};
 use super::tables::*;
 use super::writer::Txn;
@@ -250,7 +251,7 @@ fn pick(
             looked_at += 1;
             load.after = sys_id.to_string();
             load.scanned += 1;
-            let record: Record = decode(value.value())?;
+            let record = record_at((row_table, sys_id), value.value())?;
             if query
                 .as_ref()
                 .is_none_or(|q| !q.matches(&RecordView::new(&record), None))

@@ -12,6 +12,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::codec::{decode, encode};
+use super::compact::keyed::record_at;
 use super::tables::*;
 use crate::record::Record;
 
@@ -61,7 +62,7 @@ pub(super) fn follow(
             if row_table != table {
                 break;
             }
-            let record: Record = decode(value.value())?;
+            let record = record_at((row_table, sys_id), value.value())?;
             if let Some(value) = record.fields.get(field).filter(|v| !v.is_empty()) {
                 by_value.insert((table.as_str(), field.as_str(), value.as_str(), sys_id), ())?;
             }

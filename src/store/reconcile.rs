@@ -8,6 +8,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
+use super::compact::keyed::{correlation_at, record_at};
 use super::staging::{NewItem, Staging};
 use super::tables::*;
 use super::writer::Txn;
@@ -153,9 +154,11 @@ impl Store {
             if row_remote != remote {
                 continue;
             }
-            let correlation: Correlation = decode(value.value())?;
+            let correlation = correlation_at((row_table, sys_id, row_remote), value.value())?;
             let record = match records.get((table, sys_id))? {
-                Some(value) if correlation.active => Some(decode::<Record>(value.value())?),
+                Some(value) if correlation.active => {
+                    Some(record_at((table, sys_id), value.value())?)
+                }
                 _ => None,
             };
             let mut entry = entry_of(&correlation, record.as_ref(), column);
@@ -187,7 +190,7 @@ impl Store {
         let journals = txn.open_table(JOURNAL)?;
         for entry in entries.iter_mut().filter(|e| !e.deleted) {
             if let Some(value) = records.get((table, entry.sys_id.as_str()))? {
-                let record: Record = decode(value.value())?;
+                let record = record_at((table, &entry.sys_id), value.value())?;
                 entry.fields = crate::reconcile::field_digests(column, names, &record.fields);
                 if !journal.is_empty() {
                     let ids = journal_ids(&journals, (table, &entry.sys_id), journal)?;
@@ -350,7 +353,7 @@ fn stage(
                 }
                 continue;
             };
-            let record: Record = decode(value.value())?;
+            let record = record_at((table, &send.sys_id), value.value())?;
             let mut entries = Vec::new();
             let range =
                 (table, send.sys_id.as_str(), 0u64)..=(table, send.sys_id.as_str(), u64::MAX);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use super::codec::{decode, encode};
+use super::compact::keyed::{encode_record, record_at};
 use super::staging::{NewItem, Staging};
 use super::tables::*;
 use super::writer::Txn;
@@ -310,7 +311,7 @@ where
         match records.get((write.table.as_str(), sys_id))? {
             Some(value) => {
                 let bytes = value.value().to_vec();
-                let record = decode(&bytes)?;
+                let record = record_at((&write.table, sys_id), &bytes)?;
                 expected = Some(Some(bytes));
                 Ok(Some(record))
             }
@@ -479,7 +480,7 @@ where
         table: record.table.clone(),
         sys_id: record.sys_id.clone(),
         expected,
-        record: (!deleted).then(|| encode(&record)),
+        record: (!deleted).then(|| encode_record(&record)),
         journal: journal
             .iter()
             .map(|(position, entry)| (*position, encode(entry)))
@@ -571,7 +572,7 @@ impl Store {
         let Some(value) = records.get((table, sys_id))? else {
             return Ok(None);
         };
-        let record: Record = decode(value.value())?;
+        let record = record_at((table, sys_id), value.value())?;
         let journal = txn.open_table(JOURNAL)?;
         let mut entries = Vec::new();
         for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
@@ -594,10 +595,11 @@ impl Store {
         let mut out = Vec::new();
         for row in records.range((table, "")..)? {
             let (key, value) = row?;
-            if key.value().0 != table {
+            let (row_table, sys_id) = key.value();
+            if row_table != table {
                 break;
             }
-            let record: Record = decode(value.value())?;
+            let record = record_at((row_table, sys_id), value.value())?;
             if keep(&record) {
                 out.push(record);
                 if out.len() >= limit {

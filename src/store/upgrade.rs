@@ -6,6 +6,7 @@ use redb::ReadableTable;
 
 use super::StoreError;
 use super::codec::{decode, encode};
+use super::compact::keyed::{correlation_at, encode_correlation};
 use super::tables::*;
 use crate::queue::{Correlation, OutboundItem, QueueStatus};
 
@@ -164,7 +165,7 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 item.remote_system.as_str(),
             );
             let stored: Option<Correlation> = match correlations.get(key)? {
-                Some(value) => Some(decode(value.value())?),
+                Some(value) => Some(correlation_at(key, value.value())?),
                 None => None,
             };
             let correlation = match stored {
@@ -183,13 +184,13 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 }
                 Some(_) => continue,
             };
-            correlations.insert(key, encode(&correlation).as_slice())?;
+            correlations.insert(key, encode_correlation(&correlation).as_slice())?;
         }
     }
     let mut sent = Vec::new();
     for row in correlations.iter()? {
         let (key, value) = row?;
-        let correlation: Correlation = decode(value.value())?;
+        let correlation = correlation_at(key.value(), value.value())?;
         if correlation.unsent && correlation.first_item.is_none() {
             let (table, sys_id, remote) = key.value();
             sent.push((
@@ -202,7 +203,7 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         correlation.unsent = false;
         correlations.insert(
             (table.as_str(), sys_id.as_str(), remote.as_str()),
-            encode(&correlation).as_slice(),
+            encode_correlation(&correlation).as_slice(),
         )?;
     }
     Ok(())

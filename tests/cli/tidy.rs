@@ -72,6 +72,7 @@ fn only_the_transport_sees_wire_types() {
             "src/stored.rs",
             "src/queue/payload.rs",
             "src/store/compact.rs",
+            "src/store/compact/keyed.rs",
         ]
         .contains(&path.as_str())
         {

@@ -2,8 +2,8 @@
 //! every earlier format. `tests/fixtures/store-format-N` holds a store made
 //! by the binary that wrote format N (an instance with users, definitions,
 //! a record with a journal entry and its queue items); never regenerate an
-//! existing fixture, add one per new format (format 3: `procsync demo
-//! --keep`, its hub).
+//! existing fixture, add one per new format (formats 3 and 4: `procsync
+//! demo --keep`, its hub).
 
 use std::path::Path;
 
@@ -287,4 +287,71 @@ fn a_format_3_store_opens_with_its_flow_contexts() {
             .is_some_and(|steps| steps.iter().any(|s| s["name"] == "correlation")),
         "{context:#}"
     );
+}
+
+/// Format 4 (a record and a correlation stored without their key's
+/// parts): the hub of `procsync demo --keep` once more. Its record and its
+/// correlation with the edge read back whole, key parts included, in the
+/// store and through the CLI.
+#[test]
+fn a_format_4_store_opens_with_its_records_and_correlations() {
+    let dir = copy_fixture("store-format-4");
+    let sys_id = recorded_sys_id(&dir);
+    let edge_sys_id = "01a248253bcf000813a362a4f4ec52cc";
+    {
+        // The fixture holds them so: format byte 4, no sys_id inside.
+        use redb::ReadableDatabase;
+        let db = redb::Database::open(dir.path().join("procsync.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let records: redb::TableDefinition<(&str, &str), &[u8]> =
+            redb::TableDefinition::new("records");
+        let table = txn.open_table(records).unwrap();
+        let stored = table
+            .get(("sc_req_item", sys_id.as_str()))
+            .unwrap()
+            .unwrap();
+        let bytes = stored.value();
+        assert_eq!(bytes[0], 4, "the fixture's record is of format 4");
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains(&sys_id) && !text.contains("sc_req_item"),
+            "{text}"
+        );
+    }
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (record, journal) = store
+            .record("sc_req_item", &sys_id)
+            .unwrap()
+            .expect("the record survives");
+        assert_eq!(
+            (record.table.as_str(), record.sys_id.as_str()),
+            ("sc_req_item", sys_id.as_str())
+        );
+        assert_eq!(record.fields["short_description"], "Install Visio");
+        assert_eq!(record.fields["state"], "3");
+        assert_eq!(journal.len(), 2);
+        let correlations = store.correlations(Some("edge")).unwrap();
+        assert_eq!(correlations.len(), 1, "{correlations:?}");
+        let correlation = &correlations[0];
+        assert_eq!(correlation.table, "sc_req_item");
+        assert_eq!(correlation.local_correlation_id, sys_id);
+        assert_eq!(correlation.remote_system, "edge");
+        assert_eq!(correlation.remote_correlation_id, edge_sys_id);
+        assert!(correlation.synced.contains_key("short_description"));
+        store.close();
+    }
+    let instance = instance_on(dir);
+    let _server = instance.serve();
+    let record = instance.json(&["record", "get", "sc_req_item", &sys_id, "--json"]);
+    assert_eq!(record["table"], "sc_req_item", "{record:#}");
+    assert_eq!(record["fields"]["sys_id"], sys_id.as_str(), "{record:#}");
+    let listed = instance.json(&["correlation", "list", "--json"]);
+    assert_eq!(listed[0]["table"], "sc_req_item", "{listed:#}");
+    assert_eq!(
+        listed[0]["local_correlation_id"],
+        sys_id.as_str(),
+        "{listed:#}"
+    );
+    assert_eq!(listed[0]["remote_system"], "edge", "{listed:#}");
 }

@@ -1,8 +1,9 @@
-//! Format 2 and 3 round trips: every compact value reads back as it was
+//! Format 2, 3 and 4 round trips: every compact value reads back as it was
 //! written, and its earlier forms (format 1, JSON; format 2 for flow
 //! contexts) still read.
 
-use super::super::codec::{decode, encode, write_json};
+use super::super::codec::{FORMAT_VERSION, decode, encode, write_json};
+use super::keyed::{correlation_at, encode_correlation, encode_record, record_at};
 use super::*;
 
 /// Every value survives format 2, and format 1 (JSON) still reads.
@@ -25,6 +26,48 @@ fn both_ways<T: Stored + serde::Serialize>(value: &T) -> usize {
     binary.len()
 }
 
+/// A value of format 4 reads back as it was, with its key; a value of
+/// format 2 (its key's parts inside) and of format 1 still read. Returns
+/// the sizes in formats 4 and 2.
+fn keyed_ways<T, K: Copy, M: Message>(
+    value: &T,
+    key: K,
+    write: fn(&T) -> Vec<u8>,
+    read: fn(K, &[u8]) -> Result<T, StoreError>,
+    message: fn(&T, bool) -> M,
+) -> (usize, usize)
+where
+    T: serde::Serialize,
+{
+    let json = serde_json::to_value(value).unwrap();
+    let keyed = write(value);
+    assert_eq!(keyed[0], KEYED);
+    assert_eq!(
+        serde_json::to_value(read(key, &keyed).unwrap()).unwrap(),
+        json
+    );
+    let binary = [&[BINARY][..], &message(value, true).encode_to_vec()].concat();
+    assert_eq!(
+        serde_json::to_value(read(key, &binary).unwrap()).unwrap(),
+        json
+    );
+    let mut old = Vec::new();
+    write_json(value, &mut old);
+    assert_eq!(
+        serde_json::to_value(read(key, &old).unwrap()).unwrap(),
+        json
+    );
+    // A newer format is refused with the advice to upgrade.
+    let mut newer = keyed.clone();
+    newer[0] = FORMAT_VERSION + 1;
+    let refused = read(key, &newer).err().expect("a newer format is refused");
+    assert!(
+        refused.to_string().contains("upgrade procsync"),
+        "{refused}"
+    );
+    (keyed.len(), binary.len())
+}
+
 fn item_json() -> serde_json::Value {
     serde_json::json!({
         "id": 7, "sequence": 3, "remote_system": "hub", "process_event": "pe",
@@ -44,7 +87,7 @@ fn item_json() -> serde_json::Value {
 }
 
 #[test]
-fn queue_items_records_and_correlations_round_trip() {
+fn queue_items_and_contexts_round_trip() {
     let item: OutboundItem = serde_json::from_value(item_json()).unwrap();
     both_ways(&item);
     // A payload of a format-1 item that does not read as one stays text.
@@ -83,6 +126,22 @@ fn queue_items_records_and_correlations_round_trip() {
     let back: InboundItem = decode(&encode(&malformed)).unwrap();
     assert_eq!(back.payload, malformed.payload, "kept as received");
 
+    let context: FlowContext = serde_json::from_value(serde_json::json!({
+        "id": 12, "queue": "inbound", "item_id": 7, "flow": "Requests from edge",
+        "started_on": 1_796_000_000_000u64, "duration_ms": 3, "outcome": "Processed",
+        "steps": [{"name": "payload", "detail": "3 fields, 1 changed", "at_us": 12},
+                  {"name": "write", "detail": "created sc_req_item/abc", "at_us": 250}],
+        "inputs": {"operation": "create", "changed_fields": {"state": "2"}},
+        "outputs": null, "error": "held: a conflict"
+    }))
+    .unwrap();
+    every_format(&context);
+}
+
+/// Records and correlations are written in format 4, without their key's
+/// parts, and read back whole with their key; formats 2 and 1 still read.
+#[test]
+fn records_and_correlations_are_stored_without_their_keys() {
     let record: Record = serde_json::from_value(serde_json::json!({
         "table": "incident", "sys_id": "a".repeat(32), "created_on": 1, "created_by": "admin",
         "updated_on": 2, "updated_by": "ann", "mod_count": 3, "domain": "global",
@@ -93,7 +152,13 @@ fn queue_items_records_and_correlations_round_trip() {
             "origin": {"remote_system": "hub", "sys_id": "e".repeat(32)}}]
     }))
     .unwrap();
-    both_ways(&record);
+    let key = (record.table.as_str(), record.sys_id.as_str());
+    let (keyed, binary) = keyed_ways(&record, key, encode_record, record_at, record_message);
+    assert_eq!(
+        binary - keyed,
+        2 + "incident".len() + 2 + 32,
+        "the key's parts"
+    );
 
     let correlation: Correlation = serde_json::from_value(serde_json::json!({
         "remote_system": "hub", "remote_correlation_id": "", "table": "incident",
@@ -106,29 +171,33 @@ fn queue_items_records_and_correlations_round_trip() {
         "unsent": true, "origin_remote": false
     }))
     .unwrap();
-    both_ways(&correlation);
-    // The sender reads only the peer's record of it, in either format.
+    let key = ("incident", &*correlation.local_correlation_id, "hub");
+    let (keyed, binary) = keyed_ways(
+        &correlation,
+        key,
+        encode_correlation,
+        correlation_at,
+        correlation_message,
+    );
+    assert_eq!(binary - keyed, 2 + 3 + 2 + 8 + 2 + 32, "the key's parts");
+    // The sender reads only the peer's record of it, in every format.
     let mut answered = correlation.clone();
     answered.remote_correlation_id = "f".repeat(32);
+    let id = "f".repeat(32);
     assert_eq!(
-        correlation_peer_id(&encode(&answered)).unwrap(),
-        "f".repeat(32)
+        correlation_peer_id(&encode_correlation(&answered)).unwrap(),
+        id
     );
+    let binary = correlation_message(&answered, true);
+    let old = [&[BINARY][..], &binary.encode_to_vec()].concat();
+    assert_eq!(correlation_peer_id(&old).unwrap(), id);
     let mut old = Vec::new();
     write_json(&answered, &mut old);
-    assert_eq!(correlation_peer_id(&old).unwrap(), "f".repeat(32));
-    assert_eq!(correlation_peer_id(&encode(&correlation)).unwrap(), "");
-
-    let context: FlowContext = serde_json::from_value(serde_json::json!({
-        "id": 12, "queue": "inbound", "item_id": 7, "flow": "Requests from edge",
-        "started_on": 1_796_000_000_000u64, "duration_ms": 3, "outcome": "Processed",
-        "steps": [{"name": "payload", "detail": "3 fields, 1 changed", "at_us": 12},
-                  {"name": "write", "detail": "created sc_req_item/abc", "at_us": 250}],
-        "inputs": {"operation": "create", "changed_fields": {"state": "2"}},
-        "outputs": null, "error": "held: a conflict"
-    }))
-    .unwrap();
-    every_format(&context);
+    assert_eq!(correlation_peer_id(&old).unwrap(), id);
+    assert_eq!(
+        correlation_peer_id(&encode_correlation(&correlation)).unwrap(),
+        ""
+    );
 }
 
 /// A context is written in format 3 and reads back as it was; its format-2
