@@ -237,9 +237,12 @@ impl CaptureIndex {
         let old_view = change.old.map(RecordView::new);
         let mut out = Vec::with_capacity(captures.len());
         for capture in captures {
+            // No target but the remote the change came from (a change a
+            // hub applied from its only edge): nothing to build.
+            let sent_back = |(_, remote): &(String, String)| change.origin_remote == Some(remote);
             if !capture.operations.contains(&change.operation)
                 || !change.new.domain.is_within(&capture.domain)
-                || capture.targets.is_empty()
+                || capture.targets.iter().all(sent_back)
             {
                 continue;
             }
@@ -325,7 +328,7 @@ impl CaptureIndex {
             let mut targets = capture
                 .targets
                 .iter()
-                .filter(|(_, remote)| change.origin_remote != Some(remote.as_str()))
+                .filter(|target| !sent_back(target))
                 .peekable();
             let mut payload = Some(payload);
             while let Some((flow, remote)) = targets.next() {

@@ -42,12 +42,13 @@ pub fn new_sys_id() -> String {
         u64::from_le_bytes(bytes)
     });
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let time_part = now_millis() & 0xffff_ffff_ffff;
-    format!(
-        "{time_part:012x}{:04x}{:016x}",
-        count & 0xffff,
-        mix64(seed.wrapping_add(count))
-    )
+    // Big-endian bytes as hex: the digits in the order they sort (a hub
+    // makes one per applied item; `format!` took 1 % of its writer).
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&now_millis().to_be_bytes()[2..]);
+    bytes[6..8].copy_from_slice(&count.to_be_bytes()[6..]);
+    bytes[8..].copy_from_slice(&mix64(seed.wrapping_add(count)).to_be_bytes());
+    hex(&bytes)
 }
 
 /// SplitMix64's finaliser: a bijection on u64, so distinct counters give
@@ -176,8 +177,15 @@ mod tests {
 
     #[test]
     fn sys_ids_are_well_formed_and_increasing() {
+        let before = now_millis();
         let a = new_sys_id();
         let b = new_sys_id();
+        // The first 12 digits are the time it was made, in milliseconds.
+        let made = u64::from_str_radix(&a[..12], 16).unwrap();
+        assert!(
+            (before..=now_millis()).contains(&made),
+            "{a} made at {made}"
+        );
         assert!(is_sys_id(&a), "{a}");
         assert!(is_sys_id(&b), "{b}");
         assert_ne!(a, b);

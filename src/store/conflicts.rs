@@ -157,6 +157,7 @@ fn send_on(
         attachment_hashes: Vec::new(),
         fields: sent,
         settles: true,
+        fresh: false,
     })?;
     staging.finish(txn)
 }

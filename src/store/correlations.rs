@@ -149,14 +149,19 @@ pub(super) fn note_captured(
     correlations: &mut CorrelationsTable<'_>,
     (table, sys_id, remote): (&str, &str, &str),
     sequence: u64,
-    operation: Operation,
+    (operation, fresh): (Operation, bool),
     fields: &[SentField],
     now: Millis,
 ) -> Result<Vec<FieldBase>, StoreError> {
     let key = (table, sys_id, remote);
-    let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(correlation_at(key, value.value())?),
-        None => None,
+    // A record created just now under a new sys_id has none to read.
+    let stored: Option<Correlation> = if fresh {
+        None
+    } else {
+        correlations
+            .get(key)?
+            .map(|value| correlation_at(key, value.value()))
+            .transpose()?
     };
     let first = stored.is_none() || operation == Operation::Create;
     let mut correlation = stored.unwrap_or_else(|| made_by_capture(key, sequence, now));
@@ -215,22 +220,25 @@ impl Store {
 }
 
 /// Correlates our record `table/local_id` with `remote`'s record
-/// `remote_id` (both directions of the index).
+/// `remote_id` (both directions of the index). `fresh`: the record was
+/// created just now under a new sys_id, so it has no correlation to read.
 pub(super) fn correlate_with(
     txn: &Txn<'_>,
-    table: &str,
-    local_id: &str,
-    remote: &str,
-    remote_id: &str,
+    (table, local_id, fresh): (&str, &str, bool),
+    (remote, remote_id): (&str, &str),
     active: bool,
     update: SyncUpdate,
 ) -> Result<(), StoreError> {
     let now = now_millis();
     let mut correlations = txn.correlations()?;
     let key = (table, local_id, remote);
-    let previous: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(correlation_at(key, value.value())?),
-        None => None,
+    let previous: Option<Correlation> = if fresh {
+        None
+    } else {
+        correlations
+            .get(key)?
+            .map(|value| correlation_at(key, value.value()))
+            .transpose()?
     };
     // A pair made here from the peer's record keeps saying so; one we
     // made by sending keeps saying that.

@@ -204,7 +204,7 @@ fn step(txn: &mut Txn<'_>, remote: &str, batch: usize) -> Result<Option<Load>, S
                     .is_none_or(|e| *e == c.process_event)
         }) {
             load.queued += 1;
-            staging.stage(NewItem::captured(c, Operation::Create, record))?;
+            staging.stage(NewItem::captured(c, Operation::Create, record, false))?;
         }
     }
     if load.table >= load.tables.len() {

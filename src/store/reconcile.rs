@@ -383,7 +383,7 @@ fn stage(
                     }
                     Operation::Update
                 };
-                let mut item = NewItem::captured(c, operation, &record);
+                let mut item = NewItem::captured(c, operation, &record, false);
                 item.settles = send.settles;
                 items.push(item);
             }
@@ -435,5 +435,6 @@ fn deletion(
         attachment_hashes: Vec::new(),
         fields: Vec::new(),
         settles: send.settles,
+        fresh: false,
     })
 }

@@ -446,6 +446,9 @@ where
     }
     record.journal_len += journal.len() as u64;
 
+    // Made under a sys_id of its own just now (`new_sys_id` above).
+    let fresh =
+        write.operation == Operation::Create && write.sys_id.as_deref().is_none_or(str::is_empty);
     let captured: Vec<Captured> = if unchanged {
         Vec::new()
     } else {
@@ -462,7 +465,7 @@ where
     };
     let items = captured
         .into_iter()
-        .map(|c| NewItem::captured(c, write.operation, &record))
+        .map(|c| NewItem::captured(c, write.operation, &record, fresh))
         .collect::<Vec<_>>();
     let deleted = write.operation == Operation::Delete;
     let result = WriteResult {

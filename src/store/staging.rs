@@ -37,11 +37,20 @@ pub(super) struct NewItem {
     pub fields: Vec<SentField>,
     /// Settles a conflict: the receiver applies it as it is.
     pub settles: bool,
+    /// Its record was created just now under a new sys_id, so it has no
+    /// correlation yet to read.
+    pub fresh: bool,
 }
 
 impl NewItem {
-    /// The item a capture makes for `record`'s change by `operation`.
-    pub(super) fn captured(c: Captured, operation: Operation, record: &Record) -> NewItem {
+    /// The item a capture makes for `record`'s change by `operation`
+    /// (`fresh`: a create under a sys_id made for it).
+    pub(super) fn captured(
+        c: Captured,
+        operation: Operation,
+        record: &Record,
+        fresh: bool,
+    ) -> NewItem {
         NewItem {
             fields: sent_fields(&c.payload),
             attachment_hashes: c
@@ -60,6 +69,7 @@ impl NewItem {
             sys_id: record.sys_id.clone(),
             domain: record.domain.clone(),
             settles: false,
+            fresh,
         }
     }
 }
@@ -134,7 +144,7 @@ impl<'t, 'a> Staging<'t, 'a> {
             &mut tables.correlations,
             (&item.table, &item.sys_id, &item.remote_system),
             sequence,
-            item.operation,
+            (item.operation, item.fresh),
             &item.fields,
             self.now,
         )?;
