@@ -140,6 +140,22 @@ pub(super) struct SentField {
 type CorrelationsTable<'t> =
     redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>;
 
+/// The correlation stored under `key`, unless its record is `fresh`
+/// (created just now under a new sys_id): then it has none to read.
+fn stored_unless_fresh(
+    correlations: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    key: (&str, &str, &str),
+    fresh: bool,
+) -> Result<Option<Correlation>, StoreError> {
+    if fresh {
+        return Ok(None);
+    }
+    correlations
+        .get(key)?
+        .map(|value| correlation_at(key, value.value()))
+        .transpose()
+}
+
 /// Notes in the correlation of `(table, sys_id, remote)` what a capture
 /// sends: the fields it changes (every field of a record new to the
 /// remote) as last exchanged, and the deletion. Returns what the changed
@@ -154,15 +170,7 @@ pub(super) fn note_captured(
     now: Millis,
 ) -> Result<Vec<FieldBase>, StoreError> {
     let key = (table, sys_id, remote);
-    // A record created just now under a new sys_id has none to read.
-    let stored: Option<Correlation> = if fresh {
-        None
-    } else {
-        correlations
-            .get(key)?
-            .map(|value| correlation_at(key, value.value()))
-            .transpose()?
-    };
+    let stored = stored_unless_fresh(correlations, key, fresh)?;
     let first = stored.is_none() || operation == Operation::Create;
     let mut correlation = stored.unwrap_or_else(|| made_by_capture(key, sequence, now));
     let mut bases = Vec::new();
@@ -232,14 +240,7 @@ pub(super) fn correlate_with(
     let now = now_millis();
     let mut correlations = txn.correlations()?;
     let key = (table, local_id, remote);
-    let previous: Option<Correlation> = if fresh {
-        None
-    } else {
-        correlations
-            .get(key)?
-            .map(|value| correlation_at(key, value.value()))
-            .transpose()?
-    };
+    let previous = stored_unless_fresh(&*correlations, key, fresh)?;
     // A pair made here from the peer's record keeps saying so; one we
     // made by sending keeps saying that.
     let (created_on, mut synced, origin_remote) = previous
