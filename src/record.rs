@@ -178,6 +178,14 @@ pub struct RecordWrite {
     pub attachments: AttachmentChanges,
 }
 
+impl RecordWrite {
+    /// A create that names no sys_id: the store makes a new one, so the
+    /// record has no correlation yet.
+    pub fn creates_fresh(&self) -> bool {
+        self.operation == Operation::Create && self.sys_id.as_deref().is_none_or(str::is_empty)
+    }
+}
+
 /// What one write did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteResult {

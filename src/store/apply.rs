@@ -357,11 +357,9 @@ fn write_plan(
     if let Some(noted) = conflicts_noted {
         trace.outputs["conflicts"] = noted;
     }
-    // A record created under a sys_id made just now has no correlation yet.
-    let fresh = write.operation == Operation::Create && write.sys_id.is_none();
     super::correlations::correlate_with(
         txn,
-        (table, &local_id, fresh),
+        (table, &local_id, write.creates_fresh()),
         (&item.remote_system, &item.remote_correlation_id),
         write.operation != Operation::Delete,
         sync,

@@ -489,6 +489,8 @@ pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
             .map(|m| m.remote_correlation_id)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
         Some((&JSON, body)) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
+        // Any other: the error a full reading gives (empty, newer, or a
+        // format correlations are never written in).
         _ => Ok(keyed::correlation_at(("", "", ""), bytes)?.remote_correlation_id),
     }
 }

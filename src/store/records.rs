@@ -446,9 +446,7 @@ where
     }
     record.journal_len += journal.len() as u64;
 
-    // Made under a sys_id of its own just now (`new_sys_id` above).
-    let fresh =
-        write.operation == Operation::Create && write.sys_id.as_deref().is_none_or(str::is_empty);
+    let fresh = write.creates_fresh();
     let captured: Vec<Captured> = if unchanged {
         Vec::new()
     } else {
