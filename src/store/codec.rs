@@ -45,6 +45,13 @@ pub fn encode<T: Stored>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
+    let (version, body) = envelope(bytes)?;
+    T::read(version, body)
+}
+
+/// A stored value's format and body, refusing an empty value, format 0
+/// and a format newer than this binary's.
+pub fn envelope(bytes: &[u8]) -> Result<(u8, &[u8]), StoreError> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(StoreError::Corrupt("empty stored value".to_string()));
     };
@@ -56,7 +63,7 @@ pub fn decode<T: Stored>(bytes: &[u8]) -> Result<T, StoreError> {
             found: newer,
             supported: FORMAT_VERSION,
         }),
-        version => T::read(version, body),
+        version => Ok((version, body)),
     }
 }
 

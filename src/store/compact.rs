@@ -102,23 +102,12 @@ pub(super) fn status_of(number: u32) -> Result<QueueStatus, String> {
         .ok_or_else(|| format!("status number {number} is unknown"))
 }
 
-/// A part of a value's key as its message holds it: left out (empty, so
-/// not written) in format 4.
-fn key_part(part: &str, with_key: bool) -> String {
-    if with_key {
-        part.to_string()
-    } else {
-        String::new()
-    }
-}
-
-/// A record's message; without its key's parts (`table`, `sys_id`) for
-/// format 4.
-fn record_message(record: &Record, with_key: bool) -> stored::Record {
-    let key = |part: &str| key_part(part, with_key);
+/// A record's message without its key's parts (`table`, `sys_id`: left
+/// empty, so not written), as format 4 stores it.
+fn record_message(record: &Record) -> stored::Record {
     stored::Record {
-        table: key(&record.table),
-        sys_id: key(&record.sys_id),
+        table: String::new(),
+        sys_id: String::new(),
         created_on: record.created_on,
         created_by: record.created_by.clone(),
         updated_on: record.updated_on,
@@ -484,26 +473,24 @@ fn digest_text(bytes: &[u8]) -> String {
 /// The peer's record of a stored correlation (`remote_correlation_id`),
 /// without decoding the rest (its sync state is most of it).
 pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
-    match bytes.split_first() {
-        Some((&(BINARY | KEYED), body)) => stored::CorrelationPeerId::decode(body)
+    match super::codec::envelope(bytes)? {
+        (BINARY | KEYED, body) => stored::CorrelationPeerId::decode(body)
             .map(|m| m.remote_correlation_id)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
-        Some((&JSON, body)) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
-        // Any other: the error a full reading gives (empty, newer, or a
-        // format correlations are never written in).
-        _ => Ok(keyed::correlation_at(("", "", ""), bytes)?.remote_correlation_id),
+        (JSON, body) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
-/// A correlation's message; without its key's parts (`remote_system`,
-/// `table`, `local_correlation_id`) for format 4.
-fn correlation_message(correlation: &Correlation, with_key: bool) -> stored::Correlation {
-    let key = |part: &str| key_part(part, with_key);
+/// A correlation's message without its key's parts (`remote_system`,
+/// `table`, `local_correlation_id`: left empty, so not written), as format
+/// 4 stores it.
+fn correlation_message(correlation: &Correlation) -> stored::Correlation {
     stored::Correlation {
-        remote_system: key(&correlation.remote_system),
+        remote_system: String::new(),
         remote_correlation_id: correlation.remote_correlation_id.clone(),
-        table: key(&correlation.table),
-        local_correlation_id: key(&correlation.local_correlation_id),
+        table: String::new(),
+        local_correlation_id: String::new(),
         active: correlation.active,
         created_on: correlation.created_on,
         updated_on: (correlation.updated_on != correlation.created_on)

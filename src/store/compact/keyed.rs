@@ -5,13 +5,13 @@
 //! correlation's 250, on both sides of every change. A value of format 4
 //! is read only together with its key (`record_at`, `correlation_at`):
 //! these types have no `Stored` reading without one, so no reader can
-//! forget it. Values of formats 1 and 2 still read (their own copy of the
-//! key agrees with the key).
+//! forget it. Values of formats 1 and 2 still read (in every format the
+//! key's parts are taken from the key).
 
 use prost::Message;
 
 use super::super::StoreError;
-use super::super::codec::{BINARY, FORMAT_VERSION, JSON, KEYED, read_json, unexpected};
+use super::super::codec::{BINARY, JSON, KEYED, envelope, read_json, unexpected};
 use super::{correlation_message, correlation_of, record_message, record_of};
 use crate::queue::Correlation;
 use crate::record::Record;
@@ -23,24 +23,20 @@ pub type CorrelationKey<'a> = (&'a str, &'a str, &'a str);
 
 /// `record` as stored under its key (format 4).
 pub fn encode_record(record: &Record) -> Vec<u8> {
-    keyed(&record_message(record, false))
+    keyed(&record_message(record))
 }
 
 /// The record stored under `(table, sys_id)` as `bytes`.
 pub fn record_at((table, sys_id): RecordKey<'_>, bytes: &[u8]) -> Result<Record, StoreError> {
     let mut record = read(bytes, record_of)?;
-    if record.table != table {
-        table.clone_into(&mut record.table);
-    }
-    if record.sys_id != sys_id {
-        sys_id.clone_into(&mut record.sys_id);
-    }
+    table.clone_into(&mut record.table);
+    sys_id.clone_into(&mut record.sys_id);
     Ok(record)
 }
 
 /// `correlation` as stored under its key (format 4).
 pub fn encode_correlation(correlation: &Correlation) -> Vec<u8> {
-    keyed(&correlation_message(correlation, false))
+    keyed(&correlation_message(correlation))
 }
 
 /// The correlation stored under `(table, sys_id, remote)` as `bytes`.
@@ -49,15 +45,9 @@ pub fn correlation_at(
     bytes: &[u8],
 ) -> Result<Correlation, StoreError> {
     let mut correlation = read(bytes, correlation_of)?;
-    if correlation.table != table {
-        table.clone_into(&mut correlation.table);
-    }
-    if correlation.local_correlation_id != sys_id {
-        sys_id.clone_into(&mut correlation.local_correlation_id);
-    }
-    if correlation.remote_system != remote {
-        remote.clone_into(&mut correlation.remote_system);
-    }
+    table.clone_into(&mut correlation.table);
+    sys_id.clone_into(&mut correlation.local_correlation_id);
+    remote.clone_into(&mut correlation.remote_system);
     Ok(correlation)
 }
 
@@ -76,16 +66,11 @@ where
     M: Message + Default,
 {
     let corrupt = |e: String| StoreError::Corrupt(format!("stored value does not decode: {e}"));
-    match bytes.split_first() {
-        None => Err(StoreError::Corrupt("empty stored value".to_string())),
-        Some((&JSON, body)) => read_json(body),
-        Some((&(BINARY | KEYED), body)) => {
+    match envelope(bytes)? {
+        (JSON, body) => read_json(body),
+        (BINARY | KEYED, body) => {
             of(M::decode(body).map_err(|e| corrupt(e.to_string()))?).map_err(corrupt)
         }
-        Some((&newer, _)) if newer > FORMAT_VERSION => Err(StoreError::NewerFormat {
-            found: newer,
-            supported: FORMAT_VERSION,
-        }),
-        Some((&other, _)) => Err(unexpected(other)),
+        (other, _) => Err(unexpected(other)),
     }
 }
