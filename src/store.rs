@@ -38,6 +38,7 @@ mod outbound;
 mod purge;
 mod reconcile;
 mod queue_index;
+mod names;
 mod upgrade;
 pub mod sink;
 mod stats;
@@ -520,11 +521,12 @@ impl Store {
             upgrade::upgrade(&txn)?;
             txn.commit()?;
         }
+        db.reload_names()?;
         let config = sync_objects::read_sync_config(&db)?;
         {
             let txn = db.begin_write()?;
             let matched = crate::capture::CaptureIndex::build(&config).matched();
-            match_index::follow(&txn, &matched)?;
+            match_index::follow(&txn, db.names(), &matched)?;
             txn.commit()?;
         }
         let writer = writer::Writer::start(db.clone(), &config)?;

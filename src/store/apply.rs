@@ -208,7 +208,7 @@ fn read_facts(
         };
         let mut held = HeldRecord::default();
         if understood.needs_attachments() || !item.bases.is_empty() {
-            let record = record_at((table, sys_id), value.value())?;
+            let record = record_at(txn.names, (table, sys_id), value.value())?;
             held.attachments = record.attachments;
             held.fields = record.fields;
         }
@@ -238,7 +238,7 @@ fn read_facts(
         let correlation = txn
             .correlations()?
             .get((table, sys_id, remote))?
-            .map(|value| correlation_at((table, sys_id, remote), value.value()))
+            .map(|value| correlation_at(txn.names, (table, sys_id, remote), value.value()))
             .transpose()?;
         let Some(correlation) = correlation else {
             return Ok::<_, StoreError>(None);
@@ -318,7 +318,7 @@ fn write_plan(
         let records = txn.records()?;
         let capture = txn.capture.clone();
         prepare(
-            &*records,
+            (&*records, txn.names),
             run_as,
             std::slice::from_ref(&write),
             limits,
@@ -415,7 +415,7 @@ fn matching(
             continue;
         };
         if values.len() > 1 {
-            let record = record_at((table, &sys_id), value.value())?;
+            let record = record_at(txn.names, (table, &sys_id), value.value())?;
             if !values.iter().all(|(f, v)| record.fields.get(f) == Some(v)) {
                 continue;
             }

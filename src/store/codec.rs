@@ -7,7 +7,9 @@
 //! half of what a hub wrote per applied item before
 //! (`compact::context`). Format 4 is a format-2 message without the parts
 //! of it its key holds: records and correlations, read only with their key
-//! (`compact::keyed`). Every other value is still written as format 1. A newer
+//! (`compact::keyed`). Format 5 is format 4 with field names as numbers
+//! from the store's list of names (`names`): records and correlations, read
+//! only with the store's names. Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead
 //! of misreading it.
@@ -18,7 +20,7 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 
 /// The newest format this binary writes: the store records it on open.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 
 /// Format 1: JSON.
 pub const JSON: u8 = 1;
@@ -29,6 +31,9 @@ pub const PACKED: u8 = 3;
 /// Format 4: a protobuf message without its key's parts (records and
 /// correlations).
 pub const KEYED: u8 = 4;
+/// Format 5: format 4 with field names as the store's numbers for them
+/// (records and correlations).
+pub const NAMED: u8 = 5;
 
 /// A value the store keeps: how it is written and read back.
 pub trait Stored: Sized {

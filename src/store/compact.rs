@@ -7,7 +7,10 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::StoreError;
-use super::codec::{BINARY, JSON, KEYED, PACKED, Stored, read_json, stored_as_json, unexpected};
+use super::codec::{
+    BINARY, JSON, KEYED, NAMED, PACKED, Stored, read_json, stored_as_json, unexpected,
+};
+use super::names::Known;
 use crate::attachment::{Attachment, AttachmentOrigin, Grant};
 use crate::domain::Domain;
 use crate::queue::payload::{operation_number, operation_of};
@@ -103,8 +106,10 @@ pub(super) fn status_of(number: u32) -> Result<QueueStatus, String> {
 }
 
 /// A record's message without its key's parts (`table`, `sys_id`: left
-/// empty, so not written), as format 4 stores it.
-fn record_message(record: &Record) -> stored::Record {
+/// empty, so not written), each field named by its number in `names`, as
+/// format 5 stores it; the names without a number are named by their text
+/// and added to `unnamed`.
+fn record_message(record: &Record, names: &Known, unnamed: &mut Vec<String>) -> stored::Record {
     stored::Record {
         table: String::new(),
         sys_id: String::new(),
@@ -117,9 +122,20 @@ fn record_message(record: &Record) -> stored::Record {
         fields: record
             .fields
             .iter()
-            .map(|(name, value)| stored::Field {
-                name: name.clone(),
-                value: value.clone(),
+            .map(|(name, value)| match names.number(name) {
+                Some(name_id) => stored::Field {
+                    name: String::new(),
+                    value: value.clone(),
+                    name_id,
+                },
+                None => {
+                    unnamed.push(name.clone());
+                    stored::Field {
+                        name: name.clone(),
+                        value: value.clone(),
+                        name_id: 0,
+                    }
+                }
             })
             .collect(),
         journal_len: record.journal_len,
@@ -141,7 +157,15 @@ fn record_message(record: &Record) -> stored::Record {
     }
 }
 
-fn record_of(message: stored::Record) -> Result<Record, String> {
+/// A field's name: its number's in `names`, or its text.
+fn name_of(text: String, number: u32, names: &Known) -> Result<String, String> {
+    match number {
+        0 => Ok(text),
+        number => names.name(number).map(str::to_string),
+    }
+}
+
+fn record_of(message: stored::Record, names: &Known) -> Result<Record, String> {
     Ok(Record {
         updated_by: message
             .updated_by
@@ -156,8 +180,8 @@ fn record_of(message: stored::Record) -> Result<Record, String> {
         fields: message
             .fields
             .into_iter()
-            .map(|f| (f.name, f.value))
-            .collect(),
+            .map(|f| Ok((name_of(f.name, f.name_id, names)?, f.value)))
+            .collect::<Result<_, String>>()?,
         journal_len: message.journal_len,
         attachments: message
             .attachments
@@ -474,7 +498,7 @@ fn digest_text(bytes: &[u8]) -> String {
 /// without decoding the rest (its sync state is most of it).
 pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
     match super::codec::envelope(bytes)? {
-        (BINARY | KEYED, body) => stored::CorrelationPeerId::decode(body)
+        (BINARY | KEYED | NAMED, body) => stored::CorrelationPeerId::decode(body)
             .map(|m| m.remote_correlation_id)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
         (JSON, body) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
@@ -483,9 +507,9 @@ pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
 }
 
 /// A correlation's message without its key's parts (`remote_system`,
-/// `table`, `local_correlation_id`: left empty, so not written), as format
-/// 4 stores it.
-fn correlation_message(correlation: &Correlation) -> stored::Correlation {
+/// `table`, `local_correlation_id`: left empty, so not written), each field
+/// named by its number in `names` where it has one, as format 5 stores it.
+fn correlation_message(correlation: &Correlation, names: &Known) -> stored::Correlation {
     stored::Correlation {
         remote_system: String::new(),
         remote_correlation_id: correlation.remote_correlation_id.clone(),
@@ -498,11 +522,19 @@ fn correlation_message(correlation: &Correlation) -> stored::Correlation {
         synced: correlation
             .synced
             .iter()
-            .map(|(field, synced)| stored::Synced {
-                field: field.clone(),
-                digest: digest_bytes(&synced.digest),
-                on: (synced.on != correlation.updated_on).then_some(synced.on),
-                by_peer: synced.by_peer,
+            .map(|(field, synced)| {
+                let field_id = names.number(field).unwrap_or(0);
+                stored::Synced {
+                    field: if field_id == 0 {
+                        field.clone()
+                    } else {
+                        String::new()
+                    },
+                    digest: digest_bytes(&synced.digest),
+                    on: (synced.on != correlation.updated_on).then_some(synced.on),
+                    by_peer: synced.by_peer,
+                    field_id,
+                }
             })
             .collect(),
         deleted_on: correlation.deleted_on,
@@ -516,7 +548,7 @@ fn correlation_message(correlation: &Correlation) -> stored::Correlation {
     }
 }
 
-fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
+fn correlation_of(message: stored::Correlation, names: &Known) -> Result<Correlation, String> {
     let updated_on = message.updated_on.unwrap_or(message.created_on);
     Ok(Correlation {
         remote_system: message.remote_system,
@@ -530,16 +562,16 @@ fn correlation_of(message: stored::Correlation) -> Result<Correlation, String> {
             .synced
             .into_iter()
             .map(|s| {
-                (
-                    s.field,
+                Ok((
+                    name_of(s.field, s.field_id, names)?,
                     Synced {
                         digest: digest_text(&s.digest),
                         on: s.on.unwrap_or(updated_on),
                         by_peer: s.by_peer,
                     },
-                )
+                ))
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         deleted_on: message.deleted_on,
         unsent: message.unsent,
         first_item: message.first_item,

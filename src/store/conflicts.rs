@@ -117,7 +117,7 @@ fn send_on(
         .open_table(RECORDS)?
         .get((table.as_str(), sys_id.as_str()))?
     {
-        Some(value) => Some(record_at((&table, &sys_id), value.value())?),
+        Some(value) => Some(record_at(txn.names, (&table, &sys_id), value.value())?),
         None => None,
     };
     let whole = conflicts.iter().any(|c| c.field == RECORD);

@@ -8,6 +8,7 @@ use redb::ReadableTable;
 
 use super::codec::decode;
 use super::compact::keyed::{correlation_at, encode_correlation};
+use super::names::FieldNames;
 use super::tables::*;
 use super::writer::Txn;
 use super::{Store, StoreError};
@@ -20,10 +21,7 @@ use crate::record::Operation;
 /// name. The correlations stay (we still sent those records), with no peer
 /// record yet, so the next change of ours creates the record there and its
 /// answer correlates again. Returns how many were released.
-pub(super) fn release_correlations(
-    txn: &redb::WriteTransaction,
-    remote: &str,
-) -> Result<usize, StoreError> {
+pub(super) fn release_correlations(txn: &Txn<'_>, remote: &str) -> Result<usize, StoreError> {
     let by_remote = txn.open_table(CORRELATIONS_BY_REMOTE)?;
     let correlations = txn.open_table(CORRELATIONS)?;
     let mut released = Vec::new();
@@ -50,13 +48,13 @@ pub(super) fn release_correlations(
 /// its answer correlates again. What was exchanged is forgotten with it,
 /// and the record is ours to send.
 pub(super) fn forget_peer_record(
-    txn: &redb::WriteTransaction,
+    txn: &Txn<'_>,
     (table, sys_id, remote): (&str, &str, &str),
 ) -> Result<(), StoreError> {
     let mut correlations = txn.open_table(CORRELATIONS)?;
     let key = (table, sys_id, remote);
     let stored: Option<Correlation> = match correlations.get(key)? {
-        Some(value) => Some(correlation_at(key, value.value())?),
+        Some(value) => Some(correlation_at(txn.names, key, value.value())?),
         None => None,
     };
     let Some(mut correlation) = stored else {
@@ -71,7 +69,7 @@ pub(super) fn forget_peer_record(
     correlation.deleted_on = None;
     correlation.origin_remote = Some(false);
     correlation.updated_on = now_millis();
-    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(txn.names, &correlation).as_slice())?;
     Ok(())
 }
 
@@ -143,7 +141,10 @@ type CorrelationsTable<'t> =
 /// The correlation stored under `key`, unless its record is `fresh`
 /// (created just now under a new sys_id): then it has none to read.
 fn stored_unless_fresh(
-    correlations: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    (correlations, names): (
+        &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+        &FieldNames,
+    ),
     key: (&str, &str, &str),
     fresh: bool,
 ) -> Result<Option<Correlation>, StoreError> {
@@ -152,7 +153,7 @@ fn stored_unless_fresh(
     }
     correlations
         .get(key)?
-        .map(|value| correlation_at(key, value.value()))
+        .map(|value| correlation_at(names, key, value.value()))
         .transpose()
 }
 
@@ -162,7 +163,7 @@ fn stored_unless_fresh(
 /// fields replace as last exchanged (on a delete, every field's), for the
 /// receiver to tell its own changes from ours.
 pub(super) fn note_captured(
-    correlations: &mut CorrelationsTable<'_>,
+    (correlations, names): (&mut CorrelationsTable<'_>, &FieldNames),
     (table, sys_id, remote): (&str, &str, &str),
     sequence: u64,
     (operation, fresh): (Operation, bool),
@@ -170,7 +171,7 @@ pub(super) fn note_captured(
     now: Millis,
 ) -> Result<Vec<FieldBase>, StoreError> {
     let key = (table, sys_id, remote);
-    let stored = stored_unless_fresh(correlations, key, fresh)?;
+    let stored = stored_unless_fresh((&*correlations, names), key, fresh)?;
     let first = stored.is_none() || operation == Operation::Create;
     let mut correlation = stored.unwrap_or_else(|| made_by_capture(key, sequence, now));
     let mut bases = Vec::new();
@@ -200,7 +201,7 @@ pub(super) fn note_captured(
         correlation.deleted_on = None;
         correlation.active = true;
     }
-    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(names, &correlation).as_slice())?;
     Ok(bases)
 }
 
@@ -211,7 +212,7 @@ impl Store {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (key, value) = row?;
-            let correlation = correlation_at(key.value(), value.value())?;
+            let correlation = correlation_at(self.db.names(), key.value(), value.value())?;
             if remote.is_none_or(|r| r == correlation.remote_system) {
                 out.push(correlation);
             }
@@ -240,7 +241,7 @@ pub(super) fn correlate_with(
     let now = now_millis();
     let mut correlations = txn.correlations()?;
     let key = (table, local_id, remote);
-    let previous = stored_unless_fresh(&*correlations, key, fresh)?;
+    let previous = stored_unless_fresh((&*correlations, txn.names), key, fresh)?;
     // A pair made here from the peer's record keeps saying so; one we
     // made by sending keeps saying that.
     let (created_on, mut synced, origin_remote) = previous
@@ -261,7 +262,7 @@ pub(super) fn correlate_with(
         first_item: None,
         origin_remote,
     };
-    correlations.insert(key, encode_correlation(&correlation).as_slice())?;
+    correlations.insert(key, encode_correlation(txn.names, &correlation).as_slice())?;
     drop(correlations);
     txn.correlations_by_remote()?
         .insert((remote, remote_id), (table, local_id))?;

@@ -206,7 +206,7 @@ fn rebuild_capture(txn: &mut Txn<'_>) -> Result<(), StoreError> {
     let objects = read_sync_objects(&txn.open_table(SYNC_OBJECTS)?)?;
     let config = sync_config_of(&objects)?;
     txn.capture = Arc::new(crate::capture::CaptureIndex::build(&config));
-    super::match_index::follow(txn, &txn.capture.matched())?;
+    super::match_index::follow(txn, txn.names, &txn.capture.matched())?;
     Ok(())
 }
 

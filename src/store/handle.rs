@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use redb::Database;
 
 use super::StoreError;
+use super::names::FieldNames;
 
 /// Longest wait for readers to let go of the old handle before reopening.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
@@ -23,6 +24,8 @@ pub struct SharedDb {
     /// Set once the writer found the store damaged (it panicked inside the
     /// database): the instance must stop and be restored.
     damaged: tokio::sync::watch::Sender<Option<String>>,
+    /// The store's field names (`names`), read again whenever the file is.
+    names: FieldNames,
 }
 
 impl SharedDb {
@@ -32,7 +35,21 @@ impl SharedDb {
             dir,
             disk_failed: Default::default(),
             damaged: tokio::sync::watch::Sender::new(None),
+            names: FieldNames::default(),
         }
+    }
+
+    /// The store's field names, for reading and writing records and
+    /// correlations.
+    pub fn names(&self) -> &FieldNames {
+        &self.names
+    }
+
+    /// Reads the field names from the file again.
+    pub fn reload_names(&self) -> Result<(), StoreError> {
+        let txn = self.begin_read()?;
+        self.names
+            .reload(&txn.open_table(super::tables::FIELD_NAMES)?)
     }
 
     /// Why the store is damaged, once it is.
@@ -98,6 +115,6 @@ impl SharedDb {
         }
         let db = super::open_database(&self.dir, false)?;
         *self.slot.write().expect("database slot lock") = Some(Arc::new(db));
-        Ok(())
+        self.reload_names()
     }
 }

@@ -251,7 +251,7 @@ fn pick(
             looked_at += 1;
             load.after = sys_id.to_string();
             load.scanned += 1;
-            let record = record_at((row_table, sys_id), value.value())?;
+            let record = record_at(txn.names, (row_table, sys_id), value.value())?;
             if query
                 .as_ref()
                 .is_none_or(|q| !q.matches(&RecordView::new(&record), None))

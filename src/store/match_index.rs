@@ -24,6 +24,7 @@ type ByValue<'t> = redb::Table<'t, (&'static str, &'static str, &'static str, &'
 /// Makes the index hold exactly the `wanted` (table, field) pairs.
 pub(super) fn follow(
     txn: &WriteTransaction,
+    names: &super::names::FieldNames,
     wanted: &[(String, String)],
 ) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
@@ -62,7 +63,7 @@ pub(super) fn follow(
             if row_table != table {
                 break;
             }
-            let record = record_at((row_table, sys_id), value.value())?;
+            let record = record_at(names, (row_table, sys_id), value.value())?;
             if let Some(value) = record.fields.get(field).filter(|v| !v.is_empty()) {
                 by_value.insert((table.as_str(), field.as_str(), value.as_str(), sys_id), ())?;
             }

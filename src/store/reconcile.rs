@@ -154,10 +154,14 @@ impl Store {
             if row_remote != remote {
                 continue;
             }
-            let correlation = correlation_at((row_table, sys_id, row_remote), value.value())?;
+            let correlation = correlation_at(
+                self.db.names(),
+                (row_table, sys_id, row_remote),
+                value.value(),
+            )?;
             let record = match records.get((table, sys_id))? {
                 Some(value) if correlation.active => {
-                    Some(record_at((table, sys_id), value.value())?)
+                    Some(record_at(self.db.names(), (table, sys_id), value.value())?)
                 }
                 _ => None,
             };
@@ -190,7 +194,7 @@ impl Store {
         let journals = txn.open_table(JOURNAL)?;
         for entry in entries.iter_mut().filter(|e| !e.deleted) {
             if let Some(value) = records.get((table, entry.sys_id.as_str()))? {
-                let record = record_at((table, &entry.sys_id), value.value())?;
+                let record = record_at(self.db.names(), (table, &entry.sys_id), value.value())?;
                 entry.fields = crate::reconcile::field_digests(column, names, &record.fields);
                 if !journal.is_empty() {
                     let ids = journal_ids(&journals, (table, &entry.sys_id), journal)?;
@@ -353,7 +357,7 @@ fn stage(
                 }
                 continue;
             };
-            let record = record_at((table, &send.sys_id), value.value())?;
+            let record = record_at(txn.names, (table, &send.sys_id), value.value())?;
             let mut entries = Vec::new();
             let range =
                 (table, send.sys_id.as_str(), 0u64)..=(table, send.sys_id.as_str(), u64::MAX);

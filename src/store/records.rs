@@ -10,6 +10,7 @@ use redb::ReadableTable;
 
 use super::codec::{decode, encode};
 use super::compact::keyed::{encode_record, record_at};
+use super::names::FieldNames;
 use super::staging::{NewItem, Staging};
 use super::tables::*;
 use super::writer::Txn;
@@ -45,6 +46,8 @@ struct PreparedWrite {
     expected: Option<Option<Vec<u8>>>,
     /// The record's new stored form; `None` deletes it.
     record: Option<Vec<u8>>,
+    /// Its field names the store had no number for (`names`).
+    unnamed: Vec<String>,
     /// New journal entries: (position, stored form).
     journal: Vec<(u64, Vec<u8>)>,
     /// Contents newly used by the record's attachments, and released.
@@ -62,7 +65,7 @@ type RecordsTable = (&'static str, &'static str);
 /// Validates, plans, captures and encodes `writes` against the records in
 /// `records`. All or nothing: the first invalid write rejects the request.
 pub fn prepare<T>(
-    records: &T,
+    (records, names): (&T, &FieldNames),
     actor: &Actor,
     writes: &[RecordWrite],
     limits: &RecordWriteLimits,
@@ -78,6 +81,7 @@ where
     let mut prepared = Vec::with_capacity(n_writes);
     let context = Context {
         now,
+        names,
         limits,
         capture,
         origin_remote,
@@ -130,7 +134,14 @@ pub fn write_records(
             {
                 prepared
             }
-            _ => prepare(&*records, actor, &writes, limits, &txn.capture, None)?,
+            _ => prepare(
+                (&*records, txn.names),
+                actor,
+                &writes,
+                limits,
+                &txn.capture,
+                None,
+            )?,
         }
     };
     write_prepared(txn, prepared)
@@ -182,6 +193,7 @@ pub(super) fn write_prepared(
             }
             Some(bytes) => {
                 records.insert(key, bytes.as_slice())?;
+                txn.name_fields(&write.unnamed)?;
                 for (position, entry) in &write.journal {
                     journal.insert((key.0, key.1, *position), entry.as_slice())?;
                 }
@@ -230,6 +242,7 @@ fn invalid(message: impl Into<String>) -> StoreError {
 #[derive(Clone, Copy)]
 struct Context<'a> {
     now: u64,
+    names: &'a FieldNames,
     limits: &'a RecordWriteLimits,
     capture: &'a CaptureIndex,
     /// The remote system whose inbound flow makes this write, if any: the
@@ -253,6 +266,7 @@ where
 {
     let Context {
         now,
+        names,
         limits,
         capture,
         origin_remote,
@@ -311,7 +325,7 @@ where
         match records.get((write.table.as_str(), sys_id))? {
             Some(value) => {
                 let bytes = value.value().to_vec();
-                let record = record_at((&write.table, sys_id), &bytes)?;
+                let record = record_at(names, (&write.table, sys_id), &bytes)?;
                 expected = Some(Some(bytes));
                 Ok(Some(record))
             }
@@ -476,12 +490,19 @@ where
         old.as_ref(),
         (!deleted).then_some(&record),
     );
+    let (stored, unnamed) = if deleted {
+        (None, Vec::new())
+    } else {
+        let (bytes, unnamed) = encode_record(names, &record);
+        (Some(bytes), unnamed)
+    };
     let prepared = PreparedWrite {
         matched,
         table: record.table.clone(),
         sys_id: record.sys_id.clone(),
         expected,
-        record: (!deleted).then(|| encode_record(&record)),
+        record: stored,
+        unnamed,
         journal: journal
             .iter()
             .map(|(position, entry)| (*position, encode(entry)))
@@ -573,7 +594,7 @@ impl Store {
         let Some(value) = records.get((table, sys_id))? else {
             return Ok(None);
         };
-        let record = record_at((table, sys_id), value.value())?;
+        let record = record_at(self.db.names(), (table, sys_id), value.value())?;
         let journal = txn.open_table(JOURNAL)?;
         let mut entries = Vec::new();
         for row in journal.range((table, sys_id, 0u64)..=(table, sys_id, u64::MAX))? {
@@ -600,7 +621,7 @@ impl Store {
             if row_table != table {
                 break;
             }
-            let record = record_at((row_table, sys_id), value.value())?;
+            let record = record_at(self.db.names(), (row_table, sys_id), value.value())?;
             if keep(&record) {
                 out.push(record);
                 if out.len() >= limit {
@@ -630,7 +651,14 @@ impl Store {
             let prepared = (|| {
                 let txn = db.begin_read()?;
                 let records = txn.open_table(RECORDS)?;
-                prepare(&records, &actor, &writes, &limits, &capture, None)
+                prepare(
+                    (&records, db.names()),
+                    &actor,
+                    &writes,
+                    &limits,
+                    &capture,
+                    None,
+                )
             })();
             (actor, writes, limits, prepared)
         };

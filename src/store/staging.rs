@@ -141,7 +141,7 @@ impl<'t, 'a> Staging<'t, 'a> {
             .counters
             .next(&format!("outbound_seq/{}", item.remote_system))?;
         let bases = note_captured(
-            &mut tables.correlations,
+            (&mut tables.correlations, self.txn.names),
             (&item.table, &item.sys_id, &item.remote_system),
             sequence,
             (item.operation, item.fresh),

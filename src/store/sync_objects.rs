@@ -284,7 +284,7 @@ pub fn apply_config(txn: &mut Txn<'_>, config: SyncConfig) -> Result<ApplyReport
     drop(table);
     let config = config.with_enrolled(enrolled_remotes(&enrolled)?);
     txn.capture = Arc::new(CaptureIndex::build(&config));
-    super::match_index::follow(txn, &txn.capture.matched())?;
+    super::match_index::follow(txn, txn.names, &txn.capture.matched())?;
     Ok(report)
 }
 

@@ -120,6 +120,10 @@ tables! {
     /// Invitations to join a remote group (`remote invite`): invite id →
     /// `enrol::Invite` (the secret only as its blake3 hash).
     INVITES: &str => &[u8] = "invites";
+    /// The field names records and correlations use, each stored once:
+    /// number → name, numbered from 1 on first use (`names`). A stored
+    /// record or correlation of format 5 names its fields by number.
+    FIELD_NAMES: u32 => &str = "field_names";
 }
 
 /// The first `INBOUND_SEEN_BY_SENDER`, keyed by remote system name: moved

@@ -143,6 +143,9 @@ fn number_senders(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 /// one, unsent, as sending it would have made. Item by item, so a large
 /// backlog is not held in memory.
 fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    // The store's names as this step meets them (none yet in a store this
+    // old; the step writes names as text).
+    let names = super::names::FieldNames::read(&txn.open_table(FIELD_NAMES)?)?;
     let index = txn.open_table(QUEUE_BY_STATUS)?;
     let outbound = txn.open_table(OUTBOUND)?;
     let mut correlations = txn.open_table(CORRELATIONS)?;
@@ -165,7 +168,7 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 item.remote_system.as_str(),
             );
             let stored: Option<Correlation> = match correlations.get(key)? {
-                Some(value) => Some(correlation_at(key, value.value())?),
+                Some(value) => Some(correlation_at(&names, key, value.value())?),
                 None => None,
             };
             let correlation = match stored {
@@ -184,13 +187,13 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
                 }
                 Some(_) => continue,
             };
-            correlations.insert(key, encode_correlation(&correlation).as_slice())?;
+            correlations.insert(key, encode_correlation(&names, &correlation).as_slice())?;
         }
     }
     let mut sent = Vec::new();
     for row in correlations.iter()? {
         let (key, value) = row?;
-        let correlation = correlation_at(key.value(), value.value())?;
+        let correlation = correlation_at(&names, key.value(), value.value())?;
         if correlation.unsent && correlation.first_item.is_none() {
             let (table, sys_id, remote) = key.value();
             sent.push((
@@ -203,7 +206,7 @@ fn name_first_items(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         correlation.unsent = false;
         correlations.insert(
             (table.as_str(), sys_id.as_str(), remote.as_str()),
-            encode_correlation(&correlation).as_slice(),
+            encode_correlation(&names, &correlation).as_slice(),
         )?;
     }
     Ok(())

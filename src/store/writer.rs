@@ -35,6 +35,9 @@ const MAX_JOBS_PER_COMMIT: usize = 512;
 /// it.
 pub struct Txn<'a> {
     txn: &'a WriteTransaction,
+    /// The store's field names: a job numbers new ones in this transaction
+    /// (`name_fields`).
+    pub(super) names: &'a super::names::FieldNames,
     pub capture: Arc<CaptureIndex>,
     /// Set when a job made outbound items Ready (`Staging` sets it): once
     /// the commit is durable, the sessions are told to look.
@@ -66,6 +69,19 @@ impl<'a> Txn<'a> {
     /// Whether the running job keeps its tables open for the next one.
     pub(super) fn shares_tables(&self) -> bool {
         self.shares.get()
+    }
+
+    /// Numbers the field names `unnamed` (those a value was encoded without
+    /// a number for), so the values written after name them by number.
+    pub(super) fn name_fields(&self, unnamed: &[String]) -> Result<(), StoreError> {
+        if unnamed.is_empty() {
+            return Ok(());
+        }
+        let mut table = self.txn.open_table(super::tables::FIELD_NAMES)?;
+        for name in unnamed {
+            self.names.number(&mut table, name)?;
+        }
+        Ok(())
     }
 }
 
@@ -466,11 +482,14 @@ fn commit_batch(
     };
     let mut poisoned = None;
     let mut completions = Vec::with_capacity(batch.len());
+    let names = db.names();
+    let names_before = names.mark();
     // The job state borrows the transaction (its kept tables too): it ends
     // here, before the commit takes the transaction.
     let (new_capture, made_ready, tally, counters) = {
         let mut ctx = Txn {
             txn: &txn,
+            names,
             capture: capture.clone(),
             made_ready: std::cell::Cell::new(false),
             tally: std::cell::RefCell::new(super::stats::Tally::new(now_millis())),
@@ -515,6 +534,9 @@ fn commit_batch(
         }
         None => txn.commit().map_err(StoreError::from),
     };
+    if result.is_err() {
+        names.forget_since(names_before);
+    }
     let changed = result.is_ok() && !Arc::ptr_eq(&new_capture, &capture);
     Committed {
         completions,

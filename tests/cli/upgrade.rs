@@ -10,7 +10,7 @@ use std::path::Path;
 use procsync::queue::QueueStatus;
 use procsync::store::{Browse, QueueFilter, Store};
 
-use crate::support::Instance;
+use crate::support::{Instance, Server};
 
 fn copy_fixture(name: &str) -> tempfile::TempDir {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -289,44 +289,35 @@ fn a_format_3_store_opens_with_its_flow_contexts() {
     );
 }
 
-/// Format 4 (a record and a correlation stored without their key's
-/// parts): the hub of `procsync demo --keep` once more. Its record and its
-/// correlation with the edge read back whole, key parts included, in the
-/// store and through the CLI.
-#[test]
-fn a_format_4_store_opens_with_its_records_and_correlations() {
-    let dir = copy_fixture("store-format-4");
-    let sys_id = recorded_sys_id(&dir);
-    let edge_sys_id = "01a248253bcf000813a362a4f4ec52cc";
-    {
-        // The fixture holds them so: format byte 4, no sys_id inside.
-        use redb::ReadableDatabase;
-        let db = redb::Database::open(dir.path().join("procsync.redb")).unwrap();
-        let txn = db.begin_read().unwrap();
-        let records: redb::TableDefinition<(&str, &str), &[u8]> =
-            redb::TableDefinition::new("records");
-        let table = txn.open_table(records).unwrap();
-        let stored = table
-            .get(("sc_req_item", sys_id.as_str()))
-            .unwrap()
-            .unwrap();
-        let bytes = stored.value();
-        assert_eq!(bytes[0], 4, "the fixture's record is of format 4");
-        let text = String::from_utf8_lossy(bytes);
-        assert!(
-            !text.contains(&sys_id) && !text.contains("sc_req_item"),
-            "{text}"
-        );
-    }
+/// The stored record of `sys_id` in a fixture's copy, as raw bytes.
+fn stored_record(dir: &tempfile::TempDir, sys_id: &str) -> Vec<u8> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(dir.path().join("procsync.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let records: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("records");
+    let table = txn.open_table(records).unwrap();
+    let stored = table.get(("sc_req_item", sys_id)).unwrap().unwrap();
+    stored.value().to_vec()
+}
+
+/// The demo's request on a fixture's hub reads back whole (key parts and
+/// field names included) with its journal and its correlation with the
+/// edge's record, in the store and then through the CLI of the instance
+/// returned, serving.
+fn demo_request_reads_back(
+    dir: tempfile::TempDir,
+    sys_id: &str,
+    edge_sys_id: &str,
+) -> (Instance, Server) {
     {
         let store = Store::open(dir.path()).unwrap();
         let (record, journal) = store
-            .record("sc_req_item", &sys_id)
+            .record("sc_req_item", sys_id)
             .unwrap()
             .expect("the record survives");
         assert_eq!(
             (record.table.as_str(), record.sys_id.as_str()),
-            ("sc_req_item", sys_id.as_str())
+            ("sc_req_item", sys_id)
         );
         assert_eq!(record.fields["short_description"], "Install Visio");
         assert_eq!(record.fields["state"], "3");
@@ -342,16 +333,72 @@ fn a_format_4_store_opens_with_its_records_and_correlations() {
         store.close();
     }
     let instance = instance_on(dir);
-    let _server = instance.serve();
-    let record = instance.json(&["record", "get", "sc_req_item", &sys_id, "--json"]);
+    let server = instance.serve();
+    let record = instance.json(&["record", "get", "sc_req_item", sys_id, "--json"]);
     assert_eq!(record["table"], "sc_req_item", "{record:#}");
-    assert_eq!(record["fields"]["sys_id"], sys_id.as_str(), "{record:#}");
+    assert_eq!(record["fields"]["sys_id"], sys_id, "{record:#}");
+    assert_eq!(
+        record["fields"]["short_description"], "Install Visio",
+        "{record:#}"
+    );
     let listed = instance.json(&["correlation", "list", "--json"]);
     assert_eq!(listed[0]["table"], "sc_req_item", "{listed:#}");
-    assert_eq!(
-        listed[0]["local_correlation_id"],
-        sys_id.as_str(),
-        "{listed:#}"
-    );
+    assert_eq!(listed[0]["local_correlation_id"], sys_id, "{listed:#}");
     assert_eq!(listed[0]["remote_system"], "edge", "{listed:#}");
+    (instance, server)
+}
+
+/// Format 4 (a record and a correlation stored without their key's
+/// parts): the hub of `procsync demo --keep` once more. Its record and its
+/// correlation with the edge read back whole, key parts included, in the
+/// store and through the CLI.
+#[test]
+fn a_format_4_store_opens_with_its_records_and_correlations() {
+    let dir = copy_fixture("store-format-4");
+    let sys_id = recorded_sys_id(&dir);
+    // The fixture holds them so: format byte 4, no sys_id inside.
+    let bytes = stored_record(&dir, &sys_id);
+    assert_eq!(bytes[0], 4, "the fixture's record is of format 4");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        !text.contains(&sys_id) && !text.contains("sc_req_item"),
+        "{text}"
+    );
+    demo_request_reads_back(dir, &sys_id, "01a248253bcf000813a362a4f4ec52cc");
+}
+
+/// Format 5 (field names as the store's numbers for them): the hub of
+/// `procsync demo --keep` once more. Its record holds no field name as
+/// text; record and correlation read back with their names, in the store
+/// and through the CLI; a field new to the store is numbered when first
+/// written and reads back after a restart.
+#[test]
+fn a_format_5_store_opens_with_its_field_names() {
+    let dir = copy_fixture("store-format-5");
+    let sys_id = recorded_sys_id(&dir);
+    let bytes = stored_record(&dir, &sys_id);
+    assert_eq!(bytes[0], 5, "the fixture's record is of format 5");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        !text.contains("short_description") && text.contains("Install Visio"),
+        "{text}"
+    );
+    let (instance, mut server) =
+        demo_request_reads_back(dir, &sys_id, "01a24894f68b0008587c98a8d3b85a31");
+    instance.ok(&["record", "update", "sc_req_item", &sys_id, "u_room=B-204"]);
+    instance.ok(&["record", "update", "sc_req_item", &sys_id, "u_room=B-205"]);
+    server.stop();
+    let bytes = stored_record(&instance.dir, &sys_id);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        !text.contains("u_room") && text.contains("B-205"),
+        "the new field is named by number once numbered: {text}"
+    );
+    let _server = instance.serve();
+    let record = instance.json(&["record", "get", "sc_req_item", &sys_id, "--json"]);
+    assert_eq!(record["fields"]["u_room"], "B-205", "{record:#}");
+    assert_eq!(
+        record["fields"]["short_description"], "Install Visio",
+        "{record:#}"
+    );
 }

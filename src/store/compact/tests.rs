@@ -1,8 +1,9 @@
-//! Format 2, 3 and 4 round trips: every compact value reads back as it was
+//! Format 2 to 5 round trips: every compact value reads back as it was
 //! written, and its earlier forms (format 1, JSON; format 2 for flow
-//! contexts) still read.
+//! contexts; formats 2 and 4 for records and correlations) still read.
 
 use super::super::codec::{FORMAT_VERSION, decode, encode, write_json};
+use super::super::names::FieldNames;
 use super::keyed::{correlation_at, encode_correlation, encode_record, record_at};
 use super::*;
 
@@ -26,14 +27,17 @@ fn both_ways<T: Stored + serde::Serialize>(value: &T) -> usize {
     binary.len()
 }
 
-/// A value of format 4 reads back as it was, with its key; `binary`, the
+/// Reads a value stored under key `K`.
+type ReadKeyed<'a, K, T> = dyn Fn(K, &[u8]) -> Result<T, StoreError> + 'a;
+
+/// A value of format 5 reads back as it was, with its key; `binary`, the
 /// value in format 2 (its key's parts inside), and its format 1 still
-/// read. Returns the sizes in formats 4 and 2.
+/// read. Returns the sizes in formats 5 and 2.
 fn keyed_ways<T, K: Copy>(
     value: &T,
     key: K,
-    write: fn(&T) -> Vec<u8>,
-    read: fn(K, &[u8]) -> Result<T, StoreError>,
+    write: &dyn Fn(&T) -> Vec<u8>,
+    read: &ReadKeyed<'_, K, T>,
     binary: &[u8],
 ) -> (usize, usize)
 where
@@ -41,7 +45,7 @@ where
 {
     let json = serde_json::to_value(value).unwrap();
     let keyed = write(value);
-    assert_eq!(keyed[0], KEYED);
+    assert_eq!(keyed[0], NAMED);
     assert_eq!(
         serde_json::to_value(read(key, &keyed).unwrap()).unwrap(),
         json
@@ -78,7 +82,7 @@ fn correlation_message_of_2(correlation: &Correlation) -> stored::Correlation {
         remote_system: correlation.remote_system.clone(),
         table: correlation.table.clone(),
         local_correlation_id: correlation.local_correlation_id.clone(),
-        ..correlation_message(correlation)
+        ..correlation_message(correlation, &FieldNames::default().view())
     }
 }
 
@@ -152,11 +156,8 @@ fn queue_items_and_contexts_round_trip() {
     every_format(&context);
 }
 
-/// Records and correlations are written in format 4, without their key's
-/// parts, and read back whole with their key; formats 2 and 1 still read.
-#[test]
-fn records_and_correlations_are_stored_without_their_keys() {
-    let record: Record = serde_json::from_value(serde_json::json!({
+fn a_record() -> Record {
+    serde_json::from_value(serde_json::json!({
         "table": "incident", "sys_id": "a".repeat(32), "created_on": 1, "created_by": "admin",
         "updated_on": 2, "updated_by": "ann", "mod_count": 3, "domain": "global",
         "fields": {"number": "INC0000001", "short_description": "Printer jams", "state": "2"},
@@ -165,21 +166,11 @@ fn records_and_correlations_are_stored_without_their_keys() {
             "size": 10, "hash": "b".repeat(64), "created_on": 1, "created_by": "admin",
             "origin": {"remote_system": "hub", "sys_id": "e".repeat(32)}}]
     }))
-    .unwrap();
-    let key = (record.table.as_str(), record.sys_id.as_str());
-    let binary = format_2(&stored::Record {
-        table: record.table.clone(),
-        sys_id: record.sys_id.clone(),
-        ..record_message(&record)
-    });
-    let (keyed, binary) = keyed_ways(&record, key, encode_record, record_at, &binary);
-    assert_eq!(
-        binary - keyed,
-        2 + "incident".len() + 2 + 32,
-        "the key's parts"
-    );
+    .unwrap()
+}
 
-    let correlation: Correlation = serde_json::from_value(serde_json::json!({
+fn a_correlation() -> Correlation {
+    serde_json::from_value(serde_json::json!({
         "remote_system": "hub", "remote_correlation_id": "", "table": "incident",
         "local_correlation_id": "a".repeat(32), "active": true, "created_on": 5, "updated_on": 9,
         "synced": {
@@ -189,14 +180,43 @@ fn records_and_correlations_are_stored_without_their_keys() {
             "other": {"digest": "not hex at all", "on": 9}},
         "unsent": true, "origin_remote": false
     }))
-    .unwrap();
+    .unwrap()
+}
+
+/// Records and correlations are written in format 5, without their key's
+/// parts, and read back whole with their key; formats 2 and 1 still read.
+/// (Here the store has numbered no field name: each is stored as text.)
+#[test]
+fn records_and_correlations_are_stored_without_their_keys() {
+    let none = FieldNames::default();
+    let record = a_record();
+    let key = (record.table.as_str(), record.sys_id.as_str());
+    let binary = format_2(&stored::Record {
+        table: record.table.clone(),
+        sys_id: record.sys_id.clone(),
+        ..record_message(&record, &none.view(), &mut Vec::new())
+    });
+    let (keyed, binary) = keyed_ways(
+        &record,
+        key,
+        &|record| encode_record(&none, record).0,
+        &|key, bytes| record_at(&none, key, bytes),
+        &binary,
+    );
+    assert_eq!(
+        binary - keyed,
+        2 + "incident".len() + 2 + 32,
+        "the key's parts"
+    );
+
+    let correlation = a_correlation();
     let key = ("incident", &*correlation.local_correlation_id, "hub");
     let binary = format_2(&correlation_message_of_2(&correlation));
     let (keyed, binary) = keyed_ways(
         &correlation,
         key,
-        encode_correlation,
-        correlation_at,
+        &|correlation| encode_correlation(&none, correlation),
+        &|key, bytes| correlation_at(&none, key, bytes),
         &binary,
     );
     assert_eq!(binary - keyed, 2 + 3 + 2 + 8 + 2 + 32, "the key's parts");
@@ -205,7 +225,7 @@ fn records_and_correlations_are_stored_without_their_keys() {
     answered.remote_correlation_id = "f".repeat(32);
     let id = "f".repeat(32);
     assert_eq!(
-        correlation_peer_id(&encode_correlation(&answered)).unwrap(),
+        correlation_peer_id(&encode_correlation(&none, &answered)).unwrap(),
         id
     );
     let old = format_2(&correlation_message_of_2(&answered));
@@ -214,9 +234,51 @@ fn records_and_correlations_are_stored_without_their_keys() {
     write_json(&answered, &mut old);
     assert_eq!(correlation_peer_id(&old).unwrap(), id);
     assert_eq!(
-        correlation_peer_id(&encode_correlation(&correlation)).unwrap(),
+        correlation_peer_id(&encode_correlation(&none, &correlation)).unwrap(),
         ""
     );
+}
+
+/// With the store's numbers for its field names (format 5), a record and
+/// a correlation name their fields by number: smaller by the names, read
+/// back whole; a name the store has no number for stays text and is
+/// reported for the writer to number; a number the store lacks is refused.
+#[test]
+fn field_names_are_stored_as_the_stores_numbers() {
+    let none = FieldNames::default();
+    let all = FieldNames::numbered(&["number", "short_description", "state", "odd", "other"]);
+    let record = a_record();
+    let key = (record.table.as_str(), record.sys_id.as_str());
+    let (as_text, unnamed) = encode_record(&none, &record);
+    assert_eq!(unnamed, ["number", "short_description", "state"]);
+    let (numbered, unnamed) = encode_record(&all, &record);
+    assert!(unnamed.is_empty(), "{unnamed:?}");
+    let names = "number".len() + "short_description".len() + "state".len();
+    // A name's tag, length and bytes become a number's tag and number.
+    assert_eq!(as_text.len() - numbered.len(), names);
+    for (names, bytes) in [(&all, &numbered), (&all, &as_text), (&none, &as_text)] {
+        assert_eq!(record_at(names, key, bytes).unwrap(), record);
+    }
+    let refused = record_at(&none, key, &numbered).unwrap_err().to_string();
+    assert!(refused.contains("field name number 1"), "{refused}");
+    let some = FieldNames::numbered(&["state"]);
+    let (mixed, unnamed) = encode_record(&some, &record);
+    assert_eq!(unnamed, ["number", "short_description"]);
+    assert_eq!(record_at(&some, key, &mixed).unwrap(), record);
+
+    let correlation = a_correlation();
+    let key = ("incident", &*correlation.local_correlation_id, "hub");
+    let as_text = encode_correlation(&none, &correlation);
+    let numbered = encode_correlation(&all, &correlation);
+    let names = "number".len() + "state".len() + "odd".len() + "other".len();
+    assert_eq!(as_text.len() - numbered.len(), names);
+    for (names, bytes) in [(&all, &numbered), (&none, &as_text)] {
+        assert_eq!(correlation_at(names, key, bytes).unwrap(), correlation);
+    }
+    let refused = correlation_at(&some, key, &numbered)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("is not in the store's names"), "{refused}");
 }
 
 /// A context is written in format 3 and reads back as it was; its format-2

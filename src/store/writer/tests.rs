@@ -1,5 +1,5 @@
-//! The writer's chains: a job runs only after every earlier one of its
-//! chain was saved.
+//! The writer's chains (a job runs only after every earlier one of its
+//! chain was saved) and the field names it numbers.
 
 use super::test_support::{hold, scratch_store};
 use super::*;
@@ -60,5 +60,100 @@ async fn a_chain_saves_a_job_only_after_every_earlier_one() {
     let next = refused(next.await.unwrap_err());
     assert!(next.contains("was not saved"), "{next}");
     assert!(!noted(&store, "in a failed commit") && !noted(&store, "after the failed commit"));
+    store.close();
+}
+
+fn create(fields: &[(&str, &str)]) -> crate::record::RecordWrite {
+    crate::record::RecordWrite {
+        operation: crate::record::Operation::Create,
+        table: "incident".to_string(),
+        sys_id: None,
+        fields: fields
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+            .collect(),
+        journal: Vec::new(),
+        attachments: Default::default(),
+    }
+}
+
+/// A record's field names are numbered by the commit that first stores
+/// them: the record after it names them by number and reads back, after a
+/// reopen too. Numbers given in a commit that failed are given again.
+#[tokio::test]
+async fn field_names_are_numbered_once_and_not_by_a_failed_commit() {
+    let (dir, store) = scratch_store("hub");
+    let actor = super::super::Actor {
+        user: "admin".to_string(),
+        domain: crate::domain::Domain::global(),
+    };
+    let limits = super::super::RecordWriteLimits {
+        max_record_bytes: 1 << 20,
+    };
+    let held = hold(&store);
+    let lost = store.writer.enqueue(Durability::Immediate, |txn| {
+        txn.name_fields(&["impact".to_string()])
+    });
+    let poison = store
+        .writer
+        .enqueue(Durability::Immediate, |_| -> Result<(), StoreError> {
+            Err(StoreError::Storage("the disk went away".into()))
+        });
+    let _ = held.await;
+    assert!(lost.await.is_err() && poison.await.is_err());
+    assert_eq!(store.db.names().view().number("impact"), None);
+
+    let stored_bytes = |store: &super::super::Store, sys_id: &str| {
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(super::super::tables::RECORDS).unwrap();
+        table
+            .get(("incident", sys_id))
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec()
+    };
+    let first = store
+        .write_records(
+            actor.clone(),
+            vec![create(&[("urgency", "1"), ("impact", "2")])],
+            limits.clone(),
+        )
+        .await
+        .unwrap();
+    // The first record names them as text; the commit numbers them.
+    let text = String::from_utf8_lossy(&stored_bytes(&store, &first[0].sys_id)).into_owned();
+    assert!(
+        text.contains("urgency") && text.contains("impact"),
+        "{text}"
+    );
+    let numbers = {
+        let names = store.db.names().view();
+        (names.number("impact"), names.number("urgency"))
+    };
+    assert_eq!(numbers, (Some(1), Some(2)));
+    let second = store
+        .write_records(
+            actor,
+            vec![create(&[("urgency", "3"), ("impact", "4")])],
+            limits,
+        )
+        .await
+        .unwrap();
+    let bytes = stored_bytes(&store, &second[0].sys_id);
+    assert_eq!(bytes[0], super::super::codec::NAMED);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        !text.contains("urgency") && !text.contains("impact"),
+        "{text}"
+    );
+    store.close();
+    drop(store);
+
+    let store = super::super::Store::open(dir.path()).unwrap();
+    for (write, urgency) in [(&first, "1"), (&second, "3")] {
+        let (record, _) = store.record("incident", &write[0].sys_id).unwrap().unwrap();
+        assert_eq!(record.fields["urgency"], urgency);
+    }
     store.close();
 }
