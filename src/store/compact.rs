@@ -1,24 +1,24 @@
 //! Store format 2 for the values stored most: records, journal entries,
 //! queue items, correlations and flow contexts, each as its protobuf message
-//! (`crate::stored`), and still read from format 1 (JSON). Every other
-//! value stays JSON (`stored_as_json!` below).
+//! (`crate::stored`), and still read from format 1 (JSON). Records and
+//! correlations have their own forms since (formats 4 and 5, `keyed`),
+//! flow contexts theirs (format 3, `context`). Every other value stays
+//! JSON (`stored_as_json!` below).
 
-use bytes::Bytes;
 use prost::Message;
 
 use super::StoreError;
 use super::codec::{
     BINARY, JSON, KEYED, NAMED, PACKED, Stored, read_json, stored_as_json, unexpected,
 };
-use super::names::Known;
-use crate::attachment::{Attachment, AttachmentOrigin, Grant};
+use crate::attachment::Grant;
 use crate::domain::Domain;
 use crate::queue::payload::{operation_number, operation_of};
 use crate::queue::{
     ALL_STATUSES, ConflictRule, Correlation, EncodedPayload, FetchRetry, FieldBase, FieldConflict,
-    FlowContext, InboundItem, OutboundItem, QueueStatus, Synced, Winner,
+    FlowContext, InboundItem, OutboundItem, QueueStatus, Winner,
 };
-use crate::record::{JournalEntry, Record};
+use crate::record::JournalEntry;
 use crate::stored;
 use context::{context_message, context_of};
 
@@ -103,107 +103,6 @@ pub(super) fn status_of(number: u32) -> Result<QueueStatus, String> {
         .and_then(|place| ALL_STATUSES.get(place as usize))
         .copied()
         .ok_or_else(|| format!("status number {number} is unknown"))
-}
-
-/// A record's message without its key's parts (`table`, `sys_id`: left
-/// empty, so not written), each field named by its number in `names`, as
-/// format 5 stores it; the names without a number are named by their text
-/// and added to `unnamed`.
-fn record_message(record: &Record, names: &Known, unnamed: &mut Vec<String>) -> stored::Record {
-    stored::Record {
-        table: String::new(),
-        sys_id: String::new(),
-        created_on: record.created_on,
-        created_by: record.created_by.clone(),
-        updated_on: record.updated_on,
-        updated_by: (record.updated_by != record.created_by).then(|| record.updated_by.clone()),
-        mod_count: record.mod_count,
-        domain: record.domain.to_string(),
-        fields: record
-            .fields
-            .iter()
-            .map(|(name, value)| match names.number(name) {
-                Some(name_id) => stored::Field {
-                    name: String::new(),
-                    value: value.clone(),
-                    name_id,
-                },
-                None => {
-                    unnamed.push(name.clone());
-                    stored::Field {
-                        name: name.clone(),
-                        value: value.clone(),
-                        name_id: 0,
-                    }
-                }
-            })
-            .collect(),
-        journal_len: record.journal_len,
-        attachments: record
-            .attachments
-            .iter()
-            .map(|a| stored::Attachment {
-                sys_id: a.sys_id.clone(),
-                file_name: a.file_name.clone(),
-                content_type: a.content_type.clone(),
-                size: a.size,
-                hash: a.hash.clone(),
-                created_on: a.created_on,
-                created_by: a.created_by.clone(),
-                origin_remote_system: a.origin.as_ref().map(|o| o.remote_system.clone()),
-                origin_sys_id: a.origin.as_ref().map(|o| o.sys_id.clone()),
-            })
-            .collect(),
-    }
-}
-
-/// A field's name: its number's in `names`, or its text.
-fn name_of(text: String, number: u32, names: &Known) -> Result<String, String> {
-    match number {
-        0 => Ok(text),
-        number => names.name(number).map(str::to_string),
-    }
-}
-
-fn record_of(message: stored::Record, names: &Known) -> Result<Record, String> {
-    Ok(Record {
-        updated_by: message
-            .updated_by
-            .unwrap_or_else(|| message.created_by.clone()),
-        table: message.table,
-        sys_id: message.sys_id,
-        created_on: message.created_on,
-        created_by: message.created_by,
-        updated_on: message.updated_on,
-        mod_count: message.mod_count,
-        domain: domain_of(message.domain)?,
-        fields: message
-            .fields
-            .into_iter()
-            .map(|f| Ok((name_of(f.name, f.name_id, names)?, f.value)))
-            .collect::<Result<_, String>>()?,
-        journal_len: message.journal_len,
-        attachments: message
-            .attachments
-            .into_iter()
-            .map(|a| Attachment {
-                origin: match (a.origin_remote_system, a.origin_sys_id) {
-                    (Some(remote_system), Some(sys_id)) => Some(AttachmentOrigin {
-                        remote_system,
-                        sys_id,
-                    }),
-                    _ => None,
-                },
-                sys_id: a.sys_id,
-                file_name: a.file_name,
-                content_type: a.content_type,
-                size: a.size,
-                hash: a.hash,
-                created_on: a.created_on,
-                created_by: a.created_by,
-            })
-            .collect(),
-    })
 }
 
 fn journal_message(entry: &JournalEntry) -> stored::JournalEntry {
@@ -468,32 +367,6 @@ fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
     })
 }
 
-/// A digest of 16 lowercase hex digits goes in as its 8 bytes; any other
-/// text as itself (never 8 bytes long, so the two cannot be confused).
-fn digest_bytes(digest: &str) -> Bytes {
-    // Binary only when it reads back as the same text (lowercase).
-    let binary = crate::ids::unhex(digest)
-        .filter(|bytes| bytes.len() == 8 && crate::ids::hex(bytes) == digest);
-    if let Some(bytes) = binary {
-        Bytes::from(bytes)
-    } else {
-        let mut text = digest.as_bytes().to_vec();
-        if text.len() == 8 {
-            // Kept apart from a binary digest by a marker byte.
-            text.insert(0, 0);
-        }
-        Bytes::from(text)
-    }
-}
-
-fn digest_text(bytes: &[u8]) -> String {
-    match bytes.len() {
-        8 => crate::ids::hex(bytes),
-        9 if bytes[0] == 0 => String::from_utf8_lossy(&bytes[1..]).into_owned(),
-        _ => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
 /// The peer's record of a stored correlation (`remote_correlation_id`),
 /// without decoding the rest (its sync state is most of it).
 pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
@@ -504,84 +377,6 @@ pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
         (JSON, body) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),
         (other, _) => Err(unexpected(other)),
     }
-}
-
-/// A correlation's message without its key's parts (`remote_system`,
-/// `table`, `local_correlation_id`: left empty, so not written), each field
-/// named by its number in `names` where it has one, as format 5 stores it.
-fn correlation_message(correlation: &Correlation, names: &Known) -> stored::Correlation {
-    stored::Correlation {
-        remote_system: String::new(),
-        remote_correlation_id: correlation.remote_correlation_id.clone(),
-        table: String::new(),
-        local_correlation_id: String::new(),
-        active: correlation.active,
-        created_on: correlation.created_on,
-        updated_on: (correlation.updated_on != correlation.created_on)
-            .then_some(correlation.updated_on),
-        synced: correlation
-            .synced
-            .iter()
-            .map(|(field, synced)| {
-                let field_id = names.number(field).unwrap_or(0);
-                stored::Synced {
-                    field: if field_id == 0 {
-                        field.clone()
-                    } else {
-                        String::new()
-                    },
-                    digest: digest_bytes(&synced.digest),
-                    on: (synced.on != correlation.updated_on).then_some(synced.on),
-                    by_peer: synced.by_peer,
-                    field_id,
-                }
-            })
-            .collect(),
-        deleted_on: correlation.deleted_on,
-        unsent: correlation.unsent,
-        first_item: correlation.first_item,
-        origin: match correlation.origin_remote {
-            None => 0,
-            Some(false) => 1,
-            Some(true) => 2,
-        },
-    }
-}
-
-fn correlation_of(message: stored::Correlation, names: &Known) -> Result<Correlation, String> {
-    let updated_on = message.updated_on.unwrap_or(message.created_on);
-    Ok(Correlation {
-        remote_system: message.remote_system,
-        remote_correlation_id: message.remote_correlation_id,
-        table: message.table,
-        local_correlation_id: message.local_correlation_id,
-        active: message.active,
-        created_on: message.created_on,
-        updated_on,
-        synced: message
-            .synced
-            .into_iter()
-            .map(|s| {
-                Ok((
-                    name_of(s.field, s.field_id, names)?,
-                    Synced {
-                        digest: digest_text(&s.digest),
-                        on: s.on.unwrap_or(updated_on),
-                        by_peer: s.by_peer,
-                    },
-                ))
-            })
-            .collect::<Result<_, String>>()?,
-        deleted_on: message.deleted_on,
-        unsent: message.unsent,
-        first_item: message.first_item,
-        origin_remote: match message.origin {
-            0 => None,
-            1 => Some(false),
-            2 => Some(true),
-            other => return Err(format!("correlation origin number {other} is unknown")),
-        },
-    })
 }
 
 mod context;

@@ -4,8 +4,13 @@
 
 use super::super::codec::{FORMAT_VERSION, decode, encode, write_json};
 use super::super::names::FieldNames;
-use super::keyed::{correlation_at, encode_correlation, encode_record, record_at};
+use super::keyed::{
+    correlation_at, correlation_message, encode_correlation, encode_record, record_at,
+    record_message,
+};
 use super::*;
+use crate::record::Record;
+use bytes::Bytes;
 
 /// Every value survives format 2, and format 1 (JSON) still reads.
 fn both_ways<T: Stored + serde::Serialize>(value: &T) -> usize {
@@ -76,13 +81,20 @@ fn format_2(message: &impl Message) -> Vec<u8> {
     [&[BINARY][..], &message.encode_to_vec()].concat()
 }
 
-/// A correlation's message as format 2 wrote it: its key's parts inside.
+/// A correlation's message as format 2 wrote it: its key's parts inside,
+/// a hex digest as its 8 bytes.
 fn correlation_message_of_2(correlation: &Correlation) -> stored::Correlation {
+    let mut message = correlation_message(correlation, &FieldNames::default().view());
+    for synced in &mut message.synced {
+        if let Some(bits) = synced.digest_bits.take() {
+            synced.digest = Bytes::copy_from_slice(&bits.to_be_bytes());
+        }
+    }
     stored::Correlation {
         remote_system: correlation.remote_system.clone(),
         table: correlation.table.clone(),
         local_correlation_id: correlation.local_correlation_id.clone(),
-        ..correlation_message(correlation, &FieldNames::default().view())
+        ..message
     }
 }
 
@@ -177,6 +189,7 @@ fn a_correlation() -> Correlation {
             "state": {"digest": "0123456789abcdef", "on": 9},
             "number": {"digest": "fedcba9876543210", "on": 7, "by_peer": true},
             "odd": {"digest": "8 chars!", "on": 9},
+            "zero": {"digest": "0000000000000000", "on": 9},
             "other": {"digest": "not hex at all", "on": 9}},
         "unsent": true, "origin_remote": false
     }))
@@ -219,7 +232,9 @@ fn records_and_correlations_are_stored_without_their_keys() {
         &|key, bytes| correlation_at(&none, key, bytes),
         &binary,
     );
-    assert_eq!(binary - keyed, 2 + 3 + 2 + 8 + 2 + 32, "the key's parts");
+    // The key's parts, and a byte for each hex digest: its 8 bytes need no
+    // length in format 5.
+    assert_eq!(binary - keyed, 2 + 3 + 2 + 8 + 2 + 32 + 3);
     // The sender reads only the peer's record of it, in every format.
     let mut answered = correlation.clone();
     answered.remote_correlation_id = "f".repeat(32);
@@ -246,7 +261,14 @@ fn records_and_correlations_are_stored_without_their_keys() {
 #[test]
 fn field_names_are_stored_as_the_stores_numbers() {
     let none = FieldNames::default();
-    let all = FieldNames::numbered(&["number", "short_description", "state", "odd", "other"]);
+    let all = FieldNames::numbered(&[
+        "number",
+        "short_description",
+        "state",
+        "odd",
+        "other",
+        "zero",
+    ]);
     let record = a_record();
     let key = (record.table.as_str(), record.sys_id.as_str());
     let (as_text, unnamed) = encode_record(&none, &record);
@@ -270,7 +292,7 @@ fn field_names_are_stored_as_the_stores_numbers() {
     let key = ("incident", &*correlation.local_correlation_id, "hub");
     let as_text = encode_correlation(&none, &correlation);
     let numbered = encode_correlation(&all, &correlation);
-    let names = "number".len() + "state".len() + "odd".len() + "other".len();
+    let names = "number".len() + "state".len() + "odd".len() + "other".len() + "zero".len();
     assert_eq!(as_text.len() - numbered.len(), names);
     for (names, bytes) in [(&all, &numbered), (&none, &as_text)] {
         assert_eq!(correlation_at(names, key, bytes).unwrap(), correlation);
