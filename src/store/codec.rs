@@ -9,7 +9,8 @@
 //! of it its key holds: records and correlations, read only with their key
 //! (`compact::keyed`). Format 5 is format 4 with field names as numbers
 //! from the store's list of names (`names`): records and correlations, read
-//! only with the store's names. Every other value is still written as format 1. A newer
+//! only with the store's names; for queue items, format 2 without the
+//! table and record id their payload holds too. Every other value is still written as format 1. A newer
 //! binary reads every older format; an older binary refuses a newer value
 //! (and a store whose recorded format is newer) with a clear error instead
 //! of misreading it.
@@ -31,9 +32,11 @@ pub const PACKED: u8 = 3;
 /// Format 4: a protobuf message without its key's parts (records and
 /// correlations).
 pub const KEYED: u8 = 4;
-/// Format 5: format 4 with field names as the store's numbers for them
-/// (records and correlations).
-pub const NAMED: u8 = 5;
+/// Format 5: values without what is stored elsewhere. Records and
+/// correlations name their fields by the store's numbers for them (and a
+/// correlation stores hex digests as numbers); a queue item leaves its
+/// table and record id to its payload, which holds them too.
+pub const LEAN: u8 = 5;
 
 /// A value the store keeps: how it is written and read back.
 pub trait Stored: Sized {

@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::StoreError;
 use super::codec::{
-    BINARY, JSON, KEYED, NAMED, PACKED, Stored, read_json, stored_as_json, unexpected,
+    BINARY, JSON, KEYED, LEAN, PACKED, Stored, read_json, stored_as_json, unexpected,
 };
 use crate::attachment::Grant;
 use crate::domain::Domain;
@@ -37,20 +37,22 @@ stored_as_json!(
 );
 
 /// Implements `Stored` for a type with a format-2 message: written as the
-/// message, read from it or from format 1.
+/// message under format byte `$format` (2, or 5 for a message that may
+/// leave out what another part of it holds), read from either or from
+/// format 1.
 macro_rules! stored_compact {
-    ($($t:ty => $message:ty, $to:ident, $from:ident;)*) => {
+    ($($t:ty => $message:ty, $to:ident, $from:ident, $format:ident;)*) => {
         $(impl Stored for $t {
             fn write(&self, out: &mut Vec<u8>) {
                 let message = $to(self);
                 out.reserve(1 + message.encoded_len());
-                out.push(BINARY);
+                out.push($format);
                 message.encode(out).expect("a Vec grows to fit");
             }
             fn read(version: u8, body: &[u8]) -> Result<Self, StoreError> {
                 match version {
                     JSON => read_json(body),
-                    BINARY => $from(<$message>::decode(body).map_err(|e| {
+                    v if v == BINARY || v == $format => $from(<$message>::decode(body).map_err(|e| {
                         StoreError::Corrupt(format!("stored value does not decode: {e}"))
                     })?)
                     .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
@@ -62,9 +64,9 @@ macro_rules! stored_compact {
 }
 
 stored_compact! {
-    JournalEntry => stored::JournalEntry, journal_message, journal_of;
-    OutboundItem => stored::OutboundItem, outbound_message, outbound_of;
-    InboundItem => stored::InboundItem, inbound_message, inbound_of;
+    JournalEntry => stored::JournalEntry, journal_message, journal_of, BINARY;
+    OutboundItem => stored::OutboundItem, outbound_message, outbound_of, LEAN;
+    InboundItem => stored::InboundItem, inbound_message, inbound_of, LEAN;
 }
 
 /// Flow contexts: written in format 3 (`context::pack`), read from any.
@@ -149,8 +151,61 @@ fn bases_of(bases: Vec<stored::FieldBase>) -> Vec<FieldBase> {
         .collect()
 }
 
+// Field numbers of `Payload` in store.proto: the record it is of.
+const PAYLOAD_TABLE: u32 = 4;
+const PAYLOAD_SYS_ID: u32 = 5;
+
+/// The table and record id a binary payload holds, read without decoding
+/// the rest (they come before its fields, as prost writes them); `None`
+/// when it does not read.
+fn payload_key(payload: &[u8]) -> Option<(&str, &str)> {
+    let (mut table, mut sys_id) = ("", "");
+    let mut at = 0;
+    while at < payload.len() {
+        let field = state::next_field(payload, &mut at).ok()?;
+        let text = || std::str::from_utf8(&payload[field.content.clone()]).ok();
+        match field.number {
+            PAYLOAD_TABLE => table = text()?,
+            PAYLOAD_SYS_ID => sys_id = text()?,
+            later if later > PAYLOAD_SYS_ID => break,
+            _ => {}
+        }
+    }
+    Some((table, sys_id))
+}
+
+/// Whether a queue item of `(table, id)` may leave both to its binary
+/// payload (format 5): the payload holds the same.
+fn key_in(payload: &[u8], (table, id): (&str, &str)) -> bool {
+    !payload.is_empty() && payload_key(payload) == Some((table, id))
+}
+
+/// An item's table and record id: its own, or its payload's.
+fn item_key(
+    in_payload: bool,
+    payload: &[u8],
+    own: (String, String),
+) -> Result<(String, String), String> {
+    if !in_payload {
+        return Ok(own);
+    }
+    let (table, id) = payload_key(payload)
+        .ok_or_else(|| "the item's payload, which holds its table, does not read".to_string())?;
+    Ok((table.to_string(), id.to_string()))
+}
+
+/// `text`, or nothing when the payload holds it (`key_in`).
+fn unless_in_payload(in_payload: bool, text: &str) -> String {
+    if in_payload {
+        String::new()
+    } else {
+        text.to_string()
+    }
+}
+
 fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
     let (payload, payload_json) = item.payload.parts();
+    let key_in_payload = key_in(&payload, (&item.table, &item.local_correlation_id));
     stored::OutboundItem {
         id: item.id,
         sequence: item.sequence,
@@ -159,8 +214,8 @@ fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
         capture_definition: item.capture_definition.clone(),
         outbound_flow: item.outbound_flow.clone(),
         operation: operation_number(item.operation),
-        table: item.table.clone(),
-        local_correlation_id: item.local_correlation_id.clone(),
+        table: unless_in_payload(key_in_payload, &item.table),
+        local_correlation_id: unless_in_payload(key_in_payload, &item.local_correlation_id),
         domain: item.domain.to_string(),
         status: status_number(item.status),
         created_on: item.created_on,
@@ -176,10 +231,16 @@ fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
         flow_contexts: item.flow_contexts.clone(),
         bases: bases_message(&item.bases),
         settles: item.settles,
+        key_in_payload,
     }
 }
 
 fn outbound_of(message: stored::OutboundItem) -> Result<OutboundItem, String> {
+    let (table, local_correlation_id) = item_key(
+        message.key_in_payload,
+        &message.payload,
+        (message.table, message.local_correlation_id),
+    )?;
     Ok(OutboundItem {
         id: message.id,
         sequence: message.sequence,
@@ -188,8 +249,8 @@ fn outbound_of(message: stored::OutboundItem) -> Result<OutboundItem, String> {
         capture_definition: message.capture_definition,
         outbound_flow: message.outbound_flow,
         operation: operation_of(message.operation)?,
-        table: message.table,
-        local_correlation_id: message.local_correlation_id,
+        table,
+        local_correlation_id,
         domain: domain_of(message.domain)?,
         status: status_of(message.status)?,
         created_on: message.created_on,
@@ -245,14 +306,15 @@ fn winner_of(number: u32) -> Result<Winner, String> {
 
 fn inbound_message(item: &InboundItem) -> stored::InboundItem {
     let (payload, payload_json) = item.payload.parts();
+    let key_in_payload = key_in(&payload, (&item.source_table, &item.remote_correlation_id));
     stored::InboundItem {
         id: item.id,
         sequence: item.sequence,
         remote_system: item.remote_system.clone(),
         process_event: item.process_event.clone(),
         operation: operation_number(item.operation),
-        source_table: item.source_table.clone(),
-        remote_correlation_id: item.remote_correlation_id.clone(),
+        source_table: unless_in_payload(key_in_payload, &item.source_table),
+        remote_correlation_id: unless_in_payload(key_in_payload, &item.remote_correlation_id),
         local_correlation_id: item.local_correlation_id.clone(),
         domain: item.domain.to_string(),
         status: status_number(item.status),
@@ -300,18 +362,24 @@ fn inbound_message(item: &InboundItem) -> stored::InboundItem {
                 winner: winner_number(c.winner),
             })
             .collect(),
+        key_in_payload,
     }
 }
 
 fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
+    let (source_table, remote_correlation_id) = item_key(
+        message.key_in_payload,
+        &message.payload,
+        (message.source_table, message.remote_correlation_id),
+    )?;
     Ok(InboundItem {
         id: message.id,
         sequence: message.sequence,
         remote_system: message.remote_system,
         process_event: message.process_event,
         operation: operation_of(message.operation)?,
-        source_table: message.source_table,
-        remote_correlation_id: message.remote_correlation_id,
+        source_table,
+        remote_correlation_id,
         local_correlation_id: message.local_correlation_id,
         domain: domain_of(message.domain)?,
         status: status_of(message.status)?,
@@ -371,7 +439,7 @@ fn inbound_of(message: stored::InboundItem) -> Result<InboundItem, String> {
 /// without decoding the rest (its sync state is most of it).
 pub(super) fn correlation_peer_id(bytes: &[u8]) -> Result<String, StoreError> {
     match super::codec::envelope(bytes)? {
-        (BINARY | KEYED | NAMED, body) => stored::CorrelationPeerId::decode(body)
+        (BINARY | KEYED | LEAN, body) => stored::CorrelationPeerId::decode(body)
             .map(|m| m.remote_correlation_id)
             .map_err(|e| StoreError::Corrupt(format!("stored value does not decode: {e}"))),
         (JSON, body) => Ok(read_json::<Correlation>(body)?.remote_correlation_id),

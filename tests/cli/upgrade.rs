@@ -367,11 +367,12 @@ fn a_format_4_store_opens_with_its_records_and_correlations() {
     demo_request_reads_back(dir, &sys_id, "01a248253bcf000813a362a4f4ec52cc");
 }
 
-/// Format 5 (field names as the store's numbers for them): the hub of
-/// `procsync demo --keep` once more. Its record holds no field name as
-/// text; record and correlation read back with their names, in the store
-/// and through the CLI; a field new to the store is numbered when first
-/// written and reads back after a restart.
+/// Format 5 (field names as the store's numbers for them, queue items
+/// without the key their payload holds): the hub of `procsync demo
+/// --keep` once more. Its record holds no field name as text; record,
+/// correlation and inbound item read back whole, in the store and through
+/// the CLI; a field new to the store is numbered when first written and
+/// reads back after a restart.
 #[test]
 fn a_format_5_store_opens_with_its_field_names() {
     let dir = copy_fixture("store-format-5");
@@ -383,8 +384,29 @@ fn a_format_5_store_opens_with_its_field_names() {
         !text.contains("short_description") && text.contains("Install Visio"),
         "{text}"
     );
-    let (instance, mut server) =
-        demo_request_reads_back(dir, &sys_id, "01a24894f68b0008587c98a8d3b85a31");
+    let edge_sys_id = "01a248b442260008c32bcbe3ac12abc3";
+    {
+        // Its inbound item leaves the edge's record id to its payload and
+        // reads it back from there.
+        use redb::{ReadableDatabase, ReadableTable};
+        let db = redb::Database::open(dir.path().join("procsync.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let inbound: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("inbound");
+        let table = txn.open_table(inbound).unwrap();
+        let (_, stored) = table.first().unwrap().expect("an inbound item");
+        let bytes = stored.value();
+        assert_eq!(bytes[0], 5, "the fixture's inbound item is of format 5");
+        let once = bytes.windows(32).filter(|w| *w == edge_sys_id.as_bytes());
+        assert_eq!(once.count(), 1, "the edge's id is in the payload only");
+    }
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let inbound = store.inbound_items(&QueueFilter::default()).unwrap();
+        assert_eq!(inbound[0].source_table, "sc_req_item");
+        assert_eq!(inbound[0].remote_correlation_id, edge_sys_id);
+        store.close();
+    }
+    let (instance, mut server) = demo_request_reads_back(dir, &sys_id, edge_sys_id);
     instance.ok(&["record", "update", "sc_req_item", &sys_id, "u_room=B-204"]);
     instance.ok(&["record", "update", "sc_req_item", &sys_id, "u_room=B-205"]);
     server.stop();

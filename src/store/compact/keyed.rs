@@ -15,7 +15,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::super::StoreError;
-use super::super::codec::{BINARY, JSON, KEYED, NAMED, envelope, read_json, unexpected};
+use super::super::codec::{BINARY, JSON, KEYED, LEAN, envelope, read_json, unexpected};
 use super::super::names::{FieldNames, Known};
 use super::domain_of;
 use crate::attachment::{Attachment, AttachmentOrigin};
@@ -70,7 +70,7 @@ pub fn correlation_at(
 
 fn named(message: &impl Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + message.encoded_len());
-    out.push(NAMED);
+    out.push(LEAN);
     message.encode(&mut out).expect("a Vec grows to fit");
     out
 }
@@ -89,7 +89,7 @@ where
     let corrupt = |e: String| StoreError::Corrupt(format!("stored value does not decode: {e}"));
     match envelope(bytes)? {
         (JSON, body) => read_json(body),
-        (BINARY | KEYED | NAMED, body) => {
+        (BINARY | KEYED | LEAN, body) => {
             of(M::decode(body).map_err(|e| corrupt(e.to_string()))?, names).map_err(corrupt)
         }
         (other, _) => Err(unexpected(other)),

@@ -12,7 +12,7 @@ use super::{status_number, status_of};
 use crate::ids::Millis;
 use crate::queue::{OutboundItem, QueueStatus};
 use crate::store::StoreError;
-use crate::store::codec::{BINARY, decode, encode};
+use crate::store::codec::{BINARY, LEAN, decode, encode};
 
 // Field numbers of `OutboundItem` in store.proto.
 const REMOTE_SYSTEM: u32 = 3;
@@ -55,13 +55,20 @@ pub(in crate::store) struct OutboundState<'a> {
     /// The error field as stored (key and text), kept as it is unless
     /// cleared.
     error: Option<&'a [u8]>,
+    /// The item's format byte, written again as it was.
+    format: u8,
     body: &'a [u8],
 }
 
-/// A stored outbound item in format 2: an item of an older format is
-/// written as format 2 first, so that its state can be read.
+/// Whether a stored item is a message this walks: formats 2 and 5.
+fn walkable(value: &[u8]) -> bool {
+    matches!(value.first(), Some(&(BINARY | LEAN)))
+}
+
+/// A stored outbound item as a message: an item of format 1 is written as
+/// this binary writes items first, so that its state can be read.
 pub(in crate::store) fn binary(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-    if value.first() == Some(&BINARY) {
+    if walkable(&value) {
         Ok(value)
     } else {
         Ok(encode(&decode::<OutboundItem>(&value)?))
@@ -83,7 +90,7 @@ pub(in crate::store) fn rewrite(
     let changed = {
         let value = stored.value();
         let converted;
-        let value = if value.first() == Some(&BINARY) {
+        let value = if walkable(value) {
             value
         } else {
             converted = binary(value.to_vec())?;
@@ -101,7 +108,7 @@ pub(in crate::store) fn rewrite(
 
 /// The status of a stored outbound item, of any format.
 pub(in crate::store) fn status(value: &[u8]) -> Result<QueueStatus, StoreError> {
-    if value.first() == Some(&BINARY) {
+    if walkable(value) {
         Ok(OutboundState::read(value)?.status)
     } else {
         Ok(decode::<OutboundItem>(value)?.status)
@@ -109,14 +116,15 @@ pub(in crate::store) fn status(value: &[u8]) -> Result<QueueStatus, StoreError> 
 }
 
 impl<'a> OutboundState<'a> {
-    /// The state of an item stored in format 2 (see `binary`).
+    /// The state of an item stored in format 2 or 5 (see `binary`).
     pub fn read(value: &'a [u8]) -> Result<OutboundState<'a>, StoreError> {
         let corrupt =
             |e: String| StoreError::Corrupt(format!("stored queue item does not read: {e}"));
-        let Some((&BINARY, body)) = value.split_first() else {
-            return Err(corrupt("it is not in format 2".to_string()));
+        let Some((&format @ (BINARY | LEAN), body)) = value.split_first() else {
+            return Err(corrupt("it is not in format 2 or 5".to_string()));
         };
         let mut state = OutboundState {
+            format,
             remote_system: "",
             process_event: "",
             created_on: 0,
@@ -168,7 +176,7 @@ impl<'a> OutboundState<'a> {
     /// The stored item with this state: every other field as it was.
     pub fn write(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 32);
-        out.push(BINARY);
+        out.push(self.format);
         let mut pending = CHANGED.iter().peekable();
         let mut at = 0;
         while at < self.body.len() {
@@ -210,15 +218,15 @@ impl<'a> OutboundState<'a> {
 
 /// One field of a message: its number, its bytes with the key, and its
 /// value (a number, or the range of its length-delimited content).
-struct Field {
-    number: u32,
+pub(super) struct Field {
+    pub number: u32,
     whole: Range<usize>,
     value: u64,
-    content: Range<usize>,
+    pub content: Range<usize>,
 }
 
 /// The field at `*at` of `body`; moves `*at` past it.
-fn next_field(body: &[u8], at: &mut usize) -> Result<Field, String> {
+pub(super) fn next_field(body: &[u8], at: &mut usize) -> Result<Field, String> {
     let start = *at;
     let key = varint(body, at)?;
     let number = u32::try_from(key >> 3).map_err(|_| "a field number is too large".to_string())?;

@@ -12,11 +12,12 @@ use super::*;
 use crate::record::Record;
 use bytes::Bytes;
 
-/// Every value survives format 2, and format 1 (JSON) still reads.
-fn both_ways<T: Stored + serde::Serialize>(value: &T) -> usize {
+/// Every value survives its format (`format`: 2, or 5 for queue items),
+/// and format 1 (JSON) still reads.
+fn both_ways<T: Stored + serde::Serialize>(value: &T, format: u8) -> usize {
     let json = serde_json::to_value(value).unwrap();
     let binary = encode(value);
-    assert_eq!(binary[0], BINARY);
+    assert_eq!(binary[0], format);
     let back: T = decode(&binary).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), json);
     let mut old = Vec::new();
@@ -50,7 +51,7 @@ where
 {
     let json = serde_json::to_value(value).unwrap();
     let keyed = write(value);
-    assert_eq!(keyed[0], NAMED);
+    assert_eq!(keyed[0], LEAN);
     assert_eq!(
         serde_json::to_value(read(key, &keyed).unwrap()).unwrap(),
         json
@@ -119,7 +120,7 @@ fn item_json() -> serde_json::Value {
 #[test]
 fn queue_items_and_contexts_round_trip() {
     let item: OutboundItem = serde_json::from_value(item_json()).unwrap();
-    both_ways(&item);
+    both_ways(&item, LEAN);
     // A payload of a format-1 item that does not read as one stays text.
     let mut unreadable = item.clone();
     unreadable.payload = EncodedPayload::Json("{\"changed_fields\": 3}".to_string());
@@ -150,7 +151,7 @@ fn queue_items_and_contexts_round_trip() {
     );
     let inbound: InboundItem = serde_json::from_value(inbound).unwrap();
     assert!(matches!(inbound.payload, EncodedPayload::Binary(_)));
-    both_ways(&inbound);
+    both_ways(&inbound, LEAN);
     let mut malformed = inbound.clone();
     malformed.payload = EncodedPayload::Json("{not json".to_string());
     let back: InboundItem = decode(&encode(&malformed)).unwrap();
@@ -166,6 +167,83 @@ fn queue_items_and_contexts_round_trip() {
     }))
     .unwrap();
     every_format(&context);
+}
+
+/// A value as JSON, to compare.
+fn json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap()
+}
+
+/// How often `part` is in `bytes`.
+fn count(bytes: &[u8], part: &str) -> usize {
+    bytes
+        .windows(part.len())
+        .filter(|w| *w == part.as_bytes())
+        .count()
+}
+
+/// A queue item (format 5) leaves its table and record id to its payload
+/// when the payload holds the same, and reads them back from it; an item
+/// whose payload names another record keeps its own; format 2 still reads.
+#[test]
+fn an_item_leaves_its_key_to_its_payload() {
+    let item: OutboundItem = serde_json::from_value(item_json()).unwrap();
+    let sys_id = "a".repeat(32);
+    let lean = encode(&item);
+    assert_eq!(
+        count(&lean, &sys_id),
+        1,
+        "the sys_id is in the payload only"
+    );
+    assert_eq!(count(&lean, "incident"), 1);
+    let back: OutboundItem = decode(&lean).unwrap();
+    assert_eq!(
+        (back.table.as_str(), back.local_correlation_id.as_str()),
+        ("incident", sys_id.as_str())
+    );
+    let mut whole = outbound_message(&item);
+    whole.table = item.table.clone();
+    whole.local_correlation_id = item.local_correlation_id.clone();
+    whole.key_in_payload = false;
+    let format_2 = format_2(&whole);
+    // The key's table and sys_id, less the flag (field 25: two bytes of
+    // key, one of value).
+    assert_eq!(format_2.len() - lean.len(), 2 + 8 + 2 + 32 - 3);
+    assert_eq!(
+        json(&decode::<OutboundItem>(&format_2).unwrap()),
+        json(&back)
+    );
+
+    let mut other = item.clone();
+    other.local_correlation_id = "e".repeat(32);
+    let kept = encode(&other);
+    assert_eq!(count(&kept, &"e".repeat(32)), 1);
+    assert_eq!(
+        decode::<OutboundItem>(&kept).unwrap().local_correlation_id,
+        other.local_correlation_id
+    );
+
+    let mut inbound: InboundItem = serde_json::from_value(serde_json::json!({
+        "id": 8, "sequence": 4, "remote_system": "edge", "process_event": "pe",
+        "operation": "update", "source_table": "incident", "remote_correlation_id": sys_id,
+        "local_correlation_id": "d".repeat(32), "domain": "global", "status": "Ready",
+        "created_on": 1, "payload": item_json()["payload"].clone()
+    }))
+    .unwrap();
+    let lean = encode(&inbound);
+    assert_eq!(count(&lean, &sys_id), 1);
+    assert_eq!(json(&decode::<InboundItem>(&lean).unwrap()), json(&inbound));
+    inbound.source_table = "problem".to_string();
+    let kept = encode(&inbound);
+    assert_eq!(count(&kept, "problem"), 1);
+    assert_eq!(json(&decode::<InboundItem>(&kept).unwrap()), json(&inbound));
+    // A damaged payload of an item that leaves its key to it is refused.
+    let mut damaged = outbound_message(&item);
+    damaged.payload = Bytes::from_static(&[0x22, 0x40, b'x']);
+    let refused = decode::<OutboundItem>(&[&[LEAN][..], &damaged.encode_to_vec()].concat())
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("does not read"), "{refused}");
 }
 
 fn a_record() -> Record {

@@ -141,7 +141,7 @@ async fn field_names_are_numbered_once_and_not_by_a_failed_commit() {
         .await
         .unwrap();
     let bytes = stored_bytes(&store, &second[0].sys_id);
-    assert_eq!(bytes[0], super::super::codec::NAMED);
+    assert_eq!(bytes[0], super::super::codec::LEAN);
     let text = String::from_utf8_lossy(&bytes).into_owned();
     assert!(
         !text.contains("urgency") && !text.contains("impact"),
