@@ -206,6 +206,7 @@ fn unless_in_payload(in_payload: bool, text: &str) -> String {
 fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
     let (payload, payload_json) = item.payload.parts();
     let key_in_payload = key_in(&payload, (&item.table, &item.local_correlation_id));
+    let never_sent = item.status == QueueStatus::Ready && item.sent_on.is_none();
     stored::OutboundItem {
         id: item.id,
         sequence: item.sequence,
@@ -232,6 +233,11 @@ fn outbound_message(item: &OutboundItem) -> stored::OutboundItem {
         bases: bases_message(&item.bases),
         settles: item.settles,
         key_in_payload,
+        room: if never_sent {
+            bytes::Bytes::from_static(&state::ROOM_BYTES)
+        } else {
+            bytes::Bytes::new()
+        },
     }
 }
 

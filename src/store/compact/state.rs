@@ -24,6 +24,7 @@ const ATTEMPTS: u32 = 15;
 const NEXT_ATTEMPT_ON: u32 = 16;
 const SENT_ON: u32 = 17;
 const PROCESSED_ON: u32 = 18;
+const ROOM: u32 = 31;
 
 /// The fields written again, in field order.
 const CHANGED: [u32; 6] = [
@@ -34,6 +35,11 @@ const CHANGED: [u32; 6] = [
     SENT_ON,
     PROCESSED_ON,
 ];
+
+/// The room a new item is written with (`room`, field `ROOM`): what its
+/// send (attempts, sent_on: 2 + 8 bytes) and its acknowledgment
+/// (processed_on: 8) add.
+pub(super) const ROOM_BYTES: [u8; 18] = [0; 18];
 
 /// Wire types of the protobuf encoding.
 const VARINT: u8 = 0;
@@ -174,13 +180,20 @@ impl<'a> OutboundState<'a> {
     }
 
     /// The stored item with this state: every other field as it was.
+    /// An item written with room (`ROOM`) keeps its size while the room
+    /// lasts: what the change adds is taken from the room.
     pub fn write(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body.len() + 32);
         out.push(self.format);
         let mut pending = CHANGED.iter().peekable();
+        let mut had_room = false;
         let mut at = 0;
         while at < self.body.len() {
             let field = next_field(self.body, &mut at).expect("`read` walked these fields");
+            if field.number == ROOM {
+                had_room = true;
+                continue;
+            }
             if CHANGED.contains(&field.number) {
                 continue;
             }
@@ -191,6 +204,16 @@ impl<'a> OutboundState<'a> {
         }
         for &number in pending {
             self.put(number, &mut out);
+        }
+        if had_room {
+            // The room's key (two bytes) and length (one), then its zeros:
+            // the last field, as prost writes it.
+            let was = 1 + self.body.len();
+            if let Some(left) = was.checked_sub(out.len() + 3).filter(|&n| n < 0x80) {
+                put_varint(u64::from(ROOM << 3 | u32::from(LENGTH)), &mut out);
+                out.push(u8::try_from(left).expect("below 0x80"));
+                out.resize(was, 0);
+            }
         }
         out
     }
