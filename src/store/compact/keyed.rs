@@ -238,7 +238,8 @@ fn digest_text(bits: Option<u64>, bytes: &[u8]) -> String {
 /// `table`, `local_correlation_id`: left empty, so not written), each field
 /// named by its number in `names` where it has one, as format 5 stores it.
 pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> stored::Correlation {
-    stored::Correlation {
+    let mut packed = Vec::new();
+    let mut message = stored::Correlation {
         remote_system: String::new(),
         remote_correlation_id: correlation.remote_correlation_id.clone(),
         table: String::new(),
@@ -250,10 +251,17 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
         synced: correlation
             .synced
             .iter()
-            .map(|(field, synced)| {
+            .filter_map(|(field, synced)| {
                 let field_id = names.number(field).unwrap_or(0);
                 let digest_bits = digest_number(&synced.digest);
-                stored::Synced {
+                if let Some(bits) = digest_bits.filter(|_| {
+                    field_id != 0 && !synced.by_peer && synced.on == correlation.updated_on
+                }) {
+                    prost::encoding::encode_varint(u64::from(field_id), &mut packed);
+                    packed.extend_from_slice(&bits.to_be_bytes());
+                    return None;
+                }
+                Some(stored::Synced {
                     field: if field_id == 0 {
                         field.clone()
                     } else {
@@ -268,9 +276,10 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
                     on: (synced.on != correlation.updated_on).then_some(synced.on),
                     by_peer: synced.by_peer,
                     field_id,
-                }
+                })
             })
             .collect(),
+        synced_packed: Bytes::new(),
         deleted_on: correlation.deleted_on,
         unsent: correlation.unsent,
         first_item: correlation.first_item,
@@ -279,7 +288,34 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
             Some(false) => 1,
             Some(true) => 2,
         },
+    };
+    message.synced_packed = Bytes::from(packed);
+    message
+}
+
+/// The packed synced fields (`synced_packed`), added to `synced`.
+fn unpack_synced(
+    mut packed: &[u8],
+    (updated_on, names): (u64, &Known),
+    synced: &mut std::collections::BTreeMap<String, Synced>,
+) -> Result<(), String> {
+    while !packed.is_empty() {
+        let number = prost::encoding::decode_varint(&mut packed).map_err(|e| e.to_string())?;
+        let number = u32::try_from(number).map_err(|_| format!("field name number {number}"))?;
+        let Some((digest, rest)) = packed.split_first_chunk::<8>() else {
+            return Err("a packed synced field ends inside its digest".to_string());
+        };
+        packed = rest;
+        synced.insert(
+            names.name(number)?.to_string(),
+            Synced {
+                digest: crate::ids::hex(digest),
+                on: updated_on,
+                by_peer: false,
+            },
+        );
     }
+    Ok(())
 }
 
 pub(super) fn correlation_of(
@@ -287,6 +323,21 @@ pub(super) fn correlation_of(
     names: &Known,
 ) -> Result<Correlation, String> {
     let updated_on = message.updated_on.unwrap_or(message.created_on);
+    let mut synced = message
+        .synced
+        .into_iter()
+        .map(|s| {
+            Ok((
+                name_of(s.field, s.field_id, names)?,
+                Synced {
+                    digest: digest_text(s.digest_bits, &s.digest),
+                    on: s.on.unwrap_or(updated_on),
+                    by_peer: s.by_peer,
+                },
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    unpack_synced(&message.synced_packed, (updated_on, names), &mut synced)?;
     Ok(Correlation {
         remote_system: message.remote_system,
         remote_correlation_id: message.remote_correlation_id,
@@ -295,20 +346,7 @@ pub(super) fn correlation_of(
         active: message.active,
         created_on: message.created_on,
         updated_on,
-        synced: message
-            .synced
-            .into_iter()
-            .map(|s| {
-                Ok((
-                    name_of(s.field, s.field_id, names)?,
-                    Synced {
-                        digest: digest_text(s.digest_bits, &s.digest),
-                        on: s.on.unwrap_or(updated_on),
-                        by_peer: s.by_peer,
-                    },
-                ))
-            })
-            .collect::<Result<_, String>>()?,
+        synced,
         deleted_on: message.deleted_on,
         unsent: message.unsent,
         first_item: message.first_item,

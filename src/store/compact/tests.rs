@@ -371,7 +371,12 @@ fn field_names_are_stored_as_the_stores_numbers() {
     let as_text = encode_correlation(&none, &correlation);
     let numbered = encode_correlation(&all, &correlation);
     let names = "number".len() + "state".len() + "odd".len() + "other".len() + "zero".len();
-    assert_eq!(as_text.len() - numbered.len(), names);
+    // `state` and `zero` (hex digests, exchanged at updated_on, not by the
+    // peer) are packed: a number and 8 bytes each instead of a message of
+    // 13, the packed bytes' own key and length once.
+    assert_eq!(as_text.len() - numbered.len(), names + 2 * (13 - 9) - 2);
+    let message = stored::Correlation::decode(&numbered[1..]).unwrap();
+    assert_eq!((message.synced.len(), message.synced_packed.len()), (3, 18));
     for (names, bytes) in [(&all, &numbered), (&none, &as_text)] {
         assert_eq!(correlation_at(names, key, bytes).unwrap(), correlation);
     }
@@ -379,6 +384,12 @@ fn field_names_are_stored_as_the_stores_numbers() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("is not in the store's names"), "{refused}");
+    // A packed entry cut short is refused, not misread.
+    let mut cut = message.clone();
+    cut.synced_packed.truncate(13);
+    let cut = [&[LEAN][..], &cut.encode_to_vec()].concat();
+    let refused = correlation_at(&all, key, &cut).unwrap_err().to_string();
+    assert!(refused.contains("ends inside its digest"), "{refused}");
 }
 
 /// A context is written in format 3 and reads back as it was; its format-2
