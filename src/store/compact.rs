@@ -457,4 +457,6 @@ mod context;
 pub(super) mod keyed;
 pub(super) mod state;
 #[cfg(test)]
+mod item_tests;
+#[cfg(test)]
 mod tests;

@@ -238,7 +238,8 @@ fn digest_text(bits: Option<u64>, bytes: &[u8]) -> String {
 /// `table`, `local_correlation_id`: left empty, so not written), each field
 /// named by its number in `names` where it has one, as format 5 stores it.
 pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> stored::Correlation {
-    let mut packed = Vec::new();
+    // (on, by_peer) → packed fields; a change's fields share one.
+    let mut groups: Vec<((u64, bool), Vec<u8>)> = Vec::new();
     let mut message = stored::Correlation {
         remote_system: String::new(),
         remote_correlation_id: correlation.remote_correlation_id.clone(),
@@ -254,10 +255,17 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
             .filter_map(|(field, synced)| {
                 let field_id = names.number(field).unwrap_or(0);
                 let digest_bits = digest_number(&synced.digest);
-                if let Some(bits) = digest_bits.filter(|_| {
-                    field_id != 0 && !synced.by_peer && synced.on == correlation.updated_on
-                }) {
-                    prost::encoding::encode_varint(u64::from(field_id), &mut packed);
+                if let Some(bits) = digest_bits.filter(|_| field_id != 0) {
+                    let group = (synced.on, synced.by_peer);
+                    let place = match groups.iter().position(|(g, _)| *g == group) {
+                        Some(place) => place,
+                        None => {
+                            groups.push((group, Vec::new()));
+                            groups.len() - 1
+                        }
+                    };
+                    let packed = &mut groups[place].1;
+                    prost::encoding::encode_varint(u64::from(field_id), packed);
                     packed.extend_from_slice(&bits.to_be_bytes());
                     return None;
                 }
@@ -279,7 +287,7 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
                 })
             })
             .collect(),
-        synced_packed: Bytes::new(),
+        synced_groups: Vec::new(),
         deleted_on: correlation.deleted_on,
         unsent: correlation.unsent,
         first_item: correlation.first_item,
@@ -289,16 +297,24 @@ pub(super) fn correlation_message(correlation: &Correlation, names: &Known) -> s
             Some(true) => 2,
         },
     };
-    message.synced_packed = Bytes::from(packed);
+    message.synced_groups = groups
+        .into_iter()
+        .map(|((on, by_peer), packed)| stored::SyncedGroup {
+            on: (on != correlation.updated_on).then_some(on),
+            by_peer,
+            packed: Bytes::from(packed),
+        })
+        .collect();
     message
 }
 
-/// The packed synced fields (`synced_packed`), added to `synced`.
+/// A group of packed synced fields (`SyncedGroup`), added to `synced`.
 fn unpack_synced(
-    mut packed: &[u8],
+    group: &stored::SyncedGroup,
     (updated_on, names): (u64, &Known),
     synced: &mut std::collections::BTreeMap<String, Synced>,
 ) -> Result<(), String> {
+    let mut packed = &group.packed[..];
     while !packed.is_empty() {
         let number = prost::encoding::decode_varint(&mut packed).map_err(|e| e.to_string())?;
         let number = u32::try_from(number).map_err(|_| format!("field name number {number}"))?;
@@ -310,8 +326,8 @@ fn unpack_synced(
             names.name(number)?.to_string(),
             Synced {
                 digest: crate::ids::hex(digest),
-                on: updated_on,
-                by_peer: false,
+                on: group.on.unwrap_or(updated_on),
+                by_peer: group.by_peer,
             },
         );
     }
@@ -337,7 +353,9 @@ pub(super) fn correlation_of(
             ))
         })
         .collect::<Result<_, String>>()?;
-    unpack_synced(&message.synced_packed, (updated_on, names), &mut synced)?;
+    for group in &message.synced_groups {
+        unpack_synced(group, (updated_on, names), &mut synced)?;
+    }
     Ok(Correlation {
         remote_system: message.remote_system,
         remote_correlation_id: message.remote_correlation_id,
