@@ -384,7 +384,7 @@ fn a_format_5_store_opens_with_its_field_names() {
         !text.contains("short_description") && text.contains("Install Visio"),
         "{text}"
     );
-    let edge_sys_id = "01a248b442260008c32bcbe3ac12abc3";
+    let edge_sys_id = "01a24908973b00082b6772635fe61672";
     {
         // Its inbound item leaves the edge's record id to its payload and
         // reads it back from there.
