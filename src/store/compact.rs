@@ -36,6 +36,14 @@ stored_as_json!(
     std::collections::BTreeSet<(String, String)>,
 );
 
+/// Appends `message` stored in format `format`: the format byte, then the
+/// message.
+fn write_message(format: u8, message: &impl Message, out: &mut Vec<u8>) {
+    out.reserve(1 + message.encoded_len());
+    out.push(format);
+    message.encode(out).expect("a Vec grows to fit");
+}
+
 /// Implements `Stored` for a type with a format-2 message: written as the
 /// message under format byte `$format` (2, or 5 for a message that may
 /// leave out what another part of it holds), read from either or from
@@ -44,10 +52,7 @@ macro_rules! stored_compact {
     ($($t:ty => $message:ty, $to:ident, $from:ident, $format:ident;)*) => {
         $(impl Stored for $t {
             fn write(&self, out: &mut Vec<u8>) {
-                let message = $to(self);
-                out.reserve(1 + message.encoded_len());
-                out.push($format);
-                message.encode(out).expect("a Vec grows to fit");
+                write_message($format, &$to(self), out);
             }
             fn read(version: u8, body: &[u8]) -> Result<Self, StoreError> {
                 match version {

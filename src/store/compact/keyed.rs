@@ -69,9 +69,8 @@ pub fn correlation_at(
 }
 
 fn named(message: &impl Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + message.encoded_len());
-    out.push(LEAN);
-    message.encode(&mut out).expect("a Vec grows to fit");
+    let mut out = Vec::new();
+    super::write_message(LEAN, message, &mut out);
     out
 }
 
