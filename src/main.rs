@@ -21,14 +21,19 @@ fn main() -> std::process::ExitCode {
     procsync::cli::main()
 }
 
-/// mimalloc hands freed pages back to the system 10 ms after they empty
+/// mimalloc hands freed pages back to the system 50 ms after they empty
 /// (its option `purge_delay`), not after its default second. Purging is
 /// done by the thread that freed them, on a later call into mimalloc, so
 /// with the default a thread that then goes idle (most of a hub's, with a
 /// thousand idle edges) keeps them: 318-355 KiB per idle edge against 239
-/// with 10 ms (`bench fleet`, 1,000 edges). The cost was within the
-/// noise of `bench sync` and `bench write` (0-5 %); handing them back at
-/// once (0 ms) cost 7 % of `bench sync` and a quarter of batch writes.
+/// with 10 ms (`bench fleet`, 1,000 edges). Shorter is not better either:
+/// an attachment's chunks (1 MiB buffers on both sides, one every few
+/// milliseconds) then come back as fresh pages the kernel must fault in
+/// and zero, and with 10 ms a 1 GiB transfer ran at 348-383 MB/s against
+/// 457-481 with 50-250 ms and 1.8-2.0 s of CPU per side instead of 2.3-2.6
+/// (`bench attachment`), while a thousand idle edges took 170 KiB each at
+/// 50 ms against 149 at 10 ms (2026-12-06). Handing them back at once
+/// (0 ms) cost 7 % of `bench sync` and a quarter of batch writes.
 /// `MIMALLOC_PURGE_DELAY` set in the environment still wins.
 #[cfg(not(feature = "system-alloc"))]
 #[allow(
@@ -44,7 +49,7 @@ fn keep_freed_memory_briefly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set stores an integer in mimalloc's option
         // table (linked in by the mimalloc crate); 15 is purge_delay in
-        // the mimalloc this build compiles, and 10 ms is in its range.
-        unsafe { mi_option_set(PURGE_DELAY, 10) };
+        // the mimalloc this build compiles, and 50 ms is in its range.
+        unsafe { mi_option_set(PURGE_DELAY, 50) };
     }
 }
