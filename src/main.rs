@@ -26,7 +26,8 @@ fn main() -> std::process::ExitCode {
 /// done by the thread that freed them, on a later call into mimalloc, so
 /// with the default a thread that then goes idle (most of a hub's, with a
 /// thousand idle edges) keeps them: 318-355 KiB per idle edge against 239
-/// with 10 ms (`bench fleet`, 1,000 edges). Shorter is not better either:
+/// with 10 ms when that was first measured (`bench fleet`, 1,000 edges;
+/// figures of another day than those below). Shorter is not better either:
 /// an attachment's chunks (1 MiB buffers on both sides, one every few
 /// milliseconds) then come back as fresh pages the kernel must fault in
 /// and zero, and with 10 ms a 1 GiB transfer ran at 348-383 MB/s against
